@@ -1,0 +1,1 @@
+"""fave: the orchestrator (engine, executor, runtimes, CLI)."""

@@ -1,0 +1,1 @@
+"""Code shared by the orchestrator and every stage function (deployed as a Lambda layer)."""

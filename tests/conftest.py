@@ -1,0 +1,3 @@
+"""Test-wide configuration. Fixtures live in tests/support/ modules, registered here."""
+
+pytest_plugins = ["support.stores", "support.functions"]

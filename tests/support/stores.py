@@ -1,0 +1,1 @@
+"""Object-store fixtures (local directory, moto in-process, ThreadedMotoServer)."""
