@@ -1,0 +1,281 @@
+"""The orchestrator: apply events to a request, commit, then perform the commands (decide apart from doing).
+
+``Orchestrator`` is used both by the local runtime (``drive`` loops until the request ends, batching every
+completion that arrived into one step) and by the Lambda entry points (one ``apply`` per incoming event).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from fave_shared import refs
+from fave_shared.errors import ConflictError, FaveError, NotFoundError, ValidationError
+from fave_shared.schemas import TaskRef
+from fave_shared.store import ObjectStore
+
+from . import completions
+from .clock import Clock, SystemClock
+from .engine import Engine
+from .ids import new_request_id, validate_request_id
+from .invoke.base import Invoker
+from .model import (
+    Cancel,
+    Command,
+    Event,
+    Invoke,
+    Notify,
+    RequestState,
+    Resume,
+    Start,
+    TaskFailed,
+    TaskSucceeded,
+    Tick,
+    WriteFinal,
+)
+from .persistence import Persistence, request_prefix, state_key
+from .pipeline import Pipeline
+
+INLINE_OUTPUT_LIMIT = 8_192
+"""Task outputs larger than this (JSON bytes) are kept as objects and referenced from the task shard."""
+MAX_CONFLICT_RETRIES = 20
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+class Orchestrator:
+    """Runs requests of one pipeline against one object store and one invoker."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        store: ObjectStore,
+        invoker: Invoker | None = None,
+        *,
+        clock: Clock | None = None,
+        on_notify: Callable[[str, Notify, RequestState], None] | None = None,
+        sync_workers: int = 8,
+    ) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.invoker = invoker
+        self.clock = clock or SystemClock()
+        self.engine = Engine(pipeline)
+        self.persistence = Persistence(store, pipeline, self.engine)
+        self.on_notify = on_notify
+        self.inbox: queue.SimpleQueue[tuple[str, Event]] = queue.SimpleQueue()
+        self._states: dict[str, RequestState] = {}
+        self._sync_pool: ThreadPoolExecutor | None = None
+        self._sync_workers = sync_workers
+        self._lock = threading.Lock()
+
+    # ---- lifecycle of a request ------------------------------------------------------------------------
+
+    def create(self, request_input: Mapping[str, Any], *, start: bool = True) -> RequestState:
+        """Validate the input, persist a new request (INIT) and, by default, start it."""
+        profile = str(request_input.get("profile") or "default")
+        if profile not in self.pipeline.profiles:
+            known = ", ".join(sorted(self.pipeline.profiles))
+            raise ValidationError(f"unknown profile '{profile}' (this pipeline has: {known})")
+        now = self.clock.now()
+        request_id = new_request_id(now)
+        state = self.engine.new_request(request_id, {**request_input, "profile": profile}, now)
+        self._states[request_id] = self.persistence.create(state)
+        if start:
+            return self.apply(request_id, [Start()])
+        return self._states[request_id]
+
+    def load(self, request_id: str) -> RequestState:
+        """The current state from the store (fresh read)."""
+        validate_request_id(request_id)
+        self.persistence.forget(request_id)
+        state = self.persistence.load(request_id, self.clock.now())
+        self._states[request_id] = state
+        return state
+
+    def cancel(self, request_id: str, reason: str = "cancelled by user") -> RequestState:
+        return self.apply(request_id, [Cancel(reason)])
+
+    def resume(self, request_id: str) -> RequestState:
+        return self.apply(request_id, [Resume()])
+
+    # ---- the step ------------------------------------------------------------------------------------
+
+    def apply(self, request_id: str, events: Iterable[Event]) -> RequestState:
+        """Apply events, commit (retrying on conflict by reloading), then perform the commands."""
+        events = [self.prepare(request_id, e) for e in events]
+        for _ in range(MAX_CONFLICT_RETRIES):
+            state = self._states.get(request_id)
+            if state is None:
+                state = self.load(request_id)
+            before = state
+            now = self.clock.now()
+            commands: list[Command] = []
+            for event in events:
+                state, more = self.engine.decide(state, event, now)
+                commands.extend(more)
+            if not _changed(before, state, commands):
+                return state
+            try:
+                for command in commands:
+                    if isinstance(command, WriteFinal):
+                        self.persistence.write_final(request_id, command.output)
+                state = self.persistence.commit(state)
+            except ConflictError:
+                # Someone else committed first (a cancel, another orchestrator): re-read and re-decide.
+                self._states.pop(request_id, None)
+                continue
+            self._states[request_id] = state
+            self.perform(state, commands)
+            return state
+        raise ConflictError(f"request {request_id}: gave up after {MAX_CONFLICT_RETRIES} conflicting writes")
+
+    def prepare(self, request_id: str, event: Event) -> Event:
+        """Do the I/O an event needs before the pure engine sees it: park large outputs in the store and
+        resolve the lists that a successful source stage feeds to its ``for_each`` stages."""
+        if not isinstance(event, TaskSucceeded) or event.stage not in self.pipeline.stages:
+            return event
+        output = event.output
+        if not refs.is_ref(output) and _size(output) > INLINE_OUTPUT_LIMIT:
+            key = self._artifact_prefix(request_id, event.stage, event.item) + f"output-{event.attempt}.json"
+            self.store.put(key, refs.dumps(output), content_type="application/json")
+            output = {refs.REF: key}
+        fanout: dict[str, tuple[Any, ...]] = {}
+        for spec in self.pipeline.stages.values():
+            if spec.for_each is None or spec.for_each.source != event.stage:
+                continue
+            try:
+                resolved = refs.resolve(self.store, output)
+                fanout[str(spec.for_each)] = tuple(spec.for_each.extract(resolved))
+            except (ValueError, FaveError) as exc:
+                return TaskFailed(event.stage, event.item, event.attempt, "ValidationError", str(exc))
+        if output is event.output and not fanout:
+            return event
+        return replace(event, output=output, fanout=fanout)
+
+    # ---- doing ----------------------------------------------------------------------------------------
+
+    def perform(self, state: RequestState, commands: list[Command]) -> None:
+        for command in commands:
+            if isinstance(command, Invoke):
+                self._invoke(state.request_id, command)
+            elif isinstance(command, Notify) and self.on_notify is not None:
+                self.on_notify(state.request_id, command, state)
+
+    def _artifact_prefix(self, request_id: str, stage: str, item: int | None) -> str:
+        base = request_prefix(request_id) + f"stages/{stage}/"
+        return base if item is None else f"{base}{item:05d}/"
+
+    def _invoke(self, request_id: str, command: Invoke) -> None:
+        if self.invoker is None:
+            raise FaveError("this orchestrator has no invoker")
+        task = TaskRef(request_id=request_id, stage=command.stage, item=command.item, attempt=command.attempt)
+        key = self._artifact_prefix(request_id, command.stage, command.item) + f"input-{command.attempt}.json"
+        payload = {
+            "fave": 1,
+            "task": task.model_dump(),
+            "store": self.store.uri,
+            "input": refs.offload(self.store, key, dict(command.input)),
+        }
+        if command.mode == "sync":
+            self._pool().submit(self._invoke_sync, task, command.function, payload)
+            return
+        try:
+            self.invoker.invoke_async(command.function, payload)
+        except FaveError as exc:
+            self.inbox.put(
+                (request_id, TaskFailed(task.stage, task.item, task.attempt, type(exc).__name__, str(exc)))
+            )
+
+    def _invoke_sync(self, task: TaskRef, function: str, payload: dict[str, Any]) -> None:
+        assert self.invoker is not None
+        try:
+            result = self.invoker.invoke_sync(function, payload)
+            self.inbox.put(completions.from_result(task, result.payload, result.function_error))
+        except Exception as exc:  # noqa: BLE001 - every failure must come back as an event, or the task hangs
+            self.inbox.put(
+                (task.request_id, TaskFailed(task.stage, task.item, task.attempt, type(exc).__name__, str(exc)))
+            )
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._sync_pool is None:
+                self._sync_pool = ThreadPoolExecutor(self._sync_workers, thread_name_prefix="fave-sync")
+            return self._sync_pool
+
+    def deliver(self, envelope: Mapping[str, Any]) -> None:
+        """Destination handler for the local runtime: queue an async completion (thread-safe)."""
+        self.inbox.put(completions.from_envelope(envelope))
+
+    # ---- the local loop -------------------------------------------------------------------------------
+
+    def drive(
+        self,
+        request_id: str,
+        *,
+        tick_s: float = 0.05,
+        poll_s: float = 1.0,
+        on_step: Callable[[RequestState], None] | None = None,
+        max_batch: int = 20_000,
+    ) -> RequestState:
+        """Run the request to its end in this process: wait for completions, batch them into steps."""
+        state = self._states.get(request_id) or self.load(request_id)
+        last_poll = self.clock.now()
+        while not state.status.terminal:
+            events: list[Event] = []
+            try:
+                events.append(self._accept(request_id, self.inbox.get(timeout=tick_s)))
+                while len(events) < max_batch:
+                    events.append(self._accept(request_id, self.inbox.get_nowait()))
+            except queue.Empty:
+                pass
+            events = [e for e in events if not isinstance(e, Tick)]
+            events.append(Tick())
+            now = self.clock.now()
+            if now - last_poll >= poll_s:
+                last_poll = now
+                state = self._notice_outside_writes(request_id, state)
+            state = self.apply(request_id, events)
+            if on_step is not None:
+                on_step(state)
+        return state
+
+    def _accept(self, request_id: str, message: tuple[str, Event]) -> Event:
+        # Completions for other requests (a stale run sharing the runtime) are not ours to apply.
+        rid, event = message
+        return event if rid == request_id else Tick()
+
+    def _notice_outside_writes(self, request_id: str, state: RequestState) -> RequestState:
+        """Pick up a ``fave cancel`` from another process even when no completion is due."""
+        handle = self.persistence._handles.get(request_id)  # noqa: SLF001 - same package
+        try:
+            etag = self.store.head(state_key(request_id))
+        except NotFoundError:
+            return state
+        if handle is not None and etag != handle.head_etag:
+            return self.load(request_id)
+        return state
+
+    def close(self) -> None:
+        if self._sync_pool is not None:
+            self._sync_pool.shutdown(wait=False, cancel_futures=True)
+        if self.invoker is not None:
+            self.invoker.close()
+
+
+def _changed(before: RequestState, after: RequestState, commands: list[Command]) -> bool:
+    return bool(
+        commands
+        or after.dirty
+        or after.status != before.status
+        or after.stages is not before.stages
+        or after.tasks is not before.tasks
+        or after.retry_due is not before.retry_due
+    )

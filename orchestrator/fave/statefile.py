@@ -1,0 +1,95 @@
+"""The JSON documents that persist a request (pydantic at the boundary).
+
+``requests/{id}/metadata/state.json`` (``StateDoc``): input, pipeline digest, request status, per-stage
+status, counts and timings, the tasks of single-task stages, the failure reason.
+``requests/{id}/metadata/tasks/{stage}/{shard}.json`` (``ShardDoc``): the tasks of a fanned-out stage,
+``SHARD_SIZE`` items per object, so a completion rewrites a bounded object, never one that grows with N.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class TaskDoc(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: str = "PENDING"
+    attempt: int = 0
+    budget_base: int = 0
+    dispatched_at: float | None = None
+    first_dispatched_at: float | None = None
+    deadline: float | None = None
+    retry_at: float | None = None
+    finished_at: float | None = None
+    error_type: str | None = None
+    error: str | None = None
+    output: Any = None
+    dispatch_version: int = 0
+
+
+class StageDoc(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: str = "PENDING"
+    fanned_out: bool = False
+    total: int | None = None
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_s: float | None = None
+    shards: int = 0
+    task: TaskDoc | None = None
+
+
+class FailureDoc(BaseModel):
+    stage: str
+    item: int | None = None
+    error_type: str
+    message: str
+    attempts: int = 0
+    reason: str = ""
+
+
+class PipelineRefDoc(BaseModel):
+    name: str
+    digest: str
+    path: str = ""
+    shape: dict[str, Any] = Field(default_factory=dict)
+
+
+class StateDoc(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    status: str
+    input: dict[str, Any]
+    pipeline: PipelineRefDoc
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    failure: FailureDoc | None = None
+    cancel_reason: str | None = None
+    version: int = 0
+    resumes: int = 0
+    stages: dict[str, StageDoc]
+
+
+class ShardDoc(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    stage: str
+    shard: int
+    version: int
+    tasks: dict[int, TaskDoc]

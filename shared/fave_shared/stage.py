@@ -1,0 +1,162 @@
+"""The stage SDK: turn ``run(input_model, ctx) -> output_model`` into a Lambda handler.
+
+```python
+class SplitInput(StageInput):
+    needs: SplitNeeds
+
+@stage(SplitInput)
+def handler(inp: SplitInput, ctx: StageContext) -> SplitOutput:
+    ...
+```
+
+The wrapper parses the invocation payload (``StageEvent``), resolves ``{"$ref"}`` markers, validates the
+stage's one input model, opens the request's object store, runs the body, validates/dumps the one output
+model, and offloads it by reference if it is large. Exceptions propagate (Lambda reports them as a function
+error with ``errorType`` = the class name); raise a ``TerminalError`` subclass for input that retrying cannot
+fix, so the orchestrator does not retry it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from . import refs
+from .errors import ValidationError
+from .schemas import StageEvent, StageInput, TaskRef
+from .store import ObjectStore, open_store
+
+I = TypeVar("I", bound=StageInput)  # noqa: E741 - conventional type-variable name
+
+
+class LambdaContextLike(Protocol):
+    """The part of Lambda's context object the SDK uses."""
+
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+LambdaHandler = Callable[[dict[str, Any], Any], Any]
+
+_stores: dict[str, ObjectStore] = {}
+
+
+def _store_for(uri: str) -> ObjectStore:
+    # One store (and so one boto3 client) per warm environment, created on first use, never at import.
+    store = _stores.get(uri)
+    if store is None:
+        store = _stores[uri] = open_store(uri)
+    return store
+
+
+def task_prefix(task: TaskRef) -> str:
+    """Where a task's artifacts live: ``requests/{id}/stages/{stage}/`` (+ ``{item:05d}/`` when fanned out)."""
+    base = f"requests/{task.request_id}/stages/{task.stage}/"
+    return base if task.item is None else f"{base}{task.item:05d}/"
+
+
+class StageContext:
+    """What a stage body may use besides its input: the store, its artifact prefix, scratch space, time."""
+
+    def __init__(self, task: TaskRef, store: ObjectStore, lambda_context: Any = None) -> None:
+        self.task = task
+        self.store = store
+        self.prefix = task_prefix(task)
+        self._lambda_context = lambda_context
+        self._started = time.monotonic()
+        self._tmp: Path | None = None
+        self._fetched: dict[str, Path] = {}
+
+    @property
+    def request_id(self) -> str:
+        return self.task.request_id
+
+    @property
+    def request_prefix(self) -> str:
+        """``requests/{id}/``: the request's root in the store."""
+        return f"requests/{self.task.request_id}/"
+
+    @property
+    def tmp(self) -> Path:
+        """A scratch directory for this invocation (under /tmp, removed when the invocation ends)."""
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="fave-"))
+        return self._tmp
+
+    def key(self, name: str) -> str:
+        """The store key of an artifact called ``name`` under this task's prefix."""
+        return self.prefix + name
+
+    def put_bytes(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Write an artifact under this task's prefix; returns its key. Re-running overwrites (idempotent)."""
+        key = self.key(name)
+        self.store.put(key, data, content_type=content_type)
+        return key
+
+    def put_file(self, name: str, path: Path, content_type: str = "application/octet-stream") -> str:
+        """Upload a local file as an artifact under this task's prefix; returns its key."""
+        return self.put_bytes(name, Path(path).read_bytes(), content_type)
+
+    def read_bytes(self, key: str) -> bytes:
+        """Read any object of the store by key."""
+        return self.store.get(key).data
+
+    def fetch(self, key: str) -> Path:
+        """A local file holding the object at ``key`` (downloaded once per invocation)."""
+        path = self._fetched.get(key)
+        if path is None:
+            path = self.tmp / f"{len(self._fetched):03d}-{Path(key).name}"
+            path.write_bytes(self.read_bytes(key))
+            self._fetched[key] = path
+        return path
+
+    def remaining_ms(self) -> int:
+        """Milliseconds left before the function's timeout (a large number outside Lambda)."""
+        if self._lambda_context is not None and hasattr(self._lambda_context, "get_remaining_time_in_millis"):
+            return int(self._lambda_context.get_remaining_time_in_millis())
+        return 15 * 60 * 1000 - int((time.monotonic() - self._started) * 1000)
+
+    def close(self) -> None:
+        """Remove scratch files."""
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        self._fetched.clear()
+
+
+def stage(input_model: type[I]) -> Callable[[Callable[[I, StageContext], BaseModel]], LambdaHandler]:
+    """Decorate a stage body ``(input, ctx) -> output model`` into a Lambda handler ``(event, context)``."""
+
+    def decorate(body: Callable[[I, StageContext], BaseModel]) -> LambdaHandler:
+        @functools.wraps(body)
+        def handler(event: dict[str, Any], context: Any = None) -> Any:
+            try:
+                parsed = StageEvent.model_validate(event)
+            except Exception as exc:  # pydantic's error lists every field; keep it on one line
+                raise ValidationError(f"not a fave stage event: {exc}".replace("\n", " ")) from exc
+            store = _store_for(parsed.store)
+            ctx = StageContext(parsed.task, store, context)
+            try:
+                inp = input_model.model_validate(refs.resolve(store, parsed.input))
+                out = body(inp, ctx)
+                dumped = out.model_dump(mode="json")
+                return refs.offload(store, ctx.key(f"output-{parsed.task.attempt}.json"), dumped)
+            finally:
+                ctx.close()
+
+        return handler
+
+    return decorate
+
+
+def environment_flag(name: str, default: bool = False) -> bool:
+    """Read a boolean environment variable ("1", "true", "yes" are true)."""
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
