@@ -1,0 +1,221 @@
+"""Transcode any decodable video to H.264 (+AAC) MP4 with capped height, constant frame rate and fixed GOP.
+
+Why these choices: a constant frame rate and a keyframe every ``gop_s`` seconds make later stages cheap and
+predictable (extract decodes keyframes only and gets one picture per GOP; split can place clip boundaries on
+a known frame grid). ``+faststart`` puts the index first so a truncated download of *our* output fails early.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+from normalize_errors import MediaInputError
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Output parameters (from the stage config)."""
+
+    target_height: int = 480
+    max_fps: float = 30.0
+    gop_s: float = 1.0
+    crf: int = 23
+    preset: str = "veryfast"
+    audio_rate_hz: int = 48000
+    audio_bitrate_kbps: int = 128
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """What was written."""
+
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    has_audio: bool
+    gop_frames: int
+    size_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as the JSON-able dict of the stage output."""
+        return asdict(self)
+
+
+def output_size(width: int, height: int, sar: Fraction | None, target_height: int) -> tuple[int, int]:
+    """Square-pixel size: height capped at ``target_height``, aspect kept, both even (x264 needs it)."""
+    display_width = width * float(sar) if sar and sar > 0 else float(width)
+    out_h = min(height, target_height)
+    out_w = display_width * out_h / height
+    return max(2, round(out_w / 2) * 2), max(2, round(out_h / 2) * 2)
+
+
+def output_fps(source: Fraction | None, max_fps: float) -> Fraction:
+    """The source rate if it is known and within ``max_fps``, else ``max_fps`` (25 if nothing is known)."""
+    if not source or source <= 0:
+        return Fraction(25)
+    cap = Fraction(max_fps).limit_denominator(1001)
+    return source if source <= cap else cap
+
+
+def _drain(graph: av.filter.Graph) -> Iterator[Any]:
+    while True:
+        try:
+            yield graph.pull()
+        except (av.error.BlockingIOError, av.error.EOFError):
+            return
+
+
+def transcode(
+    src: Path,
+    dst: Path,
+    settings: EncodeSettings,
+    *,
+    display_name: str,
+    declared_duration_s: float,
+    max_duration_s: float,
+) -> Normalized:
+    """Decode ``src`` and write the normalized MP4 to ``dst``.
+
+    Raises ``MediaInputError`` if decoding fails, yields no picture, stops well short of the declared
+    duration (a truncated file whose index survived), or runs past ``max_duration_s`` (headers can lie).
+    """
+    with av.open(str(src), metadata_errors="ignore") as inp:
+        vin = next(s for s in inp.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        vin.thread_type = "AUTO"
+        width, height = output_size(
+            vin.codec_context.width, vin.codec_context.height, vin.sample_aspect_ratio, settings.target_height
+        )
+        fps = output_fps(vin.average_rate or vin.guessed_rate, settings.max_fps)
+        gop = max(1, round(float(fps) * settings.gop_s))
+        # Rebase every stream on the container's start so output time 0 is the first moment of the source.
+        start_us = inp.start_time or 0
+
+        with av.open(str(dst), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            vout = out.add_stream("libx264", rate=fps)
+            vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
+            vout.codec_context.gop_size = gop
+            vout.codec_context.options = {
+                "preset": settings.preset,
+                "crf": str(settings.crf),
+                # scenecut=0: no extra keyframes, so the GOP is exactly `gop` frames everywhere.
+                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+            }
+            graph = _video_graph(vin, width, height, fps)
+            aout = resampler = None
+            if ain is not None:
+                layout = "mono" if ain.codec_context.channels == 1 else "stereo"
+                aout = out.add_stream("aac", rate=settings.audio_rate_hz, layout=layout)
+                # The configured bitrate is for stereo; mono gets half.
+                aout.bit_rate = settings.audio_bitrate_kbps * 1000 // (2 if layout == "mono" else 1)
+                resampler = av.AudioResampler(format="fltp", layout=layout, rate=settings.audio_rate_hz)
+
+            last_video_s = -1.0
+            frames = 0
+            for stream, frame in _decode(inp, vin, ain, display_name):
+                offset = int(start_us * Fraction(1, av.time_base) / frame.time_base) if start_us else 0
+                frame.pts = frame.pts - offset if frame.pts is not None else None
+                if stream is vin:
+                    if frame.time is not None and frame.time > max_duration_s + 1.0:
+                        raise MediaInputError(
+                            f"duration of {display_name} exceeds the profile limit of {max_duration_s:g} s "
+                            "(found while decoding; the header understated it)"
+                        )
+                    graph.push(frame)
+                    for filtered in _drain(graph):
+                        frames += 1
+                        last_video_s = max(last_video_s, float(filtered.time))
+                        out.mux(vout.encode(filtered))
+                elif aout is not None and resampler is not None:
+                    if frame.pts is not None and frame.pts < 0:
+                        continue  # audio before the rebased start (priming): nothing to play it against
+                    for resampled in resampler.resample(frame):
+                        out.mux(aout.encode(resampled))
+            graph.push(None)
+            for filtered in _drain(graph):
+                frames += 1
+                last_video_s = max(last_video_s, float(filtered.time))
+                out.mux(vout.encode(filtered))
+            out.mux(vout.encode(None))
+            if aout is not None and resampler is not None:
+                for resampled in resampler.resample(None):
+                    out.mux(aout.encode(resampled))
+                out.mux(aout.encode(None))
+
+    if frames == 0:
+        raise MediaInputError(f"corrupt video: no decodable picture in {display_name}")
+    decoded_s = last_video_s + 1 / float(fps)
+    # A file cut short but with its index intact probes fine and decodes less than it declares.
+    if declared_duration_s > 0 and decoded_s < declared_duration_s * 0.9 - 0.5:
+        raise MediaInputError(
+            f"truncated or corrupt video: {display_name} declares {declared_duration_s:.1f} s "
+            f"but only {decoded_s:.1f} s could be decoded"
+        )
+    return Normalized(
+        width=width,
+        height=height,
+        fps=round(float(fps), 3),
+        duration_s=round(decoded_s, 3),
+        has_audio=ain is not None,
+        gop_frames=gop,
+        size_bytes=dst.stat().st_size,
+    )
+
+
+def _video_graph(vin: Any, width: int, height: int, fps: Fraction) -> av.filter.Graph:
+    graph = av.filter.Graph()
+    chain = [
+        graph.add_buffer(template=vin),
+        graph.add("scale", f"{width}:{height}:flags=bicubic"),
+        graph.add("setsar", "1"),
+        # fps= makes the output constant-rate (variable-rate phone video in, fixed grid out).
+        graph.add("fps", f"fps={fps.numerator}/{fps.denominator}"),
+        graph.add("format", "pix_fmts=yuv420p"),
+        graph.add("buffersink"),
+    ]
+    for a, b in itertools.pairwise(chain):
+        a.link_to(b)
+    graph.configure()
+    return graph
+
+
+def _decode(inp: Any, vin: Any, ain: Any, display_name: str) -> Iterator[tuple[Any, Any]]:
+    """Decoded (stream, frame) pairs of the video and the first audio stream, in demux order.
+
+    Like FFmpeg's command line, a packet that fails to decode is skipped (a cut-off last packet, a damaged
+    spot); a file where many do is corrupt. A file that simply stops is judged later by how much decoded.
+    """
+    streams = [vin] if ain is None else [vin, ain]
+    packets = errors = 0
+    demuxer = inp.demux(streams)
+    while True:
+        try:
+            packet = next(demuxer)
+        except StopIteration:
+            return
+        except av.error.FFmpegError:
+            return  # unreadable container data from here on: treat as the end of the file
+        packets += 1
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            errors += 1
+            if errors > max(10, packets // 20):
+                raise MediaInputError(
+                    f"corrupt video: {errors} of the first {packets} packets of {display_name} "
+                    f"could not be decoded ({_reason(exc)})"
+                ) from exc
+            continue
+        for frame in frames:
+            yield packet.stream, frame
+
+
+def _reason(exc: av.error.FFmpegError) -> str:
+    return str(getattr(exc, "strerror", None) or exc)
