@@ -82,7 +82,8 @@ _STOP_BIGRAMS = frozenset(
     {("look", "for"), ("looking", "for"), ("look", "at"), ("looking", "at"), ("search", "for")}
 )
 
-_QUOTED = re.compile(r"\"([^\"]*)\"|(?<!\w)'([^']*)'(?!\w)")
+# Single quotes double as apostrophes: inside '...' an apostrophe between letters ("don't") is text.
+_QUOTED = re.compile(r"\"([^\"]*)\"|(?<!\w)'((?:[^']|(?<=\w)'(?=\w))*)'(?!\w)")
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[,;:.!?]")
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"'})
 
