@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from fave_shared.store import LocalStore
 from support.functions import load_handler
-from support.scene_media import stage_event, write_scene_clips
+from support.media_samples import SampleChain, sample_chain
+from support.scene_media import stage_event, truth
 
 aggregate = load_handler("aggregate")
 
@@ -26,25 +27,36 @@ def _spans(out: dict[str, Any]) -> list[tuple[float, float]]:
     return [(s["start_s"], s["end_s"]) for s in out["scenes"]]
 
 
-# -- realistic inputs: the real transcribe and detect stages on the sample -----------------------------
+# -- realistic inputs: the real media chain (normalize, audio, split, extract), then transcribe and detect --
 
 
 @pytest.fixture(scope="module")
-def real_store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
-    return LocalStore(str(tmp_path_factory.mktemp("aggregate-store")))
+def chain(sample_video: Path, tmp_path_factory: pytest.TempPathFactory) -> SampleChain:
+    # The same chain (and store) as the other media stage tests: it runs once per process.
+    return sample_chain(sample_video, tmp_path_factory.getbasetemp() / "sample-chain")
 
 
 @pytest.fixture(scope="module")
-def real_needs(real_store: LocalStore) -> dict[str, Any]:
-    """split + the per-clip outputs of the real transcribe and detect stages (models shared per process)."""
-    media = write_scene_clips(real_store, REQUEST)
+def real_needs(chain: SampleChain) -> dict[str, Any]:
+    """split + the real transcribe and detect outputs per clip (models shared by the whole process)."""
     outs: dict[str, list[Any]] = {"transcribe": [], "detect": []}
     for name, results in outs.items():
-        fn = load_handler(name)
-        for i, extract in enumerate(media["extract"]):
-            inp = {"item": extract["clip"], "index": i, "needs": {"extract": extract}}
-            results.append(fn(stage_event(real_store, name, inp, request_id=REQUEST, item=i), None))
-    return {"split": media["split"], **outs}
+        for i, extract in enumerate(chain.extract):
+            inp = {"item": chain.split["clips"][i], "index": i, "needs": {"extract": extract}}
+            results.append(chain.run(name, inp, item=i))
+    return {"split": chain.split, **outs}
+
+
+def _aggregate_real(chain: SampleChain, query: str | None, needs: dict[str, Any]) -> dict[str, Any]:
+    inp = {"request": {"video_uri": str(chain.video), "query": query}, "needs": needs}
+    return chain.run("aggregate", inp)
+
+
+@pytest.mark.slow
+def test_the_sample_chain_cuts_the_truth_scenes(chain: SampleChain) -> None:
+    # The assertions below name scenes by their truth times: check that split agrees first.
+    spans = [(c["start_s"], c["end_s"]) for c in chain.split["clips"]]
+    assert spans == [(s["start_s"], s["end_s"]) for s in truth()["scenes"]]
 
 
 @pytest.mark.slow
@@ -61,23 +73,23 @@ def real_needs(real_store: LocalStore) -> dict[str, Any]:
     ],
 )
 def test_queries_on_the_sample_rank_the_right_scene_first(
-    real_store: LocalStore, real_needs: dict[str, Any], query: str, first: tuple[float, float], parsed: Any
+    chain: SampleChain, real_needs: dict[str, Any], query: str, first: tuple[float, float], parsed: Any
 ) -> None:
-    out = _aggregate(real_store, query, real_needs)
+    out = _aggregate_real(chain, query, real_needs)
     assert out["parsed_query"] == parsed
     assert _spans(out)[0] == first, out["scenes"]
     assert [s["score"] for s in out["scenes"]] == sorted((s["score"] for s in out["scenes"]), reverse=True)
 
 
 @pytest.mark.slow
-def test_cars_finds_exactly_the_street_scene(real_store: LocalStore, real_needs: dict[str, Any]) -> None:
-    out = _aggregate(real_store, "find scenes with cars", real_needs)
+def test_cars_finds_exactly_the_street_scene(chain: SampleChain, real_needs: dict[str, Any]) -> None:
+    out = _aggregate_real(chain, "find scenes with cars", real_needs)
     assert _spans(out) == [(5.0, 10.0)]
     [scene] = out["scenes"]
     assert scene["clip_index"] == 1 and scene["objects"].keys() == {"car"} and scene["objects"]["car"] >= 0.4
     assert scene["matched_words"] == ["car"]  # "a white car is parked ..." backs the detection up
     assert "car" in scene["transcript"].lower()
-    assert scene["links"]["clip"].startswith("file://") and scene["links"]["clip"].endswith("/00001.mp4")
+    assert scene["links"]["clip"] == LocalStore(str(chain.store_dir)).link(chain.split["clips"][1]["key"])
     assert scene["links"]["transcript"].endswith("/transcribe/00001/transcript.json")
     keyframes = scene["links"]["keyframes"]
     assert keyframes and all(Path(k.removeprefix("file://")).is_file() for k in keyframes)
@@ -89,18 +101,18 @@ def test_cars_finds_exactly_the_street_scene(real_store: LocalStore, real_needs:
 
 
 @pytest.mark.slow
-def test_carrot_does_not_match_the_car_transcript(real_store: LocalStore, real_needs: dict[str, Any]) -> None:
-    out = _aggregate(real_store, "carrot", real_needs)
+def test_carrot_does_not_match_the_car_transcript(chain: SampleChain, real_needs: dict[str, Any]) -> None:
+    out = _aggregate_real(chain, "carrot", real_needs)
     assert out["parsed_query"] == {"objects": ["carrot"], "words": []}
     assert out["scenes"] == []
-    out = _aggregate(real_store, 'someone says "carrot"', real_needs)
+    out = _aggregate_real(chain, 'someone says "carrot"', real_needs)
     assert all(s["matched_words"] == [] for s in out["scenes"])
 
 
 @pytest.mark.slow
-def test_every_clip_is_listed(real_store: LocalStore, real_needs: dict[str, Any]) -> None:
-    out = _aggregate(real_store, None, real_needs)
-    assert out["scenes"] == [] and out["query"] is None and out["request_id"] == REQUEST
+def test_every_clip_is_listed(chain: SampleChain, real_needs: dict[str, Any]) -> None:
+    out = _aggregate_real(chain, None, real_needs)
+    assert out["scenes"] == [] and out["query"] is None and out["request_id"] == chain.request_id
     assert [(c["index"], c["start_s"], c["end_s"]) for c in out["clips"]] == [
         (0, 0.0, 5.0),
         (1, 5.0, 10.0),
