@@ -133,7 +133,7 @@ def regions_from_probabilities(
 
 
 def _merge(spans: list[tuple[float, float]], max_gap_s: float) -> list[tuple[float, float]]:
-    """Merge sorted spans separated by less than ``max_gap_s`` (or overlapping)."""
+    """Merge sorted spans separated by at most ``max_gap_s`` (or overlapping)."""
     out: list[tuple[float, float]] = []
     for s, e in spans:
         if out and s - out[-1][1] <= max_gap_s:
