@@ -566,6 +566,8 @@ class _Tx:
         needs: dict[str, Any] = {}
         for need in spec.needs:
             need_spec = self.p.stages[need]
+            if spec.for_each is not None and need == spec.for_each.source:
+                continue  # a per-item task gets its item, not the whole list it came from
             if need in spec.item_needs:
                 task = self.get(need, _key(item))
                 needs[need] = task.output if task else None

@@ -285,6 +285,17 @@ def _topological(path: Path, stages: Mapping[str, _StageModel]) -> tuple[str, ..
     return tuple(order)
 
 
+def _ancestors(stages: Mapping[str, Stage], needs: Sequence[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(needs)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(stages[name].needs)
+    return seen
+
+
 def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -> Pipeline:
     """Load and validate ``path``. ``functions``: the function logical ids that exist (default: read the
     pipeline's template.yaml). Raises ``PipelineError`` naming file, stage and field."""
@@ -344,9 +355,11 @@ def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -
             source, _, rest = s.for_each.partition(".")
             if source not in stages_raw:
                 raise _fail(path, f"{where}, field 'for_each'", f"unknown stage '{source}'")
-            if source not in s.needs:
+            if source not in _ancestors(stages, s.needs):
                 raise _fail(
-                    path, f"{where}, field 'for_each'", f"'{source}' must also be listed in 'needs'"
+                    path,
+                    f"{where}, field 'for_each'",
+                    f"'{source}' must be upstream of this stage (in 'needs', directly or not)",
                 )
             if stages[source].fanned_out:
                 raise _fail(

@@ -62,6 +62,7 @@ class Orchestrator:
         clock: Clock | None = None,
         on_notify: Callable[[str, Notify, RequestState], None] | None = None,
         sync_workers: int = 8,
+        sync_submit: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -74,6 +75,9 @@ class Orchestrator:
         self._states: dict[str, RequestState] = {}
         self._sync_pool: ThreadPoolExecutor | None = None
         self._sync_workers = sync_workers
+        # How a synchronous invocation is run in the background (default: a thread pool). Tests pass a
+        # deferring function to choose the interleaving themselves.
+        self._sync_submit = sync_submit
         self._lock = threading.Lock()
 
     # ---- lifecycle of a request ------------------------------------------------------------------------
@@ -185,7 +189,10 @@ class Orchestrator:
             "input": refs.offload(self.store, key, dict(command.input)),
         }
         if command.mode == "sync":
-            self._pool().submit(self._invoke_sync, task, command.function, payload)
+            if self._sync_submit is not None:
+                self._sync_submit(lambda: self._invoke_sync(task, command.function, payload))
+            else:
+                self._pool().submit(self._invoke_sync, task, command.function, payload)
             return
         try:
             self.invoker.invoke_async(command.function, payload)

@@ -1,0 +1,7 @@
+"""Bench stage: do nothing but return a tiny output, so only orchestration is measured."""
+
+from typing import Any
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return {"i": event["input"]["index"]}

@@ -1,0 +1,353 @@
+"""``fave``: run, watch, resume and cancel requests on one machine (or against S3).
+
+Exit codes: 0 request COMPLETED (or command succeeded), 1 request FAILED or CANCELLED, 2 bad input
+(one line on stderr naming the problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fave_shared.errors import FaveError, NotFoundError, ValidationError
+from fave_shared.store import ObjectStore
+
+from .graph import render_mermaid, render_text
+from .ids import validate_request_id
+from .model import RequestState, RequestStatus
+from .persistence import final_key, list_request_ids, state_key
+from .pipeline import load_pipeline
+from .progress import Progress
+from .statefile import StateDoc
+from .wiring import DEFAULT_PIPELINE, local_orchestrator, open_any_store, store_uri
+
+
+class UsageError(FaveError):
+    """Bad command-line input."""
+
+
+def _json_out(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def status_document(store: ObjectStore, request_id: str) -> dict[str, Any]:
+    """The machine-readable status contract (add fields freely, never rename these)."""
+    validate_request_id(request_id)
+    try:
+        doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
+    except NotFoundError:
+        raise NotFoundError(f"no request {request_id} in {store.uri}") from None
+    final = None
+    if doc.status == RequestStatus.COMPLETED.value:
+        try:
+            final = json.loads(store.get(final_key(request_id)).data)
+        except NotFoundError:
+            final = None
+    return {
+        "request_id": doc.request_id,
+        "status": doc.status,
+        "stages": {
+            name: {
+                "status": s.status,
+                "total": s.total,
+                "succeeded": s.succeeded,
+                "failed": s.failed,
+                "skipped": s.skipped,
+                "running": s.running,
+                "pending": s.pending,
+                "duration_s": s.duration_s,
+            }
+            for name, s in doc.stages.items()
+        },
+        "final": final,
+        "failure": doc.failure.reason if doc.failure else None,
+        "cancel_reason": doc.cancel_reason,
+        "created_at": doc.created_at,
+        "updated_at": doc.updated_at,
+        "input": doc.input,
+        "pipeline": doc.pipeline.path,
+        "store": store.uri,
+    }
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    print(f"request {doc['request_id']}: {doc['status']}")
+    for name, s in doc["stages"].items():
+        counts = f"{s['succeeded']}/{s['total']}" if s["total"] else "-"
+        extra = f", {s['failed']} failed" if s["failed"] else ""
+        extra += f", {s['skipped']} skipped" if s["skipped"] else ""
+        took = f" in {s['duration_s']:.2f}s" if s["duration_s"] is not None else ""
+        print(f"  {name:<14} {s['status']:<10} {counts}{extra}{took}")
+    if doc["failure"]:
+        print(f"failure: {doc['failure']}")
+    if doc["cancel_reason"]:
+        print(f"cancelled: {doc['cancel_reason']}")
+    if doc["final"] is not None:
+        print(f"final: {final_key(doc['request_id'])} in {doc['store']}")
+        _print_final_summary(doc["final"])
+
+
+def _print_final_summary(final: Any) -> None:
+    if isinstance(final, dict) and isinstance(final.get("scenes"), list):
+        print(f"query: {final.get('query')!r} -> {len(final['scenes'])} matching scene(s)")
+        for scene in final["scenes"]:
+            objects = ", ".join(f"{k} {v:.2f}" for k, v in (scene.get("objects") or {}).items())
+            words = scene.get("transcript") or ""
+            print(
+                f"  {scene.get('start_s', 0):6.2f}-{scene.get('end_s', 0):6.2f}s  score {scene.get('score', 0):.2f}"
+                f"  objects: {objects or '-'}  transcript: {words!r}"
+            )
+    else:
+        text = json.dumps(final)
+        print(text if len(text) < 400 else text[:400] + "...")
+
+
+def _exit_code(status: str) -> int:
+    return 0 if status == RequestStatus.COMPLETED.value else 1
+
+
+# ---- commands ---------------------------------------------------------------------------------------
+
+
+def _request_input(args: argparse.Namespace) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if args.input:
+        try:
+            extra = json.loads(args.input)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--input is not valid JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise UsageError("--input must be a JSON object")
+    source = args.source
+    if "://" not in source:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise UsageError(f"no such file: {source}")
+        source = str(path.resolve())
+    value = {**extra, "video_uri": source}
+    if args.query is not None:
+        value["query"] = args.query
+    if args.profile is not None:
+        value["profile"] = args.profile
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    store = open_any_store(store_uri(args.store))
+    pipeline = load_pipeline(args.pipeline)
+    request_input = _request_input(args)
+    progress = Progress()
+    orchestrator = local_orchestrator(pipeline, store, on_notify=progress.notify)
+    try:
+        if args.detach:
+            state = orchestrator.create(request_input, start=False)
+            _spawn_driver(state.request_id, store.uri, str(pipeline.path))
+            print(state.request_id, file=sys.stderr)
+            if args.json:
+                _json_out(status_document(store, state.request_id))
+            return 0
+        state = orchestrator.create(request_input)
+        print(f"request {state.request_id}", file=sys.stderr, flush=True)
+        state = orchestrator.drive(state.request_id, on_step=progress)
+    finally:
+        orchestrator.close()
+    return _finish(store, state, args.json)
+
+
+def _finish(store: ObjectStore, state: RequestState, as_json: bool) -> int:
+    doc = status_document(store, state.request_id)
+    if as_json:
+        _json_out(doc)
+    else:
+        _print_status(doc)
+    return _exit_code(doc["status"])
+
+
+def _spawn_driver(request_id: str, store: str, pipeline: str) -> None:
+    """Detached runs still need a process that drives them locally: start one in the background."""
+    log_dir = Path(store) / "logs" if "://" not in store else Path(os.devnull).parent
+    log = open(os.devnull, "wb")  # noqa: SIM115 - handed to the child
+    if "://" not in store:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_dir / f"{request_id}.log", "ab")  # noqa: SIM115
+    subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "fave.cli", "resume", request_id, "--store", store, "--pipeline", pipeline],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = open_any_store(store_uri(args.store))
+    doc = status_document(store, args.request_id)
+    if args.json:
+        _json_out(doc)
+    else:
+        _print_status(doc)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    store = open_any_store(store_uri(args.store))
+    doc = status_document(store, args.request_id)
+    pipeline_path = args.pipeline or doc["pipeline"] or DEFAULT_PIPELINE
+    progress = Progress()
+    orchestrator = local_orchestrator(pipeline_path, store, on_notify=progress.notify)
+    try:
+        state = orchestrator.load(args.request_id)
+        if state.status is RequestStatus.INIT:
+            from .model import Start
+
+            state = orchestrator.apply(args.request_id, [Start()])
+        elif state.status is not RequestStatus.COMPLETED:
+            state = orchestrator.resume(args.request_id)
+        print(f"request {state.request_id}", file=sys.stderr, flush=True)
+        if args.detach:
+            orchestrator.close()
+            _spawn_driver(state.request_id, store.uri, str(orchestrator.pipeline.path))
+            return 0
+        state = orchestrator.drive(args.request_id, on_step=progress)
+    finally:
+        orchestrator.close()
+    return _finish(store, state, args.json)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    store = open_any_store(store_uri(args.store))
+    doc = status_document(store, args.request_id)
+    from .service import Orchestrator
+
+    orchestrator = Orchestrator(load_pipeline(args.pipeline or doc["pipeline"]), store)
+    state = orchestrator.cancel(args.request_id, args.reason)
+    print(f"request {state.request_id}: {state.status.value}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = open_any_store(store_uri(args.store))
+    rows = []
+    for request_id in list_request_ids(store):
+        try:
+            doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
+        except NotFoundError:
+            continue
+        if args.status and doc.status != args.status.upper():
+            continue
+        rows.append({"request_id": request_id, "status": doc.status, "created_at": doc.created_at,
+                     "query": doc.input.get("query"), "video_uri": doc.input.get("video_uri")})
+        if args.limit and len(rows) >= args.limit:
+            break
+    if args.json:
+        _json_out(rows)
+    else:
+        for row in rows:
+            print(f"{row['request_id']}  {row['status']:<10} {row.get('video_uri') or ''}  {row.get('query') or ''}")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(args.pipeline)
+    print(render_mermaid(pipeline) if args.format == "mermaid" else render_text(pipeline))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
+# ---- parser -----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fave", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def store_opt(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", help="DIR or s3://bucket[/prefix] (default $FAVE_STORE or ./fave-artifacts)")
+
+    run = sub.add_parser("run", help="start a request and drive it to the end")
+    run.add_argument("source", help="a local video path or an s3:// URI (becomes video_uri)")
+    run.add_argument("--query", help='what to find, e.g. "find scenes with cars"')
+    run.add_argument("--profile", help="a profile of the pipeline (default: default)")
+    run.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
+    run.add_argument("--input", help="JSON object of extra input fields")
+    run.add_argument("--detach", action="store_true", help="return at once; a background process drives it")
+    run.add_argument("--json", action="store_true", help="print the status document as JSON on stdout")
+    store_opt(run)
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="show a request's status")
+    status.add_argument("request_id")
+    status.add_argument("--json", action="store_true")
+    store_opt(status)
+    status.set_defaults(func=cmd_status)
+
+    resume = sub.add_parser("resume", help="re-run what did not succeed and drive the request to the end")
+    resume.add_argument("request_id")
+    resume.add_argument("--pipeline", help="pipeline file (default: the one the request was made with)")
+    resume.add_argument("--detach", action="store_true")
+    resume.add_argument("--json", action="store_true")
+    store_opt(resume)
+    resume.set_defaults(func=cmd_resume)
+
+    cancel = sub.add_parser("cancel", help="cancel a request")
+    cancel.add_argument("request_id")
+    cancel.add_argument("--reason", default="cancelled by user")
+    cancel.add_argument("--pipeline")
+    store_opt(cancel)
+    cancel.set_defaults(func=cmd_cancel)
+
+    lst = sub.add_parser("list", help="list requests, newest first")
+    lst.add_argument("--status", choices=[s.value for s in RequestStatus] + [s.value.lower() for s in RequestStatus])
+    lst.add_argument("--limit", type=int, default=0)
+    lst.add_argument("--json", action="store_true")
+    store_opt(lst)
+    lst.set_defaults(func=cmd_list)
+
+    graph = sub.add_parser("graph", help="draw the pipeline's DAG")
+    graph.add_argument("--pipeline", default=DEFAULT_PIPELINE)
+    graph.add_argument("--format", choices=["text", "mermaid"], default="text")
+    graph.set_defaults(func=cmd_graph)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    fanout = bench_sub.add_parser("fanout", help="start -> N no-op async tasks -> fan-in")
+    fanout.add_argument("--items", type=int, default=1000)
+    fanout.add_argument("--store", help="DIR, s3://bucket[/prefix] or 'moto' (in-process moto S3)")
+    fanout.add_argument("--json", action="store_true")
+    fanout.set_defaults(func=cmd_bench)
+    video = bench_sub.add_parser("video", help="end-to-end video pipeline vs a straight-line script")
+    video.add_argument("source", nargs="?", help="video (default: the bundled sample)")
+    video.add_argument("--query", default="find scenes with cars")
+    video.add_argument("--store")
+    video.add_argument("--pipeline", default=DEFAULT_PIPELINE)
+    video.add_argument("--json", action="store_true")
+    video.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except (FaveError, ValidationError) as exc:
+        print(f"fave: error: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fave: interrupted; `fave resume <request_id>` continues the request", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

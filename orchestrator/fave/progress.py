@@ -1,0 +1,45 @@
+"""Live per-stage progress lines for the terminal: ``[extract] 37/120 (30.8%)``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from .model import Notify, RequestState, StageStatus
+
+
+def stage_line(name: str, done: int, total: int | None, status: str) -> str:
+    if total:
+        return f"[{name}] {done}/{total} ({100.0 * done / total:.1f}%) {status}"
+    return f"[{name}] {status}"
+
+
+class Progress:
+    """Prints a stage's line when its count or status changes (at most every ``interval_s`` per stage)."""
+
+    def __init__(self, out: TextIO | None = None, interval_s: float = 0.5) -> None:
+        self.out = out or sys.stderr
+        self.interval_s = interval_s
+        self._last: dict[str, tuple[int, str]] = {}
+        self._printed_at: dict[str, float] = {}
+
+    def __call__(self, state: RequestState) -> None:
+        now = time.monotonic()
+        for name, st in state.stages.items():
+            if st.status is StageStatus.PENDING:
+                continue
+            key = (st.done, st.status.value)
+            if self._last.get(name) == key:
+                continue
+            final = st.status is not StageStatus.RUNNING
+            if not final and now - self._printed_at.get(name, 0.0) < self.interval_s:
+                continue
+            self._last[name] = key
+            self._printed_at[name] = now
+            print(stage_line(name, st.done, st.total, st.status.value), file=self.out, flush=True)
+
+    def notify(self, request_id: str, note: Notify, state: RequestState) -> None:
+        if note.kind in ("retry", "timeout", "task_failed", "request_failed", "request_cancelled"):
+            where = f"[{note.stage}{'' if note.item is None else f' #{note.item}'}] " if note.stage else ""
+            print(f"{where}{note.kind}: {note.detail}".rstrip(": "), file=self.out, flush=True)

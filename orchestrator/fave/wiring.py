@@ -1,0 +1,68 @@
+"""Assemble an orchestrator for the local runtime: pipeline + store + LocalRuntime reading template.yaml."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fave_shared.errors import ValidationError
+from fave_shared.store import ObjectStore, open_store
+
+from .model import Notify, RequestState
+from .pipeline import Pipeline, load_pipeline
+from .service import Orchestrator
+
+DEFAULT_STORE = "fave-artifacts"
+DEFAULT_PIPELINE = "pipeline.yaml"
+
+
+def store_uri(cli_value: str | None) -> str:
+    """``--store`` beats ``$FAVE_STORE`` beats ``./fave-artifacts``."""
+    return cli_value or os.environ.get("FAVE_STORE") or DEFAULT_STORE
+
+
+def open_any_store(uri: str) -> ObjectStore:
+    """A store for a directory or an ``s3://bucket[/prefix]`` URI."""
+    if uri.startswith("s3://"):
+        return open_store(uri)
+    path = Path(uri).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValidationError(f"--store {uri}: exists and is not a directory")
+    path.mkdir(parents=True, exist_ok=True)
+    return open_store(str(path.resolve()))
+
+
+def local_orchestrator(
+    pipeline: Pipeline | str | Path,
+    store: ObjectStore,
+    *,
+    on_notify: Callable[[str, Notify, RequestState], None] | None = None,
+    runtime_options: dict[str, Any] | None = None,
+) -> Orchestrator:
+    """An orchestrator whose invoker is the local runtime of the pipeline's template.yaml.
+
+    Every destination that a function's EventInvokeConfig names is delivered straight to this
+    orchestrator's inbox: locally, *this process* is the orchestrator function.
+    """
+    from .invoke.local import LocalRuntime
+    from .template import load_template
+
+    if not isinstance(pipeline, Pipeline):
+        pipeline = load_pipeline(pipeline)
+    template = load_template(pipeline.template_path)
+    orchestrator = Orchestrator(pipeline, store, on_notify=on_notify)
+    destinations: set[str] = set()
+    for spec in template.functions.values():
+        cfg = spec.event_invoke_config
+        destinations.update(d for d in (cfg.on_success, cfg.on_failure) if d)
+    options = dict(runtime_options or {})
+    env = {"FAVE_STORE": store.uri, **options.pop("env_overrides", {})}
+    orchestrator.invoker = LocalRuntime(
+        template,
+        env_overrides=env,
+        destination_handlers=dict.fromkeys(destinations, orchestrator.deliver),
+        **options,
+    )
+    return orchestrator

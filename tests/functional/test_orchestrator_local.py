@@ -1,0 +1,111 @@
+"""The orchestrator end to end on the local runtime: real handlers in warm worker processes, real store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fave.model import RequestStatus, TaskStatus
+from fave.persistence import final_key, shard_key, state_key
+from fave_shared.store import LocalStore, ObjectStore
+from support.demo import TEXT, demo_orchestrator, read_json, run_demo
+
+WORDS = TEXT.split()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ObjectStore:
+    return LocalStore(tmp_path / "store")
+
+
+def test_sync_chain_fanout_per_item_chaining_and_fan_in(store: ObjectStore) -> None:
+    state = run_demo(store)
+    assert state.status is RequestStatus.COMPLETED
+    final = read_json(store, final_key(state.request_id))
+    assert final["text"] == " ".join(w.upper() + "!" for w in WORDS)
+    assert final["missing"] == []
+    doc = read_json(store, state_key(state.request_id))
+    assert doc["status"] == "COMPLETED"
+    assert doc["stages"]["shout"]["succeeded"] == len(WORDS)
+    assert doc["stages"]["measure"]["total"] == len(WORDS)
+    assert doc["stages"]["words"]["task"]["output"]["greeting"] == "hello"  # template Environment reached
+    assert all(s["duration_s"] is not None for s in doc["stages"].values())
+    shard = read_json(store, shard_key(state.request_id, "measure", 0))
+    assert shard["tasks"]["0"]["status"] == "SUCCEEDED"
+
+
+def test_profile_config_reaches_the_stage(store: ObjectStore) -> None:
+    state = run_demo(store, {"profile": "loud"})
+    assert read_json(store, final_key(state.request_id))["text"].startswith("THE!! ")
+
+
+def test_failures_are_retried_then_succeed(store: ObjectStore) -> None:
+    state = run_demo(store, {"fail": {"fox": 2}})
+    assert state.status is RequestStatus.COMPLETED
+    final = read_json(store, final_key(state.request_id))
+    assert final["attempts"][WORDS.index("fox")] == 3
+    task = state.task("shout", WORDS.index("fox"))
+    assert task is not None and task.attempt == 3 and task.status is TaskStatus.SUCCEEDED
+
+
+def test_exhausted_retries_fail_the_request_naming_stage_item_error(store: ObjectStore) -> None:
+    state = run_demo(store, {"fail": {"fox": 9}})
+    assert state.status is RequestStatus.FAILED
+    reason = read_json(store, state_key(state.request_id))["failure"]["reason"]
+    assert f"stage 'shout' item {WORDS.index('fox')}" in reason
+    assert "ValueError" in reason and "3 attempts" in reason
+
+
+def test_terminal_error_is_not_retried(store: ObjectStore) -> None:
+    state = run_demo(store, {"bad_word": "dog"})
+    assert state.status is RequestStatus.FAILED
+    task = state.task("shout", WORDS.index("dog"))
+    assert task is not None and task.attempt == 1 and task.error_type == "TerminalError"
+
+
+def test_stage_timeout_times_out_and_fails_no_task_hangs(store: ObjectStore) -> None:
+    # measure's stage timeout is 2 s; the word sleeps 3 s on every attempt.
+    state = run_demo(store, {"slow_word": "fox", "sleep_s": 3})
+    assert state.status is RequestStatus.FAILED
+    failure = read_json(store, state_key(state.request_id))["failure"]
+    assert failure["stage"] == "measure" and failure["error_type"] == "States.Timeout"
+
+
+def test_large_outputs_travel_by_reference(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAVE_PAYLOAD_THRESHOLD", "50000")
+    state = run_demo(store, {"pad_word": "fox", "pad_bytes": 300_000})
+    assert state.status is RequestStatus.COMPLETED
+    task = state.task("shout", WORDS.index("fox"))
+    assert task is not None and set(task.output) == {"$ref"}
+    measured = state.task("measure", WORDS.index("fox"))
+    assert measured is not None and measured.output["padding_seen"] == 300_000
+
+
+def test_warm_environments_are_reused(store: ObjectStore) -> None:
+    state = run_demo(store)
+    pids = {t.output["pid"] for t in state.tasks["shout"].values()}
+    assert len(pids) <= 2  # max_concurrency 2 -> at most two warm environments did all nine words
+
+
+def test_cancel_from_another_orchestrator_stops_the_run(store: ObjectStore) -> None:
+    driver = demo_orchestrator(store)
+    state = driver.create({"text": TEXT, "sleep_s": 0.3})
+    result: dict[str, object] = {}
+    thread = threading.Thread(
+        target=lambda: result.setdefault("state", driver.drive(state.request_id, tick_s=0.02, poll_s=0.1))
+    )
+    thread.start()
+    time.sleep(0.5)
+    other = demo_orchestrator(store)
+    try:
+        other.cancel(state.request_id, "enough")
+    finally:
+        other.close()
+    thread.join(timeout=20)
+    driver.close()
+    assert not thread.is_alive()
+    final_state = result["state"]
+    assert getattr(final_state, "status", None) is RequestStatus.CANCELLED
+    assert read_json(store, state_key(state.request_id))["cancel_reason"] == "enough"

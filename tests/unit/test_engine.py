@@ -1,0 +1,199 @@
+"""Engine behaviour, asserted on commands and state. Pure: no store, no invoker, no sleeping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from engine_harness import Harness
+from support.pipelines import CHAIN, FANOUT, make_pipeline
+
+from fave.model import (
+    TIMEOUT_ERROR,
+    Cancel,
+    Invoke,
+    RequestStatus,
+    Resume,
+    StageStatus,
+    Start,
+    TaskFailed,
+    TaskStatus,
+    Tick,
+    WriteFinal,
+)
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Harness:
+    return Harness(make_pipeline(tmp_path, CHAIN))
+
+
+@pytest.fixture
+def fan(tmp_path: Path) -> Harness:
+    return Harness(make_pipeline(tmp_path, FANOUT))
+
+
+def test_start_dispatches_only_the_root_stage(chain: Harness) -> None:
+    invokes = chain.invokes(chain.send(Start()))
+    assert [(i.stage, i.attempt, i.mode) for i in invokes] == [("a", 1, "sync")]
+    assert chain.state.status is RequestStatus.RUNNING
+    assert chain.state.stages["b"].status is StageStatus.PENDING
+
+
+def test_chain_passes_outputs_and_writes_final(chain: Harness) -> None:
+    (a,) = chain.invokes(chain.send(Start()))
+    (b,) = chain.invokes(chain.succeed(a, {"x": 1}))
+    assert b.stage == "b" and b.input["needs"] == {"a": {"x": 1}}
+    (c,) = chain.invokes(chain.succeed(b, {"y": 2}))
+    commands = chain.succeed(c, {"answer": 42})
+    assert WriteFinal({"answer": 42}) in commands
+    assert chain.state.status is RequestStatus.COMPLETED
+
+
+def test_duplicate_completion_is_counted_once(chain: Harness) -> None:
+    (a,) = chain.invokes(chain.send(Start()))
+    first = chain.succeed(a, {"x": 1})
+    again = chain.succeed(a, {"x": 1})
+    assert len(chain.invokes(first)) == 1
+    assert again == []
+    assert chain.state.stages["a"].succeeded == 1
+
+
+def test_fanout_respects_max_concurrency_and_chains_per_item(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    work = fan.invokes(fan.succeed(plan, {"items": list(range(7))}))
+    assert len(work) == 3 and {w.stage for w in work} == {"work"}
+    assert fan.state.stages["work"].total == 7
+    # Item k of 'post' starts as soon as work[k] is done; a 'work' slot frees up for the next item.
+    nxt = fan.invokes(fan.succeed(work[0], {"v": work[0].item}))
+    stages = sorted((i.stage, i.item) for i in nxt)
+    assert ("post", work[0].item) in stages
+    assert sum(1 for s, _ in stages if s == "work") == 1
+    post = next(i for i in nxt if i.stage == "post")
+    assert post.input["needs"]["work"] == {"v": work[0].item}
+    assert post.input["item"] == work[0].item and post.input["index"] == work[0].item
+
+
+def run_fanout_to_end(fan: Harness, n: int = 5) -> None:
+    pending = fan.invokes(fan.send(Start()))
+    while pending:
+        inv = pending.pop(0)
+        if inv.stage == "plan":
+            pending += fan.invokes(fan.succeed(inv, {"items": list(range(n))}))
+        elif inv.stage == "reduce":
+            fan.succeed(inv, {"total": sum(x["v"] for x in inv.input["needs"]["post"])})
+        else:
+            pending += fan.invokes(fan.succeed(inv, {"v": inv.input["item"]}))
+
+
+def test_fanout_runs_to_completion_with_fan_in(fan: Harness) -> None:
+    run_fanout_to_end(fan, 5)
+    assert fan.state.status is RequestStatus.COMPLETED
+    assert fan.state.final == {"total": 10}
+    for stage in ("work", "post"):
+        st = fan.state.stages[stage]
+        assert (st.succeeded, st.total, st.running, st.pending) == (5, 5, 0, 0)
+
+
+def test_empty_fanout_succeeds_immediately(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    (reduce_,) = fan.invokes(fan.succeed(plan, {"items": []}))
+    assert reduce_.stage == "reduce" and reduce_.input["needs"]["post"] == []
+
+
+def test_retry_waits_for_backoff_then_fails_request_naming_stage_item_error(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    work = fan.invokes(fan.succeed(plan, {"items": [0]}))
+    (w,) = work
+    fan.send(TaskFailed("work", w.item, 1, "ValueError", "boom"))
+    task = fan.state.task("work", 0)
+    assert task is not None and task.status is TaskStatus.PENDING and task.retry_at == fan.now + 1.0
+    assert fan.invokes(fan.send(Tick())) == []  # not due yet
+    fan.now += 1.0
+    (retry,) = fan.invokes(fan.send(Tick()))
+    assert retry.attempt == 2
+    fan.send(TaskFailed("work", 0, 2, "ValueError", "boom"))
+    fan.now += 1.99
+    assert fan.invokes(fan.send(Tick())) == []  # second delay is 2 s (backoff_rate 2)
+    fan.now += 0.01
+    (third,) = fan.invokes(fan.send(Tick()))
+    assert third.attempt == 3
+    fan.send(TaskFailed("work", 0, 3, "ValueError", "boom"))
+    assert fan.state.status is RequestStatus.FAILED
+    assert fan.state.failure is not None
+    reason = fan.state.failure.describe()
+    assert "work" in reason and "item 0" in reason and "ValueError: boom" in reason and "3 attempts" in reason
+
+
+def test_non_retryable_error_fails_at_once(chain: Harness) -> None:
+    (a,) = chain.invokes(chain.send(Start()))
+    chain.send(TaskFailed("a", None, 1, "MediaInputError", "not a video"))
+    assert chain.state.status is RequestStatus.FAILED
+
+
+def test_stale_failure_of_an_old_attempt_is_ignored(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    (w,) = fan.invokes(fan.succeed(plan, {"items": [0]}))
+    fan.send(TaskFailed("work", 0, 1, "ValueError", "x"))
+    fan.now += 5
+    fan.send(Tick())  # attempt 2 running
+    fan.send(TaskFailed("work", 0, 1, "ValueError", "late duplicate"))
+    task = fan.state.task("work", 0)
+    assert task is not None and task.status is TaskStatus.RUNNING and task.attempt == 2
+
+
+def test_timeout_marks_task_and_retries(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    fan.invokes(fan.succeed(plan, {"items": [0]}))
+    fan.now += 10.0
+    commands = fan.send(Tick())
+    task = fan.state.task("work", 0)
+    assert task is not None and task.error_type == TIMEOUT_ERROR and task.status is TaskStatus.PENDING
+    assert any(getattr(c, "kind", "") == "timeout" for c in commands)
+
+
+def test_tolerated_failures_skip_downstream_items(tmp_path: Path) -> None:
+    h = Harness(make_pipeline(tmp_path, FANOUT.replace("max_concurrency: 3}", "tolerated_failures: 1}")))
+    (plan,) = h.invokes(h.send(Start()))
+    work = h.invokes(h.succeed(plan, {"items": [0, 1]}))
+    h.send(TaskFailed("work", 0, 1, "TerminalError", "bad item"))
+    assert h.state.status is RequestStatus.RUNNING
+    assert h.state.task("post", 0) is not None and h.state.task("post", 0).status is TaskStatus.SKIPPED  # type: ignore[union-attr]
+    (post1,) = h.invokes(h.succeed(work[1], {"v": 1}))
+    (reduce_,) = h.invokes(h.succeed(post1, {"v": 1}))
+    assert reduce_.input["needs"]["post"] == [None, {"v": 1}]
+
+
+def test_cancel_stops_dispatch_and_ignores_late_results(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    work = fan.invokes(fan.succeed(plan, {"items": [0, 1, 2, 3]}))
+    fan.send(Cancel("user"))
+    assert fan.state.status is RequestStatus.CANCELLED
+    assert fan.succeed(work[0], {"v": 0}) == []
+    assert fan.state.stages["work"].cancelled == 4
+
+
+def test_resume_reruns_only_tasks_that_did_not_succeed(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    work = fan.invokes(fan.succeed(plan, {"items": [0, 1, 2]}))
+    done = work[0]
+    fan.succeed(done, {"v": done.item})
+    for w in work[1:]:
+        fan.send(TaskFailed("work", w.item, 1, "TerminalError", "bug"))
+    assert fan.state.status is RequestStatus.FAILED
+    again = fan.invokes(fan.send(Resume()))
+    assert fan.state.status is RequestStatus.RUNNING
+    assert sorted((i.stage, i.item) for i in again if i.stage == "work") == sorted(
+        ("work", w.item) for w in work[1:2]
+    ) or {i.item for i in again if i.stage == "work"} <= {w.item for w in work[1:]}
+    assert all(i.item != done.item for i in again if i.stage == "work")
+    assert all(i.attempt == 2 for i in again if i.stage == "work")
+
+
+def test_invoke_input_carries_profile_config(tmp_path: Path) -> None:
+    body = CHAIN.replace("a: {function: A, mode: sync}", "a: {function: A, mode: sync, config: {k: 1, j: 2}}")
+    body += "    profiles: {default: {}, fast: {a: {k: 9}}}\n"
+    h = Harness(make_pipeline(tmp_path, body))
+    h.state = h.engine.new_request("01JTESTREQUEST0000000000000", {"profile": "fast"}, h.now)
+    (a,) = h.invokes(h.send(Start()))
+    assert isinstance(a, Invoke) and a.input["config"] == {"k": 9, "j": 2}

@@ -1,0 +1,261 @@
+"""template.yaml reading: short tags, Globals merge, layers, destinations, and one-line validation errors."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from fave.template import EventInvokeConfig, load_template, load_yaml
+from fave_shared.errors import NotFoundError, ValidationError
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "runtime" / "template.yaml"
+ROOT = FIXTURE.parent
+
+
+@pytest.fixture(autouse=True)
+def _region(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+
+
+def write_template(tmp_path: Path, resources: str, *, extra: str = "") -> Path:
+    """A template in tmp_path with a ``src`` code folder; ``resources`` is the indented Resources body."""
+    (tmp_path / "src").mkdir(exist_ok=True)
+    path = tmp_path / "template.yaml"
+    body = "Transform: AWS::Serverless-2016-10-31\n" + textwrap.dedent(extra)
+    body += "Resources:\n" + textwrap.indent(textwrap.dedent(resources), "  ")
+    path.write_text(body)
+    return path
+
+
+# -- the fixture template ------------------------------------------------------------------------------------
+
+
+def test_globals_are_merged_into_every_function() -> None:
+    template = load_template(FIXTURE)
+    echo = template.functions["Echo"]
+    assert echo.handler == "echo.handler"
+    assert echo.code_uri == ROOT / "functions" / "basic"
+    assert echo.code_uri.is_absolute()
+    assert (echo.timeout_s, echo.memory_mb, echo.runtime) == (5, 256, "python3.11")
+    assert echo.layers == (ROOT / "layer",)
+    assert echo.python_path == (ROOT / "functions" / "basic", ROOT / "layer", ROOT / "layer" / "python")
+    # Globals variables merged key by key, the function's own value winning.
+    assert echo.environment == {
+        "GREETING": "hello",  # !Ref of a parameter default
+        "SHARED": "from-function",
+        "PLACE": "us-east-1/hello",  # !Sub over a pseudo parameter and a parameter
+        "FLAG": "true",  # CloudFormation renders booleans in lower case
+    }
+    assert echo.unresolved_environment == ("BUCKET",)  # !Ref Bucket: only a deployed stack knows
+    assert template.functions["Boom"].environment == {"GREETING": "hello", "SHARED": "from-globals"}
+    assert template.functions["Sleepy"].timeout_s == 1
+    assert template.layers == {"SharedLayer": ROOT / "layer"}
+    assert set(template.functions) == {
+        "Echo", "Boom", "Sleepy", "Crash", "Flaky", "Counter", "Missing", "FanIn", "EchoThread",
+    }  # fmt: skip
+
+
+def test_parameters_and_region_can_be_overridden() -> None:
+    template = load_template(FIXTURE, parameters={"Greeting": "hi"}, region="eu-west-1")
+    assert template.functions["Echo"].environment["PLACE"] == "eu-west-1/hi"
+    assert template.functions["Echo"].environment["GREETING"] == "hi"
+
+
+def test_destinations_retries_concurrency_and_isolation() -> None:
+    functions = load_template(FIXTURE).functions
+    assert functions["Echo"].event_invoke_config == EventInvokeConfig(2, 21600, None, None)
+    # OnSuccess is a !Ref, OnFailure a long-form Fn::GetAtt list
+    assert functions["Flaky"].event_invoke_config == EventInvokeConfig(2, 3600, "FanIn", "FanIn")
+    assert functions["Boom"].event_invoke_config == EventInvokeConfig(1, 21600, None, "FanIn")
+    assert functions["FanIn"].event_invoke_config.on_success == "DoneQueue"
+    assert functions["Counter"].reserved_concurrency == 1
+    assert functions["Echo"].reserved_concurrency is None
+    assert functions["EchoThread"].local_isolation == "thread"
+    assert functions["EchoThread"].code_uri == ROOT / "functions" / "threaded"
+    assert functions["Echo"].local_isolation == "process"
+    assert functions["Echo"].package_type == "Zip"
+
+
+def test_function_lookup_and_missing_file(tmp_path: Path) -> None:
+    template = load_template(FIXTURE)
+    assert template.function("Echo").logical_id == "Echo"
+    with pytest.raises(NotFoundError, match="Nope"):
+        template.function("Nope")
+    with pytest.raises(NotFoundError):
+        load_template(tmp_path / "absent.yaml")
+
+
+# -- CloudFormation YAML -------------------------------------------------------------------------------------
+
+
+def test_short_tags_become_long_form_intrinsics() -> None:
+    doc = load_yaml(
+        textwrap.dedent(
+            """
+            AWSTemplateFormatVersion: 2010-09-09
+            Ref: !Ref Bucket
+            GetAttDotted: !GetAtt Db.Endpoint.Address
+            GetAttList: !GetAtt [Fn, Arn]
+            Sub: !Sub "${AWS::Region}-x"
+            SubList: !Sub ["${A}", {A: !Ref B}]
+            Join: !Join [",", [a, !Ref B]]
+            If: !If [IsProd, 1, 2]
+            Equals: !Equals [!Ref Env, prod]
+            Select: !Select [0, !GetAZs ""]
+            FindInMap: !FindInMap [Map, Key, Value]
+            ImportValue: !ImportValue Shared
+            Split: !Split [",", "a,b"]
+            Base64: !Base64 {"Fn::Sub": "${X}"}
+            Nested: !Select [0, !Split [",", !Sub "${A},b"]]
+            Not: !Not [!Condition IsProd]
+            And: !And [!Condition A, !Condition B]
+            Or: !Or [!Condition A, !Condition B]
+            """
+        )
+    )
+    assert doc == {
+        "AWSTemplateFormatVersion": "2010-09-09",  # a string, not a datetime.date
+        "Ref": {"Ref": "Bucket"},
+        "GetAttDotted": {"Fn::GetAtt": ["Db", "Endpoint.Address"]},
+        "GetAttList": {"Fn::GetAtt": ["Fn", "Arn"]},
+        "Sub": {"Fn::Sub": "${AWS::Region}-x"},
+        "SubList": {"Fn::Sub": ["${A}", {"A": {"Ref": "B"}}]},
+        "Join": {"Fn::Join": [",", ["a", {"Ref": "B"}]]},
+        "If": {"Fn::If": ["IsProd", 1, 2]},
+        "Equals": {"Fn::Equals": [{"Ref": "Env"}, "prod"]},
+        "Select": {"Fn::Select": [0, {"Fn::GetAZs": ""}]},
+        "FindInMap": {"Fn::FindInMap": ["Map", "Key", "Value"]},
+        "ImportValue": {"Fn::ImportValue": "Shared"},
+        "Split": {"Fn::Split": [",", "a,b"]},
+        "Base64": {"Fn::Base64": {"Fn::Sub": "${X}"}},
+        "Nested": {"Fn::Select": [0, {"Fn::Split": [",", {"Fn::Sub": "${A},b"}]}]},
+        "Not": {"Fn::Not": [{"Condition": "IsProd"}]},
+        "And": {"Fn::And": [{"Condition": "A"}, {"Condition": "B"}]},
+        "Or": {"Fn::Or": [{"Condition": "A"}, {"Condition": "B"}]},
+    }
+
+
+def test_duplicate_keys_and_bad_yaml_are_validation_errors(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text("Resources:\n  A: {Type: X}\n  A: {Type: Y}\n")
+    with pytest.raises(ValidationError, match="duplicate key 'A'"):
+        load_template(path)
+    path.write_text("Resources: [\n")
+    with pytest.raises(ValidationError, match="not valid YAML"):
+        load_template(path)
+    path.write_text("just: text\n")
+    with pytest.raises(ValidationError, match="no Resources"):
+        load_template(path)
+
+
+# -- merging and special cases -------------------------------------------------------------------------------
+
+
+def test_global_layers_concatenate_and_sub_destinations(tmp_path: Path) -> None:
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+    path = write_template(
+        tmp_path,
+        """
+        One: {Type: AWS::Serverless::LayerVersion, Properties: {ContentUri: one}}
+        Two: {Type: AWS::Serverless::LayerVersion, Properties: {ContentUri: two}}
+        Remote: {Type: AWS::Serverless::LayerVersion, Properties: {ContentUri: {Bucket: b, Key: k}}}
+        Fn:
+          Type: AWS::Serverless::Function
+          Properties:
+            Layers: [!Ref Two, !Ref Remote, "arn:aws:lambda:us-east-1:1:layer:x:1"]
+            EventInvokeConfig:
+              DestinationConfig:
+                OnSuccess: {Type: Lambda, Destination: !Sub "${Other.Arn}"}
+                OnFailure: {Type: Lambda, Destination: "arn:aws:lambda:us-east-1:1:function:f"}
+        """,
+        extra="""
+        Globals:
+          Function:
+            Handler: app.handler
+            CodeUri: src
+            Layers: [!Ref One]
+            Timeout: 30
+        """,
+    )
+    spec = load_template(path).functions["Fn"]
+    assert spec.layers == (tmp_path / "one", tmp_path / "two")  # Globals first, remote ones skipped
+    assert spec.timeout_s == 30
+    assert spec.event_invoke_config.on_success == "Other"
+    assert spec.event_invoke_config.on_failure == "arn:aws:lambda:us-east-1:1:function:f"
+
+
+def test_image_function_uses_docker_context_and_command(tmp_path: Path) -> None:
+    (tmp_path / "image").mkdir()
+    path = write_template(
+        tmp_path,
+        """
+        Img:
+          Type: AWS::Serverless::Function
+          Metadata: {DockerContext: image, Dockerfile: Dockerfile}
+          Properties:
+            PackageType: Image
+            ImageConfig: {Command: ["app.handler"]}
+            ReservedConcurrentExecutions: 2
+        """,
+        extra="""
+        Globals:
+          Function:
+            Handler: ignored.for_images
+            CodeUri: does-not-exist
+        """,
+    )
+    spec = load_template(path).functions["Img"]
+    assert (spec.package_type, spec.handler, spec.code_uri) == ("Image", "app.handler", tmp_path / "image")
+    assert spec.reserved_concurrency == 2
+
+
+# -- validation errors: one line naming file, function and field ---------------------------------------------
+
+FN = "Fn:\n  Type: AWS::Serverless::Function\n  Properties:\n"
+
+
+@pytest.mark.parametrize(
+    ("properties", "field", "problem"),
+    [
+        ("    CodeUri: src\n", "Handler", "missing"),
+        ("    Handler: app.handler\n", "CodeUri", "missing"),
+        ("    Handler: app.handler\n    CodeUri: nowhere\n", "CodeUri", "does not exist"),
+        ("    Handler: app\n    CodeUri: src\n", "Handler", "module.function"),
+        ("    Handler: app.handler\n    CodeUri: src\n    Timeout: soon\n", "Timeout", "integer"),
+        ("    Handler: app.handler\n    CodeUri: src\n    Timeout: 0\n", "Timeout", "between 1 and 900"),
+        ("    Handler: app.handler\n    CodeUri: src\n    Timeout: 901\n", "Timeout", "between 1 and 900"),
+        ("    Handler: app.handler\n    CodeUri: src\n    MemorySize: 64\n", "MemorySize", "between"),
+        (
+            "    Handler: app.handler\n    CodeUri: src\n    EventInvokeConfig: {MaximumRetryAttempts: 3}\n",
+            "MaximumRetryAttempts",
+            "between 0 and 2",
+        ),
+        ("    Handler: app.handler\n    CodeUri: src\n    Layers: [!Ref Nope]\n", "Layers", "Nope"),
+    ],
+)
+def test_invalid_function_fields(tmp_path: Path, properties: str, field: str, problem: str) -> None:
+    path = write_template(tmp_path, FN + properties)
+    with pytest.raises(ValidationError) as info:
+        load_template(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert f"function Fn: {field}" in message
+    assert problem in message
+
+
+def test_invalid_isolation_and_missing_docker_context(tmp_path: Path) -> None:
+    path = write_template(
+        tmp_path, FN.replace("  Properties:", "  Metadata: {FaveLocal: {Isolation: vm}}\n  Properties:")
+        + "    Handler: app.handler\n    CodeUri: src\n",
+    )  # fmt: skip
+    with pytest.raises(
+        ValidationError, match=r"function Fn: Metadata\.FaveLocal\.Isolation: must be process"
+    ):
+        load_template(path)
+    path = write_template(tmp_path, FN + "    PackageType: Image\n")
+    with pytest.raises(ValidationError, match=r"function Fn: Metadata\.DockerContext: missing"):
+        load_template(path)
