@@ -87,21 +87,20 @@ def fanout(items: int, store: ObjectStore) -> dict[str, Any]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    if args.bench == "fanout":
-        if args.items < 1:
-            print("fave: error: --items must be at least 1", file=sys.stderr)
-            return 2
-        with _bench_store(args.store) as store:
-            result = fanout(args.items, store)
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            print(
-                f"fan-out of {result['items']} tasks: {result['wall_s']:.3f} s wall "
-                f"({result['orchestration_s']:.3f} s in orchestrator steps), {result['tasks_per_s']:.0f} tasks/s, "
-                f"{result['requests_per_task']:.3f} store requests/task, {result['bytes_per_task']:.0f} B/task"
-            )
-        return 0
-    from .bench_video import run_video_bench
-
-    return run_video_bench(args)
+    if args.bench != "fanout":
+        print(f"fave: error: unknown benchmark {args.bench!r}", file=sys.stderr)
+        return 2
+    if args.items < 1:
+        print("fave: error: --items must be at least 1", file=sys.stderr)
+        return 2
+    with _bench_store(args.store) as store:
+        result = fanout(args.items, store)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"fan-out of {result['items']} tasks: {result['wall_s']:.3f} s wall "
+            f"({result['orchestration_s']:.3f} s in orchestrator steps), {result['tasks_per_s']:.0f} tasks/s, "
+            f"{result['requests_per_task']:.3f} store requests/task, {result['bytes_per_task']:.0f} B/task"
+        )
+    return 0

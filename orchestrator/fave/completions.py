@@ -22,9 +22,7 @@ def _error_fields(payload: Any) -> tuple[str, str]:
     return "Error", str(payload)
 
 
-def from_result(
-    task: TaskRef, payload: Any, function_error: str | None
-) -> tuple[str, TaskSucceeded | TaskFailed]:
+def from_result(task: TaskRef, payload: Any, function_error: str | None) -> tuple[str, TaskSucceeded | TaskFailed]:
     """Event for a synchronous invocation's result."""
     if function_error:
         error_type, message = _error_fields(payload)

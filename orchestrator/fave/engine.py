@@ -258,9 +258,7 @@ class _Tx:
         spec = self.p.stages[stage]
         retries_used = task.attempt - task.budget_base - 1
         if spec.retry.retryable(error_type) and retries_used < spec.retry.max_attempts:
-            delay = spec.retry.delay(
-                retries_used + 1, unit_random(self.base.request_id, stage, item_, task.attempt)
-            )
+            delay = spec.retry.delay(retries_used + 1, unit_random(self.base.request_id, stage, item_, task.attempt))
             self.put(
                 stage,
                 item,
@@ -506,9 +504,7 @@ class _Tx:
         pending = Task()
         # Bulk-create the fan-out: one map build instead of N persistent updates.
         self.tasks = self.tasks.set(name, Map({i: pending for i in range(total)}))
-        self.set_stage(
-            name, replace(st, status=StageStatus.RUNNING, total=total, pending=total, started_at=self.now)
-        )
+        self.set_stage(name, replace(st, status=StageStatus.RUNNING, total=total, pending=total, started_at=self.now))
         self.dirty = self.dirty.update({(name, s): None for s in range((total + SHARD_SIZE - 1) // SHARD_SIZE)})
         self.notify("stage_started", name, detail=f"{total} items")
         if spec.item_needs:

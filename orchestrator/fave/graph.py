@@ -20,9 +20,7 @@ def render_text(pipeline: Pipeline) -> str:
     width = max(len(n) for n in pipeline.order)
     for name in pipeline.order:
         stage = pipeline.stages[name]
-        needs = ", ".join(
-            f"{n}[k]" if n in stage.item_needs else n for n in stage.needs
-        ) or "(start)"
+        needs = ", ".join(f"{n}[k]" if n in stage.item_needs else n for n in stage.needs) or "(start)"
         star = "*" if name == pipeline.final else " "
         lines.append(f"{star} {name:<{width}}  <- {needs:<28} {_label(stage)}")
     lines.append("[k]: joined item by item; * final stage (its output is final.json)")

@@ -17,11 +17,10 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from immutables import Map
-
 from fave_shared import refs
 from fave_shared.errors import ConflictError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
+from immutables import Map
 
 from .engine import Engine
 from .ids import validate_request_id
@@ -302,9 +301,7 @@ class Persistence:
                 finished_at=st.finished_at,
                 duration_s=duration,
                 shards=((st.total or 0) + SHARD_SIZE - 1) // SHARD_SIZE if spec.fanned_out else 0,
-                task=TaskDoc.model_validate(task_to_json(task))
-                if task is not None and not spec.fanned_out
-                else None,
+                task=TaskDoc.model_validate(task_to_json(task)) if task is not None and not spec.fanned_out else None,
             )
         failure = None
         if state.failure is not None:

@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from fave_shared.errors import ValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
-
-from fave_shared.errors import ValidationError
 
 from .durations import parse_duration
 
@@ -205,13 +204,17 @@ class _DefaultsModel(BaseModel):
     retry: _RetryModel = Field(default_factory=_RetryModel)
 
 
+def _default_profiles() -> dict[str, dict[str, dict[str, Any]]]:
+    return {"default": {}}
+
+
 class _PipelineModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "pipeline"
     template: str = "template.yaml"
     final: str | None = None
     defaults: _DefaultsModel = Field(default_factory=_DefaultsModel)
-    profiles: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=lambda: {"default": {}})
+    profiles: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=_default_profiles)
     stages: dict[str, _StageModel]
 
 
@@ -231,9 +234,7 @@ def _retry(path: Path, where: str, model: _RetryModel) -> RetryPolicy:
         backoff_rate=model.backoff_rate,
         max_delay_s=max_delay,
         jitter=model.jitter,
-        non_retryable=tuple(model.non_retryable)
-        if model.non_retryable is not None
-        else DEFAULT_NON_RETRYABLE,
+        non_retryable=tuple(model.non_retryable) if model.non_retryable is not None else DEFAULT_NON_RETRYABLE,
     )
 
 
@@ -378,9 +379,7 @@ def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -
             raise _fail(path, f"{where}, field 'max_concurrency'", "must be >= 1")
         tolerated = _tolerance(path, f"{where}, field 'tolerated_failures'", s.tolerated_failures)
         if for_each is None and (tolerated.count or tolerated.percent):
-            raise _fail(
-                path, f"{where}, field 'tolerated_failures'", "only a fanned-out stage can tolerate failures"
-            )
+            raise _fail(path, f"{where}, field 'tolerated_failures'", "only a fanned-out stage can tolerate failures")
         item_needs: list[str] = []
         whole_needs: list[str] = []
         for dep in s.needs:
@@ -428,9 +427,7 @@ def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -
     profiles = dict(model.profiles)
     profiles.setdefault("default", {})
 
-    downstream = {
-        name: tuple(s.name for s in stages.values() if name in s.item_needs) for name in order
-    }
+    downstream = {name: tuple(s.name for s in stages.values() if name in s.item_needs) for name in order}
     digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Pipeline(
         name=model.name,

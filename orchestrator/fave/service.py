@@ -197,18 +197,19 @@ class Orchestrator:
         try:
             self.invoker.invoke_async(command.function, payload)
         except FaveError as exc:
-            self.inbox.put(
-                (request_id, TaskFailed(task.stage, task.item, task.attempt, type(exc).__name__, str(exc)))
-            )
+            self.inbox.put((request_id, TaskFailed(task.stage, task.item, task.attempt, type(exc).__name__, str(exc))))
 
     def _invoke_sync(self, task: TaskRef, function: str, payload: dict[str, Any]) -> None:
         assert self.invoker is not None
         try:
             result = self.invoker.invoke_sync(function, payload)
             self.inbox.put(completions.from_result(task, result.payload, result.function_error))
-        except Exception as exc:  # noqa: BLE001 - every failure must come back as an event, or the task hangs
+        except Exception as exc:
             self.inbox.put(
-                (task.request_id, TaskFailed(task.stage, task.item, task.attempt, type(exc).__name__, str(exc)))
+                (
+                    task.request_id,
+                    TaskFailed(task.stage, task.item, task.attempt, type(exc).__name__, str(exc)),
+                )
             )
 
     def _pool(self) -> ThreadPoolExecutor:
@@ -261,7 +262,7 @@ class Orchestrator:
 
     def _notice_outside_writes(self, request_id: str, state: RequestState) -> RequestState:
         """Pick up a ``fave cancel`` from another process even when no completion is due."""
-        handle = self.persistence._handles.get(request_id)  # noqa: SLF001 - same package
+        handle = self.persistence._handles.get(request_id)
         try:
             etag = self.store.head(state_key(request_id))
         except NotFoundError:

@@ -34,7 +34,7 @@ class StageEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    fave: Literal[1] = WIRE_VERSION
+    fave: Literal[1] = 1
     task: TaskRef
     store: str = Field(description="URI of the object store the request lives in (dir path or s3://)")
     input: dict[str, Any] = Field(default_factory=dict)

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 from engine_harness import Harness
-from support.pipelines import CHAIN, FANOUT, make_pipeline
-
 from fave.model import (
     TIMEOUT_ERROR,
     Cancel,
@@ -21,6 +19,7 @@ from fave.model import (
     Tick,
     WriteFinal,
 )
+from support.pipelines import CHAIN, FANOUT, make_pipeline
 
 
 @pytest.fixture
@@ -126,14 +125,14 @@ def test_retry_waits_for_backoff_then_fails_request_naming_stage_item_error(fan:
 
 
 def test_non_retryable_error_fails_at_once(chain: Harness) -> None:
-    (a,) = chain.invokes(chain.send(Start()))
+    (_a,) = chain.invokes(chain.send(Start()))
     chain.send(TaskFailed("a", None, 1, "MediaInputError", "not a video"))
     assert chain.state.status is RequestStatus.FAILED
 
 
 def test_stale_failure_of_an_old_attempt_is_ignored(fan: Harness) -> None:
     (plan,) = fan.invokes(fan.send(Start()))
-    (w,) = fan.invokes(fan.succeed(plan, {"items": [0]}))
+    (_w,) = fan.invokes(fan.succeed(plan, {"items": [0]}))
     fan.send(TaskFailed("work", 0, 1, "ValueError", "x"))
     fan.now += 5
     fan.send(Tick())  # attempt 2 running

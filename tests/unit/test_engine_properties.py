@@ -13,16 +13,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from support.pipelines import make_pipeline
-
 from fave.clock import ManualClock
 from fave.invoke.base import InvokeResult
 from fave.model import RequestStatus, TaskStatus, Tick
 from fave.persistence import final_key
 from fave.service import Orchestrator
 from fave_shared.store import LocalStore, get_json
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.pipelines import make_pipeline
 
 PIPELINE = """
     name: props
@@ -126,7 +125,11 @@ def envelope(payload: dict[str, Any], ok: bool, result: Any) -> dict[str, Any]:
             "approximateInvokeCount": 1,
         },
         "requestPayload": payload,
-        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": None if ok else "Unhandled"},
+        "responseContext": {
+            "statusCode": 200,
+            "executedVersion": "$LATEST",
+            "functionError": None if ok else "Unhandled",
+        },
         "responsePayload": result if ok else {"errorType": "ValueError", "errorMessage": "flaky"},
     }
 
@@ -143,16 +146,14 @@ class World:
         self.request_id = ""
 
     def fresh(self) -> Orchestrator:
-        orch = Orchestrator(
-            self.pipeline, self.store, self.invoker, clock=self.clock, sync_submit=self.deferred.append
-        )
+        orch = Orchestrator(self.pipeline, self.store, self.invoker, clock=self.clock, sync_submit=self.deferred.append)
         self.invoker.orchestrator = orch
         return orch
 
     def step(self) -> None:
         events = []
         while not self.orchestrator.inbox.empty():
-            rid, event = self.orchestrator.inbox.get_nowait()
+            _rid, event = self.orchestrator.inbox.get_nowait()
             events.append(event)
         state = self.orchestrator.apply(self.request_id, [*events, Tick()])
         self.invoker.committed_successes |= {

@@ -1,0 +1,115 @@
+"""The invoker seam: how the orchestrator runs a function, locally or on AWS Lambda.
+
+``function`` is always the logical id from template.yaml (``"ExtractFunction"``); each backend maps it to
+whatever it runs (a local execution environment, a deployed function name).
+
+Errors: a failure *inside* the function is not an exception, it is an ``InvokeResult`` with
+``function_error`` set (as Lambda reports it). A failure to invoke at all raises an ``InvocationError``
+subclass below, which also derives from ``RetryableError`` or ``TerminalError`` so callers can decide
+without knowing the backend.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from fave_shared.errors import (
+    InvocationError,
+    NotFoundError,
+    RetryableError,
+    TerminalError,
+    ValidationError,
+)
+
+__all__ = [
+    "MAX_ASYNC_PAYLOAD_BYTES",
+    "MAX_SYNC_PAYLOAD_BYTES",
+    "FunctionNotFoundError",
+    "InvokeResult",
+    "Invoker",
+    "RetryableInvocationError",
+    "TerminalInvocationError",
+    "encode_payload",
+]
+
+#: Lambda's limit on a synchronous (RequestResponse) request and response payload: 6 MB.
+MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
+#: Lambda's limit on an asynchronous (Event) payload: 1 MB (it was 256 KB before October 2025).
+MAX_ASYNC_PAYLOAD_BYTES = 1024 * 1024
+
+
+class RetryableInvocationError(InvocationError, RetryableError):
+    """The invoke call itself failed transiently (throttled, 5xx, connection lost): try again later."""
+
+
+class TerminalInvocationError(InvocationError, TerminalError):
+    """The invoke call was refused for good (permissions, bad request, runtime closed)."""
+
+
+class FunctionNotFoundError(InvocationError, NotFoundError):
+    """No function with that logical id (template) or physical name (AWS)."""
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """The outcome of a synchronous invocation.
+
+    ``payload`` is the JSON-decoded response; when ``function_error`` is set (``"Unhandled"`` or
+    ``"Handled"``, like Lambda's ``FunctionError``) it is the error payload (``schemas.LambdaError`` shape:
+    errorMessage, errorType, stackTrace).
+    """
+
+    payload: Any
+    function_error: str | None = None
+    request_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the function returned normally."""
+        return self.function_error is None
+
+
+@runtime_checkable
+class Invoker(Protocol):
+    """Runs functions by logical id. Implementations are thread-safe."""
+
+    def invoke_sync(self, function: str, payload: dict[str, Any]) -> InvokeResult:
+        """Invoke and wait for the result (Lambda ``RequestResponse``).
+
+        Raises ``FunctionNotFoundError``, ``ValidationError`` (payload not JSON or over 6 MB), or another
+        ``InvocationError`` if the function could not be invoked at all.
+        """
+        ...
+
+    def invoke_async(self, function: str, payload: dict[str, Any]) -> str:
+        """Queue an invocation (Lambda ``Event``) and return its request id at once.
+
+        The outcome goes to the function's OnSuccess / OnFailure destination as a ``DestinationEnvelope``
+        dict, after Lambda's asynchronous retries. Raises like ``invoke_sync`` (payload limit 1 MB).
+        """
+        ...
+
+    def close(self) -> None:
+        """Release what the invoker holds (environments, threads, connections). Idempotent."""
+        ...
+
+
+# One encoder for all calls: json.dumps with non-default options builds a new encoder every time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def encode_payload(payload: Any, limit: int) -> bytes:
+    """Serialise an invocation payload to JSON bytes and enforce Lambda's size limit.
+
+    Raises ``ValidationError`` before anything is sent, like Lambda's InvalidRequestContentException and
+    RequestTooLargeException.
+    """
+    try:
+        data = _ENCODER.encode(payload).encode()
+    except (TypeError, ValueError) as e:
+        raise ValidationError(f"invocation payload is not JSON-serialisable: {e}") from e
+    if len(data) > limit:
+        raise ValidationError(f"invocation payload is {len(data)} bytes, over Lambda's limit of {limit} bytes")
+    return data

@@ -1,0 +1,411 @@
+"""``LocalRuntime``: run template.yaml's functions on this machine the way Lambda runs them, without Docker.
+
+What behaves like Lambda:
+
+* Execution environments: per function, warm worker processes (``process`` isolation, the default), each
+  serving one invocation at a time and reused across invocations, so a handler module (and the models it
+  loads at import) is imported once per environment. Concurrency per function is its
+  ``ReservedConcurrentExecutions``, else ``max_environments``, else ``os.cpu_count()``; extra invocations
+  queue (Lambda would throttle a synchronous call instead; queueing keeps local runs simple).
+* Each environment gets ``os.environ`` + the function's ``Environment`` + ``env_overrides`` + Lambda's own
+  variables, ``cwd`` = the code folder, and ``sys.path`` = code folder, layers, then the parent's path (so
+  packages installed in the virtualenv import as they would from a layer).
+* Timeouts kill the environment (the next invocation starts cold) and report ``Sandbox.Timedout``; a
+  crashing runtime reports ``Runtime.ExitError``; handler exceptions, import errors and unserialisable
+  responses report Lambda's payloads. Events and responses always go through JSON.
+* ``invoke_async``: Lambda's asynchronous invocation: retries (``MaximumRetryAttempts``, delays from
+  ``async_retry_delays_s``: Lambda waits about 1 then 2 minutes, the default here is 1 s then 2 s),
+  ``MaximumEventAgeInSeconds``, then a ``DestinationEnvelope`` to OnSuccess / OnFailure.
+
+``thread`` isolation (``Metadata: {FaveLocal: {Isolation: thread}}``) runs the handler on a thread of this
+process instead: microseconds per invocation, for trivial handlers (benchmarks, tests against in-process
+moto). Its limits: the module is imported once per function (not per environment) under a unique name;
+``os.environ``, the working directory and ``sys.modules`` are this process's (the function's
+``Environment`` is *not* applied; the code folder and layers are prepended to ``sys.path``); and a timed-out
+handler cannot be killed: the caller gets the same timeout error, the slot is replaced, and the thread runs
+on until the handler returns.
+
+Destinations: if ``destination_handlers`` has the destination's logical id, that callable receives the
+envelope dict (how an in-process orchestrator driver receives fan-in events); otherwise the destination
+function is invoked asynchronously with the envelope as its event. Callables are called from runtime
+threads, concurrently, and must be thread-safe and quick (e.g. put the envelope on a ``queue.Queue``).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal
+
+from fave_shared.errors import FaveError, NotFoundError
+
+from fave.invoke.base import (
+    MAX_ASYNC_PAYLOAD_BYTES,
+    MAX_SYNC_PAYLOAD_BYTES,
+    FunctionNotFoundError,
+    InvokeResult,
+    RetryableInvocationError,
+    TerminalInvocationError,
+    encode_payload,
+)
+from fave.invoke.environment import Outcome, ProcessEnvironment, context_info
+from fave.invoke.pool import FunctionPool, FunctionStats, Invocation
+from fave.invoke.timer import Timer
+from fave.template import FunctionSpec, Template, load_template
+
+__all__ = ["DestinationHandler", "FunctionStats", "LocalRuntime"]
+
+log = logging.getLogger("fave.invoke.local")
+
+DestinationHandler = Callable[[dict[str, Any]], None]
+Condition = Literal["Success", "RetriesExhausted", "EventAgeExceeded"]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_CLOSE_S = 5.0
+
+
+class LocalRuntime:
+    """An ``Invoker`` that runs a SAM template's functions locally, like Lambda (see the module docs).
+
+    Thread-safe. Close it (or use it as a context manager) to stop its environments and threads.
+    """
+
+    def __init__(
+        self,
+        template: Template | str | os.PathLike[str],
+        *,
+        env_overrides: Mapping[str, str] = _EMPTY,
+        destination_handlers: Mapping[str, DestinationHandler] = _EMPTY,
+        async_retry_delays_s: Sequence[float] = (1.0, 2.0),
+        max_environments: int | None = None,
+    ) -> None:
+        if max_environments is not None and max_environments < 1:
+            raise ValueError(f"max_environments must be at least 1, got {max_environments}")
+        self.template = template if isinstance(template, Template) else load_template(template)
+        self._env_overrides = dict(env_overrides)
+        self._destinations = dict(destination_handlers)
+        self._retry_delays = tuple(float(d) for d in async_retry_delays_s)
+        self._region = _region({**os.environ, **self._env_overrides})
+        self._timer = Timer("fave-local-timer")
+        self._request_id = _RequestIds()
+        self._lock = threading.Lock()
+        self._closed = False
+        default_limit = max_environments or os.cpu_count() or 1
+        self._pools: dict[str, FunctionPool] = {}
+        self._arns: dict[str, str] = {}
+        for lid, spec in self.template.functions.items():
+            context = context_info(lid, spec.memory_mb, self._region, _log_stream())
+            self._arns[lid] = f"{context['invoked_function_arn']}:$LATEST"
+            self._pools[lid] = FunctionPool(
+                spec,
+                spec.reserved_concurrency if spec.reserved_concurrency is not None else default_limit,
+                timer=self._timer,
+                start_process=functools.partial(self._start_process, spec),
+                thread_context=context,
+            )
+            missing = [
+                name
+                for name in spec.unresolved_environment
+                if name not in self._env_overrides and name not in os.environ
+            ]
+            if missing:
+                log.warning(
+                    "%s: environment variables %s need a deployed stack: pass them in env_overrides",
+                    lid,
+                    ", ".join(missing),
+                )
+
+    # -- Invoker ------------------------------------------------------------------------------------------
+
+    def invoke_sync(self, function: str, payload: dict[str, Any]) -> InvokeResult:
+        """Run ``function`` with ``payload`` and wait for its response (Lambda ``RequestResponse``)."""
+        pool = self._pool(function)
+        invocation = _SyncInvocation(self._request_id(), encode_payload(payload, MAX_SYNC_PAYLOAD_BYTES))
+        if not pool.submit(invocation):
+            raise TerminalInvocationError("the local runtime is closed")
+        outcome = invocation.wait()
+        if outcome is None:
+            raise TerminalInvocationError(
+                f"the local runtime closed while {function} request {invocation.request_id} was in flight"
+            )
+        body = outcome.body
+        if len(body) > MAX_SYNC_PAYLOAD_BYTES:
+            # What Lambda answers instead of a response over its synchronous payload limit.
+            error = {
+                "errorType": "Function.ResponseSizeTooLarge",
+                "errorMessage": f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload "
+                f"size ({MAX_SYNC_PAYLOAD_BYTES} bytes).",
+            }
+            return InvokeResult(error, "Unhandled", invocation.request_id)
+        return InvokeResult(json.loads(body), "Unhandled" if outcome.error else None, invocation.request_id)
+
+    def invoke_async(self, function: str, payload: dict[str, Any]) -> str:
+        """Queue ``function`` with ``payload`` (Lambda ``Event``); returns the request id at once."""
+        pool = self._pool(function)
+        request_id = self._request_id()
+        invocation = _AsyncInvocation(self, pool, request_id, encode_payload(payload, MAX_ASYNC_PAYLOAD_BYTES))
+        if not pool.submit(invocation):
+            raise TerminalInvocationError("the local runtime is closed")
+        return request_id
+
+    def close(self) -> None:
+        """Stop every environment and thread: queued and running invocations are dropped (a waiting
+        ``invoke_sync`` raises ``TerminalInvocationError``), busy worker processes are killed, idle ones
+        exit. Idempotent. Handlers stuck in thread isolation cannot be stopped and are left running.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._timer.close()  # pending retries are dropped
+        for pool in self._pools.values():
+            pool.close()
+        deadline = time.monotonic() + _CLOSE_S
+        for pool in self._pools.values():
+            pool.join(deadline)
+
+    def __enter__(self) -> LocalRuntime:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- diagnostics --------------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, FunctionStats]:
+        """Per function: invocations (attempts), cold_starts, timeouts, errors, async_retries."""
+        return {lid: pool.stats() for lid, pool in self._pools.items()}
+
+    def environment_pids(self) -> dict[str, list[int]]:
+        """Per function, the process ids of its live worker processes."""
+        return {lid: pool.environment_pids() for lid, pool in self._pools.items()}
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _pool(self, function: str) -> FunctionPool:
+        if self._closed:
+            raise TerminalInvocationError("the local runtime is closed")
+        try:
+            pool = self._pools[function]
+        except KeyError:
+            try:
+                self.template.function(function)
+            except NotFoundError as e:
+                raise FunctionNotFoundError(str(e)) from None
+            raise
+        if pool.limit == 0:
+            raise RetryableInvocationError(f"{function}: throttled (ReservedConcurrentExecutions is 0)")
+        return pool
+
+    def _start_process(self, spec: FunctionSpec) -> ProcessEnvironment:
+        log_stream = _log_stream()
+        env = {**os.environ, **spec.environment, **self._env_overrides}
+        env["AWS_REGION"] = region = _region(env)
+        env.setdefault("AWS_DEFAULT_REGION", region)
+        env.update(
+            AWS_LAMBDA_FUNCTION_NAME=spec.logical_id,
+            AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(spec.memory_mb),
+            AWS_LAMBDA_FUNCTION_TIMEOUT=str(spec.timeout_s),
+            AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+            AWS_LAMBDA_LOG_GROUP_NAME=f"/aws/lambda/{spec.logical_id}",
+            AWS_LAMBDA_LOG_STREAM_NAME=log_stream,
+            LAMBDA_TASK_ROOT=str(spec.code_uri),
+            _HANDLER=spec.handler,
+        )
+        return ProcessEnvironment(
+            handler=spec.handler,
+            code_uri=spec.code_uri,
+            env=env,
+            sys_path=_child_sys_path(spec),
+            context=context_info(spec.logical_id, spec.memory_mb, region, log_stream),
+        )
+
+    def _async_finished(self, invocation: _AsyncInvocation, outcome: Outcome) -> None:
+        config = invocation.pool.spec.event_invoke_config
+        if not outcome.error:
+            self._deliver(invocation, "Success", outcome)
+        elif invocation.attempts > config.max_retry_attempts:
+            self._deliver(invocation, "RetriesExhausted", outcome)
+        else:
+            delays = self._retry_delays
+            delay = delays[min(invocation.attempts, len(delays)) - 1] if delays else 0.0
+            when = time.monotonic() + delay
+            if when - invocation.queued_at > config.max_event_age_s:
+                self._deliver(invocation, "EventAgeExceeded", outcome)
+                return
+            invocation.pool.count_retry()
+            self._timer.call_at(when, lambda: self._resubmit(invocation))
+
+    def _resubmit(self, invocation: _AsyncInvocation) -> None:
+        if not invocation.pool.submit(invocation):
+            log.debug("%s: retry of %s dropped, runtime closed", invocation.function, invocation.request_id)
+
+    def _deliver(self, invocation: _AsyncInvocation, condition: Condition, outcome: Outcome | None) -> None:
+        config = invocation.pool.spec.event_invoke_config
+        target = config.on_success if condition == "Success" else config.on_failure
+        if target is None:
+            if condition != "Success":
+                log.warning(
+                    "%s: async event %s dropped (%s) and no OnFailure destination is configured",
+                    invocation.function,
+                    invocation.request_id,
+                    condition,
+                )
+            return
+        envelope = self._envelope(invocation, condition, outcome)
+        handler = self._destinations.get(target)
+        try:
+            if handler is not None:
+                handler(envelope)
+            elif target in self._pools:
+                self.invoke_async(target, envelope)
+            else:
+                log.warning("%s: destination %r is neither a handler nor a function", invocation.function, target)
+        except FaveError as e:  # e.g. the runtime is closing, or the envelope is over the async limit
+            log.log(
+                logging.DEBUG if self._closed else logging.WARNING,
+                "%s: delivery to %s failed: %s",
+                invocation.function,
+                target,
+                e,
+            )
+        except Exception:
+            log.exception("%s: destination handler %s raised", invocation.function, target)
+
+    def _envelope(self, invocation: _AsyncInvocation, condition: Condition, outcome: Outcome | None) -> dict[str, Any]:
+        """``DestinationEnvelope(...).model_dump(mode="json")``, built as a plain dict.
+
+        Validating through pydantic costs more than the rest of a thread-isolated invocation together;
+        tests/functional/test_local_runtime.py checks this dict round-trips through the model unchanged.
+        """
+        return {
+            "version": "1.0",
+            "timestamp": _timestamp(),
+            "requestContext": {
+                "requestId": invocation.request_id,
+                "functionArn": self._arns[invocation.function],
+                "condition": condition,
+                "approximateInvokeCount": invocation.attempts,
+            },
+            "requestPayload": json.loads(invocation.payload),
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled" if outcome is not None and outcome.error else None,
+            },
+            "responsePayload": json.loads(outcome.body) if outcome is not None else None,
+        }
+
+
+class _SyncInvocation(Invocation):
+    """A ``RequestResponse`` call: the caller blocks on a lock the runtime releases."""
+
+    __slots__ = ("_done", "outcome")
+
+    def __init__(self, request_id: str, payload: bytes) -> None:
+        super().__init__(request_id, payload)
+        self.outcome: Outcome | None = None
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def finish(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self._done.release()
+
+    def abort(self) -> None:
+        self._done.release()
+
+    def wait(self) -> Outcome | None:
+        """Block until finished; None if the runtime closed first."""
+        self._done.acquire()
+        return self.outcome
+
+
+class _AsyncInvocation(Invocation):
+    """An ``Event`` call: retried, aged and delivered to destinations by the runtime."""
+
+    __slots__ = ("attempts", "last", "pool", "queued_at", "runtime")
+
+    def __init__(self, runtime: LocalRuntime, pool: FunctionPool, request_id: str, payload: bytes) -> None:
+        super().__init__(request_id, payload)
+        self.runtime = runtime
+        self.pool = pool
+        self.queued_at = time.monotonic()
+        self.attempts = 0
+        self.last: Outcome | None = None
+
+    @property
+    def function(self) -> str:
+        return self.pool.spec.logical_id
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.queued_at > self.pool.spec.event_invoke_config.max_event_age_s
+
+    def finish(self, outcome: Outcome) -> None:
+        self.attempts += 1
+        self.last = outcome
+        self.runtime._async_finished(self, outcome)
+
+    def expire(self) -> None:
+        self.runtime._deliver(self, "EventAgeExceeded", self.last)
+
+    def abort(self) -> None:
+        log.debug("%s: async event %s dropped, runtime closed", self.function, self.request_id)
+
+
+class _RequestIds:
+    """UUID-shaped request ids: a random v4 prefix per runtime and a counter (uuid4() per call is slow)."""
+
+    def __init__(self) -> None:
+        self._prefix = str(uuid.uuid4())[:24]
+        self._counter = itertools.count(int.from_bytes(os.urandom(5), "big"))  # next() is atomic in CPython
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter) % (1 << 48):012x}"
+
+
+_last_second: tuple[int, str] = (0, "")
+
+
+def _timestamp() -> str:
+    """Now, as Lambda writes it in destination records: ``2026-01-31T12:34:56.789Z``."""
+    global _last_second  # noqa: PLW0603 - a one-entry cache; a stale read only costs a strftime
+    now = time.time()
+    second = int(now)
+    cached_second, text = _last_second
+    if cached_second != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _last_second = (second, text)
+    return f"{text}.{int((now - second) * 1000):03d}Z"
+
+
+def _region(env: Mapping[str, str]) -> str:
+    return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def _log_stream() -> str:
+    return f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
+
+
+def _child_sys_path(spec: FunctionSpec) -> list[str]:
+    """The function's folders first, then this process's path (absolute: the child has another cwd)."""
+    paths = [str(p) for p in spec.python_path if p.is_dir()]
+    cwd = os.getcwd()
+    for entry in sys.path:
+        absolute = str(Path(cwd, entry)) if entry else cwd
+        if absolute not in paths:
+            paths.append(absolute)
+    return paths

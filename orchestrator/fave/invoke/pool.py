@@ -1,0 +1,358 @@
+"""The execution environments of one function: concurrency, queueing, warm reuse, timeouts.
+
+A pool runs up to ``limit`` *slot* threads. Each slot serves one invocation at a time and, for process
+isolation, owns at most one ``ProcessEnvironment`` that it keeps warm between invocations (Lambda's model:
+an environment is reused only by invocations that arrive after it is free). Slots start lazily, only when
+an invocation is queued and no idle slot will take it, so a sequential stream of invocations keeps hitting
+the same warm environment and an idle function costs no threads or processes.
+
+Every invocation in flight sits in ``_running``; whoever pops it from there (the slot that ran it, the
+thread-isolation timeout, or ``close``) is the one that reports its outcome, exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fave.invoke.environment import Outcome, ProcessEnvironment, exit_outcome, timeout_outcome
+from fave.invoke.timer import Timer
+from fave.invoke.worker import (
+    Handler,
+    HandlerLoadError,
+    LambdaContext,
+    exception_payload,
+    load_handler,
+    run_handler,
+)
+from fave.template import FunctionSpec
+
+log = logging.getLogger("fave.invoke.local")
+
+_JOIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class FunctionStats:
+    """Counters of one function since the runtime started.
+
+    ``invocations`` counts attempts that ran (an async event retried twice counts 3); ``errors`` counts
+    attempts that ended with a function error, timeouts and crashes included.
+    """
+
+    invocations: int = 0
+    cold_starts: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    async_retries: int = 0
+
+
+class Invocation:
+    """One attempt waiting for or holding a slot. Subclasses decide what its outcome means."""
+
+    __slots__ = ("payload", "request_id")
+
+    def __init__(self, request_id: str, payload: bytes) -> None:
+        self.request_id = request_id
+        self.payload = payload
+
+    def stale(self) -> bool:
+        """True if it must not run any more (an async event past its maximum age)."""
+        return False
+
+    def finish(self, outcome: Outcome) -> None:
+        """Report how the attempt ended (called exactly once, from a runtime thread)."""
+        raise NotImplementedError
+
+    def expire(self) -> None:
+        """Dropped because ``stale()``; never ran this time."""
+
+    def abort(self) -> None:
+        """The runtime closed before the attempt ended."""
+
+
+class FunctionPool:
+    """Runs one function's invocations, ``limit`` at a time, in warm environments."""
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        limit: int,
+        *,
+        timer: Timer,
+        start_process: Callable[[], ProcessEnvironment],
+        thread_context: dict[str, str],
+    ) -> None:
+        self.spec = spec
+        self.limit = limit
+        self._timeout = float(spec.timeout_s)
+        self._threads_mode = spec.local_isolation == "thread"
+        self._timer = timer
+        self._start_process = start_process
+        self._thread_context = thread_context
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[Invocation] = deque()
+        self._running: dict[int, Invocation] = {}
+        self._idle = 0  # slots waiting for work
+        self._starting = 0  # slots started that have not looked for work yet
+        self._slots = 0  # slots counted against the limit (a timed-out thread slot no longer is)
+        self._threads: set[threading.Thread] = set()
+        self._environments: set[ProcessEnvironment] = set()
+        self._closed = False
+        self._counts = {"invocations": 0, "cold_starts": 0, "timeouts": 0, "errors": 0, "async_retries": 0}
+        self._handler: Handler | None = None  # thread isolation: the function's module, loaded once
+        self._load_lock = threading.Lock()
+
+    # -- submitting ---------------------------------------------------------------------------------------
+
+    def submit(self, invocation: Invocation) -> bool:
+        """Queue an invocation; False if the pool is closed."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._queue.append(invocation)
+            start = self._need_slot()
+            if not start and self._idle:
+                self._cond.notify()
+        if start:
+            self._start_slot()
+        return True
+
+    def _need_slot(self) -> bool:
+        # Caller holds the lock. Start a slot only if the idle and starting ones cannot take everything.
+        if len(self._queue) > self._idle + self._starting and self._slots < self.limit and not self._closed:
+            self._slots += 1
+            self._starting += 1
+            return True
+        return False
+
+    def _start_slot(self) -> None:
+        thread = threading.Thread(target=self._slot, name=f"fave-local-{self.spec.logical_id}", daemon=True)
+        with self._cond:
+            self._threads.add(thread)
+        thread.start()
+
+    def count_retry(self) -> None:
+        """Record an async retry (scheduled by the runtime)."""
+        with self._cond:
+            self._counts["async_retries"] += 1
+
+    def stats(self) -> FunctionStats:
+        """A snapshot of the counters."""
+        with self._cond:
+            return FunctionStats(**self._counts)
+
+    # -- slots --------------------------------------------------------------------------------------------
+
+    def _slot(self) -> None:
+        environment: ProcessEnvironment | None = None
+        abandoned = False
+        try:
+            with self._cond:
+                self._starting -= 1
+            while (invocation := self._take()) is not None:
+                try:
+                    if invocation.stale():
+                        if self._running.pop(id(invocation), None) is not None:
+                            invocation.expire()
+                    elif self._threads_mode:
+                        if not self._run_in_thread(invocation):
+                            abandoned = True  # timed out: a replacement slot took its place
+                            return
+                    else:
+                        environment = self._run_in_process(invocation, environment)
+                except Exception as e:
+                    # A bug here must not leave a caller waiting forever: report it as the outcome (a
+                    # no-op if the invocation was already reported) and continue with a clean slot.
+                    log.exception("local runtime slot of %s failed", self.spec.logical_id)
+                    if environment is not None:
+                        environment.kill()
+                        self._discard(environment)
+                        environment = None
+                    body = {"errorType": "Runtime.Unknown", "errorMessage": f"local runtime error: {e!r}"}
+                    self._finish(invocation, Outcome(json.dumps(body).encode(), error=True, env_lost=True))
+        finally:
+            if environment is not None:
+                self._discard(environment)
+            with self._cond:
+                self._threads.discard(threading.current_thread())
+                if not abandoned:
+                    self._slots -= 1
+
+    def _take(self) -> Invocation | None:
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._idle += 1
+                self._cond.wait()
+                self._idle -= 1
+            invocation = self._queue.popleft()
+            self._running[id(invocation)] = invocation
+            return invocation
+
+    def _finish(self, invocation: Invocation, outcome: Outcome) -> bool:
+        """Report the outcome if this caller is the one that claims the invocation."""
+        with self._cond:
+            if self._running.pop(id(invocation), None) is None:
+                return False  # timed out (thread isolation) or aborted by close()
+            counts = self._counts
+            counts["invocations"] += 1
+            if outcome.error:
+                counts["errors"] += 1
+                counts["timeouts"] += outcome.timed_out
+        invocation.finish(outcome)
+        return True
+
+    # -- process isolation --------------------------------------------------------------------------------
+
+    def _run_in_process(
+        self, invocation: Invocation, environment: ProcessEnvironment | None
+    ) -> ProcessEnvironment | None:
+        """Run on the slot's environment (starting a cold one if needed); returns the environment to keep."""
+        if environment is None:
+            try:
+                environment = self._start_process()
+            except OSError as e:
+                body = {"errorType": "Runtime.ExitError", "errorMessage": f"could not start the runtime: {e}"}
+                self._finish(invocation, Outcome(json.dumps(body).encode(), error=True))
+                return None
+            with self._cond:
+                self._environments.add(environment)
+                self._counts["cold_starts"] += 1
+                if self._closed:
+                    environment.interrupt()
+            failed = environment.wait_ready(invocation.request_id, self._timeout)
+            if failed is not None:
+                self._discard(environment)
+                self._finish(invocation, failed)
+                return None
+        outcome = environment.invoke(invocation.request_id, invocation.payload, self._timeout)
+        if outcome.env_lost:
+            # Gone before the outcome is reported, so a caller that sees it also sees the next one cold.
+            self._discard(environment)
+            environment = None
+        self._finish(invocation, outcome)
+        return environment
+
+    def _discard(self, environment: ProcessEnvironment) -> None:
+        environment.close()
+        with self._cond:
+            self._environments.discard(environment)
+
+    # -- thread isolation ---------------------------------------------------------------------------------
+
+    def _run_in_thread(self, invocation: Invocation) -> bool:
+        """Run in this slot thread; False if the invocation timed out meanwhile (the slot is abandoned)."""
+        handler = self._thread_handler(invocation.request_id)
+        if isinstance(handler, Outcome):
+            self._finish(invocation, handler)
+            return True
+        deadline = time.monotonic() + self._timeout
+        thread = threading.current_thread()
+        entry = self._timer.call_at(deadline, lambda: self._thread_timed_out(invocation, thread))
+        context = LambdaContext(invocation.request_id, deadline, self._thread_context)
+        try:
+            ok, body = run_handler(handler, invocation.payload, context)
+        except BaseException as e:  # SystemExit/KeyboardInterrupt would silently end a thread
+            code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
+            outcome = exit_outcome(invocation.request_id, code)
+        else:
+            outcome = Outcome(body, error=not ok)
+        Timer.cancel(entry)
+        return self._finish(invocation, outcome)
+
+    def _thread_timed_out(self, invocation: Invocation, thread: threading.Thread) -> None:
+        # Runs on the timer thread. A thread cannot be killed: the handler keeps running in its slot
+        # thread, which stops counting against the limit (and is not waited for by close) and exits when
+        # the handler returns.
+        with self._cond:
+            if self._running.pop(id(invocation), None) is None:
+                return  # finished in time
+            self._threads.discard(thread)
+            counts = self._counts
+            counts["invocations"] += 1
+            counts["errors"] += 1
+            counts["timeouts"] += 1
+            self._slots -= 1
+            start = self._need_slot()
+        log.warning(
+            "%s timed out after %ss in thread isolation; its thread keeps running until the handler returns",
+            self.spec.logical_id,
+            self.spec.timeout_s,
+        )
+        if start:
+            self._start_slot()
+        invocation.finish(timeout_outcome(invocation.request_id, self._timeout))
+
+    def _thread_handler(self, request_id: str) -> Handler | Outcome:
+        """The handler (imported once, on first use: the cold start) or the init error to report."""
+        if self._handler is not None:
+            return self._handler
+        spec = self.spec
+        with self._load_lock:
+            if self._handler is None:
+                for path in reversed(spec.python_path):
+                    if path.is_dir() and str(path) not in sys.path:
+                        sys.path.insert(0, str(path))
+                with self._cond:
+                    self._counts["cold_starts"] += 1
+                # Unique in sys.modules: every function folder may have its own app.py.
+                module = re.sub(r"\W", "_", spec.handler.rpartition(".")[0])
+                try:
+                    self._handler = load_handler(
+                        spec.handler,
+                        code_uri=str(spec.code_uri),
+                        module_name=f"fave_local_{spec.logical_id}_{module}",
+                    )
+                except HandlerLoadError as e:
+                    error = dict(e.payload, requestId=request_id)
+                    return Outcome(json.dumps(error).encode(), error=True, env_lost=True)
+                except Exception as e:
+                    return Outcome(json.dumps(exception_payload(e, request_id)).encode(), error=True, env_lost=True)
+            return self._handler
+
+    # -- shutdown -----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Refuse new work, abort queued and running invocations, interrupt busy environments."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            aborted = list(self._queue) + list(self._running.values())
+            self._queue.clear()
+            self._running.clear()
+            environments = list(self._environments)
+            self._cond.notify_all()
+        for environment in environments:
+            environment.interrupt()
+        for invocation in aborted:
+            try:
+                invocation.abort()
+            except Exception:
+                log.exception("aborting %s failed", invocation.request_id)
+
+    def join(self, deadline: float) -> None:
+        """Wait for slot threads (not abandoned timed-out thread handlers) to end; then kill leftovers."""
+        with self._cond:
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            leftovers = list(self._environments)
+        for environment in leftovers:
+            environment.kill()
+
+    def environment_pids(self) -> list[int]:
+        """Process ids of the live environments (for tests and diagnostics)."""
+        with self._cond:
+            return [environment.pid for environment in self._environments]

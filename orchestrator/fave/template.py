@@ -1,0 +1,529 @@
+"""Read an AWS SAM ``template.yaml`` into what the local runtime needs to run its functions.
+
+Only the parts that change how a function runs are read: handler, code folder, layers, timeout, memory,
+environment, asynchronous invocation settings (retries, event age, destinations), reserved concurrency and
+a fave-only ``Metadata: {FaveLocal: {Isolation: thread}}`` switch. Everything else (policies, events,
+outputs) is left to SAM/CloudFormation.
+
+CloudFormation short tags (``!Ref``, ``!GetAtt``, ``!Sub`` ...) are read as their long forms
+(``{"Ref": ...}``, ``{"Fn::GetAtt": [...]}``), so the rest of the code sees one shape. Intrinsics are
+resolved only where that is possible without a deployed stack: parameters with defaults, pseudo parameters
+(``AWS::Region`` ...), and ``!Sub``/``!Join`` over those. An environment variable whose value cannot be
+resolved (``!Ref Bucket``) is left out of ``FunctionSpec.environment`` and named in
+``FunctionSpec.unresolved_environment``; the local runtime's ``env_overrides`` can supply it by name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import yaml
+from fave_shared.errors import NotFoundError, ValidationError
+
+__all__ = [
+    "ACCOUNT_ID",
+    "CfnLoader",
+    "EventInvokeConfig",
+    "FunctionSpec",
+    "Template",
+    "load_template",
+    "load_yaml",
+]
+
+#: The account id the local runtime pretends to run in (ARNs, ``AWS::AccountId``).
+ACCOUNT_ID = "000000000000"
+
+DEFAULT_TIMEOUT_S = 3
+DEFAULT_MEMORY_MB = 128
+MAX_TIMEOUT_S = 900
+MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10240
+
+_FUNCTION_TYPE = "AWS::Serverless::Function"
+_LAYER_TYPES = ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
+
+# ---------------------------------------------------------------------------------------------------------
+# YAML with CloudFormation short tags
+
+
+class CfnLoader(yaml.SafeLoader):
+    """A ``SafeLoader`` that reads CloudFormation short tags as long-form intrinsic dicts.
+
+    Also (like CloudFormation) keeps ISO dates as strings (``AWSTemplateFormatVersion: 2010-09-09``,
+    policy ``Version: 2012-10-17``) and rejects duplicate mapping keys, which PyYAML would silently drop.
+    """
+
+    # PyYAML would turn 2010-09-09 into a datetime.date; CloudFormation treats it as text.
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _construct_tag(long_name: str) -> Any:
+    def construct(loader: CfnLoader, node: yaml.Node) -> dict[str, Any]:
+        # deep=True: nested short tags (``!Base64 !Sub ...``) must be built now, not left as placeholders.
+        value: Any
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            assert isinstance(node, yaml.MappingNode)
+            value = loader.construct_mapping(node, deep=True)
+        return {long_name: value}
+
+    return construct
+
+
+def _construct_getatt(loader: CfnLoader, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        # "Resource.Attribute"; the attribute itself may contain dots (Endpoint.Address).
+        resource, _, attribute = str(loader.construct_scalar(node)).partition(".")
+        return {"Fn::GetAtt": [resource, attribute]}
+    if isinstance(node, yaml.SequenceNode):
+        return {"Fn::GetAtt": loader.construct_sequence(node, deep=True)}
+    raise yaml.constructor.ConstructorError(None, None, "!GetAtt needs 'A.B' or [A, B]", node.start_mark)
+
+
+for _short in (
+    "Sub", "Join", "If", "Equals", "Select", "FindInMap", "ImportValue", "Split", "GetAZs",
+    "Base64", "Not", "And", "Or", "Cidr", "Length", "ToJsonString",
+):  # fmt: skip
+    CfnLoader.add_constructor(f"!{_short}", _construct_tag(f"Fn::{_short}"))
+CfnLoader.add_constructor("!Ref", _construct_tag("Ref"))
+CfnLoader.add_constructor("!Condition", _construct_tag("Condition"))
+CfnLoader.add_constructor("!GetAtt", _construct_getatt)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse CloudFormation YAML (or JSON) text with ``CfnLoader``."""
+    return yaml.load(text, Loader=CfnLoader)  # CfnLoader is a SafeLoader
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass(frozen=True)
+class EventInvokeConfig:
+    """Asynchronous invocation settings (SAM ``EventInvokeConfig``), with Lambda's defaults.
+
+    ``on_success`` / ``on_failure`` are the logical ids of the destinations (from ``!GetAtt X.Arn`` or
+    ``!Ref X``), or a literal ARN string as written, or None.
+    """
+
+    max_retry_attempts: int = 2
+    max_event_age_s: int = 21600
+    on_success: str | None = None
+    on_failure: str | None = None
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One ``AWS::Serverless::Function`` with Globals merged in, ready to run locally."""
+
+    logical_id: str
+    handler: str
+    code_uri: Path
+    timeout_s: int = DEFAULT_TIMEOUT_S
+    memory_mb: int = DEFAULT_MEMORY_MB
+    runtime: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    #: Variables declared with a value that cannot be resolved locally (supply via ``env_overrides``).
+    unresolved_environment: tuple[str, ...] = ()
+    layers: tuple[Path, ...] = ()
+    event_invoke_config: EventInvokeConfig = field(default_factory=EventInvokeConfig)
+    reserved_concurrency: int | None = None
+    package_type: Literal["Zip", "Image"] = "Zip"
+    local_isolation: Literal["process", "thread"] = "process"
+
+    @property
+    def python_path(self) -> tuple[Path, ...]:
+        """``sys.path`` entries of the function, in Lambda's order: its code, then each layer and its
+        ``python/`` folder (a built Python layer keeps packages under ``python/``, a source one at its root).
+        """
+        paths = [self.code_uri]
+        for layer in self.layers:
+            paths += [layer, layer / "python"]
+        return tuple(paths)
+
+
+@dataclass(frozen=True)
+class Template:
+    """The runnable parts of a SAM template. ``raw`` is the whole parsed document (long-form intrinsics)."""
+
+    path: Path
+    functions: Mapping[str, FunctionSpec]
+    layers: Mapping[str, Path] = field(default_factory=dict)
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def function(self, logical_id: str) -> FunctionSpec:
+        """The function with this logical id; ``NotFoundError`` if the template has none."""
+        try:
+            return self.functions[logical_id]
+        except KeyError:
+            raise NotFoundError(
+                f"{self.path}: no AWS::Serverless::Function {logical_id!r} "
+                f"(functions: {', '.join(sorted(self.functions)) or 'none'})"
+            ) from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_template(
+    path: str | os.PathLike[str],
+    *,
+    parameters: Mapping[str, str] | None = None,
+    region: str | None = None,
+) -> Template:
+    """Read a SAM template and every function in it.
+
+    ``parameters`` override the template's parameter defaults (like ``--parameter-overrides``). ``region``
+    resolves ``AWS::Region`` (default: ``AWS_REGION``, ``AWS_DEFAULT_REGION``, then ``us-east-1``).
+    Raises ``NotFoundError`` if the file does not exist and ``ValidationError`` (one line naming the file,
+    function and field) for anything that cannot run.
+    """
+    file = Path(path).resolve()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(f"{file}: template not found") from None
+    try:
+        doc = load_yaml(text)
+    except yaml.YAMLError as e:
+        raise ValidationError(f"{file}: not valid YAML: {' '.join(str(e).split())}") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("Resources"), dict):
+        raise ValidationError(f"{file}: not a CloudFormation template (no Resources mapping)")
+    return _Reader(file, doc, parameters or {}, region or _default_region()).read()
+
+
+def _default_region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+_SUB_VAR = re.compile(r"\$\{([^}]*)\}")
+_SUB_ARN_ONLY = re.compile(r"^\$\{([A-Za-z0-9]+)(?:\.Arn)?\}$")
+
+
+class _Reader:
+    """One template read: holds the document and the resolution context (parameters, pseudo parameters)."""
+
+    def __init__(self, file: Path, doc: dict[str, Any], overrides: Mapping[str, str], region: str) -> None:
+        self.file = file
+        self.root = file.parent
+        self.doc = doc
+        self.resources: dict[str, Any] = doc["Resources"]
+        self.region = region
+        self.parameters = self._parameters(overrides)
+
+    def fail(self, where: str, message: str) -> ValidationError:
+        return ValidationError(f"{self.file}: {where}: {message}")
+
+    def read(self) -> Template:
+        layers = {
+            lid: self._layer_path(lid, res)
+            for lid, res in self.resources.items()
+            if isinstance(res, dict) and res.get("Type") in _LAYER_TYPES
+        }
+        globals_ = self.doc.get("Globals") or {}
+        function_globals = globals_.get("Function") or {} if isinstance(globals_, dict) else {}
+        if not isinstance(function_globals, dict):
+            raise self.fail("Globals.Function", "must be a mapping")
+        functions: dict[str, FunctionSpec] = {}
+        for lid, res in self.resources.items():
+            if isinstance(res, dict) and res.get("Type") == _FUNCTION_TYPE:
+                functions[lid] = self._function(lid, res, function_globals, layers)
+        return Template(
+            path=self.file,
+            functions=MappingProxyType(functions),
+            layers=MappingProxyType({k: v for k, v in layers.items() if v is not None}),
+            parameters=MappingProxyType(dict(self.parameters)),
+            raw=self.doc,
+        )
+
+    # -- parameters and intrinsics ------------------------------------------------------------------------
+
+    def _parameters(self, overrides: Mapping[str, str]) -> dict[str, str]:
+        declared = self.doc.get("Parameters") or {}
+        values: dict[str, str] = {}
+        for name, decl in declared.items() if isinstance(declared, dict) else ():
+            if name in overrides:
+                values[name] = str(overrides[name])
+            elif isinstance(decl, dict) and "Default" in decl:
+                values[name] = _scalar_text(decl["Default"])
+        return values
+
+    def resolve(self, value: Any) -> str | None:
+        """The text a value has at deploy time, or None if only a deployed stack could tell."""
+        if isinstance(value, (str, int, float, bool)):
+            return _scalar_text(value)
+        if not (isinstance(value, dict) and len(value) == 1):
+            return None
+        ((fn, arg),) = value.items()
+        if fn == "Ref":
+            return self._ref(arg)
+        if fn == "Fn::Sub":
+            return self._sub(arg)
+        if fn == "Fn::Join" and isinstance(arg, list) and len(arg) == 2 and isinstance(arg[1], list):
+            parts = [self.resolve(part) for part in arg[1]]
+            delimiter = self.resolve(arg[0])
+            if delimiter is None or any(p is None for p in parts):
+                return None
+            return delimiter.join(p for p in parts if p is not None)
+        return None
+
+    def _ref(self, name: Any) -> str | None:
+        pseudo = {
+            "AWS::Region": self.region,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": "local",
+        }
+        if not isinstance(name, str):
+            return None
+        return pseudo.get(name, self.parameters.get(name))
+
+    def _sub(self, arg: Any) -> str | None:
+        if isinstance(arg, str):
+            text, variables = arg, {}
+        elif isinstance(arg, list) and len(arg) == 2 and isinstance(arg[0], str) and isinstance(arg[1], dict):
+            text, variables = arg
+        else:
+            return None
+        unresolved = False
+
+        def replace(match: re.Match[str]) -> str:
+            nonlocal unresolved
+            name = match.group(1)
+            if name.startswith("!"):  # ${!Literal} is an escaped literal "${Literal}"
+                return "${" + name[1:] + "}"
+            resolved = self.resolve(variables[name]) if name in variables else self._ref(name)
+            if resolved is None:
+                unresolved = True
+                return ""
+            return resolved
+
+        result = _SUB_VAR.sub(replace, text)
+        return None if unresolved else result
+
+    # -- functions ------------------------------------------------------------------------------------------
+
+    def _function(
+        self, lid: str, res: dict[str, Any], function_globals: dict[str, Any], layers: dict[str, Path | None]
+    ) -> FunctionSpec:
+        local = res.get("Properties") or {}
+        if not isinstance(local, dict):
+            raise self.fail(f"function {lid}", "Properties must be a mapping")
+        package_type = self.resolve(local.get("PackageType", function_globals.get("PackageType", "Zip")))
+        if package_type not in ("Zip", "Image"):
+            raise self.fail(f"function {lid}: PackageType", f"must be Zip or Image, got {package_type!r}")
+        globals_ = function_globals
+        if package_type == "Image":
+            # SAM rejects these Globals on image functions; ignoring them keeps the merge honest.
+            globals_ = {k: v for k, v in globals_.items() if k not in ("Handler", "Runtime", "CodeUri", "Layers")}
+        props = _merge_globals(globals_, local)
+        metadata = res.get("Metadata") or {}
+        if package_type == "Image":
+            handler, code_uri = self._image_code(lid, props, metadata)
+        else:
+            handler = self._required_text(lid, props, "Handler")
+            code_uri = self._code_dir(f"function {lid}: CodeUri", self._required_text(lid, props, "CodeUri"))
+        if "." not in handler.strip(".") or handler.endswith("."):
+            raise self.fail(f"function {lid}: Handler", f"must look like module.function, got {handler!r}")
+        environment, unresolved = self._environment(lid, props.get("Environment"))
+        return FunctionSpec(
+            logical_id=lid,
+            handler=handler,
+            code_uri=code_uri,
+            timeout_s=self._int(lid, props, "Timeout", default=DEFAULT_TIMEOUT_S, low=1, high=MAX_TIMEOUT_S),
+            memory_mb=self._int(
+                lid, props, "MemorySize", default=DEFAULT_MEMORY_MB, low=MIN_MEMORY_MB, high=MAX_MEMORY_MB
+            ),
+            runtime=self.resolve(props["Runtime"]) if "Runtime" in props else None,
+            environment=environment,
+            unresolved_environment=unresolved,
+            layers=self._function_layers(lid, props.get("Layers"), layers),
+            event_invoke_config=self._event_invoke_config(lid, props.get("EventInvokeConfig")),
+            reserved_concurrency=(
+                self._int(lid, props, "ReservedConcurrentExecutions", default=0, low=0, high=10**6)
+                if props.get("ReservedConcurrentExecutions") is not None
+                else None
+            ),
+            package_type="Image" if package_type == "Image" else "Zip",
+            local_isolation=self._isolation(lid, metadata),
+        )
+
+    def _required_text(self, lid: str, props: dict[str, Any], key: str) -> str:
+        if props.get(key) is None:
+            raise self.fail(f"function {lid}: {key}", "missing (set it on the function or in Globals.Function)")
+        value = self.resolve(props[key])
+        if not value:
+            raise self.fail(f"function {lid}: {key}", f"must be a local string, got {props[key]!r}")
+        return value
+
+    def _code_dir(self, where: str, relative: str) -> Path:
+        path = (self.root / relative).resolve()
+        if not path.is_dir():
+            raise self.fail(where, f"folder {relative!r} does not exist (looked in {path})")
+        return path
+
+    def _image_code(self, lid: str, props: dict[str, Any], metadata: Any) -> tuple[str, Path]:
+        context = metadata.get("DockerContext") if isinstance(metadata, dict) else None
+        if not isinstance(context, str):
+            raise self.fail(f"function {lid}: Metadata.DockerContext", "missing (needed for PackageType Image)")
+        command = (props.get("ImageConfig") or {}).get("Command")
+        if not (isinstance(command, list) and command and isinstance(command[0], str)):
+            raise self.fail(f"function {lid}: ImageConfig.Command", "missing (its first item is the handler)")
+        return command[0], self._code_dir(f"function {lid}: Metadata.DockerContext", context)
+
+    def _int(self, lid: str, props: dict[str, Any], key: str, *, default: int, low: int, high: int) -> int:
+        raw = props.get(key)
+        if raw is None:
+            return default
+        text = self.resolve(raw)
+        try:
+            if text is None or isinstance(raw, bool):
+                raise ValueError
+            value = int(text)
+        except ValueError:
+            raise self.fail(f"function {lid}: {key}", f"must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise self.fail(f"function {lid}: {key}", f"must be between {low} and {high}, got {value}")
+        return value
+
+    def _environment(self, lid: str, env: Any) -> tuple[dict[str, str], tuple[str, ...]]:
+        variables = env.get("Variables") if isinstance(env, dict) else None
+        if variables is None:
+            return {}, ()
+        if not isinstance(variables, dict):
+            raise self.fail(f"function {lid}: Environment.Variables", "must be a mapping")
+        resolved: dict[str, str] = {}
+        unresolved: list[str] = []
+        for name, value in variables.items():
+            if value == {"Ref": "AWS::NoValue"}:
+                continue  # CloudFormation drops the key
+            text = self.resolve(value)
+            if text is None:
+                unresolved.append(str(name))
+            else:
+                resolved[str(name)] = text
+        return resolved, tuple(unresolved)
+
+    def _layer_path(self, lid: str, res: dict[str, Any]) -> Path | None:
+        props = res.get("Properties") or {}
+        content = props.get("ContentUri", props.get("Content"))
+        if not isinstance(content, str):
+            return None  # an S3 location: nothing local to put on sys.path
+        return self._code_dir(f"layer {lid}: ContentUri", content)
+
+    def _function_layers(self, lid: str, refs: Any, layers: dict[str, Path | None]) -> tuple[Path, ...]:
+        if refs is None:
+            return ()
+        if not isinstance(refs, list):
+            raise self.fail(f"function {lid}: Layers", "must be a list")
+        paths: list[Path] = []
+        for ref in refs:
+            if isinstance(ref, dict) and set(ref) == {"Ref"}:
+                name = ref["Ref"]
+                if name not in layers:
+                    if name in self.parameters:
+                        continue  # a layer ARN passed as a parameter: not available locally
+                    raise self.fail(f"function {lid}: Layers", f"!Ref {name} is not a LayerVersion resource")
+                path = layers[name]
+                if path is not None and path not in paths:
+                    paths.append(path)
+            # literal ARNs and other intrinsics name published layers we cannot fetch: skipped
+        return tuple(paths)
+
+    def _event_invoke_config(self, lid: str, config: Any) -> EventInvokeConfig:
+        if config is None:
+            return EventInvokeConfig()
+        if not isinstance(config, dict):
+            raise self.fail(f"function {lid}: EventInvokeConfig", "must be a mapping")
+        retries = self._int(lid, config, "MaximumRetryAttempts", default=2, low=0, high=2)
+        max_age = self._int(lid, config, "MaximumEventAgeInSeconds", default=21600, low=1, high=21600)
+        destinations = config.get("DestinationConfig") or {}
+        return EventInvokeConfig(
+            max_retry_attempts=retries,
+            max_event_age_s=max_age,
+            on_success=_destination_id(destinations.get("OnSuccess")),
+            on_failure=_destination_id(destinations.get("OnFailure")),
+        )
+
+    def _isolation(self, lid: str, metadata: Any) -> Literal["process", "thread"]:
+        fave_local = metadata.get("FaveLocal") if isinstance(metadata, dict) else None
+        isolation = fave_local.get("Isolation", "process") if isinstance(fave_local, dict) else "process"
+        if isolation not in ("process", "thread"):
+            raise self.fail(
+                f"function {lid}: Metadata.FaveLocal.Isolation",
+                f"must be process or thread, got {isolation!r}",
+            )
+        return "thread" if isolation == "thread" else "process"
+
+
+def _merge_globals(globals_: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
+    """SAM's Globals rules: maps merge key by key, lists concatenate (globals first), scalars are replaced.
+
+    An intrinsic (``{"Ref": ..}``) is a single value, never merged into.
+    """
+    merged = dict(globals_)
+    for key, value in local.items():
+        base = merged.get(key)
+        if isinstance(base, dict) and isinstance(value, dict) and not (_is_intrinsic(base) or _is_intrinsic(value)):
+            merged[key] = _merge_globals(base, value)
+        elif isinstance(base, list) and isinstance(value, list):
+            merged[key] = base + value
+        else:
+            merged[key] = value
+    return merged
+
+
+def _is_intrinsic(value: dict[str, Any]) -> bool:
+    if len(value) != 1:
+        return False
+    key = str(next(iter(value)))
+    return key in ("Ref", "Condition") or key.startswith("Fn::")
+
+
+def _scalar_text(value: Any) -> str:
+    # CloudFormation renders booleans in lower case ("true"), like JSON.
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _destination_id(config: Any) -> str | None:
+    """The logical id a ``DestinationConfig.OnSuccess``/``OnFailure`` points at (or a literal ARN)."""
+    destination = config.get("Destination") if isinstance(config, dict) else None
+    if isinstance(destination, str):
+        return destination
+    if not isinstance(destination, dict):
+        return None
+    if isinstance(destination.get("Ref"), str):
+        return str(destination["Ref"])
+    getatt = destination.get("Fn::GetAtt")
+    if isinstance(getatt, list) and getatt and isinstance(getatt[0], str):
+        return getatt[0]
+    if isinstance(getatt, str):
+        return getatt.partition(".")[0]
+    sub = destination.get("Fn::Sub")
+    if isinstance(sub, str) and (match := _SUB_ARN_ONLY.match(sub)):
+        return match.group(1)
+    return None
