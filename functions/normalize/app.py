@@ -21,7 +21,9 @@ class NormalizeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt setting must not be silently ignored
 
     max_duration_s: float = Field(600.0, gt=0, description="longest accepted source")
-    max_size_mb: float = Field(500.0, gt=0, description="largest accepted source, in MB (10^6 bytes)")
+    # 200 MB: the source, its normalized copy and the upload buffer must fit Lambda's default 512 MB /tmp
+    # and memory; raise it together with the function's ephemeral storage and memory.
+    max_size_mb: float = Field(200.0, gt=0, description="largest accepted source, in MB (10^6 bytes)")
     max_width: int = Field(3840, gt=0, description="widest accepted source, pixels (either orientation)")
     max_height: int = Field(2160, gt=0, description="tallest accepted source, pixels (either orientation)")
     target_height: int = Field(480, ge=16, description="cap on the normalized height, pixels")
@@ -51,6 +53,7 @@ class ProbeOut(BaseModel):
     has_audio: bool
     size_bytes: int
     container: str
+    rotation_deg: int = Field(0, description="display rotation of the source (counter-clockwise, degrees)")
 
 
 class NormalizedOut(BaseModel):
@@ -113,6 +116,7 @@ def handler(inp: NormalizeInput, ctx: StageContext) -> NormalizeOutput:
         display_name=source_name,
         declared_duration_s=info.duration_s,
         max_duration_s=cfg.max_duration_s,
+        rotation_deg=info.rotation_deg,
     )
     video_key = f"{ctx.request_prefix}input/normalized.mp4"
     ctx.store.put(video_key, local_out.read_bytes(), content_type="video/mp4")

@@ -23,6 +23,9 @@ class Probe:
     has_audio: bool
     size_bytes: int
     container: str
+    rotation_deg: int = 0
+    """Display rotation, counter-clockwise as FFmpeg reports it (-90 for a typical portrait phone video).
+    ``width``/``height`` are the displayed size, i.e. already swapped for +-90."""
 
     def as_dict(self) -> dict[str, Any]:
         """The probe as the JSON-able dict of the stage output."""
@@ -65,10 +68,15 @@ def probe(path: Path, display_name: str) -> Probe:
             raise MediaInputError(f"not a video: no video stream in {display_name} (found: {found})")
         video = videos[0]
         rate = video.average_rate or video.guessed_rate or video.base_rate
+        rotation = _rotation(container, video)
+        width, height = int(video.codec_context.width), int(video.codec_context.height)  # type: ignore[attr-defined]
+        if rotation in (90, -90):
+            width, height = height, width
         return Probe(
             duration_s=round(_duration_s(container, [video, *audios]), 3),
-            width=int(video.codec_context.width),  # type: ignore[attr-defined]
-            height=int(video.codec_context.height),  # type: ignore[attr-defined]
+            width=width,
+            height=height,
+            rotation_deg=rotation,
             fps=round(float(rate), 3) if rate else 0.0,
             video_codec=video.codec_context.name,
             audio_codec=audios[0].codec_context.name if audios else None,
@@ -76,6 +84,17 @@ def probe(path: Path, display_name: str) -> Probe:
             size_bytes=path.stat().st_size,
             container=container.format.name,
         )
+
+
+def _rotation(container: Any, video: Any) -> int:
+    # Phones record sideways and store a display matrix; PyAV exposes it on decoded frames only, so decode
+    # one (a few ms). Odd angles are rounded to the quarter turn a filter can apply.
+    try:
+        frame = next(container.decode(video), None)
+    except av.error.FFmpegError:
+        return 0  # transcoding will report the damage with a better message
+    angle = round(float(getattr(frame, "rotation", 0) or 0) / 90) * 90 if frame is not None else 0
+    return 180 if angle == -180 else angle
 
 
 def _looks_like_mp4(path: Path) -> bool:

@@ -80,19 +80,23 @@ def transcode(
     display_name: str,
     declared_duration_s: float,
     max_duration_s: float,
+    rotation_deg: int = 0,
 ) -> Normalized:
     """Decode ``src`` and write the normalized MP4 to ``dst``.
 
     Raises ``MediaInputError`` if decoding fails, yields no picture, stops well short of the declared
     duration (a truncated file whose index survived), or runs past ``max_duration_s`` (headers can lie).
+    ``rotation_deg`` (the probe's display rotation) is applied to the pixels, as FFmpeg's CLI does, so the
+    output is upright without relying on players honouring a display matrix.
     """
     with av.open(str(src), metadata_errors="ignore") as inp:
         vin = next(s for s in inp.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
         ain = inp.streams.audio[0] if inp.streams.audio else None
         vin.thread_type = "AUTO"
-        width, height = output_size(
-            vin.codec_context.width, vin.codec_context.height, vin.sample_aspect_ratio, settings.target_height
-        )
+        coded_w, coded_h, sar = vin.codec_context.width, vin.codec_context.height, vin.sample_aspect_ratio
+        if rotation_deg in (90, -90):
+            coded_w, coded_h, sar = coded_h, coded_w, (1 / sar if sar else sar)
+        width, height = output_size(coded_w, coded_h, sar, settings.target_height)
         fps = output_fps(vin.average_rate or vin.guessed_rate, settings.max_fps)
         gop = max(1, round(float(fps) * settings.gop_s))
         # Rebase every stream on the container's start so output time 0 is the first moment of the source.
@@ -108,7 +112,7 @@ def transcode(
                 # scenecut=0: no extra keyframes, so the GOP is exactly `gop` frames everywhere.
                 "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
             }
-            graph = _video_graph(vin, width, height, fps)
+            graph = _video_graph(vin, width, height, fps, rotation_deg)
             aout = resampler = None
             if ain is not None:
                 layout = "mono" if ain.codec_context.channels == 1 else "stereo"
@@ -169,10 +173,15 @@ def transcode(
     )
 
 
-def _video_graph(vin: Any, width: int, height: int, fps: Fraction) -> av.filter.Graph:
+# FFmpeg's CLI autorotation (fftools): frame.rotation is counter-clockwise, so -90 needs a clockwise turn.
+_UPRIGHT = {-90: [("transpose", "clock")], 90: [("transpose", "cclock")], 180: [("hflip", ""), ("vflip", "")]}
+
+
+def _video_graph(vin: Any, width: int, height: int, fps: Fraction, rotation_deg: int) -> av.filter.Graph:
     graph = av.filter.Graph()
     chain = [
         graph.add_buffer(template=vin),
+        *(graph.add(name, args) for name, args in _UPRIGHT.get(rotation_deg, [])),
         graph.add("scale", f"{width}:{height}:flags=bicubic"),
         graph.add("setsar", "1"),
         # fps= makes the output constant-rate (variable-rate phone video in, fixed grid out).

@@ -7,6 +7,7 @@ Reads normalize's video and audio's speech segments and energy envelope; writes
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from fave_shared.errors import ValidationError
 from fave_shared.schemas import StageInput
@@ -115,10 +116,9 @@ def handler(inp: SplitInput, ctx: StageContext) -> SplitOutput:
     out_dir = ctx.tmp / "clips"
     out_dir.mkdir()
 
-    def upload(i: int, path: object) -> None:
-        local = out_dir / f"{i:05d}.mp4"
+    def upload(i: int, local: Path) -> None:
         ctx.store.put(keys[i], local.read_bytes(), content_type="video/mp4")
-        local.unlink()
+        local.unlink()  # /tmp only ever holds the clips still being encoded
 
     write_clips(
         video,
@@ -127,6 +127,10 @@ def handler(inp: SplitInput, ctx: StageContext) -> SplitOutput:
         ClipEncoding(crf=cfg.crf, preset=cfg.preset, gop_s=cfg.gop_s),
         upload,
     )
+    # A retry (or a re-run with other settings) may have written more clips before: drop the leftovers so
+    # the clips/ prefix holds exactly this output's clips.
+    for stale in set(ctx.store.list(f"{ctx.request_prefix}clips/")) - set(keys):
+        ctx.store.delete(stale)
     return SplitOutput(
         clips=[
             Clip(

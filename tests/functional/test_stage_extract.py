@@ -21,7 +21,7 @@ def chain(sample_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Sampl
 
 def decode_jpeg(data: bytes) -> Any:
     """The picture in a JPEG file (PyAV's mjpeg decoder: the same thing a browser would show)."""
-    with av.open(io.BytesIO(data), format="mjpeg") as container:
+    with av.open(io.BytesIO(data), mode="r", format="mjpeg") as container:
         return next(container.decode(video=0)).to_ndarray(format="rgb24")
 
 

@@ -98,6 +98,25 @@ def test_height_is_capped_and_aspect_kept(tmp_path: Path) -> None:
     assert out["normalized"]["has_audio"] is True
 
 
+def test_phone_rotation_is_applied_to_the_pixels(tmp_path: Path) -> None:
+    # Stored 160x120 with "display rotated 90 degrees clockwise" (-90 counter-clockwise), like a portrait
+    # phone video: it must come out 120x160 and upright, with no display matrix left for a player to re-apply.
+    src = write_video(tmp_path / "phone.mp4", width=160, height=120, rotation_deg=-90, duration_s=1.0)
+    out = normalize(tmp_path, str(src))
+    assert out["probe"]["rotation_deg"] == -90
+    assert (out["probe"]["width"], out["probe"]["height"]) == (120, 160)
+    assert (out["normalized"]["width"], out["normalized"]["height"]) == (120, 160)
+    (tmp_path / "n.mp4").write_bytes(open_store(str(tmp_path / "store")).get(out["video_key"]).data)
+    with av.open(str(tmp_path / "n.mp4")) as container:
+        frame = next(container.decode(video=0))
+    assert not frame.rotation
+    rgb = frame.to_ndarray(format="rgb24").astype(int)
+    # A clockwise quarter turn moves the top-left red corner to the top right.
+    top_right, top_left = rgb[:20, -20:].mean(axis=(0, 1)), rgb[:20, :20].mean(axis=(0, 1))
+    assert top_right[0] > 200 and top_right[1] < 60 and top_right[2] < 60
+    assert not (top_left[0] > 200 and top_left[1] < 60)
+
+
 def test_source_keeps_its_extension(tmp_path: Path) -> None:
     src = write_video(tmp_path / "Clip.MOV", duration_s=1.0)
     out = normalize(tmp_path, str(src))

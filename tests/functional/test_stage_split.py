@@ -10,6 +10,7 @@ from typing import Any
 
 import av
 import pytest
+from fave_shared.store import open_store
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.functions import FIXTURES, load_handler
@@ -28,7 +29,7 @@ def clip_facts(data: bytes, path: Path) -> dict[str, Any]:
     path.write_bytes(data)
     with av.open(str(path)) as container:
         video = container.streams.video[0]
-        fps = float(video.average_rate)
+        fps = float(video.average_rate or 25)
         frames = sum(1 for _ in container.decode(video))
     samples, rate = 0, 0
     with av.open(str(path)) as container:
@@ -72,7 +73,7 @@ def test_sample_clips_are_playable_with_the_right_length(chain: SampleChain, tmp
 def test_cut_inside_speech_moves_to_its_edge(chain: SampleChain) -> None:
     # Pretend someone talks across the 10 s scene cut: the clip boundary must not split their sentence.
     audio = {"has_audio": True, "speech": [{"start_s": 9.2, "end_s": 10.4}], "energy_key": None}
-    out = chain.run("split", {"needs": {"normalize": chain.normalize, "audio": audio}})
+    out = chain.run("split", {"needs": {"normalize": chain.normalize, "audio": audio}}, request_id="talk")
     assert out["cuts_s"] == pytest.approx([5.0, 10.0, 15.0], abs=0.05)
     assert [c["start_s"] for c in out["clips"][1:]] == pytest.approx([5.0, 10.4, 15.0], abs=0.021)
 
@@ -81,9 +82,8 @@ def test_cut_inside_speech_moves_to_its_edge(chain: SampleChain) -> None:
 def test_max_length_splits_at_quiet_points(chain: SampleChain) -> None:
     # Every 5 s scene must split in two; each one's speech leaves a quiet spot inside the legal range.
     config = {"min_clip_s": 1.0, "max_clip_s": 4.0}
-    out = chain.run(
-        "split", {"needs": {"normalize": chain.normalize, "audio": chain.audio}, "config": config}
-    )
+    needs = {"normalize": chain.normalize, "audio": chain.audio}
+    out = chain.run("split", {"needs": needs, "config": config}, request_id="short-clips")
     clips = out["clips"]
     assert all(1.0 - 1e-6 <= c["end_s"] - c["start_s"] <= 4.0 + 1e-6 for c in clips)
     assert [c["reason"] for c in clips] == ["max_length", "scene_cut"] * 3 + ["max_length", "end"]
@@ -93,6 +93,13 @@ def test_max_length_splits_at_quiet_points(chain: SampleChain) -> None:
         if c["reason"] == "max_length":
             assert not any(s["start_s"] < c["end_s"] < s["end_s"] for s in speech), c
     assert [c["index"] for c in clips] == list(range(len(clips)))
+    assert clips[0]["key"] == "requests/short-clips/clips/00000.mp4"
+
+    # Re-running with the default limits replaces the clip set: no stale clip files are left behind.
+    again = chain.run("split", {"needs": needs}, request_id="short-clips")
+    assert len(again["clips"]) == 4
+    stored = list(open_store(str(chain.store_dir)).list("requests/short-clips/clips/"))
+    assert stored == [f"requests/short-clips/clips/{i:05d}.mp4" for i in range(4)]
     assert all(a["end_s"] == b["start_s"] for a, b in itertools.pairwise(clips))
 
 
@@ -104,7 +111,7 @@ def test_video_without_audio_splits_on_picture_only(tmp_path: Path) -> None:
     out = invoke("split", store, {"needs": {"normalize": norm, "audio": silent}})
     assert out["cuts_s"] == []
     assert [(c["start_s"], c["end_s"], c["reason"]) for c in out["clips"]] == [(0.0, 3.0, "end")]
-    facts = clip_facts((store / out["clips"][0]["key"]).read_bytes(), tmp_path / "c.mp4")
+    facts = clip_facts(open_store(str(store)).get(out["clips"][0]["key"]).data, tmp_path / "c.mp4")
     assert facts["frames"] == 30
     assert facts["audio_s"] == 0.0
 

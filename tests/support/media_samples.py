@@ -38,7 +38,9 @@ def _pattern(index: int, width: int, height: int, fps: float) -> np.ndarray:
     r = ((x + shift) * 255 // max(1, width)) % 256
     g = ((y + shift) * 255 // max(1, height)) % 256
     b = np.full_like(r, int(128 + 100 * np.sin(index / fps)))
-    return np.stack([r, g, b], axis=-1).astype(np.uint8)
+    picture = np.stack([r, g, b], axis=-1).astype(np.uint8)
+    picture[: height // 4, : width // 4] = (255, 0, 0)  # a red corner at the top left: shows orientation
+    return picture
 
 
 def write_video(
@@ -51,13 +53,17 @@ def write_video(
     audio: bool = True,
     tone_hz: float = 440.0,
     faststart: bool = False,
+    rotation_deg: int = 0,
 ) -> Path:
-    """An H.264 (+ AAC sine tone) MP4. ``faststart`` puts the index first, as web uploads usually have it."""
+    """An H.264 (+ AAC sine tone) MP4. ``faststart`` puts the index first, as web uploads usually have it;
+    ``rotation_deg`` stores a display rotation (counter-clockwise; phones write -90 for portrait)."""
     options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), "w", format="mp4", options=options) as out:
         video = out.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.codec_context.options = {"preset": "ultrafast"}
+        if rotation_deg:
+            video.set_display_rotation(rotation_deg)
         sound = out.add_stream("aac", rate=AUDIO_RATE_HZ, layout="mono") if audio else None
         frames = round(duration_s * fps)
         for i in range(frames):
@@ -141,9 +147,16 @@ class SampleChain:
         self.video = video
         self.store_dir = store_dir
 
-    def run(self, stage: str, payload: dict[str, Any], item: int | None = None) -> dict[str, Any]:
-        """Invoke ``stage`` for this chain's request."""
-        return invoke(stage, self.store_dir, payload, request_id=self.request_id, item=item)
+    def run(
+        self, stage: str, payload: dict[str, Any], item: int | None = None, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Invoke ``stage`` for this chain's request, or for ``request_id`` in the same store.
+
+        Runs with other inputs or config (variants) must pass their own ``request_id``: stages write
+        request-level keys (split's clips), which would otherwise replace the cached chain's artifacts.
+        """
+        rid = request_id or self.request_id
+        return invoke(stage, self.store_dir, payload, request_id=rid, item=item)
 
     @functools.cached_property
     def normalize(self) -> dict[str, Any]:
