@@ -176,9 +176,7 @@ def test_from_env_maps_logical_ids_and_creates_the_client_lazily(monkeypatch: py
     invoker.close()
 
 
-def test_from_env_uses_os_environ_and_an_injected_client(
-    client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_from_env_uses_os_environ_and_an_injected_client(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAVE_FUNCTION_Extract", "fave-Extract-9")
     invoker = LambdaInvoker.from_env(client)
     assert invoker.function_names["Extract"] == "fave-Extract-9"

@@ -248,13 +248,9 @@ def test_invalid_function_fields(tmp_path: Path, properties: str, field: str, pr
 
 
 def test_invalid_isolation_and_missing_docker_context(tmp_path: Path) -> None:
-    path = write_template(
-        tmp_path, FN.replace("  Properties:", "  Metadata: {FaveLocal: {Isolation: vm}}\n  Properties:")
-        + "    Handler: app.handler\n    CodeUri: src\n",
-    )  # fmt: skip
-    with pytest.raises(
-        ValidationError, match=r"function Fn: Metadata\.FaveLocal\.Isolation: must be process"
-    ):
+    with_metadata = FN.replace("  Properties:", "  Metadata: {FaveLocal: {Isolation: vm}}\n  Properties:")
+    path = write_template(tmp_path, with_metadata + "    Handler: app.handler\n    CodeUri: src\n")
+    with pytest.raises(ValidationError, match=r"function Fn: Metadata\.FaveLocal\.Isolation: must be process"):
         load_template(path)
     path = write_template(tmp_path, FN + "    PackageType: Image\n")
     with pytest.raises(ValidationError, match=r"function Fn: Metadata\.DockerContext: missing"):
