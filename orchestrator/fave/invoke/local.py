@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import logging
 import os
 import sys
@@ -62,6 +61,7 @@ from fave.invoke.base import (
 from fave.invoke.environment import Outcome, ProcessEnvironment, context_info
 from fave.invoke.pool import FunctionPool, FunctionStats, Invocation
 from fave.invoke.timer import Timer
+from fave.invoke.worker import decode_json
 from fave.template import FunctionSpec, Template, load_template
 
 __all__ = ["DestinationHandler", "FunctionStats", "LocalRuntime"]
@@ -148,7 +148,7 @@ class LocalRuntime:
                 f"size ({MAX_SYNC_PAYLOAD_BYTES} bytes).",
             }
             return InvokeResult(error, "Unhandled", invocation.request_id)
-        return InvokeResult(json.loads(body), "Unhandled" if outcome.error else None, invocation.request_id)
+        return InvokeResult(decode_json(body), "Unhandled" if outcome.error else None, invocation.request_id)
 
     def invoke_async(self, function: str, payload: dict[str, Any]) -> str:
         """Queue ``function`` with ``payload`` (Lambda ``Event``); returns the request id at once."""
@@ -300,13 +300,13 @@ class LocalRuntime:
                 "condition": condition,
                 "approximateInvokeCount": invocation.attempts,
             },
-            "requestPayload": json.loads(invocation.payload),
+            "requestPayload": decode_json(invocation.payload),
             "responseContext": {
                 "statusCode": 200,
                 "executedVersion": "$LATEST",
                 "functionError": "Unhandled" if outcome is not None and outcome.error else None,
             },
-            "responsePayload": json.loads(outcome.body) if outcome is not None else None,
+            "responsePayload": decode_json(outcome.body) if outcome is not None else None,
         }
 
 

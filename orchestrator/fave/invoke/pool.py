@@ -97,7 +97,9 @@ class FunctionPool:
         self._timer = timer
         self._start_process = start_process
         self._thread_context = thread_context
-        self._cond = threading.Condition(threading.Lock())
+        # ``with self._lock`` (a C-level context manager) on the hot path; ``_cond`` shares it to wait/notify.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._queue: deque[Invocation] = deque()
         self._running: dict[int, Invocation] = {}
         self._idle = 0  # slots waiting for work
@@ -114,7 +116,7 @@ class FunctionPool:
 
     def submit(self, invocation: Invocation) -> bool:
         """Queue an invocation; False if the pool is closed."""
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return False
             self._queue.append(invocation)
@@ -135,18 +137,18 @@ class FunctionPool:
 
     def _start_slot(self) -> None:
         thread = threading.Thread(target=self._slot, name=f"fave-local-{self.spec.logical_id}", daemon=True)
-        with self._cond:
+        with self._lock:
             self._threads.add(thread)
         thread.start()
 
     def count_retry(self) -> None:
         """Record an async retry (scheduled by the runtime)."""
-        with self._cond:
+        with self._lock:
             self._counts["async_retries"] += 1
 
     def stats(self) -> FunctionStats:
         """A snapshot of the counters."""
-        with self._cond:
+        with self._lock:
             return FunctionStats(**self._counts)
 
     # -- slots --------------------------------------------------------------------------------------------
@@ -155,7 +157,7 @@ class FunctionPool:
         environment: ProcessEnvironment | None = None
         abandoned = False
         try:
-            with self._cond:
+            with self._lock:
                 self._starting -= 1
             while (invocation := self._take()) is not None:
                 try:
@@ -181,13 +183,13 @@ class FunctionPool:
         finally:
             if environment is not None:
                 self._discard(environment)
-            with self._cond:
+            with self._lock:
                 self._threads.discard(threading.current_thread())
                 if not abandoned:
                     self._slots -= 1
 
     def _take(self) -> Invocation | None:
-        with self._cond:
+        with self._lock:
             while not self._queue:
                 if self._closed:
                     return None
@@ -200,7 +202,7 @@ class FunctionPool:
 
     def _finish(self, invocation: Invocation, outcome: Outcome) -> bool:
         """Report the outcome if this caller is the one that claims the invocation."""
-        with self._cond:
+        with self._lock:
             if self._running.pop(id(invocation), None) is None:
                 return False  # timed out (thread isolation) or aborted by close()
             counts = self._counts
@@ -224,7 +226,7 @@ class FunctionPool:
                 body = {"errorType": "Runtime.ExitError", "errorMessage": f"could not start the runtime: {e}"}
                 self._finish(invocation, Outcome(json.dumps(body).encode(), error=True))
                 return None
-            with self._cond:
+            with self._lock:
                 self._environments.add(environment)
                 self._counts["cold_starts"] += 1
                 if self._closed:
@@ -244,7 +246,7 @@ class FunctionPool:
 
     def _discard(self, environment: ProcessEnvironment) -> None:
         environment.close()
-        with self._cond:
+        with self._lock:
             self._environments.discard(environment)
 
     # -- thread isolation ---------------------------------------------------------------------------------
@@ -273,7 +275,7 @@ class FunctionPool:
         # Runs on the timer thread. A thread cannot be killed: the handler keeps running in its slot
         # thread, which stops counting against the limit (and is not waited for by close) and exits when
         # the handler returns.
-        with self._cond:
+        with self._lock:
             if self._running.pop(id(invocation), None) is None:
                 return  # finished in time
             self._threads.discard(thread)
@@ -302,7 +304,7 @@ class FunctionPool:
                 for path in reversed(spec.python_path):
                     if path.is_dir() and str(path) not in sys.path:
                         sys.path.insert(0, str(path))
-                with self._cond:
+                with self._lock:
                     self._counts["cold_starts"] += 1
                 # Unique in sys.modules: every function folder may have its own app.py.
                 module = re.sub(r"\W", "_", spec.handler.rpartition(".")[0])
@@ -323,7 +325,7 @@ class FunctionPool:
 
     def close(self) -> None:
         """Refuse new work, abort queued and running invocations, interrupt busy environments."""
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
@@ -342,17 +344,17 @@ class FunctionPool:
 
     def join(self, deadline: float) -> None:
         """Wait for slot threads (not abandoned timed-out thread handlers) to end; then kill leftovers."""
-        with self._cond:
+        with self._lock:
             threads = list(self._threads)
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
-        with self._cond:
+        with self._lock:
             leftovers = list(self._environments)
         for environment in leftovers:
             environment.kill()
 
     def environment_pids(self) -> list[int]:
         """Process ids of the live environments (for tests and diagnostics)."""
-        with self._cond:
+        with self._lock:
             return [environment.pid for environment in self._environments]

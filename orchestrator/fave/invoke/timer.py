@@ -27,7 +27,8 @@ class Timer:
 
     def __init__(self, name: str = "fave-timer") -> None:
         self._name = name
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._heap: list[TimerEntry] = []
         self._sequence = itertools.count()
         self._thread: threading.Thread | None = None
@@ -37,7 +38,7 @@ class Timer:
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerEntry:
         """Schedule ``callback``; keep the returned entry to ``cancel`` it. Ignored once closed."""
         entry: TimerEntry = [when, next(self._sequence), callback]
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return entry
             heap = self._heap
@@ -58,7 +59,7 @@ class Timer:
 
     def close(self) -> None:
         """Stop the thread; pending callbacks never run."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._heap.clear()
             self._cond.notify()
@@ -78,7 +79,7 @@ class Timer:
 
     def _wait_for_due(self) -> list[Callable[[], None]] | None:
         heap = self._heap
-        with self._cond:
+        with self._lock:
             while not self._closed:
                 while heap and heap[0][2] is None:
                     heapq.heappop(heap)
