@@ -107,8 +107,7 @@ def handler(inp: AudioInput, ctx: StageContext) -> AudioOutput:
             integrated_lufs=decoded.integrated_lufs,
             loudness_range_lu=decoded.loudness_range_lu,
             series=[
-                LevelPoint(t_s=round(i * cfg.series_step_s, 3), rms_db=round(float(v), 1))
-                for i, v in enumerate(series)
+                LevelPoint(t_s=round(i * cfg.series_step_s, 3), rms_db=round(float(v), 1)) for i, v in enumerate(series)
             ],
         ),
         onsets_s=onset_times(samples, rate, delta=cfg.onset_delta),

@@ -65,6 +65,5 @@ def extract_keyframes(path: Path, min_spacing_s: float, max_count: int, qscale: 
         step = len(picked) / max_count
         picked = [picked[int(i * step)] for i in range(max_count)]
     return [
-        Keyframe(t_s=float(f.time or 0.0), jpeg=encode_jpeg(f, qscale), width=f.width, height=f.height)
-        for f in picked
+        Keyframe(t_s=float(f.time or 0.0), jpeg=encode_jpeg(f, qscale), width=f.width, height=f.height) for f in picked
     ]

@@ -89,15 +89,12 @@ def handler(inp: NormalizeInput, ctx: StageContext) -> NormalizeOutput:
 
     info = probe(local_source, source_name)
     if info.duration_s > cfg.max_duration_s:
-        raise MediaInputError(
-            f"duration {info.duration_s:.1f} s exceeds the profile limit of {cfg.max_duration_s:g} s"
-        )
+        raise MediaInputError(f"duration {info.duration_s:.1f} s exceeds the profile limit of {cfg.max_duration_s:g} s")
     # Orientation-agnostic: a portrait 1080x1920 phone clip passes a 1920x1080 limit.
     long_side, short_side = max(info.width, info.height), min(info.width, info.height)
     if long_side > max(cfg.max_width, cfg.max_height) or short_side > min(cfg.max_width, cfg.max_height):
         raise MediaInputError(
-            f"resolution {info.width}x{info.height} exceeds the profile limit of "
-            f"{cfg.max_width}x{cfg.max_height}"
+            f"resolution {info.width}x{info.height} exceeds the profile limit of {cfg.max_width}x{cfg.max_height}"
         )
 
     settings = EncodeSettings(
@@ -123,6 +120,7 @@ def handler(inp: NormalizeInput, ctx: StageContext) -> NormalizeOutput:
     return NormalizeOutput(
         video_key=video_key,
         source_key=source_key,
-        probe=ProbeOut(**info.as_dict()),
+        # Some containers (live-recorded WebM/MKV) declare no duration: report what was decoded instead.
+        probe=ProbeOut(**{**info.as_dict(), "duration_s": info.duration_s or result.duration_s}),
         normalized=NormalizedOut(**result.as_dict()),
     )

@@ -78,6 +78,4 @@ def _check_size(uri: str, size: int, max_bytes: int) -> None:
     if size == 0:
         raise MediaInputError(f"empty file: {name} is 0 bytes")
     if size > max_bytes:
-        raise MediaInputError(
-            f"size {size / 1e6:.1f} MB of {name} exceeds the profile limit of {max_bytes / 1e6:g} MB"
-        )
+        raise MediaInputError(f"size {size / 1e6:.1f} MB of {name} exceeds the profile limit of {max_bytes / 1e6:g} MB")

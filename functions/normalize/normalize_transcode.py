@@ -113,13 +113,7 @@ def transcode(
                 "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
             }
             graph = _video_graph(vin, width, height, fps, rotation_deg)
-            aout = resampler = None
-            if ain is not None:
-                layout = "mono" if ain.codec_context.channels == 1 else "stereo"
-                aout = out.add_stream("aac", rate=settings.audio_rate_hz, layout=layout)
-                # The configured bitrate is for stereo; mono gets half.
-                aout.bit_rate = settings.audio_bitrate_kbps * 1000 // (2 if layout == "mono" else 1)
-                resampler = av.AudioResampler(format="fltp", layout=layout, rate=settings.audio_rate_hz)
+            track = _AudioTrack(out, ain, settings) if ain is not None else None
 
             last_video_s = -1.0
             frames = 0
@@ -137,21 +131,16 @@ def transcode(
                         frames += 1
                         last_video_s = max(last_video_s, float(filtered.time))
                         out.mux(vout.encode(filtered))
-                elif aout is not None and resampler is not None:
-                    if frame.pts is not None and frame.pts < 0:
-                        continue  # audio before the rebased start (priming): nothing to play it against
-                    for resampled in resampler.resample(frame):
-                        out.mux(aout.encode(resampled))
+                elif track is not None:
+                    track.push(frame)
             graph.push(None)
             for filtered in _drain(graph):
                 frames += 1
                 last_video_s = max(last_video_s, float(filtered.time))
                 out.mux(vout.encode(filtered))
             out.mux(vout.encode(None))
-            if aout is not None and resampler is not None:
-                for resampled in resampler.resample(None):
-                    out.mux(aout.encode(resampled))
-                out.mux(aout.encode(None))
+            if track is not None:
+                track.push(None)
 
     if frames == 0:
         raise MediaInputError(f"corrupt video: no decodable picture in {display_name}")
@@ -171,6 +160,35 @@ def transcode(
         gop_frames=gop,
         size_bytes=dst.stat().st_size,
     )
+
+
+class _AudioTrack:
+    """AAC output of one source audio stream: resampled, with timestamps the encoder can trust."""
+
+    def __init__(self, out: Any, ain: Any, settings: EncodeSettings) -> None:
+        layout = "mono" if ain.codec_context.channels == 1 else "stereo"
+        self.rate = settings.audio_rate_hz
+        self.out = out
+        self.stream = out.add_stream("aac", rate=self.rate, layout=layout)
+        # The configured bitrate is for stereo; mono gets half.
+        self.stream.bit_rate = settings.audio_bitrate_kbps * 1000 // (2 if layout == "mono" else 1)
+        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.rate)
+        self.next_pts: int | None = None
+
+    def push(self, frame: Any) -> None:
+        """Encode one decoded frame (None flushes)."""
+        if frame is not None and frame.pts is not None and frame.pts < 0:
+            return  # audio before the rebased start (priming): nothing to play it against
+        if frame is not None and self.next_pts is None:
+            self.next_pts = max(0, round(float(frame.time or 0.0) * self.rate))
+        for resampled in self.resampler.resample(frame):
+            # Count samples from the first frame's time instead of trusting each input pts: AVI/AC-3 and
+            # other sources carry packet-numbered pts the AAC encoder's re-framing turns into invalid DTS.
+            resampled.pts, resampled.time_base = self.next_pts or 0, Fraction(1, self.rate)
+            self.next_pts = (self.next_pts or 0) + resampled.samples
+            self.out.mux(self.stream.encode(resampled))
+        if frame is None:
+            self.out.mux(self.stream.encode(None))
 
 
 # FFmpeg's CLI autorotation (fftools): frame.rotation is counter-clockwise, so -90 needs a clockwise turn.

@@ -34,9 +34,7 @@ class SplitConfig(BaseModel):
     def _feasible(self) -> SplitConfig:
         # With max < 2*min some long scenes have no split into legal parts.
         if self.max_clip_s < 2 * self.min_clip_s:
-            raise ValueError(
-                f"max_clip_s ({self.max_clip_s}) must be at least 2 x min_clip_s ({self.min_clip_s})"
-            )
+            raise ValueError(f"max_clip_s ({self.max_clip_s}) must be at least 2 x min_clip_s ({self.min_clip_s})")
         return self
 
 

@@ -48,9 +48,7 @@ def detect_cuts(path: Path, threshold: float) -> SceneScan:
 
         def collect() -> None:
             for frame in _drain(graph):
-                cuts.append(
-                    (float(frame.metadata["lavfi.scd.time"]), float(frame.metadata.get("lavfi.scd.score", 0)))
-                )
+                cuts.append((float(frame.metadata["lavfi.scd.time"]), float(frame.metadata.get("lavfi.scd.score", 0))))
 
         for frame in container.decode(stream):
             if frame.time is not None:

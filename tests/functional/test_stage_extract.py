@@ -48,10 +48,7 @@ def test_sample_keyframes_are_one_per_second_in_source_time(chain: SampleChain) 
 @pytest.mark.slow
 def test_sample_keyframes_show_their_scene(chain: SampleChain) -> None:
     # Scenes are different photos: the first keyframes of two clips differ far more than two keyframes of one.
-    pics = [
-        [decode_jpeg(chain.read(k["key"])).astype(float) for k in out["keyframes"][:2]]
-        for out in chain.extract
-    ]
+    pics = [[decode_jpeg(chain.read(k["key"])).astype(float) for k in out["keyframes"][:2]] for out in chain.extract]
     within = np.mean([np.abs(a - b).mean() for a, b in pics])
     across = np.mean([np.abs(pics[i][0] - pics[i + 1][0]).mean() for i in range(len(pics) - 1)])
     assert across > 2 * within

@@ -117,12 +117,36 @@ def test_phone_rotation_is_applied_to_the_pixels(tmp_path: Path) -> None:
     assert not (top_left[0] > 200 and top_left[1] < 60)
 
 
+@pytest.mark.parametrize(
+    ("name", "container", "video_codec", "audio_codec"),
+    [
+        ("old.avi", "avi", "mpeg4", "ac3"),  # packet-numbered audio timestamps
+        ("clip.mkv", "matroska", "mpeg4", "libmp3lame"),
+        ("broadcast.ts", "mpegts", "mpeg2video", "mp2"),  # starts at 1.4 s, not 0
+    ],
+)
+def test_other_containers_and_codecs(
+    tmp_path: Path, name: str, container: str, video_codec: str, audio_codec: str
+) -> None:
+    src = write_video(tmp_path / name, container=container, video_codec=video_codec, audio_codec=audio_codec)
+    out = normalize(tmp_path, str(src))
+    assert out["probe"]["video_codec"] == video_codec
+    assert out["normalized"]["duration_s"] == pytest.approx(2.0, abs=0.05)
+    (tmp_path / "n.mp4").write_bytes(open_store(str(tmp_path / "store")).get(out["video_key"]).data)
+    with av.open(str(tmp_path / "n.mp4")) as result:
+        first_video = next(result.decode(video=0))
+        assert float(first_video.time) == 0.0  # rebased on the source's start
+        audio_s = sum(f.samples for f in result.decode(audio=0)) / 48000
+    assert audio_s == pytest.approx(2.0, abs=0.1)
+
+
 def test_source_keeps_its_extension(tmp_path: Path) -> None:
     src = write_video(tmp_path / "Clip.MOV", duration_s=1.0)
     out = normalize(tmp_path, str(src))
     assert out["source_key"] == "requests/r1/input/source.mov"
 
 
+@pytest.mark.slow  # importing moto takes 2-6 s
 def test_reads_s3_sources(tmp_path: Path, moto_s3_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     load_handler("normalize")
     import normalize_source  # the function's own module, importable once its folder is on sys.path

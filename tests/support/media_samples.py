@@ -54,17 +54,24 @@ def write_video(
     tone_hz: float = 440.0,
     faststart: bool = False,
     rotation_deg: int = 0,
+    container: str = "mp4",
+    video_codec: str = "libx264",
+    audio_codec: str = "aac",
 ) -> Path:
-    """An H.264 (+ AAC sine tone) MP4. ``faststart`` puts the index first, as web uploads usually have it;
-    ``rotation_deg`` stores a display rotation (counter-clockwise; phones write -90 for portrait)."""
+    """An H.264 (+ AAC sine tone) MP4, or any other ``container``/codec combination FFmpeg can write.
+
+    ``faststart`` puts the MP4 index first, as web uploads usually have it; ``rotation_deg`` stores a display
+    rotation (counter-clockwise; phones write -90 for portrait).
+    """
     options = {"movflags": "+faststart"} if faststart else {}
-    with av.open(str(path), "w", format="mp4", options=options) as out:
-        video = out.add_stream("libx264", rate=fps)
+    with av.open(str(path), "w", format=container, options=options) as out:
+        video = out.add_stream(video_codec, rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.codec_context.options = {"preset": "ultrafast"}
+        if video_codec == "libx264":
+            video.codec_context.options = {"preset": "ultrafast"}
         if rotation_deg:
             video.set_display_rotation(rotation_deg)
-        sound = out.add_stream("aac", rate=AUDIO_RATE_HZ, layout="mono") if audio else None
+        sound = out.add_stream(audio_codec, rate=AUDIO_RATE_HZ, layout="mono") if audio else None
         frames = round(duration_s * fps)
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(_pattern(i, width, height, fps), format="rgb24")
