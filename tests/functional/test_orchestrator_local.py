@@ -66,8 +66,9 @@ def test_terminal_error_is_not_retried(store: ObjectStore) -> None:
 
 
 def test_stage_timeout_times_out_and_fails_no_task_hangs(store: ObjectStore) -> None:
-    # measure's stage timeout is 2 s; the word sleeps 3 s on every attempt.
-    state = run_demo(store, {"slow_word": "fox", "sleep_s": 3})
+    # measure: stage timeout 2 s, function Timeout 5 s. Sleeping 8 s, no attempt can succeed late
+    # (the engine would rightly accept a late success of a timed-out attempt).
+    state = run_demo(store, {"slow_word": "fox", "sleep_s": 8})
     assert state.status is RequestStatus.FAILED
     failure = read_json(store, state_key(state.request_id))["failure"]
     assert failure["stage"] == "measure" and failure["error_type"] == "States.Timeout"
