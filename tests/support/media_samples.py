@@ -65,7 +65,7 @@ def write_video(
     """
     options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), "w", format=container, options=options) as out:
-        video = out.add_stream(video_codec, rate=fps)
+        video: Any = out.add_stream(video_codec, rate=fps)  # a union type for a codec name not known statically
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if video_codec == "libx264":
             video.codec_context.options = {"preset": "ultrafast"}
