@@ -170,19 +170,23 @@ def _finish(store: ObjectStore, state: RequestState, as_json: bool) -> int:
 
 
 def _spawn_driver(request_id: str, store: str, pipeline: str) -> None:
-    """Detached runs still need a process that drives them locally: start one in the background."""
-    log_dir = Path(store) / "logs" if "://" not in store else Path(os.devnull).parent
-    log = open(os.devnull, "wb")  # noqa: SIM115 - handed to the child
-    if "://" not in store:
+    """Detached runs still need a process that drives them locally: start one in the background.
+
+    Its output goes to ``<store>/logs/<id>.log`` for a local store, nowhere for S3."""
+    if "://" in store:
+        log = open(os.devnull, "wb")  # noqa: SIM115 - closed below, once the child has its copy
+    else:
+        log_dir = Path(store) / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log = open(log_dir / f"{request_id}.log", "ab")  # noqa: SIM115
-    subprocess.Popen(
-        [sys.executable, "-m", "fave.cli", "resume", request_id, "--store", store, "--pipeline", pipeline],
-        stdout=log,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with log:
+        subprocess.Popen(
+            [sys.executable, "-m", "fave.cli", "resume", request_id, "--store", store, "--pipeline", pipeline],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from fave_shared import refs
 from fave_shared.errors import ConflictError, FaveError, NotFoundError, ValidationError
 from fave_shared.schemas import TaskRef
+from fave_shared.stage import artifact_prefix
 from fave_shared.store import ObjectStore
 
 from . import completions
@@ -38,7 +39,7 @@ from .model import (
     Tick,
     WriteFinal,
 )
-from .persistence import Persistence, request_prefix, state_key
+from .persistence import Persistence, state_key
 from .pipeline import Pipeline
 
 INLINE_OUTPUT_LIMIT = 8_192
@@ -148,7 +149,8 @@ class Orchestrator:
             return event
         output = event.output
         if not refs.is_ref(output) and _size(output) > INLINE_OUTPUT_LIMIT:
-            key = self._artifact_prefix(request_id, event.stage, event.item) + f"output-{event.attempt}.json"
+            prefix = artifact_prefix(validate_request_id(request_id), event.stage, event.item)
+            key = f"{prefix}output-{event.attempt}.json"
             self.store.put(key, refs.dumps(output), content_type="application/json")
             output = {refs.REF: key}
         fanout: dict[str, tuple[Any, ...]] = {}
@@ -173,15 +175,12 @@ class Orchestrator:
             elif isinstance(command, Notify) and self.on_notify is not None:
                 self.on_notify(state.request_id, command, state)
 
-    def _artifact_prefix(self, request_id: str, stage: str, item: int | None) -> str:
-        base = request_prefix(request_id) + f"stages/{stage}/"
-        return base if item is None else f"{base}{item:05d}/"
-
     def _invoke(self, request_id: str, command: Invoke) -> None:
         if self.invoker is None:
             raise FaveError("this orchestrator has no invoker")
         task = TaskRef(request_id=request_id, stage=command.stage, item=command.item, attempt=command.attempt)
-        key = self._artifact_prefix(request_id, command.stage, command.item) + f"input-{command.attempt}.json"
+        prefix = artifact_prefix(validate_request_id(request_id), command.stage, command.item)
+        key = f"{prefix}input-{command.attempt}.json"
         payload = {
             "fave": 1,
             "task": task.model_dump(),

@@ -56,10 +56,15 @@ def _store_for(uri: str) -> ObjectStore:
     return store
 
 
-def task_prefix(task: TaskRef) -> str:
+def artifact_prefix(request_id: str, stage: str, item: int | None) -> str:
     """Where a task's artifacts live: ``requests/{id}/stages/{stage}/`` (+ ``{item:05d}/`` when fanned out)."""
-    base = f"requests/{task.request_id}/stages/{task.stage}/"
-    return base if task.item is None else f"{base}{task.item:05d}/"
+    base = f"requests/{request_id}/stages/{stage}/"
+    return base if item is None else f"{base}{item:05d}/"
+
+
+def task_prefix(task: TaskRef) -> str:
+    """``artifact_prefix`` of a task."""
+    return artifact_prefix(task.request_id, task.stage, task.item)
 
 
 class StageContext:
