@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 
 from . import refs
 from .errors import ValidationError
@@ -149,7 +150,7 @@ def stage(input_model: type[I]) -> Callable[[Callable[[I, StageContext], BaseMod
             store = _store_for(parsed.store)
             ctx = StageContext(parsed.task, store, context)
             try:
-                inp = input_model.model_validate(refs.resolve(store, parsed.input))
+                inp = _validate_input(input_model, refs.resolve(store, parsed.input), parsed.task)
                 out = body(inp, ctx)
                 dumped = out.model_dump(mode="json")
                 return refs.offload(store, ctx.key(f"output-{parsed.task.attempt}.json"), dumped)
@@ -159,6 +160,40 @@ def stage(input_model: type[I]) -> Callable[[Callable[[I, StageContext], BaseMod
         return handler
 
     return decorate
+
+
+MAX_REPORTED_ERRORS = 5
+"""How many field errors an input ``ValidationError`` message lists before "and N more"."""
+
+
+def _validate_input(input_model: type[I], value: Any, task: TaskRef) -> I:
+    """``input_model.model_validate(value)``, raising our terminal ``ValidationError`` instead of pydantic's.
+
+    Input that fails the stage's model (a misspelt config key, a wrong type, a missing upstream field) is a
+    definition or wiring error that retrying cannot fix. Our class makes that explicit (``TerminalError``)
+    instead of relying on pydantic's class happening to share the name; the message is one line that names
+    the stage and every offending field by its dotted path, e.g.
+    ``input of stage split is invalid: config.max_clip_s: Input should be greater than 0 (got -1)``.
+    """
+    try:
+        return input_model.model_validate(value)
+    except PydanticValidationError as exc:
+        problems = [_describe(error) for error in exc.errors(include_url=False)]
+        shown = "; ".join(problems[:MAX_REPORTED_ERRORS])
+        if len(problems) > MAX_REPORTED_ERRORS:
+            shown += f"; and {len(problems) - MAX_REPORTED_ERRORS} more"
+        where = task.stage if task.item is None else f"{task.stage} item {task.item}"
+        raise ValidationError(f"input of stage {where} is invalid: {shown}") from exc
+
+
+def _describe(error: Any) -> str:
+    field = ".".join(str(part) for part in error.get("loc", ())) or "(input)"
+    message = " ".join(str(error.get("msg", "invalid")).split())
+    text = f"{field}: {message}"
+    if error.get("type") not in ("missing", "extra_forbidden") and "input" in error:
+        shown = repr(error["input"])
+        text += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    return text
 
 
 def environment_flag(name: str, default: bool = False) -> bool:
