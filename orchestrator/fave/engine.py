@@ -76,20 +76,29 @@ class Engine:
 
     def decide(self, state: RequestState, event: Event, now: float) -> tuple[RequestState, list[Command]]:
         """Apply one event. Returns the new state and the commands to perform (after committing it)."""
+        return self.decide_all(state, (event,), now)
+
+    def decide_all(
+        self, state: RequestState, events: Iterable[Event], now: float
+    ) -> tuple[RequestState, list[Command]]:
+        """Apply events in order, as one decision: the same result as folding ``decide`` over them at the
+        same ``now``, without building an intermediate state per event (a batch of 10,000 completions
+        would otherwise copy the request state 10,000 times)."""
         tx = _Tx(self.pipeline, state, now)
-        match event:
-            case Start():
-                tx.start()
-            case TaskSucceeded():
-                tx.task_succeeded(event)
-            case TaskFailed():
-                tx.task_failed(event.stage, event.item, event.attempt, event.error_type, event.message)
-            case Tick():
-                tx.tick()
-            case Resume():
-                tx.resume()
-            case Cancel():
-                tx.cancel(event.reason)
+        for event in events:
+            match event:
+                case Start():
+                    tx.start()
+                case TaskSucceeded():
+                    tx.task_succeeded(event)
+                case TaskFailed():
+                    tx.task_failed(event.stage, event.item, event.attempt, event.error_type, event.message)
+                case Tick():
+                    tx.tick()
+                case Resume():
+                    tx.resume()
+                case Cancel():
+                    tx.cancel(event.reason)
         return tx.finish()
 
     def rebuild_indexes(self, state: RequestState, now: float) -> RequestState:

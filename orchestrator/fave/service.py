@@ -122,10 +122,7 @@ class Orchestrator:
                 state = self.load(request_id)
             before = state
             now = self.clock.now()
-            commands: list[Command] = []
-            for event in events:
-                state, more = self.engine.decide(state, event, now)
-                commands.extend(more)
+            state, commands = self.engine.decide_all(state, events, now)
             if not _changed(before, state, commands):
                 return state
             try:

@@ -16,6 +16,7 @@ from fave.model import (
     Start,
     TaskFailed,
     TaskStatus,
+    TaskSucceeded,
     Tick,
     WriteFinal,
 )
@@ -196,3 +197,22 @@ def test_invoke_input_carries_profile_config(tmp_path: Path) -> None:
     h.state = h.engine.new_request("01JTESTREQUEST0000000000000", {"profile": "fast"}, h.now)
     (a,) = h.invokes(h.send(Start()))
     assert isinstance(a, Invoke) and a.input["config"] == {"k": 9, "j": 2}
+
+
+def test_a_batch_of_events_decides_like_one_event_at_a_time(fan: Harness) -> None:
+    """``decide_all`` (what the orchestrator uses for a batch of completions) folds ``decide``."""
+    (plan,) = fan.invokes(fan.send(Start()))
+    work = fan.invokes(fan.succeed(plan, {"items": list(range(7))}))
+    batch = [TaskSucceeded("work", w.item, w.attempt, {"v": w.item}) for w in work] + [
+        TaskSucceeded("work", work[0].item, work[0].attempt, {"v": -1}),
+        Tick(),
+    ]  # a duplicate, then a tick
+    one_by_one, commands_one = fan.state, []
+    for event in batch:
+        one_by_one, more = fan.engine.decide(one_by_one, event, fan.now)
+        commands_one += more
+    batched, commands_batched = fan.engine.decide_all(fan.state, batch, fan.now)
+    assert commands_batched == commands_one
+    assert batched.tasks == one_by_one.tasks and batched.stages == one_by_one.stages
+    assert (batched.ready, batched.running, batched.dirty) == (one_by_one.ready, one_by_one.running, one_by_one.dirty)
+    assert batched.stages["work"].succeeded == 3  # the duplicate counted once
