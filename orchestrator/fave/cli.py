@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from fave_shared.errors import FaveError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
@@ -279,8 +279,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # ---- parser -----------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        where = "" if self.prog == "fave" else f"{self.prog.removeprefix('fave ')}: "
+        self.exit(2, f"fave: error: {where}{message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fave", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="fave", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def store_opt(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,229 @@
+"""The ``fave`` command as a user runs it: a real process, the demo pipeline, a local store directory.
+
+Covers the machine-readable contract (run/status/list --json), graph, --detach, bad input (exit 2, one
+line) and the crash test: SIGKILL ``fave run`` in the middle of the fan-out, ``fave resume``, same final.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fave.cli import status_document
+from fave.model import RequestStatus, TaskStatus
+from fave.persistence import final_key
+from fave.pipeline import load_pipeline
+from fave.service import Orchestrator
+from fave_shared.errors import NotFoundError
+from fave_shared.store import LocalStore
+from support.demo import DEMO, TEXT
+
+LONG_TEXT = " ".join(f"{w}{i}" for i in range(3) for w in TEXT.split())  # 27 words
+
+
+def fave(
+    *args: str, store: Path, timeout: float = 120, check_code: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FAVE_STORE": str(store)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fave.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    if check_code is not None:
+        assert proc.returncode == check_code, proc.stderr
+    return proc
+
+
+def demo_run(store: Path, source: Path, request: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
+    return fave("run", str(source), "--pipeline", str(DEMO), "--input", json.dumps(request), *extra, store=store)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    # The demo pipeline ignores video_uri, but `fave run` requires its SOURCE to exist.
+    path = tmp_path / "source.txt"
+    path.write_text("demo\n")
+    return path
+
+
+def test_run_status_list_json_contract(tmp_path: Path, source: Path) -> None:
+    store = tmp_path / "store"
+    ok = demo_run(store, source, {"text": TEXT}, "--json")
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    assert {"request_id", "status", "stages", "final"} <= set(doc)
+    assert doc["status"] == "COMPLETED"
+    assert doc["stages"]["shout"] == {**doc["stages"]["shout"], "status": "SUCCEEDED", "total": 9, "succeeded": 9}
+    assert doc["final"]["text"].startswith("THE! QUICK! ")
+    assert "[shout] 9/9 (100.0%) SUCCEEDED" in ok.stderr  # live per-stage progress
+    assert f"request {doc['request_id']}" in ok.stderr
+
+    failed = demo_run(store, source, {"text": TEXT, "bad_word": "dog"}, "--json")
+    assert failed.returncode == 1
+    bad = json.loads(failed.stdout)
+    assert bad["status"] == "FAILED" and "stage 'shout' item 8" in bad["failure"]
+
+    status = json.loads(fave("status", doc["request_id"], "--json", store=store, check_code=0).stdout)
+    assert {k: status[k] for k in ("request_id", "status", "stages", "final")} == {
+        k: doc[k] for k in ("request_id", "status", "stages", "final")
+    }
+    text_status = fave("status", bad["request_id"], store=store, check_code=0).stdout
+    assert "FAILED" in text_status and "TerminalError" in text_status
+
+    rows = json.loads(fave("list", "--json", store=store, check_code=0).stdout)
+    assert [r["request_id"] for r in rows] == [bad["request_id"], doc["request_id"]]  # newest first
+    assert all({"request_id", "status", "created_at"} <= set(r) for r in rows)
+    only_failed = json.loads(fave("list", "--status", "FAILED", "--json", store=store, check_code=0).stdout)
+    assert [r["request_id"] for r in only_failed] == [bad["request_id"]]
+
+
+def test_graph_text_and_mermaid(tmp_path: Path) -> None:
+    text = fave("graph", "--pipeline", str(DEMO), store=tmp_path, check_code=0).stdout
+    assert "* join" in text and "measure  <- shout[k]" in text
+    mermaid = fave("graph", "--pipeline", str(DEMO), "--format", "mermaid", store=tmp_path, check_code=0).stdout
+    assert mermaid.startswith("flowchart TD")
+    assert "shout -. per item .-> measure" in mermaid and "words --> shout" in mermaid
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no/such/video.mp4"], "no such file: no/such/video.mp4"),
+        (["run", "{source}", "--input", "{not json"], "--input is not valid JSON"),
+        (["run", "{source}", "--input", "[1]"], "--input must be a JSON object"),
+        (["run", "{source}", "--profile", "nope"], "unknown profile 'nope'"),
+        (["run", "{source}", "--pipeline", "{missing}"], "missing.yaml"),
+        (["status", "01J0000000000000000000000Z"], "no request 01J0000000000000000000000Z"),
+        (["status", "../../etc/passwd"], "not a request id"),
+        (["resume", "not-an-id"], "not a request id"),
+        (["cancel", "01J0000000000000000000000Z"], "no request"),
+        (["list", "--status", "DONE"], "invalid choice: 'DONE'"),
+        (["bench", "fanout", "--items", "0"], "--items must be at least 1"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_naming_the_problem(
+    tmp_path: Path, source: Path, args: list[str], message: str
+) -> None:
+    store = tmp_path / "store"
+    slots = {"{source}": str(source), "{missing}": str(tmp_path / "missing.yaml")}
+    filled = [slots.get(a, a) for a in args]
+    if filled[0] == "run" and "--pipeline" not in filled:
+        filled += ["--pipeline", str(DEMO)]
+    proc = fave(*filled, store=store)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fave: error: ") and message in lines[0], proc.stderr
+    assert proc.stdout == ""
+    # Nothing was created for a refused request.
+    assert not (store / "requests").exists()
+
+
+def test_detach_returns_at_once_and_a_background_driver_finishes(tmp_path: Path, source: Path) -> None:
+    store = tmp_path / "store"
+    proc = demo_run(store, source, {"text": TEXT}, "--detach", "--json")
+    assert proc.returncode == 0, proc.stderr
+    request_id = json.loads(proc.stdout)["request_id"]
+    assert json.loads(proc.stdout)["status"] in ("INIT", "RUNNING")
+    status = wait_for(store, request_id, lambda d: d["status"] in ("COMPLETED", "FAILED"), timeout=60)
+    assert status["status"] == "COMPLETED"
+    assert status["final"]["text"].startswith("THE! ")
+    assert (store / "logs" / f"{request_id}.log").is_file()
+
+
+def wait_for(store: Path, request_id: str, predicate: Any, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    doc: dict[str, Any] = {}
+    while True:
+        # In-process read of the same document `fave status --json` prints: polling must be quick enough
+        # to catch the fan-out half-way.
+        with contextlib.suppress(NotFoundError):
+            doc = status_document(LocalStore(store), request_id)
+            if predicate(doc):
+                return doc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"request {request_id} did not get there in {timeout}s: {doc}")
+        time.sleep(0.05)
+
+
+def test_sigkill_during_fanout_then_resume_gives_the_same_final(tmp_path: Path, source: Path) -> None:
+    request = {"text": LONG_TEXT, "sleep_s": 0.3}  # measure sleeps 0.3 s per word: the fan-out takes a while
+    reference_store = tmp_path / "reference"
+    reference = demo_run(reference_store, source, request, "--json")
+    assert reference.returncode == 0, reference.stderr
+    expected = json.loads(reference.stdout)["final"]
+
+    store = tmp_path / "store"
+    log = tmp_path / "run.log"
+    with log.open("w") as err:
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fave.cli",
+                "run",
+                str(source),
+                "--pipeline",
+                str(DEMO),
+                "--input",
+                json.dumps(request),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "FAVE_STORE": str(store)},
+            start_new_session=True,
+        )
+        try:
+            request_id = _request_id_from(log)
+            wait_for(
+                store,
+                request_id,
+                lambda d: d["stages"]["shout"]["succeeded"] == 27 and 3 <= d["stages"]["measure"]["succeeded"] < 20,
+                timeout=60,
+            )
+            os.killpg(run.pid, signal.SIGKILL)
+        finally:
+            run.wait(timeout=30)
+    assert run.returncode == -signal.SIGKILL
+
+    local = LocalStore(store)
+    before = Orchestrator(load_pipeline(DEMO), local).load(request_id)
+    assert before.status is RequestStatus.RUNNING
+    done_before = {i: t for i, t in before.tasks["measure"].items() if t.status is TaskStatus.SUCCEEDED}
+    assert 3 <= len(done_before) < 27
+
+    resumed = fave("resume", request_id, "--json", store=store)
+    assert resumed.returncode == 0, resumed.stderr
+    doc = json.loads(resumed.stdout)
+    assert doc["status"] == "COMPLETED"
+    assert doc["final"] == expected
+    assert json.loads(local.get(final_key(request_id)).data) == expected
+
+    after = Orchestrator(load_pipeline(DEMO), local).load(request_id)
+    for i, task in done_before.items():  # resume re-ran only what had not succeeded
+        again = after.tasks["measure"][i]
+        assert (again.attempt, again.finished_at, again.output) == (task.attempt, task.finished_at, task.output)
+    assert all(t.status is TaskStatus.SUCCEEDED for t in after.tasks["measure"].values())
+    assert after.resumes == 1
+
+
+def _request_id_from(log: Path, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if line.startswith("request "):
+                return line.split()[1]
+        time.sleep(0.05)
+    raise AssertionError(f"fave run printed no request id: {log.read_text()}")
