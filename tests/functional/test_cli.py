@@ -227,3 +227,32 @@ def _request_id_from(log: Path, timeout: float = 30) -> str:
                 return line.split()[1]
         time.sleep(0.05)
     raise AssertionError(f"fave run printed no request id: {log.read_text()}")
+
+
+def test_a_killed_bench_request_is_an_ordinary_request_that_resume_finishes(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    items = 10_000
+    log = tmp_path / "bench.log"
+    with log.open("w") as err:
+        bench = subprocess.Popen(
+            [sys.executable, "-m", "fave.cli", "bench", "fanout", "--items", str(items), "--store", str(store)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not list(LocalStore(store).list("index/requests/")) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            (request_id,) = json.loads(fave("list", "--json", store=store, check_code=0).stdout)[0:1]
+            # Completions are committed in big batches, so "half-way" is: fanned out, not finished.
+            wait_for(store, request_id["request_id"], lambda d: d["stages"]["work"]["status"] == "RUNNING", 60)
+            os.killpg(bench.pid, signal.SIGKILL)
+        finally:
+            bench.wait(timeout=30)
+    assert bench.returncode == -signal.SIGKILL
+    rid = request_id["request_id"]
+    assert json.loads(fave("status", rid, "--json", store=store, check_code=0).stdout)["status"] == "RUNNING"
+    done = json.loads(fave("resume", rid, "--json", store=store, check_code=0).stdout)
+    assert done["status"] == "COMPLETED"
+    assert done["final"] == {"count": items, "sum": items * (items - 1) // 2}
