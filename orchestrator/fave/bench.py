@@ -4,6 +4,12 @@
 local runtime (the no-op functions run as in-process threads so the figure is the orchestration's).
 Reports wall seconds, tasks/s, store requests and state bytes (read + written) per task, and the seconds
 spent inside the orchestrator's steps. The bench request is an ordinary request in the chosen store.
+
+``video``: the real video pipeline (pipeline.yaml) on a video (default: the bundled sample), through the
+local runtime exactly as ``fave run`` drives it, against ``benchmarks/video/straight.py``: the same stage
+bodies called in one process with no orchestration (see that file). Reports both walls and their ratio,
+both CPU times (every process, so the figure survives a busy machine better than wall time), per-stage
+times from state.json and the straight-line's own per-stage times, and the cold starts per function.
 """
 
 from __future__ import annotations
@@ -11,6 +17,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,10 +30,15 @@ from typing import Any
 
 from fave_shared.store import CountingStore, ObjectStore
 
-from .wiring import local_orchestrator, open_any_store, store_uri
+from .persistence import final_key, shard_key, state_key
+from .statefile import ShardDoc, StateDoc
+from .wiring import DEFAULT_PIPELINE, local_orchestrator, open_any_store, store_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 FANOUT_PIPELINE = ROOT / "benchmarks" / "fanout" / "pipeline.yaml"
+VIDEO_PIPELINE = ROOT / DEFAULT_PIPELINE
+STRAIGHT_SCRIPT = ROOT / "benchmarks" / "video" / "straight.py"
+SAMPLE_VIDEO = ROOT / "tests" / "fixtures" / "scenes20.mp4"
 
 
 @contextlib.contextmanager
@@ -86,7 +101,234 @@ def fanout(items: int, store: ObjectStore) -> dict[str, Any]:
     }
 
 
+# ---- video ------------------------------------------------------------------------------------------
+
+
+def _cpu_s() -> tuple[float, float]:
+    """(this process, its reaped children) user + system CPU seconds so far."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
+def stage_times(store: ObjectStore, request_id: str) -> dict[str, dict[str, Any]]:
+    """Per stage, from state.json and the task shards: ``start_s`` (after the request was created),
+    ``span_s`` (stage start to end), ``tasks``, ``busy_s`` (sum of task dispatch-to-finish times, each task's
+    last attempt) and ``max_task_s``. Dispatch-to-finish includes the time a task waits for a free execution
+    environment and its cold start."""
+    doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
+    out: dict[str, dict[str, Any]] = {}
+    for name, stage in doc.stages.items():
+        tasks = [stage.task] if stage.task is not None else []
+        for shard in range(stage.shards):
+            tasks += ShardDoc.model_validate_json(store.get(shard_key(request_id, name, shard)).data).tasks.values()
+        runs = [t.finished_at - t.dispatched_at for t in tasks if t.finished_at and t.dispatched_at]
+        started, finished = stage.started_at, stage.finished_at
+        out[name] = {
+            "status": stage.status,
+            "start_s": round(started - doc.created_at, 3) if started else None,
+            "span_s": round(finished - started, 3) if started and finished else None,
+            "tasks": len(tasks),
+            "attempts": sum(t.attempt for t in tasks),
+            "busy_s": round(sum(runs), 3),
+            "max_task_s": round(max(runs, default=0.0), 3),
+        }
+    return out
+
+
+def _answer(final: Any) -> dict[str, Any]:
+    """The deterministic part of a video answer: matching scenes (in order) and clip boundaries."""
+    if not isinstance(final, dict):
+        return {}
+    return {
+        "scenes": [(s.get("start_s"), s.get("end_s")) for s in final.get("scenes") or []],
+        "clips": [(c.get("start_s"), c.get("end_s")) for c in final.get("clips") or []],
+    }
+
+
+def video_fave_run(video: str, query: str, profile: str, store: ObjectStore) -> dict[str, Any]:
+    """One ``fave run`` of the video pipeline, driven in this process as the CLI drives it, measured."""
+    cpu_before = _cpu_s()
+    orchestrator = local_orchestrator(VIDEO_PIPELINE, store)
+    busy = 0.0
+    original_apply = orchestrator.apply
+
+    def timed_apply(*args: Any, **kwargs: Any) -> Any:
+        nonlocal busy
+        started = time.perf_counter()
+        try:
+            return original_apply(*args, **kwargs)
+        finally:
+            busy += time.perf_counter() - started
+
+    orchestrator.apply = timed_apply  # type: ignore[method-assign]
+    cold_starts: dict[str, int] = {}
+    try:
+        started = time.perf_counter()
+        state = orchestrator.create({"video_uri": video, "query": query, "profile": profile})
+        state = orchestrator.drive(state.request_id)
+        wall = time.perf_counter() - started
+        stats = getattr(orchestrator.invoker, "stats", None)
+        if callable(stats):
+            cold_starts = {name: s.cold_starts for name, s in stats().items() if s.invocations}
+    finally:
+        orchestrator.close()  # stops (and reaps) the worker processes, so their CPU time is counted
+    cpu_after = _cpu_s()
+    if state.status.value != "COMPLETED":
+        failure = state.failure.describe() if state.failure else state.status.value
+        raise RuntimeError(f"bench request {state.request_id} ended {state.status.value}: {failure}")
+    final = json.loads(store.get(final_key(state.request_id)).data)
+    return {
+        "request_id": state.request_id,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu_after[0] - cpu_before[0] + cpu_after[1] - cpu_before[1], 3),
+        "orchestration_s": round(busy, 3),
+        "cold_starts": cold_starts,
+        "stages": stage_times(store, state.request_id),
+        "answer": _answer(final),
+    }
+
+
+def video_straight_run(video: str, query: str, profile: str, clips: str) -> dict[str, Any]:
+    """One run of benchmarks/video/straight.py in a fresh process (so it pays its imports and model loads)."""
+    command = [sys.executable, str(STRAIGHT_SCRIPT), video, "--query", query, "--profile", profile]
+    command += ["--clips", clips, "--pipeline", str(VIDEO_PIPELINE), "--json"]
+    cpu_before = _cpu_s()
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
+    outside = time.perf_counter() - started
+    cpu_after = _cpu_s()
+    if done.returncode != 0:
+        tail = " ".join(done.stderr.strip().splitlines()[-1:])
+        raise RuntimeError(f"straight-line run failed ({done.returncode}): {tail}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return {
+        "wall_s": result["wall_s"],
+        "process_wall_s": round(outside, 3),
+        "cpu_s": round(cpu_after[1] - cpu_before[1], 3),
+        "import_s": result["import_s"],
+        "stages": result["stages"],
+        "answer": _answer(result["final"]),
+    }
+
+
+def video(
+    store: ObjectStore,
+    *,
+    video_path: str,
+    query: str,
+    profile: str = "default",
+    clips: str = "parallel",
+    repeat: int = 1,
+) -> dict[str, Any]:
+    """Alternate fave and straight-line runs ``repeat`` times each; figures are the medians."""
+    fave_runs: list[dict[str, Any]] = []
+    straight_runs: list[dict[str, Any]] = []
+    for i in range(repeat):
+        # Alternate which side goes first, so neither always gets the warmer page cache.
+        if i % 2 == 0:
+            straight_runs.append(video_straight_run(video_path, query, profile, clips))
+            fave_runs.append(video_fave_run(video_path, query, profile, store))
+        else:
+            fave_runs.append(video_fave_run(video_path, query, profile, store))
+            straight_runs.append(video_straight_run(video_path, query, profile, clips))
+
+    def median(runs: list[dict[str, Any]], field: str) -> float:
+        return round(float(statistics.median(float(r[field]) for r in runs)), 3)
+
+    fave_wall, straight_wall = median(fave_runs, "wall_s"), median(straight_runs, "wall_s")
+    fave_cpu, straight_cpu = median(fave_runs, "cpu_s"), median(straight_runs, "cpu_s")
+    typical = sorted(fave_runs, key=lambda r: r["wall_s"])[len(fave_runs) // 2]
+    typical_straight = sorted(straight_runs, key=lambda r: r["wall_s"])[len(straight_runs) // 2]
+    return {
+        "video": video_path,
+        "query": query,
+        "profile": profile,
+        "clips": len(typical["answer"].get("clips", [])),
+        "straight_clips_mode": clips,
+        "repeat": repeat,
+        "wall_s": fave_wall,
+        "straight_wall_s": straight_wall,
+        "ratio": round(fave_wall / straight_wall, 3),
+        "cpu_s": fave_cpu,
+        "straight_cpu_s": straight_cpu,
+        "cpu_ratio": round(fave_cpu / straight_cpu, 3),
+        "orchestration_s": median(fave_runs, "orchestration_s"),
+        "same_answer": all(r["answer"] == straight_runs[0]["answer"] for r in fave_runs + straight_runs),
+        "request_id": typical["request_id"],
+        "stages": typical["stages"],
+        "straight_stages": typical_straight["stages"],
+        "cold_starts": typical["cold_starts"],
+        "runs": [
+            {"side": side, **{k: r[k] for k in ("wall_s", "cpu_s")}}
+            for pair in zip(fave_runs, straight_runs, strict=True)
+            for side, r in zip(("fave", "straight"), pair, strict=True)
+        ],
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "store": store.uri,
+    }
+
+
+def _print_video(result: dict[str, Any]) -> None:
+    print(
+        f"video pipeline on {Path(result['video']).name} ({result['clips']} clips), query {result['query']!r}, "
+        f"median of {result['repeat']}:"
+    )
+    print(
+        f"  fave run      {result['wall_s']:7.2f} s wall  {result['cpu_s']:7.2f} s CPU  "
+        f"({result['orchestration_s']:.2f} s in orchestrator steps)"
+    )
+    print(
+        f"  straight-line {result['straight_wall_s']:7.2f} s wall  {result['straight_cpu_s']:7.2f} s CPU  "
+        f"(one process, {result['straight_clips_mode']} clips)"
+    )
+    print(f"  ratio         {result['ratio']:7.3f} wall  {result['cpu_ratio']:7.3f} CPU")
+    print(f"  same answer: {'yes' if result['same_answer'] else 'NO'}; cold starts: {result['cold_starts']}")
+    header = f"{'stage':<11} {'fave: start':>11} {'span':>7} {'tasks':>5} {'busy':>7} {'max':>6}"
+    print(f"  {header}   straight: busy   span")
+    for name, row in result["stages"].items():
+        other = result["straight_stages"].get(name, {})
+        start = "-" if row["start_s"] is None else f"{row['start_s']:.2f}"
+        span = "-" if row["span_s"] is None else f"{row['span_s']:.2f}"
+        print(
+            f"  {name:<11} {start:>11} {span:>7} {row['tasks']:>5} {row['busy_s']:7.2f} {row['max_task_s']:6.2f}"
+            f"   {other.get('busy_s', 0.0):14.2f} {other.get('span_s', 0.0):6.2f}"
+        )
+    print(f"  machine: {result['cpus']} CPUs, load average {result['load_avg_1m']} when done")
+
+
+def run_video_bench(args: argparse.Namespace) -> int:
+    if args.repeat < 1:
+        print("fave: error: --repeat must be at least 1", file=sys.stderr)
+        return 2
+    video_path = Path(args.video or SAMPLE_VIDEO).expanduser()
+    if not video_path.is_file():
+        print(f"fave: error: no such file: {args.video}", file=sys.stderr)
+        return 2
+    if args.store == "moto":
+        # The stage functions run in worker processes, which cannot reach an in-process moto.
+        print("fave: error: bench video needs a DIR or s3:// store (in-process moto is not shared)", file=sys.stderr)
+        return 2
+    with _bench_store(args.store) as store:
+        result = video(
+            store,
+            video_path=str(video_path.resolve()),
+            query=args.query,
+            profile=args.profile,
+            clips=args.clips,
+            repeat=args.repeat,
+        )
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_video(result)
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
+    if args.bench == "video":
+        return run_video_bench(args)
     if args.bench != "fanout":
         print(f"fave: error: unknown benchmark {args.bench!r}", file=sys.stderr)
         return 2

@@ -345,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     fanout.add_argument("--store", help="DIR, s3://bucket[/prefix] or 'moto' (in-process moto S3)")
     fanout.add_argument("--json", action="store_true")
     fanout.set_defaults(func=cmd_bench)
+    video = bench_sub.add_parser("video", help="the video pipeline vs. its stage bodies in one process")
+    video.add_argument("--video", help="a local video file (default: the bundled sample)")
+    video.add_argument("--query", default="find scenes with cars")
+    video.add_argument("--profile", default="default")
+    video.add_argument("--clips", choices=["parallel", "sequential"], default="parallel", help="straight-line clips")
+    video.add_argument("--repeat", type=int, default=1, help="runs of each side; figures are the medians")
+    video.add_argument("--store", help="DIR or s3://bucket[/prefix] for the fave side (default: a temporary DIR)")
+    video.add_argument("--json", action="store_true")
+    video.set_defaults(func=cmd_bench)
     return parser
 
 
