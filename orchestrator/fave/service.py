@@ -32,6 +32,7 @@ from .model import (
     Invoke,
     Notify,
     RequestState,
+    RequestStatus,
     Resume,
     Start,
     TaskFailed,
@@ -39,7 +40,7 @@ from .model import (
     Tick,
     WriteFinal,
 )
-from .persistence import Persistence, state_key
+from .persistence import INDEX_PREFIX, Persistence, state_key
 from .pipeline import Pipeline
 
 INLINE_OUTPUT_LIMIT = 8_192
@@ -83,17 +84,35 @@ class Orchestrator:
 
     # ---- lifecycle of a request ------------------------------------------------------------------------
 
-    def create(self, request_input: Mapping[str, Any], *, start: bool = True) -> RequestState:
-        """Validate the input, persist a new request (INIT) and, by default, start it."""
+    def create(
+        self, request_input: Mapping[str, Any], *, start: bool = True, request_id: str | None = None
+    ) -> RequestState:
+        """Validate the input, persist a new request (INIT) and, by default, start it.
+
+        ``request_id``: a pre-generated id (e.g. one an idempotency record already holds). Then the call is
+        idempotent: if that request exists (a retry after a crash, or a concurrent duplicate), it is loaded
+        instead of created, and started if it was left in INIT. The existing request's input wins.
+        """
         profile = str(request_input.get("profile") or "default")
         if profile not in self.pipeline.profiles:
             known = ", ".join(sorted(self.pipeline.profiles))
             raise ValidationError(f"unknown profile '{profile}' (this pipeline has: {known})")
         now = self.clock.now()
-        request_id = new_request_id(now)
-        state = self.engine.new_request(request_id, {**request_input, "profile": profile}, now)
-        self._states[request_id] = self.persistence.create(state)
-        if start:
+        if request_id is None:
+            request_id = new_request_id(now)
+            state = self.engine.new_request(request_id, {**request_input, "profile": profile}, now)
+            self._states[request_id] = self.persistence.create(state)
+        else:
+            state = self.engine.new_request(validate_request_id(request_id), {**request_input, "profile": profile}, now)
+            try:
+                self._states[request_id] = self.persistence.create(state)
+            except ConflictError:
+                existing = self.load(request_id)
+                index = INDEX_PREFIX + request_id
+                if self.store.head(index) is None:  # the first attempt died between its commit and the index
+                    body = json.dumps({"created_at": existing.created_at}).encode()
+                    self.store.put(index, body, content_type="application/json")
+        if start and self._states[request_id].status is RequestStatus.INIT:
             return self.apply(request_id, [Start()])
         return self._states[request_id]
 
@@ -213,6 +232,31 @@ class Orchestrator:
             if self._sync_pool is None:
                 self._sync_pool = ThreadPoolExecutor(self._sync_workers, thread_name_prefix="fave-sync")
             return self._sync_pool
+
+    def settle(self, max_steps: int = 100_000) -> dict[str, RequestState]:
+        """Apply whatever the inbox holds, step after step, until it stays empty; return the latest state of
+        each request touched.
+
+        Meant for an orchestrator whose ``sync_submit`` runs invocations inline (one Lambda invocation of
+        the orchestrator function): each step's synchronous invocations then finish inside ``apply`` and
+        put their results in the inbox, so when this returns no synchronous work is pending. Asynchronous
+        completions come back later as destination envelopes. With the default thread pool, invocations
+        still running when the inbox is empty are not waited for (use ``drive``).
+        """
+        states: dict[str, RequestState] = {}
+        for _ in range(max_steps):
+            batch: dict[str, list[Event]] = {}
+            try:
+                while True:
+                    request_id, event = self.inbox.get_nowait()
+                    batch.setdefault(request_id, []).append(event)
+            except queue.Empty:
+                pass
+            if not batch:
+                return states
+            for request_id, events in batch.items():
+                states[request_id] = self.apply(request_id, events)
+        raise FaveError(f"settle: the inbox was still not empty after {max_steps} steps")
 
     def deliver(self, envelope: Mapping[str, Any]) -> None:
         """Destination handler for the local runtime: queue an async completion (thread-safe)."""

@@ -1,0 +1,53 @@
+"""The orchestrator Lambda function (``Handler: fave.app.handler``, ``CodeUri: orchestrator/``).
+
+``handler(event, context)`` tells events apart by shape:
+
+* API Gateway HTTP API (payload 2.0) → the HTTP API (``fave.app.api``): ``POST /requests``,
+  ``GET /requests/{request_id}``, ``POST /requests/{request_id}/resume``, ``POST /requests/{request_id}/cancel``;
+* S3 event records (``eventSource: aws:s3``) → the upload trigger (``fave.app.uploads``);
+* a Lambda destination record (``requestContext.condition``, ``requestPayload``) → a stage's completion;
+* an EventBridge ``Scheduled Event`` → a tick of every unfinished request (timeouts, due retries);
+* anything else → ``ValidationError`` naming what was expected.
+
+``http_handler``, ``s3_handler``, ``destination_handler`` and ``tick_handler`` handle one kind each.
+
+Each invocation applies its event to the request, runs synchronous stages inline until only asynchronous
+ones are in flight, and returns (see ``fave.app.runner``); asynchronous stages report back through their
+OnSuccess / OnFailure destinations, which must be this function.
+
+Environment:
+
+* ``FAVE_STORE``: where requests live, ``s3://bucket[/prefix]`` (required);
+* ``FAVE_PIPELINE``: the pipeline file, relative to the code root (default ``pipeline.yaml``, i.e. next
+  to the ``fave`` package: ``orchestrator/pipeline.yaml`` in the bundle);
+* ``FAVE_FUNCTION_<LogicalId>``: the deployed name (or ARN) of each stage function of the pipeline;
+* ``FAVE_UPLOAD_PREFIX``: the key prefix whose new objects start requests (default ``uploads/``);
+* ``FAVE_DEFAULT_QUERY``: the query of a request that sets none (default: none);
+* ``FAVE_DEFAULT_PROFILE``: the profile of a request that sets none (default ``default``);
+* ``POWERTOOLS_SERVICE_NAME`` (default ``fave``), ``POWERTOOLS_METRICS_NAMESPACE`` (default ``fave``),
+  and Powertools' other settings (``POWERTOOLS_LOG_LEVEL``, ``POWERTOOLS_TRACE_DISABLED``...).
+
+No AWS client is created at import: the store's S3 client and the Lambda client are made on first use.
+``configure(store=, pipeline=, invoker=, clock=, s3_client=, settings=)`` replaces any dependency (tests
+pass the moto store and the local runtime); ``reset()`` goes back to the environment.
+"""
+
+from __future__ import annotations
+
+from .context import AppContext, configure, current, reset
+from .handlers import destination_handler, handler, http_handler, kind_of, s3_handler, tick_handler
+from .settings import Settings
+
+__all__ = [
+    "AppContext",
+    "Settings",
+    "configure",
+    "current",
+    "destination_handler",
+    "handler",
+    "http_handler",
+    "kind_of",
+    "reset",
+    "s3_handler",
+    "tick_handler",
+]

@@ -1,0 +1,187 @@
+"""The HTTP API (API Gateway HTTP API, payload format 2.0) on Powertools' ``APIGatewayHttpResolver``.
+
+* ``POST /requests`` body ``{video_uri, query?, profile?, extra?}``, optional ``Idempotency-Key`` header →
+  202 ``{request_id, status, status_url, replayed}`` (and ``Location``). The same key with the same body
+  returns the same request (``replayed: true``); with another body, 422.
+* ``GET /requests/{request_id}`` → 200, the status document of ``fave status --json`` (``final`` once
+  COMPLETED).
+* ``POST /requests/{request_id}/resume`` → 202 with the status (409 if the request is COMPLETED).
+* ``POST /requests/{request_id}/cancel`` body ``{reason?}`` → 200 with the status (409 if it had ended).
+
+Errors are JSON ``{"message": ..., "errors": [...]}``: 400 for a bad body, header or id (the message names
+the field), 404 for an unknown request, 409 for a state conflict, 422 for a reused idempotency key, 503 for
+a transient store or invocation failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from fave_shared.errors import ConflictError, NotFoundError, RetryableError, ValidationError
+
+from ..cli import status_document
+from ..ids import new_request_id, validate_request_id
+from ..model import Cancel, RequestStatus
+from .context import current
+from .idempotency import IdempotencyKeyReusedError, IdempotencyKeys, fingerprint, validate_key
+from .models import CancelRequest, StartRequest
+from .observability import current_meter, logger
+from .runner import Runner
+
+app = APIGatewayHttpResolver(enable_validation=True)
+
+RequestId = Annotated[str, Path(description="a request id (26 characters of Crockford base32)")]
+
+
+def _runner() -> Runner:
+    return Runner(current(), current_meter())
+
+
+def _error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"message": message}
+    if errors:
+        body["errors"] = errors
+    return Response(status, content_types.APPLICATION_JSON, body)
+
+
+def _status_url(request_id: str) -> str:
+    """Where to poll the request: the API's own URL when the event says it (API Gateway), else a path."""
+    path = f"/requests/{request_id}"
+    context = app.current_event.request_context
+    domain = context.domain_name
+    if not domain:
+        return path
+    stage = context.stage
+    return f"https://{domain}{'' if not stage or stage == '$default' else '/' + stage}{path}"
+
+
+def _request_id(value: str) -> str:
+    try:
+        return validate_request_id(value)
+    except ValidationError as exc:
+        raise ValidationError(f"request_id: {exc}") from None
+
+
+# ---- routes -----------------------------------------------------------------------------------------------
+
+
+@app.post("/requests")
+def start_request(
+    body: StartRequest,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response[dict[str, Any]]:
+    context = current()
+    pipeline = context.pipeline
+    settings = context.settings
+    request_input = body.request_input(
+        body.video_uri, default_query=settings.default_query, default_profile=settings.default_profile
+    )
+    if request_input["profile"] not in pipeline.profiles:
+        known = ", ".join(sorted(pipeline.profiles))
+        raise ValidationError(f"profile: unknown profile '{request_input['profile']}' (this pipeline has: {known})")
+    replayed = False
+    if idempotency_key is None:
+        request_id = new_request_id(context.clock.now())
+    else:
+        claim = IdempotencyKeys(context.store).claim(
+            "POST /requests",
+            validate_key(idempotency_key),
+            fingerprint(request_input),
+            lambda: new_request_id(context.clock.now()),
+        )
+        request_id, replayed = claim.request_id, claim.replayed
+    state = _runner().start(request_input, request_id)
+    if not replayed:
+        current_meter().count("RequestsStarted")
+    logger.info("request started", extra={"replayed": replayed, "status": state.status.value})
+    url = _status_url(request_id)
+    return Response(
+        202,
+        content_types.APPLICATION_JSON,
+        {"request_id": request_id, "status": state.status.value, "status_url": url, "replayed": replayed},
+        headers={"Location": url, **({"Idempotent-Replayed": "true"} if replayed else {})},
+    )
+
+
+@app.get("/requests/<request_id>")
+def get_request(request_id: RequestId) -> dict[str, Any]:
+    request_id = _request_id(request_id)
+    logger.set_correlation_id(request_id)
+    return status_document(current().store, request_id)
+
+
+@app.post("/requests/<request_id>/resume")
+def resume_request(request_id: RequestId) -> Response[dict[str, Any]]:
+    request_id = _request_id(request_id)
+    runner = _runner()
+    if runner.load(request_id).status is RequestStatus.COMPLETED:
+        raise ConflictError(f"request {request_id} is COMPLETED: nothing to resume")
+    runner.resume(request_id)
+    doc = status_document(runner.context.store, request_id)
+    return Response(202, content_types.APPLICATION_JSON, {**doc, "status_url": _status_url(request_id)})
+
+
+@app.post("/requests/<request_id>/cancel")
+def cancel_request(request_id: RequestId, body: Annotated[CancelRequest | None, Body()] = None) -> dict[str, Any]:
+    request_id = _request_id(request_id)
+    runner = _runner()
+    state = runner.load(request_id)
+    if state.status.terminal:
+        raise ConflictError(f"request {request_id} is already {state.status.value}")
+    runner.step(request_id, [Cancel((body or CancelRequest()).reason)])
+    return status_document(runner.context.store, request_id)
+
+
+# ---- errors -----------------------------------------------------------------------------------------------
+
+
+def _bad_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
+    errors = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        where = loc[0] if loc else "body"
+        field = ".".join(loc[1:]) or where
+        if where == "body" and error.get("type") == "json_invalid":
+            field = "body"
+        errors.append({"field": field, "in": where, "message": str(error.get("msg", "invalid"))})
+    message = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
+    return _error(400, message, errors)
+
+
+def _key_reused(exc: IdempotencyKeyReusedError) -> Response[dict[str, Any]]:
+    return _error(422, str(exc))
+
+
+def _invalid(exc: ValidationError) -> Response[dict[str, Any]]:
+    return _error(400, str(exc))
+
+
+def _not_found(exc: NotFoundError) -> Response[dict[str, Any]]:
+    return _error(404, str(exc))
+
+
+def _conflict(exc: ConflictError) -> Response[dict[str, Any]]:
+    return _error(409, str(exc))
+
+
+def _unavailable(exc: RetryableError) -> Response[dict[str, Any]]:
+    logger.warning("transient failure", extra={"error": str(exc)})
+    response = _error(503, f"temporarily unavailable, try again: {exc}")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _register(exc_class: type[Exception], handler: Callable[[Any], Response[dict[str, Any]]]) -> None:
+    app.exception_handler(exc_class)(handler)
+
+
+_register(RequestValidationError, _bad_request)
+_register(IdempotencyKeyReusedError, _key_reused)
+_register(ValidationError, _invalid)
+_register(NotFoundError, _not_found)
+_register(ConflictError, _conflict)
+_register(RetryableError, _unavailable)

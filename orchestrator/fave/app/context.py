@@ -1,0 +1,142 @@
+"""The orchestrator function's dependencies: settings, pipeline, store, invoker, clock and an S3 client.
+
+Each is built on first use from the environment (never at import, so importing ``fave.app`` creates no AWS
+client) and kept for the life of the execution environment, like any Lambda global. ``configure`` replaces
+any of them: tests pass the moto store, the local runtime and a manual clock this way.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fave_shared.errors import ValidationError
+from fave_shared.store import ObjectStore, S3Store, open_store
+
+from ..clock import Clock, SystemClock
+from ..invoke.base import Invoker
+from ..pipeline import Pipeline, load_pipeline
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
+
+__all__ = ["AppContext", "configure", "current", "reset"]
+
+
+class AppContext:
+    """Lazily built dependencies of one execution environment. Thread-safe."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: ObjectStore | None = None,
+        pipeline: Pipeline | str | Path | None = None,
+        invoker: Invoker | None = None,
+        clock: Clock | None = None,
+        s3_client: S3Client | Any | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self._store = store
+        self._pipeline = pipeline
+        self._invoker = invoker
+        self._clock = clock
+        self._s3_client = s3_client
+        self._lock = threading.RLock()
+
+    @property
+    def store(self) -> ObjectStore:
+        """The request store: ``FAVE_STORE`` (an ``S3Store`` whose client is created on first use)."""
+        with self._lock:
+            if self._store is None:
+                if not self.settings.store_uri:
+                    raise ValidationError("FAVE_STORE is not set: the orchestrator needs s3://bucket[/prefix]")
+                self._store = open_store(self.settings.store_uri)
+            return self._store
+
+    @property
+    def invoker(self) -> Invoker:
+        """The stage invoker: ``LambdaInvoker`` over ``FAVE_FUNCTION_<LogicalId>`` names."""
+        with self._lock:
+            if self._invoker is None:
+                from ..invoke.aws import LambdaInvoker
+
+                self._invoker = LambdaInvoker.from_env()
+            return self._invoker
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """``FAVE_PIPELINE``, loaded and validated once.
+
+        With the Lambda invoker the known functions are the ``FAVE_FUNCTION_*`` names (the bundle holds no
+        template.yaml); otherwise the pipeline's template.yaml is read, as the CLI does.
+        """
+        with self._lock:
+            if not isinstance(self._pipeline, Pipeline):
+                path = self._pipeline if self._pipeline is not None else self.settings.pipeline_path
+                from ..invoke.aws import LambdaInvoker
+
+                invoker = self.invoker
+                functions = list(invoker.function_names) if isinstance(invoker, LambdaInvoker) else None
+                self._pipeline = load_pipeline(path, functions=functions)
+            return self._pipeline
+
+    @property
+    def clock(self) -> Clock:
+        with self._lock:
+            if self._clock is None:
+                self._clock = SystemClock()
+            return self._clock
+
+    @property
+    def s3_client(self) -> S3Client | Any:
+        """A client for reading uploads: the store's own if it is on S3, else one from the environment."""
+        with self._lock:
+            if self._s3_client is None:
+                store = self.store
+                if isinstance(store, S3Store):
+                    self._s3_client = store.client
+                else:
+                    from fave_shared.store.s3 import default_s3_client
+
+                    self._s3_client = default_s3_client()
+            return self._s3_client
+
+
+_lock = threading.Lock()
+_current: AppContext | None = None
+
+
+def current() -> AppContext:
+    """The context of this execution environment (built from the environment on first use)."""
+    global _current  # noqa: PLW0603 - one context per execution environment, like any Lambda global
+    with _lock:
+        if _current is None:
+            _current = AppContext()
+        return _current
+
+
+def configure(
+    *,
+    settings: Settings | None = None,
+    store: ObjectStore | None = None,
+    pipeline: Pipeline | str | Path | None = None,
+    invoker: Invoker | None = None,
+    clock: Clock | None = None,
+    s3_client: S3Client | Any | None = None,
+) -> AppContext:
+    """Replace the context: what is not given is built from the environment on first use."""
+    global _current  # noqa: PLW0603
+    context = AppContext(settings, store=store, pipeline=pipeline, invoker=invoker, clock=clock, s3_client=s3_client)
+    with _lock:
+        _current = context
+    return context
+
+
+def reset() -> None:
+    """Forget the context; the next event builds a new one from the environment."""
+    global _current  # noqa: PLW0603
+    with _lock:
+        _current = None

@@ -1,0 +1,140 @@
+"""The Lambda handlers: one per kind of event, and ``handler``, which tells the kinds apart by shape.
+
+Every handler logs with Powertools' Logger (correlation id = the fave request id), runs under the Tracer,
+and publishes the invocation's metrics as EMF when it returns or raises.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from fave_shared.errors import NotFoundError, ValidationError
+from pydantic import ValidationError as PydanticValidationError
+
+from .. import completions
+from .api import app
+from .context import current
+from .observability import current_meter, logger, start_meter, stop_meter, tracer
+from .runner import Runner
+from .uploads import handle_s3_event
+
+Event = dict[str, Any]
+Handler = Callable[[Event, Any], Any]
+
+
+class _LocalContext:
+    """What Powertools needs of a Lambda context, for calls made without one (a REPL, a script)."""
+
+    function_name = "fave-orchestrator"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:local:000000000000:function:fave-orchestrator"
+    memory_limit_in_mb = 128
+    aws_request_id = "local"
+    log_group_name = "/aws/lambda/fave-orchestrator"
+    log_stream_name = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+def lambda_entry(body: Handler) -> Handler:
+    """Wrap ``body`` as a Lambda handler: logger context, tracing, one metrics document per invocation."""
+
+    @functools.wraps(body)
+    def run(event: Event, context: Any) -> Any:
+        meter, token = start_meter()
+        try:
+            return body(event, context)
+        finally:
+            stop_meter(token)
+            meter.publish()
+
+    traced = tracer.capture_lambda_handler(run, capture_response=False)
+    logged = logger.inject_lambda_context(traced, clear_state=True)
+
+    @functools.wraps(body)
+    def entry(event: Event, context: Any = None) -> Any:
+        return logged(event, context if context is not None else _LocalContext())
+
+    return entry
+
+
+# ---- the kinds of event ------------------------------------------------------------------------------------
+
+
+def kind_of(event: Any) -> str:
+    """``http``, ``s3``, ``destination`` or ``tick``; ``ValidationError`` for anything else."""
+    if not isinstance(event, dict):
+        raise ValidationError(f"the orchestrator expects a JSON object event, got {type(event).__name__}")
+    request_context = event.get("requestContext")
+    if event.get("version") == "2.0" and isinstance(request_context, dict) and "http" in request_context:
+        return "http"
+    records = event.get("Records")
+    if (
+        isinstance(records, list)
+        and records
+        and all(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records)
+    ):
+        return "s3"
+    if isinstance(request_context, dict) and "condition" in request_context and "requestPayload" in event:
+        return "destination"
+    if event.get("detail-type") == "Scheduled Event" and event.get("source") == "aws.events":
+        return "tick"
+    if event.get("fave") == 1 and "task" in event:
+        raise ValidationError(
+            "this is a stage invocation event: send it to the stage's function "
+            "(sam local invoke NormalizeFunction -e events/stage-invocation.json), not to the orchestrator"
+        )
+    keys = ", ".join(sorted(str(k) for k in event)[:8]) or "none"
+    raise ValidationError(
+        f"unrecognised event (keys: {keys}): expected an HTTP API 2.0 request, S3 event records, "
+        "a Lambda destination record or an EventBridge Scheduled Event"
+    )
+
+
+def _http(event: Event, context: Any) -> Any:
+    return app.resolve(event, context)
+
+
+def _s3(event: Event, context: Any) -> Any:
+    return handle_s3_event(event, current(), current_meter())
+
+
+def _destination(event: Event, context: Any) -> Any:
+    try:
+        request_id, completion = completions.from_envelope(event)
+    except PydanticValidationError as exc:
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())) or 'record'}: {e.get('msg')}" for e in exc.errors()
+        )
+        raise ValidationError(f"not a Lambda destination record of a fave stage: {fields}") from None
+    logger.set_correlation_id(request_id)
+    try:
+        state = Runner(current(), current_meter()).step(request_id, [completion])
+    except NotFoundError:
+        # The request is gone (deleted, or another store): retrying the delivery cannot help.
+        logger.warning("completion for an unknown request ignored", extra={"request_id": request_id})
+        return {"request_id": request_id, "status": None, "ignored": "unknown request"}
+    return {"request_id": request_id, "status": state.status.value}
+
+
+def _tick(event: Event, context: Any) -> Any:
+    return {"ticked": Runner(current(), current_meter()).tick_all()}
+
+
+_BY_KIND: dict[str, Handler] = {"http": _http, "s3": _s3, "destination": _destination, "tick": _tick}
+
+
+def _any(event: Event, context: Any) -> Any:
+    return _BY_KIND[kind_of(event)](event, context)
+
+
+handler = lambda_entry(_any)
+"""The orchestrator function's handler (``Handler: fave.app.handler``): dispatches by event shape."""
+
+http_handler = lambda_entry(_http)
+s3_handler = lambda_entry(_s3)
+destination_handler = lambda_entry(_destination)
+tick_handler = lambda_entry(_tick)

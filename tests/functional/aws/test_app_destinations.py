@@ -1,0 +1,95 @@
+"""Destination envelopes into the orchestrator function: fan-in happens exactly once, whatever the delivery."""
+
+from __future__ import annotations
+
+import pytest
+from fave.persistence import state_key
+from fave_shared.schemas import TaskRef
+from support.app_lambda import OrchestratorLambda
+from support.demo import TEXT
+from support.events import destination_event
+from support.tiers import Tier
+
+WORDS = TEXT.split()
+
+
+def start(lam: OrchestratorLambda, text: str = TEXT) -> str:
+    code, body, _ = lam.http(
+        "http-start.json",
+        body={"video_uri": "s3://fave-uploads/a.mp4", "extra": {"text": text}},
+        without_headers=("idempotency-key",),
+    )
+    assert code == 202, body
+    return str(body["request_id"])
+
+
+def test_every_destination_delivered_twice_still_fans_in_exactly_once(orchestrator_lambda: OrchestratorLambda) -> None:
+    lam = orchestrator_lambda
+    lam.copies = 2  # each envelope twice; on tiers other than moto, the two copies race each other
+    request_id = start(lam)
+    doc = lam.wait(request_id)
+
+    assert doc["status"] == "COMPLETED", doc
+    assert doc["final"]["text"] == " ".join(w.upper() + "!" for w in WORDS)
+    assert doc["final"]["missing"] == []
+    for stage in ("shout", "measure"):
+        assert doc["stages"][stage]["succeeded"] == len(WORDS), doc["stages"][stage]
+    assert lam.invocations("ShoutFunction") == len(WORDS)
+    assert lam.invocations("MeasureFunction") == len(WORDS)  # a duplicate never dispatched the next item twice
+    assert lam.invocations("JoinFunction") == 1  # the fan-in ran once
+
+
+def test_sample_destination_events_are_applied_once(orchestrator_lambda: OrchestratorLambda, tier: Tier) -> None:
+    lam = orchestrator_lambda
+    lam.hold()  # the real envelopes are kept back: the samples from events/ stand in for them
+    request_id = start(lam, "hello world")
+    lam.take(2)
+    etag = lam.store.head(state_key(request_id))
+
+    success = destination_event(
+        "destination-success.json",
+        TaskRef(request_id=request_id, stage="shout", item=0, attempt=1),
+        response={"word": "HELLO!", "pid": 1, "attempt": 1},
+    )
+    assert lam.deliver(success) == {"request_id": request_id, "status": "RUNNING"}
+    after_first = lam.store.head(state_key(request_id))
+    assert after_first != etag
+    doc = lam.status(request_id)
+    assert doc["stages"]["shout"]["succeeded"] == 1
+    assert doc["stages"]["measure"]["running"] == 1  # item 0 moved on to the next stage
+
+    lam.deliver(success)  # the same event again: nothing changes, nothing is dispatched
+    assert lam.store.head(state_key(request_id)) == after_first
+    assert lam.take(1)  # measure[0] from the first delivery
+    assert lam.invocations("MeasureFunction") == 1
+
+    failure = destination_event(
+        "destination-failure.json", TaskRef(request_id=request_id, stage="shout", item=1, attempt=1)
+    )
+    lam.deliver(failure)
+    after_failure = lam.store.head(state_key(request_id))
+    lam.deliver(failure)
+    assert lam.store.head(state_key(request_id)) == after_failure
+    shard = lam.store.get(f"requests/{request_id}/metadata/tasks/shout/00000.json").data.decode()
+    assert '"error_type":"RetryableError"' in shard and "SlowDown" in shard
+    doc = lam.status(request_id)
+    assert doc["stages"]["shout"]["failed"] == 0 and doc["stages"]["shout"]["pending"] == 1  # waiting to retry
+
+
+def test_a_completion_for_an_unknown_request_is_ignored(orchestrator_lambda: OrchestratorLambda) -> None:
+    event = destination_event(
+        "destination-success.json", TaskRef(request_id="01M7Q5CQG08V1KSN1NN13VDKQ9", stage="extract", item=3, attempt=1)
+    )
+    result = orchestrator_lambda.deliver(event)
+    assert result["ignored"] == "unknown request" and result["status"] is None
+
+
+def test_a_malformed_destination_record_is_an_error_naming_the_field(orchestrator_lambda: OrchestratorLambda) -> None:
+    event = destination_event(
+        "destination-success.json", TaskRef(request_id="01M7Q5CQG08V1KSN1NN13VDKQ9", stage="extract", item=3, attempt=1)
+    )
+    del event["requestPayload"]["task"]["stage"]
+    from fave_shared.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="stage"):
+        orchestrator_lambda.deliver(event)

@@ -1,0 +1,245 @@
+"""Play AWS around the orchestrator function, with nothing mocked: ``fave.app.handler`` is the orchestrator
+Lambda, the local runtime runs the demo pipeline's stage functions, and the store is the tier's S3.
+
+* ``demo_runtime`` (session): a ``LocalRuntime`` on tests/fixtures/demo/template.yaml, kept warm for the
+  whole run. Its OnSuccess / OnFailure destination (``OrchestratorFunction``) is a switch that hands each
+  envelope to the current test's ``OrchestratorLambda`` (and drops it between tests).
+* ``orchestrator_lambda`` (per test): configures ``fave.app`` with the tier's store, the demo pipeline and
+  the runtime, and invokes the handler like Lambda would: ``invoke(event)`` for events a test sends,
+  and destination envelopes asynchronously on a thread pool (one thread on the ``moto`` tier, whose
+  in-process S3 is not atomic; several elsewhere, so deliveries race on state.json as on AWS).
+  ``hold()`` keeps envelopes back for a test to deliver itself; ``copies`` delivers each one N times.
+
+The orchestrator's clock is a ``ManualClock`` (``lam.clock``) that stands still unless a test moves it: with
+deliveries queued one at a time (moto tier) on a busy CI machine, the wait before an envelope is applied
+would otherwise count against the demo's 2 s measure timeout and turn into retries a test did not ask for.
+Timeouts and retries are tested on purpose by moving the clock (``clock.advance``, ``wait(tick=True)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fave.clock import ManualClock
+from fave.invoke.local import LocalRuntime
+from fave_shared.store import ObjectStore
+
+from support.events import http_event, tick_event
+from support.tiers import Tier, TierBackend
+
+DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo" / "pipeline.yaml"
+DEMO_TEMPLATE = DEMO.parent / "template.yaml"
+ORCHESTRATOR = "OrchestratorFunction"
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+class LambdaContext:
+    """The parts of a Lambda context the handlers (Powertools) read."""
+
+    function_name = "fave-OrchestratorFunction-test"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:fave-OrchestratorFunction-test"
+    memory_limit_in_mb = 512
+    log_group_name = "/aws/lambda/fave-OrchestratorFunction-test"
+    log_stream_name = "2026/11/18/[$LATEST]0123456789abcdef"
+
+    def __init__(self) -> None:
+        self.aws_request_id = f"test-{time.monotonic_ns():x}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+class DestinationSwitch:
+    """The runtime's destination handler: forwards to the current test's orchestrator function, if any."""
+
+    def __init__(self) -> None:
+        self.target: Callable[[dict[str, Any]], None] | None = None
+
+    def __call__(self, envelope: dict[str, Any]) -> None:
+        target = self.target
+        if target is not None:
+            target(envelope)
+
+
+class OrchestratorLambda:
+    """``fave.app.handler`` invoked like the orchestrator Lambda function (see the module docs)."""
+
+    def __init__(self, runtime: LocalRuntime, store: ObjectStore, *, serial: bool) -> None:
+        self.runtime = runtime
+        self.store = store
+        self._lock: contextlib.AbstractContextManager[Any] = threading.Lock() if serial else contextlib.nullcontext()
+        self._pool = ThreadPoolExecutor(1 if serial else 4, thread_name_prefix="orchestrator-lambda")
+        self._futures: list[Future[Any]] = []
+        self._futures_lock = threading.Lock()
+        self.errors: list[BaseException] = []
+        self.held: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.holding = False
+        self.copies = 1
+        self.clock = ManualClock(time.time())
+        self._baseline = {name: s.invocations for name, s in runtime.stats().items()}
+
+    # -- invoking ---------------------------------------------------------------------------------------
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        """One invocation of the orchestrator function with ``event`` (a JSON round trip, like Lambda)."""
+        import fave.app
+
+        payload = json.loads(json.dumps(event))
+        with self._lock:
+            result = fave.app.handler(payload, LambdaContext())
+        return json.loads(json.dumps(result))
+
+    def http(self, name: str, **patch: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Invoke with the HTTP sample ``name`` (patched, see ``http_event``): status, JSON body, headers."""
+        response = self.invoke(http_event(name, **patch))
+        return response["statusCode"], json.loads(response["body"] or "null"), response.get("headers", {})
+
+    def status(self, request_id: str) -> dict[str, Any]:
+        code, body, _ = self.http("http-status.json", request_id=request_id)
+        assert code == 200, body
+        return body
+
+    def wait(
+        self, request_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 30.0, *, tick: bool = False
+    ) -> dict[str, Any]:
+        """Poll ``GET /requests/{id}`` until the status is one of ``statuses``. ``tick``: between polls, move
+        the clock on by a second and send the schedule tick (what starts retries that are due when nothing
+        else arrives for the request)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.raise_errors()
+            doc = self.status(request_id)
+            if doc["status"] in statuses:
+                return doc
+            if time.monotonic() > deadline:
+                raise AssertionError(f"request {request_id} still {doc['status']} after {timeout} s: {doc['stages']}")
+            time.sleep(0.05)
+            if tick:
+                self.clock.advance(1.0)
+                self.invoke(tick_event())
+
+    # -- destinations -----------------------------------------------------------------------------------
+
+    def receive(self, envelope: dict[str, Any]) -> None:
+        """The runtime's OnSuccess / OnFailure delivery: asynchronous, like Lambda's."""
+        if self.holding:
+            self.held.put(envelope)
+            return
+        for _ in range(self.copies):
+            self._submit(envelope)
+
+    def hold(self) -> None:
+        """Keep destination envelopes back (``take`` / ``deliver`` them by hand)."""
+        self.holding = True
+
+    def take(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """The next ``count`` held envelopes (waits for them)."""
+        deadline = time.monotonic() + timeout
+        taken = []
+        while len(taken) < count:
+            try:
+                taken.append(self.held.get(timeout=max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"only {len(taken)} of {count} destination envelopes arrived") from None
+        return taken
+
+    def deliver(self, envelope: dict[str, Any]) -> Any:
+        """Invoke with a destination envelope now, on this thread."""
+        return self.invoke(envelope)
+
+    def _submit(self, envelope: dict[str, Any]) -> None:
+        future = self._pool.submit(self.invoke, envelope)
+        future.add_done_callback(self._done)
+        with self._futures_lock:
+            self._futures.append(future)
+
+    def _done(self, future: Future[Any]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.errors.append(exc)
+
+    def raise_errors(self) -> None:
+        if self.errors:
+            raise AssertionError(f"the orchestrator function raised on a destination: {self.errors[0]!r}")
+
+    # -- what happened ----------------------------------------------------------------------------------
+
+    def invocations(self, function: str) -> int:
+        """Invocations of a stage function since this test began."""
+        return self.runtime.stats()[function].invocations - self._baseline.get(function, 0)
+
+    def close(self) -> None:
+        self.holding = True  # late envelopes of this test are dropped from here on
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def demo_destinations() -> DestinationSwitch:
+    return DestinationSwitch()
+
+
+@pytest.fixture(scope="session")
+def demo_runtime(tier_backend: TierBackend, demo_destinations: DestinationSwitch) -> Iterator[LocalRuntime]:
+    """The demo pipeline's functions on the local runtime, warm for the whole session."""
+    runtime = LocalRuntime(
+        DEMO_TEMPLATE,
+        env_overrides=tier_backend.child_env,
+        destination_handlers={ORCHESTRATOR: demo_destinations},
+        async_retry_delays_s=(0.05, 0.05),
+    )
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def configure_app(lam: OrchestratorLambda, tier: Tier) -> None:
+    """Point ``fave.app`` at the tier's store, the demo pipeline, the runtime and ``lam.clock``."""
+    import fave.app
+
+    settings = fave.app.Settings(
+        store_uri=tier.store.uri,
+        pipeline_path=DEMO,
+        upload_prefix=tier.upload_prefix,
+        default_query="find the words",
+        default_profile="default",
+    )
+    fave.app.configure(
+        settings=settings,
+        store=lam.store,
+        pipeline=DEMO,
+        invoker=lam.runtime,
+        clock=lam.clock,
+        s3_client=tier.client,
+    )
+
+
+@pytest.fixture
+def orchestrator_lambda(
+    tier: Tier, demo_runtime: LocalRuntime, demo_destinations: DestinationSwitch
+) -> Iterator[OrchestratorLambda]:
+    """``fave.app.handler`` as the orchestrator function of the demo pipeline on this test's tier."""
+    lam = OrchestratorLambda(demo_runtime, tier.store, serial=tier.backend.serial)
+    configure_app(lam, tier)
+    demo_destinations.target = lam.receive
+    try:
+        yield lam
+    finally:
+        demo_destinations.target = None
+        lam.close()
+        import fave.app
+
+        fave.app.reset()
+    lam.raise_errors()
