@@ -8,6 +8,10 @@
 * ``POST /requests/{request_id}/resume`` → 202 with the status (409 if the request is COMPLETED).
 * ``POST /requests/{request_id}/cancel`` body ``{reason?}`` → 200 with the status (409 if it had ended).
 
+Resume and cancel are applied by whichever invocation holds the request at the time (``fave.app.exclusive``):
+if that is not this one and it has not applied them within ``APPLY_WAIT_S``, the answer is 202 with
+``"queued": true``.
+
 Errors are JSON ``{"message": ..., "errors": [...]}``: 400 for a bad body, header or id (the message names
 the field), 404 for an unknown request, 409 for a state conflict, 422 for a reused idempotency key, 503 for
 a transient store or invocation failure.
@@ -15,6 +19,7 @@ a transient store or invocation failure.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -25,20 +30,19 @@ from fave_shared.errors import ConflictError, NotFoundError, RetryableError, Val
 
 from ..cli import status_document
 from ..ids import new_request_id, validate_request_id
-from ..model import Cancel, RequestStatus
+from ..model import RequestStatus
 from .context import current
 from .idempotency import IdempotencyKeyReusedError, IdempotencyKeys, fingerprint, validate_key
 from .models import CancelRequest, StartRequest
 from .observability import current_meter, logger
-from .runner import Runner
+from .runner import Message, Runner, Submitted, cancel_message, invocation_runner, resume_message
 
 app = APIGatewayHttpResolver(enable_validation=True)
 
+#: How long resume and cancel wait for another invocation that holds the request to apply them.
+APPLY_WAIT_S = 10.0
+
 RequestId = Annotated[str, Path(description="a request id (26 characters of Crockford base32)")]
-
-
-def _runner() -> Runner:
-    return Runner(current(), current_meter())
 
 
 def _error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> Response[dict[str, Any]]:
@@ -94,7 +98,7 @@ def start_request(
             lambda: new_request_id(context.clock.now()),
         )
         request_id, replayed = claim.request_id, claim.replayed
-    state = _runner().start(request_input, request_id)
+    state = invocation_runner().start(request_input, request_id)
     if not replayed:
         current_meter().count("RequestsStarted")
     logger.info("request started", extra={"replayed": replayed, "status": state.status.value})
@@ -117,23 +121,40 @@ def get_request(request_id: RequestId) -> dict[str, Any]:
 @app.post("/requests/<request_id>/resume")
 def resume_request(request_id: RequestId) -> Response[dict[str, Any]]:
     request_id = _request_id(request_id)
-    runner = _runner()
+    runner = invocation_runner()
     if runner.load(request_id).status is RequestStatus.COMPLETED:
         raise ConflictError(f"request {request_id} is COMPLETED: nothing to resume")
-    runner.resume(request_id)
-    doc = status_document(runner.context.store, request_id)
-    return Response(202, content_types.APPLICATION_JSON, {**doc, "status_url": _status_url(request_id)})
+    submitted = _submit_and_wait(runner, request_id, resume_message())
+    body = {**status_document(runner.context.store, request_id), "status_url": _status_url(request_id)}
+    return Response(202, content_types.APPLICATION_JSON, {**body, "queued": bool(submitted.posted)})
 
 
 @app.post("/requests/<request_id>/cancel")
-def cancel_request(request_id: RequestId, body: Annotated[CancelRequest | None, Body()] = None) -> dict[str, Any]:
+def cancel_request(
+    request_id: RequestId, body: Annotated[CancelRequest | None, Body()] = None
+) -> Response[dict[str, Any]]:
     request_id = _request_id(request_id)
-    runner = _runner()
+    runner = invocation_runner()
     state = runner.load(request_id)
     if state.status.terminal:
         raise ConflictError(f"request {request_id} is already {state.status.value}")
-    runner.step(request_id, [Cancel((body or CancelRequest()).reason)])
-    return status_document(runner.context.store, request_id)
+    submitted = _submit_and_wait(runner, request_id, cancel_message((body or CancelRequest()).reason))
+    doc = status_document(runner.context.store, request_id)
+    return Response(
+        202 if submitted.posted else 200, content_types.APPLICATION_JSON, {**doc, "queued": bool(submitted.posted)}
+    )
+
+
+def _submit_and_wait(runner: Runner, request_id: str, message: Message) -> Submitted:
+    """Submit ``message``; if the lease holder has to apply it, wait a little for that (so the answer shows
+    the effect). ``posted`` stays non-empty if it was not applied in time (the answer is then 202)."""
+    submitted = runner.submit(request_id, [message])
+    deadline = time.monotonic() + APPLY_WAIT_S
+    while submitted.posted and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if not any(runner.mailbox.pending(key) for key in submitted.posted):
+            return Submitted(submitted.state, ())
+    return submitted
 
 
 # ---- errors -----------------------------------------------------------------------------------------------

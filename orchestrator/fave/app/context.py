@@ -7,6 +7,7 @@ any of them: tests pass the moto store, the local runtime and a manual clock thi
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,25 @@ from .settings import Settings
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
-__all__ = ["AppContext", "configure", "current", "reset"]
+__all__ = ["AppContext", "configure", "current", "lease_seconds", "reset"]
+
+#: Lambda's longest timeout: the lease when the invocation's remaining time is unknown.
+MAX_INVOCATION_S = 900.0
+#: Added to the remaining time, for the clock skew between this function and the next lease holder.
+LEASE_MARGIN_S = 5.0
+
+lambda_context: contextvars.ContextVar[Any] = contextvars.ContextVar("fave_lambda_context", default=None)
+"""The Lambda context of the invocation running on this thread (set by the handlers)."""
+
+
+def lease_seconds() -> float:
+    """How long a request's lease must last: the invocation's remaining time (it cannot run longer)."""
+    context = lambda_context.get()
+    try:
+        remaining = float(context.get_remaining_time_in_millis()) / 1000.0
+    except (AttributeError, TypeError, ValueError):
+        remaining = MAX_INVOCATION_S
+    return min(max(remaining, 0.0), MAX_INVOCATION_S) + LEASE_MARGIN_S
 
 
 class AppContext:

@@ -15,9 +15,9 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .. import completions
 from .api import app
-from .context import current
+from .context import current, lambda_context
 from .observability import current_meter, logger, start_meter, stop_meter, tracer
-from .runner import Runner
+from .runner import destination_message, invocation_runner
 from .uploads import handle_s3_event
 
 Event = dict[str, Any]
@@ -45,9 +45,11 @@ def lambda_entry(body: Handler) -> Handler:
     @functools.wraps(body)
     def run(event: Event, context: Any) -> Any:
         meter, token = start_meter()
+        context_token = lambda_context.set(context)
         try:
             return body(event, context)
         finally:
+            lambda_context.reset(context_token)
             stop_meter(token)
             meter.publish()
 
@@ -63,11 +65,15 @@ def lambda_entry(body: Handler) -> Handler:
 
 # ---- the kinds of event ------------------------------------------------------------------------------------
 
+EXPECTED = (
+    "expected an HTTP API 2.0 request, S3 event records, a Lambda destination record or an EventBridge Scheduled Event"
+)
+
 
 def kind_of(event: Any) -> str:
     """``http``, ``s3``, ``destination`` or ``tick``; ``ValidationError`` for anything else."""
     if not isinstance(event, dict):
-        raise ValidationError(f"the orchestrator expects a JSON object event, got {type(event).__name__}")
+        raise ValidationError(f"unrecognised event (a JSON {type(event).__name__}): {EXPECTED}")
     request_context = event.get("requestContext")
     if event.get("version") == "2.0" and isinstance(request_context, dict) and "http" in request_context:
         return "http"
@@ -88,10 +94,7 @@ def kind_of(event: Any) -> str:
             "(sam local invoke NormalizeFunction -e events/stage-invocation.json), not to the orchestrator"
         )
     keys = ", ".join(sorted(str(k) for k in event)[:8]) or "none"
-    raise ValidationError(
-        f"unrecognised event (keys: {keys}): expected an HTTP API 2.0 request, S3 event records, "
-        "a Lambda destination record or an EventBridge Scheduled Event"
-    )
+    raise ValidationError(f"unrecognised event (keys: {keys}): {EXPECTED}")
 
 
 def _http(event: Event, context: Any) -> Any:
@@ -104,7 +107,7 @@ def _s3(event: Event, context: Any) -> Any:
 
 def _destination(event: Event, context: Any) -> Any:
     try:
-        request_id, completion = completions.from_envelope(event)
+        request_id, _ = completions.from_envelope(event)  # validated here, applied by the lease holder
     except PydanticValidationError as exc:
         fields = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ())) or 'record'}: {e.get('msg')}" for e in exc.errors()
@@ -112,16 +115,18 @@ def _destination(event: Event, context: Any) -> Any:
         raise ValidationError(f"not a Lambda destination record of a fave stage: {fields}") from None
     logger.set_correlation_id(request_id)
     try:
-        state = Runner(current(), current_meter()).step(request_id, [completion])
+        submitted = invocation_runner().submit(request_id, [destination_message(event)])
     except NotFoundError:
         # The request is gone (deleted, or another store): retrying the delivery cannot help.
         logger.warning("completion for an unknown request ignored", extra={"request_id": request_id})
         return {"request_id": request_id, "status": None, "ignored": "unknown request"}
-    return {"request_id": request_id, "status": state.status.value}
+    if submitted.state is None:
+        return {"request_id": request_id, "status": None, "queued": True}
+    return {"request_id": request_id, "status": submitted.state.status.value}
 
 
 def _tick(event: Event, context: Any) -> Any:
-    return {"ticked": Runner(current(), current_meter()).tick_all()}
+    return {"ticked": invocation_runner().tick_all()}
 
 
 _BY_KIND: dict[str, Handler] = {"http": _http, "s3": _s3, "destination": _destination, "tick": _tick}

@@ -3,9 +3,11 @@
 On Lambda nothing waits between invocations, so a ``Runner`` (one per invocation) applies the incoming
 event, then keeps applying what synchronous invocations return (``Orchestrator.settle`` with invocations
 run inline) until only asynchronous work is in flight; those completions come back as destination events,
-each a new invocation. State always comes from the store (a fresh orchestrator per invocation), so
-invocations running at the same time in different execution environments, or threads of one process in
-tests, only ever meet through the store's conditional writes.
+each a new invocation. State always comes from the store (a fresh orchestrator per invocation).
+
+Every change to a request happens under its lease (``fave.app.exclusive``): an invocation that finds the
+lease taken leaves its *message* (a destination record, a cancel, a resume) in the request's mailbox for
+the holder and returns.
 
 ``ActiveRequests`` keeps ``index/active/{id}`` markers for the requests that are not finished, so the
 schedule tick visits those only (not every request ever made).
@@ -13,21 +15,29 @@ schedule tick visits those only (not every request ever made).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from fave_shared.errors import FaveError, NotFoundError, ValidationError
+from fave_shared.errors import FaveError, NotFoundError, RetryableError, ValidationError
 from fave_shared.store import ObjectStore
+from pydantic import ValidationError as PydanticValidationError
 
+from .. import completions
 from ..ids import validate_request_id
-from ..model import Command, Event, RequestState, RequestStatus, Resume, Start, Tick
+from ..model import Cancel, Command, Event, RequestState, RequestStatus, Resume, Start, Tick
 from ..service import Orchestrator
-from .context import AppContext
-from .observability import Meter, MeteredInvoker, logger
+from .context import AppContext, current, lease_seconds
+from .exclusive import Leases, Mailbox
+from .observability import Meter, MeteredInvoker, current_meter, logger
 
 ACTIVE_PREFIX = "index/active/"
 #: A marker whose request never appeared (its creation died before the first commit) is dropped after this.
 ORPHAN_AFTER_S = 3600.0
+#: A request's lease when the invocation's remaining time is not known (Lambda's longest timeout).
+DEFAULT_LEASE_S = 900.0
+#: Lease rounds one invocation serves (each round applies what arrived during the previous one).
+MAX_ROUNDS = 50
 
 _CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
 
@@ -91,12 +101,47 @@ def _inline(call: Any) -> None:
     call()
 
 
-class Runner:
-    """The orchestrator as one Lambda invocation uses it."""
+# ---- messages: what an invocation asks of a request (applied by whoever holds its lease) -------------------
 
-    def __init__(self, context: AppContext, meter: Meter) -> None:
+Message = dict[str, Any]
+
+
+def destination_message(envelope: Mapping[str, Any]) -> Message:
+    return {"kind": "destination", "envelope": dict(envelope)}
+
+
+def cancel_message(reason: str) -> Message:
+    return {"kind": "cancel", "reason": reason}
+
+
+def resume_message() -> Message:
+    return {"kind": "resume"}
+
+
+def tick_message() -> Message:
+    return {"kind": "tick"}
+
+
+class RequestBusyError(RetryableError):
+    """Another invocation holds the request's lease and this call cannot be queued (creating it)."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What became of submitted messages: ``state`` after this invocation's last step (None if it took no
+    step), ``posted`` the mailbox keys of messages left to the lease holder."""
+
+    state: RequestState | None
+    posted: tuple[str, ...] = ()
+
+
+class Runner:
+    """The orchestrator as one Lambda invocation uses it (see the module docs)."""
+
+    def __init__(self, context: AppContext, meter: Meter, *, lease_s: float = DEFAULT_LEASE_S) -> None:
         self.context = context
         self.meter = meter
+        self.lease_s = lease_s
         self.orchestrator = MeteredOrchestrator(
             context.pipeline,
             context.store,
@@ -107,47 +152,81 @@ class Runner:
             meter=meter,
         )
         self.active = ActiveRequests(context.store)
-
-    def start(self, request_input: Mapping[str, Any], request_id: str) -> RequestState:
-        """Create (or, after a crash or for a duplicate, find) request ``request_id`` and run it as far as
-        synchronous stages go."""
-        logger.set_correlation_id(request_id)
-        self.active.add(request_id)  # before the request exists: a tick can then never miss it
-        state = self.orchestrator.create(request_input, request_id=request_id)
-        return self._settle(state)
+        self.leases = Leases(context.store, context.clock)
+        self.mailbox = Mailbox(context.store)
 
     def load(self, request_id: str) -> RequestState:
+        """The request's state, fresh from the store (no lease needed to read)."""
         logger.set_correlation_id(request_id)
         return self.orchestrator.load(request_id)
 
-    def step(self, request_id: str, events: Iterable[Event]) -> RequestState:
-        """Apply ``events`` then a tick to the request, and settle; ``NotFoundError`` for an unknown request.
+    def start(self, request_input: Mapping[str, Any], request_id: str) -> RequestState:
+        """Create (or, after a crash or for a duplicate, find) request ``request_id`` and run it as far as
+        synchronous stages go. ``RequestBusyError`` if another invocation holds its lease."""
+        logger.set_correlation_id(request_id)
+        try:
+            existing = self.orchestrator.load(request_id)
+        except NotFoundError:
+            existing = None
+        if existing is not None and existing.status is not RequestStatus.INIT:
+            return existing  # a duplicate (idempotency key, upload event delivered twice): nothing to do
+        lease = self.leases.try_acquire(request_id, self.lease_s)
+        if lease is None:
+            raise RequestBusyError(f"request {request_id} is being created by another invocation; try again")
+        try:
+            self.active.add(request_id)  # before the request exists: a tick can then never miss it
+            state = self.orchestrator.create(request_input, request_id=request_id)
+            state = self._settle(state)
+        finally:
+            self.leases.release(lease)
+        if self.mailbox.keys(request_id):  # completions that arrived while we held the lease
+            return self.submit(request_id, []).state or state
+        return state
 
-        The tick makes every event also act on what is due (retries whose delay has passed, timeouts), so a
-        busy request does not wait for the schedule; an idle one is moved on by the schedule tick.
+    def submit(self, request_id: str, messages: list[Message], *, post_if_busy: bool = True) -> Submitted:
+        """Apply ``messages`` (with everything waiting in the mailbox) under the request's lease; if another
+        invocation holds it, post them to the mailbox for it (unless ``post_if_busy`` is false) and return.
+
+        Raises ``NotFoundError`` for an unknown request.
         """
         logger.set_correlation_id(request_id)
-        self.orchestrator.load(request_id)
-        batch = [e for e in events if not isinstance(e, Tick)] + [Tick()]
-        return self._settle(self.orchestrator.apply(request_id, batch))
-
-    def resume(self, request_id: str) -> RequestState:
-        """Start an INIT request, or re-run what did not succeed (a COMPLETED request is left alone)."""
-        state = self.load(request_id)
-        if state.status is RequestStatus.COMPLETED:
-            return state
-        self.active.add(request_id)
-        return self.step(request_id, [Start() if state.status is RequestStatus.INIT else Resume()])
+        own = list(messages)
+        posted: list[str] = []
+        state: RequestState | None = None
+        for _ in range(MAX_ROUNDS):
+            lease = self.leases.try_acquire(request_id, self.lease_s)
+            if lease is None:
+                if own and post_if_busy and not posted:
+                    posted = [self.mailbox.post(request_id, m) for m in own]
+                    own = []
+                    continue  # the holder may have let go meanwhile: one more try
+                if posted:
+                    logger.info("request busy: messages left in its mailbox", extra={"messages": len(posted)})
+                return Submitted(state, tuple(posted))
+            try:
+                keys = [] if own else self.mailbox.keys(request_id)
+                batch = own + [m for m in map(self.mailbox.read, keys) if m is not None]
+                own = []
+                if batch or state is None:
+                    state = self._step(request_id, batch)
+                self.mailbox.remove(keys)
+            finally:
+                self.leases.release(lease)
+            if not self.mailbox.keys(request_id):
+                return Submitted(state, ())
+        return Submitted(state, tuple(posted))
 
     def tick_all(self) -> dict[str, str]:
-        """Tick every active request (timeouts, due retries); returns request id → status after the tick.
+        """Tick every active request (timeouts, due retries, waiting messages); returns request id → status
+        after the tick (``BUSY`` if another invocation holds it: that one ticks it too).
 
         One request's failure is logged and does not stop the others.
         """
         statuses: dict[str, str] = {}
         for request_id in self.active.ids():
             try:
-                statuses[request_id] = self.step(request_id, [Tick()]).status.value
+                submitted = self.submit(request_id, [tick_message()], post_if_busy=False)
+                statuses[request_id] = submitted.state.status.value if submitted.state is not None else "BUSY"
             except NotFoundError:
                 if self.context.clock.now() - request_id_time(request_id) > ORPHAN_AFTER_S:
                     self.active.discard(request_id)
@@ -158,6 +237,41 @@ class Runner:
                 logger.exception("tick: request failed to advance", extra={"request_id": request_id})
         return statuses
 
+    # ---- under the lease ------------------------------------------------------------------------------
+
+    def _step(self, request_id: str, messages: list[Message]) -> RequestState:
+        """Load, apply the messages' events and a tick, run synchronous stages inline; commit each step.
+
+        The tick makes every step also act on what is due (retries whose delay has passed, timeouts), so a
+        busy request does not wait for the schedule; an idle one is moved on by the schedule tick.
+        """
+        state = self.orchestrator.load(request_id)
+        events = [*self._events(state, messages), Tick()]
+        return self._settle(self.orchestrator.apply(request_id, events))
+
+    def _events(self, state: RequestState, messages: list[Message]) -> list[Event]:
+        events: list[Event] = []
+        for message in messages:
+            kind = message.get("kind")
+            if kind == "destination":
+                try:
+                    request_id, event = completions.from_envelope(message.get("envelope") or {})
+                except PydanticValidationError as exc:
+                    logger.error("mailbox: malformed destination record dropped", extra={"error": str(exc)})
+                    continue
+                if request_id == state.request_id:
+                    events.append(event)
+            elif kind == "cancel":
+                events.append(Cancel(str(message.get("reason") or "cancelled by user")))
+            elif kind == "resume":
+                if state.status is RequestStatus.INIT:
+                    events.append(Start())
+                elif state.status is not RequestStatus.COMPLETED:
+                    events.append(Resume())
+            elif kind != "tick":
+                logger.error("mailbox: unknown message dropped", extra={"kind": kind})
+        return events
+
     def _settle(self, state: RequestState) -> RequestState:
         state = self.orchestrator.settle().get(state.request_id, state)
         if state.status.terminal:
@@ -165,4 +279,22 @@ class Runner:
         return state
 
 
-__all__ = ["ACTIVE_PREFIX", "ActiveRequests", "MeteredOrchestrator", "Runner", "request_id_time"]
+def invocation_runner() -> Runner:
+    """A runner for the invocation running on this thread: its context, its meter, its lease time."""
+    return Runner(current(), current_meter(), lease_s=lease_seconds())
+
+
+__all__ = [
+    "ACTIVE_PREFIX",
+    "ActiveRequests",
+    "MeteredOrchestrator",
+    "RequestBusyError",
+    "Runner",
+    "Submitted",
+    "cancel_message",
+    "destination_message",
+    "invocation_runner",
+    "request_id_time",
+    "resume_message",
+    "tick_message",
+]

@@ -25,7 +25,7 @@ from fave_shared.store import S3Store, translate_error
 from pydantic import ValidationError as PydanticValidationError
 
 from ..ids import new_request_id
-from .context import AppContext
+from .context import AppContext, lease_seconds
 from .idempotency import IdempotencyKeys
 from .models import UploadSidecar
 from .observability import Meter, logger
@@ -118,7 +118,7 @@ def handle_s3_event(event: dict[str, Any], context: AppContext, meter: Meter) ->
         claim = IdempotencyKeys(context.store).claim(
             "upload", f"{bucket}/{key}@{identity}", None, lambda: new_request_id(context.clock.now())
         )
-        runner = runner or Runner(context, meter)
+        runner = runner or Runner(context, meter, lease_s=lease_seconds())
         state = runner.start(request_input, claim.request_id)
         if not claim.replayed:
             meter.count("RequestsStarted")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from fave.app.exclusive import Leases, inbox_prefix, lease_key
 from fave.persistence import state_key
 from fave_shared.schemas import TaskRef
 from support.app_lambda import OrchestratorLambda
 from support.demo import TEXT
-from support.events import destination_event
+from support.events import destination_event, tick_event
 from support.tiers import Tier
 
 WORDS = TEXT.split()
@@ -93,3 +94,31 @@ def test_a_malformed_destination_record_is_an_error_naming_the_field(orchestrato
 
     with pytest.raises(ValidationError, match="stage"):
         orchestrator_lambda.deliver(event)
+
+
+def test_a_busy_request_gets_its_messages_through_the_mailbox(orchestrator_lambda: OrchestratorLambda) -> None:
+    lam = orchestrator_lambda
+    lam.hold()
+    request_id = start(lam, "hello world")
+    lam.take(2)
+    # Another invocation holds the request (as a concurrent destination would).
+    holder = Leases(lam.store, lam.clock).try_acquire(request_id, 60)
+    assert holder is not None
+    etag = lam.store.head(state_key(request_id))
+
+    success = destination_event(
+        "destination-success.json",
+        TaskRef(request_id=request_id, stage="shout", item=0, attempt=1),
+        response={"word": "HELLO!", "pid": 1, "attempt": 1},
+    )
+    assert lam.deliver(success) == {"request_id": request_id, "status": None, "queued": True}
+    assert lam.store.head(state_key(request_id)) == etag  # nothing written behind the holder's back
+    assert len(list(lam.store.list(inbox_prefix(request_id)))) == 1
+    assert lam.invoke(tick_event())["ticked"] == {request_id: "BUSY"}
+
+    # The holder dies without letting go: once its lease has expired, the next invocation takes over.
+    lam.clock.advance(61)
+    assert lam.invoke(tick_event())["ticked"] == {request_id: "RUNNING"}
+    assert list(lam.store.list(inbox_prefix(request_id))) == []
+    assert lam.status(request_id)["stages"]["shout"]["succeeded"] == 1
+    assert lam.store.head(lease_key(request_id)) is None  # released
