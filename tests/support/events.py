@@ -51,7 +51,7 @@ def http_event(
     if request_id is not None:
         path = event["rawPath"].replace(SAMPLE_REQUEST_ID, request_id)
         event["rawPath"] = event["requestContext"]["http"]["path"] = path
-        event["pathParameters"] = {"request_id": request_id}
+        event["pathParameters"] = {"id": request_id}
     if body is not None:
         event["body"] = body if isinstance(body, str) else json.dumps(body)
         event["isBase64Encoded"] = False

@@ -65,7 +65,7 @@ def test_http_samples_are_payload_2_0_with_the_sample_id_in_the_path(name: str) 
     assert method == event.request_context.http.method and route.startswith("/requests")
     if name != "http-start.json":
         assert event.raw_path.startswith(f"/requests/{SAMPLE_REQUEST_ID}")
-        assert event.path_parameters == {"request_id": SAMPLE_REQUEST_ID}
+        assert event.path_parameters == {"id": SAMPLE_REQUEST_ID}  # as template.yaml names it
 
 
 def test_the_start_sample_is_a_valid_request_with_an_idempotency_key() -> None:
