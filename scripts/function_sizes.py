@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ROOT / "functions"
 ZIP_LIMIT_MB = 250.0
 """Lambda's limit on a function's unzipped deployment package, layers included."""
-PYTHON_VERSION = "3.11"
-PLATFORM = "x86_64-manylinux_2_28"
+PYTHON_VERSION = "3.12"
+PLATFORM = "x86_64-manylinux_2_34"
 MB = 1_000_000
 
 

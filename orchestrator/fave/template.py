@@ -221,6 +221,7 @@ def _default_region() -> str:
 
 _SUB_VAR = re.compile(r"\$\{([^}]*)\}")
 _SUB_ARN_ONLY = re.compile(r"^\$\{([A-Za-z0-9]+)(?:\.Arn)?\}$")
+_NO_VALUE = {"Ref": "AWS::NoValue"}
 
 
 class _Reader:
@@ -233,6 +234,9 @@ class _Reader:
         self.resources: dict[str, Any] = doc["Resources"]
         self.region = region
         self.parameters = self._parameters(overrides)
+        conditions = doc.get("Conditions")
+        self.conditions: dict[str, Any] = conditions if isinstance(conditions, dict) else {}
+        self._function_names: dict[str, str] | None = None
 
     def fail(self, where: str, message: str) -> ValidationError:
         return ValidationError(f"{self.file}: {where}: {message}")
@@ -272,7 +276,11 @@ class _Reader:
         return values
 
     def resolve(self, value: Any) -> str | None:
-        """The text a value has at deploy time, or None if only a deployed stack could tell."""
+        """The text a value has at deploy time, or None if only a deployed stack could tell.
+
+        A function's ``!Ref`` is its name (its ``FunctionName`` if that resolves, else its logical id, the
+        name the local runtime knows it by) and ``${Fn.Arn}`` its ARN in the local account.
+        """
         if isinstance(value, (str, int, float, bool)):
             return _scalar_text(value)
         if not (isinstance(value, dict) and len(value) == 1):
@@ -282,6 +290,11 @@ class _Reader:
             return self._ref(arg)
         if fn == "Fn::Sub":
             return self._sub(arg)
+        if fn == "Fn::If":
+            chosen = self.choose(value)
+            return None if chosen is value or chosen == _NO_VALUE else self.resolve(chosen)
+        if fn == "Fn::GetAtt" and isinstance(arg, list) and len(arg) == 2 and arg[1] == "Arn":
+            return self._function_arn(arg[0])
         if fn == "Fn::Join" and isinstance(arg, list) and len(arg) == 2 and isinstance(arg[1], list):
             parts = [self.resolve(part) for part in arg[1]]
             delimiter = self.resolve(arg[0])
@@ -300,7 +313,71 @@ class _Reader:
         }
         if not isinstance(name, str):
             return None
-        return pseudo.get(name, self.parameters.get(name))
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        names = self.function_names()
+        return next((n for n, lid in names.items() if lid == name), None)
+
+    def _function_arn(self, lid: Any) -> str | None:
+        name = self._ref(lid) if isinstance(lid, str) and lid in self.function_names().values() else None
+        return None if name is None else f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
+
+    def function_names(self) -> dict[str, str]:
+        """``{function name: logical id}`` of every function: its ``FunctionName`` if that resolves locally,
+        else its logical id."""
+        if self._function_names is None:
+            self._function_names = {}  # while resolving FunctionNames, functions have no names yet
+            names: dict[str, str] = {}
+            for lid, res in self.resources.items():
+                if isinstance(res, dict) and res.get("Type") == _FUNCTION_TYPE:
+                    props = res.get("Properties")
+                    explicit = props.get("FunctionName") if isinstance(props, dict) else None
+                    names[(self.resolve(explicit) if explicit is not None else None) or lid] = lid
+            self._function_names = names
+        return self._function_names
+
+    # -- conditions -----------------------------------------------------------------------------------------
+
+    def choose(self, value: Any) -> Any:
+        """``value`` with every outer ``Fn::If`` whose condition can be decided locally replaced by its branch
+        (which may be ``{"Ref": "AWS::NoValue"}``); an undecidable ``Fn::If`` is returned as it is."""
+        while isinstance(value, dict) and len(value) == 1 and "Fn::If" in value:
+            arg = value["Fn::If"]
+            if not (isinstance(arg, list) and len(arg) == 3 and isinstance(arg[0], str)):
+                return value
+            decided = self.condition(arg[0])
+            if decided is None:
+                return value
+            value = arg[1] if decided else arg[2]
+        return value
+
+    def condition(self, name: str, seen: frozenset[str] = frozenset()) -> bool | None:
+        """The value of the template condition ``name`` with the parameters' values, or None if unknown."""
+        if name in seen or name not in self.conditions:
+            return None
+        return self._condition(self.conditions[name], seen | {name})
+
+    def _condition(self, expr: Any, seen: frozenset[str]) -> bool | None:
+        if not (isinstance(expr, dict) and len(expr) == 1):
+            return None
+        ((fn, arg),) = expr.items()
+        if fn == "Condition":
+            return self.condition(arg, seen) if isinstance(arg, str) else None
+        if not isinstance(arg, list):
+            return None
+        if fn == "Fn::Equals" and len(arg) == 2:
+            left, right = self.resolve(arg[0]), self.resolve(arg[1])
+            return None if left is None or right is None else left == right
+        values = [self._condition(item, seen) for item in arg]
+        if fn == "Fn::Not" and len(values) == 1:
+            return None if values[0] is None else not values[0]
+        if fn == "Fn::And" and values:
+            return False if False in values else (None if None in values else True)
+        if fn == "Fn::Or" and values:
+            return True if True in values else (None if None in values else False)
+        return None
 
     def _sub(self, arg: Any) -> str | None:
         if isinstance(arg, str):
@@ -316,7 +393,12 @@ class _Reader:
             name = match.group(1)
             if name.startswith("!"):  # ${!Literal} is an escaped literal "${Literal}"
                 return "${" + name[1:] + "}"
-            resolved = self.resolve(variables[name]) if name in variables else self._ref(name)
+            if name in variables:
+                resolved = self.resolve(variables[name])
+            elif name.endswith(".Arn"):
+                resolved = self._function_arn(name.removesuffix(".Arn"))
+            else:
+                resolved = self._ref(name)
             if resolved is None:
                 unresolved = True
                 return ""
@@ -387,13 +469,33 @@ class _Reader:
         return path
 
     def _image_code(self, lid: str, props: dict[str, Any], metadata: Any) -> tuple[str, Path]:
-        context = metadata.get("DockerContext") if isinstance(metadata, dict) else None
-        if not isinstance(context, str):
-            raise self.fail(f"function {lid}: Metadata.DockerContext", "missing (needed for PackageType Image)")
-        command = (props.get("ImageConfig") or {}).get("Command")
+        """Handler and code folder of an image function.
+
+        The handler is ``ImageConfig.Command[0]``. The code folder is ``Metadata.FaveLocal.CodeUri`` if set,
+        else the Dockerfile's folder (``Metadata.Dockerfile``, relative to ``DockerContext``: a context wider
+        than the function, such as the repository root, is common), else ``DockerContext`` itself.
+        """
+        metadata = metadata if isinstance(metadata, dict) else {}
+        fave_local = metadata.get("FaveLocal")
+        code_uri = fave_local.get("CodeUri") if isinstance(fave_local, dict) else None
+        if code_uri is not None:
+            if not isinstance(code_uri, str):
+                raise self.fail(f"function {lid}: Metadata.FaveLocal.CodeUri", f"must be a folder, got {code_uri!r}")
+            code_dir = self._code_dir(f"function {lid}: Metadata.FaveLocal.CodeUri", code_uri)
+        else:
+            context = metadata.get("DockerContext")
+            if not isinstance(context, str):
+                raise self.fail(f"function {lid}: Metadata.DockerContext", "missing (needed for PackageType Image)")
+            dockerfile = metadata.get("Dockerfile", "Dockerfile")
+            if not isinstance(dockerfile, str):
+                raise self.fail(f"function {lid}: Metadata.Dockerfile", f"must be a path, got {dockerfile!r}")
+            folder = str(Path(context) / Path(dockerfile).parent)
+            code_dir = self._code_dir(f"function {lid}: Metadata.Dockerfile", folder)
+        image_config = props.get("ImageConfig")
+        command = image_config.get("Command") if isinstance(image_config, dict) else None
         if not (isinstance(command, list) and command and isinstance(command[0], str)):
             raise self.fail(f"function {lid}: ImageConfig.Command", "missing (its first item is the handler)")
-        return command[0], self._code_dir(f"function {lid}: Metadata.DockerContext", context)
+        return command[0], code_dir
 
     def _int(self, lid: str, props: dict[str, Any], key: str, *, default: int, low: int, high: int) -> int:
         raw = props.get(key)
@@ -418,8 +520,9 @@ class _Reader:
             raise self.fail(f"function {lid}: Environment.Variables", "must be a mapping")
         resolved: dict[str, str] = {}
         unresolved: list[str] = []
-        for name, value in variables.items():
-            if value == {"Ref": "AWS::NoValue"}:
+        for name, raw in variables.items():
+            value = self.choose(raw)
+            if value == _NO_VALUE:
                 continue  # CloudFormation drops the key
             text = self.resolve(value)
             if text is None:
@@ -465,9 +568,29 @@ class _Reader:
         return EventInvokeConfig(
             max_retry_attempts=retries,
             max_event_age_s=max_age,
-            on_success=_destination_id(destinations.get("OnSuccess")),
-            on_failure=_destination_id(destinations.get("OnFailure")),
+            on_success=self._destination_id(destinations.get("OnSuccess")),
+            on_failure=self._destination_id(destinations.get("OnFailure")),
         )
+
+    def _destination_id(self, config: Any) -> str | None:
+        """The logical id a ``DestinationConfig.OnSuccess``/``OnFailure`` points at, or the ARN as written.
+
+        ``!Ref X``, ``!GetAtt X.Arn`` and ``!Sub "${X.Arn}"`` name X. An ARN (literal or ``!Sub``) of a
+        function whose ``FunctionName`` is in this template, such as
+        ``!Sub "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-x"``,
+        names that function. ``!If`` takes the branch its condition selects with the parameters' values.
+        """
+        destination = self.choose(config.get("Destination")) if isinstance(config, dict) else None
+        if destination is None or destination == _NO_VALUE:
+            return None
+        if isinstance(destination, dict):
+            target = _intrinsic_target(destination)
+            if target is not None:
+                return target
+        text = self.resolve(destination)
+        if text is None:
+            return None
+        return self.function_names().get(_lambda_function_name(text), text)
 
     def _isolation(self, lid: str, metadata: Any) -> Literal["process", "thread"]:
         fave_local = metadata.get("FaveLocal") if isinstance(metadata, dict) else None
@@ -509,13 +632,8 @@ def _scalar_text(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-def _destination_id(config: Any) -> str | None:
-    """The logical id a ``DestinationConfig.OnSuccess``/``OnFailure`` points at (or a literal ARN)."""
-    destination = config.get("Destination") if isinstance(config, dict) else None
-    if isinstance(destination, str):
-        return destination
-    if not isinstance(destination, dict):
-        return None
+def _intrinsic_target(destination: dict[str, Any]) -> str | None:
+    """The logical id that ``!Ref X``, ``!GetAtt X.Arn`` or ``!Sub "${X.Arn}"`` names, else None."""
     if isinstance(destination.get("Ref"), str):
         return str(destination["Ref"])
     getatt = destination.get("Fn::GetAtt")
@@ -527,3 +645,11 @@ def _destination_id(config: Any) -> str | None:
     if isinstance(sub, str) and (match := _SUB_ARN_ONLY.match(sub)):
         return match.group(1)
     return None
+
+
+def _lambda_function_name(text: str) -> str:
+    """``NAME`` of ``arn:PARTITION:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]``, else ``text`` itself."""
+    parts = text.split(":")
+    if len(parts) >= 7 and parts[0] == "arn" and parts[2] == "lambda" and parts[5] == "function":
+        return parts[6]
+    return text
