@@ -30,8 +30,8 @@ from typing import Any
 
 from fave_shared.store import CountingStore, ObjectStore
 
-from .persistence import final_key, shard_key, state_key
-from .statefile import ShardDoc, StateDoc
+from .persistence import final_key, read_stage_tasks, state_key
+from .statefile import StateDoc
 from .wiring import DEFAULT_PIPELINE, local_orchestrator, open_any_store, store_uri
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,9 +119,7 @@ def stage_times(store: ObjectStore, request_id: str) -> dict[str, dict[str, Any]
     doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
     out: dict[str, dict[str, Any]] = {}
     for name, stage in doc.stages.items():
-        tasks = [stage.task] if stage.task is not None else []
-        for shard in range(stage.shards):
-            tasks += ShardDoc.model_validate_json(store.get(shard_key(request_id, name, shard)).data).tasks.values()
+        tasks = list(read_stage_tasks(store, request_id, name).values())
         runs = [t.finished_at - t.dispatched_at for t in tasks if t.finished_at and t.dispatched_at]
         started, finished = stage.started_at, stage.finished_at
         out[name] = {

@@ -1,24 +1,27 @@
-"""Load and commit request state in the object store, with compare-and-swap on every object.
+"""Load and commit request state in the object store. state.json is the commit point; nothing else is.
 
 Commit protocol (one *step* = all events applied since the last commit):
-1. write each dirty task shard with If-Match (If-None-Match for a new one), stamped with the new version;
-2. write state.json with If-Match: this is the commit point.
+1. write each dirty task shard as a **new** object, ``tasks/{stage}/{shard}.{token}.json`` (If-None-Match);
+2. write state.json with If-Match, naming the token of every stage's committed shards: the commit point;
+3. delete the shard objects that the commit superseded (best effort: an orphan is never read).
 Commands are performed only after the commit, so no invocation is ever made for a decision that was not
-persisted. If the process dies between 1 and 2, shards may hold tasks marked RUNNING by a step that never
-committed; ``load`` recognises them (``dispatch_version`` newer than state.json's version) and puts them
-back to PENDING, so they are dispatched again instead of waiting for a timeout. A ``ConflictError`` from
-any write means another writer (``fave cancel``, a concurrent orchestrator) got there first: the caller
-reloads and re-applies its events, which the engine treats idempotently.
+persisted. Shards written by a step that did not commit (the process died between 1 and 2, or another writer
+committed first) are invisible: readers follow state.json's tokens, so a reader never sees half a step and
+two writers cannot mix their shards. A ``ConflictError`` on state.json means another writer (``fave
+cancel``, a concurrent orchestrator) got there first: the caller reloads and re-applies its events, which
+the engine treats idempotently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fave_shared import refs
-from fave_shared.errors import ConflictError, NotFoundError, ValidationError
+from fave_shared.errors import ConflictError, FaveError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 from immutables import Map
 
@@ -50,8 +53,37 @@ def final_key(request_id: str) -> str:
     return request_prefix(request_id) + "metadata/final.json"
 
 
-def shard_key(request_id: str, stage: str, shard: int) -> str:
-    return request_prefix(request_id) + f"metadata/tasks/{stage}/{shard:05d}.json"
+def shard_key(request_id: str, stage: str, shard: int, token: str) -> str:
+    """The object holding one version of a task shard (``token`` from state.json's ``shard_tokens``)."""
+    suffix = f".{token}" if token else ""  # "": the fixed key of state files written before tokens
+    return request_prefix(request_id) + f"metadata/tasks/{stage}/{shard:05d}{suffix}.json"
+
+
+def committed_shard_keys(doc: StateDoc, stage: str) -> list[str]:
+    """The keys of a stage's committed task shards, as of the state.json ``doc``."""
+    sdoc = doc.stages[stage]
+    tokens = sdoc.shard_tokens + [""] * (sdoc.shards - len(sdoc.shard_tokens))
+    return [shard_key(doc.request_id, stage, shard, tokens[shard]) for shard in range(sdoc.shards)]
+
+
+def read_stage_tasks(store: ObjectStore, request_id: str, stage: str) -> dict[int, TaskDoc]:
+    """Every committed task of a stage by item (a single-task stage's task is item 0), for tools and tests."""
+    for _ in range(_READ_ATTEMPTS):
+        doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
+        sdoc = doc.stages[stage]
+        if sdoc.task is not None:
+            return {0: sdoc.task}
+        tasks: dict[int, TaskDoc] = {}
+        try:
+            for key in committed_shard_keys(doc, stage):
+                tasks.update(ShardDoc.model_validate_json(store.get(key).data).tasks)
+        except NotFoundError:
+            continue  # a commit superseded (and deleted) a shard after we read state.json: read again
+        return dict(sorted(tasks.items()))
+    raise ConflictError(f"request {request_id}: state kept changing while reading stage {stage!r}")
+
+
+_READ_ATTEMPTS = 20
 
 
 INDEX_PREFIX = "index/requests/"
@@ -105,10 +137,14 @@ def task_from_doc(doc: TaskDoc) -> Task:
 
 @dataclass
 class Handle:
-    """Etags of what this process last read or wrote, for the next conditional writes."""
+    """What this process last read or wrote: state.json's etag (for If-Match) and the committed shard tokens."""
 
     head_etag: str | None = None
-    shard_etags: dict[tuple[str, int], str] = field(default_factory=dict)
+    shard_tokens: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
+class _SupersededError(Exception):
+    """A shard named by the state.json just read is gone: a newer commit replaced it."""
 
 
 class Persistence:
@@ -130,7 +166,15 @@ class Persistence:
         return StateDoc.model_validate_json(blob.data), blob.etag
 
     def load(self, request_id: str, now: float) -> RequestState:
-        """The request's full state (head + shards) with derived indexes rebuilt."""
+        """The request's full state (head + committed shards) with derived indexes rebuilt."""
+        for _ in range(_READ_ATTEMPTS):
+            try:
+                return self._load_once(request_id, now)
+            except _SupersededError:
+                continue  # a writer committed (and deleted a shard we were about to read): read again
+        raise ConflictError(f"request {request_id}: state kept changing while loading it")
+
+    def _load_once(self, request_id: str, now: float) -> RequestState:
         doc, etag = self.read_doc(request_id)
         handle = Handle(head_etag=etag)
         if doc.pipeline.digest != self.pipeline.digest and doc.pipeline.shape != self.pipeline.shape():
@@ -152,19 +196,22 @@ class Persistence:
                 tasks[name] = Map({0: task_from_doc(sdoc.task)})
             elif self.pipeline.stages[name].fanned_out and sdoc.total:
                 items: dict[int, Task] = {}
-                for shard in range(sdoc.shards):
-                    key = shard_key(request_id, name, shard)
+                for shard, key in enumerate(committed_shard_keys(doc, name)):
+                    token = sdoc.shard_tokens[shard] if shard < len(sdoc.shard_tokens) else ""
+                    if not token and sdoc.shard_tokens:
+                        continue  # never written: every task of the shard is still PENDING
                     try:
                         blob = self.store.get(key)
                     except NotFoundError:
+                        if token:
+                            raise _SupersededError from None
                         continue
-                    handle.shard_etags[(name, shard)] = blob.etag
+                    handle.shard_tokens[(name, shard)] = token
                     sh = ShardDoc.model_validate_json(blob.data)
                     items.update({i: task_from_doc(t) for i, t in sh.tasks.items()})
                 for i in range(sdoc.total):
                     items.setdefault(i, Task())
                 tasks[name] = Map(items)
-        tasks = {name: self._undo_uncommitted(t, doc.version) for name, t in tasks.items()}
         failure = None
         if doc.failure is not None:
             f = doc.failure
@@ -191,16 +238,6 @@ class Persistence:
             state = replace(state, final=final_task.output if final_task else None)
         self._handles[request_id] = handle
         return self.engine.rebuild_indexes(state, now)
-
-    @staticmethod
-    def _undo_uncommitted(stage_tasks: Map[int, Task], version: int) -> Map[int, Task]:
-        # A RUNNING attempt stamped by a version that never committed was never invoked: dispatch it again.
-        lost = {
-            i: replace(t, status=TaskStatus.PENDING, attempt=t.attempt - 1, deadline=None)
-            for i, t in stage_tasks.items()
-            if t.status is TaskStatus.RUNNING and t.dispatch_version > version
-        }
-        return stage_tasks.update(lost) if lost else stage_tasks
 
     def _fanout_items(self, state: RequestState) -> Map[str, tuple[Any, ...]]:
         """Re-derive the fan-out lists from the source stages' outputs (resolving references)."""
@@ -229,11 +266,18 @@ class Persistence:
         return committed
 
     def commit(self, state: RequestState) -> RequestState:
-        """Write dirty shards then state.json, all conditionally. Returns the state at its new version."""
+        """Write dirty shards as new objects, then state.json (If-Match). Returns the state at its new version.
+
+        Raises ``ConflictError`` if another writer committed first; the shards written here are then orphans
+        (deleted, best effort) and the caller reloads."""
         handle = self._handles.setdefault(state.request_id, Handle())
         version = state.version + 1
+        tokens = dict(handle.shard_tokens)
+        written: list[str] = []
+        superseded: list[str] = []
         for stage, shard in sorted(state.dirty):
-            key = shard_key(state.request_id, stage, shard)
+            token = f"{version:06d}{secrets.token_hex(4)}"
+            key = shard_key(state.request_id, stage, shard, token)
             stage_tasks = state.tasks.get(stage) or Map()
             lo, hi = shard * SHARD_SIZE, (shard + 1) * SHARD_SIZE
             body = {
@@ -242,26 +286,36 @@ class Persistence:
                 "version": version,
                 "tasks": {i: task_to_json(stage_tasks[i]) for i in range(lo, hi) if i in stage_tasks},
             }
-            etag = handle.shard_etags.get((stage, shard))
-            if etag is None:
-                # A shard this process never saw may be left over from a step that never committed.
-                etag = self.store.head(key)
-            if etag is None:
-                new = self.store.put(key, _dumps(body), if_none_match=True, content_type="application/json")
-            else:
-                new = self.store.put(key, _dumps(body), if_match=etag, content_type="application/json")
-            handle.shard_etags[(stage, shard)] = new
-        doc = self.to_doc(replace(state, version=version))
+            self.store.put(key, _dumps(body), if_none_match=True, content_type="application/json")
+            written.append(key)
+            old = tokens.get((stage, shard))
+            if old is not None:
+                superseded.append(shard_key(state.request_id, stage, shard, old))
+            tokens[(stage, shard)] = token
+        doc = self.to_doc(replace(state, version=version), tokens)
         data = doc.model_dump_json(exclude_none=False).encode()
-        if handle.head_etag is None:
-            handle.head_etag = self.store.put(
-                state_key(state.request_id), data, if_none_match=True, content_type="application/json"
-            )
-        else:
-            handle.head_etag = self.store.put(
-                state_key(state.request_id), data, if_match=handle.head_etag, content_type="application/json"
-            )
+        try:
+            if handle.head_etag is None:
+                etag = self.store.put(
+                    state_key(state.request_id), data, if_none_match=True, content_type="application/json"
+                )
+            else:
+                etag = self.store.put(
+                    state_key(state.request_id), data, if_match=handle.head_etag, content_type="application/json"
+                )
+        except ConflictError:
+            self._discard(written)
+            raise
+        handle.head_etag = etag
+        handle.shard_tokens = tokens
+        self._discard(superseded)
         return replace(state, version=version, dirty=Map())
+
+    def _discard(self, keys: list[str]) -> None:
+        # Unreferenced shard objects are never read; deleting them only saves space, so a failure is harmless.
+        for key in keys:
+            with contextlib.suppress(FaveError):
+                self.store.delete(key)
 
     def write_final(self, request_id: str, output: Any) -> None:
         """metadata/final.json = the final stage's output (references resolved). Idempotent."""
@@ -278,11 +332,12 @@ class Persistence:
         """Drop cached etags (after a conflict, before reloading)."""
         self._handles.pop(request_id, None)
 
-    def to_doc(self, state: RequestState) -> StateDoc:
+    def to_doc(self, state: RequestState, shard_tokens: dict[tuple[str, int], str]) -> StateDoc:
         stages: dict[str, StageDoc] = {}
         for name in self.pipeline.order:
             st = state.stages[name]
             spec = self.pipeline.stages[name]
+            shards = ((st.total or 0) + SHARD_SIZE - 1) // SHARD_SIZE if spec.fanned_out else 0
             task = state.task(name)
             duration = None
             if st.started_at is not None and st.finished_at is not None:
@@ -300,7 +355,8 @@ class Persistence:
                 started_at=st.started_at,
                 finished_at=st.finished_at,
                 duration_s=duration,
-                shards=((st.total or 0) + SHARD_SIZE - 1) // SHARD_SIZE if spec.fanned_out else 0,
+                shards=shards,
+                shard_tokens=[shard_tokens.get((name, shard), "") for shard in range(shards)],
                 task=TaskDoc.model_validate(task_to_json(task)) if task is not None and not spec.fanned_out else None,
             )
         failure = None
@@ -345,8 +401,10 @@ def list_request_ids(store: ObjectStore) -> list[str]:
 __all__ = [
     "ConflictError",
     "Persistence",
+    "committed_shard_keys",
     "final_key",
     "list_request_ids",
+    "read_stage_tasks",
     "request_prefix",
     "shard_key",
     "state_key",

@@ -2,8 +2,9 @@
 
 ``requests/{id}/metadata/state.json`` (``StateDoc``): input, pipeline digest, request status, per-stage
 status, counts and timings, the tasks of single-task stages, the failure reason.
-``requests/{id}/metadata/tasks/{stage}/{shard}.json`` (``ShardDoc``): the tasks of a fanned-out stage,
-``SHARD_SIZE`` items per object, so a completion rewrites a bounded object, never one that grows with N.
+``requests/{id}/metadata/tasks/{stage}/{shard}.{token}.json`` (``ShardDoc``): the tasks of a fanned-out
+stage, ``SHARD_SIZE`` items per object, so a completion rewrites a bounded object, never one that grows with
+N. Each write is a new object; state.json names the committed one (``StageDoc.shard_tokens``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class StageDoc(BaseModel):
     finished_at: float | None = None
     duration_s: float | None = None
     shards: int = 0
+    shard_tokens: list[str] = Field(default_factory=list)
+    """Which version of each task shard is committed (see persistence.shard_key); "" = never written."""
     task: TaskDoc | None = None
 
 

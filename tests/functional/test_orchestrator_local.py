@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fave.model import RequestStatus, TaskStatus
-from fave.persistence import final_key, shard_key, state_key
+from fave.persistence import final_key, read_stage_tasks, state_key
 from fave_shared.store import LocalStore, ObjectStore
 from support.demo import TEXT, demo_orchestrator, read_json, run_demo
 
@@ -32,8 +32,7 @@ def test_sync_chain_fanout_per_item_chaining_and_fan_in(store: ObjectStore) -> N
     assert doc["stages"]["measure"]["total"] == len(WORDS)
     assert doc["stages"]["words"]["task"]["output"]["greeting"] == "hello"  # template Environment reached
     assert all(s["duration_s"] is not None for s in doc["stages"].values())
-    shard = read_json(store, shard_key(state.request_id, "measure", 0))
-    assert shard["tasks"]["0"]["status"] == "SUCCEEDED"
+    assert read_stage_tasks(store, state.request_id, "measure")[0].status == "SUCCEEDED"
 
 
 def test_profile_config_reaches_the_stage(store: ObjectStore) -> None:

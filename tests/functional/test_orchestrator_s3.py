@@ -13,7 +13,7 @@ import sys
 
 import pytest
 from fave.model import RequestStatus, TaskStatus
-from fave.persistence import final_key, list_request_ids, shard_key, state_key
+from fave.persistence import final_key, list_request_ids, read_stage_tasks, state_key
 from fave_shared.store import S3Store
 from support.demo import TEXT, demo_orchestrator, read_json, run_demo
 
@@ -35,8 +35,7 @@ def test_demo_completes_with_state_and_final_on_s3(s3_store: S3Store) -> None:
     assert final["attempts"][WORDS.index("fox")] == 2  # retried once, counted once
     doc = read_json(s3_store, state_key(state.request_id))
     assert doc["status"] == "COMPLETED" and doc["stages"]["measure"]["succeeded"] == len(WORDS)
-    shard = read_json(s3_store, shard_key(state.request_id, "shout", 0))
-    assert shard["tasks"][str(WORDS.index("fox"))]["attempt"] == 2
+    assert read_stage_tasks(s3_store, state.request_id, "shout")[WORDS.index("fox")].attempt == 2
     assert state.request_id in list_request_ids(s3_store)
     # The stage functions wrote their artifacts to the same bucket, under the request's prefix.
     keys = list(s3_store.list(f"requests/{state.request_id}/"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fave.persistence import final_key, shard_key, state_key
+from fave.persistence import final_key, read_stage_tasks, state_key
 from fave.pipeline import load_pipeline
 from fave.statefile import StateDoc, TaskDoc
 from fave_shared import refs
@@ -176,14 +176,7 @@ class StoreView:
 
     def tasks(self, request_id: str, stage: str) -> dict[int, TaskDoc]:
         """Every task of a stage by item (a single-task stage's task is item 0)."""
-        doc = self.state(request_id).stages[stage]
-        if doc.task is not None:
-            return {0: doc.task}
-        tasks: dict[int, TaskDoc] = {}
-        for shard in range(doc.shards):
-            raw = json.loads(self.store.get(shard_key(request_id, stage, shard)).data)
-            tasks.update({int(i): TaskDoc.model_validate(t) for i, t in raw["tasks"].items()})
-        return dict(sorted(tasks.items()))
+        return read_stage_tasks(self.store, request_id, stage)
 
     def output(self, request_id: str, stage: str, item: int = 0) -> Any:
         """A succeeded task's output, references resolved."""

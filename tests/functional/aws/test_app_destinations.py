@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fave.app.exclusive import Leases, inbox_prefix, lease_key
-from fave.persistence import state_key
+from fave.persistence import read_stage_tasks, state_key
 from fave_shared.schemas import TaskRef
 from support.app_lambda import OrchestratorLambda
 from support.demo import TEXT
@@ -71,8 +71,8 @@ def test_sample_destination_events_are_applied_once(orchestrator_lambda: Orchest
     after_failure = lam.store.head(state_key(request_id))
     lam.deliver(failure)
     assert lam.store.head(state_key(request_id)) == after_failure
-    shard = lam.store.get(f"requests/{request_id}/metadata/tasks/shout/00000.json").data.decode()
-    assert '"error_type":"RetryableError"' in shard and "SlowDown" in shard
+    shout = read_stage_tasks(lam.store, request_id, "shout")[1]
+    assert shout.error_type == "RetryableError" and "SlowDown" in (shout.error or "")
     doc = lam.status(request_id)
     assert doc["stages"]["shout"]["failed"] == 0 and doc["stages"]["shout"]["pending"] == 1  # waiting to retry
 

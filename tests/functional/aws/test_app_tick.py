@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fave.persistence import shard_key, state_key
+from fave.persistence import read_stage_tasks, state_key
 from fave.pipeline import load_pipeline
 from fave.service import Orchestrator
 from support.app_lambda import DEMO, OrchestratorLambda
@@ -31,8 +31,9 @@ def test_tick_times_out_retries_and_finally_fails_tasks(orchestrator_lambda: Orc
 
     clock.advance(21)  # past the demo's 20 s stage timeout
     lam.invoke(tick_event())
-    shard = lam.store.get(shard_key(request_id, "shout", 0)).data.decode()
-    assert shard.count('"error_type":"States.Timeout"') == 2 and shard.count('"status":"PENDING"') == 2
+    shout = read_stage_tasks(lam.store, request_id, "shout").values()
+    assert sum(t.error_type == "States.Timeout" for t in shout) == 2
+    assert sum(t.status == "PENDING" for t in shout) == 2
 
     clock.advance(1)  # past the retry delay (50 ms, with jitter)
     lam.invoke(tick_event())

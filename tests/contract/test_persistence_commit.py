@@ -1,0 +1,123 @@
+"""state.json is the only commit point: a step that did not commit leaves nothing visible, on every store.
+
+Two writers that change different task shards of one request, and a writer that dies between its shard
+writes and its state.json write, must not leave half a step behind (a task that looks SUCCEEDED while the
+counts, the stage status and the dispatches that follow from it were never committed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fave.engine import Engine
+from fave.model import Event, RequestState, Start, TaskStatus, TaskSucceeded
+from fave.persistence import Persistence, read_stage_tasks, state_key
+from fave.pipeline import Pipeline
+from fave_shared.errors import ConflictError
+from fave_shared.store import ObjectStore
+from support.pipelines import make_pipeline
+
+PIPELINE = """
+    name: commits
+    final: reduce
+    stages:
+      plan: {function: Plan, mode: sync}
+      work: {function: Work, needs: [plan], for_each: plan.items, mode: async}
+      reduce: {function: Reduce, needs: [work], mode: sync}
+"""
+ITEMS = 300  # three shards of 128
+NOW = 1_000.0
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Pipeline:
+    return make_pipeline(tmp_path, PIPELINE)
+
+
+def step(persistence: Persistence, state: RequestState, *events: Event) -> RequestState:
+    state, _ = persistence.engine.decide_all(state, events, NOW)
+    return persistence.commit(state)
+
+
+def fanned_out(store: ObjectStore, pipeline: Pipeline) -> tuple[Persistence, RequestState]:
+    persistence = Persistence(store, pipeline, Engine(pipeline))
+    state = persistence.create(persistence.engine.new_request("01J0000000000000000000TEST", {}, NOW))
+    state = step(persistence, state, Start())
+    state = step(
+        persistence,
+        state,
+        TaskSucceeded("plan", None, 1, {"items": list(range(ITEMS))}, {"plan.items": tuple(range(ITEMS))}),
+    )
+    assert state.stages["work"].running == ITEMS
+    return persistence, state
+
+
+def done(item: int) -> TaskSucceeded:
+    return TaskSucceeded("work", item, 1, {"v": item})
+
+
+def statuses(store: ObjectStore, request_id: str) -> dict[int, str]:
+    return {i: t.status for i, t in read_stage_tasks(store, request_id, "work").items()}
+
+
+def test_the_loser_of_a_commit_race_leaves_no_shard_behind(store: ObjectStore, pipeline: Pipeline) -> None:
+    first, state = fanned_out(store, pipeline)
+    second = Persistence(store, pipeline, Engine(pipeline))
+    theirs = second.load(state.request_id, NOW)
+
+    step(first, state, done(0))  # shard 0, commits
+    with pytest.raises(ConflictError):
+        step(second, theirs, done(200))  # shard 1 written, state.json refused
+
+    seen = statuses(store, state.request_id)
+    assert seen[0] == "SUCCEEDED"
+    assert seen[200] == "RUNNING"  # the loser's completion is not half-applied
+    reloaded = Persistence(store, pipeline, Engine(pipeline)).load(state.request_id, NOW)
+    assert reloaded.stages["work"].succeeded == 1
+    # The loser re-applies on the fresh state, as the orchestrator does after a conflict.
+    step(second, second.load(state.request_id, NOW), done(200))
+    assert statuses(store, state.request_id)[200] == "SUCCEEDED"
+
+
+class CrashBeforeCommit:
+    """A store whose state.json write never happens (the process died just before it)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put(self, key: str, data: bytes, **kwargs: Any) -> str:
+        if key.endswith("metadata/state.json"):
+            raise SystemExit("crash")
+        return self.inner.put(key, data, **kwargs)
+
+
+def test_a_crash_between_shard_writes_and_the_commit_shows_nothing_of_the_step(
+    store: ObjectStore, pipeline: Pipeline
+) -> None:
+    _, state = fanned_out(store, pipeline)
+    doomed = Persistence(CrashBeforeCommit(store), pipeline, Engine(pipeline))  # type: ignore[arg-type]
+    doomed_state = doomed.load(state.request_id, NOW)
+    # Every item but one succeeds in this step: had it committed, 'work' would be one item from done.
+    with pytest.raises(SystemExit):
+        step(doomed, doomed_state, *(done(i) for i in range(ITEMS - 1)))
+
+    after = Persistence(store, pipeline, Engine(pipeline)).load(state.request_id, NOW)
+    assert after.version == state.version
+    assert after.stages["work"].succeeded == 0 and after.stages["work"].running == ITEMS
+    assert set(statuses(store, state.request_id).values()) == {TaskStatus.RUNNING.value}
+
+
+def test_superseded_shards_are_deleted_and_state_names_the_live_ones(store: ObjectStore, pipeline: Pipeline) -> None:
+    persistence, state = fanned_out(store, pipeline)
+    for item in (0, 1, 130):
+        state = step(persistence, state, done(item))
+    prefix = f"requests/{state.request_id}/metadata/tasks/work/"
+    live = sorted(store.list(prefix))
+    assert len(live) == 3  # one object per shard, whatever the number of commits
+    raw = store.get(state_key(state.request_id)).data.decode()
+    assert all(key.rsplit("/", 1)[1].split(".")[1] in raw for key in live)
