@@ -1,0 +1,292 @@
+"""template.yaml against pipeline.yaml and the code (issue 4, requirement 5), on the template SAM deploys.
+
+The template is translated by aws-sam-translator (in .venv-sam, as ``sam validate`` does); the checks in
+``support.template_checks`` derive what each function must (and must not) be allowed to do from the code.
+Each check is also shown to catch a broken copy of the template.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from fave.pipeline import Pipeline, load_pipeline
+from fave.template import Template, load_template, load_yaml
+from support.cfn import Stack, allowed, function_role
+from support.sam import TEMPLATE, translate_many, translated_template
+from support.template_checks import (
+    ORCHESTRATOR,
+    check_iam,
+    check_no_wildcard_actions,
+    check_wiring,
+    code_facts,
+    orchestrator_env,
+)
+
+ROOT = TEMPLATE.parent
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Pipeline:
+    return load_pipeline(ROOT / "pipeline.yaml")
+
+
+@pytest.fixture(scope="module")
+def local() -> Template:
+    return load_template(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def translated() -> dict[str, Any]:
+    return translated_template()
+
+
+def raw_template() -> dict[str, Any]:
+    doc: dict[str, Any] = load_yaml(TEMPLATE.read_text())
+    return doc
+
+
+def test_template_matches_the_pipeline(translated: dict[str, Any], pipeline: Pipeline) -> None:
+    assert check_wiring(translated, pipeline) == []
+
+
+def test_every_role_covers_its_code_and_no_more(
+    translated: dict[str, Any], pipeline: Pipeline, local: Template
+) -> None:
+    assert check_iam(translated, pipeline, local) == []
+
+
+def test_code_facts_find_the_request_level_folders() -> None:
+    # What the IAM expectations are derived from: a change in the stages' code changes them.
+    split = code_facts(ROOT / "functions" / "split")
+    assert split.request_folders == {"clips/"} and split.lists and split.deletes
+    normalize = code_facts(ROOT / "functions" / "normalize")
+    assert normalize.request_folders == {"input/"} and not normalize.lists and not normalize.deletes
+    assert code_facts(ROOT / "functions" / "detect").request_folders == frozenset()
+
+
+# -- the checks catch broken templates ----------------------------------------------------------------------
+
+
+def _resource(doc: dict[str, Any], lid: str) -> dict[str, Any]:
+    props: dict[str, Any] = doc["Resources"][lid]["Properties"]
+    return props
+
+
+def _statements(doc: dict[str, Any], lid: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = _resource(doc, lid)["Policies"][0]["Statement"]
+    return statements
+
+
+@pytest.fixture(scope="module")
+def broken() -> dict[str, dict[str, Any]]:
+    """Broken copies of template.yaml, translated in one .venv-sam run."""
+    mutations: dict[str, dict[str, Any]] = {}
+
+    doc = raw_template()  # extract's results would go nowhere
+    del _resource(doc, "ExtractFunction")["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    mutations["no_on_failure"] = doc
+
+    doc = raw_template()  # extract could not write its keyframes
+    for statement in _statements(doc, "ExtractFunction"):
+        if statement["Sid"] == "WriteOwnArtifacts":
+            statement["Resource"] = {"Fn::Sub": "${ArtifactsBucket.Arn}/requests/*/stages/extrakt/*"}
+    mutations["extract_writes_elsewhere"] = doc
+
+    doc = raw_template()  # detect could overwrite every stage's artifacts
+    for statement in _statements(doc, "DetectFunction"):
+        if statement["Sid"] == "WriteOwnArtifacts":
+            statement["Resource"] = {"Fn::Sub": "${ArtifactsBucket.Arn}/requests/*"}
+    mutations["detect_writes_everywhere"] = doc
+
+    doc = raw_template()  # a wildcard action
+    _statements(doc, "AudioFunction")[0]["Action"] = "s3:*"
+    mutations["wildcard"] = doc
+
+    doc = raw_template()  # the orchestrator cannot invoke transcribe
+    for statement in _statements(doc, ORCHESTRATOR):
+        if statement["Sid"] == "InvokeStages":
+            statement["Resource"] = [r for r in statement["Resource"] if "-transcribe" not in r["Fn::Sub"]]
+    mutations["no_invoke_transcribe"] = doc
+
+    doc = raw_template()  # split can no longer list its clips (the stale-clip cleanup needs it)
+    _resource(doc, "SplitFunction")["Policies"][0]["Statement"] = [
+        s for s in _statements(doc, "SplitFunction") if s["Sid"] != "ListClips"
+    ]
+    mutations["split_cannot_list"] = doc
+
+    doc = raw_template()  # the orchestrator's name for a stage function drifts from the function's name
+    _resource(doc, ORCHESTRATOR)["Environment"]["Variables"]["FAVE_FUNCTION_DetectFunction"] = {
+        "Fn::Sub": "${AWS::StackName}-detector"
+    }
+    mutations["env_drift"] = doc
+
+    names = list(mutations)
+    translated = translate_many([mutations[n] for n in names])
+    return dict(zip(names, translated, strict=True))
+
+
+def test_a_missing_destination_is_reported(broken: dict[str, dict[str, Any]], pipeline: Pipeline) -> None:
+    assert check_wiring(broken["no_on_failure"], pipeline) == [
+        "stage extract (ExtractFunction): OnFailure destination is None, not OrchestratorFunction"
+    ]
+
+
+def test_iam_mistakes_are_reported(broken: dict[str, dict[str, Any]], pipeline: Pipeline, local: Template) -> None:
+    problems = check_iam(broken["extract_writes_elsewhere"], pipeline, local)
+    assert problems and all(p.startswith("ExtractFunction may not s3:PutObject") for p in problems)
+
+    problems = check_iam(broken["detect_writes_everywhere"], pipeline, local)
+    assert any(p.startswith("DetectFunction may s3:PutObject") and "state.json" in p for p in problems)
+    assert any("extract's artifacts" in p for p in problems)
+
+    assert check_no_wildcard_actions(Stack(broken["wildcard"])) == [
+        "AudioFunctionRole/AudioFunctionRolePolicy0: wildcard action s3:*"
+    ]
+
+    problems = check_iam(broken["no_invoke_transcribe"], pipeline, local)
+    assert (
+        len(problems) == 1 and "may not lambda:InvokeFunction" in problems[0] and "fave-test-transcribe" in problems[0]
+    )
+
+    problems = check_iam(broken["split_cannot_list"], pipeline, local)
+    assert problems == [
+        "SplitFunction may not s3:ListBucket on arn:aws:s3:::"
+        f"{Stack(broken['split_cannot_list']).physical_id('ArtifactsBucket')} "
+        "with {'s3:prefix': 'requests/01JD2ZK0000000000000000000/clips/'} (lists clips/)"
+    ]
+
+
+def test_a_renamed_function_is_reported(broken: dict[str, dict[str, Any]], pipeline: Pipeline) -> None:
+    problems = check_wiring(broken["env_drift"], pipeline)
+    assert problems == [
+        "stage detect (DetectFunction): the orchestrator's FAVE_FUNCTION_DetectFunction is 'fave-test-detector', "
+        "the function is named 'fave-test-detect'"
+    ]
+
+
+# -- the AWS surface ------------------------------------------------------------------------------------------
+
+
+def test_http_api_routes_and_iam_auth_by_default(translated: dict[str, Any]) -> None:
+    for parameters, expected in (({}, [{"AWS_IAM": []}]), ({"ApiAuthorization": "NONE"}, [])):
+        stack = Stack(translated, parameters)
+        body = stack.resolve(stack.properties("Api")["Body"])
+        routes = {(path, method.upper()) for path, item in body["paths"].items() for method in item}
+        assert routes == {
+            ("/requests", "POST"),
+            ("/requests/{id}", "GET"),
+            ("/requests/{id}/resume", "POST"),
+            ("/requests/{id}/cancel", "POST"),
+        }
+        for item in body["paths"].values():
+            for operation in item.values():
+                assert operation["security"] == expected
+                integration = operation["x-amazon-apigateway-integration"]
+                assert integration["payloadFormatVersion"] == "2.0"
+                assert stack.arn(ORCHESTRATOR) in integration["uri"]
+        assert body["components"]["securitySchemes"]["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+
+
+def test_bucket_is_private_encrypted_tls_only_with_lifecycle(translated: dict[str, Any]) -> None:
+    stack = Stack(translated)
+    bucket = stack.resolve(stack.properties("ArtifactsBucket"))
+    assert bucket["BucketName"] == bucket["BucketName"].lower()
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+    expiring = {rule["Prefix"] for rule in bucket["LifecycleConfiguration"]["Rules"] if rule.get("ExpirationInDays")}
+    upload_prefix = orchestrator_env(stack)["FAVE_UPLOAD_PREFIX"]
+    assert {"requests/", "index/", upload_prefix} <= expiring
+    # The upload trigger: the orchestrator, for objects created under FAVE_UPLOAD_PREFIX.
+    (notification,) = bucket["NotificationConfiguration"]["LambdaConfigurations"]
+    assert notification["Event"] == "s3:ObjectCreated:*"
+    assert notification["Function"] == stack.arn(ORCHESTRATOR)
+    assert notification["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": upload_prefix}]
+    # TLS only: the bucket policy denies every request without it, to everyone.
+    policy = stack.resolve(stack.properties("ArtifactsBucketPolicy"))["PolicyDocument"]
+    from support.cfn import Statement
+
+    statements = [Statement.parse(s) for s in policy["Statement"]]
+    arn = stack.arn("ArtifactsBucket")
+    insecure = {"aws:SecureTransport": "false"}
+    assert all(s.effect == "Deny" for s in statements)
+    assert any(s.matches("s3:GetObject", f"{arn}/requests/x", insecure) for s in statements)
+    assert any(s.matches("s3:ListBucket", arn, insecure) for s in statements)
+    assert not any(s.matches("s3:GetObject", f"{arn}/requests/x", {"aws:SecureTransport": "true"}) for s in statements)
+
+
+def test_upload_prefix_agrees_with_the_entry_points(translated: dict[str, Any]) -> None:
+    settings = pytest.importorskip("fave.app.settings", reason="fave.app (the orchestrator entry points) is absent")
+    assert orchestrator_env(Stack(translated))["FAVE_UPLOAD_PREFIX"] == settings.DEFAULT_UPLOAD_PREFIX
+
+
+def test_schedule_sends_the_tick(translated: dict[str, Any]) -> None:
+    stack = Stack(translated)
+    rules = [lid for lid in stack.resources if stack.type_of(lid) == "AWS::Events::Rule"]
+    assert len(rules) == 1
+    rule = stack.resolve(stack.properties(rules[0]))
+    assert rule["ScheduleExpression"] == "rate(1 minute)"
+    assert rule["Targets"][0]["Arn"] == stack.arn(ORCHESTRATOR)
+    assert "Input" not in rule["Targets"][0]  # EventBridge's own "Scheduled Event" is the tick
+
+
+def test_outputs_name_the_api_bucket_and_every_function(translated: dict[str, Any], local: Template) -> None:
+    stack = Stack(translated)
+    outputs = {name: stack.resolve(o["Value"]) for name, o in translated["Outputs"].items()}
+    assert outputs["ApiUrl"] == f"https://{stack.physical_id('Api')}.execute-api.us-east-1.amazonaws.com"
+    assert outputs["ArtifactsBucketName"] == stack.physical_id("ArtifactsBucket")
+    for lid in local.functions:
+        assert outputs[f"{lid}Name"] == stack.physical_id(lid)
+
+
+def test_image_functions_take_no_layer_and_zip_functions_share_one(translated: dict[str, Any], local: Template) -> None:
+    stack = Stack(translated)
+    for lid, spec in local.functions.items():
+        props = stack.properties(lid)
+        if spec.package_type == "Image":
+            assert props["PackageType"] == "Image" and "Layers" not in props and "Runtime" not in props
+            assert props["ImageConfig"]["Command"] == [spec.handler]
+        else:
+            assert props["Runtime"] == "python3.12"
+            assert len(props["Layers"]) == 1
+
+
+def test_statement_evaluation_basics() -> None:
+    # The IAM helper itself: wildcards, conditions, explicit deny.
+    doc = {
+        "Resources": {
+            "Fn": {"Type": "AWS::Lambda::Function", "Properties": {"Role": {"Fn::GetAtt": ["R", "Arn"]}}},
+            "R": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "Policies": [
+                        {
+                            "PolicyName": "p",
+                            "PolicyDocument": {
+                                "Statement": [
+                                    {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/a/*"},
+                                    {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/a/secret"},
+                                    {
+                                        "Effect": "Allow",
+                                        "Action": "s3:ListBucket",
+                                        "Resource": "arn:aws:s3:::b",
+                                        "Condition": {"StringLike": {"s3:prefix": "a/*"}},
+                                    },
+                                ]
+                            },
+                        }
+                    ]
+                },
+            },
+        }
+    }
+    statements = function_role(Stack(doc), "Fn").statements
+    assert allowed(statements, "S3:GETOBJECT", "arn:aws:s3:::b/a/x/y")
+    assert not allowed(statements, "s3:GetObject", "arn:aws:s3:::b/ab")
+    assert not allowed(statements, "s3:GetObject", "arn:aws:s3:::b/a/secret")
+    assert allowed(statements, "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "a/1/"})
+    assert not allowed(statements, "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "b/"})
+    assert not allowed(statements, "s3:ListBucket", "arn:aws:s3:::b")
+    assert not allowed(copy.deepcopy(statements), "s3:PutObject", "arn:aws:s3:::b/a/x")

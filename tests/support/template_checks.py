@@ -1,0 +1,359 @@
+"""template.yaml against pipeline.yaml and the code: each check returns a list of problems (empty = fine).
+
+What a function must be allowed to do is derived, not copied:
+
+* stage functions: the stage SDK's ``artifact_prefix`` (outputs, large payloads, ``ctx.put_bytes``), the
+  request-level folders the function's own code builds keys in (``f"{ctx.request_prefix}clips/..."``, found
+  by reading its source with ``ast``) and whether that code lists or deletes (``ctx.store.list/delete``);
+  reads: its own inputs and whatever the stages it needs (transitively) wrote; a first stage reads the
+  upload (``FAVE_UPLOAD_PREFIX``);
+* the orchestrator: ``fave.persistence`` keys (state, shards, final, index), the payloads the service parks
+  under ``artifact_prefix``, the entry points' own prefixes (``fave.app``: idempotency records, active
+  markers, uploads) and ``lambda:InvokeFunction`` on every pipeline function.
+
+Each check also asserts what must *not* be allowed (another stage's prefix, the state, other functions).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fave.persistence
+from fave.persistence import INDEX_PREFIX, final_key, shard_key, state_key
+from fave.pipeline import Pipeline
+from fave.template import Template
+from fave_shared.stage import artifact_prefix
+
+from support.cfn import RolePolicies, Stack, allowed, function_role
+
+ORCHESTRATOR = "OrchestratorFunction"
+REQUEST_ID = "01JD2ZK0000000000000000000"
+#: AWS-managed policies SAM attaches (logs; X-Ray for Tracing: Active). Nothing else may be attached.
+ALLOWED_MANAGED_POLICIES = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+
+
+@dataclass(frozen=True)
+class Access:
+    """One API call a function makes: action, resource ARN, request context (s3:prefix), and why."""
+
+    action: str
+    resource: str
+    why: str
+    context: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        extra = f" with {dict(self.context)}" if self.context else ""
+        return f"{self.action} on {self.resource}{extra} ({self.why})"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What the code does
+
+
+@dataclass(frozen=True)
+class CodeFacts:
+    """What a function folder's source does with the store beyond the stage SDK."""
+
+    request_folders: frozenset[str]  # "clips/" for f"{ctx.request_prefix}clips/{i}.mp4"
+    lists: bool
+    deletes: bool
+
+
+def code_facts(folder: Path) -> CodeFacts:
+    """Read ``folder/*.py`` (or one file) with ``ast``: request-level key folders and store list/delete calls."""
+    folders: set[str] = set()
+    lists = deletes = False
+    for source in sorted(folder.glob("*.py")) if folder.is_dir() else [folder]:
+        tree = ast.parse(source.read_text(), filename=str(source))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr) and len(node.values) >= 2:
+                first, second = node.values[0], node.values[1]
+                if (
+                    isinstance(first, ast.FormattedValue)
+                    and isinstance(first.value, ast.Attribute)
+                    and first.value.attr == "request_prefix"
+                    and isinstance(second, ast.Constant)
+                    and isinstance(second.value, str)
+                    and "/" in second.value
+                ):
+                    folders.add(second.value.split("/", 1)[0] + "/")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == "store"
+            ):
+                lists |= node.func.attr == "list"
+                deletes |= node.func.attr == "delete"
+    return CodeFacts(frozenset(folders), lists, deletes)
+
+
+def _upstream(pipeline: Pipeline, stage: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(pipeline.stages[stage].needs)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(pipeline.stages[name].needs)
+    return seen
+
+
+def _stage_writes(pipeline: Pipeline, template: Template, stage: str, bucket: str) -> list[Access]:
+    """Object writes of one stage: SDK artifacts and outputs, plus its code's request-level folders."""
+    spec = pipeline.stages[stage]
+    items: list[int | None] = [None] if spec.for_each is None else [0, 42]
+    writes = [
+        Access("s3:PutObject", f"arn:aws:s3:::{bucket}/{artifact_prefix(REQUEST_ID, stage, item)}{name}", why)
+        for item in items
+        for name, why in (("output-1.json", "large output by reference"), ("keyframes/0001.jpg", "ctx.put_bytes"))
+    ]
+    facts = code_facts(template.function(spec.function).code_uri)
+    for folder in sorted(facts.request_folders):
+        key = f"arn:aws:s3:::{bucket}/requests/{REQUEST_ID}/{folder}00001.mp4"
+        writes.append(Access("s3:PutObject", key, f"its code writes requests/{{id}}/{folder}"))
+    return writes
+
+
+def stage_requirements(
+    pipeline: Pipeline, template: Template, stage: str, bucket: str, upload_prefix: str
+) -> list[Access]:
+    """Everything the function of ``stage`` must be allowed to do."""
+    spec = pipeline.stages[stage]
+    item = None if spec.for_each is None else 3
+    needed = _stage_writes(pipeline, template, stage, bucket)
+    needed.append(
+        Access("s3:GetObject", f"arn:aws:s3:::{bucket}/{artifact_prefix(REQUEST_ID, stage, item)}input-1.json", "input")
+    )
+    for upstream in sorted(_upstream(pipeline, stage)):
+        for write in _stage_writes(pipeline, template, upstream, bucket):
+            needed.append(Access("s3:GetObject", write.resource, f"reads what {upstream} wrote"))
+    if not spec.needs:
+        needed.append(Access("s3:GetObject", f"arn:aws:s3:::{bucket}/{upload_prefix}video.mp4", "the upload"))
+    facts = code_facts(template.function(spec.function).code_uri)
+    for folder in sorted(facts.request_folders):
+        prefix = f"requests/{REQUEST_ID}/{folder}"
+        if facts.lists:
+            needed.append(
+                Access("s3:ListBucket", f"arn:aws:s3:::{bucket}", f"lists {folder}", context={"s3:prefix": prefix})
+            )
+        if facts.deletes:
+            needed.append(Access("s3:DeleteObject", f"arn:aws:s3:::{bucket}/{prefix}00001.mp4", f"deletes in {folder}"))
+    return needed
+
+
+def stage_forbidden(pipeline: Pipeline, template: Template, stage: str, bucket: str, stack: Stack) -> list[Access]:
+    """What the function of ``stage`` must not be able to do."""
+    forbidden = [
+        Access("s3:PutObject", f"arn:aws:s3:::{bucket}/{state_key(REQUEST_ID)}", "the orchestrator's state"),
+        Access("s3:PutObject", f"arn:aws:s3:::{bucket}/{INDEX_PREFIX}{REQUEST_ID}", "the request index"),
+        Access("s3:PutObject", f"arn:aws:s3:::{bucket}/uploads/video.mp4", "uploads"),
+        Access("s3:DeleteObject", f"arn:aws:s3:::{bucket}/{state_key(REQUEST_ID)}", "the orchestrator's state"),
+        Access(
+            "s3:PutObject", f"arn:aws:s3:::other-bucket/{artifact_prefix(REQUEST_ID, stage, None)}x", "other bucket"
+        ),
+    ]
+    own = {a.resource for a in _stage_writes(pipeline, template, stage, bucket)}
+    for other in pipeline.stages:
+        if other != stage:
+            forbidden += [
+                Access("s3:PutObject", w.resource, f"{other}'s artifacts")
+                for w in _stage_writes(pipeline, template, other, bucket)
+                if w.resource not in own
+            ]
+    for lid in stack.resources:
+        if stack.type_of(lid) == "AWS::Lambda::Function" and lid != ORCHESTRATOR:
+            forbidden.append(Access("lambda:InvokeFunction", stack.arn(lid), f"invoke {lid}"))
+    if pipeline.stages[stage].mode == "sync":
+        forbidden.append(Access("lambda:InvokeFunction", stack.arn(ORCHESTRATOR), "a sync stage has no destination"))
+    return forbidden
+
+
+def _shard_key(stage: str) -> str:
+    if "token" in inspect.signature(shard_key).parameters:  # versioned shard objects
+        return str(shard_key(REQUEST_ID, stage, 0, "0a1b2c"))  # type: ignore[call-arg,unused-ignore]
+    return str(shard_key(REQUEST_ID, stage, 0))  # type: ignore[call-arg,unused-ignore]
+
+
+def _app_constant(module: str, name: str) -> Any:
+    """A constant of the orchestrator's entry points (fave.app), or None while that package is absent."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def orchestrator_requirements(pipeline: Pipeline, bucket: str, stack: Stack, upload_prefix: str) -> list[Access]:
+    """Everything the orchestrator function must be allowed to do."""
+    obj = f"arn:aws:s3:::{bucket}/"
+    read_write = [
+        (state_key(REQUEST_ID), "state"),
+        (final_key(REQUEST_ID), "final.json"),
+        (f"{INDEX_PREFIX}{REQUEST_ID}", "request index"),
+    ]
+    for stage, spec in pipeline.stages.items():
+        read_write.append((_shard_key(stage), f"{stage} task shard"))
+        item = None if spec.for_each is None else 9
+        read_write.append((f"{artifact_prefix(REQUEST_ID, stage, item)}input-1.json", "large input by reference"))
+        read_write.append((f"{artifact_prefix(REQUEST_ID, stage, item)}output-1.json", "large output parked"))
+    if code_facts(Path(fave.persistence.__file__)).deletes:  # superseded shard versions are removed
+        needed_deletes = [(_shard_key(stage), "superseded shard") for stage in pipeline.stages]
+    else:
+        needed_deletes = []
+    idempotency = _app_constant("fave.app.idempotency", "PREFIX")
+    if idempotency:
+        read_write.append((f"{idempotency}{'0' * 64}.json", "idempotency record"))
+    needed = [Access(action, obj + key, why) for key, why in read_write for action in ("s3:GetObject", "s3:PutObject")]
+    needed += [Access("s3:DeleteObject", obj + key, why) for key, why in needed_deletes]
+    active = _app_constant("fave.app.runner", "ACTIVE_PREFIX")
+    if active:
+        needed += [
+            Access("s3:PutObject", f"{obj}{active}{REQUEST_ID}", "active marker"),
+            Access("s3:DeleteObject", f"{obj}{active}{REQUEST_ID}", "active marker done"),
+            Access("s3:ListBucket", f"arn:aws:s3:::{bucket}", "tick lists active markers", {"s3:prefix": active}),
+        ]
+    needed += [
+        Access("s3:GetObject", f"{obj}{upload_prefix}video.mp4", "the upload"),
+        Access("s3:GetObject", f"{obj}{upload_prefix}video.mp4.json", "the upload's sidecar"),
+        # No s3:prefix in the context: what S3 checks to answer 404 (not 403) for a missing key.
+        Access("s3:ListBucket", f"arn:aws:s3:::{bucket}", "404 for missing keys (conditional writes, heads)"),
+    ]
+    for spec in pipeline.stages.values():
+        needed.append(Access("lambda:InvokeFunction", stack.arn(spec.function), f"invoke {spec.function}"))
+    return needed
+
+
+def orchestrator_forbidden(pipeline: Pipeline, bucket: str, stack: Stack, upload_prefix: str) -> list[Access]:
+    obj = f"arn:aws:s3:::{bucket}/"
+    forbidden = [
+        Access("s3:PutObject", f"{obj}{upload_prefix}video.mp4", "uploads are the users'"),
+        Access("s3:DeleteObject", f"{obj}{state_key(REQUEST_ID)}", "state is never deleted"),
+        Access("s3:GetObject", f"arn:aws:s3:::other-bucket/{state_key(REQUEST_ID)}", "other bucket"),
+    ]
+    functions = {spec.function for spec in pipeline.stages.values()}
+    for lid in stack.resources:
+        if stack.type_of(lid) == "AWS::Lambda::Function" and lid not in functions:
+            forbidden.append(Access("lambda:InvokeFunction", stack.arn(lid), f"invoke {lid}"))
+    return forbidden
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The checks
+
+
+def _functions(stack: Stack) -> Iterator[str]:
+    return (lid for lid in stack.resources if stack.type_of(lid) == "AWS::Lambda::Function")
+
+
+def check_no_wildcard_actions(stack: Stack) -> list[str]:
+    """No Allow with a wildcard action, no managed policy beyond logs and X-Ray, in any function's role."""
+    problems = []
+    for lid in _functions(stack):
+        role = function_role(stack, lid)
+        for statement in role.statements:
+            if statement.effect == "Allow":
+                problems += [f"{statement.source}: wildcard action {a}" for a in statement.actions if "*" in a]
+        problems += [f"{lid}: managed policy {arn}" for arn in role.managed if arn not in ALLOWED_MANAGED_POLICIES]
+    return problems
+
+
+def _check_role(lid: str, role: RolePolicies, needed: list[Access], forbidden: list[Access]) -> list[str]:
+    problems = [
+        f"{lid} may not {a.describe()}" for a in needed if not allowed(role.statements, a.action, a.resource, a.context)
+    ]
+    problems += [
+        f"{lid} may {a.describe()}" for a in forbidden if allowed(role.statements, a.action, a.resource, a.context)
+    ]
+    return problems
+
+
+def orchestrator_env(stack: Stack) -> dict[str, str]:
+    env = stack.resolve(stack.properties(ORCHESTRATOR).get("Environment", {})).get("Variables", {})
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def check_iam(translated: Mapping[str, Any], pipeline: Pipeline, template: Template) -> list[str]:
+    """Every function's role covers what its code does, and no more (see the module docstring)."""
+    stack = Stack(translated)
+    bucket = stack.physical_id("ArtifactsBucket")
+    upload_prefix = orchestrator_env(stack).get("FAVE_UPLOAD_PREFIX", "")
+    problems = check_no_wildcard_actions(stack)
+    for stage, spec in pipeline.stages.items():
+        if spec.function not in stack.resources:
+            problems.append(f"stage {stage}: no function {spec.function} in the translated template")
+            continue
+        role = function_role(stack, spec.function)
+        needed = stage_requirements(pipeline, template, stage, bucket, upload_prefix)
+        if spec.mode == "async":
+            needed.append(Access("lambda:InvokeFunction", stack.arn(ORCHESTRATOR), "destination"))
+        problems += _check_role(spec.function, role, needed, stage_forbidden(pipeline, template, stage, bucket, stack))
+    problems += _check_role(
+        ORCHESTRATOR,
+        function_role(stack, ORCHESTRATOR),
+        orchestrator_requirements(pipeline, bucket, stack, upload_prefix),
+        orchestrator_forbidden(pipeline, bucket, stack, upload_prefix),
+    )
+    return problems
+
+
+def _invoke_configs(stack: Stack) -> dict[str, Mapping[str, Any]]:
+    """``{function logical id: its resolved AWS::Lambda::EventInvokeConfig properties}``."""
+    configs = {}
+    for lid in stack.resources:
+        if stack.type_of(lid) == "AWS::Lambda::EventInvokeConfig":
+            props = stack.properties(lid)
+            function = props["FunctionName"]["Ref"]
+            configs[function] = stack.resolve(props)
+    return configs
+
+
+def check_wiring(translated: Mapping[str, Any], pipeline: Pipeline) -> list[str]:
+    """Functions exist, async stages deliver to the orchestrator, the orchestrator knows every function."""
+    problems = []
+    stack = Stack(translated)
+    env = orchestrator_env(stack)
+    configs = _invoke_configs(stack)
+    orchestrator_arn = stack.arn(ORCHESTRATOR)
+    for stage, spec in pipeline.stages.items():
+        where = f"stage {stage} ({spec.function})"
+        if spec.function not in stack.resources or stack.type_of(spec.function) != "AWS::Lambda::Function":
+            problems.append(f"{where}: no function {spec.function} in template.yaml")
+            continue
+        name = env.get(f"FAVE_FUNCTION_{spec.function}")
+        if name != stack.physical_id(spec.function):
+            problems.append(
+                f"{where}: the orchestrator's FAVE_FUNCTION_{spec.function} is {name!r}, "
+                f"the function is named {stack.physical_id(spec.function)!r}"
+            )
+        config = configs.get(spec.function)
+        if spec.mode == "async":
+            if config is None:
+                problems.append(f"{where}: no EventInvokeConfig")
+                continue
+            if config.get("MaximumRetryAttempts") != 0:
+                problems.append(
+                    f"{where}: MaximumRetryAttempts is {config.get('MaximumRetryAttempts')!r}, not 0 "
+                    "(the engine owns retries)"
+                )
+            if not config.get("MaximumEventAgeInSeconds"):
+                problems.append(f"{where}: EventInvokeConfig.MaximumEventAgeInSeconds is not set")
+            destinations = config.get("DestinationConfig") or {}
+            for condition in ("OnSuccess", "OnFailure"):
+                target = (destinations.get(condition) or {}).get("Destination")
+                if target != orchestrator_arn:
+                    problems.append(f"{where}: {condition} destination is {target!r}, not {ORCHESTRATOR}")
+        elif config is not None and config.get("DestinationConfig"):
+            problems.append(f"{where}: a sync stage with destinations (its result comes back in the response)")
+    store = env.get("FAVE_STORE")
+    if store != f"s3://{stack.physical_id('ArtifactsBucket')}":
+        problems.append(f"the orchestrator's FAVE_STORE {store!r} is not the artifacts bucket")
+    return problems
