@@ -255,3 +255,151 @@ def test_invalid_isolation_and_missing_docker_context(tmp_path: Path) -> None:
     path = write_template(tmp_path, FN + "    PackageType: Image\n")
     with pytest.raises(ValidationError, match=r"function Fn: Metadata\.DockerContext: missing"):
         load_template(path)
+
+
+# -- intrinsics the deployable template uses -----------------------------------------------------------------
+
+CONDITIONAL = """
+Fn:
+  Type: AWS::Serverless::Function
+  Properties:
+    Handler: app.handler
+    CodeUri: src
+    Environment:
+      Variables:
+        MODE: !If [IsProd, production, trial]
+        ONLY_PROD: !If [IsProd, "yes", !Ref AWS::NoValue]
+        NESTED: !If [NotProd, !Sub "${AWS::Region}-trial", !Ref AWS::NoValue]
+        UNKNOWN: !If [Undecidable, a, b]
+    EventInvokeConfig:
+      DestinationConfig:
+        OnSuccess: {Type: Lambda, Destination: !If [IsProd, !GetAtt Sink.Arn, !Ref AWS::NoValue]}
+        OnFailure: {Type: Lambda, Destination: !If [NotProd, !Ref Sink, !GetAtt Other.Arn]}
+Sink: {Type: AWS::Serverless::Function, Properties: {Handler: app.handler, CodeUri: src}}
+Other: {Type: AWS::Serverless::Function, Properties: {Handler: app.handler, CodeUri: src}}
+"""
+CONDITIONS = """
+Parameters:
+  Stage: {Type: String, Default: prod, AllowedValues: [prod, trial]}
+  Whatever: {Type: String}
+Conditions:
+  IsProd: !Equals [!Ref Stage, prod]
+  NotProd: !Not [!Condition IsProd]
+  Undecidable: !And [!Condition IsProd, !Equals [!Ref Whatever, x]]
+"""
+
+
+def test_if_takes_the_branch_of_its_condition(tmp_path: Path) -> None:
+    path = write_template(tmp_path, CONDITIONAL, extra=CONDITIONS)
+    prod = load_template(path).functions["Fn"]
+    assert prod.environment == {"MODE": "production", "ONLY_PROD": "yes"}  # NESTED: NoValue drops the key
+    assert prod.unresolved_environment == ("UNKNOWN",)  # Whatever has no value: the condition is unknown
+    assert (prod.event_invoke_config.on_success, prod.event_invoke_config.on_failure) == ("Sink", "Other")
+
+    trial = load_template(path, parameters={"Stage": "trial"}).functions["Fn"]
+    # IsProd is false, so And is false whatever Whatever is.
+    assert trial.environment == {"MODE": "trial", "NESTED": "us-east-1-trial", "UNKNOWN": "b"}
+    assert (trial.event_invoke_config.on_success, trial.event_invoke_config.on_failure) == (None, "Sink")
+
+    known = load_template(path, parameters={"Whatever": "y"}).functions["Fn"]
+    assert known.environment["UNKNOWN"] == "b"
+
+
+def test_destination_arns_built_from_function_names(tmp_path: Path) -> None:
+    path = write_template(
+        tmp_path,
+        """
+        Orchestrator:
+          Type: AWS::Serverless::Function
+          Properties: {Handler: app.handler, CodeUri: src, FunctionName: !Sub "${AWS::StackName}-${Name}"}
+        Unnamed: {Type: AWS::Serverless::Function, Properties: {Handler: app.handler, CodeUri: src}}
+        Fn:
+          Type: AWS::Serverless::Function
+          Properties:
+            Handler: app.handler
+            CodeUri: src
+            Environment:
+              Variables:
+                TARGET: !Ref Orchestrator
+                TARGET_ARN: !GetAtt Orchestrator.Arn
+                OTHER: !Sub "${Unnamed}"
+            EventInvokeConfig:
+              DestinationConfig:
+                OnSuccess:
+                  Type: Lambda
+                  Destination: !Sub "arn:aws:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-${Name}"
+                OnFailure: {Type: Lambda, Destination: "arn:aws:lambda:eu-west-1:1:function:local-orchestrator:live"}
+        Elsewhere:
+          Type: AWS::Serverless::Function
+          Properties:
+            Handler: app.handler
+            CodeUri: src
+            EventInvokeConfig:
+              DestinationConfig:
+                OnSuccess: {Type: Lambda, Destination: !Sub "arn:aws:lambda:${AWS::Region}:1:function:not-here"}
+                OnFailure: {Type: Lambda, Destination: !Sub "arn:aws:lambda:${AWS::Region}:1:function:${Unnamed}"}
+        """,
+        extra="Parameters:\n  Name: {Type: String, Default: orchestrator}\n",
+    )
+    functions = load_template(path).functions
+    config = functions["Fn"].event_invoke_config
+    assert (config.on_success, config.on_failure) == ("Orchestrator", "Orchestrator")
+    renamed = load_template(path, parameters={"Name": "other"}).functions["Fn"].event_invoke_config
+    assert renamed.on_success == "Orchestrator"  # names and ARN follow the parameter together
+    assert functions["Fn"].environment == {
+        "TARGET": "local-orchestrator",
+        "TARGET_ARN": "arn:aws:lambda:us-east-1:000000000000:function:local-orchestrator",
+        "OTHER": "Unnamed",  # no FunctionName: the logical id is its local name
+    }
+    elsewhere = functions["Elsewhere"].event_invoke_config
+    assert elsewhere.on_success == "arn:aws:lambda:us-east-1:1:function:not-here"
+    assert elsewhere.on_failure == "Unnamed"
+
+
+def test_image_code_from_the_dockerfile_folder_or_fave_local(tmp_path: Path) -> None:
+    (tmp_path / "functions" / "heavy").mkdir(parents=True)
+    (tmp_path / "local-code").mkdir()
+    image = """
+        {lid}:
+          Type: AWS::Serverless::Function
+          Metadata: {metadata}
+          Properties: {{PackageType: Image, ImageConfig: {{Command: [app.handler]}}}}
+    """
+    resources = "".join(
+        image.format(lid=lid, metadata=metadata)
+        for lid, metadata in (
+            ("Wide", "{Dockerfile: functions/heavy/Dockerfile, DockerContext: ., DockerTag: v1}"),
+            ("Local", "{Dockerfile: Dockerfile, DockerContext: ., FaveLocal: {CodeUri: local-code}}"),
+        )
+    )
+    functions = load_template(write_template(tmp_path, resources)).functions
+    assert functions["Wide"].code_uri == tmp_path / "functions" / "heavy"
+    assert functions["Local"].code_uri == tmp_path / "local-code"
+    assert functions["Wide"].layers == () and functions["Wide"].handler == "app.handler"
+
+    missing = image.format(lid="Gone", metadata="{Dockerfile: functions/gone/Dockerfile, DockerContext: .}")
+    with pytest.raises(ValidationError, match=r"function Gone: Metadata\.Dockerfile: folder 'functions/gone'"):
+        load_template(write_template(tmp_path, missing))
+
+
+def test_the_repository_template_runs_locally() -> None:
+    """What `fave run` reads from template.yaml: every destination is the orchestrator, images run from
+    their Dockerfile's folder, and only what a deployed stack knows stays unresolved."""
+    root = Path(__file__).resolve().parents[2]
+    template = load_template(root / "template.yaml")
+    functions = template.functions
+    for lid in ("ExtractFunction", "TranscribeFunction", "DetectFunction"):
+        config = functions[lid].event_invoke_config
+        assert (config.on_success, config.on_failure, config.max_retry_attempts) == (
+            "OrchestratorFunction",
+            "OrchestratorFunction",
+            0,
+        )
+    for lid, folder in (("TranscribeFunction", "transcribe"), ("DetectFunction", "detect")):
+        assert functions[lid].package_type == "Image"
+        assert functions[lid].code_uri == root / "functions" / folder
+        assert functions[lid].handler == "app.handler" and functions[lid].layers == ()
+    assert functions["ExtractFunction"].layers == (root / "shared",)
+    orchestrator = functions["OrchestratorFunction"]
+    assert orchestrator.unresolved_environment == ("FAVE_STORE",)  # the bucket: wiring passes the store
+    assert orchestrator.environment["FAVE_FUNCTION_ExtractFunction"] == "local-extract"
