@@ -45,3 +45,23 @@ def test_table_flags_functions_over_the_zip_limit() -> None:
     assert "container image (!)" in table[3] and "av 100" in table[3]
     assert "No solution found" in table[4]
     assert "250 MB" in table[-1]
+
+
+def test_zip_totals_include_the_layer_and_the_template_choice_is_checked() -> None:
+    audio = sizes.FunctionSize("audio", ["av"], packages_mb=240.0, code_mb=0.01, layer_mb=7.8, template_package="Zip")
+    assert audio.total_mb == 247.8 and audio.deploy_as == "zip" and audio.problem is None
+    audio.layer_mb = 12.0  # a heavier layer pushes the same function over the limit
+    assert audio.deploy_as == "container image"
+    assert audio.problem == "template.yaml deploys it as Zip, but 252.0 MB > 250 MB"
+    image = sizes.FunctionSize("detect", ["opencv"], packages_mb=296.4, template_package="Image")
+    assert image.problem is None
+    table = sizes.format_table([audio, image]).splitlines()
+    assert "Zip !!" in table[2] and "252.0 MB > 250 MB" in table[2]
+    assert "Image" in table[3] and "!!" not in table[3]
+    assert table[-1].startswith("!!")
+
+
+def test_template_package_types_come_from_template_yaml() -> None:
+    types = sizes.template_package_types()
+    assert types["transcribe"] == types["detect"] == "Image"
+    assert types["audio"] == types["normalize"] == types["orchestrator"] == "Zip"
