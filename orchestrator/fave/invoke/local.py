@@ -7,6 +7,10 @@ What behaves like Lambda:
   loads at import) is imported once per environment. Concurrency per function is its
   ``ReservedConcurrentExecutions``, else ``max_environments``, else ``os.cpu_count()``; extra invocations
   queue (Lambda would throttle a synchronous call instead; queueing keeps local runs simple).
+* Unlike Lambda's, these environments share one machine's cores. Unless ``max_environments`` is given, a
+  function starts an environment beyond its first only while fewer environments than ``cores`` (default
+  ``os.cpu_count()``) are starting or busy, across all functions; otherwise its invocations wait for its
+  warm environment instead of paying a cold start on a saturated machine (``pool.CoreGate``).
 * Each environment gets ``os.environ`` + the function's ``Environment`` + ``env_overrides`` + Lambda's own
   variables, ``cwd`` = the code folder, and ``sys.path`` = code folder, layers, then the parent's path (so
   packages installed in the virtualenv import as they would from a layer).
@@ -59,7 +63,7 @@ from fave.invoke.base import (
     encode_payload,
 )
 from fave.invoke.environment import Outcome, ProcessEnvironment, context_info
-from fave.invoke.pool import FunctionPool, FunctionStats, Invocation
+from fave.invoke.pool import CoreGate, FunctionPool, FunctionStats, Invocation
 from fave.invoke.timer import Timer
 from fave.invoke.worker import decode_json
 from fave.template import FunctionSpec, Template, load_template
@@ -89,6 +93,7 @@ class LocalRuntime:
         destination_handlers: Mapping[str, DestinationHandler] = _EMPTY,
         async_retry_delays_s: Sequence[float] = (1.0, 2.0),
         max_environments: int | None = None,
+        cores: int | None = None,
     ) -> None:
         if max_environments is not None and max_environments < 1:
             raise ValueError(f"max_environments must be at least 1, got {max_environments}")
@@ -102,6 +107,9 @@ class LocalRuntime:
         self._lock = threading.Lock()
         self._closed = False
         default_limit = max_environments or os.cpu_count() or 1
+        # An explicit max_environments is a choice of concurrency: no core gate then (unless cores is given).
+        gate_cores = cores if cores is not None else (None if max_environments else os.cpu_count() or 1)
+        self.gate = CoreGate(gate_cores, self._timer) if gate_cores is not None else None
         self._pools: dict[str, FunctionPool] = {}
         self._arns: dict[str, str] = {}
         for lid, spec in self.template.functions.items():
@@ -113,6 +121,7 @@ class LocalRuntime:
                 timer=self._timer,
                 start_process=functools.partial(self._start_process, spec),
                 thread_context=context,
+                gate=self.gate,
             )
             missing = [
                 name

@@ -8,6 +8,14 @@ the same warm environment and an idle function costs no threads or processes.
 
 Every invocation in flight sits in ``_running``; whoever pops it from there (the slot that ran it, the
 thread-isolation timeout, or ``close``) is the one that reports its outcome, exactly once.
+
+``CoreGate`` (optional, shared by the pools of one runtime): on Lambda every environment brings its own CPU,
+locally they all share this machine's cores. With a gate, a process pool starts its first environment at
+once, but one beyond its first only while fewer slots than the gate's cores are active (starting or running
+an invocation), and only after ``SCALE_UP_DELAY_S``, so the other functions of the same orchestrator step get
+their first environments before one function takes a second core. Otherwise the invocation waits for a warm
+environment of its function, which is cheaper than a cold start (interpreter, imports, model load) competing
+for busy cores. A pool whose scale-up was refused is asked again as soon as a slot anywhere goes idle.
 """
 
 from __future__ import annotations
@@ -78,6 +86,60 @@ class Invocation:
         """The runtime closed before the attempt ended."""
 
 
+class CoreGate:
+    """Counts the active process slots of every pool sharing it, against ``cores`` (see the module docs).
+
+    Lock order: a pool's lock may be held while calling ``add``/``later``/``refuse`` (they take only the
+    gate's own lock or the timer's); pools are called back on the timer thread, with no lock held.
+    """
+
+    SCALE_UP_DELAY_S = 0.1
+    """How long a scale-up decision waits: invocations submitted together (one orchestrator step) first
+    claim their functions' first environments, so a function does not take a second core before another
+    function that has none got its first."""
+
+    def __init__(self, cores: int, timer: Timer) -> None:
+        if cores < 1:
+            raise ValueError(f"cores must be at least 1, got {cores}")
+        self.cores = cores
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._active = 0
+        self._refused: dict[int, FunctionPool] = {}
+
+    @property
+    def active(self) -> int:
+        """Slots starting or running an invocation right now."""
+        return self._active
+
+    def has_room(self) -> bool:
+        return self._active < self.cores
+
+    def add(self, delta: int) -> None:
+        """A slot became active (+1) or idle / gone (-1)."""
+        with self._lock:
+            self._active += delta
+            if delta >= 0 or not self._refused or self._active >= self.cores:
+                return
+            refused = list(self._refused.values())
+            self._refused.clear()
+        self._timer.call_at(time.monotonic(), lambda: _scale_up(refused))
+
+    def later(self, pool: FunctionPool) -> None:
+        """Ask ``pool`` to decide on another environment ``SCALE_UP_DELAY_S`` from now."""
+        self._timer.call_at(time.monotonic() + self.SCALE_UP_DELAY_S, pool.scale_up)
+
+    def refuse(self, pool: FunctionPool) -> None:
+        """``pool`` wanted another environment and got none: ask it again when a core frees up."""
+        with self._lock:
+            self._refused[id(pool)] = pool
+
+
+def _scale_up(pools: list[FunctionPool]) -> None:
+    for pool in pools:
+        pool.scale_up()
+
+
 class FunctionPool:
     """Runs one function's invocations, ``limit`` at a time, in warm environments."""
 
@@ -89,11 +151,15 @@ class FunctionPool:
         timer: Timer,
         start_process: Callable[[], ProcessEnvironment],
         thread_context: dict[str, str],
+        gate: CoreGate | None = None,
     ) -> None:
         self.spec = spec
         self.limit = limit
         self._timeout = float(spec.timeout_s)
         self._threads_mode = spec.local_isolation == "thread"
+        # Thread isolation is for trivial handlers: their slots cost no cold start worth gating.
+        self._gate = None if self._threads_mode else gate
+        self._scale_pending = False  # a gated scale-up decision is scheduled
         self._timer = timer
         self._start_process = start_process
         self._thread_context = thread_context
@@ -129,11 +195,40 @@ class FunctionPool:
 
     def _need_slot(self) -> bool:
         # Caller holds the lock. Start a slot only if the idle and starting ones cannot take everything.
-        if len(self._queue) > self._idle + self._starting and self._slots < self.limit and not self._closed:
-            self._slots += 1
-            self._starting += 1
-            return True
-        return False
+        if not self._wants_slot():
+            return False
+        if self._gate is not None and self._slots:
+            # Another environment of a function that has one: decided a moment later (CoreGate).
+            if not self._scale_pending:
+                self._scale_pending = True
+                self._gate.later(self)
+            return False
+        return self._claim_slot()
+
+    def _wants_slot(self) -> bool:
+        return len(self._queue) > self._idle + self._starting and self._slots < self.limit and not self._closed
+
+    def _claim_slot(self) -> bool:
+        if self._gate is not None:
+            self._gate.add(1)
+        self._slots += 1
+        self._starting += 1
+        return True
+
+    def scale_up(self) -> None:
+        """Called back by the gate: start the environments queued work still needs while a core is free (or
+        this function has none); otherwise wait for a core to free up."""
+        starts = 0
+        with self._lock:
+            self._scale_pending = False
+            while self._wants_slot():
+                if self._gate is not None and self._slots and not self._gate.has_room():
+                    self._gate.refuse(self)  # meanwhile the queue drains through the warm environment(s)
+                    break
+                self._claim_slot()
+                starts += 1
+        for _ in range(starts):
+            self._start_slot()
 
     def _start_slot(self) -> None:
         thread = threading.Thread(target=self._slot, name=f"fave-local-{self.spec.logical_id}", daemon=True)
@@ -187,6 +282,8 @@ class FunctionPool:
                 self._threads.discard(threading.current_thread())
                 if not abandoned:
                     self._slots -= 1
+                if self._gate is not None:
+                    self._gate.add(-1)
 
     def _take(self) -> Invocation | None:
         with self._lock:
@@ -194,7 +291,11 @@ class FunctionPool:
                 if self._closed:
                     return None
                 self._idle += 1
+                if self._gate is not None:
+                    self._gate.add(-1)  # an idle warm environment holds no core
                 self._cond.wait()
+                if self._gate is not None:
+                    self._gate.add(1)
                 self._idle -= 1
             invocation = self._queue.popleft()
             self._running[id(invocation)] = invocation
