@@ -44,7 +44,9 @@ def local_orchestrator(
     """An orchestrator whose invoker is the local runtime of the pipeline's template.yaml.
 
     Every destination that a function's EventInvokeConfig names is delivered straight to this
-    orchestrator's inbox: locally, *this process* is the orchestrator function.
+    orchestrator's inbox: locally, *this process* is the orchestrator function. Once the first stage is
+    invoked, the runtime pre-warms the functions of the later stages in DAG order while cores are free
+    (``LocalRuntime(prewarm=...)``; ``runtime_options`` may override it).
     """
     from .invoke.local import LocalRuntime
     from .template import load_template
@@ -58,6 +60,8 @@ def local_orchestrator(
         cfg = spec.event_invoke_config
         destinations.update(d for d in (cfg.on_success, cfg.on_failure) if d)
     options = dict(runtime_options or {})
+    # The first environment of each function is started ahead, in DAG order, while cores are free.
+    options.setdefault("prewarm", list(dict.fromkeys(pipeline.stages[name].function for name in pipeline.order)))
     env = {"FAVE_STORE": store.uri, **options.pop("env_overrides", {})}
     orchestrator.invoker = LocalRuntime(
         template,

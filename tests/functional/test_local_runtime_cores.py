@@ -105,11 +105,19 @@ def test_every_function_gets_its_first_environment_even_when_busy(
 def test_a_function_does_not_take_a_second_core_before_another_gets_its_first(
     runtimes: list[LocalRuntime], template: Template
 ) -> None:
-    # Submitted together, as one orchestrator step would: Sleepy twice, then Dozy. Two cores are enough
-    # for one environment each, not for a second Sleepy.
+    # Submitted together from one thread, as one orchestrator step does: Sleepy twice, then Dozy. Two cores
+    # are enough for one environment each, not for a second Sleepy. Dozy keeps its core until Sleepy's
+    # environment has taken the queued invocation, so no core frees up while Sleepy still has a queue.
     runtime = runtime_with(runtimes, template, max_environments=4, cores=2)
-    call_all(runtime, [("Sleepy", {"s": 0.5}), ("Sleepy", {"s": 0.5}), ("Dozy", {"s": 0.5})])
-    stats = runtime.stats()
+    for function, seconds in (("Sleepy", 0.3), ("Sleepy", 0.3), ("Dozy", 0.8)):
+        runtime.invoke_async(function, {"s": seconds})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stats = runtime.stats()
+        if (stats["Sleepy"].invocations, stats["Dozy"].invocations) == (2, 1):
+            break
+        time.sleep(0.02)
+    assert (stats["Sleepy"].errors, stats["Dozy"].errors) == (0, 0)
     assert (stats["Sleepy"].cold_starts, stats["Dozy"].cold_starts) == (1, 1)
     wait_until_idle(runtime)
 
@@ -134,3 +142,46 @@ def test_thread_isolation_is_not_gated(runtimes: list[LocalRuntime], template: T
     # Gated to one slot they would take 1.6 s one after another; thread slots cost no cold start.
     assert time.monotonic() - started < 1.2
     assert runtime.gate is not None and runtime.gate.active == 0  # thread slots never count
+
+
+# -- pre-warming ------------------------------------------------------------------------------------------
+
+
+def wait_for_pids(runtime: LocalRuntime, function: str, timeout: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while not (pids := runtime.environment_pids()[function]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pids
+
+
+def test_first_invocation_prewarms_the_functions_after_it(runtimes: list[LocalRuntime], template: Template) -> None:
+    runtime = runtime_with(runtimes, template, cores=2, prewarm=["Echo", "Sleepy", "Dozy"])
+    assert runtime.environment_pids() == {"Sleepy": [], "Echo": [], "EchoThread": [], "Dozy": []}
+    call_all(runtime, [("Sleepy", {"s": 0.1})])
+    dozy = wait_for_pids(runtime, "Dozy")
+    assert len(dozy) == 1, "Dozy, after Sleepy in the list, was not pre-warmed"
+    assert runtime.environment_pids()["Echo"] == []  # before the first function invoked: not needed again
+    # The warm environment serves the first invocation: no second cold start.
+    assert call_all(runtime, [("Dozy", {"s": 0.1})])[0]["pid"] == dozy[0]
+    assert runtime.stats()["Dozy"].cold_starts == 1
+    wait_until_idle(runtime)
+
+
+def test_prewarming_waits_for_a_free_core(runtimes: list[LocalRuntime], template: Template) -> None:
+    runtime = runtime_with(runtimes, template, cores=1, prewarm=["Sleepy", "Dozy"])
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(runtime.invoke_sync, "Sleepy", {"s": 0.8})
+        time.sleep(0.4)  # Sleepy's environment holds the only core: Dozy must not start yet
+        assert runtime.environment_pids()["Dozy"] == [] or busy.done()
+        assert busy.result(timeout=30).ok
+    assert len(wait_for_pids(runtime, "Dozy")) == 1  # started once the core was free
+    wait_until_idle(runtime)
+
+
+def test_no_prewarming_without_the_gate(runtimes: list[LocalRuntime], template: Template) -> None:
+    runtime = runtime_with(runtimes, template, max_environments=2, prewarm=["Sleepy", "Dozy"])
+    call_all(runtime, [("Sleepy", {"s": 0.1})])
+    time.sleep(0.5)
+    assert runtime.environment_pids()["Dozy"] == []
+    with pytest.raises(ValueError, match="prewarm: no function Nope"):
+        runtime_with(runtimes, template, prewarm=["Nope"])

@@ -11,6 +11,10 @@ What behaves like Lambda:
   function starts an environment beyond its first only while fewer environments than ``cores`` (default
   ``os.cpu_count()``) are starting or busy, across all functions; otherwise its invocations wait for its
   warm environment instead of paying a cold start on a saturated machine (``pool.CoreGate``).
+* ``prewarm`` (with the gate only): functions in the order they will be needed. When one of them is first
+  invoked, the runtime starts the first environment of each function after it in that list, one at a time
+  and only while a core is free, so their interpreter start and imports overlap the running stages instead
+  of delaying each stage in turn (Lambda's provisioned concurrency, for the first environment).
 * Each environment gets ``os.environ`` + the function's ``Environment`` + ``env_overrides`` + Lambda's own
   variables, ``cwd`` = the code folder, and ``sys.path`` = code folder, layers, then the parent's path (so
   packages installed in the virtualenv import as they would from a layer).
@@ -94,6 +98,7 @@ class LocalRuntime:
         async_retry_delays_s: Sequence[float] = (1.0, 2.0),
         max_environments: int | None = None,
         cores: int | None = None,
+        prewarm: Sequence[str] = (),
     ) -> None:
         if max_environments is not None and max_environments < 1:
             raise ValueError(f"max_environments must be at least 1, got {max_environments}")
@@ -134,6 +139,10 @@ class LocalRuntime:
                     lid,
                     ", ".join(missing),
                 )
+        unknown = [name for name in prewarm if name not in self._pools]
+        if unknown:
+            raise ValueError(f"prewarm: no function {', '.join(unknown)} in {self.template.path}")
+        self._prewarm = _Prewarmer(self.gate, [self._pools[name] for name in prewarm]) if self.gate else None
 
     # -- Invoker ------------------------------------------------------------------------------------------
 
@@ -143,6 +152,8 @@ class LocalRuntime:
         invocation = _SyncInvocation(self._request_id(), encode_payload(payload, MAX_SYNC_PAYLOAD_BYTES))
         if not pool.submit(invocation):
             raise TerminalInvocationError("the local runtime is closed")
+        if self._prewarm is not None and not self._prewarm.started:
+            self._prewarm.start_after(pool)  # after submit: this function's own environment comes first
         outcome = invocation.wait()
         if outcome is None:
             raise TerminalInvocationError(
@@ -166,6 +177,8 @@ class LocalRuntime:
         invocation = _AsyncInvocation(self, pool, request_id, encode_payload(payload, MAX_ASYNC_PAYLOAD_BYTES))
         if not pool.submit(invocation):
             raise TerminalInvocationError("the local runtime is closed")
+        if self._prewarm is not None and not self._prewarm.started:
+            self._prewarm.start_after(pool)
         return request_id
 
     def close(self) -> None:
@@ -317,6 +330,35 @@ class LocalRuntime:
             },
             "responsePayload": decode_json(outcome.body) if outcome is not None else None,
         }
+
+
+class _Prewarmer:
+    """Warms the first environment of each function after the first one invoked, while cores are free."""
+
+    def __init__(self, gate: CoreGate, pools: list[FunctionPool]) -> None:
+        self.gate = gate
+        self.pools = pools
+        self.started = False
+        self._pending: list[FunctionPool] = []
+        self._lock = threading.Lock()
+
+    def start_after(self, first: FunctionPool) -> None:
+        with self._lock:
+            if self.started:
+                return
+            self.started = True
+            if first in self.pools:
+                self._pending = self.pools[self.pools.index(first) + 1 :]
+        self.scale_up()
+
+    def scale_up(self) -> None:
+        """Warm the next functions while the gate has room; otherwise wait for a core (called back)."""
+        with self._lock:
+            while self._pending:
+                if not self._pending[0].prewarm():
+                    self.gate.refuse(self)
+                    return
+                self._pending.pop(0)
 
 
 class _SyncInvocation(Invocation):

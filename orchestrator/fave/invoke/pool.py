@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from fave.invoke.environment import Outcome, ProcessEnvironment, exit_outcome, timeout_outcome
 from fave.invoke.timer import Timer
@@ -86,6 +87,12 @@ class Invocation:
         """The runtime closed before the attempt ended."""
 
 
+class ScalesUp(Protocol):
+    """What a gate asks again when a core frees up (a pool, or the runtime's pre-warmer)."""
+
+    def scale_up(self) -> None: ...
+
+
 class CoreGate:
     """Counts the active process slots of every pool sharing it, against ``cores`` (see the module docs).
 
@@ -105,7 +112,7 @@ class CoreGate:
         self._timer = timer
         self._lock = threading.Lock()
         self._active = 0
-        self._refused: dict[int, FunctionPool] = {}
+        self._refused: dict[int, ScalesUp] = {}
 
     @property
     def active(self) -> int:
@@ -129,13 +136,13 @@ class CoreGate:
         """Ask ``pool`` to decide on another environment ``SCALE_UP_DELAY_S`` from now."""
         self._timer.call_at(time.monotonic() + self.SCALE_UP_DELAY_S, pool.scale_up)
 
-    def refuse(self, pool: FunctionPool) -> None:
+    def refuse(self, pool: ScalesUp) -> None:
         """``pool`` wanted another environment and got none: ask it again when a core frees up."""
         with self._lock:
             self._refused[id(pool)] = pool
 
 
-def _scale_up(pools: list[FunctionPool]) -> None:
+def _scale_up(pools: list[ScalesUp]) -> None:
     for pool in pools:
         pool.scale_up()
 
@@ -230,8 +237,24 @@ class FunctionPool:
         for _ in range(starts):
             self._start_slot()
 
-    def _start_slot(self) -> None:
-        thread = threading.Thread(target=self._slot, name=f"fave-local-{self.spec.logical_id}", daemon=True)
+    def prewarm(self) -> bool:
+        """Start this function's first environment ahead of any invocation (process isolation only).
+
+        True when done or not needed (it has a slot already, runs in threads, or is closed); False when the
+        gate has no free core for it now."""
+        with self._lock:
+            if self._threads_mode or self._closed or self._slots:
+                return True
+            if self._gate is not None and not self._gate.has_room():
+                return False
+            self._claim_slot()
+        self._start_slot(warm=True)
+        return True
+
+    def _start_slot(self, warm: bool = False) -> None:
+        thread = threading.Thread(
+            target=self._slot, args=(warm,), name=f"fave-local-{self.spec.logical_id}", daemon=True
+        )
         with self._lock:
             self._threads.add(thread)
         thread.start()
@@ -248,10 +271,16 @@ class FunctionPool:
 
     # -- slots --------------------------------------------------------------------------------------------
 
-    def _slot(self) -> None:
+    def _slot(self, warm: bool = False) -> None:
         environment: ProcessEnvironment | None = None
         abandoned = False
         try:
+            if warm:
+                # Still "starting" meanwhile: an invocation arriving now waits for this environment.
+                try:
+                    environment = self._warm_up()
+                except Exception:
+                    log.exception("pre-warming %s failed", self.spec.logical_id)
             with self._lock:
                 self._starting -= 1
             while (invocation := self._take()) is not None:
@@ -316,27 +345,42 @@ class FunctionPool:
 
     # -- process isolation --------------------------------------------------------------------------------
 
+    def _cold_start(self, request_id: str) -> ProcessEnvironment | Outcome:
+        """A new environment through its init phase, or the outcome to report for ``request_id``."""
+        try:
+            environment = self._start_process()
+        except OSError as e:
+            body = {"errorType": "Runtime.ExitError", "errorMessage": f"could not start the runtime: {e}"}
+            return Outcome(json.dumps(body).encode(), error=True)
+        with self._lock:
+            self._environments.add(environment)
+            self._counts["cold_starts"] += 1
+            if self._closed:
+                environment.interrupt()
+        failed = environment.wait_ready(request_id, self._timeout)
+        if failed is not None:
+            self._discard(environment)
+            return failed
+        return environment
+
+    def _warm_up(self) -> ProcessEnvironment | None:
+        """``prewarm``'s environment; None if its init failed (the first invocation then reports why)."""
+        started = self._cold_start("prewarm")
+        if isinstance(started, Outcome):
+            log.debug("%s: pre-warming failed; the first invocation starts it again", self.spec.logical_id)
+            return None
+        return started
+
     def _run_in_process(
         self, invocation: Invocation, environment: ProcessEnvironment | None
     ) -> ProcessEnvironment | None:
         """Run on the slot's environment (starting a cold one if needed); returns the environment to keep."""
         if environment is None:
-            try:
-                environment = self._start_process()
-            except OSError as e:
-                body = {"errorType": "Runtime.ExitError", "errorMessage": f"could not start the runtime: {e}"}
-                self._finish(invocation, Outcome(json.dumps(body).encode(), error=True))
+            started = self._cold_start(invocation.request_id)
+            if isinstance(started, Outcome):
+                self._finish(invocation, started)
                 return None
-            with self._lock:
-                self._environments.add(environment)
-                self._counts["cold_starts"] += 1
-                if self._closed:
-                    environment.interrupt()
-            failed = environment.wait_ready(invocation.request_id, self._timeout)
-            if failed is not None:
-                self._discard(environment)
-                self._finish(invocation, failed)
-                return None
+            environment = started
         outcome = environment.invoke(invocation.request_id, invocation.payload, self._timeout)
         if outcome.env_lost:
             # Gone before the outcome is reported, so a caller that sees it also sees the next one cold.
