@@ -44,6 +44,7 @@ from .model import (
     TaskSucceeded,
     Tick,
     WriteFinal,
+    evolve,
 )
 from .pipeline import Pipeline, Stage
 
@@ -189,7 +190,7 @@ class _Tx:
             changes: dict[str, int] = {task.status.value.lower(): st.count(task.status) + 1}
             if old is not None:
                 changes[old.status.value.lower()] = st.count(old.status) - 1
-            self.set_stage(stage, replace(st, **changes))  # type: ignore[arg-type]
+            self.set_stage(stage, evolve(st, **changes))
         if self.p.stages[stage].fanned_out:
             self.dirty = self.dirty.set((stage, item // SHARD_SIZE), None)
         # Keep the derived indexes in step with the status.
@@ -239,7 +240,7 @@ class _Tx:
         self.put(
             ev.stage,
             item,
-            replace(
+            evolve(
                 task,
                 status=TaskStatus.SUCCEEDED,
                 output=ev.output,
@@ -550,7 +551,7 @@ class _Tx:
         self.put(
             spec.name,
             item,
-            replace(
+            evolve(
                 task,
                 status=TaskStatus.RUNNING,
                 attempt=attempt,

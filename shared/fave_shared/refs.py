@@ -33,12 +33,21 @@ def is_ref(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(REF), str)
 
 
+# Measures compact JSON without sorting keys (same length as ``dumps``) and without building an encoder per
+# call, as ``json.dumps`` with options does: offload runs once per dispatched task. ASCII output: len = bytes.
+_SIZER = json.JSONEncoder(separators=(",", ":"))
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON (what ``dumps`` would write)."""
+    return len(_SIZER.encode(value))
+
+
 def offload(store: ObjectStore, key: str, value: Any, *, limit: int | None = None) -> Any:
     """Return ``value`` itself, or a ref to a copy written at ``key`` if its JSON exceeds ``limit`` bytes."""
-    data = dumps(value)
-    if len(data) <= (threshold() if limit is None else limit):
+    if json_size(value) <= (threshold() if limit is None else limit):
         return value
-    store.put(key, data, content_type="application/json")
+    store.put(key, dumps(value), content_type="application/json")
     return {REF: key}
 
 
