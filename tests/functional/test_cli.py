@@ -46,8 +46,10 @@ def fave(
     return proc
 
 
-def demo_run(store: Path, source: Path, request: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
-    return fave("run", str(source), "--pipeline", str(DEMO), "--input", json.dumps(request), *extra, store=store)
+def demo_run(
+    store: Path, source: Path, request: dict[str, Any], *extra: str, pipeline: Path = DEMO
+) -> subprocess.CompletedProcess[str]:
+    return fave("run", str(source), "--pipeline", str(pipeline), "--input", json.dumps(request), *extra, store=store)
 
 
 @pytest.fixture
@@ -158,10 +160,23 @@ def wait_for(store: Path, request_id: str, predicate: Any, timeout: float) -> di
         time.sleep(0.05)
 
 
-def test_sigkill_during_fanout_then_resume_gives_the_same_final(tmp_path: Path, source: Path) -> None:
+@pytest.fixture
+def patient_demo(tmp_path: Path) -> Path:
+    """The demo pipeline with a 60 s timeout on measure: its slow items queue for the machine's few warm
+    environments (the local runtime scales up only while a core is free) and must not time out waiting."""
+    text = DEMO.read_text().replace("timeout: 2s", "timeout: 60s")
+    text = text.replace("template: template.yaml", f"template: {DEMO.parent / 'template.yaml'}")
+    path = tmp_path / "patient-demo.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_sigkill_during_fanout_then_resume_gives_the_same_final(
+    tmp_path: Path, source: Path, patient_demo: Path
+) -> None:
     request = {"text": LONG_TEXT, "sleep_s": 0.3}  # measure sleeps 0.3 s per word: the fan-out takes a while
     reference_store = tmp_path / "reference"
-    reference = demo_run(reference_store, source, request, "--json")
+    reference = demo_run(reference_store, source, request, "--json", pipeline=patient_demo)
     assert reference.returncode == 0, reference.stderr
     expected = json.loads(reference.stdout)["final"]
 
@@ -176,7 +191,7 @@ def test_sigkill_during_fanout_then_resume_gives_the_same_final(tmp_path: Path, 
                 "run",
                 str(source),
                 "--pipeline",
-                str(DEMO),
+                str(patient_demo),
                 "--input",
                 json.dumps(request),
             ],
@@ -199,7 +214,7 @@ def test_sigkill_during_fanout_then_resume_gives_the_same_final(tmp_path: Path, 
     assert run.returncode == -signal.SIGKILL
 
     local = LocalStore(store)
-    before = Orchestrator(load_pipeline(DEMO), local).load(request_id)
+    before = Orchestrator(load_pipeline(patient_demo), local).load(request_id)
     assert before.status is RequestStatus.RUNNING
     done_before = {i: t for i, t in before.tasks["measure"].items() if t.status is TaskStatus.SUCCEEDED}
     assert 3 <= len(done_before) < 27
@@ -211,7 +226,7 @@ def test_sigkill_during_fanout_then_resume_gives_the_same_final(tmp_path: Path, 
     assert doc["final"] == expected
     assert json.loads(local.get(final_key(request_id)).data) == expected
 
-    after = Orchestrator(load_pipeline(DEMO), local).load(request_id)
+    after = Orchestrator(load_pipeline(patient_demo), local).load(request_id)
     for i, task in done_before.items():  # resume re-ran only what had not succeeded
         again = after.tasks["measure"][i]
         assert (again.attempt, again.finished_at, again.output) == (task.attempt, task.finished_at, task.output)
