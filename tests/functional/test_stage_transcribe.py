@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import wave
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 from fave_shared.errors import ValidationError
 from fave_shared.store import LocalStore
+from support.e2e import wer
 from support.functions import load_handler
 from support.scene_media import SAMPLE_RATE, stage_event, truth, wav_bytes, write_scene_clips
 
@@ -23,22 +23,6 @@ import transcribe_whisper  # noqa: E402
 
 REQUEST = "r-transcribe"
 MAX_WER = 0.15
-
-
-def words_of(text: str) -> list[str]:
-    """Lower-case words without punctuation (how WER is usually scored)."""
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level edit distance (substitutions, insertions, deletions) / reference words."""
-    ref, hyp = words_of(reference), words_of(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(len(ref), 1)
 
 
 def test_wer_helper() -> None:
