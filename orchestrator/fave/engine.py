@@ -559,7 +559,6 @@ class _Tx:
                 first_dispatched_at=task.first_dispatched_at or self.now,
                 deadline=self.now + spec.timeout_s,
                 retry_at=None,
-                dispatch_version=self.base.version + 1,
             ),
         )
         item_ref = item if spec.fanned_out else None

@@ -73,8 +73,6 @@ class Task:
     error: str | None = None
     output: Any = None
     """The stage's output: inline JSON, or ``{"$ref": key}``."""
-    dispatch_version: int = 0
-    """The state version whose commit dispatched the current attempt (see persistence.load)."""
     first_dispatched_at: float | None = None
 
 

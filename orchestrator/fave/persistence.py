@@ -113,8 +113,6 @@ def task_to_json(task: Task) -> dict[str, Any]:
         value = getattr(task, name)
         if value is not None:
             out[name] = value
-    if task.dispatch_version:
-        out["dispatch_version"] = task.dispatch_version
     return out
 
 
@@ -131,7 +129,6 @@ def task_from_doc(doc: TaskDoc) -> Task:
         error_type=doc.error_type,
         error=doc.error,
         output=doc.output,
-        dispatch_version=doc.dispatch_version,
     )
 
 

@@ -48,9 +48,6 @@ INLINE_OUTPUT_LIMIT = 8_192
 MAX_CONFLICT_RETRIES = 20
 
 
-_size = refs.json_size
-
-
 class Orchestrator:
     """Runs requests of one pipeline against one object store and one invoker."""
 
@@ -163,7 +160,7 @@ class Orchestrator:
         if not isinstance(event, TaskSucceeded) or event.stage not in self.pipeline.stages:
             return event
         output = event.output
-        if not refs.is_ref(output) and _size(output) > INLINE_OUTPUT_LIMIT:
+        if not refs.is_ref(output) and refs.json_size(output) > INLINE_OUTPUT_LIMIT:
             prefix = artifact_prefix(validate_request_id(request_id), event.stage, event.item)
             key = f"{prefix}output-{event.attempt}.json"
             self.store.put(key, refs.dumps(output), content_type="application/json")

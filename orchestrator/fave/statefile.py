@@ -30,7 +30,6 @@ class TaskDoc(BaseModel):
     error_type: str | None = None
     error: str | None = None
     output: Any = None
-    dispatch_version: int = 0
 
 
 class StageDoc(BaseModel):
