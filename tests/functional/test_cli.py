@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +20,26 @@ from fave.pipeline import load_pipeline
 from fave.service import Orchestrator
 from fave_shared.errors import NotFoundError
 from fave_shared.store import LocalStore
+from support import e2e
 from support.demo import DEMO, TEXT
 
 LONG_TEXT = " ".join(f"{w}{i}" for i in range(3) for w in TEXT.split())  # 27 words
 
 
-def fave(
-    *args: str, store: Path, timeout: float = 120, check_code: int | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FAVE_STORE": str(store)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "fave.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
+def fave(*args: str, store: Path, check_code: int | None = None) -> e2e.Result:
+    """``fave ARGS`` with ``FAVE_STORE=store``, run to its end."""
+    proc = e2e.fave(*args, env=e2e.child_env({"FAVE_STORE": str(store)}), timeout=120)
     if check_code is not None:
-        assert proc.returncode == check_code, proc.stderr
+        assert proc.code == check_code, proc.stderr
     return proc
 
 
-def demo_run(
-    store: Path, source: Path, request: dict[str, Any], *extra: str, pipeline: Path = DEMO
-) -> subprocess.CompletedProcess[str]:
-    return fave("run", str(source), "--pipeline", str(pipeline), "--input", json.dumps(request), *extra, store=store)
+def demo_args(source: Path, request: dict[str, Any], pipeline: Path = DEMO) -> list[str]:
+    return ["run", str(source), "--pipeline", str(pipeline), "--input", json.dumps(request)]
+
+
+def demo_run(store: Path, source: Path, request: dict[str, Any], *extra: str, pipeline: Path = DEMO) -> e2e.Result:
+    return fave(*demo_args(source, request, pipeline), *extra, store=store)
 
 
 @pytest.fixture
@@ -63,7 +53,7 @@ def source(tmp_path: Path) -> Path:
 def test_run_status_list_json_contract(tmp_path: Path, source: Path) -> None:
     store = tmp_path / "store"
     ok = demo_run(store, source, {"text": TEXT}, "--json")
-    assert ok.returncode == 0, ok.stderr
+    assert ok.code == 0, ok.stderr
     doc = json.loads(ok.stdout)
     assert {"request_id", "status", "stages", "final"} <= set(doc)
     assert doc["status"] == "COMPLETED"
@@ -73,7 +63,7 @@ def test_run_status_list_json_contract(tmp_path: Path, source: Path) -> None:
     assert f"request {doc['request_id']}" in ok.stderr
 
     failed = demo_run(store, source, {"text": TEXT, "bad_word": "dog"}, "--json")
-    assert failed.returncode == 1
+    assert failed.code == 1
     bad = json.loads(failed.stdout)
     assert bad["status"] == "FAILED" and "stage 'shout' item 8" in bad["failure"]
 
@@ -125,7 +115,7 @@ def test_bad_input_exits_2_with_one_line_naming_the_problem(
     if filled[0] == "run" and "--pipeline" not in filled:
         filled += ["--pipeline", str(DEMO)]
     proc = fave(*filled, store=store)
-    assert proc.returncode == 2
+    assert proc.code == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fave: error: ") and message in lines[0], proc.stderr
     assert proc.stdout == ""
@@ -136,7 +126,7 @@ def test_bad_input_exits_2_with_one_line_naming_the_problem(
 def test_detach_returns_at_once_and_a_background_driver_finishes(tmp_path: Path, source: Path) -> None:
     store = tmp_path / "store"
     proc = demo_run(store, source, {"text": TEXT}, "--detach", "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.stderr
     request_id = json.loads(proc.stdout)["request_id"]
     assert json.loads(proc.stdout)["status"] in ("INIT", "RUNNING")
     status = wait_for(store, request_id, lambda d: d["status"] in ("COMPLETED", "FAILED"), timeout=60)
@@ -146,18 +136,17 @@ def test_detach_returns_at_once_and_a_background_driver_finishes(tmp_path: Path,
 
 
 def wait_for(store: Path, request_id: str, predicate: Any, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    doc: dict[str, Any] = {}
-    while True:
-        # In-process read of the same document `fave status --json` prints: polling must be quick enough
-        # to catch the fan-out half-way.
+    """Poll the document `fave status --json` prints, read in-process: quick enough to catch a fan-out
+    half-way. Returns it once ``predicate`` holds."""
+
+    def reached() -> dict[str, Any] | None:
         with contextlib.suppress(NotFoundError):
             doc = status_document(LocalStore(store), request_id)
-            if predicate(doc):
-                return doc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"request {request_id} did not get there in {timeout}s: {doc}")
-        time.sleep(0.05)
+            return doc if predicate(doc) else None
+        return None
+
+    doc: dict[str, Any] = e2e.wait_for(reached, timeout=timeout, what=f"request {request_id} to get there")
+    return doc
 
 
 @pytest.fixture
@@ -177,40 +166,23 @@ def test_sigkill_during_fanout_then_resume_gives_the_same_final(
     request = {"text": LONG_TEXT, "sleep_s": 0.3}  # measure sleeps 0.3 s per word: the fan-out takes a while
     reference_store = tmp_path / "reference"
     reference = demo_run(reference_store, source, request, "--json", pipeline=patient_demo)
-    assert reference.returncode == 0, reference.stderr
+    assert reference.code == 0, reference.stderr
     expected = json.loads(reference.stdout)["final"]
 
     store = tmp_path / "store"
-    log = tmp_path / "run.log"
-    with log.open("w") as err:
-        run = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fave.cli",
-                "run",
-                str(source),
-                "--pipeline",
-                str(patient_demo),
-                "--input",
-                json.dumps(request),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env={**os.environ, "FAVE_STORE": str(store)},
-            start_new_session=True,
+    logs = tmp_path / "run"
+    env = e2e.child_env({"FAVE_STORE": str(store)})
+    run = e2e.start_fave(*demo_args(source, request, patient_demo), env=env, log_dir=logs)
+    try:
+        request_id = _request_id_from(logs / "stderr")
+        wait_for(
+            store,
+            request_id,
+            lambda d: d["stages"]["shout"]["succeeded"] == 27 and 3 <= d["stages"]["measure"]["succeeded"] < 20,
+            timeout=60,
         )
-        try:
-            request_id = _request_id_from(log)
-            wait_for(
-                store,
-                request_id,
-                lambda d: d["stages"]["shout"]["succeeded"] == 27 and 3 <= d["stages"]["measure"]["succeeded"] < 20,
-                timeout=60,
-            )
-            os.killpg(run.pid, signal.SIGKILL)
-        finally:
-            run.wait(timeout=30)
+    finally:
+        e2e.crash(run)  # SIGKILL: the process group and its worker processes
     assert run.returncode == -signal.SIGKILL
 
     local = LocalStore(store)
@@ -220,7 +192,7 @@ def test_sigkill_during_fanout_then_resume_gives_the_same_final(
     assert 3 <= len(done_before) < 27
 
     resumed = fave("resume", request_id, "--json", store=store)
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.code == 0, resumed.stderr
     doc = json.loads(resumed.stdout)
     assert doc["status"] == "COMPLETED"
     assert doc["final"] == expected
@@ -235,36 +207,27 @@ def test_sigkill_during_fanout_then_resume_gives_the_same_final(
 
 
 def _request_id_from(log: Path, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if line.startswith("request "):
-                return line.split()[1]
-        time.sleep(0.05)
-    raise AssertionError(f"fave run printed no request id: {log.read_text()}")
+    def printed() -> str | None:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return next((line.split()[1] for line in lines if line.startswith("request ")), None)
+
+    request_id: str = e2e.wait_for(printed, timeout=timeout, what=f"fave run to print its request id in {log}")
+    return request_id
 
 
 def test_a_killed_bench_request_is_an_ordinary_request_that_resume_finishes(tmp_path: Path) -> None:
     store = tmp_path / "store"
     items = 10_000
-    log = tmp_path / "bench.log"
-    with log.open("w") as err:
-        bench = subprocess.Popen(
-            [sys.executable, "-m", "fave.cli", "bench", "fanout", "--items", str(items), "--store", str(store)],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not list(LocalStore(store).list("index/requests/")) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            (request_id,) = json.loads(fave("list", "--json", store=store, check_code=0).stdout)[0:1]
-            # Completions are committed in big batches, so "half-way" is: fanned out, not finished.
-            wait_for(store, request_id["request_id"], lambda d: d["stages"]["work"]["status"] == "RUNNING", 60)
-            os.killpg(bench.pid, signal.SIGKILL)
-        finally:
-            bench.wait(timeout=30)
+    bench = e2e.start_fave(
+        "bench", "fanout", "--items", str(items), "--store", str(store), env=None, log_dir=tmp_path / "bench"
+    )
+    try:
+        e2e.wait_for(lambda: list(LocalStore(store).list("index/requests/")), timeout=60, what="the bench request")
+        (request_id,) = json.loads(fave("list", "--json", store=store, check_code=0).stdout)[0:1]
+        # Completions are committed in big batches, so "half-way" is: fanned out, not finished.
+        wait_for(store, request_id["request_id"], lambda d: d["stages"]["work"]["status"] == "RUNNING", 60)
+    finally:
+        e2e.crash(bench)
     assert bench.returncode == -signal.SIGKILL
     rid = request_id["request_id"]
     assert json.loads(fave("status", rid, "--json", store=store, check_code=0).stdout)["status"] == "RUNNING"
