@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from fave_shared import refs
 from fave_shared.errors import ConflictError, FaveError, NotFoundError, ValidationError
@@ -59,31 +60,59 @@ def shard_key(request_id: str, stage: str, shard: int, token: str) -> str:
     return request_prefix(request_id) + f"metadata/tasks/{stage}/{shard:05d}{suffix}.json"
 
 
-def committed_shard_keys(doc: StateDoc, stage: str) -> list[str]:
-    """The keys of a stage's committed task shards, as of the state.json ``doc``."""
-    sdoc = doc.stages[stage]
-    tokens = sdoc.shard_tokens + [""] * (sdoc.shards - len(sdoc.shard_tokens))
-    return [shard_key(doc.request_id, stage, shard, tokens[shard]) for shard in range(sdoc.shards)]
+class _SupersededError(Exception):
+    """A shard named by the state.json just read is gone: a newer commit replaced it."""
+
+
+def committed_shards(store: ObjectStore, doc: StateDoc, stage: str) -> Iterator[tuple[int, str, ShardDoc]]:
+    """``(shard, token, document)`` of each committed task shard of ``stage``, as of the state.json ``doc``.
+
+    Raises ``_SupersededError`` when a newer commit has replaced (and deleted) one: read state.json again
+    (``_consistent`` does)."""
+    sdoc = doc.stages.get(stage)
+    if sdoc is None:
+        return
+    for shard in range(sdoc.shards):
+        token = sdoc.shard_tokens[shard] if shard < len(sdoc.shard_tokens) else ""
+        if not token and sdoc.shard_tokens:
+            continue  # never written: every task of the shard is still PENDING
+        try:
+            blob = store.get(shard_key(doc.request_id, stage, shard, token))
+        except NotFoundError:
+            if token:
+                raise _SupersededError from None
+            continue  # a state file from before tokens, whose shard was never written
+        yield shard, token, ShardDoc.model_validate_json(blob.data)
+
+
+_READ_ATTEMPTS = 20
+_T = TypeVar("_T")
+
+
+def _consistent(read: Callable[[], _T], what: str) -> _T:
+    """``read()`` again while a concurrent commit supersedes what it was reading."""
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            return read()
+        except _SupersededError:
+            continue
+    raise ConflictError(f"{what}: the state kept changing while reading it")
 
 
 def read_stage_tasks(store: ObjectStore, request_id: str, stage: str) -> dict[int, TaskDoc]:
     """Every committed task of a stage by item (a single-task stage's task is item 0), for tools and tests."""
-    for _ in range(_READ_ATTEMPTS):
+
+    def read() -> dict[int, TaskDoc]:
         doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
-        sdoc = doc.stages[stage]
-        if sdoc.task is not None:
-            return {0: sdoc.task}
+        task = doc.stages[stage].task
+        if task is not None:
+            return {0: task}
         tasks: dict[int, TaskDoc] = {}
-        try:
-            for key in committed_shard_keys(doc, stage):
-                tasks.update(ShardDoc.model_validate_json(store.get(key).data).tasks)
-        except NotFoundError:
-            continue  # a commit superseded (and deleted) a shard after we read state.json: read again
+        for _, _, shard in committed_shards(store, doc, stage):
+            tasks.update(shard.tasks)
         return dict(sorted(tasks.items()))
-    raise ConflictError(f"request {request_id}: state kept changing while reading stage {stage!r}")
 
-
-_READ_ATTEMPTS = 20
+    return _consistent(read, f"request {request_id}, stage {stage!r}")
 
 
 INDEX_PREFIX = "index/requests/"
@@ -140,10 +169,6 @@ class Handle:
     shard_tokens: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
-class _SupersededError(Exception):
-    """A shard named by the state.json just read is gone: a newer commit replaced it."""
-
-
 class Persistence:
     """Reads and writes the state of requests of one pipeline."""
 
@@ -164,12 +189,7 @@ class Persistence:
 
     def load(self, request_id: str, now: float) -> RequestState:
         """The request's full state (head + committed shards) with derived indexes rebuilt."""
-        for _ in range(_READ_ATTEMPTS):
-            try:
-                return self._load_once(request_id, now)
-            except _SupersededError:
-                continue  # a writer committed (and deleted a shard we were about to read): read again
-        raise ConflictError(f"request {request_id}: state kept changing while loading it")
+        return _consistent(lambda: self._load_once(request_id, now), f"request {request_id}")
 
     def _load_once(self, request_id: str, now: float) -> RequestState:
         doc, etag = self.read_doc(request_id)
@@ -193,18 +213,8 @@ class Persistence:
                 tasks[name] = Map({0: task_from_doc(sdoc.task)})
             elif self.pipeline.stages[name].fanned_out and sdoc.total:
                 items: dict[int, Task] = {}
-                for shard, key in enumerate(committed_shard_keys(doc, name)):
-                    token = sdoc.shard_tokens[shard] if shard < len(sdoc.shard_tokens) else ""
-                    if not token and sdoc.shard_tokens:
-                        continue  # never written: every task of the shard is still PENDING
-                    try:
-                        blob = self.store.get(key)
-                    except NotFoundError:
-                        if token:
-                            raise _SupersededError from None
-                        continue
+                for shard, token, sh in committed_shards(self.store, doc, name):
                     handle.shard_tokens[(name, shard)] = token
-                    sh = ShardDoc.model_validate_json(blob.data)
                     items.update({i: task_from_doc(t) for i, t in sh.tasks.items()})
                 for i in range(sdoc.total):
                     items.setdefault(i, Task())
@@ -398,7 +408,7 @@ def list_request_ids(store: ObjectStore) -> list[str]:
 __all__ = [
     "ConflictError",
     "Persistence",
-    "committed_shard_keys",
+    "committed_shards",
     "final_key",
     "list_request_ids",
     "read_stage_tasks",
