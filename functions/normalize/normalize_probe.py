@@ -32,6 +32,19 @@ class Probe:
         return asdict(self)
 
 
+# PyAV up to 18 (the last release for Python 3.11, local development) decodes a file's metadata strictly as
+# UTF-8 while opening it: one Latin-1 title and av.open raised UnicodeDecodeError, unless told to ignore it.
+# PyAV 19 (what Lambda's python3.12 gets) always decodes it with surrogateescape and no longer takes the
+# option: passing it is a TypeError there. This stage never reads metadata text; it only must not fail on it.
+_OPEN_OPTIONS: dict[str, Any] = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+
+
+def open_input(path: Path) -> av.container.InputContainer:
+    """``av.open(path)`` for reading, whatever the encoding of its metadata."""
+    container: av.container.InputContainer = av.open(str(path), "r", **_OPEN_OPTIONS)  # Any: **options
+    return container
+
+
 def _is_picture(stream: av.stream.Stream) -> bool:
     # A cover image in an MP3/M4A is a "video" stream with one frame: that file is still audio-only.
     return stream.type == "video" and not stream.disposition & av.stream.Disposition.attached_pic
@@ -51,7 +64,7 @@ def probe(path: Path, display_name: str) -> Probe:
     Raises ``MediaInputError`` if it is not a readable media file or has no video stream.
     """
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = open_input(path)
     except av.error.FFmpegError as exc:
         if _looks_like_mp4(path):
             # FFmpeg only logs the cause ("moov atom not found"): an MP4 whose index never arrived.

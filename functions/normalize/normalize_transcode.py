@@ -16,6 +16,7 @@ from typing import Any
 
 import av
 from normalize_errors import MediaInputError
+from normalize_probe import open_input
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def transcode(
     ``rotation_deg`` (the probe's display rotation) is applied to the pixels, as FFmpeg's CLI does, so the
     output is upright without relying on players honouring a display matrix.
     """
-    with av.open(str(src), metadata_errors="ignore") as inp:
+    with open_input(src) as inp:
         vin = next(s for s in inp.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
         ain = inp.streams.audio[0] if inp.streams.audio else None
         vin.thread_type = "AUTO"

@@ -146,6 +146,19 @@ def test_source_keeps_its_extension(tmp_path: Path) -> None:
     assert out["source_key"] == "requests/r1/input/source.mov"
 
 
+def test_metadata_that_is_not_utf8_is_no_obstacle(tmp_path: Path) -> None:
+    # Older tools write Latin-1 titles. PyAV 18 (Python 3.11) cannot open such a file unless told to ignore
+    # undecodable metadata, and PyAV 19 (Lambda's python3.12) no longer takes that option (normalize_probe).
+    marker, latin1 = b"TITLE-MARKER", "Café Noël 99".encode("latin-1")
+    src = write_video(tmp_path / "latin1.mp4", duration_s=1.0, metadata={"title": marker.decode()})
+    data = src.read_bytes()
+    assert data.count(marker) == 1 and len(latin1) == len(marker)  # same length: the MP4 boxes stay valid
+    src.write_bytes(data.replace(marker, latin1))
+    out = normalize(tmp_path, str(src))
+    assert out["probe"]["duration_s"] == pytest.approx(1.0, abs=0.1)
+    assert out["normalized"]["height"] == 120
+
+
 @pytest.mark.slow  # importing moto takes 2-6 s
 def test_reads_s3_sources(tmp_path: Path, moto_s3_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     load_handler("normalize")

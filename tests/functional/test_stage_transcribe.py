@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from fave_shared.errors import ValidationError
 from fave_shared.store import LocalStore
-from support.e2e import wer
 from support.functions import load_handler
 from support.scene_media import SAMPLE_RATE, stage_event, truth, wav_bytes, write_scene_clips
+from support.wer import wer
 
 handler = load_handler("transcribe")  # also puts functions/transcribe on sys.path for the modules below
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from fave_shared.store import ObjectStore
 
 from support.functions import load_handler
 from support.scene_media import truth
+from support.wer import wer
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "fixtures" / "scenes20.mp4"
@@ -194,22 +194,6 @@ def only_request(view: StoreView) -> str:
 
 
 # -- what the sample must answer ------------------------------------------------------------------------
-
-
-def words_of(text: str) -> list[str]:
-    """Lower-case words without punctuation (how WER is usually scored)."""
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level edit distance / number of reference words."""
-    ref, hyp = words_of(reference), words_of(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(len(ref), 1)
 
 
 def span(item: Mapping[str, Any]) -> tuple[float, float]:

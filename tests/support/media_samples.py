@@ -57,14 +57,16 @@ def write_video(
     container: str = "mp4",
     video_codec: str = "libx264",
     audio_codec: str = "aac",
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """An H.264 (+ AAC sine tone) MP4, or any other ``container``/codec combination FFmpeg can write.
 
     ``faststart`` puts the MP4 index first, as web uploads usually have it; ``rotation_deg`` stores a display
-    rotation (counter-clockwise; phones write -90 for portrait).
+    rotation (counter-clockwise; phones write -90 for portrait); ``metadata`` goes into the container's tags.
     """
     options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), "w", format=container, options=options) as out:
+        out.metadata.update(metadata or {})
         video: Any = out.add_stream(video_codec, rate=fps)  # a union type for a codec name not known statically
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if video_codec == "libx264":
