@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -21,10 +22,17 @@ def parse_duration(value: object) -> float:
         except ValueError:
             parts = _PART.findall(text)
             if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 30s, 5m, 1h)") from None
+                raise ValueError(f"not a duration: {_short(value)} (use e.g. 500ms, 30s, 5m, 1h)") from None
             seconds = sum(float(n) * _UNIT[u] for n, u in parts)
     else:
-        raise ValueError(f"not a duration: {value!r}")
+        raise ValueError(f"not a duration: {_short(value)}")
+    if not math.isfinite(seconds):  # "inf", "nan", 1e999: no deadline could ever be computed from them
+        raise ValueError(f"not a duration: {_short(value)}")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative: {value!r}")
     return seconds
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"

@@ -24,23 +24,37 @@ Semantics:
   uniformly from [0, delay]. Errors whose type is in ``non_retryable`` fail at once.
 * ``tolerated_failures``: items of a fanned-out stage that may fail (count, or percent like ``10%``)
   before the stage and so the request fail. Downstream per-item tasks of a failed item are skipped.
+
+Hostile input (the file is read through ``fave.yamlsafe``: at most 256 KiB, UTF-8, no duplicate keys, alias
+bombs and deep nesting refused while parsing):
+
+* stage, profile and pipeline names (``name``) match ``NAME_PATTERN``: stage names end up in object keys
+  (``requests/{id}/metadata/tasks/{stage}/...``) and log lines, profile and pipeline names in state.json and
+  logs. ``final`` and ``needs`` must name stages; ``function`` must name a function of the template.
+* ``config`` and the profiles' overrides must be JSON data (string keys; no dates, sets or binary): they are
+  sent to the stage functions as JSON.
+* ``template`` is a path relative to this file, deliberately unrestricted: the pipeline's author chooses it.
+* Every error is a one-line ``PipelineError`` naming the file, the stage and the field; values quoted in it
+  are escaped and shortened.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from fave_shared.errors import ValidationError
+from fave_shared.errors import FaveError, ValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from .durations import parse_duration
+from .yamlsafe import YamlInputError, load_file
 
 DEFAULT_NON_RETRYABLE = (
     "TerminalError",
@@ -49,6 +63,12 @@ DEFAULT_NON_RETRYABLE = (
     "InputError",
     "MediaInputError",
 )
+
+
+NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_-]{0,63}"
+"""Stage, profile and pipeline names: a letter, then up to 63 letters, digits, ``_`` or ``-``."""
+_NAME = re.compile(NAME_PATTERN)
+_NAME_RULE = "use a letter, then letters, digits, '_' or '-' (64 characters at most)"
 
 
 class PipelineError(ValidationError):
@@ -219,7 +239,59 @@ class _PipelineModel(BaseModel):
 
 
 def _fail(path: Path, where: str, message: str) -> PipelineError:
-    return PipelineError(f"{path}: {where}: {message}")
+    return PipelineError(_one_line(f"{path}: {where}: {message}"))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _one_line(text: str) -> str:
+    # A name or key from the file may hold a newline; the message must stay one line (CLI, logs).
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A value from the file as it appears in a message: quoted, escaped, shortened."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_names(path: Path, raw: Mapping[Any, Any]) -> None:
+    """Names that end up in object keys, state.json and log lines: checked before anything quotes them."""
+    name = raw.get("name")
+    if isinstance(name, str) and not _NAME.fullmatch(name):
+        raise _fail(path, "field 'name'", f"{_show(name)} is not a valid pipeline name: {_NAME_RULE}")
+    stages = raw.get("stages")
+    for stage in stages if isinstance(stages, dict) else ():
+        if not (isinstance(stage, str) and _NAME.fullmatch(stage)):
+            raise _fail(path, f"stage {_show(stage)}", f"not a valid stage name: {_NAME_RULE}")
+    profiles = raw.get("profiles")
+    for profile in profiles if isinstance(profiles, dict) else ():
+        if not (isinstance(profile, str) and _NAME.fullmatch(profile)):
+            raise _fail(path, "field 'profiles'", f"{_show(profile)} is not a valid profile name: {_NAME_RULE}")
+
+
+def _check_json(path: Path, where: str, value: Any) -> None:
+    """``value`` travels to stage functions as JSON: refuse what JSON cannot carry unchanged."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise _fail(path, where, f"key {_show(key)} is not a string (config must be JSON data)")
+                todo.append(inner)
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise _fail(path, where, f"{item} is not a JSON number (config must be JSON data)")
+        elif not (item is None or isinstance(item, (str, int, float))):
+            kind = type(item).__name__
+            raise _fail(path, where, f"a {kind} value ({_show(item)}) is not JSON data: quote it to make it a string")
 
 
 def _retry(path: Path, where: str, model: _RetryModel) -> RetryPolicy:
@@ -257,7 +329,7 @@ def _tolerance(path: Path, where: str, value: int | str) -> Tolerance:
 
 def _pydantic_message(path: Path, exc: PydanticValidationError) -> PipelineError:
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"]]
+    loc = [_clip(str(p)) for p in err["loc"]]
     if len(loc) >= 2 and loc[0] == "stages":
         where = f"stage '{loc[1]}'" + (f", field '{'.'.join(loc[2:])}'" if len(loc) > 2 else "")
     else:
@@ -302,13 +374,14 @@ def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -
     pipeline's template.yaml). Raises ``PipelineError`` naming file, stage and field."""
     path = Path(path).resolve()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_file(path)
     except FileNotFoundError:
-        raise PipelineError(f"{path}: no such pipeline file") from None
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+        raise PipelineError(_one_line(f"{path}: no such pipeline file")) from None
+    except YamlInputError as exc:
+        raise PipelineError(str(exc)) from None
     if not isinstance(raw, dict):
-        raise PipelineError(f"{path}: top level: expected a mapping with 'stages'")
+        raise _fail(path, "top level", "expected a mapping with 'stages'")
+    _check_names(path, raw)
     try:
         model = _PipelineModel.model_validate(raw)
     except PydanticValidationError as exc:
@@ -320,7 +393,10 @@ def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -
     if functions is None:
         from .template import load_template  # deferred: the template reader is only needed here
 
-        functions = list(load_template(template_path).functions)
+        try:
+            functions = list(load_template(template_path).functions)
+        except FaveError as exc:  # a missing or unrunnable template: still one PipelineError
+            raise _fail(path, "field 'template'", str(exc)) from None
     known_functions = set(functions)
 
     stages_raw = model.stages
@@ -330,11 +406,11 @@ def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -
             raise _fail(
                 path,
                 f"{where}, field 'function'",
-                f"'{s.function}' is not a function in {template_path.name}",
+                f"{_show(s.function)} is not a function in {template_path.name}",
             )
         for dep in s.needs:
             if dep not in stages_raw:
-                raise _fail(path, f"{where}, field 'needs'", f"unknown stage '{dep}'")
+                raise _fail(path, f"{where}, field 'needs'", f"unknown stage {_show(dep)}")
             if dep == name:
                 raise _fail(path, f"{where}, field 'needs'", "a stage cannot need itself")
     order = _topological(path, stages_raw)
@@ -350,12 +426,13 @@ def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -
             raise _fail(path, f"{where}, field 'timeout'", str(exc)) from None
         if timeout <= 0:
             raise _fail(path, f"{where}, field 'timeout'", "must be greater than zero")
+        _check_json(path, f"{where}, field 'config'", s.config)
         retry = _retry(path, f"{where}, field 'retry'", s.retry or model.defaults.retry)
         for_each = None
         if s.for_each is not None:
             source, _, rest = s.for_each.partition(".")
             if source not in stages_raw:
-                raise _fail(path, f"{where}, field 'for_each'", f"unknown stage '{source}'")
+                raise _fail(path, f"{where}, field 'for_each'", f"unknown stage {_show(source)}")
             if source not in _ancestors(stages, s.needs):
                 raise _fail(
                     path,
@@ -372,7 +449,7 @@ def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -
                 raise _fail(
                     path,
                     f"{where}, field 'for_each'",
-                    f"'{s.for_each}' names no list: use STAGE.FIELD, e.g. {source}.items",
+                    f"{_show(s.for_each)} names no list: use STAGE.FIELD, e.g. {source}.items",
                 )
             for_each = ForEach(source, tuple(rest.split(".")))
         elif s.max_concurrency is not None and s.max_concurrency < 1:
@@ -417,13 +494,14 @@ def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -
             raise _fail(path, "field 'final'", f"required when there are several last stages ({sinks})")
         final = sinks[0]
     if final not in stages:
-        raise _fail(path, "field 'final'", f"unknown stage '{final}'")
+        raise _fail(path, "field 'final'", f"unknown stage {_show(final)}")
     if stages[final].fanned_out:
         raise _fail(path, "field 'final'", f"'{final}' is fanned out; the final stage must be a single task")
     for profile, overrides in model.profiles.items():
-        for stage_name in overrides:
+        for stage_name, override in overrides.items():
             if stage_name not in stages:
-                raise _fail(path, f"field 'profiles.{profile}'", f"unknown stage '{stage_name}'")
+                raise _fail(path, f"field 'profiles.{profile}'", f"unknown stage {_show(stage_name)}")
+            _check_json(path, f"field 'profiles.{profile}.{stage_name}'", override)
     profiles = dict(model.profiles)
     profiles.setdefault("default", {})
 

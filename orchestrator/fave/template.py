@@ -26,6 +26,8 @@ from typing import Any, Literal
 import yaml
 from fave_shared.errors import NotFoundError, ValidationError
 
+from .yamlsafe import HardenedLoader, load_file, load_text
+
 __all__ = [
     "ACCOUNT_ID",
     "CfnLoader",
@@ -51,11 +53,12 @@ _LAYER_TYPES = ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
 # YAML with CloudFormation short tags
 
 
-class CfnLoader(yaml.SafeLoader):
-    """A ``SafeLoader`` that reads CloudFormation short tags as long-form intrinsic dicts.
+class CfnLoader(HardenedLoader):
+    """A hardened ``SafeLoader`` (``fave.yamlsafe``: duplicate keys, alias bombs, depth) that reads
+    CloudFormation short tags as long-form intrinsic dicts.
 
     Also (like CloudFormation) keeps ISO dates as strings (``AWSTemplateFormatVersion: 2010-09-09``,
-    policy ``Version: 2012-10-17``) and rejects duplicate mapping keys, which PyYAML would silently drop.
+    policy ``Version: 2012-10-17``).
     """
 
     # PyYAML would turn 2010-09-09 into a datetime.date; CloudFormation treats it as text.
@@ -63,15 +66,6 @@ class CfnLoader(yaml.SafeLoader):
         first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def _construct_tag(long_name: str) -> Any:
@@ -111,8 +105,8 @@ CfnLoader.add_constructor("!GetAtt", _construct_getatt)
 
 
 def load_yaml(text: str) -> Any:
-    """Parse CloudFormation YAML (or JSON) text with ``CfnLoader``."""
-    return yaml.load(text, Loader=CfnLoader)  # CfnLoader is a SafeLoader
+    """Parse CloudFormation YAML (or JSON) text with ``CfnLoader``. Raises ``yaml.YAMLError``."""
+    return load_text(text, CfnLoader)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -203,13 +197,9 @@ def load_template(
     """
     file = Path(path).resolve()
     try:
-        text = file.read_text(encoding="utf-8")
+        doc = load_file(file, CfnLoader)  # YamlInputError (a ValidationError) names the file
     except FileNotFoundError:
         raise NotFoundError(f"{file}: template not found") from None
-    try:
-        doc = load_yaml(text)
-    except yaml.YAMLError as e:
-        raise ValidationError(f"{file}: not valid YAML: {' '.join(str(e).split())}") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("Resources"), dict):
         raise ValidationError(f"{file}: not a CloudFormation template (no Resources mapping)")
     return _Reader(file, doc, parameters or {}, region or _default_region()).read()

@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any
 
+from .errors import ValidationError
 from .store.base import ObjectStore
 
 REF = "$ref"
@@ -19,8 +20,15 @@ DEFAULT_THRESHOLD = 200_000
 
 
 def threshold() -> int:
-    """The offload threshold in bytes, overridable with the ``FAVE_PAYLOAD_THRESHOLD`` environment variable."""
-    return int(os.environ.get("FAVE_PAYLOAD_THRESHOLD", DEFAULT_THRESHOLD))
+    """The offload threshold in bytes, overridable with the ``FAVE_PAYLOAD_THRESHOLD`` environment variable
+    (``ValidationError`` naming it if it is not a whole number)."""
+    raw = os.environ.get("FAVE_PAYLOAD_THRESHOLD")
+    if raw is None:
+        return DEFAULT_THRESHOLD
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationError(f"FAVE_PAYLOAD_THRESHOLD={raw[:40]!r} is not a whole number of bytes") from None
 
 
 def dumps(value: Any) -> bytes:

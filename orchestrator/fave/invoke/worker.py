@@ -243,7 +243,20 @@ def run_handler(handler: Handler, payload: bytes, context: LambdaContext) -> tup
 
 
 def serve(fd_in: int, fd_out: int) -> int:
-    """Init, then answer invocations until the parent closes the request pipe. Returns the exit status."""
+    """Init, then answer invocations until the parent closes the request pipe. Returns the exit status.
+
+    The parent going away at any point (EOF on the request pipe, a broken reply pipe) ends the worker
+    quietly with status 0, even before the init frame arrived: the runtime closes a pre-warmed environment
+    that is still starting without ever sending it one. Nobody is left to report to, and a traceback would
+    land on the terminal the worker shares with the ``fave`` command.
+    """
+    try:
+        return _serve(fd_in, fd_out)
+    except (EOFError, BrokenPipeError):
+        return 0
+
+
+def _serve(fd_in: int, fd_out: int) -> int:
     init = json.loads(read_frame(fd_in))
     sys.path[:] = init["sys_path"]
     info: dict[str, str] = init["context"]
@@ -255,18 +268,29 @@ def serve(fd_in: int, fd_out: int) -> int:
     except Exception as e:  # the module raised while importing: Lambda reports the exception itself
         write_frame(fd_out, INIT_ERROR + json.dumps(exception_payload(e, "")).encode())
         return 1
-    try:
-        write_frame(fd_out, READY)
-        while True:
-            request_id, remaining_ms, payload = read_frame(fd_in).split(b"\0", 2)
-            context = LambdaContext(request_id.decode(), time.monotonic() + int(remaining_ms) / 1000, info)
-            ok, body = run_handler(handler, payload, context)
-            # Lambda ships a function's log lines when the invocation ends; so do we (pipes are buffered).
-            sys.stdout.flush()
-            sys.stderr.flush()
-            write_frame(fd_out, (RESULT if ok else ERROR) + body)
-    except (EOFError, BrokenPipeError):
-        return 0  # the runtime closed this environment (or exited): shut down quietly
+    write_frame(fd_out, READY)
+    while True:
+        request_id, remaining_ms, payload = read_frame(fd_in).split(b"\0", 2)
+        context = LambdaContext(request_id.decode(), time.monotonic() + int(remaining_ms) / 1000, info)
+        ok, body = run_handler(handler, payload, context)
+        # Lambda ships a function's log lines when the invocation ends; so do we (pipes are buffered).
+        _flush_logs()
+        write_frame(fd_out, (RESULT if ok else ERROR) + body)
+
+
+def _flush_logs() -> None:
+    """Flush stdout and stderr. One whose reader is gone (``fave run ... | head``) is pointed at /dev/null:
+    its log lines are lost, as they would be, but neither this invocation nor the interpreter's final flush
+    fails over it (a BrokenPipeError here is not the runtime going away)."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started without that descriptor
+            continue
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
 
 
 if __name__ == "__main__":

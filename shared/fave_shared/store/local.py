@@ -13,6 +13,17 @@ process (each acquisition opens its own descriptor) and separate processes alike
 another writer's check and its rename. Lock descriptors are close-on-exec, and forked children close the
 ones they inherit, so a fork (``multiprocessing``'s default on Linux) never leaves a lock held.
 
+Symbolic links: the store never follows one below its root (the root itself may be a link). Every path is
+walked one component at a time from a descriptor of the root, each directory opened with ``O_NOFOLLOW`` and
+every file opened, created, renamed or removed relative to its directory's descriptor, so a link planted
+anywhere (an object's file, a directory on its way, ``.fave`` or its lock and temp folders), pointing outside
+the root or inside it, and even one swapped in while an operation runs, cannot send a read, write, delete,
+head or list anywhere else. An operation on a key whose file or any directory component is a link raises
+``ValidationError`` naming the link, reads included: fave never creates links, so one is tampering or a
+mistake to report, not an absent object to act on. ``list`` never lists a link nor descends into one (only
+regular files are objects), and a prefix whose directory part passes through one raises ``ValidationError``.
+An entry that is neither a regular file nor a directory (a FIFO, a socket) is not an object.
+
 Limits, by design: a file system cannot hold both an object ``a`` and an object ``a/b``; writing the second
 raises ``TerminalError``. Nothing is fsynced unless ``durable=True`` (a crash of the *machine* may lose
 recent writes; a crash of the *process* never tears an object). Locks need a local file system (``flock``
@@ -27,6 +38,7 @@ import hashlib
 import os
 import stat
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -46,6 +58,8 @@ from fave_shared.store.keys import validate_key, validate_prefix
 
 __all__ = ["LOCK_STRIPES", "META_DIR", "LocalStore", "md5_etag"]
 
+#: A temp file this old belongs to a write that died before its rename (``LocalStore.sweep_temp``).
+TEMP_MAX_AGE_S = 3600.0
 #: Name of the store's bookkeeping directory directly under the root (reserved: no key may start with it).
 META_DIR = ".fave"
 #: Number of lock files. More stripes means fewer unrelated keys sharing a lock; a fixed number keeps the
@@ -54,9 +68,14 @@ LOCK_STRIPES = 256
 
 # errnos worth retrying: resource exhaustion that goes away, interrupted or busy calls.
 _RETRYABLE_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.EMFILE, errno.ENFILE})
-_OPEN_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-_OPEN_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-# A concurrent delete may prune the parent directory between our makedirs and our rename; a few attempts
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # the root itself may be a link: the user chose it
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW
+# O_NONBLOCK: opening a FIFO planted under the root must not wait for a writer (it is then not an object).
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW
+_OPEN_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+_OPEN_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | _NOFOLLOW
+# A concurrent delete may prune a directory between our walk and our rename or open; a few attempts
 # always suffice in practice, the bound only stops a pathological loop.
 _REPLACE_ATTEMPTS = 8
 
@@ -91,8 +110,17 @@ def md5_etag(data: bytes) -> str:
 
 
 def _quoted(etag: str) -> str:
-    # Accept an etag with or without its quotes, as S3 does.
+    # Accept an etag with or without its quotes, as S3 accepts it.
     return etag if etag.startswith('"') else '"' + etag + '"'
+
+
+# Inside LocalStore, `list` is the method: these spell the built-in types its signatures need.
+_Names = list[str]
+_Descriptors = list[int]
+
+
+class _MissingError(Exception):
+    """A directory on the way to a key does not exist (or is an object): nothing to read there."""
 
 
 class LocalStore:
@@ -105,10 +133,7 @@ class LocalStore:
         survives power loss. The default only guarantees atomicity, which is what a pipeline run needs.
         """
         self._root = os.path.abspath(os.fspath(root))
-        self._meta = os.path.join(self._root, META_DIR)
-        self._tmp_dir = os.path.join(self._meta, "tmp")
-        self._lock_dir = os.path.join(self._meta, "locks")
-        self._lock_paths = [os.path.join(self._lock_dir, f"{i:03d}.lock") for i in range(LOCK_STRIPES)]
+        self._lock_names = [f"{i:03d}.lock" for i in range(LOCK_STRIPES)]
         self._durable = durable
 
     def __repr__(self) -> str:
@@ -128,8 +153,7 @@ class LocalStore:
 
     def get(self, key: str) -> Blob:
         """Read an object. Raises ``NotFoundError`` if it does not exist."""
-        path = self._path(key)
-        data = self._read(path, key, "get")
+        data = self._read(key, "get")
         if data is None:
             raise NotFoundError(f"local store {self._root}: no object {key!r}")
         return Blob(data, md5_etag(data))
@@ -148,50 +172,73 @@ class LocalStore:
         ``if_none_match=True``: create only (``ConflictError`` if it exists). ``if_match=ETAG``: replace only
         if the current etag is ETAG (``ConflictError`` if it changed, ``NotFoundError`` if it is gone).
         """
-        path = self._path(key)
+        dirs, name = self._split(key)
         if if_match is not None and if_none_match:
             raise ValidationError(f"put {key!r}: pass if_match or if_none_match, not both")
         data = bytes(data)  # a caller's bytearray could change under us between hashing and writing
         etag = md5_etag(data)
         # Write outside the lock: the lock only has to cover check-then-rename.
-        tmp = self._write_temp(data, key)
+        tmp_dir, tmp_name = self._write_temp(data, key)
         renamed = False
         try:
             with self._locked(key):
-                if if_none_match:
-                    if self._is_object(path):
-                        raise ConflictError(f"local store {self._root}: {key!r} already exists")
-                elif if_match is not None:
-                    current = self._read(path, key, "put")
-                    if current is None:
-                        raise NotFoundError(f"local store {self._root}: if_match on missing object {key!r}")
-                    if md5_etag(current) != _quoted(if_match):
-                        raise ConflictError(f"local store {self._root}: {key!r} changed (etag is no longer {if_match})")
-                self._replace(tmp, path, key)
-                renamed = True
+                for _ in range(_REPLACE_ATTEMPTS):
+                    # Only a write that will happen makes directories: an if_match on a missing object must not
+                    # leave empty ones behind (they would collide with a later object of their name).
+                    with self._directories(dirs, key, "put", create=if_match is None) as chain:
+                        if chain is None:
+                            raise NotFoundError(f"local store {self._root}: if_match on missing object {key!r}")
+                        parent = chain[-1]
+                        self._check_put(parent, name, key, if_match=if_match, if_none_match=if_none_match)
+                        try:
+                            os.replace(tmp_name, name, src_dir_fd=tmp_dir, dst_dir_fd=parent)
+                        except FileNotFoundError:
+                            continue  # a concurrent delete pruned the directory after our walk: walk again
+                        except (IsADirectoryError, NotADirectoryError) as e:
+                            raise self._collision(key) from e
+                        except OSError as e:
+                            raise self._error(e, "put", key) from e
+                        renamed = True
+                        if self._durable:
+                            try:
+                                os.fsync(parent)
+                            except OSError as e:
+                                raise self._error(e, "put", key) from e
+                        return etag
+                raise RetryableError(f"local store {self._root}: put {key!r}: its directory kept disappearing")
         finally:
             if not renamed:
-                _unlink_quietly(tmp)
-        return etag
+                with suppress(OSError):
+                    os.unlink(tmp_name, dir_fd=tmp_dir)
+            os.close(tmp_dir)
 
     def head(self, key: str) -> str | None:
         """The current etag, or None if the object does not exist."""
-        data = self._read(self._path(key), key, "head")
+        data = self._read(key, "head")
         return None if data is None else md5_etag(data)
 
     def delete(self, key: str) -> None:
         """Delete an object; deleting a missing object is not an error. Empty directories are pruned."""
-        path = self._path(key)
-        with self._locked(key):
+        dirs, name = self._split(key)
+        with self._locked(key), self._directories(dirs, key, "delete", create=False) as chain:
+            if chain is None:
+                return
+            kind = self._kind(chain[-1], name, key, "delete")
+            if kind != "file":
+                return  # missing, or a "directory" of other keys, which is not an object named `key`
             try:
-                os.unlink(path)
-            except (FileNotFoundError, NotADirectoryError):
+                os.unlink(name, dir_fd=chain[-1])
+            except FileNotFoundError:
                 return
             except OSError as e:
-                if os.path.isdir(path):  # a "directory" of other keys is not an object named `key`
-                    return
                 raise self._error(e, "delete", key) from e
-        self._prune(os.path.dirname(path))
+            # Remove directories the delete left empty so that a later object may take their name; rmdir
+            # refuses non-empty directories, which makes this safe against concurrent writers (see put).
+            for parent, directory in zip(reversed(chain[:-1]), reversed(dirs), strict=True):
+                try:
+                    os.rmdir(directory, dir_fd=parent)
+                except OSError:
+                    return
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys starting with ``prefix`` (plain string prefix, like S3), in lexicographic order.
@@ -202,124 +249,151 @@ class LocalStore:
         dir_part, _, partial = prefix.rpartition("/")
         if dir_part == META_DIR or dir_part.startswith(META_DIR + "/"):
             return iter(())
-        base = os.path.join(self._root, dir_part) if dir_part else self._root
-        return self._walk(base, dir_part + "/" if dir_part else "", partial)
+        return self._list(dir_part.split("/") if dir_part else [], partial, prefix)
 
     def link(self, key: str) -> str:
         """A ``file://`` URI of the object's file (percent-encoded, as ``Path.as_uri`` does)."""
-        return Path(self._path(key)).as_uri()
+        self._split(key)
+        return Path(self._root + "/" + key).as_uri()
 
-    # -- internals -------------------------------------------------------------------------------------
+    # -- walking without following links ---------------------------------------------------------------
 
-    def _path(self, key: str) -> str:
+    def _split(self, key: str) -> tuple[_Names, str]:
+        """The directory components and the file name of a valid key."""
         validate_key(key)
         if key == META_DIR or key.startswith(META_DIR + "/"):
             raise ValidationError(f"invalid object key {key!r}: {META_DIR!r} is reserved by the local store")
-        return self._root + "/" + key
+        *dirs, name = key.split("/")
+        return dirs, name
 
-    def _read(self, path: str, key: str, op: str) -> bytes | None:
-        """The object's bytes, or None if there is no object at ``path``."""
-        try:
-            with open(path, "rb", buffering=0) as f:
-                return f.readall()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
-        except OSError as e:
-            raise self._error(e, op, key) from e
-
-    @staticmethod
-    def _is_object(path: str) -> bool:
-        try:
-            return stat.S_ISREG(os.stat(path).st_mode)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-
-    def _write_temp(self, data: bytes, key: str) -> str:
-        # Random, not pid+counter: other LocalStore instances in this process, other processes and other
-        # containers (all pid 1) may share the directory. O_EXCL turns the impossible clash into an error.
-        tmp = f"{self._tmp_dir}/{os.urandom(8).hex()}.tmp"
-        fd = self._open_meta(tmp, _OPEN_TEMP_FLAGS, "put", key)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self._durable:
-                os.fsync(fd)
-        except OSError as e:
-            os.close(fd)
-            _unlink_quietly(tmp)
-            raise self._error(e, "put", key) from e
-        os.close(fd)
-        return tmp
-
-    def _replace(self, tmp: str, path: str, key: str) -> None:
-        parent = os.path.dirname(path)
-        for _ in range(_REPLACE_ATTEMPTS):
-            try:
-                os.replace(tmp, path)
-            except FileNotFoundError:
-                # First object in this directory, or a concurrent delete pruned it: create and retry.
-                try:
-                    os.makedirs(parent, exist_ok=True)
-                except (FileExistsError, NotADirectoryError) as e:
-                    raise self._collision(key) from e
-                except OSError as e:
-                    raise self._error(e, "put", key) from e
-                continue
-            except (IsADirectoryError, NotADirectoryError) as e:
-                raise self._collision(key) from e
-            except OSError as e:
-                raise self._error(e, "put", key) from e
-            if self._durable:
-                _fsync_dir(parent)
-            return
-        raise RetryableError(f"local store {self._root}: put {key!r}: parent directory kept disappearing")
-
-    def _prune(self, directory: str) -> None:
-        # Remove directories a delete left empty so that a later object may take their name; rmdir refuses
-        # non-empty directories, which makes this safe against concurrent writers (see _replace).
-        while len(directory) > len(self._root) and directory.startswith(self._root + "/"):
-            try:
-                os.rmdir(directory)
-            except OSError:
-                return
-            directory = os.path.dirname(directory)
-
-    @contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
-        # crc32, not hash(): str hashes are salted per process, and every process must pick the same file.
-        lock_path = self._lock_paths[zlib.crc32(key.encode("utf-8")) % LOCK_STRIPES]
-        with _lock_fds_guard:
-            fd = self._open_meta(lock_path, _OPEN_LOCK_FLAGS, "lock", key)
-            _open_lock_fds.add(fd)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the guard held (and without the GIL)
-            yield
-        finally:
-            with _lock_fds_guard:
-                _open_lock_fds.discard(fd)
-                os.close(fd)  # the last descriptor of this open file description: releases the lock
-
-    def _open_meta(self, path: str, flags: int, op: str, key: str) -> int:
-        """Open a file under ``.fave/``, creating the bookkeeping directories on first use."""
+    def _open_root(self, key: str, op: str, *, create: bool) -> int | None:
         for attempt in range(2):
             try:
-                return os.open(path, flags, 0o666)
+                return os.open(self._root, _ROOT_FLAGS)
             except FileNotFoundError as e:
+                if not create:
+                    return None
                 if attempt:
                     raise self._error(e, op, key) from e
                 try:
-                    os.makedirs(self._tmp_dir, exist_ok=True)
-                    os.makedirs(self._lock_dir, exist_ok=True)
+                    os.makedirs(self._root, exist_ok=True)
                 except OSError as e2:
                     raise self._error(e2, op, key) from e2
             except OSError as e:
                 raise self._error(e, op, key) from e
         raise AssertionError("unreachable")
 
-    def _walk(self, directory: str, key_base: str, partial: str) -> Iterator[str]:
+    @contextmanager
+    def _directories(self, dirs: _Names, key: str, op: str, *, create: bool) -> Iterator[_Descriptors | None]:
+        """Descriptors of the root and of each directory in ``dirs`` below it, each opened relative to the
+        one before without following a link (``ValidationError`` if one is a link). None if one is missing
+        and not ``create``; ``create`` makes the missing ones. Closed on exit."""
+        chain: _Descriptors = []
+        try:
+            root = self._open_root(key, op, create=create)
+            if root is None:
+                yield None
+                return
+            chain.append(root)
+            for depth, directory in enumerate(dirs):
+                try:
+                    chain.append(self._open_dir(chain[-1], directory, dirs[: depth + 1], key, op, create=create))
+                except _MissingError:
+                    yield None
+                    return
+            yield chain
+        finally:
+            for fd in reversed(chain):
+                os.close(fd)
+
+    def _open_dir(self, parent: int, name: str, path: _Names, key: str, op: str, *, create: bool) -> int:
+        for _ in range(_REPLACE_ATTEMPTS):
+            try:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    raise _MissingError from None
+                try:
+                    os.mkdir(name, 0o777, dir_fd=parent)
+                except FileExistsError:
+                    pass  # made by a concurrent writer (or it is a file or a link: the next open says which)
+                except OSError as e:
+                    raise self._error(e, op, key) from e
+            except NotADirectoryError:  # a file, a FIFO or a link (O_DIRECTORY | O_NOFOLLOW on a link)
+                kind = self._kind(parent, name, key, op, path="/".join(path))
+                if kind in ("missing", "dir"):
+                    continue  # deleted, or made a directory, since: look again
+                if create:
+                    raise self._collision(key) from None
+                raise _MissingError from None
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW on a link, depending on the system
+                    raise self._link(key, "/".join(path)) from None
+                raise self._error(e, op, key) from e
+        raise RetryableError(f"local store {self._root}: {op} {key!r}: {'/'.join(path)!r} kept changing")
+
+    def _kind(self, parent: int, name: str, key: str, op: str, *, path: str | None = None) -> str:
+        """``file``, ``dir``, ``missing`` or ``other`` for ``name`` in ``parent``; a link is ValidationError."""
+        try:
+            mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return "missing"
+        except OSError as e:
+            raise self._error(e, op, key) from e
+        if stat.S_ISLNK(mode):
+            raise self._link(key, path or key)
+        if stat.S_ISREG(mode):
+            return "file"
+        return "dir" if stat.S_ISDIR(mode) else "other"
+
+    def _read(self, key: str, op: str) -> bytes | None:
+        """The object's bytes, or None if there is no object at ``key``."""
+        dirs, name = self._split(key)
+        with self._directories(dirs, key, op, create=False) as chain:
+            return None if chain is None else self._read_at(chain[-1], name, key, op)
+
+    def _read_at(self, parent: int, name: str, key: str, op: str) -> bytes | None:
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=parent)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EMLINK):
+                raise self._link(key, key) from None
+            raise self._error(e, op, key) from e
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None  # a directory of other keys, or a FIFO: not an object
+            with open(fd, "rb", buffering=0, closefd=False) as f:
+                return f.readall()
+        except OSError as e:
+            raise self._error(e, op, key) from e
+        finally:
+            os.close(fd)
+
+    def _check_put(self, parent: int, name: str, key: str, *, if_match: str | None, if_none_match: bool) -> None:
+        """The conditions of a put, checked under the key's lock; a link where the object goes is refused."""
+        if if_match is not None:
+            current = self._read_at(parent, name, key, "put")
+            if current is None:
+                raise NotFoundError(f"local store {self._root}: if_match on missing object {key!r}")
+            if md5_etag(current) != _quoted(if_match):
+                raise ConflictError(f"local store {self._root}: {key!r} changed (etag is no longer {if_match})")
+            return
+        kind = self._kind(parent, name, key, "put")
+        if if_none_match and kind == "file":
+            raise ConflictError(f"local store {self._root}: {key!r} already exists")
+
+    def _list(self, dirs: _Names, partial: str, prefix: str) -> Iterator[str]:
+        key_base = "".join(d + "/" for d in dirs)
+        with self._directories(dirs, prefix, "list", create=False) as chain:
+            if chain is None:
+                return
+            yield from self._walk(chain[-1], key_base, partial)
+
+    def _walk(self, directory: int, key_base: str, partial: str) -> Iterator[str]:
         # Sorting names with "/" appended to directories orders the full keys lexicographically, because
-        # every key below directory "x" starts with "x/". Symlinks are not followed (we never create any).
+        # every key below directory "x" starts with "x/". Links are neither listed nor descended into.
         entries: list[tuple[str, str, bool]] = []
         try:
             with os.scandir(directory) as it:
@@ -331,19 +405,128 @@ class LocalStore:
                         entries.append((name + "/", name, True))
                     elif entry.is_file(follow_symlinks=False):
                         entries.append((name, name, False))
-        except (FileNotFoundError, NotADirectoryError):
-            return
         except OSError as e:
             raise self._error(e, "list", key_base) from e
         entries.sort(key=itemgetter(0))
         at_root = not key_base
         for _, name, is_dir in entries:
-            if is_dir:
-                if at_root and name == META_DIR:
-                    continue
-                yield from self._walk(directory + "/" + name, key_base + name + "/", "")
-            else:
+            if not is_dir:
                 yield key_base + name
+                continue
+            if at_root and name == META_DIR:
+                continue
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=directory)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # deleted (or swapped for a link) since the scan
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.EMLINK):
+                    continue
+                raise self._error(e, "list", key_base + name) from e
+            try:
+                yield from self._walk(fd, key_base + name + "/", "")
+            finally:
+                os.close(fd)
+
+    # -- bookkeeping: temp files and locks under .fave/ --------------------------------------------------
+
+    def sweep_temp(self, older_than_s: float = TEMP_MAX_AGE_S) -> int:
+        """Delete temp files that no write will ever rename: those of a process that died between writing
+        its temp file and renaming it over the object. Returns how many went.
+
+        A live write renames its temp file within moments, so anything older than ``older_than_s`` (an hour
+        by default) is an orphan; the age, not the owner, decides, since the writer may be any process."""
+        try:
+            tmp_dir = self._meta_dir("tmp", "sweep", META_DIR)
+        except FaveError:
+            return 0
+        removed = 0
+        cutoff = time.time() - older_than_s
+        try:
+            with os.scandir(tmp_dir) as it:
+                for entry in it:
+                    try:
+                        if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                            os.unlink(entry.name, dir_fd=tmp_dir)
+                            removed += 1
+                    except FileNotFoundError:
+                        continue  # renamed or swept by someone else meanwhile
+        except OSError as e:
+            raise self._error(e, "sweep", META_DIR) from e
+        finally:
+            os.close(tmp_dir)
+        return removed
+
+    def _meta_dir(self, name: str, op: str, key: str) -> int:
+        """A descriptor of ``.fave/<name>``, created on first use, reached without following a link."""
+        root = self._open_root(key, op, create=True)
+        assert root is not None
+        try:
+            meta = self._open_dir(root, META_DIR, [META_DIR], key, op, create=True)
+        finally:
+            os.close(root)
+        try:
+            return self._open_dir(meta, name, [META_DIR, name], key, op, create=True)
+        finally:
+            os.close(meta)
+
+    def _write_temp(self, data: bytes, key: str) -> tuple[int, str]:
+        """Write ``data`` to a new temp file; returns the temp directory's descriptor and the file's name."""
+        # Random, not pid+counter: other LocalStore instances in this process, other processes and other
+        # containers (all pid 1) may share the directory. O_EXCL turns the impossible clash into an error.
+        tmp_dir = self._meta_dir("tmp", "put", key)
+        name = f"{os.urandom(8).hex()}.tmp"
+        try:
+            fd = os.open(name, _OPEN_TEMP_FLAGS, 0o666, dir_fd=tmp_dir)
+        except OSError as e:
+            os.close(tmp_dir)
+            raise self._error(e, "put", key) from e
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self._durable:
+                os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            with suppress(OSError):
+                os.unlink(name, dir_fd=tmp_dir)
+            os.close(tmp_dir)
+            raise self._error(e, "put", key) from e
+        os.close(fd)
+        return tmp_dir, name
+
+    @contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        # crc32, not hash(): str hashes are salted per process, and every process must pick the same file.
+        lock_name = self._lock_names[zlib.crc32(key.encode("utf-8")) % LOCK_STRIPES]
+        lock_dir = self._meta_dir("locks", "lock", key)  # outside the guard: several system calls
+        try:
+            with _lock_fds_guard:
+                try:
+                    fd = os.open(lock_name, _OPEN_LOCK_FLAGS, 0o666, dir_fd=lock_dir)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.EMLINK):
+                        raise self._link(key, f"{META_DIR}/locks/{lock_name}") from None
+                    raise self._error(e, "lock", key) from e
+                _open_lock_fds.add(fd)
+        finally:
+            os.close(lock_dir)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the guard held (and without the GIL)
+            yield
+        finally:
+            with _lock_fds_guard:
+                _open_lock_fds.discard(fd)
+                os.close(fd)  # the last descriptor of this open file description: releases the lock
+
+    # -- errors ----------------------------------------------------------------------------------------
+
+    def _link(self, key: str, path: str) -> ValidationError:
+        return ValidationError(
+            f"local store {self._root}: refusing {key!r}: {path!r} is a symbolic link "
+            "(the local store never follows links below its root)"
+        )
 
     def _collision(self, key: str) -> TerminalError:
         return TerminalError(
@@ -358,16 +541,3 @@ class LocalStore:
         if e.errno in _RETRYABLE_ERRNOS:
             return RetryableError(message)
         return TerminalError(message)
-
-
-def _unlink_quietly(path: str) -> None:
-    with suppress(OSError):
-        os.unlink(path)
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
