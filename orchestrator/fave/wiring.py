@@ -10,6 +10,7 @@ from typing import Any
 from fave_shared.errors import ValidationError
 from fave_shared.store import ObjectStore, open_store
 
+from .faults import FaultPlan, FaultSpec, FaultyStore, plan_from
 from .model import Notify, RequestState
 from .pipeline import Pipeline, load_pipeline
 from .service import Orchestrator
@@ -40,6 +41,7 @@ def local_orchestrator(
     *,
     on_notify: Callable[[str, Notify, RequestState], None] | None = None,
     runtime_options: dict[str, Any] | None = None,
+    faults: FaultPlan | FaultSpec | str | None = None,
 ) -> Orchestrator:
     """An orchestrator whose invoker is the local runtime of the pipeline's template.yaml.
 
@@ -47,6 +49,10 @@ def local_orchestrator(
     orchestrator's inbox: locally, *this process* is the orchestrator function. Once the first stage is
     invoked, the runtime pre-warms the functions of the later stages in DAG order while cores are free
     (``LocalRuntime(prewarm=...)``; ``runtime_options`` may override it).
+
+    ``faults`` (``fave.faults``): a plan, a spec or its text; None reads ``$FAVE_FAULTS``. When it injects
+    anything, the runtime applies it to deliveries and invokes and the store is wrapped so that its writes are
+    crash points (``fault_plan(orchestrator)`` returns the plan); otherwise nothing is wrapped.
     """
     from .invoke.local import LocalRuntime
     from .template import load_template
@@ -54,6 +60,9 @@ def local_orchestrator(
     if not isinstance(pipeline, Pipeline):
         pipeline = load_pipeline(pipeline)
     template = load_template(pipeline.template_path)
+    plan = faults if isinstance(faults, FaultPlan) else plan_from(faults)
+    if plan is not None and plan.spec.crash_after_effect > 0:
+        store = FaultyStore(store, plan)
     orchestrator = Orchestrator(pipeline, store, on_notify=on_notify)
     destinations: set[str] = set()
     for spec in template.functions.values():
@@ -67,6 +76,13 @@ def local_orchestrator(
         template,
         env_overrides=env,
         destination_handlers=dict.fromkeys(destinations, orchestrator.deliver),
+        faults=plan,
         **options,
     )
     return orchestrator
+
+
+def fault_plan(orchestrator: Orchestrator) -> FaultPlan | None:
+    """The fault plan a ``local_orchestrator`` applies (None when no fault is injected)."""
+    plan = getattr(orchestrator.invoker, "faults", None)
+    return plan if isinstance(plan, FaultPlan) else None

@@ -15,9 +15,10 @@ What behaves like Lambda:
   invoked, the runtime starts the first environment of each function after it in that list, one at a time
   and only while a core is free, so their interpreter start and imports overlap the running stages instead
   of delaying each stage in turn (Lambda's provisioned concurrency, for the first environment).
-* Each environment gets ``os.environ`` + the function's ``Environment`` + ``env_overrides`` + Lambda's own
-  variables, ``cwd`` = the code folder, and ``sys.path`` = code folder, layers, then the parent's path (so
-  packages installed in the virtualenv import as they would from a layer).
+* Each environment gets ``os.environ`` + the function's ``Environment`` + ``env_overrides`` + its own entry of
+  ``function_env`` (by logical id: e.g. each function's credentials, as each Lambda function has its own
+  execution role) + Lambda's own variables, ``cwd`` = the code folder, and ``sys.path`` = code folder,
+  layers, then the parent's path (so packages installed in the virtualenv import as they would from a layer).
 * Timeouts kill the environment (the next invocation starts cold) and report ``Sandbox.Timedout``; a
   crashing runtime reports ``Runtime.ExitError``; handler exceptions, import errors and unserialisable
   responses report Lambda's payloads. Events and responses always go through JSON.
@@ -29,9 +30,13 @@ What behaves like Lambda:
 process instead: microseconds per invocation, for trivial handlers (benchmarks, tests against in-process
 moto). Its limits: the module is imported once per function (not per environment) under a unique name;
 ``os.environ``, the working directory and ``sys.modules`` are this process's (the function's
-``Environment`` is *not* applied; the code folder and layers are prepended to ``sys.path``); and a timed-out
-handler cannot be killed: the caller gets the same timeout error, the slot is replaced, and the thread runs
-on until the handler returns.
+``Environment`` and ``function_env`` are *not* applied; the code folder and layers are prepended to
+``sys.path``); and a timed-out handler cannot be killed: the caller gets the same timeout error, the slot is
+replaced, and the thread runs on until the handler returns.
+
+``faults`` (a ``fave.faults.FaultPlan``, off by default) injects what Lambda does under stress: destination
+deliveries duplicated, lost or delayed (so out of order), invokes refused as throttled (429), and a crash of
+the caller right after an invoke.
 
 Destinations: if ``destination_handlers`` has the destination's logical id, that callable receives the
 envelope dict (how an in-process orchestrator driver receives fan-in events); otherwise the destination
@@ -53,7 +58,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fave_shared.errors import FaveError, NotFoundError
 
@@ -71,6 +76,9 @@ from fave.invoke.pool import CoreGate, FunctionPool, FunctionStats, Invocation
 from fave.invoke.timer import Timer
 from fave.invoke.worker import decode_json
 from fave.template import FunctionSpec, Template, load_template
+
+if TYPE_CHECKING:
+    from fave.faults import FaultPlan
 
 __all__ = ["DestinationHandler", "FunctionStats", "LocalRuntime"]
 
@@ -94,18 +102,24 @@ class LocalRuntime:
         template: Template | str | os.PathLike[str],
         *,
         env_overrides: Mapping[str, str] = _EMPTY,
+        function_env: Mapping[str, Mapping[str, str]] = _EMPTY,
         destination_handlers: Mapping[str, DestinationHandler] = _EMPTY,
         async_retry_delays_s: Sequence[float] = (1.0, 2.0),
         max_environments: int | None = None,
         cores: int | None = None,
         prewarm: Sequence[str] = (),
+        faults: FaultPlan | None = None,
     ) -> None:
         if max_environments is not None and max_environments < 1:
             raise ValueError(f"max_environments must be at least 1, got {max_environments}")
         self.template = template if isinstance(template, Template) else load_template(template)
         self._env_overrides = dict(env_overrides)
+        self._function_env = {lid: dict(env) for lid, env in function_env.items()}
         self._destinations = dict(destination_handlers)
         self._retry_delays = tuple(float(d) for d in async_retry_delays_s)
+        # Fault injection (fave.faults): duplicate / drop / delay deliveries, throttle invokes, crash after an
+        # invoke. None (the default) costs one attribute test per invoke and per delivery.
+        self._faults = faults
         self._region = _region({**os.environ, **self._env_overrides})
         self._timer = Timer("fave-local-timer")
         self._request_id = _RequestIds()
@@ -128,10 +142,11 @@ class LocalRuntime:
                 thread_context=context,
                 gate=self.gate,
             )
+            own = self._function_env.get(lid, {})
             missing = [
                 name
                 for name in spec.unresolved_environment
-                if name not in self._env_overrides and name not in os.environ
+                if name not in self._env_overrides and name not in own and name not in os.environ
             ]
             if missing:
                 log.warning(
@@ -139,9 +154,15 @@ class LocalRuntime:
                     lid,
                     ", ".join(missing),
                 )
-        unknown = [name for name in prewarm if name not in self._pools]
-        if unknown:
-            raise ValueError(f"prewarm: no function {', '.join(unknown)} in {self.template.path}")
+        for option, names in (("function_env", list(self._function_env)), ("prewarm", list(prewarm))):
+            unknown = [name for name in names if name not in self._pools]
+            if unknown:
+                raise ValueError(f"{option}: no function {', '.join(unknown)} in {self.template.path}")
+        threaded = [lid for lid in self._function_env if self.template.functions[lid].local_isolation == "thread"]
+        if threaded:  # its variables would silently not apply: a thread shares this process's environment
+            raise ValueError(
+                f"function_env: {', '.join(threaded)} run in thread isolation, which has no own environment"
+            )
         self._prewarm = _Prewarmer(self.gate, [self._pools[name] for name in prewarm]) if self.gate else None
 
     # -- Invoker ------------------------------------------------------------------------------------------
@@ -149,6 +170,10 @@ class LocalRuntime:
     def invoke_sync(self, function: str, payload: dict[str, Any]) -> InvokeResult:
         """Run ``function`` with ``payload`` and wait for its response (Lambda ``RequestResponse``)."""
         pool = self._pool(function)
+        faults = self._faults
+        if faults is not None:
+            faults.check_alive()
+            faults.throttle(function, _fault_key(payload))
         invocation = _SyncInvocation(self._request_id(), encode_payload(payload, MAX_SYNC_PAYLOAD_BYTES))
         if not pool.submit(invocation):
             raise TerminalInvocationError("the local runtime is closed")
@@ -159,6 +184,8 @@ class LocalRuntime:
             raise TerminalInvocationError(
                 f"the local runtime closed while {function} request {invocation.request_id} was in flight"
             )
+        if faults is not None:  # the function ran; the caller may die before it commits the result
+            faults.after_effect(f"invoke {function}", _fault_key(payload, "request_id"), _fault_key(payload))
         body = outcome.body
         if len(body) > MAX_SYNC_PAYLOAD_BYTES:
             # What Lambda answers instead of a response over its synchronous payload limit.
@@ -172,6 +199,17 @@ class LocalRuntime:
 
     def invoke_async(self, function: str, payload: dict[str, Any]) -> str:
         """Queue ``function`` with ``payload`` (Lambda ``Event``); returns the request id at once."""
+        faults = self._faults
+        if faults is None:
+            return self._invoke_async(function, payload)
+        self._pool(function)  # an unknown function is refused before it can be throttled
+        faults.check_alive()
+        faults.throttle(function, _fault_key(payload))
+        request_id = self._invoke_async(function, payload)
+        faults.after_effect(f"invoke {function}", _fault_key(payload, "request_id"), _fault_key(payload))
+        return request_id
+
+    def _invoke_async(self, function: str, payload: dict[str, Any]) -> str:
         pool = self._pool(function)
         request_id = self._request_id()
         invocation = _AsyncInvocation(self, pool, request_id, encode_payload(payload, MAX_ASYNC_PAYLOAD_BYTES))
@@ -207,6 +245,11 @@ class LocalRuntime:
 
     # -- diagnostics --------------------------------------------------------------------------------------
 
+    @property
+    def faults(self) -> FaultPlan | None:
+        """The fault plan this runtime applies, if any."""
+        return self._faults
+
     def stats(self) -> dict[str, FunctionStats]:
         """Per function: invocations (attempts), cold_starts, timeouts, errors, async_retries."""
         return {lid: pool.stats() for lid, pool in self._pools.items()}
@@ -234,7 +277,7 @@ class LocalRuntime:
 
     def _start_process(self, spec: FunctionSpec) -> ProcessEnvironment:
         log_stream = _log_stream()
-        env = {**os.environ, **spec.environment, **self._env_overrides}
+        env = {**os.environ, **spec.environment, **self._env_overrides, **self._function_env.get(spec.logical_id, {})}
         env["AWS_REGION"] = region = _region(env)
         env.setdefault("AWS_DEFAULT_REGION", region)
         env.update(
@@ -288,12 +331,27 @@ class LocalRuntime:
                 )
             return
         envelope = self._envelope(invocation, condition, outcome)
+        faults = self._faults
+        if faults is None:
+            self._send(invocation, target, envelope)
+            return
+        if faults.dead:  # the driver crashed (in-process): nothing reaches it any more
+            return
+        key = f"{invocation.function}/{condition}/{_fault_key(envelope['requestPayload'])}"
+        for delay in faults.delivery_delays(key):  # () = lost; two entries = delivered twice
+            send = functools.partial(self._send, invocation, target, envelope)
+            if delay > 0:
+                self._timer.call_at(time.monotonic() + delay, send)
+            else:
+                send()
+
+    def _send(self, invocation: _AsyncInvocation, target: str, envelope: dict[str, Any]) -> None:
         handler = self._destinations.get(target)
         try:
             if handler is not None:
                 handler(envelope)
             elif target in self._pools:
-                self.invoke_async(target, envelope)
+                self._invoke_async(target, envelope)  # Lambda's own delivery: not throttled
             else:
                 log.warning("%s: destination %r is neither a handler nor a function", invocation.function, target)
         except FaveError as e:  # e.g. the runtime is closing, or the envelope is over the async limit
@@ -441,6 +499,16 @@ def _timestamp() -> str:
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _last_second = (second, text)
     return f"{text}.{int((now - second) * 1000):03d}Z"
+
+
+def _fault_key(payload: Any, field: str = "") -> str:
+    """What a fault decision hits: the fave task attempt a payload carries (``field``: one of its fields)."""
+    task = payload.get("task") if isinstance(payload, dict) else None
+    if not isinstance(task, dict):
+        return ""
+    if field:
+        return str(task.get(field) or "")
+    return f"{task.get('stage')}/{task.get('item')}/{task.get('attempt')}"
 
 
 def _region(env: Mapping[str, str]) -> str:
