@@ -13,19 +13,23 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fave_shared.errors import FaveError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 
+from .clock import SystemClock
 from .graph import render_mermaid, render_text
 from .ids import validate_request_id
-from .model import RequestState, RequestStatus
-from .persistence import final_key, list_request_ids, state_key
+from .lease import Leases
+from .model import RequestState, RequestStatus, Start
+from .persistence import CorruptStateError, final_key, list_request_ids, parse_state, state_key
 from .pipeline import load_pipeline
 from .progress import Progress
-from .statefile import StateDoc
-from .wiring import DEFAULT_PIPELINE, local_orchestrator, open_any_store, store_uri
+from .wiring import DEFAULT_PIPELINE, fault_plan, local_orchestrator, open_any_store, store_uri
+
+if TYPE_CHECKING:
+    from .service import Orchestrator
 
 
 class UsageError(FaveError):
@@ -40,7 +44,7 @@ def status_document(store: ObjectStore, request_id: str) -> dict[str, Any]:
     """The machine-readable status contract (add fields freely, never rename these)."""
     validate_request_id(request_id)
     try:
-        doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
+        doc = parse_state(request_id, store.get(state_key(request_id)).data)
     except NotFoundError:
         raise NotFoundError(f"no request {request_id} in {store.uri}") from None
     final = None
@@ -122,6 +126,8 @@ def _request_input(args: argparse.Namespace) -> dict[str, Any]:
             extra = json.loads(args.input)
         except json.JSONDecodeError as exc:
             raise UsageError(f"--input is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise UsageError("--input is nested too deeply") from None
         if not isinstance(extra, dict):
             raise UsageError("--input must be a JSON object")
     source = args.source
@@ -143,21 +149,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.pipeline)
     request_input = _request_input(args)
     progress = Progress()
-    orchestrator = local_orchestrator(pipeline, store, on_notify=progress.notify)
+    orchestrator = local_orchestrator(pipeline, store, on_notify=progress.notify, faults=args.faults)
+    _announce_faults(orchestrator)
     try:
+        state = orchestrator.create(request_input, start=False)
         if args.detach:
-            state = orchestrator.create(request_input, start=False)
-            _spawn_driver(state.request_id, store.uri, str(pipeline.path))
+            _spawn_driver(state.request_id, store.uri, str(pipeline.path), args.faults)
             print(state.request_id, file=sys.stderr)
             if args.json:
                 _json_out(status_document(store, state.request_id))
             return 0
-        state = orchestrator.create(request_input)
         print(f"request {state.request_id}", file=sys.stderr, flush=True)
-        state = orchestrator.drive(state.request_id, on_step=progress)
+        with orchestrator.hold(state.request_id):
+            orchestrator.apply(state.request_id, [Start()])
+            state = orchestrator.drive(state.request_id, on_step=progress)
     finally:
         orchestrator.close()
+        _report_faults(orchestrator)
     return _finish(store, state, args.json)
+
+
+def _announce_faults(orchestrator: Orchestrator) -> None:
+    plan = fault_plan(orchestrator)
+    if plan is not None:
+        print(f"fave: injecting faults {plan.spec.with_seed(plan.seed)}", file=sys.stderr, flush=True)
+
+
+def _report_faults(orchestrator: Orchestrator) -> None:
+    plan = fault_plan(orchestrator)
+    if plan is not None:
+        print(plan.report_line(), file=sys.stderr, flush=True)
 
 
 def _finish(store: ObjectStore, state: RequestState, as_json: bool) -> int:
@@ -169,8 +190,9 @@ def _finish(store: ObjectStore, state: RequestState, as_json: bool) -> int:
     return _exit_code(doc["status"])
 
 
-def _spawn_driver(request_id: str, store: str, pipeline: str) -> None:
-    """Detached runs still need a process that drives them locally: start one in the background.
+def _spawn_driver(request_id: str, store: str, pipeline: str, faults: str | None = None) -> None:
+    """Detached runs still need a process that drives them locally: start one in the background (with the
+    same ``--faults``, if any).
 
     Its output goes to ``<store>/logs/<id>.log`` for a local store, nowhere for S3."""
     if "://" in store:
@@ -180,8 +202,9 @@ def _spawn_driver(request_id: str, store: str, pipeline: str) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         log = open(log_dir / f"{request_id}.log", "ab")  # noqa: SIM115
     with log:
+        command = [sys.executable, "-m", "fave.cli", "resume", request_id, "--store", store, "--pipeline", pipeline]
         subprocess.Popen(
-            [sys.executable, "-m", "fave.cli", "resume", request_id, "--store", store, "--pipeline", pipeline],
+            [*command, *(["--faults", faults] if faults else [])],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -203,24 +226,27 @@ def cmd_resume(args: argparse.Namespace) -> int:
     store = open_any_store(store_uri(args.store))
     doc = status_document(store, args.request_id)
     pipeline_path = args.pipeline or doc["pipeline"] or DEFAULT_PIPELINE
+    if args.detach:
+        # The background driver resumes it; refuse here, in one line, if another process drives it now.
+        Leases(store, SystemClock(), local_process=True).check_free(args.request_id)
+        _spawn_driver(args.request_id, store.uri, str(load_pipeline(pipeline_path).path), args.faults)
+        print(f"request {args.request_id}", file=sys.stderr, flush=True)
+        return 0
     progress = Progress()
-    orchestrator = local_orchestrator(pipeline_path, store, on_notify=progress.notify)
+    orchestrator = local_orchestrator(pipeline_path, store, on_notify=progress.notify, faults=args.faults)
+    _announce_faults(orchestrator)
     try:
-        state = orchestrator.load(args.request_id)
-        if state.status is RequestStatus.INIT:
-            from .model import Start
-
-            state = orchestrator.apply(args.request_id, [Start()])
-        elif state.status is not RequestStatus.COMPLETED:
-            state = orchestrator.resume(args.request_id)
-        print(f"request {state.request_id}", file=sys.stderr, flush=True)
-        if args.detach:
-            orchestrator.close()
-            _spawn_driver(state.request_id, store.uri, str(orchestrator.pipeline.path))
-            return 0
-        state = orchestrator.drive(args.request_id, on_step=progress)
+        with orchestrator.hold(args.request_id):
+            state = orchestrator.load(args.request_id)
+            if state.status is RequestStatus.INIT:
+                state = orchestrator.apply(args.request_id, [Start()])
+            elif state.status is not RequestStatus.COMPLETED:
+                state = orchestrator.resume(args.request_id)
+            print(f"request {state.request_id}", file=sys.stderr, flush=True)
+            state = orchestrator.drive(args.request_id, on_step=progress)
     finally:
         orchestrator.close()
+        _report_faults(orchestrator)
     return _finish(store, state, args.json)
 
 
@@ -237,11 +263,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     store = open_any_store(store_uri(args.store))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for request_id in list_request_ids(store):
         try:
-            doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
+            doc = parse_state(request_id, store.get(state_key(request_id)).data)
         except NotFoundError:
+            continue
+        except CorruptStateError as exc:  # one broken request must not hide the others
+            if not args.status or args.status.upper() == "UNREADABLE":
+                rows.append({"request_id": request_id, "status": "UNREADABLE", "created_at": None, "error": str(exc)})
             continue
         if args.status and doc.status != args.status.upper():
             continue
@@ -260,7 +290,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         _json_out(rows)
     else:
         for row in rows:
-            print(f"{row['request_id']}  {row['status']:<10} {row.get('video_uri') or ''}  {row.get('query') or ''}")
+            detail = row.get("error") or f"{row.get('video_uri') or ''}  {row.get('query') or ''}"
+            print(f"{row['request_id']}  {row['status']:<10} {detail}")
     return 0
 
 
@@ -268,6 +299,54 @@ def cmd_graph(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.pipeline)
     print(render_mermaid(pipeline) if args.format == "mermaid" else render_text(pipeline))
     return 0
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from .chaos import default_store_dir, run_chaos
+    from .faults import ENV_VAR, parse_faults
+
+    spec = parse_faults(args.faults, source="--faults") if args.faults is not None else None
+    if spec is None:
+        spec = parse_faults(os.environ.get(ENV_VAR), source=ENV_VAR)
+    if not spec.active:
+        raise UsageError(f"chaos: nothing to inject: give --faults SPEC (or ${ENV_VAR}), e.g. duplicate=0.3,drop=0.05")
+    if args.runs < 1:
+        raise UsageError("chaos: --runs must be at least 1")
+    if args.max_resumes < 0:
+        raise UsageError("chaos: --max-resumes must not be negative")
+    pipeline = load_pipeline(args.pipeline)
+    request_input = _json_object(args.input, "--input") if args.input else {}
+    ignore = [name.strip() for name in (args.ignore_fields or "").split(",") if name.strip()]
+    temporary = args.store is None
+    store = open_any_store(str(default_store_dir()) if temporary else store_uri(args.store))
+    report = run_chaos(
+        pipeline,
+        store,
+        spec,
+        args.runs,
+        request_input=request_input,
+        ignore_fields=ignore,
+        max_resumes=args.max_resumes,
+        driver_timeout_s=args.driver_timeout,
+        out=None if args.json else sys.stdout,
+    )
+    if args.json:
+        _json_out(report.to_json())
+    if report.ok and temporary:
+        import shutil
+
+        shutil.rmtree(store.uri, ignore_errors=True)
+    return 0 if report.ok else 1
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{option} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{option} must be a JSON object")
+    return value
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -294,6 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
     def store_opt(p: argparse.ArgumentParser) -> None:
         p.add_argument("--store", help="DIR or s3://bucket[/prefix] (default $FAVE_STORE or ./fave-artifacts)")
 
+    def faults_opt(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--faults",
+            metavar="SPEC",
+            help="inject faults, e.g. duplicate=0.3,drop=0.05,delay=0-2s,crash_after_effect=0.01,throttle=0.1,seed=7 "
+            "(default $FAVE_FAULTS; 'none' turns them off)",
+        )
+
     run = sub.add_parser("run", help="start a request and drive it to the end")
     run.add_argument("source", help="a local video path or an s3:// URI (becomes video_uri)")
     run.add_argument("--query", help='what to find, e.g. "find scenes with cars"')
@@ -302,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", help="JSON object of extra input fields")
     run.add_argument("--detach", action="store_true", help="return at once; a background process drives it")
     run.add_argument("--json", action="store_true", help="print the status document as JSON on stdout")
+    faults_opt(run)
     store_opt(run)
     run.set_defaults(func=cmd_run)
 
@@ -316,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--pipeline", help="pipeline file (default: the one the request was made with)")
     resume.add_argument("--detach", action="store_true")
     resume.add_argument("--json", action="store_true")
+    faults_opt(resume)
     store_opt(resume)
     resume.set_defaults(func=cmd_resume)
 
@@ -327,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.set_defaults(func=cmd_cancel)
 
     lst = sub.add_parser("list", help="list requests, newest first")
-    lst.add_argument("--status", choices=[s.value for s in RequestStatus] + [s.value.lower() for s in RequestStatus])
+    statuses = [s.value for s in RequestStatus] + ["UNREADABLE"]
+    lst.add_argument("--status", choices=statuses + [s.lower() for s in statuses])
     lst.add_argument("--limit", type=int, default=0)
     lst.add_argument("--json", action="store_true")
     store_opt(lst)
@@ -337,6 +427,26 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--pipeline", default=DEFAULT_PIPELINE)
     graph.add_argument("--format", choices=["text", "mermaid"], default="text")
     graph.set_defaults(func=cmd_graph)
+
+    chaos = sub.add_parser(
+        "chaos", help="run a pipeline repeatedly under injected faults and check its invariants (exit 1 if broken)"
+    )
+    chaos.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
+    chaos.add_argument("--runs", type=int, default=3, help="runs under faults, after one fault-free reference run")
+    chaos.add_argument("--faults", metavar="SPEC", help="the faults of every run (default $FAVE_FAULTS)")
+    chaos.add_argument("--input", help="JSON object: the request input of every run")
+    chaos.add_argument(
+        "--ignore-fields",
+        metavar="A,B",
+        help="final.json fields (at any depth) that may differ from the reference run, e.g. attempts,pid",
+    )
+    chaos.add_argument("--max-resumes", type=int, default=50, help="resumes allowed per run (default 50)")
+    chaos.add_argument(
+        "--driver-timeout", type=float, default=600.0, help="seconds one driver process may take (default 600)"
+    )
+    chaos.add_argument("--json", action="store_true", help="print the session report as JSON on stdout")
+    chaos.add_argument("--store", help="DIR or s3://bucket[/prefix] (default: a temporary DIR, kept if a run fails)")
+    chaos.set_defaults(func=cmd_chaos)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -361,13 +471,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # here, so a closed pipe is handled below rather than reported by the interpreter
         return code
+    except CorruptStateError as exc:  # the request is broken, not the command line
+        print(f"fave: error: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
     except (FaveError, ValidationError) as exc:
         print(f"fave: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fave: interrupted; `fave resume <request_id>` continues the request", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`fave list | head -1`): nothing left to tell it, and no traceback.
+        # /dev/null takes the place of the closed pipe so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
 
 
 if __name__ == "__main__":

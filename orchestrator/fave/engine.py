@@ -23,6 +23,7 @@ from typing import Any
 from immutables import Map
 
 from .model import (
+    REF,
     SHARD_SIZE,
     TIMEOUT_ERROR,
     Cancel,
@@ -589,7 +590,7 @@ class _Tx:
                 task = self.get(need, 0)
                 needs[need] = task.output if task else None
         value: dict[str, Any] = {
-            "request": dict(self.base.input),
+            "request": {REF: self.base.input_ref} if self.base.input_ref else dict(self.base.input),
             "needs": needs,
             "config": self.p.stage_config(spec.name, self.base.profile),
         }

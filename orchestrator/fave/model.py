@@ -54,6 +54,8 @@ class TaskStatus(StrEnum):
 
 
 TIMEOUT_ERROR = "States.Timeout"
+REF = "$ref"
+"""The marker of a value stored by reference (``fave_shared.refs.REF``; stage code never sees it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,9 @@ class RequestState:
     earliest_deadline: float | None = None
     dirty: Map[TaskKey, None] = field(default_factory=Map)
     """(stage, shard index) pairs whose tasks changed since the last commit."""
+    input_ref: str | None = None
+    """Where a large input is stored once (``metadata/input.json``): tasks then carry ``{"$ref": key}`` as
+    their request instead of a copy each (see persistence.INPUT_INLINE_LIMIT)."""
 
     def task(self, stage: str, item: int | None = None) -> Task | None:
         stage_tasks = self.tasks.get(stage)

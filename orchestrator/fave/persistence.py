@@ -22,9 +22,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from fave_shared import refs
-from fave_shared.errors import ConflictError, FaveError, NotFoundError, ValidationError
+from fave_shared.errors import ConflictError, FaveError, NotFoundError, TerminalError, ValidationError
 from fave_shared.store import ObjectStore
 from immutables import Map
+from pydantic import ValidationError as PydanticValidationError
 
 from .engine import Engine
 from .ids import validate_request_id
@@ -39,7 +40,7 @@ from .model import (
     TaskStatus,
 )
 from .pipeline import Pipeline
-from .statefile import FailureDoc, PipelineRefDoc, ShardDoc, StageDoc, StateDoc, TaskDoc
+from .statefile import SCHEMA_VERSION, FailureDoc, PipelineRefDoc, ShardDoc, StageDoc, StateDoc, TaskDoc
 
 
 def request_prefix(request_id: str) -> str:
@@ -52,6 +53,44 @@ def state_key(request_id: str) -> str:
 
 def final_key(request_id: str) -> str:
     return request_prefix(request_id) + "metadata/final.json"
+
+
+def input_key(request_id: str) -> str:
+    """A large request input, stored once (tasks reference it instead of each carrying a copy)."""
+    return request_prefix(request_id) + "metadata/input.json"
+
+
+def tasks_prefix(request_id: str) -> str:
+    return request_prefix(request_id) + "metadata/tasks/"
+
+
+INPUT_INLINE_LIMIT = 4096
+"""Request inputs over this many bytes of JSON are stored once in ``metadata/input.json``: a 1 MB input on a
+50-item fan-out would otherwise be copied into every task's payload (and every state.json rewrite)."""
+
+
+class CorruptStateError(TerminalError):
+    """A request's state.json (or one of its task shards) cannot be read: not JSON, or not fave's schema."""
+
+
+def parse_state(request_id: str, data: bytes) -> StateDoc:
+    """state.json's document; ``CorruptStateError`` naming the request if it is unreadable or foreign."""
+    try:
+        doc = StateDoc.model_validate_json(data)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "document"
+        raise CorruptStateError(
+            f"request {request_id}: state.json is unreadable ({where}: {first.get('msg')})"
+        ) from None
+    if doc.schema_version > SCHEMA_VERSION:
+        raise CorruptStateError(
+            f"request {request_id}: state.json has schema version {doc.schema_version}; this fave reads "
+            f"version {SCHEMA_VERSION} (upgrade fave)"
+        )
+    if doc.request_id != request_id:
+        raise CorruptStateError(f"request {request_id}: state.json belongs to request {doc.request_id!r}")
+    return doc
 
 
 def shard_key(request_id: str, stage: str, shard: int, token: str) -> str:
@@ -82,7 +121,11 @@ def committed_shards(store: ObjectStore, doc: StateDoc, stage: str) -> Iterator[
             if token:
                 raise _SupersededError from None
             continue  # a state file from before tokens, whose shard was never written
-        yield shard, token, ShardDoc.model_validate_json(blob.data)
+        try:
+            shard_doc = ShardDoc.model_validate_json(blob.data)
+        except PydanticValidationError:
+            raise CorruptStateError(f"request {doc.request_id}: task shard {stage}/{shard} is unreadable") from None
+        yield shard, token, shard_doc
 
 
 _READ_ATTEMPTS = 20
@@ -103,7 +146,7 @@ def read_stage_tasks(store: ObjectStore, request_id: str, stage: str) -> dict[in
     """Every committed task of a stage by item (a single-task stage's task is item 0), for tools and tests."""
 
     def read() -> dict[int, TaskDoc]:
-        doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
+        doc = parse_state(request_id, store.get(state_key(request_id)).data)
         task = doc.stages[stage].task
         if task is not None:
             return {0: task}
@@ -116,6 +159,8 @@ def read_stage_tasks(store: ObjectStore, request_id: str, stage: str) -> dict[in
 
 
 INDEX_PREFIX = "index/requests/"
+_TOKEN_HEX = 8
+"""Hex digits of randomness after the version in a shard token (``{version:06d}{hex}``)."""
 
 
 def _dumps(value: Any) -> bytes:
@@ -185,7 +230,7 @@ class Persistence:
             blob = self.store.get(state_key(request_id))
         except NotFoundError:
             raise NotFoundError(f"no request {request_id} in {self.store.uri}") from None
-        return StateDoc.model_validate_json(blob.data), blob.etag
+        return parse_state(request_id, blob.data), blob.etag
 
     def load(self, request_id: str, now: float) -> RequestState:
         """The request's full state (head + committed shards) with derived indexes rebuilt."""
@@ -223,9 +268,11 @@ class Persistence:
         if doc.failure is not None:
             f = doc.failure
             failure = Failure(f.stage, f.item, f.error_type, f.message, f.attempts)
+        input_ref = doc.input.get(refs.REF) if refs.is_ref(doc.input) else None
         state = RequestState(
             request_id=doc.request_id,
-            input=doc.input,
+            input=refs.resolve(self.store, doc.input) if input_ref else doc.input,
+            input_ref=input_ref,
             pipeline_digest=doc.pipeline.digest,
             created_at=doc.created_at,
             status=RequestStatus(doc.status),
@@ -262,8 +309,13 @@ class Persistence:
     # ---- writing -------------------------------------------------------------------------------------
 
     def create(self, state: RequestState) -> RequestState:
-        """Persist a new request (fails with ``ConflictError`` if the id exists)."""
+        """Persist a new request (fails with ``ConflictError`` if the id exists); a large input is stored
+        once beside it (``input_key``)."""
         self._handles[state.request_id] = Handle()
+        if state.input_ref is None and refs.json_size(dict(state.input)) > INPUT_INLINE_LIMIT:
+            key = input_key(state.request_id)
+            self.store.put(key, _dumps(dict(state.input)), content_type="application/json")
+            state = replace(state, input_ref=key)
         committed = self.commit(state)
         self.store.put(
             INDEX_PREFIX + state.request_id,
@@ -283,7 +335,7 @@ class Persistence:
         written: list[str] = []
         superseded: list[str] = []
         for stage, shard in sorted(state.dirty):
-            token = f"{version:06d}{secrets.token_hex(4)}"
+            token = f"{version:06d}{secrets.token_hex(_TOKEN_HEX // 2)}"
             key = shard_key(state.request_id, stage, shard, token)
             stage_tasks = state.tasks.get(stage) or Map()
             lo, hi = shard * SHARD_SIZE, (shard + 1) * SHARD_SIZE
@@ -335,6 +387,28 @@ class Persistence:
         except NotFoundError:
             return None
 
+    def collect_garbage(self, request_id: str) -> list[str]:
+        """Delete the task-shard objects of steps that never committed (a crash between writing shards and
+        state.json, a lost race, a failed cleanup); returns their keys.
+
+        Only objects older than the committed version are touched: a concurrent writer's step in progress
+        writes version + 1, so its shards are never taken for garbage."""
+        doc, _ = self.read_doc(request_id)
+        committed = {
+            shard_key(request_id, stage, shard, token)
+            for stage, sdoc in doc.stages.items()
+            for shard, token in enumerate(sdoc.shard_tokens)
+            if token
+        }
+        garbage = []
+        for key in self.store.list(tasks_prefix(request_id)):
+            token = key.rsplit("/", 1)[-1].split(".")[1:-1]
+            version = token[0][:-_TOKEN_HEX] if token and len(token[0]) > _TOKEN_HEX else ""
+            if key not in committed and version.isdigit() and int(version) <= doc.version:
+                garbage.append(key)
+        self._discard(garbage)
+        return garbage
+
     def forget(self, request_id: str) -> None:
         """Drop cached etags (after a conflict, before reloading)."""
         self._handles.pop(request_id, None)
@@ -380,7 +454,8 @@ class Persistence:
         return StateDoc(
             request_id=state.request_id,
             status=state.status.value,
-            input=dict(state.input),
+            input={refs.REF: state.input_ref} if state.input_ref else dict(state.input),
+            profile=state.profile,
             pipeline=PipelineRefDoc(
                 name=self.pipeline.name,
                 digest=self.pipeline.digest,
@@ -400,17 +475,26 @@ class Persistence:
 
 
 def list_request_ids(store: ObjectStore) -> list[str]:
-    """Every request id in the store, newest first (ids sort by creation time)."""
-    ids = [key[len(INDEX_PREFIX) :] for key in store.list(INDEX_PREFIX)]
+    """Every request id in the store, newest first (ids sort by creation time). A stray object in the
+    index that names no request id is passed over."""
+    ids = []
+    for key in store.list(INDEX_PREFIX):
+        name = key[len(INDEX_PREFIX) :]
+        with contextlib.suppress(ValidationError):
+            ids.append(validate_request_id(name))
     return sorted(ids, reverse=True)
 
 
 __all__ = [
+    "INPUT_INLINE_LIMIT",
     "ConflictError",
+    "CorruptStateError",
     "Persistence",
     "committed_shards",
     "final_key",
+    "input_key",
     "list_request_ids",
+    "parse_state",
     "read_stage_tasks",
     "request_prefix",
     "shard_key",

@@ -6,10 +6,11 @@ completion that arrived into one step) and by the Lambda entry points (one ``app
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -25,6 +26,7 @@ from .clock import Clock, SystemClock
 from .engine import Engine
 from .ids import new_request_id, validate_request_id
 from .invoke.base import Invoker
+from .lease import Leases
 from .model import (
     Cancel,
     Command,
@@ -77,6 +79,8 @@ class Orchestrator:
         # deferring function to choose the interleaving themselves.
         self._sync_submit = sync_submit
         self._lock = threading.Lock()
+        self._held: set[str] = set()
+        self._gc_due: set[str] = set()
 
     # ---- lifecycle of a request ------------------------------------------------------------------------
 
@@ -93,6 +97,7 @@ class Orchestrator:
         if profile not in self.pipeline.profiles:
             known = ", ".join(sorted(self.pipeline.profiles))
             raise ValidationError(f"unknown profile '{profile}' (this pipeline has: {known})")
+        _check_depth(request_input)
         now = self.clock.now()
         if request_id is None:
             request_id = new_request_id(now)
@@ -119,6 +124,30 @@ class Orchestrator:
         state = self.persistence.load(request_id, self.clock.now())
         self._states[request_id] = state
         return state
+
+    @contextlib.contextmanager
+    def hold(self, request_id: str) -> Iterator[None]:
+        """Be the one writer of the request while the block runs (``fave.lease``, renewed in the background):
+        a second ``fave resume`` of it elsewhere gets ``LeaseHeldError`` instead of dispatching every
+        unfinished task again. Re-entrant within this orchestrator."""
+        if request_id in self._held:
+            yield
+            return
+        with Leases(self.store, self.clock, local_process=True).hold(request_id):
+            self._held.add(request_id)
+            try:
+                yield
+            finally:
+                self._held.discard(request_id)
+
+    def collect_garbage(self, request_id: str) -> int:
+        """Delete what crashed steps left behind for this request; returns how many objects went."""
+        return len(self.persistence.collect_garbage(request_id))
+
+    def collect_garbage_after_next_commit(self, request_id: str) -> None:
+        """Collect after this orchestrator's next commit of the request: only then can the shards of a step
+        that crashed at version v + 1 be told from those of a step in progress (see Persistence)."""
+        self._gc_due.add(request_id)
 
     def cancel(self, request_id: str, reason: str = "cancelled by user") -> RequestState:
         return self.apply(request_id, [Cancel(reason)])
@@ -150,6 +179,10 @@ class Orchestrator:
                 self._states.pop(request_id, None)
                 continue
             self._states[request_id] = state
+            if request_id in self._gc_due:
+                self._gc_due.discard(request_id)
+                with contextlib.suppress(FaveError):  # garbage is never read; the next pass gets it
+                    self.collect_garbage(request_id)
             self.perform(state, commands)
             return state
         raise ConflictError(f"request {request_id}: gave up after {MAX_CONFLICT_RETRIES} conflicting writes")
@@ -194,12 +227,15 @@ class Orchestrator:
         key = f"{prefix}input-{command.attempt}.json"
         # The TaskRef's fields, as a plain dict: this runs once per dispatched task (10,000 for a fan-out).
         ref = {"request_id": request_id, "stage": command.stage, "item": command.item, "attempt": command.attempt}
-        payload = {
-            "fave": 1,
-            "task": ref,
-            "store": self.store.uri,
-            "input": refs.offload(self.store, key, dict(command.input)),
-        }
+        try:
+            task_input = refs.offload(self.store, key, dict(command.input))
+        except (FaveError, TypeError, ValueError) as exc:
+            # The task is committed as dispatched: fail it like an invoke that raised, so the request does not
+            # stay RUNNING with nothing in flight (a store error, FAVE_PAYLOAD_THRESHOLD unreadable).
+            failed = TaskFailed(command.stage, command.item, command.attempt, type(exc).__name__, str(exc))
+            self.inbox.put((request_id, failed))
+            return
+        payload = {"fave": 1, "task": ref, "store": self.store.uri, "input": task_input}
         if command.mode == "sync":
             task = TaskRef.model_validate(ref)
             if self._sync_submit is not None:
@@ -272,7 +308,26 @@ class Orchestrator:
         on_step: Callable[[RequestState], None] | None = None,
         max_batch: int = 20_000,
     ) -> RequestState:
-        """Run the request to its end in this process: wait for completions, batch them into steps."""
+        """Run the request to its end in this process: wait for completions, batch them into steps.
+
+        Holds the request's lease throughout (see ``hold``) and collects the garbage of crashed steps: the
+        uncommitted shard objects after its first commit, a local store's abandoned temp files at once."""
+        with self.hold(request_id):
+            return self._drive(request_id, tick_s=tick_s, poll_s=poll_s, on_step=on_step, max_batch=max_batch)
+
+    def _drive(
+        self,
+        request_id: str,
+        *,
+        tick_s: float,
+        poll_s: float,
+        on_step: Callable[[RequestState], None] | None,
+        max_batch: int,
+    ) -> RequestState:
+        self.collect_garbage_after_next_commit(request_id)
+        sweep = getattr(self.store, "sweep_temp", None)
+        if callable(sweep):
+            sweep()
         state = self._states.get(request_id) or self.load(request_id)
         last_poll = self.clock.now()
         while not state.status.terminal:
@@ -315,6 +370,23 @@ class Orchestrator:
             self._sync_pool.shutdown(wait=False, cancel_futures=True)
         if self.invoker is not None:
             self.invoker.close()
+
+
+MAX_INPUT_DEPTH = 64
+"""Nesting levels of a request's input: it is stored in state.json, whose serialiser refuses deep nesting."""
+
+
+def _check_depth(request_input: Mapping[str, Any]) -> None:
+    # Before anything is stored: deeper input would fail the first state.json write with a serialiser error.
+    todo: list[tuple[Any, int]] = [(request_input, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if depth > MAX_INPUT_DEPTH:
+            raise ValidationError(f"input: nested more than {MAX_INPUT_DEPTH} levels deep")
+        if isinstance(value, Mapping):
+            todo.extend((inner, depth + 1) for inner in value.values())
+        elif isinstance(value, list | tuple):
+            todo.extend((inner, depth + 1) for inner in value)
 
 
 def _changed(before: RequestState, after: RequestState, commands: list[Command]) -> bool:

@@ -76,6 +76,8 @@ class StateDoc(BaseModel):
     request_id: str
     status: str
     input: dict[str, Any]
+    """The request input, or ``{"$ref": key}`` when it is stored once beside the state (large inputs)."""
+    profile: str | None = None
     pipeline: PipelineRefDoc
     created_at: float
     updated_at: float

@@ -121,3 +121,27 @@ def test_superseded_shards_are_deleted_and_state_names_the_live_ones(store: Obje
     assert len(live) == 3  # one object per shard, whatever the number of commits
     raw = store.get(state_key(state.request_id)).data.decode()
     assert all(key.rsplit("/", 1)[1].split(".")[1] in raw for key in live)
+
+
+def test_the_shards_of_a_step_that_crashed_are_collected_and_a_step_in_progress_is_not(
+    store: ObjectStore, pipeline: Pipeline
+) -> None:
+    _, state = fanned_out(store, pipeline)
+    doomed = Persistence(CrashBeforeCommit(store), pipeline, Engine(pipeline))  # type: ignore[arg-type]
+    with pytest.raises(SystemExit):
+        step(doomed, doomed.load(state.request_id, NOW), done(0), done(200))  # shards 0 and 1, never committed
+    prefix = f"requests/{state.request_id}/metadata/tasks/work/"
+    assert len(list(store.list(prefix))) == 5  # 3 committed + 2 orphans
+    survivor = Persistence(store, pipeline, Engine(pipeline))
+    # Until the next commit, the orphans cannot be told from the shards of a step still in progress.
+    assert survivor.collect_garbage(state.request_id) == []
+
+    state = step(survivor, survivor.load(state.request_id, NOW), done(130))  # the next commit (shard 1)
+    in_progress = f"{prefix}00002.{state.version + 1:06d}deadbeef.json"  # another writer's step, mid-way
+    store.put(in_progress, b"{}")
+    collected = survivor.collect_garbage(state.request_id)
+
+    assert len(collected) == 2 and in_progress not in collected
+    assert len(list(store.list(prefix))) == 4  # 3 committed + the step in progress
+    reloaded = Persistence(store, pipeline, Engine(pipeline)).load(state.request_id, NOW)
+    assert reloaded.stages["work"].succeeded == 1  # nothing committed was touched

@@ -206,6 +206,34 @@ def test_sigkill_during_fanout_then_resume_gives_the_same_final(
     assert after.resumes == 1
 
 
+def test_a_second_driver_of_a_running_request_is_refused_and_dispatches_nothing(
+    tmp_path: Path, source: Path, patient_demo: Path
+) -> None:
+    store = tmp_path / "store"
+    logs = tmp_path / "run"
+    env = e2e.child_env({"FAVE_STORE": str(store)})
+    run = e2e.start_fave(*demo_args(source, {"text": TEXT, "sleep_s": 0.5}, patient_demo), env=env, log_dir=logs)
+    try:
+        request_id = _request_id_from(logs / "stderr")
+        wait_for(store, request_id, lambda d: d["stages"]["measure"]["running"] > 0, timeout=60)
+        before = status_document(LocalStore(store), request_id)
+        for command in (("resume", request_id), ("resume", request_id, "--detach")):
+            second = fave(*command, store=store)
+            assert second.code == 2, second.describe()
+            assert "being driven by another process" in second.stderr and "Traceback" not in second.stderr
+            assert len(second.stderr.strip().splitlines()) == 1
+        after = status_document(LocalStore(store), request_id)
+        # The refused resume re-ran nothing: no task went back to PENDING, no attempt was added.
+        assert after["stages"]["measure"]["succeeded"] >= before["stages"]["measure"]["succeeded"]
+        assert run.wait(timeout=120) == 0
+    finally:
+        if run.poll() is None:
+            e2e.crash(run)
+    final = Orchestrator(load_pipeline(patient_demo), LocalStore(store)).load(request_id)
+    assert final.status is RequestStatus.COMPLETED and final.resumes == 0
+    assert all(t.attempt == 1 for t in final.tasks["measure"].values())  # nothing dispatched twice
+
+
 def _request_id_from(log: Path, timeout: float = 30) -> str:
     def printed() -> str | None:
         lines = log.read_text().splitlines() if log.exists() else []
@@ -234,3 +262,23 @@ def test_a_killed_bench_request_is_an_ordinary_request_that_resume_finishes(tmp_
     done = json.loads(fave("resume", rid, "--json", store=store, check_code=0).stdout)
     assert done["status"] == "COMPLETED"
     assert done["final"] == {"count": items, "sum": items * (items - 1) // 2}
+
+
+def test_an_unreadable_request_is_reported_and_does_not_hide_the_others(tmp_path: Path, source: Path) -> None:
+    store = tmp_path / "store"
+    good = json.loads(demo_run(store, source, {"text": "a b"}, "--json").stdout)["request_id"]
+    bad = json.loads(demo_run(store, source, {"text": "c d"}, "--json").stdout)["request_id"]
+    local = LocalStore(store)
+    local.put(f"requests/{bad}/metadata/state.json", b"\x00 not json")
+    local.put("index/requests/README.txt", b"a stray file in the index")
+
+    listed = fave("list", "--json", store=store, check_code=0)
+    rows = {row["request_id"]: row for row in json.loads(listed.stdout)}
+    assert set(rows) == {good, bad}
+    assert rows[good]["status"] == "COMPLETED"
+    assert rows[bad]["status"] == "UNREADABLE" and "state.json is unreadable" in rows[bad]["error"]
+    assert json.loads(fave("list", "--json", "--status", "unreadable", store=store).stdout)[0]["request_id"] == bad
+
+    status = fave("status", bad, store=store, check_code=1)
+    assert status.stderr.count("\n") == 1 and bad in status.stderr and "Traceback" not in status.stderr
+    assert json.loads(fave("status", good, "--json", store=store, check_code=0).stdout)["status"] == "COMPLETED"

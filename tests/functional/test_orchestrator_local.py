@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from fave.model import RequestStatus, TaskStatus
-from fave.persistence import final_key, read_stage_tasks, state_key
-from fave_shared.store import LocalStore, ObjectStore
+from fave.persistence import final_key, input_key, read_stage_tasks, state_key
+from fave_shared.store import CountingStore, LocalStore, ObjectStore
 from support.demo import TEXT, demo_orchestrator, read_json, run_demo
 
 WORDS = TEXT.split()
@@ -109,3 +110,31 @@ def test_cancel_from_another_orchestrator_stops_the_run(store: ObjectStore) -> N
     final_state = result["state"]
     assert getattr(final_state, "status", None) is RequestStatus.CANCELLED
     assert read_json(store, state_key(state.request_id))["cancel_reason"] == "enough"
+
+
+def test_a_large_input_is_stored_once_not_copied_into_every_task(store: ObjectStore) -> None:
+    counting = CountingStore(store)
+    blob = "x" * 1_000_000
+    state = run_demo(counting, {"blob": blob})  # 1 words + 9 shouts + 9 measures + 1 join tasks
+    assert state.status is RequestStatus.COMPLETED
+    assert state.input_ref == input_key(state.request_id)
+    assert read_json(store, input_key(state.request_id))["blob"] == blob
+    # Every task carried the 1 MB request before: 20 offloaded copies (plus one in every state.json rewrite).
+    assert counting.stats.bytes_written < 1_500_000, counting.stats
+    assert len(store.get(state_key(state.request_id)).data) < 10_000
+    joined = state.task("join")
+    assert joined is not None and joined.output["text"] == " ".join(w.upper() + "!" for w in WORDS)
+
+
+def test_a_run_sweeps_the_temp_files_of_writes_that_died(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.put("warm/up.json", b"{}")  # creates .fave/tmp
+    tmp = tmp_path / "store" / ".fave" / "tmp"
+    orphan, fresh = tmp / "0123456789abcdef.tmp", tmp / "fedcba9876543210.tmp"
+    orphan.write_bytes(b"half an object")
+    fresh.write_bytes(b"a write in progress")
+    two_hours_ago = time.time() - 7200
+    os.utime(orphan, (two_hours_ago, two_hours_ago))
+
+    assert run_demo(store).status is RequestStatus.COMPLETED
+    assert not orphan.exists() and fresh.exists()

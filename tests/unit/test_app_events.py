@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2, EventBridgeEvent, S3Event
 from fave.app import Settings, kind_of
-from fave.app.context import lambda_context, lease_seconds
 from fave.app.idempotency import fingerprint, record_key, validate_key
 from fave.app.models import StartRequest
 from fave.app.runner import request_id_time
@@ -132,14 +131,3 @@ def test_settings_from_the_environment() -> None:
     assert Settings.from_env({"FAVE_PIPELINE": "/abs/p.yaml"}).pipeline_path == Path("/abs/p.yaml")
 
 
-def test_the_lease_lasts_as_long_as_the_invocation_can() -> None:
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return 42_000
-
-    assert lease_seconds() == 905.0  # no invocation: Lambda's longest
-    token = lambda_context.set(Context())
-    try:
-        assert lease_seconds() == 47.0
-    finally:
-        lambda_context.reset(token)

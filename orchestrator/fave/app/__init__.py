@@ -11,9 +11,11 @@
 
 ``http_handler``, ``s3_handler``, ``destination_handler`` and ``tick_handler`` handle one kind each.
 
-Each invocation applies its event to the request, runs synchronous stages inline until only asynchronous
-ones are in flight, and returns (see ``fave.app.runner``); asynchronous stages report back through their
-OnSuccess / OnFailure destinations, which must be this function.
+An HTTP or upload invocation records the request and hands its first step to an asynchronous invocation of
+this function (a ``step`` event); every other invocation applies its event to the request, runs synchronous
+stages inline until only asynchronous ones are in flight, and returns (see ``fave.app.runner``);
+asynchronous stages report back through their OnSuccess / OnFailure destinations, which must be this
+function.
 
 Environment:
 
@@ -22,20 +24,32 @@ Environment:
   to the ``fave`` package: ``orchestrator/pipeline.yaml`` in the bundle);
 * ``FAVE_FUNCTION_<LogicalId>``: the deployed name (or ARN) of each stage function of the pipeline;
 * ``FAVE_UPLOAD_PREFIX``: the key prefix whose new objects start requests (default ``uploads/``);
+* ``FAVE_INPUT_PREFIXES``: comma-separated key prefixes a ``POST /requests`` source may also be under
+  (default ``uploads/,inputs/``); any other object of the bucket, or another bucket, is refused;
+* ``FAVE_SELF_FUNCTION``: this function's name for the asynchronous self-invoke that takes a request's
+  steps (default: Lambda's ``AWS_LAMBDA_FUNCTION_NAME``);
 * ``FAVE_DEFAULT_QUERY``: the query of a request that sets none (default: none);
 * ``FAVE_DEFAULT_PROFILE``: the profile of a request that sets none (default ``default``);
 * ``POWERTOOLS_SERVICE_NAME`` (default ``fave``), ``POWERTOOLS_METRICS_NAMESPACE`` (default ``fave``),
   and Powertools' other settings (``POWERTOOLS_LOG_LEVEL``, ``POWERTOOLS_TRACE_DISABLED``...).
 
 No AWS client is created at import: the store's S3 client and the Lambda client are made on first use.
-``configure(store=, pipeline=, invoker=, clock=, s3_client=, settings=)`` replaces any dependency (tests
+``configure(store=, pipeline=, invoker=, clock=, s3_client=, settings=, self_invoker=)`` replaces any dependency (tests
 pass the moto store and the local runtime); ``reset()`` goes back to the environment.
 """
 
 from __future__ import annotations
 
 from .context import AppContext, configure, current, reset
-from .handlers import destination_handler, handler, http_handler, kind_of, s3_handler, tick_handler
+from .handlers import (
+    destination_handler,
+    handler,
+    http_handler,
+    kind_of,
+    s3_handler,
+    step_handler,
+    tick_handler,
+)
 from .settings import Settings
 
 __all__ = [
@@ -49,5 +63,6 @@ __all__ = [
     "kind_of",
     "reset",
     "s3_handler",
+    "step_handler",
     "tick_handler",
 ]

@@ -1,25 +1,27 @@
 """The HTTP API (API Gateway HTTP API, payload format 2.0) on Powertools' ``APIGatewayHttpResolver``.
 
 * ``POST /requests`` body ``{video_uri, query?, profile?, extra?}``, optional ``Idempotency-Key`` header →
-  202 ``{request_id, status, status_url, replayed}`` (and ``Location``). The same key with the same body
-  returns the same request (``replayed: true``); with another body, 422.
+  202 ``{request_id, status, status_url, replayed}`` (and ``Location``) as soon as the request is recorded
+  (status ``INIT``): its first step runs in an asynchronous invocation of this function, never in the HTTP
+  one. ``video_uri`` must be an object of this store's bucket under one of its source prefixes
+  (``FAVE_INPUT_PREFIXES``, ``FAVE_UPLOAD_PREFIX``). The same key with the same body returns the same
+  request (``replayed: true``); with another body, 422.
 * ``GET /requests/{request_id}`` → 200, the status document of ``fave status --json`` (``final`` once
-  COMPLETED).
-* ``POST /requests/{request_id}/resume`` → 202 with the status (409 if the request is COMPLETED).
-* ``POST /requests/{request_id}/cancel`` body ``{reason?}`` → 200 with the status (409 if it had ended).
-
-Resume and cancel are applied by whichever invocation holds the request at the time (``fave.app.exclusive``):
-if that is not this one and it has not applied them within ``APPLY_WAIT_S``, the answer is 202 with
-``"queued": true``.
+  COMPLETED); 500 naming the problem if that request's state cannot be read.
+* ``POST /requests/{request_id}/resume`` → 202 with the status and ``"queued": true`` (409 if the request
+  is COMPLETED): a step invocation applies it.
+* ``POST /requests/{request_id}/cancel`` body ``{reason?}`` → 200 with the status, applied at once, or 202
+  ``"queued": true`` when another invocation holds the request (it applies it); 409 if it had ended.
 
 Errors are JSON ``{"message": ..., "errors": [...]}``: 400 for a bad body, header or id (the message names
-the field), 404 for an unknown request, 409 for a state conflict, 422 for a reused idempotency key, 503 for
-a transient store or invocation failure.
+the field), 404 for an unknown request, 409 for a state conflict, 413 for a body over 64 KB, 422 for a
+reused idempotency key, 500 for a request whose state is unreadable, 503 for a transient store or
+invocation failure. Malformed events (bad base64, bodies that are not UTF-8, JSON nested too deeply, no
+HTTP method) are refused before routing (``fave.app.http_guard``).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -31,16 +33,15 @@ from fave_shared.errors import ConflictError, NotFoundError, RetryableError, Val
 from ..cli import status_document
 from ..ids import new_request_id, validate_request_id
 from ..model import RequestStatus
+from ..persistence import CorruptStateError
 from .context import current
 from .idempotency import IdempotencyKeyReusedError, IdempotencyKeys, fingerprint, validate_key
 from .models import CancelRequest, StartRequest
 from .observability import current_meter, logger
-from .runner import Message, Runner, Submitted, cancel_message, invocation_runner, resume_message
+from .runner import invocation_runner, resume_message
+from .sources import check_source, store_bucket
 
 app = APIGatewayHttpResolver(enable_validation=True)
-
-#: How long resume and cancel wait for another invocation that holds the request to apply them.
-APPLY_WAIT_S = 10.0
 
 RequestId = Annotated[str, Path(description="a request id (26 characters of Crockford base32)")]
 
@@ -78,9 +79,12 @@ def start_request(
     body: StartRequest,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response[dict[str, Any]]:
+    """Validate, record the request in INIT and hand its first step to an asynchronous invocation: the
+    answer never waits for a stage (API Gateway gives up after 30 s; a first stage may take minutes)."""
     context = current()
     pipeline = context.pipeline
     settings = context.settings
+    check_source(body.video_uri, bucket=store_bucket(context), prefixes=settings.source_prefixes)
     request_input = body.request_input(
         body.video_uri, default_query=settings.default_query, default_profile=settings.default_profile
     )
@@ -98,10 +102,10 @@ def start_request(
             lambda: new_request_id(context.clock.now()),
         )
         request_id, replayed = claim.request_id, claim.replayed
-    state = invocation_runner().start(request_input, request_id)
+    state = invocation_runner().create(request_input, request_id)
     if not replayed:
         current_meter().count("RequestsStarted")
-    logger.info("request started", extra={"replayed": replayed, "status": state.status.value})
+    logger.info("request accepted", extra={"replayed": replayed, "status": state.status.value})
     url = _status_url(request_id)
     return Response(
         202,
@@ -120,41 +124,31 @@ def get_request(request_id: RequestId) -> dict[str, Any]:
 
 @app.post("/requests/<request_id>/resume")
 def resume_request(request_id: RequestId) -> Response[dict[str, Any]]:
+    """Accepted, not applied here: resuming dispatches stage work, which a step invocation does."""
     request_id = _request_id(request_id)
     runner = invocation_runner()
     if runner.load(request_id).status is RequestStatus.COMPLETED:
         raise ConflictError(f"request {request_id} is COMPLETED: nothing to resume")
-    submitted = _submit_and_wait(runner, request_id, resume_message())
+    runner.post(request_id, resume_message())
     body = {**status_document(runner.context.store, request_id), "status_url": _status_url(request_id)}
-    return Response(202, content_types.APPLICATION_JSON, {**body, "queued": bool(submitted.posted)})
+    return Response(202, content_types.APPLICATION_JSON, {**body, "queued": True})
 
 
 @app.post("/requests/<request_id>/cancel")
 def cancel_request(
     request_id: RequestId, body: Annotated[CancelRequest | None, Body()] = None
 ) -> Response[dict[str, Any]]:
+    """Applied at once when the request is free (200); left to the invocation that holds it otherwise (202)."""
     request_id = _request_id(request_id)
     runner = invocation_runner()
     state = runner.load(request_id)
     if state.status.terminal:
         raise ConflictError(f"request {request_id} is already {state.status.value}")
-    submitted = _submit_and_wait(runner, request_id, cancel_message((body or CancelRequest()).reason))
+    submitted = runner.cancel(request_id, (body or CancelRequest()).reason)
     doc = status_document(runner.context.store, request_id)
     return Response(
         202 if submitted.posted else 200, content_types.APPLICATION_JSON, {**doc, "queued": bool(submitted.posted)}
     )
-
-
-def _submit_and_wait(runner: Runner, request_id: str, message: Message) -> Submitted:
-    """Submit ``message``; if the lease holder has to apply it, wait a little for that (so the answer shows
-    the effect). ``posted`` stays non-empty if it was not applied in time (the answer is then 202)."""
-    submitted = runner.submit(request_id, [message])
-    deadline = time.monotonic() + APPLY_WAIT_S
-    while submitted.posted and time.monotonic() < deadline:
-        time.sleep(0.1)
-        if not any(runner.mailbox.pending(key) for key in submitted.posted):
-            return Submitted(submitted.state, ())
-    return submitted
 
 
 # ---- errors -----------------------------------------------------------------------------------------------
@@ -189,6 +183,11 @@ def _conflict(exc: ConflictError) -> Response[dict[str, Any]]:
     return _error(409, str(exc))
 
 
+def _unreadable(exc: CorruptStateError) -> Response[dict[str, Any]]:
+    logger.error("request state unreadable", extra={"error": str(exc)})
+    return _error(500, str(exc))
+
+
 def _unavailable(exc: RetryableError) -> Response[dict[str, Any]]:
     logger.warning("transient failure", extra={"error": str(exc)})
     response = _error(503, f"temporarily unavailable, try again: {exc}")
@@ -206,3 +205,4 @@ _register(ValidationError, _invalid)
 _register(NotFoundError, _not_found)
 _register(ConflictError, _conflict)
 _register(RetryableError, _unavailable)
+_register(CorruptStateError, _unreadable)

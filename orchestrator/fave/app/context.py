@@ -23,25 +23,13 @@ from .settings import Settings
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
-__all__ = ["AppContext", "configure", "current", "lease_seconds", "reset"]
+__all__ = ["SELF_FUNCTION", "AppContext", "configure", "current", "reset"]
 
-#: Lambda's longest timeout: the lease when the invocation's remaining time is unknown.
-MAX_INVOCATION_S = 900.0
-#: Added to the remaining time, for the clock skew between this function and the next lease holder.
-LEASE_MARGIN_S = 5.0
+#: The logical id under which the orchestrator invokes itself (``self_invoker``).
+SELF_FUNCTION = "OrchestratorFunction"
 
 lambda_context: contextvars.ContextVar[Any] = contextvars.ContextVar("fave_lambda_context", default=None)
 """The Lambda context of the invocation running on this thread (set by the handlers)."""
-
-
-def lease_seconds() -> float:
-    """How long a request's lease must last: the invocation's remaining time (it cannot run longer)."""
-    context = lambda_context.get()
-    try:
-        remaining = float(context.get_remaining_time_in_millis()) / 1000.0
-    except (AttributeError, TypeError, ValueError):
-        remaining = MAX_INVOCATION_S
-    return min(max(remaining, 0.0), MAX_INVOCATION_S) + LEASE_MARGIN_S
 
 
 class AppContext:
@@ -56,8 +44,10 @@ class AppContext:
         invoker: Invoker | None = None,
         clock: Clock | None = None,
         s3_client: S3Client | Any | None = None,
+        self_invoker: Invoker | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        self._self_invoker = self_invoker
         self._store = store
         self._pipeline = pipeline
         self._invoker = invoker
@@ -84,6 +74,19 @@ class AppContext:
 
                 self._invoker = LambdaInvoker.from_env()
             return self._invoker
+
+    @property
+    def self_invoker(self) -> Invoker | None:
+        """How this function invokes itself asynchronously (``SELF_FUNCTION``): Lambda, with the function's
+        own name (``FAVE_SELF_FUNCTION``, else Lambda's ``AWS_LAMBDA_FUNCTION_NAME``); None off Lambda."""
+        with self._lock:
+            if self._self_invoker is None and self.settings.self_function:
+                from ..invoke.aws import LambdaInvoker
+
+                stages = self.invoker
+                client = stages.client if isinstance(stages, LambdaInvoker) else None
+                self._self_invoker = LambdaInvoker(client, {SELF_FUNCTION: self.settings.self_function})
+            return self._self_invoker
 
     @property
     def pipeline(self) -> Pipeline:
@@ -145,10 +148,19 @@ def configure(
     invoker: Invoker | None = None,
     clock: Clock | None = None,
     s3_client: S3Client | Any | None = None,
+    self_invoker: Invoker | None = None,
 ) -> AppContext:
     """Replace the context: what is not given is built from the environment on first use."""
     global _current  # noqa: PLW0603
-    context = AppContext(settings, store=store, pipeline=pipeline, invoker=invoker, clock=clock, s3_client=s3_client)
+    context = AppContext(
+        settings,
+        store=store,
+        pipeline=pipeline,
+        invoker=invoker,
+        clock=clock,
+        s3_client=s3_client,
+        self_invoker=self_invoker,
+    )
     with _lock:
         _current = context
     return context

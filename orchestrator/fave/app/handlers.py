@@ -14,10 +14,12 @@ from fave_shared.errors import NotFoundError, ValidationError
 from pydantic import ValidationError as PydanticValidationError
 
 from .. import completions
+from ..ids import validate_request_id
 from .api import app
 from .context import current, lambda_context
+from .http_guard import check_http_event
 from .observability import current_meter, logger, start_meter, stop_meter, tracer
-from .runner import destination_message, invocation_runner
+from .runner import destination_message, invocation_runner, start_message
 from .uploads import handle_s3_event
 
 Event = dict[str, Any]
@@ -75,15 +77,17 @@ def kind_of(event: Any) -> str:
     if not isinstance(event, dict):
         raise ValidationError(f"unrecognised event (a JSON {type(event).__name__}): {EXPECTED}")
     request_context = event.get("requestContext")
-    if event.get("version") == "2.0" and isinstance(request_context, dict) and "http" in request_context:
-        return "http"
-    records = event.get("Records")
     if (
-        isinstance(records, list)
-        and records
-        and all(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records)
+        event.get("version") == "2.0"
+        and isinstance(request_context, dict)
+        and ("http" in request_context or "routeKey" in event)
     ):
-        return "s3"
+        return "http"
+    if event.get("fave") == "step":
+        return "step"
+    records = event.get("Records")
+    if isinstance(records, list) and any(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records):
+        return "s3"  # malformed records among them are skipped one by one (fave.app.uploads)
     if isinstance(request_context, dict) and "condition" in request_context and "requestPayload" in event:
         return "destination"
     if event.get("detail-type") == "Scheduled Event" and event.get("source") == "aws.events":
@@ -98,7 +102,27 @@ def kind_of(event: Any) -> str:
 
 
 def _http(event: Event, context: Any) -> Any:
+    refused = check_http_event(event)
+    if refused is not None:
+        logger.warning("HTTP event refused before routing", extra={"status": refused["statusCode"]})
+        return refused
     return app.resolve(event, context)
+
+
+def _step(event: Event, context: Any) -> Any:
+    """A request's next step, kicked asynchronously by the invocation that accepted it (``Runner.kick``)."""
+    try:
+        request_id = validate_request_id(str(event.get("request_id")))
+    except ValidationError as exc:
+        raise ValidationError(f"step event: request_id: {exc}") from None
+    try:
+        submitted = invocation_runner().submit(request_id, [start_message()], post_if_busy=False)
+    except NotFoundError:
+        logger.warning("step for an unknown request ignored", extra={"request_id": request_id})
+        return {"request_id": request_id, "status": None, "ignored": "unknown request"}
+    # BUSY: another invocation holds the request; it applies whatever waits in the mailbox before letting go.
+    status = submitted.state.status.value if submitted.state is not None else "BUSY"
+    return {"request_id": request_id, "status": status}
 
 
 def _s3(event: Event, context: Any) -> Any:
@@ -129,7 +153,13 @@ def _tick(event: Event, context: Any) -> Any:
     return {"ticked": invocation_runner().tick_all()}
 
 
-_BY_KIND: dict[str, Handler] = {"http": _http, "s3": _s3, "destination": _destination, "tick": _tick}
+_BY_KIND: dict[str, Handler] = {
+    "http": _http,
+    "s3": _s3,
+    "destination": _destination,
+    "tick": _tick,
+    "step": _step,
+}
 
 
 def _any(event: Event, context: Any) -> Any:
@@ -143,3 +173,4 @@ http_handler = lambda_entry(_http)
 s3_handler = lambda_entry(_s3)
 destination_handler = lambda_entry(_destination)
 tick_handler = lambda_entry(_tick)
+step_handler = lambda_entry(_step)

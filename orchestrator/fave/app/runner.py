@@ -5,37 +5,43 @@ event, then keeps applying what synchronous invocations return (``Orchestrator.s
 run inline) until only asynchronous work is in flight; those completions come back as destination events,
 each a new invocation. State always comes from the store (a fresh orchestrator per invocation).
 
-Every change to a request happens under its lease (``fave.app.exclusive``): an invocation that finds the
-lease taken leaves its *message* (a destination record, a cancel, a resume) in the request's mailbox for
-the holder and returns.
+Invocations that answer a caller (the HTTP API) never run stage work: ``create`` records the request in
+INIT and ``kick`` hands its first step to an asynchronous invocation of this same function (a ``step``
+event); resume goes through the mailbox and a kick too. Cancel is applied at once when the request is free
+(it dispatches nothing), else left in the mailbox.
+
+Every change to a request happens under its lease (``fave.lease``, renewed while the invocation works): an
+invocation that finds the lease taken leaves its *message* (a destination record, a cancel, a resume) in
+the request's mailbox (``fave.app.exclusive``) for the holder and returns.
 
 ``ActiveRequests`` keeps ``index/active/{id}`` markers for the requests that are not finished, so the
-schedule tick visits those only (not every request ever made).
+schedule tick visits those only (not every request ever made). The tick also starts a request still in INIT
+(its kick was lost) and collects what crashed steps left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fave_shared.errors import FaveError, NotFoundError, RetryableError, ValidationError
+from fave_shared.errors import FaveError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 from pydantic import ValidationError as PydanticValidationError
 
 from .. import completions
 from ..ids import validate_request_id
+from ..lease import LEASE_TTL_S, Keeper, Leases
 from ..model import Cancel, Command, Event, RequestState, RequestStatus, Resume, Start, Tick
 from ..service import Orchestrator
-from .context import AppContext, current, lease_seconds
-from .exclusive import Leases, Mailbox
+from .context import SELF_FUNCTION, AppContext, current
+from .exclusive import Mailbox
 from .observability import Meter, MeteredInvoker, current_meter, logger
 
 ACTIVE_PREFIX = "index/active/"
 #: A marker whose request never appeared (its creation died before the first commit) is dropped after this.
 ORPHAN_AFTER_S = 3600.0
-#: A request's lease when the invocation's remaining time is not known (Lambda's longest timeout).
-DEFAULT_LEASE_S = 900.0
 #: Lease rounds one invocation serves (each round applies what arrived during the previous one).
 MAX_ROUNDS = 50
 
@@ -122,8 +128,14 @@ def tick_message() -> Message:
     return {"kind": "tick"}
 
 
-class RequestBusyError(RetryableError):
-    """Another invocation holds the request's lease and this call cannot be queued (creating it)."""
+def start_message() -> Message:
+    """Start the request if it is still INIT (and apply whatever waits in its mailbox)."""
+    return {"kind": "start"}
+
+
+def step_event(request_id: str) -> dict[str, Any]:
+    """The event of an asynchronous invocation of the orchestrator that takes a request's next step."""
+    return {"fave": "step", "request_id": request_id}
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,7 @@ class Submitted:
 class Runner:
     """The orchestrator as one Lambda invocation uses it (see the module docs)."""
 
-    def __init__(self, context: AppContext, meter: Meter, *, lease_s: float = DEFAULT_LEASE_S) -> None:
+    def __init__(self, context: AppContext, meter: Meter, *, lease_s: float = LEASE_TTL_S) -> None:
         self.context = context
         self.meter = meter
         self.lease_s = lease_s
@@ -160,28 +172,56 @@ class Runner:
         logger.set_correlation_id(request_id)
         return self.orchestrator.load(request_id)
 
-    def start(self, request_input: Mapping[str, Any], request_id: str) -> RequestState:
-        """Create (or, after a crash or for a duplicate, find) request ``request_id`` and run it as far as
-        synchronous stages go. ``RequestBusyError`` if another invocation holds its lease."""
+    def create(self, request_input: Mapping[str, Any], request_id: str) -> RequestState:
+        """Record request ``request_id`` in INIT (or find it: a retry after a crash, a duplicate event) and
+        kick its first step if it has not started. Runs no stage: returns in a few store requests."""
         logger.set_correlation_id(request_id)
         try:
-            existing = self.orchestrator.load(request_id)
+            state = self.orchestrator.load(request_id)
         except NotFoundError:
-            existing = None
-        if existing is not None and existing.status is not RequestStatus.INIT:
-            return existing  # a duplicate (idempotency key, upload event delivered twice): nothing to do
+            self.active.add(request_id)  # before the request exists: a tick can then never miss it
+            state = self.orchestrator.create(request_input, request_id=request_id, start=False)
+        if state.status is RequestStatus.INIT:
+            self.kick(request_id)
+        return state
+
+    def kick(self, request_id: str) -> None:
+        """Have an asynchronous invocation of this function take the request's next step.
+
+        If the invoke fails the request waits for the schedule tick, which starts INIT requests and applies
+        waiting messages. With no way to invoke itself (not on Lambda, nothing configured) the step runs
+        here, inline."""
+        invoker = self.context.self_invoker
+        if invoker is None:
+            self.submit(request_id, [start_message()], post_if_busy=False)
+            return
+        try:
+            invoker.invoke_async(SELF_FUNCTION, step_event(request_id))
+            self.meter.count("StepsKicked")
+        except FaveError as exc:
+            logger.warning("kick failed: the schedule tick will take the step", extra={"error": str(exc)})
+
+    def post(self, request_id: str, message: Message) -> str:
+        """Leave a message in the request's mailbox and kick a step that applies it."""
+        key = self.mailbox.post(request_id, message)
+        self.kick(request_id)
+        return key
+
+    def cancel(self, request_id: str, reason: str) -> Submitted:
+        """Cancel now if the request is free (cancelling dispatches nothing, so no stage work runs here);
+        else leave the cancel to the lease holder."""
+        logger.set_correlation_id(request_id)
         lease = self.leases.try_acquire(request_id, self.lease_s)
         if lease is None:
-            raise RequestBusyError(f"request {request_id} is being created by another invocation; try again")
+            return Submitted(None, (self.mailbox.post(request_id, cancel_message(reason)),))
+        keeper = Keeper(self.leases, lease)
         try:
-            self.active.add(request_id)  # before the request exists: a tick can then never miss it
-            state = self.orchestrator.create(request_input, request_id=request_id)
-            state = self._settle(state)
+            state = self.orchestrator.apply(request_id, [Cancel(reason)])
         finally:
-            self.leases.release(lease)
-        if self.mailbox.keys(request_id):  # completions that arrived while we held the lease
-            return self.submit(request_id, []).state or state
-        return state
+            keeper.stop_and_release()
+        if state.status.terminal:
+            self.active.discard(request_id)
+        return Submitted(state)
 
     def submit(self, request_id: str, messages: list[Message], *, post_if_busy: bool = True) -> Submitted:
         """Apply ``messages`` (with everything waiting in the mailbox) under the request's lease; if another
@@ -203,6 +243,7 @@ class Runner:
                 if posted:
                     logger.info("request busy: messages left in its mailbox", extra={"messages": len(posted)})
                 return Submitted(state, tuple(posted))
+            keeper = Keeper(self.leases, lease)
             try:
                 keys = [] if own else self.mailbox.keys(request_id)
                 batch = own + [m for m in map(self.mailbox.read, keys) if m is not None]
@@ -211,20 +252,21 @@ class Runner:
                     state = self._step(request_id, batch)
                 self.mailbox.remove(keys)
             finally:
-                self.leases.release(lease)
+                keeper.stop_and_release()
             if not self.mailbox.keys(request_id):
                 return Submitted(state, ())
         return Submitted(state, tuple(posted))
 
     def tick_all(self) -> dict[str, str]:
-        """Tick every active request (timeouts, due retries, waiting messages); returns request id → status
-        after the tick (``BUSY`` if another invocation holds it: that one ticks it too).
+        """Tick every active request (timeouts, due retries, waiting messages, a lost kick); returns request
+        id → status after the tick (``BUSY`` if another invocation holds it: that one ticks it too).
 
-        One request's failure is logged and does not stop the others.
+        One request's failure (even an unreadable state) is logged and does not stop the others.
         """
         statuses: dict[str, str] = {}
         for request_id in self.active.ids():
             try:
+                validate_request_id(request_id)
                 submitted = self.submit(request_id, [tick_message()], post_if_busy=False)
                 statuses[request_id] = submitted.state.status.value if submitted.state is not None else "BUSY"
             except NotFoundError:
@@ -233,8 +275,10 @@ class Runner:
             except ValidationError as exc:  # a malformed marker, or a request of another pipeline's shape
                 logger.error("tick: dropping request", extra={"request_id": request_id, "error": str(exc)})
                 self.active.discard(request_id)
-            except FaveError:
+                statuses[request_id] = "ERROR"
+            except Exception as exc:
                 logger.exception("tick: request failed to advance", extra={"request_id": request_id})
+                statuses[request_id] = f"ERROR: {type(exc).__name__}"
         return statuses
 
     # ---- under the lease ------------------------------------------------------------------------------
@@ -243,11 +287,15 @@ class Runner:
         """Load, apply the messages' events and a tick, run synchronous stages inline; commit each step.
 
         The tick makes every step also act on what is due (retries whose delay has passed, timeouts), so a
-        busy request does not wait for the schedule; an idle one is moved on by the schedule tick.
+        busy request does not wait for the schedule; an idle one is moved on by the schedule tick, which
+        also collects the shard objects of steps that crashed before committing.
         """
         state = self.orchestrator.load(request_id)
+        if any(m.get("kind") == "tick" for m in messages):
+            self.orchestrator.collect_garbage_after_next_commit(request_id)
         events = [*self._events(state, messages), Tick()]
-        return self._settle(self.orchestrator.apply(request_id, events))
+        state = self._settle(self.orchestrator.apply(request_id, events))
+        return state
 
     def _events(self, state: RequestState, messages: list[Message]) -> list[Event]:
         events: list[Event] = []
@@ -268,7 +316,11 @@ class Runner:
                     events.append(Start())
                 elif state.status is not RequestStatus.COMPLETED:
                     events.append(Resume())
-            elif kind != "tick":
+            elif kind in ("start", "tick"):
+                # A tick starts an INIT request too: the request's kick may have been lost.
+                if state.status is RequestStatus.INIT:
+                    events.append(Start())
+            else:
                 logger.error("mailbox: unknown message dropped", extra={"kind": kind})
         return events
 
@@ -276,19 +328,20 @@ class Runner:
         state = self.orchestrator.settle().get(state.request_id, state)
         if state.status.terminal:
             self.active.discard(state.request_id)
+            with contextlib.suppress(FaveError):  # best effort: garbage is never read
+                self.orchestrator.collect_garbage(state.request_id)
         return state
 
 
 def invocation_runner() -> Runner:
     """A runner for the invocation running on this thread: its context, its meter, its lease time."""
-    return Runner(current(), current_meter(), lease_s=lease_seconds())
+    return Runner(current(), current_meter())
 
 
 __all__ = [
     "ACTIVE_PREFIX",
     "ActiveRequests",
     "MeteredOrchestrator",
-    "RequestBusyError",
     "Runner",
     "Submitted",
     "cancel_message",
@@ -296,5 +349,7 @@ __all__ = [
     "invocation_runner",
     "request_id_time",
     "resume_message",
+    "start_message",
+    "step_event",
     "tick_message",
 ]

@@ -8,8 +8,11 @@ The request's ``video_uri`` is ``s3://bucket/key`` (the key URL-decoded: S3 even
 2. the video's user metadata ``fave-query`` and ``fave-profile`` (``x-amz-meta-fave-query``);
 3. ``FAVE_DEFAULT_QUERY`` and ``FAVE_DEFAULT_PROFILE``.
 
-Objects outside the prefix, sidecars (``*.json``) and events other than ObjectCreated are skipped. A bad
-sidecar or an unknown profile rejects that upload (logged, ``UploadsRejected``): retrying cannot fix it.
+Objects outside the prefix or in another bucket, sidecars (``*.json``), events other than ObjectCreated and
+malformed records are skipped and logged, never a crash of the whole batch. A bad sidecar (or one over
+``MAX_SIDECAR_BYTES``), an unsafe key or an unknown profile rejects that upload (logged, ``UploadsRejected``):
+retrying cannot fix it. The request is recorded in INIT and its first step kicked asynchronously, so one
+event with many records never runs their stages one after another.
 S3 may deliver an event more than once; the idempotency record ``upload:{bucket}/{key}@{sequencer}`` makes
 every delivery of one upload start the same request (re-uploading the key starts a new one).
 """
@@ -19,21 +22,25 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools.utilities.data_classes import S3Event
 from fave_shared.errors import NotFoundError, ValidationError
 from fave_shared.store import S3Store, translate_error
+from fave_shared.store.keys import MAX_KEY_BYTES
 from pydantic import ValidationError as PydanticValidationError
 
 from ..ids import new_request_id
-from .context import AppContext, lease_seconds
+from .context import AppContext
+from .http_guard import MAX_BODY_BYTES
 from .idempotency import IdempotencyKeys
 from .models import UploadSidecar
 from .observability import Meter, logger
 from .runner import Runner
+from .sources import check_source, store_bucket
 
 SIDECAR_SUFFIX = ".json"
 METADATA_QUERY = "fave-query"
 METADATA_PROFILE = "fave-profile"
+#: A sidecar holds the same options as a POST /requests body, so it gets the same cap.
+MAX_SIDECAR_BYTES = MAX_BODY_BYTES
 
 
 def _pydantic_message(where: str, exc: PydanticValidationError) -> str:
@@ -47,7 +54,8 @@ def _pydantic_message(where: str, exc: PydanticValidationError) -> str:
 def read_options(context: AppContext, bucket: str, key: str) -> UploadSidecar:
     """The upload's options: sidecar fields over metadata fields (defaults are applied later).
 
-    Raises ``NotFoundError`` if the video is gone, ``ValidationError`` for a sidecar that is not valid.
+    Raises ``NotFoundError`` if the video is gone, ``ValidationError`` for a sidecar that is not valid (or
+    larger than ``MAX_SIDECAR_BYTES``).
     """
     client = context.s3_client
     try:
@@ -60,13 +68,26 @@ def read_options(context: AppContext, bucket: str, key: str) -> UploadSidecar:
     if metadata.get(METADATA_PROFILE):
         options["profile"] = metadata[METADATA_PROFILE]
     sidecar_key = key + SIDECAR_SUFFIX
-    try:
-        data = S3Store(client, bucket).get(sidecar_key).data
-    except NotFoundError:
-        data = None
+    data = None
+    # A key within 5 bytes of S3's 1,024-byte limit cannot have a sidecar: its name would be too long.
+    if len(sidecar_key.encode()) <= MAX_KEY_BYTES:
+        try:
+            size = int(client.head_object(Bucket=bucket, Key=sidecar_key).get("ContentLength", 0))
+        except Exception as exc:
+            error = translate_error(exc, "HeadObject", bucket, sidecar_key)
+            if not isinstance(error, NotFoundError):
+                raise error from exc
+            size = -1
+        if size > MAX_SIDECAR_BYTES:
+            raise ValidationError(f"s3://{bucket}/{sidecar_key}: larger than {MAX_SIDECAR_BYTES} bytes")
+        if size >= 0:
+            try:
+                data = S3Store(client, bucket).get(sidecar_key).data
+            except NotFoundError:
+                data = None
     if data is not None:
         try:
-            sidecar = UploadSidecar.model_validate_json(data)
+            sidecar = UploadSidecar.model_validate_json(data[: MAX_SIDECAR_BYTES + 1])
         except PydanticValidationError as exc:
             raise ValidationError(_pydantic_message(f"s3://{bucket}/{sidecar_key}", exc)) from None
         options.update(sidecar.model_dump(exclude_unset=True))
@@ -76,20 +97,51 @@ def read_options(context: AppContext, bucket: str, key: str) -> UploadSidecar:
         raise ValidationError(_pydantic_message(f"s3://{bucket}/{key} metadata", exc)) from None
 
 
+def _record_target(record: Any) -> tuple[str, str, str, str]:
+    """``(event name, bucket, key, identity)`` of one S3 event record; ``ValueError`` naming the missing or
+    malformed field. Parsed by hand: a hostile or truncated record must be skipped, not crash the batch."""
+    if not isinstance(record, dict):
+        raise ValueError("not an object")
+    event_name = record.get("eventName")
+    s3 = record.get("s3")
+    if not isinstance(event_name, str) or not isinstance(s3, dict):
+        raise ValueError("eventName or s3: missing")
+    bucket = s3.get("bucket", {}).get("name") if isinstance(s3.get("bucket"), dict) else None
+    s3_object = s3.get("object")
+    if not isinstance(bucket, str) or not bucket:
+        raise ValueError("s3.bucket.name: missing")
+    if not isinstance(s3_object, dict) or not isinstance(s3_object.get("key"), str) or not s3_object["key"]:
+        raise ValueError("s3.object.key: missing or not a string")
+    key = unquote_plus(s3_object["key"])
+    identity = next(
+        (str(s3_object[name]) for name in ("sequencer", "eTag", "versionId") if s3_object.get(name)),
+        "",
+    )
+    return event_name, bucket, key, identity
+
+
 def handle_s3_event(event: dict[str, Any], context: AppContext, meter: Meter) -> dict[str, Any]:
-    """Start a request per new upload; returns ``{"started": [...], "skipped": [...]}``."""
+    """Accept a request per new upload (recorded in INIT, its first step kicked asynchronously); returns
+    ``{"started": [...], "skipped": [...]}``. A record that cannot start a request is skipped and logged."""
     settings = context.settings
     started: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     runner: Runner | None = None
-    for record in S3Event(event).records:
-        bucket = record.s3.bucket.name
-        s3_object = record.s3.get_object
-        key = unquote_plus(s3_object.key)
+    bucket_of_store = store_bucket(context)
+    records = event.get("Records")
+    for record in records if isinstance(records, list) else []:
+        try:
+            event_name, bucket, key, identity = _record_target(record)
+        except ValueError as exc:
+            logger.warning("S3 record skipped", extra={"reason": str(exc)})
+            skipped.append({"object": None, "reason": f"malformed record: {exc}"})
+            continue
         where = f"s3://{bucket}/{key}"
         reason = None
-        if not record.event_name.startswith("ObjectCreated:"):
-            reason = f"event {record.event_name} is not an upload"
+        if not event_name.startswith("ObjectCreated:"):
+            reason = f"event {event_name} is not an upload"
+        elif bucket != bucket_of_store:
+            reason = f"bucket {bucket} is not this service's bucket ({bucket_of_store})"
         elif not key.startswith(settings.upload_prefix) or key == settings.upload_prefix:
             reason = f"outside the upload prefix {settings.upload_prefix}"
         elif key.endswith(SIDECAR_SUFFIX):
@@ -99,6 +151,7 @@ def handle_s3_event(event: dict[str, Any], context: AppContext, meter: Meter) ->
             skipped.append({"object": where, "reason": reason})
             continue
         try:
+            check_source(where, bucket=bucket_of_store, prefixes=(settings.upload_prefix,), field="key")
             options = read_options(context, bucket, key)
             request_input = options.request_input(
                 where, default_query=settings.default_query, default_profile=settings.default_profile
@@ -114,14 +167,13 @@ def handle_s3_event(event: dict[str, Any], context: AppContext, meter: Meter) ->
             logger.error("upload rejected", extra={"object": where, "error": str(exc)})
             skipped.append({"object": where, "reason": str(exc)})
             continue
-        identity = s3_object.get("sequencer") or s3_object.etag or s3_object.version_id or ""
         claim = IdempotencyKeys(context.store).claim(
             "upload", f"{bucket}/{key}@{identity}", None, lambda: new_request_id(context.clock.now())
         )
-        runner = runner or Runner(context, meter, lease_s=lease_seconds())
-        state = runner.start(request_input, claim.request_id)
+        runner = runner or Runner(context, meter)
+        state = runner.create(request_input, claim.request_id)
         if not claim.replayed:
             meter.count("RequestsStarted")
-        logger.info("upload started a request", extra={"object": where, "replayed": claim.replayed})
+        logger.info("upload accepted a request", extra={"object": where, "replayed": claim.replayed})
         started.append({"object": where, "request_id": claim.request_id, "status": state.status.value})
     return {"started": started, "skipped": skipped}

@@ -15,13 +15,7 @@ WORDS = TEXT.split()
 
 
 def start(lam: OrchestratorLambda, text: str = TEXT) -> str:
-    code, body, _ = lam.http(
-        "http-start.json",
-        body={"video_uri": "s3://fave-uploads/a.mp4", "extra": {"text": text}},
-        without_headers=("idempotency-key",),
-    )
-    assert code == 202, body
-    return str(body["request_id"])
+    return lam.start(text)
 
 
 def test_every_destination_delivered_twice_still_fans_in_exactly_once(orchestrator_lambda: OrchestratorLambda) -> None:

@@ -53,7 +53,7 @@ def test_a_run_publishes_emf_metrics_and_logs_with_the_request_id(
     lam = orchestrator_lambda
     code, body, _ = lam.http(
         "http-start.json",
-        body={"video_uri": "s3://fave-uploads/a.mp4", "extra": {"text": "one two three"}},
+        body={"video_uri": lam.source_uri, "extra": {"text": "one two three"}},
         without_headers=("idempotency-key",),
     )
     assert code == 202
@@ -72,7 +72,7 @@ def test_a_run_publishes_emf_metrics_and_logs_with_the_request_id(
     assert all(len(v) == 1 and v[0] >= 0 for v in durations.values())
 
     records = [json.loads(line) for line in log_lines.getvalue().splitlines() if line.startswith("{")]
-    started = [r for r in records if r["message"] == "request started"]
+    started = [r for r in records if r["message"] == "request accepted"]
     assert started and started[0]["correlation_id"] == request_id
     assert started[0]["function_name"] == "fave-OrchestratorFunction-test"
 
@@ -83,7 +83,7 @@ def test_retries_and_failures_are_counted(
     lam = orchestrator_lambda
     _, body, _ = lam.http(
         "http-start.json",
-        body={"video_uri": "s3://fave-uploads/a.mp4", "extra": {"text": "bad", "fail": {"bad": 9}}},
+        body={"video_uri": lam.source_uri, "extra": {"text": "bad", "fail": {"bad": 9}}},
         without_headers=("idempotency-key",),
     )
     assert lam.wait(body["request_id"], tick=True)["status"] == "FAILED"

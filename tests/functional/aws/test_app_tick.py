@@ -16,12 +16,7 @@ def test_tick_times_out_retries_and_finally_fails_tasks(orchestrator_lambda: Orc
     lam = orchestrator_lambda
     clock = lam.clock
     lam.hold()  # the shouts' completions never arrive: only the tick can move the request on
-    _, body, _ = lam.http(
-        "http-start.json",
-        body={"video_uri": "s3://fave-uploads/a.mp4", "extra": {"text": "one two"}},
-        without_headers=("idempotency-key",),
-    )
-    request_id = body["request_id"]
+    request_id = lam.start("one two")
     assert list(lam.store.list(ACTIVE)) == [ACTIVE + request_id]
     lam.take(2)
 
@@ -56,12 +51,7 @@ def test_tick_drops_finished_requests_and_leaves_the_others(orchestrator_lambda:
     lam.hold()
     ids = []
     for text in ("a b", "c d"):
-        _, body, _ = lam.http(
-            "http-start.json",
-            body={"video_uri": "s3://fave-uploads/a.mp4", "extra": {"text": text}},
-            without_headers=("idempotency-key",),
-        )
-        ids.append(body["request_id"])
+        ids.append(lam.start(text))
     # A request cancelled behind the function's back (by the CLI, say) still has its marker.
     Orchestrator(load_pipeline(DEMO), lam.store).cancel(ids[0])
     assert sorted(lam.store.list(ACTIVE)) == sorted(ACTIVE + i for i in ids)
