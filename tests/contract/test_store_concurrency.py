@@ -1,8 +1,9 @@
 """Compare-and-swap under real concurrency: no lost updates, exactly one creator.
 
 Threads run against the local store and the HTTP moto server (in-process moto is not atomic under
-concurrency, see tests/support/stores.py); processes (spawned, as on macOS and in Lambda-like workers)
-against the local store, whose locks are ``flock``s shared by every process on the machine.
+concurrency, see tests/support/stores.py), or LocalStack alone on ``--tier localstack``; processes (spawned,
+as on macOS and in Lambda-like workers) against the local store, whose locks are ``flock``s shared by every
+process on the machine.
 
 Every increment appends ``"worker:i"`` to a log inside the counter object, so a lost update shows up twice:
 as a count below the number of successful increments and as a missing log entry.
@@ -22,18 +23,25 @@ import pytest
 from fave_shared.errors import ConflictError
 from fave_shared.store import LocalStore, ObjectStore, get_json, put_json
 from support.stores import cas_increment, local_cas_worker, local_create_worker
+from support.tiers import contract_backends
 
 T = TypeVar("T")
 KEY = "requests/r1/metadata/counter.json"
 # (threads, increments per thread): the HTTP server does ~100 requests/s here, the local store thousands.
-THREAD_LOAD = {"local": (8, 25), "server": (6, 4)}
+THREAD_LOAD = {"local": (8, 25), "server": (6, 4), "localstack": (6, 4)}
 PROCESSES = 4
 TIMEOUT = 60  # seconds; a hang (a lock never released) fails the test instead of the whole run
 
 
-@pytest.fixture(params=["local", "server"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Parametrized here rather than by fixture params, which are fixed before the command line (--tier) is read.
+    if "shared_store" in metafunc.fixturenames:
+        metafunc.parametrize("shared_store", contract_backends(metafunc.config, ["local", "server"]), indirect=True)
+
+
+@pytest.fixture
 def shared_store(request: pytest.FixtureRequest) -> ObjectStore:
-    """A store whose conditional writes are atomic under concurrency."""
+    """A store whose conditional writes are atomic under concurrency (LocalStack alone on tier localstack)."""
     backend: ObjectStore = request.getfixturevalue(f"{request.param}_store")
     return backend
 

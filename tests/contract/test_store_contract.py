@@ -1,5 +1,8 @@
 """The object-store contract: one suite, every backend (local directory, moto in-process, moto over HTTP).
 
+With ``--tier localstack`` the backend-parametrized tests run on LocalStack instead, and the rest is deselected
+(support/tiers.py: ``contract_backends``); ``./dev test`` runs both.
+
 Listing semantics are S3's: a prefix is a plain string prefix, so ``list("a/b")`` returns ``a/b/x`` *and*
 ``a/bc``; pass ``"a/b/"`` to list one "directory". Etags are opaque strings: the contract only promises that
 the etag a put returns is the one a get/head then reports, and that a stale one makes ``if_match`` fail
@@ -41,6 +44,7 @@ from fave_shared.store import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.stores import BUCKET, make_s3_client
+from support.tiers import contract_backends
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -72,14 +76,21 @@ BAD_KEYS = [
 ]
 
 
-@pytest.fixture(params=BACKENDS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Parametrized here rather than by fixture params, which are fixed before the command line (--tier) is read.
+    for fixture, backends in (("any_store", BACKENDS), ("s3_client", S3_BACKENDS)):
+        if fixture in metafunc.fixturenames:
+            metafunc.parametrize(fixture, contract_backends(metafunc.config, backends), indirect=True)
+
+
+@pytest.fixture
 def any_store(request: pytest.FixtureRequest) -> ObjectStore:
-    """Every backend, including the HTTP moto server."""
+    """Every backend, including the HTTP moto server (or LocalStack alone, on tier localstack)."""
     backend: ObjectStore = request.getfixturevalue(f"{request.param}_store")
     return backend
 
 
-@pytest.fixture(params=S3_BACKENDS)
+@pytest.fixture
 def s3_client(request: pytest.FixtureRequest) -> S3Client:
     """A client on each S3 emulator (bucket ``BUCKET`` exists)."""
     client: S3Client = request.getfixturevalue(f"{request.param}_s3_client")
@@ -717,7 +728,7 @@ _OPS = st.one_of(
     st.tuples(st.just("get"), st.sampled_from(_KEYS)),
     st.tuples(st.just("list"), st.sampled_from(["", "d", "d/", "a", "x"])),
 )
-_EXAMPLES = {"local": 150, "moto": 40, "server": 20}  # server is ~100 requests/s
+_EXAMPLES = {"local": 150, "moto": 40, "server": 20, "localstack": 20}  # server is ~100 requests/s
 
 
 def _run_against_model(store: ObjectStore, ns: str, ops: list[tuple[Any, ...]]) -> None:

@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 from fave.pipeline import Pipeline, load_pipeline
 from fave.template import Template, load_template, load_yaml
+from support.app_lambda import DEMO_TEMPLATE
 from support.cfn import Stack, allowed, function_role
 from support.sam import TEMPLATE, translate_many, translated_template
 from support.template_checks import (
     ORCHESTRATOR,
     check_iam,
     check_no_wildcard_actions,
+    check_source_reads,
     check_wiring,
     code_facts,
     orchestrator_env,
@@ -122,9 +124,28 @@ def broken() -> dict[str, dict[str, Any]]:
     }
     mutations["env_drift"] = doc
 
+    doc = raw_template()  # the orchestrator as issue 8 found it: it could delete neither its lease nor its mailbox
+    _resource(doc, ORCHESTRATOR)["Policies"][0]["Statement"] = [
+        s for s in _statements(doc, ORCHESTRATOR) if s["Sid"] != "LeaseAndMailbox"
+    ]
+    mutations["no_lease_and_mailbox_deletes"] = doc
+
+    doc = raw_template()  # normalize as it was: any key of the bucket (idempotency records, other requests)
+    statements = [s for s in _statements(doc, "NormalizeFunction") if s["Sid"] != "ReadRequests"]
+    next(s for s in statements if s["Sid"] == "ReadSources")["Resource"] = {"Fn::Sub": "${ArtifactsBucket.Arn}/*"}
+    _resource(doc, "NormalizeFunction")["Policies"][0]["Statement"] = statements
+    mutations["normalize_reads_everything"] = doc
+
+    doc = raw_template()  # normalize cannot read a source the API accepts under inputs/
+    for statement in _statements(doc, "NormalizeFunction"):
+        if statement["Sid"] == "ReadSources":
+            statement["Resource"] = [r for r in statement["Resource"] if "inputs/" not in r["Fn::Sub"]]
+    mutations["normalize_reads_no_inputs"] = doc
+
     names = list(mutations)
-    translated = translate_many([mutations[n] for n in names])
-    return dict(zip(names, translated, strict=True))
+    # The demo pipeline's template rides along: one .venv-sam process for all (each costs seconds).
+    translated = translate_many([*(mutations[n] for n in names), DEMO_TEMPLATE])
+    return dict(zip([*names, "demo"], translated, strict=True))
 
 
 def test_a_missing_destination_is_reported(broken: dict[str, dict[str, Any]], pipeline: Pipeline) -> None:
@@ -156,6 +177,84 @@ def test_iam_mistakes_are_reported(broken: dict[str, dict[str, Any]], pipeline: 
         f"{Stack(broken['split_cannot_list']).physical_id('ArtifactsBucket')} "
         "with {'s3:prefix': 'requests/01JD2ZK0000000000000000000/clips/'} (lists clips/)"
     ]
+
+
+def test_lease_and_mailbox_deletes_are_required(
+    broken: dict[str, dict[str, Any]], pipeline: Pipeline, local: Template
+) -> None:
+    bucket = Stack(broken["no_lease_and_mailbox_deletes"]).physical_id("ArtifactsBucket")
+    problems = check_iam(broken["no_lease_and_mailbox_deletes"], pipeline, local)
+    request = "requests/01JD2ZK0000000000000000000"
+    assert problems == [
+        f"OrchestratorFunction may not s3:DeleteObject on arn:aws:s3:::{bucket}/{request}/metadata/lease.json "
+        "(a lease is released by deleting it)",
+        f"OrchestratorFunction may not s3:DeleteObject on arn:aws:s3:::{bucket}/{request}/inbox/"
+        "00000000000000000001-0a1b2c3d4e5f.json (an applied message is removed)",
+    ]
+
+
+def test_normalize_reads_exactly_the_source_prefixes(
+    translated: dict[str, Any], broken: dict[str, dict[str, Any]], pipeline: Pipeline, local: Template
+) -> None:
+    assert check_source_reads(translated, pipeline) == []
+    assert "FAVE_INPUT_PREFIXES" in orchestrator_env(Stack(translated))  # set by the template, not defaulted
+
+    everything = broken["normalize_reads_everything"]
+    problems = check_iam(everything, pipeline, local)
+    assert any("NormalizeFunction may s3:GetObject" in p and "idempotency/" in p for p in problems), problems
+    assert any("NormalizeFunction may s3:GetObject" in p and "index/" in p for p in problems), problems
+    assert check_source_reads(everything, pipeline) == [
+        "stage normalize (NormalizeFunction) reads sources under [''], the orchestrator accepts them under "
+        "['inputs/', 'uploads/'] (FAVE_INPUT_PREFIXES and FAVE_UPLOAD_PREFIX)"
+    ]
+
+    no_inputs = broken["normalize_reads_no_inputs"]
+    problems = check_iam(no_inputs, pipeline, local)
+    assert (
+        len(problems) == 1
+        and problems[0].startswith("NormalizeFunction may not s3:GetObject")
+        and ("/inputs/video.mp4" in problems[0])
+    ), problems
+    assert check_source_reads(no_inputs, pipeline) == [
+        "stage normalize (NormalizeFunction) reads sources under ['uploads/'], the orchestrator accepts them under "
+        "['inputs/', 'uploads/'] (FAVE_INPUT_PREFIXES and FAVE_UPLOAD_PREFIX)"
+    ]
+
+
+def _written_policy(stack: Stack, function: str) -> list[dict[str, Any]]:
+    """The statements of the policy a function's template writes (``Policies``), resolved."""
+    role_id = stack.properties(function)["Role"]["Fn::GetAtt"][0]
+    (policy,) = [p for p in stack.properties(role_id)["Policies"] if p["PolicyName"] == f"{role_id}Policy0"]
+    statements: list[dict[str, Any]] = stack.resolve(policy["PolicyDocument"])["Statement"]
+    return statements
+
+
+def test_the_demo_orchestrator_has_the_real_orchestrators_policy(
+    translated: dict[str, Any], broken: dict[str, dict[str, Any]], pipeline: Pipeline
+) -> None:
+    """The iam tier runs the demo pipeline (tests/fixtures/demo): what it proves about the orchestrator's
+    role holds for template.yaml's because the policies are the same but for the functions invoked."""
+    real, demo = Stack(translated), Stack(broken["demo"])
+    demo_pipeline = load_pipeline(DEMO_TEMPLATE.parent / "pipeline.yaml")
+
+    def without_invoked(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {k: v for k, v in s.items() if not (s["Sid"] == "InvokeStages" and k == "Resource")} for s in statements
+        ]
+
+    assert without_invoked(_written_policy(demo, ORCHESTRATOR)) == without_invoked(_written_policy(real, ORCHESTRATOR))
+    for stack, pipe in ((real, pipeline), (demo, demo_pipeline)):
+        (invoke,) = [s for s in _written_policy(stack, ORCHESTRATOR) if s["Sid"] == "InvokeStages"]
+        functions = {ORCHESTRATOR} | {spec.function for spec in pipe.stages.values()}
+        assert sorted(invoke["Resource"]) == sorted(stack.arn(f) for f in functions)
+        env = orchestrator_env(stack)
+        assert {
+            f"FAVE_FUNCTION_{spec.function}": stack.physical_id(spec.function) for spec in pipe.stages.values()
+        }.items() <= env.items()
+    real_env, demo_env = orchestrator_env(real), orchestrator_env(demo)
+    for name in ("FAVE_STORE", "FAVE_UPLOAD_PREFIX", "FAVE_INPUT_PREFIXES"):
+        assert demo_env[name] == real_env[name], name
+    assert demo.physical_id(ORCHESTRATOR) == real.physical_id(ORCHESTRATOR)  # the name it invokes itself by
 
 
 def test_a_renamed_function_is_reported(broken: dict[str, dict[str, Any]], pipeline: Pipeline) -> None:

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,9 @@ class OrchestratorLambda:
         self.held: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.holding = False
         self.copies = 1
+        self.kicks = 0
+        self.source_uri = "s3://bucket/inputs/a.mp4"
+        """An allowed source for POST /requests (the fixture sets the tier's)."""
         self.clock = ManualClock(time.time())
         self._baseline = {name: s.invocations for name, s in runtime.stats().items()}
 
@@ -103,6 +107,15 @@ class OrchestratorLambda:
         """Invoke with the HTTP sample ``name`` (patched, see ``http_event``): status, JSON body, headers."""
         response = self.invoke(http_event(name, **patch))
         return response["statusCode"], json.loads(response["body"] or "null"), response.get("headers", {})
+
+    def start(self, text: str, **fields: Any) -> str:
+        """POST /requests for the demo text (an allowed source, no idempotency key), then wait for the kicked
+        first step to finish; returns the request id."""
+        body = {"video_uri": self.source_uri, "extra": {"text": text, **fields.pop("extra", {})}, **fields}
+        code, response, _ = self.http("http-start.json", body=body, without_headers=("idempotency-key",))
+        assert code == 202, response
+        self.settle()
+        return str(response["request_id"])
 
     def status(self, request_id: str) -> dict[str, Any]:
         code, body, _ = self.http("http-status.json", request_id=request_id)
@@ -137,6 +150,31 @@ class OrchestratorLambda:
             return
         for _ in range(self.copies):
             self._submit(envelope)
+
+    def invoke_async(self, function: str, payload: dict[str, Any]) -> str:
+        """The orchestrator invoking itself asynchronously (``fave.app`` ``self_invoker``): a step event,
+        run on the pool like Lambda would run it, never held back by ``hold``."""
+        assert function == ORCHESTRATOR, function
+        self.kicks += 1
+        self._submit(payload)
+        return f"kick-{self.kicks}"
+
+    def invoke_sync(self, function: str, payload: dict[str, Any]) -> Any:
+        raise AssertionError("the orchestrator never invokes itself synchronously")
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every invocation submitted so far (and those they submitted) has finished."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._futures_lock:
+                pending = [f for f in self._futures if not f.done()]
+            if not pending:
+                self.raise_errors()
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{len(pending)} orchestrator invocations still running after {timeout} s")
+            wait_futures(pending, timeout=remaining)
 
     def hold(self) -> None:
         """Keep destination envelopes back (``take`` / ``deliver`` them by hand)."""
@@ -196,7 +234,8 @@ def demo_runtime(tier_backend: TierBackend, demo_destinations: DestinationSwitch
     runtime = LocalRuntime(
         DEMO_TEMPLATE,
         env_overrides=tier_backend.child_env,
-        destination_handlers={ORCHESTRATOR: demo_destinations},
+        function_env=tier_backend.function_env,
+        destination_handlers={ORCHESTRATOR: tier_backend.destinations(demo_destinations)},
         async_retry_delays_s=(0.05, 0.05),
     )
     try:
@@ -206,23 +245,26 @@ def demo_runtime(tier_backend: TierBackend, demo_destinations: DestinationSwitch
 
 
 def configure_app(lam: OrchestratorLambda, tier: Tier) -> None:
-    """Point ``fave.app`` at the tier's store, the demo pipeline, the runtime and ``lam.clock``."""
+    """Point ``fave.app`` at the tier's store, the demo pipeline, the runtime and ``lam.clock``: as the
+    orchestrator function sees them (on tier iam, through its own role; ``lam.store`` stays the test's)."""
     import fave.app
 
     settings = fave.app.Settings(
         store_uri=tier.store.uri,
         pipeline_path=DEMO,
         upload_prefix=tier.upload_prefix,
+        input_prefixes=(tier.input_prefix,),
         default_query="find the words",
         default_profile="default",
     )
     fave.app.configure(
         settings=settings,
-        store=lam.store,
+        store=tier.orchestrator_store,
         pipeline=DEMO,
-        invoker=lam.runtime,
+        invoker=tier.orchestrator_invoker(lam.runtime),
         clock=lam.clock,
-        s3_client=tier.client,
+        s3_client=tier.orchestrator_s3_client,
+        self_invoker=tier.orchestrator_self_invoker(lam),
     )
 
 
@@ -232,6 +274,7 @@ def orchestrator_lambda(
 ) -> Iterator[OrchestratorLambda]:
     """``fave.app.handler`` as the orchestrator function of the demo pipeline on this test's tier."""
     lam = OrchestratorLambda(demo_runtime, tier.store, serial=tier.backend.serial)
+    lam.source_uri = tier.source_uri()
     configure_app(lam, tier)
     demo_destinations.target = lam.receive
     try:

@@ -6,12 +6,15 @@ What a function must be allowed to do is derived, not copied:
   request-level folders the function's own code builds keys in (``f"{ctx.request_prefix}clips/..."``, found
   by reading its source with ``ast``) and whether that code lists or deletes (``ctx.store.list/delete``);
   reads: its own inputs and whatever the stages it needs (transitively) wrote; a first stage reads the
-  upload (``FAVE_UPLOAD_PREFIX``);
+  request's source, under any prefix the orchestrator accepts (``fave.app.settings``: ``FAVE_INPUT_PREFIXES``
+  and ``FAVE_UPLOAD_PREFIX``; ``check_source_reads``: exactly those);
 * the orchestrator: ``fave.persistence`` keys (state, shards, final, index), the payloads the service parks
   under ``artifact_prefix``, the entry points' own prefixes (``fave.app``: idempotency records, active
-  markers, uploads) and ``lambda:InvokeFunction`` on every pipeline function.
+  markers, uploads), the lease and mailbox keys (``fave.app.exclusive.lease_key`` / ``inbox_prefix``, deleted
+  when the code that writes them deletes) and ``lambda:InvokeFunction`` on every pipeline function.
 
-Each check also asserts what must *not* be allowed (another stage's prefix, the state, other functions).
+Each check also asserts what must *not* be allowed (another stage's prefix, reads outside requests/ and the
+sources, deleting results or records, other functions).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +128,10 @@ def _stage_writes(pipeline: Pipeline, template: Template, stage: str, bucket: st
 
 
 def stage_requirements(
-    pipeline: Pipeline, template: Template, stage: str, bucket: str, upload_prefix: str
+    pipeline: Pipeline, template: Template, stage: str, bucket: str, source_prefixes: Sequence[str]
 ) -> list[Access]:
-    """Everything the function of ``stage`` must be allowed to do."""
+    """Everything the function of ``stage`` must be allowed to do (a first stage reads the request's source,
+    which may be under any of ``source_prefixes``)."""
     spec = pipeline.stages[stage]
     item = None if spec.for_each is None else 3
     needed = _stage_writes(pipeline, template, stage, bucket)
@@ -138,7 +142,10 @@ def stage_requirements(
         for write in _stage_writes(pipeline, template, upstream, bucket):
             needed.append(Access("s3:GetObject", write.resource, f"reads what {upstream} wrote"))
     if not spec.needs:
-        needed.append(Access("s3:GetObject", f"arn:aws:s3:::{bucket}/{upload_prefix}video.mp4", "the upload"))
+        needed += [
+            Access("s3:GetObject", f"arn:aws:s3:::{bucket}/{prefix}video.mp4", f"a source under {prefix}")
+            for prefix in source_prefixes
+        ]
     facts = code_facts(template.function(spec.function).code_uri)
     for folder in sorted(facts.request_folders):
         prefix = f"requests/{REQUEST_ID}/{folder}"
@@ -151,9 +158,16 @@ def stage_requirements(
     return needed
 
 
-def stage_forbidden(pipeline: Pipeline, template: Template, stage: str, bucket: str, stack: Stack) -> list[Access]:
-    """What the function of ``stage`` must not be able to do."""
+def stage_forbidden(
+    pipeline: Pipeline, template: Template, stage: str, bucket: str, stack: Stack, *, source_prefixes: Sequence[str]
+) -> list[Access]:
+    """What the function of ``stage`` must not be able to do: write outside its own prefixes, or read outside
+    requests/ (and, for a first stage, the source prefixes)."""
+    obj = f"arn:aws:s3:::{bucket}/"
     forbidden = [
+        Access("s3:GetObject", f"{obj}{INDEX_PREFIX}{REQUEST_ID}", "the request index"),
+        Access("s3:GetObject", f"{obj}idempotency/{'0' * 64}.json", "idempotency records"),
+        Access("s3:GetObject", f"{obj}elsewhere/video.mp4", "objects outside requests/ and the source prefixes"),
         Access("s3:PutObject", f"arn:aws:s3:::{bucket}/{state_key(REQUEST_ID)}", "the orchestrator's state"),
         Access("s3:PutObject", f"arn:aws:s3:::{bucket}/{INDEX_PREFIX}{REQUEST_ID}", "the request index"),
         Access("s3:PutObject", f"arn:aws:s3:::{bucket}/uploads/video.mp4", "uploads"),
@@ -162,6 +176,8 @@ def stage_forbidden(pipeline: Pipeline, template: Template, stage: str, bucket: 
             "s3:PutObject", f"arn:aws:s3:::other-bucket/{artifact_prefix(REQUEST_ID, stage, None)}x", "other bucket"
         ),
     ]
+    if pipeline.stages[stage].needs:  # only a first stage reads the request's source
+        forbidden += [Access("s3:GetObject", f"{obj}{p}video.mp4", f"sources under {p}") for p in source_prefixes]
     own = {a.resource for a in _stage_writes(pipeline, template, stage, bucket)}
     for other in pipeline.stages:
         if other != stage:
@@ -221,6 +237,7 @@ def orchestrator_requirements(pipeline: Pipeline, bucket: str, stack: Stack, upl
             Access("s3:DeleteObject", f"{obj}{active}{REQUEST_ID}", "active marker done"),
             Access("s3:ListBucket", f"arn:aws:s3:::{bucket}", "tick lists active markers", {"s3:prefix": active}),
         ]
+    needed += _lease_and_mailbox(bucket)
     needed += [
         Access("s3:GetObject", f"{obj}{upload_prefix}video.mp4", "the upload"),
         Access("s3:GetObject", f"{obj}{upload_prefix}video.mp4.json", "the upload's sidecar"),
@@ -229,6 +246,34 @@ def orchestrator_requirements(pipeline: Pipeline, bucket: str, stack: Stack, upl
     ]
     for spec in pipeline.stages.values():
         needed.append(Access("lambda:InvokeFunction", stack.arn(spec.function), f"invoke {spec.function}"))
+    if _app_constant("fave.app.context", "SELF_FUNCTION") == ORCHESTRATOR:
+        needed.append(Access("lambda:InvokeFunction", stack.arn(ORCHESTRATOR), "its own step invocations"))
+    return needed
+
+
+def _lease_and_mailbox(bucket: str) -> list[Access]:
+    """One writer per request (``fave.app.exclusive``): the lease object and the mailbox, with the keys the
+    code builds (``lease_key``, ``inbox_prefix``); each is deleted if the module that writes it deletes."""
+    lease_key = _app_constant("fave.app.exclusive", "lease_key")
+    inbox_prefix = _app_constant("fave.app.exclusive", "inbox_prefix")
+    obj = f"arn:aws:s3:::{bucket}/"
+    needed: list[Access] = []
+    if lease_key is not None:
+        lease = obj + lease_key(REQUEST_ID)
+        needed += [Access(action, lease, "the request's lease") for action in ("s3:GetObject", "s3:PutObject")]
+        if code_facts(Path(inspect.getfile(lease_key))).deletes:
+            needed.append(Access("s3:DeleteObject", lease, "a lease is released by deleting it"))
+    if inbox_prefix is not None:
+        prefix = inbox_prefix(REQUEST_ID)
+        message = f"{obj}{prefix}00000000000000000001-0a1b2c3d4e5f.json"
+        needed += [Access(action, message, "a mailbox message") for action in ("s3:GetObject", "s3:PutObject")]
+        needed.append(
+            Access(
+                "s3:ListBucket", f"arn:aws:s3:::{bucket}", "the lease holder lists the mailbox", {"s3:prefix": prefix}
+            )
+        )
+        if code_facts(Path(inspect.getfile(inbox_prefix))).deletes:
+            needed.append(Access("s3:DeleteObject", message, "an applied message is removed"))
     return needed
 
 
@@ -236,10 +281,19 @@ def orchestrator_forbidden(pipeline: Pipeline, bucket: str, stack: Stack, upload
     obj = f"arn:aws:s3:::{bucket}/"
     forbidden = [
         Access("s3:PutObject", f"{obj}{upload_prefix}video.mp4", "uploads are the users'"),
+        Access("s3:DeleteObject", f"{obj}{upload_prefix}video.mp4", "uploads are the users'"),
         Access("s3:DeleteObject", f"{obj}{state_key(REQUEST_ID)}", "state is never deleted"),
+        Access("s3:DeleteObject", f"{obj}{final_key(REQUEST_ID)}", "results are never deleted"),
+        Access("s3:DeleteObject", f"{obj}{INDEX_PREFIX}{REQUEST_ID}", "the request index is never deleted"),
+        Access("s3:DeleteObject", f"{obj}idempotency/{'0' * 64}.json", "idempotency records expire by lifecycle"),
+        Access(
+            "s3:DeleteObject",
+            f"{obj}{artifact_prefix(REQUEST_ID, next(iter(pipeline.stages)), None)}output-1.json",
+            "stage artifacts are never deleted",
+        ),
         Access("s3:GetObject", f"arn:aws:s3:::other-bucket/{state_key(REQUEST_ID)}", "other bucket"),
     ]
-    functions = {spec.function for spec in pipeline.stages.values()}
+    functions = {spec.function for spec in pipeline.stages.values()} | {ORCHESTRATOR}
     for lid in stack.resources:
         if stack.type_of(lid) == "AWS::Lambda::Function" and lid not in functions:
             forbidden.append(Access("lambda:InvokeFunction", stack.arn(lid), f"invoke {lid}"))
@@ -281,21 +335,59 @@ def orchestrator_env(stack: Stack) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
+def source_prefixes(stack: Stack) -> tuple[str, ...]:
+    """Where a request's source may be: what the orchestrator's settings make of its environment
+    (``FAVE_INPUT_PREFIXES`` and the upload prefix), as ``fave.app`` reads it."""
+    from fave.app.settings import Settings
+
+    prefixes: tuple[str, ...] = Settings.from_env(orchestrator_env(stack)).source_prefixes
+    return prefixes
+
+
+def check_source_reads(translated: Mapping[str, Any], pipeline: Pipeline) -> list[str]:
+    """A first stage's role reads objects outside requests/ exactly under the source prefixes: the keys its
+    GetObject statements allow there, as prefixes, equal ``source_prefixes`` (no more, no fewer)."""
+    stack = Stack(translated)
+    bucket_objects = f"arn:aws:s3:::{stack.physical_id('ArtifactsBucket')}/"
+    expected = sorted(source_prefixes(stack))
+    problems = []
+    for stage, spec in pipeline.stages.items():
+        if spec.needs or spec.function not in stack.resources:
+            continue
+        reads = set()
+        for statement in function_role(stack, spec.function).statements:
+            unconditional = replace(statement, conditions={})
+            for resource in statement.resources:
+                if statement.effect != "Allow" or not unconditional.matches("s3:GetObject", resource, {}):
+                    continue
+                pattern = resource.removeprefix(bucket_objects) if resource.startswith(bucket_objects) else resource
+                if not pattern.startswith("requests/"):
+                    reads.add(pattern.removesuffix("*"))
+        if sorted(reads) != expected:
+            problems.append(
+                f"stage {stage} ({spec.function}) reads sources under {sorted(reads)}, "
+                f"the orchestrator accepts them under {expected} (FAVE_INPUT_PREFIXES and FAVE_UPLOAD_PREFIX)"
+            )
+    return problems
+
+
 def check_iam(translated: Mapping[str, Any], pipeline: Pipeline, template: Template) -> list[str]:
     """Every function's role covers what its code does, and no more (see the module docstring)."""
     stack = Stack(translated)
     bucket = stack.physical_id("ArtifactsBucket")
     upload_prefix = orchestrator_env(stack).get("FAVE_UPLOAD_PREFIX", "")
+    sources = source_prefixes(stack)
     problems = check_no_wildcard_actions(stack)
     for stage, spec in pipeline.stages.items():
         if spec.function not in stack.resources:
             problems.append(f"stage {stage}: no function {spec.function} in the translated template")
             continue
         role = function_role(stack, spec.function)
-        needed = stage_requirements(pipeline, template, stage, bucket, upload_prefix)
+        needed = stage_requirements(pipeline, template, stage, bucket, sources)
         if spec.mode == "async":
             needed.append(Access("lambda:InvokeFunction", stack.arn(ORCHESTRATOR), "destination"))
-        problems += _check_role(spec.function, role, needed, stage_forbidden(pipeline, template, stage, bucket, stack))
+        forbidden = stage_forbidden(pipeline, template, stage, bucket, stack, source_prefixes=sources)
+        problems += _check_role(spec.function, role, needed, forbidden)
     problems += _check_role(
         ORCHESTRATOR,
         function_role(stack, ORCHESTRATOR),

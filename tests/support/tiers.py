@@ -7,38 +7,53 @@
   event at a time, as ``serial`` says;
 * ``server``     - a ``ThreadedMotoServer`` over HTTP: atomic conditional writes, so destination events
   are delivered concurrently (several "orchestrator Lambdas" at once racing on state.json);
-* ``localstack`` - LocalStack at ``localstack_client``'s S3 endpoint (``LOCALSTACK_HOST``, default
-  ``localhost:4566``; or ``AWS_ENDPOINT_URL``), a fresh bucket per test. Skipped when it is not reachable;
+* ``localstack`` - LocalStack, a fresh bucket per test: the one that ``LOCALSTACK_HOST`` or ``AWS_ENDPOINT_URL``
+  names (found through ``localstack_client``), else one started for the session in host mode from
+  ``.venv-localstack`` (support/localstack.py). Skipped, saying why, where it cannot start or is not reachable.
+  Serial, like ``moto``: LocalStack's S3 mishandles a key deleted while it is being read or written.
+  On this tier the store contract suites run on LocalStack alone (``contract_backends``), and every test that
+  does not reach LocalStack is deselected (it ran in the default run);
 * ``aws``        - the bucket of the deployed stack ``AWS_SAM_STACK_NAME`` (its orchestrator function's
   ``FAVE_STORE``), under a fresh ``fave-tests/{uuid}/`` prefix that is deleted afterwards. Skipped without
-  the variable or without AWS credentials. Stage functions still run on the local runtime here.
+  the variable or without AWS credentials. Stage functions still run on the local runtime here;
+* ``iam``        - a moto server with IAM enforcement (``support.iam``) holding the demo template as SAM
+  deploys it: the stack's bucket (emptied for each test) and one role per function. The orchestrator's
+  store and Lambda invokes, and each stage function's processes, use their own role's credentials, so a
+  call its role does not allow is refused (and a test that meets a refusal it did not expect fails).
 
 Every test gets its own key prefix (the store and the ``uploads/`` prefix live under it), so tiers that
-share a bucket never see each other's requests.
+share a bucket never see each other's requests. Except on ``iam``: its bucket is the test's alone, in the
+deployed layout (no prefix: ``s3://bucket``).
 
-Fixtures: ``tier_backend`` (session: name, endpoint, environment for stage processes) and ``tier``
-(per test: an S3 client, the bucket, the prefix, ``store``).
+Fixtures: ``tier_backend`` (session: name, endpoint, environment for stage processes), ``tier``
+(per test: an S3 client, the bucket, the prefix, ``store``, and the orchestrator function's own
+``orchestrator_store`` / ``orchestrator_s3_client`` / ``orchestrator_invoker``), ``localstack_endpoint``
+(session) and the contract suites' LocalStack backend, ``localstack_s3_client`` / ``localstack_store``
+(bucket ``BUCKET``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fave_shared.store import S3Store
 
+from support import localstack
 from support.stores import BUCKET, make_s3_client, reset_moto_server
 
 if TYPE_CHECKING:
+    from fave.invoke.base import Invoker
     from types_boto3_s3 import S3Client
 
-TIERS = ("moto", "server", "localstack", "aws")
+    from support.iam import IamStack
+
+TIERS = ("moto", "server", "localstack", "aws", "iam")
 ENV_VAR = "FAVE_TEST_TIER"
 
 
@@ -70,6 +85,15 @@ class TierBackend:
     """Environment for stage-function processes, so they reach the same S3."""
     bucket: str | None = None
     """The deployed stack's bucket (tier aws)."""
+    function_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per function logical id, more environment for its processes (tier iam: its role's credentials)."""
+    iam: IamStack | None = None
+    """The deployed roles (tier iam)."""
+
+    def destinations(self, deliver: Any) -> Any:
+        """The local runtime's destination handler: ``deliver``, behind the stage role's permission to
+        invoke the orchestrator on tier iam."""
+        return deliver if self.iam is None else self.iam.authorise_destinations(deliver)
 
 
 @dataclass
@@ -80,6 +104,8 @@ class Tier:
     client: S3Client
     bucket: str
     prefix: str
+    refusals_expected: bool = False
+    """Tier iam: the test provokes refused calls on purpose (otherwise any refusal fails it)."""
 
     @property
     def name(self) -> str:
@@ -87,40 +113,53 @@ class Tier:
 
     @property
     def store(self) -> S3Store:
+        """The test's own view of the store (tier iam: the admin's)."""
         return S3Store(self.client, self.bucket, self.prefix)
+
+    @property
+    def orchestrator_s3_client(self) -> S3Client:
+        """The orchestrator function's S3 client: on tier iam its role's, elsewhere the test's."""
+        iam = self.backend.iam
+        return self.client if iam is None else iam.client("s3", "OrchestratorFunction")  # type: ignore[no-any-return]
+
+    @property
+    def orchestrator_store(self) -> S3Store:
+        return S3Store(self.orchestrator_s3_client, self.bucket, self.prefix)
+
+    def orchestrator_invoker(self, runtime: Invoker) -> Invoker:
+        """How the orchestrator function invokes: ``runtime`` itself; on tier iam the real ``LambdaInvoker``
+        with its role's credentials, each invoke authorised by moto before ``runtime`` runs it."""
+        iam = self.backend.iam
+        return runtime if iam is None else iam.orchestrator_invoker(runtime)
+
+    def orchestrator_self_invoker(self, function: Invoker) -> Invoker:
+        """How the orchestrator function invokes itself: ``function`` (what runs it) itself; on tier iam a
+        ``LambdaInvoker`` with its role's credentials, each invoke authorised by moto first."""
+        iam = self.backend.iam
+        return function if iam is None else iam.self_invoker(function)
 
     @property
     def upload_prefix(self) -> str:
         return f"{self.prefix}uploads/"
 
+    @property
+    def input_prefix(self) -> str:
+        """Where a POST /requests source may be (``FAVE_INPUT_PREFIXES``), as a bucket key prefix."""
+        return f"{self.prefix}inputs/"
 
-def _reachable(url: str, timeout: float = 1.0) -> str | None:
-    """None if ``url`` answers at all (any HTTP status), else why not."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            response.read()
-    except urllib.error.HTTPError:
-        return None
-    except (OSError, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    def source_uri(self, name: str = "a.mp4") -> str:
+        """An allowed source for a request: ``s3://bucket/{prefix}inputs/{name}``."""
+        return f"s3://{self.bucket}/{self.input_prefix}{name}"
 
 
-def _localstack_backend() -> TierBackend:
-    try:
-        from localstack_client.config import get_service_endpoint
-    except ImportError:  # pragma: no cover - localstack-client is in requirements/dev.txt
-        pytest.skip("tier localstack: localstack-client is not installed")
-    endpoint = get_service_endpoint("s3") or "http://localhost:4566"
-    problem = _reachable(f"{endpoint}/_localstack/health")
-    if problem is not None:
-        pytest.skip(
-            f"tier localstack: no LocalStack at {endpoint} ({problem}); start it, or set LOCALSTACK_HOST / "
-            "AWS_ENDPOINT_URL"
-        )
+def _localstack_backend(endpoint: str) -> TierBackend:
     return TierBackend(
         "localstack",
         endpoint=endpoint,
+        # LocalStack's S3 (2026.3) breaks a key that is deleted while another request reads or writes it: the
+        # GET's body is cut short, or the key's next PUT never answers. fave.app's lease (get / put / delete of
+        # lease.json by racing invocations) does exactly that; real S3 and moto over HTTP take it.
+        serial=True,
         child_env={
             "AWS_ENDPOINT_URL_S3": endpoint,
             "AWS_ACCESS_KEY_ID": "test",
@@ -179,7 +218,17 @@ def tier_backend(request: pytest.FixtureRequest) -> TierBackend:
             },
         )
     if name == "localstack":
-        return _localstack_backend()
+        return _localstack_backend(request.getfixturevalue("localstack_endpoint"))
+    if name == "iam":
+        stack: IamStack = request.getfixturevalue("iam_demo_stack")
+        return TierBackend(
+            "iam",
+            endpoint=stack.server.endpoint,
+            child_env=stack.child_env(),
+            function_env=stack.function_env(),
+            bucket=stack.bucket,
+            iam=stack,
+        )
     return _aws_backend()
 
 
@@ -198,6 +247,9 @@ def tier(request: pytest.FixtureRequest, tier_backend: TierBackend) -> Iterator[
         client = make_s3_client(tier_backend.endpoint)
         client.create_bucket(Bucket=BUCKET)
         yield Tier(tier_backend, client, BUCKET, prefix)
+        return
+    if tier_backend.iam is not None:
+        yield from _iam_tier(request, tier_backend, tier_backend.iam)
         return
     if tier_backend.name == "localstack":
         request.getfixturevalue("aws_env")
@@ -220,9 +272,112 @@ def tier(request: pytest.FixtureRequest, tier_backend: TierBackend) -> Iterator[
         _delete_prefix(client, tier_backend.bucket, prefix)
 
 
+def _iam_tier(request: pytest.FixtureRequest, backend: TierBackend, stack: IamStack) -> Iterator[Tier]:
+    """The stack's bucket, empty, with the template's own policies. Fails the test on a refusal it did not
+    expect: code that logs an error and carries on (the tick does) would otherwise hide it."""
+    request.getfixturevalue("aws_env")
+    stack.restore_policies()
+    stack.empty_bucket()
+    mark = stack.server.mark()
+    tier = Tier(backend, stack.client("s3"), stack.bucket, "")
+    yield tier
+    refused = stack.server.refusals(since=mark)
+    if refused and not tier.refusals_expected:
+        lines = "\n".join(f"  {r['principal']}: {r['action']} on {r['resource']} {r['context'] or ''}" for r in refused)
+        raise AssertionError(f"tier iam: calls refused during the test:\n{lines}")
+
+
 def _delete_prefix(client: S3Client, bucket: str, prefix: str) -> None:
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
         if keys:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+
+
+# -- LocalStack -----------------------------------------------------------------------------------------
+
+LOCALSTACK_MARK = "localstack"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{LOCALSTACK_MARK}: the test runs against LocalStack (tier localstack)")
+
+
+def contract_backends(config: pytest.Config, backends: Sequence[str]) -> list[Any]:
+    """The store backends a contract suite runs on: ``backends``, or on tier localstack LocalStack alone.
+
+    For ``metafunc.parametrize(NAME, contract_backends(...), indirect=True)``: the fixture NAME then gets the
+    backend's name as ``request.param`` and its ``{name}_store`` (or ``{name}_s3_client``) fixture.
+    """
+    if selected_tier(config) == "localstack":
+        return [pytest.param("localstack", marks=getattr(pytest.mark, LOCALSTACK_MARK))]
+    return list(backends)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On tier localstack, deselect the tests that never reach LocalStack: they ran in the default run."""
+    if selected_tier(config) != "localstack":
+        return
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        reaches = item.get_closest_marker(LOCALSTACK_MARK) or "tier_backend" in getattr(item, "fixturenames", ())
+        (keep if reaches else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _configured_localstack() -> str | None:
+    """The endpoint of a LocalStack someone configured (``AWS_ENDPOINT_URL`` or ``LOCALSTACK_HOST``), else None."""
+    if not (os.environ.get("AWS_ENDPOINT_URL", "").strip() or os.environ.get("LOCALSTACK_HOST", "").strip()):
+        return None
+    from localstack_client.config import get_service_endpoint
+
+    return get_service_endpoint("s3")
+
+
+@pytest.fixture(scope="session")
+def localstack_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """LocalStack's S3 endpoint: a configured LocalStack, else one started here for the session (host mode).
+
+    Skips, saying why, when the configured one is not up or when LocalStack cannot start here (no virtualenv,
+    no Python 3.13, or it dies: the reason ends with its log's last lines). Its log is in the pytest tmp dir.
+    """
+    configured = _configured_localstack()
+    if configured is not None:
+        try:
+            localstack.wait_for_s3(configured, timeout=2.0)
+        except localstack.LocalStackUnavailableError as exc:
+            pytest.skip(f"tier localstack: LOCALSTACK_HOST / AWS_ENDPOINT_URL name {configured}, but {exc}")
+        yield configured
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(localstack.running(tmp_path_factory.mktemp("localstack")))
+        except localstack.LocalStackUnavailableError as exc:
+            pytest.skip(f"tier localstack: LocalStack cannot start here: {exc}")
+        yield server.endpoint
+
+
+@pytest.fixture
+def localstack_s3_client(tier_backend: TierBackend, aws_env: None) -> Iterator[S3Client]:
+    """A client on the tier's LocalStack with an empty bucket ``BUCKET`` (a contract suite's backend)."""
+    if tier_backend.name != "localstack":
+        raise pytest.UsageError(f"the localstack store backend needs --tier localstack, not {tier_backend.name}")
+    client = make_s3_client(tier_backend.endpoint, s3={"addressing_style": "path"})
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):  # left over by an interrupted run
+        client.create_bucket(Bucket=BUCKET)
+    _delete_prefix(client, BUCKET, "")
+    try:
+        yield client
+    finally:
+        _delete_prefix(client, BUCKET, "")
+        client.delete_bucket(Bucket=BUCKET)
+
+
+@pytest.fixture
+def localstack_store(localstack_s3_client: S3Client) -> S3Store:
+    """An ``S3Store`` on bucket ``BUCKET`` of the tier's LocalStack."""
+    return S3Store(localstack_s3_client, BUCKET)
