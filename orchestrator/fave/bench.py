@@ -329,6 +329,13 @@ def run_video_bench(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "video":
         return run_video_bench(args)
+    if args.bench == "api":
+        from .bench_api import run_api_bench
+
+        if args.requests < 1:
+            print("fave: error: --requests must be at least 1", file=sys.stderr)
+            return 2
+        return run_api_bench(args)
     if args.bench != "fanout":
         print(f"fave: error: unknown benchmark {args.bench!r}", file=sys.stderr)
         return 2

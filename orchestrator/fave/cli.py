@@ -464,6 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--store", help="DIR or s3://bucket[/prefix] for the fave side (default: a temporary DIR)")
     video.add_argument("--json", action="store_true")
     video.set_defaults(func=cmd_bench)
+    api = bench_sub.add_parser("api", help="POST /requests latency through the Lambda entry point (moto S3)")
+    api.add_argument("--requests", type=int, default=200, help="POSTs to time (after one cold call)")
+    api.add_argument("--json", action="store_true")
+    api.set_defaults(func=cmd_bench)
     return parser
 
 

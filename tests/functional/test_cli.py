@@ -282,3 +282,12 @@ def test_an_unreadable_request_is_reported_and_does_not_hide_the_others(tmp_path
     status = fave("status", bad, store=store, check_code=1)
     assert status.stderr.count("\n") == 1 and bad in status.stderr and "Traceback" not in status.stderr
     assert json.loads(fave("status", good, "--json", store=store, check_code=0).stdout)["status"] == "COMPLETED"
+
+
+def test_bench_api_times_post_requests_through_the_entry_point(tmp_path: Path) -> None:
+    result = fave("bench", "api", "--requests", "5", "--json", store=tmp_path, check_code=0)
+    figures = json.loads(result.stdout)
+    assert figures["requests"] == 5 and figures["kicks"] == 6  # every POST kicked its first step, none ran it
+    assert 0 < figures["p50_s"] <= figures["p95_s"] <= figures["max_s"]
+    assert figures["store_requests_per_post"] <= 6
+    fave("bench", "api", "--requests", "0", store=tmp_path, check_code=2)
