@@ -194,7 +194,7 @@ def format_table(sizes: list[FunctionSize]) -> str:
 
 def template_package_types(template: Path = TEMPLATE) -> dict[str, str]:
     """``{function folder name: PackageType}`` of the functions template.yaml deploys."""
-    from fave.template import load_template  # the project's template reader (run with the project's venv)
+    from fave.local.template import load_template  # the project's template reader (run with the project's venv)
 
     return {spec.code_uri.name: spec.package_type for spec in load_template(template).functions.values()}
 

@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the measurement as JSON on stdout")
     args = parser.parse_args(argv)
 
+    from fave.local.template import load_template
     from fave.pipeline import load_pipeline  # only to read the DAG's configs; none of it runs the stages
-    from fave.template import load_template
 
     pipeline = load_pipeline(args.pipeline)
     handlers = load_handlers(pipeline, load_template(pipeline.template_path))

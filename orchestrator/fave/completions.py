@@ -11,7 +11,7 @@ from typing import Any
 
 from fave_shared.schemas import DestinationEnvelope, StageEvent, TaskRef
 
-from .model import TaskFailed, TaskSucceeded
+from fave.core.model import TaskFailed, TaskSucceeded
 
 
 def _error_fields(payload: Any) -> tuple[str, str]:

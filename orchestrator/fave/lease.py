@@ -34,8 +34,8 @@ from typing import Any
 from fave_shared.errors import ConflictError, FaveError, NotFoundError
 from fave_shared.store import ObjectStore
 
-from .clock import Clock
-from .persistence import request_prefix
+from fave.clock import Clock
+from fave.persistence import request_prefix
 
 __all__ = ["LEASE_TTL_S", "Lease", "LeaseHeldError", "Leases", "lease_key"]
 

@@ -27,9 +27,8 @@ from fave_shared.store import ObjectStore
 from immutables import Map
 from pydantic import ValidationError as PydanticValidationError
 
-from .engine import Engine
-from .ids import validate_request_id
-from .model import (
+from fave.core.engine import Engine
+from fave.core.model import (
     SHARD_SIZE,
     Failure,
     RequestState,
@@ -39,8 +38,9 @@ from .model import (
     Task,
     TaskStatus,
 )
-from .pipeline import Pipeline
-from .statefile import SCHEMA_VERSION, FailureDoc, PipelineRefDoc, ShardDoc, StageDoc, StateDoc, TaskDoc
+from fave.ids import validate_request_id
+from fave.pipeline import Pipeline
+from fave.statefile import SCHEMA_VERSION, FailureDoc, PipelineRefDoc, ShardDoc, StageDoc, StateDoc, TaskDoc
 
 
 def request_prefix(request_id: str) -> str:

@@ -53,8 +53,8 @@ from fave_shared.errors import FaveError, ValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from .durations import parse_duration
-from .yamlsafe import YamlInputError, load_file
+from fave.core.durations import parse_duration
+from fave.yamlsafe import YamlInputError, load_file
 
 DEFAULT_NON_RETRYABLE = (
     "TerminalError",
@@ -391,7 +391,7 @@ def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -
 
     template_path = (path.parent / model.template).resolve()
     if functions is None:
-        from .template import load_template  # deferred: the template reader is only needed here
+        from fave.local.template import load_template  # deferred: the template reader is only needed here
 
         try:
             functions = list(load_template(template_path).functions)

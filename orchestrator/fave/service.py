@@ -21,13 +21,10 @@ from fave_shared.schemas import TaskRef
 from fave_shared.stage import artifact_prefix
 from fave_shared.store import ObjectStore
 
-from . import completions
-from .clock import Clock, SystemClock
-from .engine import Engine
-from .ids import new_request_id, validate_request_id
-from .invoke.base import Invoker
-from .lease import Leases
-from .model import (
+from fave import completions
+from fave.clock import Clock, SystemClock
+from fave.core.engine import Engine
+from fave.core.model import (
     Cancel,
     Command,
     Event,
@@ -42,8 +39,11 @@ from .model import (
     Tick,
     WriteFinal,
 )
-from .persistence import INDEX_PREFIX, Persistence, state_key
-from .pipeline import Pipeline
+from fave.ids import new_request_id, validate_request_id
+from fave.invoke.base import Invoker
+from fave.lease import Leases
+from fave.persistence import INDEX_PREFIX, Persistence, state_key
+from fave.pipeline import Pipeline
 
 INLINE_OUTPUT_LIMIT = 8_192
 """Task outputs larger than this (JSON bytes) are kept as objects and referenced from the task shard."""

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fave.engine import Engine
-from fave.model import Event, RequestState, Start, TaskStatus, TaskSucceeded
+from fave.core.engine import Engine
+from fave.core.model import Event, RequestState, Start, TaskStatus, TaskSucceeded
 from fave.persistence import Persistence, read_stage_tasks, state_key
 from fave.pipeline import Pipeline
 from fave_shared.errors import ConflictError

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from fave.clock import SystemClock
-from fave.invoke.local import LocalRuntime
+from fave.local.runtime import LocalRuntime
 from fave.persistence import final_key
 from fave.pipeline import load_pipeline
 from fave_shared.store import S3Store

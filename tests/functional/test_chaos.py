@@ -16,13 +16,13 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from fave.chaos import Chaos, DriverExit, check_request, run_driver
-from fave.faults import CRASH_EXIT_CODE, KINDS, REPORT_PREFIX, FaultSpec, parse_report
+from fave.cli.chaos import Chaos, DriverExit, check_request, run_driver
+from fave.core.model import RequestStatus
 from fave.lease import LEASE_TTL_S, lease_key
-from fave.model import RequestStatus
+from fave.local.faults import CRASH_EXIT_CODE, KINDS, REPORT_PREFIX, FaultSpec, parse_report
+from fave.local.orchestrator import local_orchestrator
 from fave.persistence import final_key, state_key
 from fave.pipeline import load_pipeline
-from fave.wiring import local_orchestrator
 from fave_shared.store import LocalStore, ObjectStore
 from support.e2e import child_env, fave
 
@@ -108,7 +108,7 @@ def test_chaos_fails_naming_the_run_and_the_invariant(tmp_path: Path) -> None:
 BROKEN_ENGINE = textwrap.dedent(
     """
     import sys
-    from fave import engine
+    from fave.core import engine
 
     original = engine._Tx.task_succeeded
 
@@ -121,14 +121,14 @@ BROKEN_ENGINE = textwrap.dedent(
         original(self, ev)
 
     engine._Tx.task_succeeded = task_succeeded
-    from fave.cli import main
+    from fave.cli.main import main
     sys.exit(main(sys.argv[1:]))
     """
 )
 
 
 def broken_driver(command: list[str], environ: Mapping[str, str], timeout_s: float) -> DriverExit:
-    assert command[1:3] == ["-m", "fave.cli"], command
+    assert command[1:3] == ["-m", "fave.cli.main"], command
     return run_driver([command[0], "-c", BROKEN_ENGINE, *command[3:]], environ, timeout_s)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fave.cli import status_document
-from fave.model import RequestStatus, TaskStatus
+from fave.cli.main import status_document
+from fave.core.model import RequestStatus, TaskStatus
 from fave.persistence import final_key
 from fave.pipeline import load_pipeline
 from fave.service import Orchestrator

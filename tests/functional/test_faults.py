@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fave.chaos import check_request
-from fave.faults import FaultPlan, FaultSpec, InjectedCrash
-from fave.invoke import LocalRuntime
+from fave.cli.chaos import check_request
+from fave.core.model import Notify, RequestState, RequestStatus, Start, TaskSucceeded
 from fave.invoke.base import RetryableInvocationError
-from fave.model import Notify, RequestState, RequestStatus, Start, TaskSucceeded
+from fave.local.faults import FaultPlan, FaultSpec, InjectedCrash
+from fave.local.orchestrator import local_orchestrator
+from fave.local.runtime import LocalRuntime
 from fave.persistence import final_key, state_key
 from fave.service import Orchestrator
 from fave.statefile import StateDoc
-from fave.wiring import local_orchestrator
 from fave_shared.store import LocalStore, ObjectStore
 from support.pipelines import make_pipeline
 

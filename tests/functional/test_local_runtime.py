@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fave.invoke import Invoker, InvokeResult, LocalRuntime
+from fave.invoke import Invoker, InvokeResult
 from fave.invoke.base import (
     MAX_ASYNC_PAYLOAD_BYTES,
     MAX_SYNC_PAYLOAD_BYTES,
@@ -24,7 +24,8 @@ from fave.invoke.base import (
     RetryableInvocationError,
     TerminalInvocationError,
 )
-from fave.template import Template, load_template
+from fave.local.runtime import LocalRuntime
+from fave.local.template import Template, load_template
 from fave_shared.errors import NotFoundError, RetryableError, TerminalError, ValidationError
 from fave_shared.schemas import DestinationEnvelope, LambdaError
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fave.invoke import InvokeResult, LocalRuntime
-from fave.template import Template, load_template
+from fave.invoke import InvokeResult
+from fave.local.runtime import LocalRuntime
+from fave.local.template import Template, load_template
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "runtime" / "template.yaml"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fave.invoke import LocalRuntime
+from fave.local.runtime import LocalRuntime
 
 RUNTIME = Path(__file__).resolve().parents[1] / "fixtures" / "runtime"
 

@@ -14,8 +14,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from fave.invoke.local import LocalRuntime
-from fave.template import load_template
+from fave.local.runtime import LocalRuntime
+from fave.local.template import load_template
 from support.events import s3_upload_event
 
 ROOT = Path(__file__).resolve().parents[2]

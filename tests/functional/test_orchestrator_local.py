@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fave.model import RequestStatus, TaskStatus
+from fave.core.model import RequestStatus, TaskStatus
 from fave.persistence import final_key, input_key, read_stage_tasks, state_key
 from fave_shared.store import CountingStore, LocalStore, ObjectStore
 from support.demo import TEXT, demo_orchestrator, read_json, run_demo

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from fave.model import RequestStatus, TaskStatus
+from fave.core.model import RequestStatus, TaskStatus
 from fave.persistence import final_key, list_request_ids, read_stage_tasks, state_key
 from fave_shared.store import S3Store
 from support.demo import TEXT, demo_orchestrator, read_json, run_demo
@@ -70,7 +70,7 @@ def test_crash_before_the_fan_in_then_resume_on_s3(s3_store: S3Store) -> None:
 
 def test_bench_fanout_on_in_process_moto() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "fave.cli", "bench", "fanout", "--items", "300", "--store", "moto", "--json"],
+        [sys.executable, "-m", "fave.cli.main", "bench", "fanout", "--items", "300", "--store", "moto", "--json"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -96,7 +96,7 @@ def test_long_error_lists_are_cut_to_one_readable_line(tmp_path: Path) -> None:
 def test_lambda_error_payload_is_non_retryable_by_our_class_name(tmp_path: Path) -> None:
     # The orchestrator's side of the contract: absent where only the stage functions' packages are installed
     # (.venv-py312, as on Lambda); the rest of this file runs there too.
-    worker = pytest.importorskip("fave.invoke.worker", reason="the orchestrator (fave) is not installed here")
+    worker = pytest.importorskip("fave.local.worker", reason="the orchestrator (fave) is not installed here")
     pipeline = pytest.importorskip("fave.pipeline", reason="the orchestrator (fave) is not installed here")
     try:
         toy(_event(tmp_path, {"needs": {"upstream": {}}, "config": {"nope": 1}}), None)

@@ -16,9 +16,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fave.invoke import LocalRuntime, worker
-from fave.invoke.environment import ProcessEnvironment, context_info
-from fave.template import load_template
+from fave.local import worker
+from fave.local.environment import ProcessEnvironment, context_info
+from fave.local.runtime import LocalRuntime
+from fave.local.template import load_template
 
 RUNTIME_TEMPLATE = Path(__file__).resolve().parents[1] / "fixtures" / "runtime" / "template.yaml"
 BASIC = RUNTIME_TEMPLATE.parent / "functions" / "basic"

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from fave.template import load_template, load_yaml
+from fave.local.template import load_template, load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

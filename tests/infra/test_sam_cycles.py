@@ -10,7 +10,7 @@ import itertools
 from typing import Any
 
 import pytest
-from fave.template import load_yaml
+from fave.local.template import load_yaml
 from support.cfn import dependencies, find_cycle
 from support.sam import TEMPLATE, translate_many, translated_template
 

@@ -11,8 +11,8 @@ import copy
 from typing import Any
 
 import pytest
+from fave.local.template import Template, load_template, load_yaml
 from fave.pipeline import Pipeline, load_pipeline
-from fave.template import Template, load_template, load_yaml
 from support.app_lambda import DEMO_TEMPLATE
 from support.cfn import Stack, allowed, function_role
 from support.sam import TEMPLATE, translate_many, translated_template

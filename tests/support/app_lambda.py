@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 from fave.clock import ManualClock
-from fave.invoke.local import LocalRuntime
+from fave.local.runtime import LocalRuntime
 from fave_shared.store import ObjectStore
 
 from support.events import http_event, tick_event

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fave.model import RequestState
+from fave.core.model import RequestState
+from fave.local.orchestrator import local_orchestrator
 from fave.service import Orchestrator
-from fave.wiring import local_orchestrator
 from fave_shared.store import ObjectStore
 
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo" / "pipeline.yaml"

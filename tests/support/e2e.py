@@ -53,8 +53,8 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def fave_command(*args: str) -> list[str]:
-    """``python -m fave.cli ARGS`` with this interpreter (the venv's, whatever PATH says)."""
-    return [sys.executable, "-m", "fave.cli", *args]
+    """``python -m fave.cli.main ARGS`` with this interpreter (the venv's, whatever PATH says)."""
+    return [sys.executable, "-m", "fave.cli.main", *args]
 
 
 @dataclass

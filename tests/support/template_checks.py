@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import fave.persistence
+from fave.local.template import Template
 from fave.persistence import INDEX_PREFIX, final_key, shard_key, state_key
 from fave.pipeline import Pipeline
-from fave.template import Template
 from fave_shared.stage import artifact_prefix
 
 from support.cfn import RolePolicies, Stack, allowed, function_role

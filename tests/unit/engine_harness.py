@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fave.engine import Engine
-from fave.model import Command, Event, Invoke, RequestState, TaskSucceeded
+from fave.core.engine import Engine
+from fave.core.model import Command, Event, Invoke, RequestState, TaskSucceeded
 from fave.pipeline import Pipeline
 
 

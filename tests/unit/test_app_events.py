@@ -12,8 +12,8 @@ from fave.app.idempotency import fingerprint, record_key, validate_key
 from fave.app.models import StartRequest
 from fave.app.runner import request_id_time
 from fave.completions import from_envelope
+from fave.core.model import TaskFailed, TaskSucceeded
 from fave.ids import new_request_id
-from fave.model import TaskFailed, TaskSucceeded
 from fave_shared.errors import ValidationError
 from fave_shared.schemas import DestinationEnvelope, StageEvent, StageInput
 from support.events import EVENTS, SAMPLE_REQUEST_ID, load_event, sample_names

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from engine_harness import Harness
-from fave.model import (
+from fave.core.model import (
     TIMEOUT_ERROR,
     Cancel,
     Invoke,

@@ -15,8 +15,8 @@ from typing import Any
 from unittest import mock
 
 from fave.clock import ManualClock
+from fave.core.model import RequestStatus, TaskStatus, Tick
 from fave.invoke.base import InvokeResult
-from fave.model import RequestStatus, TaskStatus, Tick
 from fave.persistence import final_key
 from fave.service import Orchestrator
 from fave_shared.store import LocalStore, get_json

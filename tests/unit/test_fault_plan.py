@@ -1,10 +1,11 @@
-"""Fault specs and plans (fave.faults), and chaos's comparison helpers (fave.chaos): no I/O."""
+"""Fault specs and plans (fave.local.faults), and chaos's comparison helpers (fave.cli.chaos): no I/O."""
 
 from __future__ import annotations
 
 import pytest
-from fave.chaos import derive_seed, first_difference, strip_fields
-from fave.faults import (
+from fave.cli.chaos import derive_seed, first_difference, strip_fields
+from fave.invoke.base import RetryableInvocationError
+from fave.local.faults import (
     KINDS,
     REPORT_PREFIX,
     FaultPlan,
@@ -14,7 +15,6 @@ from fave.faults import (
     parse_report,
     plan_from,
 )
-from fave.invoke.base import RetryableInvocationError
 from fave_shared.errors import RetryableError, ValidationError
 
 # -- the spec -----------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from fave.model import StageState, StageStatus, Task, TaskStatus, evolve
+from fave.core.model import StageState, StageStatus, Task, TaskStatus, evolve
 
 
 def test_evolve_equals_replace_and_leaves_the_original_alone() -> None:

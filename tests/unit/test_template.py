@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fave.template import EventInvokeConfig, load_template, load_yaml
+from fave.local.template import EventInvokeConfig, load_template, load_yaml
 from fave_shared.errors import NotFoundError, ValidationError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "runtime" / "template.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fave.template import load_template, load_yaml
+from fave.local.template import load_template, load_yaml
 from fave.yamlsafe import MAX_FILE_BYTES, HardenedLoader, LimitError, YamlInputError, load_file, load_text
 from fave_shared.errors import NotFoundError, ValidationError
 
@@ -136,6 +136,6 @@ def test_the_repository_files_are_well_within_the_limits() -> None:
 
 
 def _cfn(text: str) -> HardenedLoader:
-    from fave.template import CfnLoader
+    from fave.local.template import CfnLoader
 
     return CfnLoader(text)

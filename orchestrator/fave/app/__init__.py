@@ -40,8 +40,8 @@ pass the moto store and the local runtime); ``reset()`` goes back to the environ
 
 from __future__ import annotations
 
-from .context import AppContext, configure, current, reset
-from .handlers import (
+from fave.app.context import AppContext, configure, current, reset
+from fave.app.handlers import (
     destination_handler,
     handler,
     http_handler,
@@ -50,7 +50,7 @@ from .handlers import (
     step_handler,
     tick_handler,
 )
-from .settings import Settings
+from fave.app.settings import Settings
 
 __all__ = [
     "AppContext",

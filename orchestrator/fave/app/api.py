@@ -30,16 +30,16 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
 from fave_shared.errors import ConflictError, NotFoundError, RetryableError, ValidationError
 
-from ..cli import status_document
-from ..ids import new_request_id, validate_request_id
-from ..model import RequestStatus
-from ..persistence import CorruptStateError
-from .context import current
-from .idempotency import IdempotencyKeyReusedError, IdempotencyKeys, fingerprint, validate_key
-from .models import CancelRequest, StartRequest
-from .observability import current_meter, logger
-from .runner import invocation_runner, resume_message
-from .sources import check_source, store_bucket
+from fave.app.context import current
+from fave.app.idempotency import IdempotencyKeyReusedError, IdempotencyKeys, fingerprint, validate_key
+from fave.app.models import CancelRequest, StartRequest
+from fave.app.observability import current_meter, logger
+from fave.app.runner import invocation_runner, resume_message
+from fave.app.sources import check_source, store_bucket
+from fave.cli.main import status_document
+from fave.core.model import RequestStatus
+from fave.ids import new_request_id, validate_request_id
+from fave.persistence import CorruptStateError
 
 app = APIGatewayHttpResolver(enable_validation=True)
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 from fave_shared.errors import ValidationError
 from fave_shared.store import ObjectStore, S3Store, open_store
 
-from ..clock import Clock, SystemClock
-from ..invoke.base import Invoker
-from ..pipeline import Pipeline, load_pipeline
-from .settings import Settings
+from fave.app.settings import Settings
+from fave.clock import Clock, SystemClock
+from fave.invoke.base import Invoker
+from fave.pipeline import Pipeline, load_pipeline
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -70,7 +70,7 @@ class AppContext:
         """The stage invoker: ``LambdaInvoker`` over ``FAVE_FUNCTION_<LogicalId>`` names."""
         with self._lock:
             if self._invoker is None:
-                from ..invoke.aws import LambdaInvoker
+                from fave.invoke.aws import LambdaInvoker
 
                 self._invoker = LambdaInvoker.from_env()
             return self._invoker
@@ -81,7 +81,7 @@ class AppContext:
         own name (``FAVE_SELF_FUNCTION``, else Lambda's ``AWS_LAMBDA_FUNCTION_NAME``); None off Lambda."""
         with self._lock:
             if self._self_invoker is None and self.settings.self_function:
-                from ..invoke.aws import LambdaInvoker
+                from fave.invoke.aws import LambdaInvoker
 
                 stages = self.invoker
                 client = stages.client if isinstance(stages, LambdaInvoker) else None
@@ -98,7 +98,7 @@ class AppContext:
         with self._lock:
             if not isinstance(self._pipeline, Pipeline):
                 path = self._pipeline if self._pipeline is not None else self.settings.pipeline_path
-                from ..invoke.aws import LambdaInvoker
+                from fave.invoke.aws import LambdaInvoker
 
                 invoker = self.invoker
                 functions = list(invoker.function_names) if isinstance(invoker, LambdaInvoker) else None

@@ -24,8 +24,8 @@ from typing import Any
 from fave_shared.errors import NotFoundError
 from fave_shared.store import ObjectStore
 
-from ..lease import Lease, Leases, lease_key
-from ..persistence import request_prefix
+from fave.lease import Lease, Leases, lease_key
+from fave.persistence import request_prefix
 
 __all__ = ["Lease", "Leases", "Mailbox", "inbox_prefix", "lease_key"]
 

@@ -13,14 +13,14 @@ from typing import Any
 from fave_shared.errors import NotFoundError, ValidationError
 from pydantic import ValidationError as PydanticValidationError
 
-from .. import completions
-from ..ids import validate_request_id
-from .api import app
-from .context import current, lambda_context
-from .http_guard import check_http_event
-from .observability import current_meter, logger, start_meter, stop_meter, tracer
-from .runner import destination_message, invocation_runner, start_message
-from .uploads import handle_s3_event
+from fave import completions
+from fave.app.api import app
+from fave.app.context import current, lambda_context
+from fave.app.http_guard import check_http_event
+from fave.app.observability import current_meter, logger, start_meter, stop_meter, tracer
+from fave.app.runner import destination_message, invocation_runner, start_message
+from fave.app.uploads import handle_s3_event
+from fave.ids import validate_request_id
 
 Event = dict[str, Any]
 Handler = Callable[[Event, Any], Any]

@@ -32,7 +32,7 @@ from typing import Any
 from fave_shared.errors import ConflictError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 
-from ..ids import validate_request_id
+from fave.ids import validate_request_id
 
 PREFIX = "idempotency/"
 MAX_KEY_LENGTH = 255

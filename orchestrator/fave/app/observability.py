@@ -23,8 +23,8 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from ..invoke.base import Invoker, InvokeResult
-from ..model import Notify, RequestState
+from fave.core.model import Notify, RequestState
+from fave.invoke.base import Invoker, InvokeResult
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "fave"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "fave"

@@ -30,14 +30,14 @@ from fave_shared.errors import FaveError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 from pydantic import ValidationError as PydanticValidationError
 
-from .. import completions
-from ..ids import validate_request_id
-from ..lease import LEASE_TTL_S, Keeper, Leases
-from ..model import Cancel, Command, Event, RequestState, RequestStatus, Resume, Start, Tick
-from ..service import Orchestrator
-from .context import SELF_FUNCTION, AppContext, current
-from .exclusive import Mailbox
-from .observability import Meter, MeteredInvoker, current_meter, logger
+from fave import completions
+from fave.app.context import SELF_FUNCTION, AppContext, current
+from fave.app.exclusive import Mailbox
+from fave.app.observability import Meter, MeteredInvoker, current_meter, logger
+from fave.core.model import Cancel, Command, Event, RequestState, RequestStatus, Resume, Start, Tick
+from fave.ids import validate_request_id
+from fave.lease import LEASE_TTL_S, Keeper, Leases
+from fave.service import Orchestrator
 
 ACTIVE_PREFIX = "index/active/"
 #: A marker whose request never appeared (its creation died before the first commit) is dropped after this.

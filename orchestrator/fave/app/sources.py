@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from fave_shared.errors import ValidationError
 from fave_shared.store import S3Store, validate_key
 
-from .context import AppContext
+from fave.app.context import AppContext
 
 __all__ = ["check_source", "store_bucket"]
 

@@ -27,14 +27,14 @@ from fave_shared.store import S3Store, translate_error
 from fave_shared.store.keys import MAX_KEY_BYTES
 from pydantic import ValidationError as PydanticValidationError
 
-from ..ids import new_request_id
-from .context import AppContext
-from .http_guard import MAX_BODY_BYTES
-from .idempotency import IdempotencyKeys
-from .models import UploadSidecar
-from .observability import Meter, logger
-from .runner import Runner
-from .sources import check_source, store_bucket
+from fave.app.context import AppContext
+from fave.app.http_guard import MAX_BODY_BYTES
+from fave.app.idempotency import IdempotencyKeys
+from fave.app.models import UploadSidecar
+from fave.app.observability import Meter, logger
+from fave.app.runner import Runner
+from fave.app.sources import check_source, store_bucket
+from fave.ids import new_request_id
 
 SIDECAR_SUFFIX = ".json"
 METADATA_QUERY = "fave-query"

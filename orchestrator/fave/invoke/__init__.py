@@ -1,10 +1,11 @@
-"""The invoker seam: run a template.yaml function by logical id, locally or on AWS Lambda.
+"""The invoker seam: run a function by logical id, wherever it is deployed.
 
 * ``Invoker`` / ``InvokeResult``: the protocol (``fave.invoke.base``).
-* ``LocalRuntime``: Lambda-like execution environments on this machine (``fave.invoke.local``).
 * ``LambdaInvoker``: AWS Lambda through an injected boto3 client (``fave.invoke.aws``).
+* The local backend, ``fave.local.runtime.LocalRuntime``, lives with the local Lambda emulator (never shipped
+  to Lambda).
 
-The two backends are imported on first use, so ``import fave.invoke`` pulls in neither pydantic nor boto3.
+``LambdaInvoker`` is imported on first use, so ``import fave.invoke`` pulls in neither pydantic nor boto3.
 """
 
 from __future__ import annotations
@@ -24,30 +25,20 @@ from fave.invoke.base import (
 
 if TYPE_CHECKING:
     from fave.invoke.aws import LambdaInvoker
-    from fave.invoke.local import FunctionStats, LocalRuntime
 
 __all__ = [
     "MAX_ASYNC_PAYLOAD_BYTES",
     "MAX_SYNC_PAYLOAD_BYTES",
     "FunctionNotFoundError",
-    "FunctionStats",
     "InvokeResult",
     "Invoker",
     "LambdaInvoker",
-    "LocalRuntime",
     "RetryableInvocationError",
     "TerminalInvocationError",
 ]
 
-_LAZY = {
-    "LocalRuntime": "fave.invoke.local",
-    "FunctionStats": "fave.invoke.local",
-    "LambdaInvoker": "fave.invoke.aws",
-}
-
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name != "LambdaInvoker":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return importlib.import_module("fave.invoke.aws").LambdaInvoker

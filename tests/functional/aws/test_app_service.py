@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fave.model import Cancel, RequestStatus
+from fave.core.model import Cancel, RequestStatus
 from fave.persistence import INDEX_PREFIX, list_request_ids
 from fave.pipeline import load_pipeline
 from fave.service import Orchestrator

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fave.invoke import worker
-from fave.template import ACCOUNT_ID
+from fave.local import worker
+from fave.local.template import ACCOUNT_ID
 
 _WORKER = str(Path(worker.__file__).resolve())
 #: Lambda's init phase limit. A slower init is given up to the function timeout instead (Lambda retries a

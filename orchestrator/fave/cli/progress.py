@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from .model import Notify, RequestState, StageStatus
+from fave.core.model import Notify, RequestState, StageStatus
 
 
 def stage_line(name: str, done: int, total: int | None, status: str) -> str:

@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from fave_shared.errors import FaveError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 
-from .clock import SystemClock
-from .graph import render_mermaid, render_text
-from .ids import validate_request_id
-from .lease import Leases
-from .model import RequestState, RequestStatus, Start
-from .persistence import CorruptStateError, final_key, list_request_ids, parse_state, state_key
-from .pipeline import load_pipeline
-from .progress import Progress
-from .wiring import DEFAULT_PIPELINE, fault_plan, local_orchestrator, open_any_store, store_uri
+from fave.cli.graph import render_mermaid, render_text
+from fave.cli.progress import Progress
+from fave.clock import SystemClock
+from fave.core.model import RequestState, RequestStatus, Start
+from fave.ids import validate_request_id
+from fave.lease import Leases
+from fave.local.orchestrator import DEFAULT_PIPELINE, fault_plan, local_orchestrator, open_any_store, store_uri
+from fave.persistence import CorruptStateError, final_key, list_request_ids, parse_state, state_key
+from fave.pipeline import load_pipeline
 
 if TYPE_CHECKING:
-    from .service import Orchestrator
+    from fave.service import Orchestrator
 
 
 class UsageError(FaveError):
@@ -202,7 +202,17 @@ def _spawn_driver(request_id: str, store: str, pipeline: str, faults: str | None
         log_dir.mkdir(parents=True, exist_ok=True)
         log = open(log_dir / f"{request_id}.log", "ab")  # noqa: SIM115
     with log:
-        command = [sys.executable, "-m", "fave.cli", "resume", request_id, "--store", store, "--pipeline", pipeline]
+        command = [
+            sys.executable,
+            "-m",
+            "fave.cli.main",
+            "resume",
+            request_id,
+            "--store",
+            store,
+            "--pipeline",
+            pipeline,
+        ]
         subprocess.Popen(
             [*command, *(["--faults", faults] if faults else [])],
             stdout=log,
@@ -253,7 +263,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     store = open_any_store(store_uri(args.store))
     doc = status_document(store, args.request_id)
-    from .service import Orchestrator
+    from fave.service import Orchestrator
 
     orchestrator = Orchestrator(load_pipeline(args.pipeline or doc["pipeline"]), store)
     state = orchestrator.cancel(args.request_id, args.reason)
@@ -302,8 +312,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from .chaos import default_store_dir, run_chaos
-    from .faults import ENV_VAR, parse_faults
+    from fave.cli.chaos import default_store_dir, run_chaos
+    from fave.local.faults import ENV_VAR, parse_faults
 
     spec = parse_faults(args.faults, source="--faults") if args.faults is not None else None
     if spec is None:
@@ -350,7 +360,7 @@ def _json_object(text: str, option: str) -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from fave.cli.bench import run_bench
 
     return run_bench(args)
 

@@ -30,12 +30,12 @@ from typing import Any
 
 from fave_shared.store import CountingStore, ObjectStore
 
-from .persistence import final_key, read_stage_tasks, state_key
-from .service import Orchestrator
-from .statefile import StateDoc
-from .wiring import DEFAULT_PIPELINE, local_orchestrator, open_any_store, store_uri
+from fave.local.orchestrator import DEFAULT_PIPELINE, local_orchestrator, open_any_store, store_uri
+from fave.persistence import final_key, read_stage_tasks, state_key
+from fave.service import Orchestrator
+from fave.statefile import StateDoc
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FANOUT_PIPELINE = ROOT / "benchmarks" / "fanout" / "pipeline.yaml"
 VIDEO_PIPELINE = ROOT / DEFAULT_PIPELINE
 STRAIGHT_SCRIPT = ROOT / "benchmarks" / "video" / "straight.py"
@@ -330,7 +330,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "video":
         return run_video_bench(args)
     if args.bench == "api":
-        from .bench_api import run_api_bench
+        from fave.cli.bench_api import run_api_bench
 
         if args.requests < 1:
             print("fave: error: --requests must be at least 1", file=sys.stderr)

@@ -1,6 +1,6 @@
 """``fave chaos``: run a pipeline again and again under injected faults, and check that nothing broke.
 
-One fault-free reference run, then ``runs`` runs under the faults (``fave.faults``). Every run is driven the
+One fault-free reference run, then ``runs`` runs under the faults (``fave.local.faults``). Every run is driven the
 way a user drives one: a ``fave resume`` process (a new orchestrator and local runtime on the same store),
 started again after each injected crash until the request ends. The crash is a real process death
 (``os._exit`` at the effect point): no cleanup runs, the request's lease is left behind naming the dead pid,
@@ -40,10 +40,10 @@ from typing import Any, TextIO
 from fave_shared.errors import NotFoundError
 from fave_shared.store import ObjectStore
 
-from .faults import CRASH_EXIT_CODE, ENV_VAR, KINDS, FaultSpec, parse_report
-from .persistence import final_key, parse_state, read_stage_tasks, state_key
-from .pipeline import Pipeline
-from .service import Orchestrator
+from fave.local.faults import CRASH_EXIT_CODE, ENV_VAR, KINDS, FaultSpec, parse_report
+from fave.persistence import final_key, parse_state, read_stage_tasks, state_key
+from fave.pipeline import Pipeline
+from fave.service import Orchestrator
 
 __all__ = ["ChaosReport", "RunReport", "Violation", "check_request", "derive_seed", "run_chaos", "strip_fields"]
 
@@ -319,7 +319,7 @@ class Chaos:
         return [
             sys.executable,
             "-m",
-            "fave.cli",
+            "fave.cli.main",
             "resume",
             request_id,
             "--store",

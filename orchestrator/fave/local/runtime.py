@@ -71,18 +71,18 @@ from fave.invoke.base import (
     TerminalInvocationError,
     encode_payload,
 )
-from fave.invoke.environment import Outcome, ProcessEnvironment, context_info
-from fave.invoke.pool import CoreGate, FunctionPool, FunctionStats, Invocation
-from fave.invoke.timer import Timer
-from fave.invoke.worker import decode_json
-from fave.template import FunctionSpec, Template, load_template
+from fave.local.environment import Outcome, ProcessEnvironment, context_info
+from fave.local.pool import CoreGate, FunctionPool, FunctionStats, Invocation
+from fave.local.template import FunctionSpec, Template, load_template
+from fave.local.timer import Timer
+from fave.local.worker import decode_json
 
 if TYPE_CHECKING:
-    from fave.faults import FaultPlan
+    from fave.local.faults import FaultPlan
 
 __all__ = ["DestinationHandler", "FunctionStats", "LocalRuntime"]
 
-log = logging.getLogger("fave.invoke.local")
+log = logging.getLogger("fave.local.runtime")
 
 DestinationHandler = Callable[[dict[str, Any]], None]
 Condition = Literal["Success", "RetriesExhausted", "EventAgeExceeded"]
@@ -117,7 +117,7 @@ class LocalRuntime:
         self._function_env = {lid: dict(env) for lid, env in function_env.items()}
         self._destinations = dict(destination_handlers)
         self._retry_delays = tuple(float(d) for d in async_retry_delays_s)
-        # Fault injection (fave.faults): duplicate / drop / delay deliveries, throttle invokes, crash after an
+        # Fault injection (fave.local.faults): duplicate / drop / delay deliveries, throttle invokes, crash after an
         # invoke. None (the default) costs one attribute test per invoke and per delivery.
         self._faults = faults
         self._region = _region({**os.environ, **self._env_overrides})

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 from fave_shared.errors import NotFoundError, ValidationError
 
-from .yamlsafe import HardenedLoader, load_file, load_text
+from fave.yamlsafe import HardenedLoader, load_file, load_text
 
 __all__ = [
     "ACCOUNT_ID",

@@ -49,8 +49,8 @@ from typing import Any, Literal, NoReturn
 from fave_shared.errors import ValidationError
 from fave_shared.store import Blob, ObjectStore
 
-from .durations import parse_duration
-from .invoke.base import RetryableInvocationError
+from fave.core.durations import parse_duration
+from fave.invoke.base import RetryableInvocationError
 
 __all__ = [
     "CRASH_EXIT_CODE",

@@ -22,7 +22,7 @@ from typing import Any
 
 from immutables import Map
 
-from .model import (
+from fave.core.model import (
     REF,
     SHARD_SIZE,
     TIMEOUT_ERROR,
@@ -47,7 +47,7 @@ from .model import (
     WriteFinal,
     evolve,
 )
-from .pipeline import Pipeline, Stage
+from fave.pipeline import Pipeline, Stage
 
 _EMPTY_READY: Map[int, None] = Map()
 

@@ -10,10 +10,10 @@ from typing import Any
 from fave_shared.errors import ValidationError
 from fave_shared.store import ObjectStore, open_store
 
-from .faults import FaultPlan, FaultSpec, FaultyStore, plan_from
-from .model import Notify, RequestState
-from .pipeline import Pipeline, load_pipeline
-from .service import Orchestrator
+from fave.core.model import Notify, RequestState
+from fave.local.faults import FaultPlan, FaultSpec, FaultyStore, plan_from
+from fave.pipeline import Pipeline, load_pipeline
+from fave.service import Orchestrator
 
 DEFAULT_STORE = "fave-artifacts"
 DEFAULT_PIPELINE = "pipeline.yaml"
@@ -50,12 +50,12 @@ def local_orchestrator(
     invoked, the runtime pre-warms the functions of the later stages in DAG order while cores are free
     (``LocalRuntime(prewarm=...)``; ``runtime_options`` may override it).
 
-    ``faults`` (``fave.faults``): a plan, a spec or its text; None reads ``$FAVE_FAULTS``. When it injects
+    ``faults`` (``fave.local.faults``): a plan, a spec or its text; None reads ``$FAVE_FAULTS``. When it injects
     anything, the runtime applies it to deliveries and invokes and the store is wrapped so that its writes are
     crash points (``fault_plan(orchestrator)`` returns the plan); otherwise nothing is wrapped.
     """
-    from .invoke.local import LocalRuntime
-    from .template import load_template
+    from fave.local.runtime import LocalRuntime
+    from fave.local.template import load_template
 
     if not isinstance(pipeline, Pipeline):
         pipeline = load_pipeline(pipeline)

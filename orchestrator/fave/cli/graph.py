@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .pipeline import Pipeline, Stage
+from fave.pipeline import Pipeline, Stage
 
 
 def _label(stage: Stage) -> str:

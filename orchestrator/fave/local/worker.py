@@ -1,6 +1,6 @@
 """What runs inside one local execution environment: load the handler once, then serve invocations.
 
-Used two ways by ``fave.invoke.local``:
+Used two ways by ``fave.local.runtime``:
 
 * as a script, ``python -P worker.py FD_IN FD_OUT``: one worker process = one warm Lambda execution
   environment. It is started as a plain script (not through ``multiprocessing``) so the environment imports

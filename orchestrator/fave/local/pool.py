@@ -31,9 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from fave.invoke.environment import Outcome, ProcessEnvironment, exit_outcome, timeout_outcome
-from fave.invoke.timer import Timer
-from fave.invoke.worker import (
+from fave.local.environment import Outcome, ProcessEnvironment, exit_outcome, timeout_outcome
+from fave.local.template import FunctionSpec
+from fave.local.timer import Timer
+from fave.local.worker import (
     Handler,
     HandlerLoadError,
     LambdaContext,
@@ -41,9 +42,8 @@ from fave.invoke.worker import (
     load_handler,
     run_handler,
 )
-from fave.template import FunctionSpec
 
-log = logging.getLogger("fave.invoke.local")
+log = logging.getLogger("fave.local.runtime")
 
 _JOIN_S = 5.0
 
