@@ -196,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the measurement as JSON on stdout")
     args = parser.parse_args(argv)
 
+    from fave.local.orchestrator import (
+        load_local_pipeline,  # only to read the DAG's configs; none of it runs the stages
+    )
     from fave.local.template import load_template
-    from fave.pipeline import load_pipeline  # only to read the DAG's configs; none of it runs the stages
 
-    pipeline = load_pipeline(args.pipeline)
+    pipeline = load_local_pipeline(args.pipeline)
     handlers = load_handlers(pipeline, load_template(pipeline.template_path))
     imported = time.perf_counter()
     request = {"video_uri": str(Path(args.video).resolve()), "query": args.query, "profile": args.profile}

@@ -31,3 +31,14 @@ def validate_request_id(value: str) -> str:
     if not isinstance(value, str) or not _PATTERN.fullmatch(value):
         raise ValidationError(f"not a request id: {value!r} (expected 26 characters of Crockford base32)")
     return value
+
+
+_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
+
+
+def request_id_time(request_id: str) -> float:
+    """When a request id was made (its ULID timestamp), in seconds since the epoch."""
+    ms = 0
+    for char in validate_request_id(request_id)[:10]:
+        ms = ms * 32 + _VALUE[char]
+    return ms / 1000.0

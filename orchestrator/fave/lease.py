@@ -35,19 +35,15 @@ from fave_shared.errors import ConflictError, FaveError, NotFoundError
 from fave_shared.store import ObjectStore
 
 from fave.clock import Clock
-from fave.persistence import request_prefix
+from fave.keys import lease_key
 
-__all__ = ["LEASE_TTL_S", "Lease", "LeaseHeldError", "Leases", "lease_key"]
+__all__ = ["LEASE_TTL_S", "Keeper", "Lease", "LeaseHeldError", "Leases"]
 
 log = logging.getLogger("fave.lease")
 
 #: How long a lease lasts without renewal: the longest a dead holder can block its request.
 LEASE_TTL_S = 30.0
 _HOST = socket.gethostname()
-
-
-def lease_key(request_id: str) -> str:
-    return request_prefix(request_id) + "metadata/lease.json"
 
 
 class LeaseHeldError(ConflictError):

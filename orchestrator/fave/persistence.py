@@ -27,9 +27,9 @@ from fave_shared.store import ObjectStore
 from immutables import Map
 from pydantic import ValidationError as PydanticValidationError
 
+from fave.core.dag import Pipeline
 from fave.core.engine import Engine
 from fave.core.model import (
-    SHARD_SIZE,
     Failure,
     RequestState,
     RequestStatus,
@@ -39,34 +39,17 @@ from fave.core.model import (
     TaskStatus,
 )
 from fave.ids import validate_request_id
-from fave.pipeline import Pipeline
+from fave.keys import INDEX_PREFIX, final_key, index_key, input_key, parse_shard_key, shard_key, state_key, tasks_prefix
 from fave.statefile import SCHEMA_VERSION, FailureDoc, PipelineRefDoc, ShardDoc, StageDoc, StateDoc, TaskDoc
-
-
-def request_prefix(request_id: str) -> str:
-    return f"requests/{validate_request_id(request_id)}/"
-
-
-def state_key(request_id: str) -> str:
-    return request_prefix(request_id) + "metadata/state.json"
-
-
-def final_key(request_id: str) -> str:
-    return request_prefix(request_id) + "metadata/final.json"
-
-
-def input_key(request_id: str) -> str:
-    """A large request input, stored once (tasks reference it instead of each carrying a copy)."""
-    return request_prefix(request_id) + "metadata/input.json"
-
-
-def tasks_prefix(request_id: str) -> str:
-    return request_prefix(request_id) + "metadata/tasks/"
-
 
 INPUT_INLINE_LIMIT = 4096
 """Request inputs over this many bytes of JSON are stored once in ``metadata/input.json``: a 1 MB input on a
 50-item fan-out would otherwise be copied into every task's payload (and every state.json rewrite)."""
+
+
+SHARD_SIZE = 128
+"""Tasks of a fanned-out stage are persisted in objects of this many items: a completion rewrites a bounded
+object, never one that grows with the fan-out."""
 
 
 class CorruptStateError(TerminalError):
@@ -91,12 +74,6 @@ def parse_state(request_id: str, data: bytes) -> StateDoc:
     if doc.request_id != request_id:
         raise CorruptStateError(f"request {request_id}: state.json belongs to request {doc.request_id!r}")
     return doc
-
-
-def shard_key(request_id: str, stage: str, shard: int, token: str) -> str:
-    """The object holding one version of a task shard (``token`` from state.json's ``shard_tokens``)."""
-    suffix = f".{token}" if token else ""  # "": the fixed key of state files written before tokens
-    return request_prefix(request_id) + f"metadata/tasks/{stage}/{shard:05d}{suffix}.json"
 
 
 class _SupersededError(Exception):
@@ -158,7 +135,6 @@ def read_stage_tasks(store: ObjectStore, request_id: str, stage: str) -> dict[in
     return _consistent(read, f"request {request_id}, stage {stage!r}")
 
 
-INDEX_PREFIX = "index/requests/"
 _TOKEN_HEX = 8
 """Hex digits of randomness after the version in a shard token (``{version:06d}{hex}``)."""
 
@@ -218,6 +194,8 @@ class Persistence:
     """Reads and writes the state of requests of one pipeline."""
 
     def __init__(self, store: ObjectStore, pipeline: Pipeline, engine: Engine) -> None:
+        if SHARD_SIZE % engine.change_block:
+            raise ValueError(f"the engine's change_block ({engine.change_block}) must divide SHARD_SIZE ({SHARD_SIZE})")
         self.store = store
         self.pipeline = pipeline
         self.engine = engine
@@ -318,7 +296,7 @@ class Persistence:
             state = replace(state, input_ref=key)
         committed = self.commit(state)
         self.store.put(
-            INDEX_PREFIX + state.request_id,
+            index_key(state.request_id),
             _dumps({"created_at": state.created_at}),
             content_type="application/json",
         )
@@ -334,7 +312,7 @@ class Persistence:
         tokens = dict(handle.shard_tokens)
         written: list[str] = []
         superseded: list[str] = []
-        for stage, shard in sorted(state.dirty):
+        for stage, shard in self._changed_shards(state):
             token = f"{version:06d}{secrets.token_hex(_TOKEN_HEX // 2)}"
             key = shard_key(state.request_id, stage, shard, token)
             stage_tasks = state.tasks.get(stage) or Map()
@@ -368,7 +346,13 @@ class Persistence:
         handle.head_etag = etag
         handle.shard_tokens = tokens
         self._discard(superseded)
-        return replace(state, version=version, dirty=Map())
+        return replace(state, version=version, changed=Map())
+
+    def _changed_shards(self, state: RequestState) -> list[tuple[str, int]]:
+        """The task shards holding the tasks that changed (single-task stages live in state.json itself)."""
+        fanned_out = {name for name, spec in self.pipeline.stages.items() if spec.fanned_out}
+        block = self.engine.change_block
+        return sorted({(stage, b * block // SHARD_SIZE) for stage, b in state.changed if stage in fanned_out})
 
     def _discard(self, keys: list[str]) -> None:
         # Unreferenced shard objects are never read; deleting them only saves space, so a failure is harmless.
@@ -380,12 +364,6 @@ class Persistence:
         """metadata/final.json = the final stage's output (references resolved). Idempotent."""
         value = refs.resolve(self.store, output)
         self.store.put(final_key(request_id), _dumps(value), content_type="application/json")
-
-    def read_final(self, request_id: str) -> Any:
-        try:
-            return json.loads(self.store.get(final_key(request_id)).data)
-        except NotFoundError:
-            return None
 
     def collect_garbage(self, request_id: str) -> list[str]:
         """Delete the task-shard objects of steps that never committed (a crash between writing shards and
@@ -402,12 +380,18 @@ class Persistence:
         }
         garbage = []
         for key in self.store.list(tasks_prefix(request_id)):
-            token = key.rsplit("/", 1)[-1].split(".")[1:-1]
-            version = token[0][:-_TOKEN_HEX] if token and len(token[0]) > _TOKEN_HEX else ""
+            parsed = parse_shard_key(key)
+            token = parsed[2] if parsed is not None else ""
+            version = token[:-_TOKEN_HEX] if len(token) > _TOKEN_HEX else ""
             if key not in committed and version.isdigit() and int(version) <= doc.version:
                 garbage.append(key)
         self._discard(garbage)
         return garbage
+
+    def committed_etag(self, request_id: str) -> str | None:
+        """The etag of state.json as this process last read or wrote it (None if it has not)."""
+        handle = self._handles.get(request_id)
+        return handle.head_etag if handle is not None else None
 
     def forget(self, request_id: str) -> None:
         """Drop cached etags (after a conflict, before reloading)."""
@@ -487,16 +471,10 @@ def list_request_ids(store: ObjectStore) -> list[str]:
 
 __all__ = [
     "INPUT_INLINE_LIMIT",
-    "ConflictError",
     "CorruptStateError",
     "Persistence",
     "committed_shards",
-    "final_key",
-    "input_key",
     "list_request_ids",
     "parse_state",
     "read_stage_tasks",
-    "request_prefix",
-    "shard_key",
-    "state_key",
 ]

@@ -1,4 +1,9 @@
-"""pipeline.yaml: the one DAG definition, loaded into frozen dataclasses and validated as a whole.
+"""pipeline.yaml → ``fave.core.dag.Pipeline``: the file format (pydantic at the boundary) and its loader.
+
+``parse_pipeline(raw, functions)`` turns a parsed document into the core's validated ``Pipeline``, given the
+function logical ids that exist (the caller knows them: the local runtime from template.yaml, Lambda from
+its ``FAVE_FUNCTION_*`` names); ``load_pipeline(path, functions=...)`` reads the file first. Neither reads a
+SAM template: ``functions`` may be a callable that is given the pipeline's ``template`` path.
 
 ```yaml
 name: video
@@ -42,149 +47,44 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from fave_shared.errors import FaveError, ValidationError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from fave.core.dag import (
+    DEFAULT_NON_RETRYABLE,
+    NAME_PATTERN,
+    CompletionPolicy,
+    DagError,
+    ForEach,
+    Pipeline,
+    RetryPolicy,
+    Stage,
+    check_name,
+)
 from fave.core.durations import parse_duration
 from fave.yamlsafe import YamlInputError, load_file
 
-DEFAULT_NON_RETRYABLE = (
-    "TerminalError",
-    "ValidationError",
-    "NotFoundError",
-    "InputError",
-    "MediaInputError",
-)
+__all__ = [
+    "DEFAULT_NON_RETRYABLE",
+    "NAME_PATTERN",
+    "Functions",
+    "PipelineError",
+    "load_pipeline",
+    "parse_pipeline",
+]
 
-
-NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_-]{0,63}"
-"""Stage, profile and pipeline names: a letter, then up to 63 letters, digits, ``_`` or ``-``."""
-_NAME = re.compile(NAME_PATTERN)
-_NAME_RULE = "use a letter, then letters, digits, '_' or '-' (64 characters at most)"
+Functions = Collection[str] | Callable[[Path], Collection[str]]
+"""The function logical ids that exist, or a callable that gives them for the pipeline's template path."""
 
 
 class PipelineError(ValidationError):
-    """pipeline.yaml is invalid. The message names the file, the stage and the field."""
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Step Functions-style retrier (see module docstring)."""
-
-    max_attempts: int = 2
-    interval_s: float = 1.0
-    backoff_rate: float = 2.0
-    max_delay_s: float | None = None
-    jitter: Literal["full", "none"] = "full"
-    non_retryable: tuple[str, ...] = DEFAULT_NON_RETRYABLE
-
-    def retryable(self, error_type: str) -> bool:
-        """Whether an error of this type may be retried at all."""
-        return error_type not in self.non_retryable
-
-    def delay(self, retry_number: int, unit_random: float) -> float:
-        """Delay before retry ``retry_number`` (1-based); ``unit_random`` in [0, 1) drives full jitter."""
-        base = self.interval_s * self.backoff_rate ** (retry_number - 1)
-        if self.max_delay_s is not None:
-            base = min(base, self.max_delay_s)
-        return base * unit_random if self.jitter == "full" else base
-
-
-@dataclass(frozen=True, slots=True)
-class Tolerance:
-    """How many items of a fanned-out stage may fail: a count, or a percentage of the items."""
-
-    count: int = 0
-    percent: float | None = None
-
-    def allows(self, failed: int, total: int) -> bool:
-        if self.percent is not None:
-            return total > 0 and failed * 100.0 <= self.percent * total
-        return failed <= self.count
-
-
-@dataclass(frozen=True, slots=True)
-class ForEach:
-    """Fan out over the list at ``path`` (dotted) inside ``source`` stage's output."""
-
-    source: str
-    path: tuple[str, ...]
-
-    def __str__(self) -> str:
-        return ".".join((self.source, *self.path))
-
-    def extract(self, output: Any) -> list[Any]:
-        """The list this fan-out iterates over; ``ValueError`` if the output has no list there."""
-        value = output
-        for part in self.path:
-            if not isinstance(value, Mapping) or part not in value:
-                raise ValueError(f"output of stage '{self.source}' has no field '{'.'.join(self.path)}'")
-            value = value[part]
-        if not isinstance(value, list):
-            raise ValueError(f"'{self}' is a {type(value).__name__}, not a list")
-        return value
-
-
-@dataclass(frozen=True, slots=True)
-class Stage:
-    """One validated stage."""
-
-    name: str
-    function: str
-    needs: tuple[str, ...]
-    mode: Literal["sync", "async"]
-    timeout_s: float
-    retry: RetryPolicy
-    for_each: ForEach | None = None
-    max_concurrency: int | None = None
-    tolerated: Tolerance = Tolerance()
-    config: Mapping[str, Any] = field(default_factory=dict)
-    # Derived by the loader:
-    item_needs: tuple[str, ...] = ()
-    """Needs that are per-item stages of the same group (joined item by item, no barrier)."""
-    whole_needs: tuple[str, ...] = ()
-    """Needs that must be complete before this stage starts."""
-
-    @property
-    def fanned_out(self) -> bool:
-        return self.for_each is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Pipeline:
-    """A validated DAG. ``order`` is a topological order; ``digest`` identifies the definition."""
-
-    name: str
-    path: Path
-    template_path: Path
-    stages: Mapping[str, Stage]
-    order: tuple[str, ...]
-    final: str
-    profiles: Mapping[str, Mapping[str, Mapping[str, Any]]]
-    digest: str
-    downstream: Mapping[str, tuple[str, ...]]
-    """For each stage, the per-item stages that join it item by item."""
-
-    def stage_config(self, stage: str, profile: str) -> dict[str, Any]:
-        """The stage's config with the profile's overrides applied (shallow merge)."""
-        merged = dict(self.stages[stage].config)
-        merged.update(self.profiles.get(profile, {}).get(stage, {}))
-        return merged
-
-    def shape(self) -> dict[str, Any]:
-        """What resume compatibility depends on: names, edges and fan-outs (not timeouts or code)."""
-        return {
-            name: {"needs": sorted(s.needs), "for_each": str(s.for_each) if s.for_each else None}
-            for name, s in self.stages.items()
-        }
+    """pipeline.yaml is invalid. The message (one line) names the file, the stage and the field."""
 
 
 # ---- the file format (pydantic at the boundary) -------------------------------------------------------
@@ -209,7 +109,7 @@ class _StageModel(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1)
     timeout: Any = None
     retry: _RetryModel | None = None
-    tolerated_failures: int | str = 0
+    tolerated_failures: StrictInt | str = 0
     config: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("needs", mode="before")
@@ -238,9 +138,7 @@ class _PipelineModel(BaseModel):
     stages: dict[str, _StageModel]
 
 
-def _fail(path: Path, where: str, message: str) -> PipelineError:
-    return PipelineError(_one_line(f"{path}: {where}: {message}"))
-
+# ---- messages -------------------------------------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -248,6 +146,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def _one_line(text: str) -> str:
     # A name or key from the file may hold a newline; the message must stay one line (CLI, logs).
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _fail(path: Path, where: str, message: str) -> PipelineError:
+    return PipelineError(_one_line(f"{path}: {where}: {message}"))
 
 
 def _show(value: Any, limit: int = 80) -> str:
@@ -260,118 +162,152 @@ def _clip(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_names(path: Path, raw: Mapping[Any, Any]) -> None:
+_UNION_MEMBERS = {"int", "str", "float", "bool", "constrained-str"}
+_OUR_CLASSES = re.compile(r" or instance of _\w+")
+
+
+def _pydantic_message(path: Path, exc: PydanticValidationError) -> PipelineError:
+    err = exc.errors()[0]
+    # pydantic names a union's member in the location ('tolerated_failures.int') and our private models in
+    # the message ('or instance of _StageModel'): neither is anything the user wrote.
+    loc = [_clip(str(p)) for p in err["loc"] if str(p) not in _UNION_MEMBERS]
+    if len(loc) >= 2 and loc[0] == "stages":
+        where = f"stage '{loc[1]}'" + (f", field '{'.'.join(loc[2:])}'" if len(loc) > 2 else "")
+    else:
+        where = f"field '{'.'.join(loc)}'" if loc else "top level"
+    return _fail(path, where, _OUR_CLASSES.sub("", err["msg"]))
+
+
+# ---- parsing --------------------------------------------------------------------------------------------
+
+
+def _check_names(raw: Mapping[Any, Any]) -> None:
     """Names that end up in object keys, state.json and log lines: checked before anything quotes them."""
-    name = raw.get("name")
-    if isinstance(name, str) and not _NAME.fullmatch(name):
-        raise _fail(path, "field 'name'", f"{_show(name)} is not a valid pipeline name: {_NAME_RULE}")
+    if isinstance(raw.get("name"), str):
+        check_name("pipeline", raw["name"], "field 'name'")
     stages = raw.get("stages")
     for stage in stages if isinstance(stages, dict) else ():
-        if not (isinstance(stage, str) and _NAME.fullmatch(stage)):
-            raise _fail(path, f"stage {_show(stage)}", f"not a valid stage name: {_NAME_RULE}")
+        check_name("stage", stage, f"stage {_show(stage)}")
     profiles = raw.get("profiles")
     for profile in profiles if isinstance(profiles, dict) else ():
-        if not (isinstance(profile, str) and _NAME.fullmatch(profile)):
-            raise _fail(path, "field 'profiles'", f"{_show(profile)} is not a valid profile name: {_NAME_RULE}")
+        check_name("profile", profile, "field 'profiles'")
 
 
-def _check_json(path: Path, where: str, value: Any) -> None:
-    """``value`` travels to stage functions as JSON: refuse what JSON cannot carry unchanged."""
-    todo = [value]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, dict):
-            for key, inner in item.items():
-                if not isinstance(key, str):
-                    raise _fail(path, where, f"key {_show(key)} is not a string (config must be JSON data)")
-                todo.append(inner)
-        elif isinstance(item, list):
-            todo.extend(item)
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise _fail(path, where, f"{item} is not a JSON number (config must be JSON data)")
-        elif not (item is None or isinstance(item, (str, int, float))):
-            kind = type(item).__name__
-            raise _fail(path, where, f"a {kind} value ({_show(item)}) is not JSON data: quote it to make it a string")
-
-
-def _retry(path: Path, where: str, model: _RetryModel) -> RetryPolicy:
+def _duration(where: str, value: Any) -> float:
     try:
-        interval = parse_duration(model.interval)
-        max_delay = None if model.max_delay is None else parse_duration(model.max_delay)
+        return parse_duration(value)
     except ValueError as exc:
-        raise _fail(path, where, str(exc)) from None
+        raise DagError(where, str(exc)) from None
+
+
+def _retry(where: str, model: _RetryModel) -> RetryPolicy:
     return RetryPolicy(
         max_attempts=model.max_attempts,
-        interval_s=interval,
+        interval_s=_duration(f"{where}.interval'", model.interval),
         backoff_rate=model.backoff_rate,
-        max_delay_s=max_delay,
+        max_delay_s=None if model.max_delay is None else _duration(f"{where}.max_delay'", model.max_delay),
         jitter=model.jitter,
         non_retryable=tuple(model.non_retryable) if model.non_retryable is not None else DEFAULT_NON_RETRYABLE,
     )
 
 
-def _tolerance(path: Path, where: str, value: int | str) -> Tolerance:
+def _completion(where: str, value: int | str) -> CompletionPolicy:
     if isinstance(value, int):
         if value < 0:
-            raise _fail(path, where, "must be >= 0")
-        return Tolerance(count=value)
+            raise DagError(where, "must be >= 0")
+        return CompletionPolicy(count=value)
     text = value.strip()
     try:
         if text.endswith("%"):
             pct = float(text[:-1])
             if not 0 <= pct <= 100:
                 raise ValueError
-            return Tolerance(percent=pct)
-        return _tolerance(path, where, int(text))
+            return CompletionPolicy(percent=pct)
+        return _completion(where, int(text))
     except ValueError:
-        raise _fail(path, where, f"expected a count or a percentage like '10%', got {value!r}") from None
+        raise DagError(where, f"expected a count or a percentage like '10%', got {value!r}") from None
 
 
-def _pydantic_message(path: Path, exc: PydanticValidationError) -> PipelineError:
-    err = exc.errors()[0]
-    loc = [_clip(str(p)) for p in err["loc"]]
-    if len(loc) >= 2 and loc[0] == "stages":
-        where = f"stage '{loc[1]}'" + (f", field '{'.'.join(loc[2:])}'" if len(loc) > 2 else "")
-    else:
-        where = f"field '{'.'.join(loc)}'" if loc else "top level"
-    return _fail(path, where, err["msg"])
+def _stage(
+    name: str, s: _StageModel, defaults: tuple[float, RetryPolicy], functions: Collection[str], template: str
+) -> Stage:
+    where = f"stage '{name}'"
+    if s.function not in functions:
+        raise DagError(f"{where}, field 'function'", f"{_show(s.function)} is not a function in {template}")
+    default_timeout, default_retry = defaults
+    retry = _retry(f"{where}, field 'retry", s.retry) if s.retry is not None else default_retry
+    timeout = _duration(f"{where}, field 'timeout'", s.timeout) if s.timeout is not None else default_timeout
+    return Stage(
+        name=name,
+        function=s.function,
+        needs=tuple(s.needs),
+        mode=s.mode,
+        timeout_s=timeout,
+        retry=retry,
+        for_each=ForEach.parse(s.for_each) if s.for_each is not None else None,
+        max_concurrency=s.max_concurrency,
+        completion=_completion(f"{where}, field 'tolerated_failures'", s.tolerated_failures),
+        config=s.config,
+    )
 
 
-def _topological(path: Path, stages: Mapping[str, _StageModel]) -> tuple[str, ...]:
-    order: list[str] = []
-    state: dict[str, int] = {}
-
-    def visit(name: str, trail: tuple[str, ...]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = " -> ".join((*trail[trail.index(name) :], name))
-            raise _fail(path, f"stage '{name}', field 'needs'", f"cycle: {cycle}")
-        state[name] = 1
-        for dep in stages[name].needs:
-            visit(dep, (*trail, name))
-        state[name] = 2
-        order.append(name)
-
-    for name in stages:
-        visit(name, ())
-    return tuple(order)
+def _located(name: str, exc: DagError) -> DagError:
+    """A policy's own error (``field 'for_each'``) placed in its stage."""
+    return (
+        exc
+        if exc.where.startswith(("stage", "field 'name'"))
+        else DagError(f"stage '{name}', {exc.where}", exc.message)
+    )
 
 
-def _ancestors(stages: Mapping[str, Stage], needs: Sequence[str]) -> set[str]:
-    seen: set[str] = set()
-    todo = list(needs)
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(stages[name].needs)
-    return seen
+def parse_pipeline(
+    raw: Mapping[str, Any],
+    functions: Collection[str],
+    *,
+    path: Path = Path("pipeline.yaml"),
+    template_path: Path | None = None,
+) -> Pipeline:
+    """The validated pipeline of a parsed pipeline.yaml document; ``functions``: the logical ids that exist.
+
+    Raises ``PipelineError``, one line naming ``path``, the stage and the field."""
+    try:
+        if not isinstance(raw, Mapping):
+            raise DagError("top level", "expected a mapping with 'stages'")
+        _check_names(raw)
+        try:
+            model = _PipelineModel.model_validate(raw)
+        except PydanticValidationError as exc:
+            raise _pydantic_message(path, exc) from None
+        template = template_path if template_path is not None else (path.parent / model.template)
+        # The defaults once, where they are written (not at the first stage they happen to apply to).
+        defaults = (
+            _duration("field 'defaults.timeout'", model.defaults.timeout),
+            _retry("field 'defaults.retry", model.defaults.retry),
+        )
+        stages = []
+        for name, spec in model.stages.items():
+            try:
+                stages.append(_stage(name, spec, defaults, functions, template.name))
+            except DagError as exc:
+                raise _located(name, exc) from None
+        digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return Pipeline.build(
+            name=model.name,
+            stages=stages,
+            final=model.final,
+            profiles=model.profiles,
+            digest=digest,
+            path=path,
+            template_path=template,
+        )
+    except DagError as exc:
+        raise _fail(path, exc.where, exc.message) from None
 
 
-def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -> Pipeline:
-    """Load and validate ``path``. ``functions``: the function logical ids that exist (default: read the
-    pipeline's template.yaml). Raises ``PipelineError`` naming file, stage and field."""
+def load_pipeline(path: str | Path, *, functions: Functions) -> Pipeline:
+    """Read and validate the pipeline file at ``path``. ``functions``: the logical ids that exist, or a callable
+    given the pipeline's template path that returns them (a ``FaveError`` it raises becomes a PipelineError on
+    field 'template'). Raises ``PipelineError`` naming file, stage and field."""
     path = Path(path).resolve()
     try:
         raw = load_file(path)
@@ -379,142 +315,11 @@ def load_pipeline(path: str | Path, *, functions: Sequence[str] | None = None) -
         raise PipelineError(_one_line(f"{path}: no such pipeline file")) from None
     except YamlInputError as exc:
         raise PipelineError(str(exc)) from None
-    if not isinstance(raw, dict):
-        raise _fail(path, "top level", "expected a mapping with 'stages'")
-    _check_names(path, raw)
-    try:
-        model = _PipelineModel.model_validate(raw)
-    except PydanticValidationError as exc:
-        raise _pydantic_message(path, exc) from None
-    if not model.stages:
-        raise _fail(path, "field 'stages'", "at least one stage is required")
-
-    template_path = (path.parent / model.template).resolve()
-    if functions is None:
-        from fave.local.template import load_template  # deferred: the template reader is only needed here
-
+    template_name = raw.get("template", "template.yaml") if isinstance(raw, dict) else "template.yaml"
+    template_path = (path.parent / str(template_name)).resolve()
+    if callable(functions):
         try:
-            functions = list(load_template(template_path).functions)
+            functions = functions(template_path)
         except FaveError as exc:  # a missing or unrunnable template: still one PipelineError
             raise _fail(path, "field 'template'", str(exc)) from None
-    known_functions = set(functions)
-
-    stages_raw = model.stages
-    for name, s in stages_raw.items():
-        where = f"stage '{name}'"
-        if s.function not in known_functions:
-            raise _fail(
-                path,
-                f"{where}, field 'function'",
-                f"{_show(s.function)} is not a function in {template_path.name}",
-            )
-        for dep in s.needs:
-            if dep not in stages_raw:
-                raise _fail(path, f"{where}, field 'needs'", f"unknown stage {_show(dep)}")
-            if dep == name:
-                raise _fail(path, f"{where}, field 'needs'", "a stage cannot need itself")
-    order = _topological(path, stages_raw)
-
-    default_timeout = model.defaults.timeout
-    stages: dict[str, Stage] = {}
-    for name in order:
-        s = stages_raw[name]
-        where = f"stage '{name}'"
-        try:
-            timeout = parse_duration(s.timeout if s.timeout is not None else default_timeout)
-        except ValueError as exc:
-            raise _fail(path, f"{where}, field 'timeout'", str(exc)) from None
-        if timeout <= 0:
-            raise _fail(path, f"{where}, field 'timeout'", "must be greater than zero")
-        _check_json(path, f"{where}, field 'config'", s.config)
-        retry = _retry(path, f"{where}, field 'retry'", s.retry or model.defaults.retry)
-        for_each = None
-        if s.for_each is not None:
-            source, _, rest = s.for_each.partition(".")
-            if source not in stages_raw:
-                raise _fail(path, f"{where}, field 'for_each'", f"unknown stage {_show(source)}")
-            if source not in _ancestors(stages, s.needs):
-                raise _fail(
-                    path,
-                    f"{where}, field 'for_each'",
-                    f"'{source}' must be upstream of this stage (in 'needs', directly or not)",
-                )
-            if stages[source].fanned_out:
-                raise _fail(
-                    path,
-                    f"{where}, field 'for_each'",
-                    f"'{source}' is itself fanned out; fan out over a single-task stage's list",
-                )
-            if not rest or any(not p for p in rest.split(".")):
-                raise _fail(
-                    path,
-                    f"{where}, field 'for_each'",
-                    f"{_show(s.for_each)} names no list: use STAGE.FIELD, e.g. {source}.items",
-                )
-            for_each = ForEach(source, tuple(rest.split(".")))
-        elif s.max_concurrency is not None and s.max_concurrency < 1:
-            raise _fail(path, f"{where}, field 'max_concurrency'", "must be >= 1")
-        tolerated = _tolerance(path, f"{where}, field 'tolerated_failures'", s.tolerated_failures)
-        if for_each is None and (tolerated.count or tolerated.percent):
-            raise _fail(path, f"{where}, field 'tolerated_failures'", "only a fanned-out stage can tolerate failures")
-        item_needs: list[str] = []
-        whole_needs: list[str] = []
-        for dep in s.needs:
-            dep_stage = stages[dep]
-            if dep_stage.fanned_out and for_each is not None:
-                if str(dep_stage.for_each) != str(for_each):
-                    raise _fail(
-                        path,
-                        f"{where}, field 'needs'",
-                        f"'{dep}' fans out over {dep_stage.for_each}, this stage over {for_each}: "
-                        "join them in a single-task stage first",
-                    )
-                item_needs.append(dep)
-            else:
-                whole_needs.append(dep)
-        stages[name] = Stage(
-            name=name,
-            function=s.function,
-            needs=tuple(s.needs),
-            mode=s.mode,
-            timeout_s=timeout,
-            retry=retry,
-            for_each=for_each,
-            max_concurrency=s.max_concurrency,
-            tolerated=tolerated,
-            config=s.config,
-            item_needs=tuple(item_needs),
-            whole_needs=tuple(whole_needs),
-        )
-
-    sinks = [n for n in order if not any(n in s.needs for s in stages.values())]
-    final = model.final
-    if final is None:
-        if len(sinks) != 1:
-            raise _fail(path, "field 'final'", f"required when there are several last stages ({sinks})")
-        final = sinks[0]
-    if final not in stages:
-        raise _fail(path, "field 'final'", f"unknown stage {_show(final)}")
-    if stages[final].fanned_out:
-        raise _fail(path, "field 'final'", f"'{final}' is fanned out; the final stage must be a single task")
-    for profile, overrides in model.profiles.items():
-        for stage_name, override in overrides.items():
-            if stage_name not in stages:
-                raise _fail(path, f"field 'profiles.{profile}'", f"unknown stage {_show(stage_name)}")
-            _check_json(path, f"field 'profiles.{profile}.{stage_name}'", override)
-    profiles = dict(model.profiles)
-    profiles.setdefault("default", {})
-
-    downstream = {name: tuple(s.name for s in stages.values() if name in s.item_needs) for name in order}
-    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return Pipeline(
-        name=model.name,
-        path=path,
-        template_path=template_path,
-        stages={n: stages[n] for n in order},
-        order=order,
-        final=final,
-        profiles=profiles,
-        digest=digest,
-        downstream=downstream,
-    )
+    return parse_pipeline(raw, functions, path=path, template_path=template_path)

@@ -1,7 +1,17 @@
-"""The orchestrator: apply events to a request, commit, then perform the commands (decide apart from doing).
+"""The orchestrator step: prepare → decide → commit → perform (decide apart from doing).
 
-``Orchestrator`` is used both by the local runtime (``drive`` loops until the request ends, batching every
-completion that arrived into one step) and by the Lambda entry points (one ``apply`` per incoming event).
+* **prepare** (``prepare``): the I/O an event needs before the pure engine sees it (park a large output,
+  resolve the list a fan-out iterates over);
+* **decide**: ``core.engine.Engine.decide_all(state, events, now)`` → the new state and its commands;
+* **commit**: the commands of the *before-commit* phase (``WriteFinal``: final.json must exist once the
+  COMPLETED state is visible), then ``Persistence.commit`` (state.json with If-Match: the commit point);
+* **perform**: the *after-commit* commands (``Invoke``, ``Notify``), so nothing is ever done for a decision
+  that was not persisted.
+
+Each command type has one performer and one phase in ``Orchestrator._performers``; a command without one is an
+error raised before anything is written. ``Orchestrator`` is used both by the local driver (``drive`` loops
+until the request ends, batching every completion that arrived into one step) and by the Lambda entry points
+(one ``apply`` per incoming event).
 """
 
 from __future__ import annotations
@@ -12,17 +22,18 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 from fave_shared import refs
 from fave_shared.errors import ConflictError, FaveError, NotFoundError, ValidationError
 from fave_shared.schemas import TaskRef
-from fave_shared.stage import artifact_prefix
 from fave_shared.store import ObjectStore
 
 from fave import completions
 from fave.clock import Clock, SystemClock
+from fave.core.dag import Pipeline
 from fave.core.engine import Engine
 from fave.core.model import (
     Cancel,
@@ -41,13 +52,26 @@ from fave.core.model import (
 )
 from fave.ids import new_request_id, validate_request_id
 from fave.invoke.base import Invoker
+from fave.keys import index_key, state_key, task_input_key, task_output_key
 from fave.lease import Leases
-from fave.persistence import INDEX_PREFIX, Persistence, state_key
-from fave.pipeline import Pipeline
+from fave.persistence import SHARD_SIZE, Persistence
 
 INLINE_OUTPUT_LIMIT = 8_192
 """Task outputs larger than this (JSON bytes) are kept as objects and referenced from the task shard."""
 MAX_CONFLICT_RETRIES = 20
+
+
+class Phase(Enum):
+    BEFORE_COMMIT = "before commit"
+    AFTER_COMMIT = "after commit"
+
+
+@dataclass(frozen=True)
+class Performer:
+    """How one command type is carried out, and when."""
+
+    phase: Phase
+    perform: Callable[[RequestState, Any], None]
 
 
 class Orchestrator:
@@ -68,7 +92,7 @@ class Orchestrator:
         self.store = store
         self.invoker = invoker
         self.clock = clock or SystemClock()
-        self.engine = Engine(pipeline)
+        self.engine = Engine(pipeline, change_block=SHARD_SIZE)
         self.persistence = Persistence(store, pipeline, self.engine)
         self.on_notify = on_notify
         self.inbox: queue.SimpleQueue[tuple[str, Event]] = queue.SimpleQueue()
@@ -80,6 +104,11 @@ class Orchestrator:
         self._sync_submit = sync_submit
         self._lock = threading.Lock()
         self._held: set[str] = set()
+        self._performers: dict[type, Performer] = {
+            WriteFinal: Performer(Phase.BEFORE_COMMIT, self._write_final),
+            Invoke: Performer(Phase.AFTER_COMMIT, self._invoke),
+            Notify: Performer(Phase.AFTER_COMMIT, self._notify),
+        }
         self._gc_due: set[str] = set()
 
     # ---- lifecycle of a request ------------------------------------------------------------------------
@@ -109,7 +138,7 @@ class Orchestrator:
                 self._states[request_id] = self.persistence.create(state)
             except ConflictError:
                 existing = self.load(request_id)
-                index = INDEX_PREFIX + request_id
+                index = index_key(request_id)
                 if self.store.head(index) is None:  # the first attempt died between its commit and the index
                     body = json.dumps({"created_at": existing.created_at}).encode()
                     self.store.put(index, body, content_type="application/json")
@@ -170,9 +199,7 @@ class Orchestrator:
             if not _changed(before, state, commands):
                 return state
             try:
-                for command in commands:
-                    if isinstance(command, WriteFinal):
-                        self.persistence.write_final(request_id, command.output)
+                self._run(Phase.BEFORE_COMMIT, state, commands)
                 state = self.persistence.commit(state)
             except ConflictError:
                 # Someone else committed first (a cancel, another orchestrator): re-read and re-decide.
@@ -194,8 +221,7 @@ class Orchestrator:
             return event
         output = event.output
         if not refs.is_ref(output) and refs.json_size(output) > INLINE_OUTPUT_LIMIT:
-            prefix = artifact_prefix(validate_request_id(request_id), event.stage, event.item)
-            key = f"{prefix}output-{event.attempt}.json"
+            key = task_output_key(request_id, event.stage, event.item, event.attempt)
             self.store.put(key, refs.dumps(output), content_type="application/json")
             output = {refs.REF: key}
         fanout: dict[str, tuple[Any, ...]] = {}
@@ -214,17 +240,32 @@ class Orchestrator:
     # ---- doing ----------------------------------------------------------------------------------------
 
     def perform(self, state: RequestState, commands: list[Command]) -> None:
-        for command in commands:
-            if isinstance(command, Invoke):
-                self._invoke(state.request_id, command)
-            elif isinstance(command, Notify) and self.on_notify is not None:
-                self.on_notify(state.request_id, command, state)
+        """The after-commit commands of a committed step."""
+        self._run(Phase.AFTER_COMMIT, state, commands)
 
-    def _invoke(self, request_id: str, command: Invoke) -> None:
+    def _run(self, phase: Phase, state: RequestState, commands: list[Command]) -> None:
+        performers = []
+        for command in commands:
+            performer = self._performers.get(type(command))
+            if performer is None:  # checked in the first phase, before anything is written
+                raise FaveError(f"no performer for command {type(command).__name__}: add it to _performers")
+            performers.append(performer)
+        for command, performer in zip(commands, performers, strict=True):
+            if performer.phase is phase:
+                performer.perform(state, command)
+
+    def _write_final(self, state: RequestState, command: WriteFinal) -> None:
+        self.persistence.write_final(state.request_id, command.output)
+
+    def _notify(self, state: RequestState, command: Notify) -> None:
+        if self.on_notify is not None:
+            self.on_notify(state.request_id, command, state)
+
+    def _invoke(self, state: RequestState, command: Invoke) -> None:
         if self.invoker is None:
             raise FaveError("this orchestrator has no invoker")
-        prefix = artifact_prefix(validate_request_id(request_id), command.stage, command.item)
-        key = f"{prefix}input-{command.attempt}.json"
+        request_id = state.request_id
+        key = task_input_key(request_id, command.stage, command.item, command.attempt)
         # The TaskRef's fields, as a plain dict: this runs once per dispatched task (10,000 for a fan-out).
         ref = {"request_id": request_id, "stage": command.stage, "item": command.item, "attempt": command.attempt}
         try:
@@ -356,12 +397,12 @@ class Orchestrator:
 
     def _notice_outside_writes(self, request_id: str, state: RequestState) -> RequestState:
         """Pick up a ``fave cancel`` from another process even when no completion is due."""
-        handle = self.persistence._handles.get(request_id)
+        known = self.persistence.committed_etag(request_id)
         try:
             etag = self.store.head(state_key(request_id))
         except NotFoundError:
             return state
-        if handle is not None and etag != handle.head_etag:
+        if known is not None and etag != known:
             return self.load(request_id)
         return state
 
@@ -392,7 +433,7 @@ def _check_depth(request_input: Mapping[str, Any]) -> None:
 def _changed(before: RequestState, after: RequestState, commands: list[Command]) -> bool:
     return bool(
         commands
-        or after.dirty
+        or after.changed
         or after.status != before.status
         or after.stages is not before.stages
         or after.tasks is not before.tasks

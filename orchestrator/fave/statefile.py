@@ -3,7 +3,7 @@
 ``requests/{id}/metadata/state.json`` (``StateDoc``): input, pipeline digest, request status, per-stage
 status, counts and timings, the tasks of single-task stages, the failure reason.
 ``requests/{id}/metadata/tasks/{stage}/{shard}.{token}.json`` (``ShardDoc``): the tasks of a fanned-out
-stage, ``SHARD_SIZE`` items per object, so a completion rewrites a bounded object, never one that grows with
+stage, ``persistence.SHARD_SIZE`` items per object, so a completion rewrites a bounded object, never one that grows with
 N. Each write is a new object; state.json names the committed one (``StageDoc.shard_tokens``).
 """
 

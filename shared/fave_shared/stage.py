@@ -19,7 +19,6 @@ fix, so the orchestrator does not retry it.
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import tempfile
 import time
@@ -194,9 +193,3 @@ def _describe(error: Any) -> str:
         shown = repr(error["input"])
         text += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     return text
-
-
-def environment_flag(name: str, default: bool = False) -> bool:
-    """Read a boolean environment variable ("1", "true", "yes" are true)."""
-    value = os.environ.get(name)
-    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}

@@ -11,7 +11,8 @@ import time
 
 import pytest
 from fave.clock import ManualClock
-from fave.lease import Keeper, Lease, LeaseHeldError, Leases, lease_key
+from fave.keys import lease_key
+from fave.lease import Keeper, Lease, LeaseHeldError, Leases
 from fave_shared.store import ObjectStore
 
 REQUEST = "01JD2ZK0000000000000000000"

@@ -48,10 +48,10 @@ def outside(tmp_path: Path) -> Outside:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LocalStore:
-    store = LocalStore(tmp_path / "root")
-    store.put("seed", b"makes the root and .fave/")
-    return store
+def seeded_store(local_store: LocalStore) -> LocalStore:
+    """``local_store`` holding one object, "seed" (which makes the root and .fave/)."""
+    local_store.put("seed", b"makes the root and .fave/")
+    return local_store
 
 
 def refuses(call: Callable[[], Any], link: str) -> None:
@@ -75,28 +75,32 @@ def no_temp_files_left(store: LocalStore) -> bool:
 # -- the object's own file is a link ------------------------------------------------------------------------
 
 
-def test_a_key_whose_file_links_outside_is_refused_by_every_operation(store: LocalStore, outside: Outside) -> None:
-    (store.root / "a").mkdir()
-    (store.root / "a" / "k").symlink_to(outside.secret)
-    every_operation_refuses(store, "a/k", "a/k")
+def test_a_key_whose_file_links_outside_is_refused_by_every_operation(
+    seeded_store: LocalStore, outside: Outside
+) -> None:
+    (seeded_store.root / "a").mkdir()
+    (seeded_store.root / "a" / "k").symlink_to(outside.secret)
+    every_operation_refuses(seeded_store, "a/k", "a/k")
     assert outside.untouched()
-    assert (store.root / "a" / "k").is_symlink()  # delete refused: the link is left for a person to look at
-    assert list(store.list("")) == ["seed"]  # never listed
-    assert list(store.list("a/")) == []
-    assert no_temp_files_left(store)
+    assert (seeded_store.root / "a" / "k").is_symlink()  # delete refused: the link is left for a person to look at
+    assert list(seeded_store.list("")) == ["seed"]  # never listed
+    assert list(seeded_store.list("a/")) == []
+    assert no_temp_files_left(seeded_store)
 
 
-def test_a_key_whose_file_links_inside_the_root_is_refused(store: LocalStore) -> None:
-    store.put("real/k", b"real")
-    (store.root / "copy").symlink_to(store.root / "real" / "k")
-    every_operation_refuses(store, "copy", "copy")
-    assert store.get("real/k").data == b"real"
-    assert list(store.list("")) == ["real/k", "seed"]
+def test_a_key_whose_file_links_inside_the_root_is_refused(seeded_store: LocalStore) -> None:
+    seeded_store.put("real/k", b"real")
+    (seeded_store.root / "copy").symlink_to(seeded_store.root / "real" / "k")
+    every_operation_refuses(seeded_store, "copy", "copy")
+    assert seeded_store.get("real/k").data == b"real"
+    assert list(seeded_store.list("")) == ["real/k", "seed"]
 
 
-def test_a_dangling_link_is_refused_and_put_does_not_create_its_target(store: LocalStore, outside: Outside) -> None:
-    (store.root / "k").symlink_to(outside.dir / "created-through-the-link")
-    every_operation_refuses(store, "k", "k")
+def test_a_dangling_link_is_refused_and_put_does_not_create_its_target(
+    seeded_store: LocalStore, outside: Outside
+) -> None:
+    (seeded_store.root / "k").symlink_to(outside.dir / "created-through-the-link")
+    every_operation_refuses(seeded_store, "k", "k")
     assert not (outside.dir / "created-through-the-link").exists()
     assert outside.untouched()
 
@@ -104,45 +108,47 @@ def test_a_dangling_link_is_refused_and_put_does_not_create_its_target(store: Lo
 # -- a directory on the way is a link -----------------------------------------------------------------------
 
 
-def test_a_directory_link_to_outside_is_refused_by_every_operation(store: LocalStore, outside: Outside) -> None:
-    (store.root / "d").symlink_to(outside.dir, target_is_directory=True)
+def test_a_directory_link_to_outside_is_refused_by_every_operation(seeded_store: LocalStore, outside: Outside) -> None:
+    (seeded_store.root / "d").symlink_to(outside.dir, target_is_directory=True)
     for key in ("d/secret", "d/new", "d/sub/inner", "d/sub/deeper/new"):
-        every_operation_refuses(store, key, "d")
-    refuses(lambda: list(store.list("d/")), "d")
-    refuses(lambda: list(store.list("d/sub/")), "d")
-    assert list(store.list("")) == ["seed"]  # the link is not descended into
-    assert list(store.list("d")) == []
+        every_operation_refuses(seeded_store, key, "d")
+    refuses(lambda: list(seeded_store.list("d/")), "d")
+    refuses(lambda: list(seeded_store.list("d/sub/")), "d")
+    assert list(seeded_store.list("")) == ["seed"]  # the link is not descended into
+    assert list(seeded_store.list("d")) == []
     assert outside.untouched()
-    assert no_temp_files_left(store)
+    assert no_temp_files_left(seeded_store)
 
 
-def test_a_deeper_directory_link_is_named(store: LocalStore, outside: Outside) -> None:
-    store.put("requests/r1/metadata/state.json", b"{}")
-    (store.root / "requests" / "r1" / "artifacts").symlink_to(outside.dir, target_is_directory=True)
-    every_operation_refuses(store, "requests/r1/artifacts/sub/inner", "requests/r1/artifacts")
-    refuses(lambda: list(store.list("requests/r1/artifacts/")), "requests/r1/artifacts")
-    assert list(store.list("requests/")) == ["requests/r1/metadata/state.json"]
+def test_a_deeper_directory_link_is_named(seeded_store: LocalStore, outside: Outside) -> None:
+    seeded_store.put("requests/r1/metadata/state.json", b"{}")
+    (seeded_store.root / "requests" / "r1" / "artifacts").symlink_to(outside.dir, target_is_directory=True)
+    every_operation_refuses(seeded_store, "requests/r1/artifacts/sub/inner", "requests/r1/artifacts")
+    refuses(lambda: list(seeded_store.list("requests/r1/artifacts/")), "requests/r1/artifacts")
+    assert list(seeded_store.list("requests/")) == ["requests/r1/metadata/state.json"]
     assert outside.untouched()
 
 
-def test_a_directory_link_inside_the_root_is_refused(store: LocalStore) -> None:
-    store.put("real/k", b"real")
-    (store.root / "alias").symlink_to(store.root / "real", target_is_directory=True)
-    every_operation_refuses(store, "alias/k", "alias")
-    refuses(lambda: store.put("alias/new", b"x"), "alias")
-    assert sorted(p.name for p in (store.root / "real").iterdir()) == ["k"]
-    assert store.get("real/k").data == b"real"
-    assert list(store.list("")) == ["real/k", "seed"]
+def test_a_directory_link_inside_the_root_is_refused(seeded_store: LocalStore) -> None:
+    seeded_store.put("real/k", b"real")
+    (seeded_store.root / "alias").symlink_to(seeded_store.root / "real", target_is_directory=True)
+    every_operation_refuses(seeded_store, "alias/k", "alias")
+    refuses(lambda: seeded_store.put("alias/new", b"x"), "alias")
+    assert sorted(p.name for p in (seeded_store.root / "real").iterdir()) == ["k"]
+    assert seeded_store.get("real/k").data == b"real"
+    assert list(seeded_store.list("")) == ["real/k", "seed"]
 
 
-def test_a_link_swapped_in_for_a_directory_is_refused_on_the_next_call(store: LocalStore, outside: Outside) -> None:
-    store.put("d/k", b"mine")
-    assert store.get("d/k").data == b"mine"
-    (store.root / "d" / "k").unlink()
-    (store.root / "d").rmdir()
-    (store.root / "d").symlink_to(outside.dir, target_is_directory=True)
-    refuses(lambda: store.put("d/secret", b"pwned"), "d")
-    refuses(lambda: store.delete("d/secret"), "d")
+def test_a_link_swapped_in_for_a_directory_is_refused_on_the_next_call(
+    seeded_store: LocalStore, outside: Outside
+) -> None:
+    seeded_store.put("d/k", b"mine")
+    assert seeded_store.get("d/k").data == b"mine"
+    (seeded_store.root / "d" / "k").unlink()
+    (seeded_store.root / "d").rmdir()
+    (seeded_store.root / "d").symlink_to(outside.dir, target_is_directory=True)
+    refuses(lambda: seeded_store.put("d/secret", b"pwned"), "d")
+    refuses(lambda: seeded_store.delete("d/secret"), "d")
     assert outside.untouched()
 
 
@@ -164,28 +170,28 @@ def test_a_bookkeeping_folder_link_refuses_writes(tmp_path: Path, outside: Outsi
     assert store.head("k") is None  # reads do not touch the bookkeeping
 
 
-def test_a_lock_file_link_is_refused_and_its_target_not_truncated(store: LocalStore, outside: Outside) -> None:
+def test_a_lock_file_link_is_refused_and_its_target_not_truncated(seeded_store: LocalStore, outside: Outside) -> None:
     key = "locked/key"
     lock = f"{zlib.crc32(key.encode()) % LOCK_STRIPES:03d}.lock"
-    path = store.root / ".fave" / "locks" / lock
+    path = seeded_store.root / ".fave" / "locks" / lock
     path.unlink(missing_ok=True)
     path.symlink_to(outside.secret)
-    refuses(lambda: store.put(key, b"v"), f".fave/locks/{lock}")
-    refuses(lambda: store.delete(key), f".fave/locks/{lock}")
+    refuses(lambda: seeded_store.put(key, b"v"), f".fave/locks/{lock}")
+    refuses(lambda: seeded_store.delete(key), f".fave/locks/{lock}")
     assert outside.untouched()
-    assert no_temp_files_left(store)
+    assert no_temp_files_left(seeded_store)
 
 
 # -- what keeps working ---------------------------------------------------------------------------------------
 
 
-def test_a_fifo_is_not_an_object_and_reading_it_does_not_block(store: LocalStore) -> None:
-    os.mkfifo(store.root / "pipe")
+def test_a_fifo_is_not_an_object_and_reading_it_does_not_block(seeded_store: LocalStore) -> None:
+    os.mkfifo(seeded_store.root / "pipe")
     result: list[Any] = []
 
     def read() -> None:
         try:
-            store.get("pipe")
+            seeded_store.get("pipe")
         except NotFoundError as e:
             result.append(e)
 
@@ -194,8 +200,8 @@ def test_a_fifo_is_not_an_object_and_reading_it_does_not_block(store: LocalStore
     reader.join(10)
     assert not reader.is_alive(), "get() blocked opening a FIFO"
     assert len(result) == 1
-    assert store.head("pipe") is None
-    assert list(store.list("")) == ["seed"]
+    assert seeded_store.head("pipe") is None
+    assert list(seeded_store.list("")) == ["seed"]
 
 
 def test_a_root_that_is_itself_a_link_is_fine(tmp_path: Path) -> None:
@@ -210,11 +216,11 @@ def test_a_root_that_is_itself_a_link_is_fine(tmp_path: Path) -> None:
     assert not (tmp_path / "real-root" / "a").exists()  # pruned
 
 
-def test_a_failed_if_match_leaves_no_directory_behind(store: LocalStore) -> None:
+def test_a_failed_if_match_leaves_no_directory_behind(seeded_store: LocalStore) -> None:
     # Walking with descriptors must not create folders for a write that does not happen: an empty "a"
     # would make a later object "a" collide with it.
     with pytest.raises(NotFoundError):
-        store.put("a/b/c", b"v", if_match='"00000000000000000000000000000000"')
-    assert not (store.root / "a").exists()
-    store.put("a", b"an object named a")
-    assert store.get("a").data == b"an object named a"
+        seeded_store.put("a/b/c", b"v", if_match='"00000000000000000000000000000000"')
+    assert not (seeded_store.root / "a").exists()
+    seeded_store.put("a", b"an object named a")
+    assert seeded_store.get("a").data == b"an object named a"

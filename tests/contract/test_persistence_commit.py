@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fave.core.dag import Pipeline
 from fave.core.engine import Engine
 from fave.core.model import Event, RequestState, Start, TaskStatus, TaskSucceeded
-from fave.persistence import Persistence, read_stage_tasks, state_key
-from fave.pipeline import Pipeline
+from fave.keys import state_key
+from fave.persistence import Persistence, read_stage_tasks
 from fave_shared.errors import ConflictError
 from fave_shared.store import ObjectStore
 from support.pipelines import make_pipeline
@@ -33,7 +34,7 @@ NOW = 1_000.0
 
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Pipeline:
-    return make_pipeline(tmp_path, PIPELINE)
+    return make_pipeline(PIPELINE)
 
 
 def step(persistence: Persistence, state: RequestState, *events: Event) -> RequestState:

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from fave.clock import SystemClock
+from fave.keys import final_key
+from fave.local.orchestrator import load_local_pipeline
 from fave.local.runtime import LocalRuntime
-from fave.persistence import final_key
-from fave.pipeline import load_pipeline
 from fave_shared.store import S3Store
 from support.app_lambda import DestinationSwitch, OrchestratorLambda
 from support.e2e import RUN_TIMEOUT_S, SAMPLE, check_sample_answer
@@ -54,7 +54,7 @@ def orchestrator(video_stack: IamStack, aws_env: None) -> Iterator[OrchestratorL
     import fave.app
 
     stack = video_stack
-    pipeline = load_pipeline(PIPELINE)
+    pipeline = load_local_pipeline(PIPELINE)
     destinations = DestinationSwitch()
     runtime = LocalRuntime(
         TEMPLATE,

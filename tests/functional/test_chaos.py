@@ -18,11 +18,10 @@ from pathlib import Path
 
 from fave.cli.chaos import Chaos, DriverExit, check_request, run_driver
 from fave.core.model import RequestStatus
-from fave.lease import LEASE_TTL_S, lease_key
+from fave.keys import final_key, lease_key, state_key
+from fave.lease import LEASE_TTL_S
 from fave.local.faults import CRASH_EXIT_CODE, KINDS, REPORT_PREFIX, FaultSpec, parse_report
-from fave.local.orchestrator import local_orchestrator
-from fave.persistence import final_key, state_key
-from fave.pipeline import load_pipeline
+from fave.local.orchestrator import load_local_pipeline, local_orchestrator
 from fave_shared.store import LocalStore, ObjectStore
 from support.e2e import child_env, fave
 
@@ -132,10 +131,10 @@ def broken_driver(command: list[str], environ: Mapping[str, str], timeout_s: flo
     return run_driver([command[0], "-c", BROKEN_ENGINE, *command[3:]], environ, timeout_s)
 
 
-def test_chaos_catches_an_engine_that_counts_a_duplicate_twice(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "store")
+def test_chaos_catches_an_engine_that_counts_a_duplicate_twice(local_store: LocalStore) -> None:
+    store = local_store
     chaos = Chaos(
-        load_pipeline(CHAOS),
+        load_local_pipeline(CHAOS),
         store,
         FaultSpec(duplicate=1.0, seed=1),
         request_input={"text": TEXT},
@@ -161,8 +160,8 @@ def demo_request(store: ObjectStore) -> str:
     return state.request_id
 
 
-def test_check_request_names_what_is_left_unsettled_or_miscounted(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "store")
+def test_check_request_names_what_is_left_unsettled_or_miscounted(local_store: LocalStore) -> None:
+    store = local_store
     request_id = demo_request(store)
     reference = json.loads(store.get(final_key(request_id)).data)
     assert check_request(store, request_id, reference) == []
@@ -230,15 +229,15 @@ def test_bad_fault_specs_are_refused_in_one_line(tmp_path: Path) -> None:
     assert runs.code == 2 and "--runs must be at least 1" in runs.stderr
 
 
-def test_a_driver_that_hangs_or_fails_breaks_ended(tmp_path: Path) -> None:
+def test_a_driver_that_hangs_or_fails_breaks_ended(local_store: LocalStore) -> None:
     def failing_driver(command: list[str], environ: Mapping[str, str], timeout_s: float) -> DriverExit:
         if "none" in command:  # the reference run drives normally
             return run_driver(command, environ, timeout_s)
         return run_driver([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"], environ, 5)
 
     chaos = Chaos(
-        load_pipeline(CHAOS),
-        LocalStore(tmp_path / "store"),
+        load_local_pipeline(CHAOS),
+        local_store,
         FaultSpec(drop=0.1),
         request_input={"text": TEXT},
         driver=failing_driver,

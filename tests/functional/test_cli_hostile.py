@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fave.cli.main import status_document
+from fave.status import status_document
 from fave_shared.store import LocalStore
 from support import e2e
 from support.demo import DEMO

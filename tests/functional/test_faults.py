@@ -20,13 +20,13 @@ import pytest
 from fave.cli.chaos import check_request
 from fave.core.model import Notify, RequestState, RequestStatus, Start, TaskSucceeded
 from fave.invoke.base import RetryableInvocationError
+from fave.keys import final_key, state_key
 from fave.local.faults import FaultPlan, FaultSpec, InjectedCrash
 from fave.local.orchestrator import local_orchestrator
 from fave.local.runtime import LocalRuntime
-from fave.persistence import final_key, state_key
 from fave.service import Orchestrator
 from fave.statefile import StateDoc
-from fave_shared.store import LocalStore, ObjectStore
+from fave_shared.store import ObjectStore
 from support.pipelines import make_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,11 +168,6 @@ def test_a_crash_after_an_invoke_stops_everything_after_it(
 # -- the orchestrator -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> ObjectStore:
-    return LocalStore(tmp_path / "store")
-
-
 class RecordingInbox(queue.Queue[tuple[str, Any]]):
     """The orchestrator's inbox, remembering every event put in it."""
 
@@ -196,8 +191,10 @@ def drive_new(
         orchestrator.close()
 
 
-def test_every_completion_delivered_twice_is_counted_once(store: ObjectStore) -> None:
-    orchestrator = local_orchestrator(CHAOS, store, faults=FaultPlan(FaultSpec(duplicate=1.0)), runtime_options=FAST)
+def test_every_completion_delivered_twice_is_counted_once(local_store: ObjectStore) -> None:
+    orchestrator = local_orchestrator(
+        CHAOS, local_store, faults=FaultPlan(FaultSpec(duplicate=1.0)), runtime_options=FAST
+    )
     inbox = RecordingInbox()
     orchestrator.inbox = inbox  # type: ignore[assignment]
     try:
@@ -210,14 +207,13 @@ def test_every_completion_delivered_twice_is_counted_once(store: ObjectStore) ->
         (e.stage, e.item, e.attempt) for e in inbox.events if isinstance(e, TaskSucceeded) and e.item is not None
     )
     assert len(successes) == 2 * len(WORDS) and set(successes.values()) == {2}  # shout, measure: every one twice
-    assert check_request(store, state.request_id, expected_final(), ["attempts", "missing"]) == []
-    doc = StateDoc.model_validate_json(store.get(state_key(state.request_id)).data)
+    assert check_request(local_store, state.request_id, expected_final(), ["attempts", "missing"]) == []
+    doc = StateDoc.model_validate_json(local_store.get(state_key(state.request_id)).data)
     assert doc.stages["shout"].succeeded == doc.stages["measure"].succeeded == len(WORDS)
 
 
-def test_lost_deliveries_time_out_and_are_retried(store: ObjectStore, tmp_path: Path) -> None:
+def test_lost_deliveries_time_out_and_are_retried(local_store: ObjectStore, tmp_path: Path) -> None:
     pipeline = make_pipeline(
-        tmp_path,
         f"""
         name: lossy
         template: {DEMO_TEMPLATE}
@@ -235,7 +231,7 @@ def test_lost_deliveries_time_out_and_are_retried(store: ObjectStore, tmp_path: 
     notes: list[Notify] = []
     plan = FaultPlan(FaultSpec(drop=1.0))
     started = time.monotonic()
-    _, state = drive_new(store, plan, pipeline, on_notify=lambda _rid, note, _state: notes.append(note))
+    _, state = drive_new(local_store, plan, pipeline, on_notify=lambda _rid, note, _state: notes.append(note))
     assert time.monotonic() - started < WAIT_S  # nothing hangs: the timeout recovers every lost delivery
     assert state.status is RequestStatus.FAILED
     assert state.failure is not None and state.failure.stage == "shout"
@@ -246,14 +242,14 @@ def test_lost_deliveries_time_out_and_are_retried(store: ObjectStore, tmp_path: 
     assert all(t.status.value != "SUCCEEDED" for t in state.tasks["shout"].values())
 
 
-def test_throttled_invokes_are_retried_until_the_request_completes(store: ObjectStore) -> None:
+def test_throttled_invokes_are_retried_until_the_request_completes(local_store: ObjectStore) -> None:
     plan = FaultPlan(FaultSpec(throttle=0.4, seed=2))
-    _, state = drive_new(store, plan)
+    _, state = drive_new(local_store, plan)
     assert state.status is RequestStatus.COMPLETED
     assert plan.counts()["throttle"] > 0
     retried = [t for stage in state.tasks.values() for t in stage.values() if t.attempt > 1]
     assert retried, "no task was throttled and retried"
-    assert check_request(store, state.request_id, expected_final(), ["attempts", "missing"]) == []
+    assert check_request(local_store, state.request_id, expected_final(), ["attempts", "missing"]) == []
 
 
 class CrashOnceAt(FaultPlan):
@@ -317,9 +313,9 @@ def resume_to_end(store: ObjectStore, request_id: str) -> RequestState:
         ("final.json write", 1),  # final.json written, the COMPLETED commit not
     ],
 )
-def test_a_crash_after_an_effect_then_resume_completes(store: ObjectStore, prefix: str, nth: int) -> None:
+def test_a_crash_after_an_effect_then_resume_completes(local_store: ObjectStore, prefix: str, nth: int) -> None:
     plan = CrashOnceAt(prefix, nth)
-    orchestrator = local_orchestrator(CHAOS, store, faults=plan, runtime_options=FAST)
+    orchestrator = local_orchestrator(CHAOS, local_store, faults=plan, runtime_options=FAST)
     with pytest.raises(InjectedCrash, match=prefix):
         try:
             state = orchestrator.create({"text": " ".join(WORDS)})
@@ -327,15 +323,15 @@ def test_a_crash_after_an_effect_then_resume_completes(store: ObjectStore, prefi
         finally:
             orchestrator.close()
     assert plan.crashed_after is not None and plan.crashed_after.startswith(prefix)
-    request_id = only_request(store)
-    doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
+    request_id = only_request(local_store)
+    doc = StateDoc.model_validate_json(local_store.get(state_key(request_id)).data)
     assert doc.status == "RUNNING"  # nothing after the crash point was committed
     if prefix == "task shard write":
-        assert orphan_shards(store, request_id), "the crashed step's shard should be written but not committed"
+        assert orphan_shards(local_store, request_id), "the crashed step's shard should be written but not committed"
     if prefix == "final.json write":
-        assert store.head(final_key(request_id)) is not None
+        assert local_store.head(final_key(request_id)) is not None
 
-    state = resume_to_end(store, request_id)
+    state = resume_to_end(local_store, request_id)
     assert state.status is RequestStatus.COMPLETED
-    assert check_request(store, request_id, expected_final(), ["attempts", "missing"]) == []
-    assert orphan_shards(store, request_id) == []  # the resumed driver collected the dead step's garbage
+    assert check_request(local_store, request_id, expected_final(), ["attempts", "missing"]) == []
+    assert orphan_shards(local_store, request_id) == []  # the resumed driver collected the dead step's garbage

@@ -25,20 +25,15 @@ from fave.invoke.base import (
     TerminalInvocationError,
 )
 from fave.local.runtime import LocalRuntime
-from fave.local.template import Template, load_template
+from fave.local.template import Template
 from fave_shared.errors import NotFoundError, RetryableError, TerminalError, ValidationError
 from fave_shared.schemas import DestinationEnvelope, LambdaError
+from support.templates import RUNTIME_TEMPLATE as FIXTURE
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "runtime" / "template.yaml"
 BASIC = FIXTURE.parent / "functions" / "basic"
 WAIT_S = 15  # generous upper bound for anything to arrive; tests normally finish far sooner
 
 MakeRuntime = Callable[..., LocalRuntime]
-
-
-@pytest.fixture(scope="module")
-def template() -> Template:
-    return load_template(FIXTURE)
 
 
 @pytest.fixture
@@ -49,7 +44,7 @@ def envelopes() -> queue.Queue[dict[str, Any]]:
 
 @pytest.fixture
 def make_runtime(
-    template: Template, envelopes: queue.Queue[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    runtime_template: Template, envelopes: queue.Queue[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[MakeRuntime]:
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
@@ -59,7 +54,7 @@ def make_runtime(
         kwargs.setdefault("destination_handlers", {"FanIn": envelopes.put, "DoneQueue": envelopes.put})
         kwargs.setdefault("env_overrides", {"BUCKET": "local-bucket", "FROM_OVERRIDE": "yes"})
         kwargs.setdefault("async_retry_delays_s", (0.05, 0.1))
-        runtime = LocalRuntime(kwargs.pop("template", template), **kwargs)
+        runtime = LocalRuntime(kwargs.pop("template", runtime_template), **kwargs)
         runtimes.append(runtime)
         return runtime
 
@@ -272,14 +267,14 @@ def test_async_success_after_a_retry(
 
 
 def test_event_age_exceeded(
-    make_runtime: MakeRuntime, template: Template, envelopes: queue.Queue[dict[str, Any]], tmp_path: Path
+    make_runtime: MakeRuntime, runtime_template: Template, envelopes: queue.Queue[dict[str, Any]], tmp_path: Path
 ) -> None:
-    flaky = template.functions["Flaky"]
+    flaky = runtime_template.functions["Flaky"]
     aged = dataclasses.replace(
         flaky, event_invoke_config=dataclasses.replace(flaky.event_invoke_config, max_event_age_s=1)
     )
     runtime = make_runtime(
-        template=dataclasses.replace(template, functions={"Flaky": aged}), async_retry_delays_s=(5.0,)
+        template=dataclasses.replace(runtime_template, functions={"Flaky": aged}), async_retry_delays_s=(5.0,)
     )
     runtime.invoke_async("Flaky", {"dir": str(tmp_path), "fail_times": 10})
     envelope = next_envelope(envelopes)
@@ -334,7 +329,7 @@ def test_thread_isolation(make_runtime: MakeRuntime, envelopes: queue.Queue[dict
 # -- refusals and shutdown -----------------------------------------------------------------------------------
 
 
-def test_invalid_invocations_are_refused(make_runtime: MakeRuntime, template: Template) -> None:
+def test_invalid_invocations_are_refused(make_runtime: MakeRuntime, runtime_template: Template) -> None:
     runtime = make_runtime()
     with pytest.raises(FunctionNotFoundError) as missing:
         runtime.invoke_sync("Nope", {})
@@ -345,8 +340,8 @@ def test_invalid_invocations_are_refused(make_runtime: MakeRuntime, template: Te
         runtime.invoke_sync("Echo", {"x": "a" * MAX_SYNC_PAYLOAD_BYTES})
     with pytest.raises(ValidationError, match="over Lambda's limit"):
         runtime.invoke_async("Echo", {"x": "a" * MAX_ASYNC_PAYLOAD_BYTES})
-    throttled = dataclasses.replace(template.functions["Echo"], reserved_concurrency=0)
-    zero = make_runtime(template=dataclasses.replace(template, functions={"Echo": throttled}))
+    throttled = dataclasses.replace(runtime_template.functions["Echo"], reserved_concurrency=0)
+    zero = make_runtime(template=dataclasses.replace(runtime_template, functions={"Echo": throttled}))
     with pytest.raises(RetryableInvocationError) as info:
         zero.invoke_async("Echo", {})
     assert isinstance(info.value, RetryableError)

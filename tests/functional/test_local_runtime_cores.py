@@ -12,27 +12,25 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fave.invoke import InvokeResult
 from fave.local.runtime import LocalRuntime
-from fave.local.template import Template, load_template
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "runtime" / "template.yaml"
+from fave.local.template import Template
 
 
 @pytest.fixture(scope="module")
-def template() -> Template:
-    base = load_template(FIXTURE)
+def cores_template(runtime_template: Template) -> Template:
+    """The runtime fixture template with Sleepy, Echo and EchoThread, and Dozy: a copy of Sleepy."""
+    base = runtime_template
     dozy = dataclasses.replace(base.functions["Sleepy"], logical_id="Dozy")
     functions = {name: base.functions[name] for name in ("Sleepy", "Echo", "EchoThread")}
     return dataclasses.replace(base, functions={**functions, "Dozy": dozy})
 
 
 @pytest.fixture
-def runtimes(template: Template) -> Iterator[list[LocalRuntime]]:
+def runtimes(cores_template: Template) -> Iterator[list[LocalRuntime]]:
     made: list[LocalRuntime] = []
     yield made
     for runtime in made:
@@ -66,27 +64,27 @@ def wait_until_idle(runtime: LocalRuntime) -> None:
 
 
 def test_gate_is_on_by_default_and_off_with_an_explicit_environment_limit(
-    runtimes: list[LocalRuntime], template: Template
+    runtimes: list[LocalRuntime], cores_template: Template
 ) -> None:
-    default = runtime_with(runtimes, template)
+    default = runtime_with(runtimes, cores_template)
     assert default.gate is not None and default.gate.cores == (os.cpu_count() or 1)
-    assert runtime_with(runtimes, template, max_environments=2).gate is None
-    both = runtime_with(runtimes, template, max_environments=2, cores=3)
+    assert runtime_with(runtimes, cores_template, max_environments=2).gate is None
+    both = runtime_with(runtimes, cores_template, max_environments=2, cores=3)
     assert both.gate is not None and both.gate.cores == 3
 
 
 def test_on_a_saturated_machine_invocations_wait_for_the_warm_environment(
-    runtimes: list[LocalRuntime], template: Template
+    runtimes: list[LocalRuntime], cores_template: Template
 ) -> None:
-    runtime = runtime_with(runtimes, template, max_environments=4, cores=1)
+    runtime = runtime_with(runtimes, cores_template, max_environments=4, cores=1)
     payloads = call_all(runtime, [("Sleepy", {"s": 0.3})] * 4)
     assert len({p["pid"] for p in payloads}) == 1
     assert runtime.stats()["Sleepy"].cold_starts == 1
     wait_until_idle(runtime)
 
 
-def test_with_free_cores_a_function_scales_to_its_limit(runtimes: list[LocalRuntime], template: Template) -> None:
-    runtime = runtime_with(runtimes, template, max_environments=3, cores=8)
+def test_with_free_cores_a_function_scales_to_its_limit(runtimes: list[LocalRuntime], cores_template: Template) -> None:
+    runtime = runtime_with(runtimes, cores_template, max_environments=3, cores=8)
     payloads = call_all(runtime, [("Sleepy", {"s": 0.6})] * 3)
     assert len({p["pid"] for p in payloads}) == 3
     assert runtime.stats()["Sleepy"].cold_starts == 3
@@ -94,9 +92,9 @@ def test_with_free_cores_a_function_scales_to_its_limit(runtimes: list[LocalRunt
 
 
 def test_every_function_gets_its_first_environment_even_when_busy(
-    runtimes: list[LocalRuntime], template: Template
+    runtimes: list[LocalRuntime], cores_template: Template
 ) -> None:
-    runtime = runtime_with(runtimes, template, max_environments=4, cores=1)
+    runtime = runtime_with(runtimes, cores_template, max_environments=4, cores=1)
     call_all(runtime, [("Sleepy", {"s": 0.3}), ("Sleepy", {"s": 0.3}), ("Dozy", {"s": 0.3}), ("Dozy", {"s": 0.3})])
     stats = runtime.stats()
     assert (stats["Sleepy"].cold_starts, stats["Dozy"].cold_starts) == (1, 1)
@@ -104,12 +102,12 @@ def test_every_function_gets_its_first_environment_even_when_busy(
 
 
 def test_a_function_does_not_take_a_second_core_before_another_gets_its_first(
-    runtimes: list[LocalRuntime], template: Template
+    runtimes: list[LocalRuntime], cores_template: Template
 ) -> None:
     # Submitted together from one thread, as one orchestrator step does: Sleepy twice, then Dozy. Two cores
     # are enough for one environment each, not for a second Sleepy. Dozy keeps its core until Sleepy's
     # environment has taken the queued invocation, so no core frees up while Sleepy still has a queue.
-    runtime = runtime_with(runtimes, template, max_environments=4, cores=2)
+    runtime = runtime_with(runtimes, cores_template, max_environments=4, cores=2)
     for function, seconds in (("Sleepy", 0.3), ("Sleepy", 0.3), ("Dozy", 0.8)):
         runtime.invoke_async(function, {"s": seconds})
     deadline = time.monotonic() + 30
@@ -123,8 +121,8 @@ def test_a_function_does_not_take_a_second_core_before_another_gets_its_first(
     wait_until_idle(runtime)
 
 
-def test_a_refused_scale_up_happens_when_a_core_frees(runtimes: list[LocalRuntime], template: Template) -> None:
-    runtime = runtime_with(runtimes, template, max_environments=2, cores=2)
+def test_a_refused_scale_up_happens_when_a_core_frees(runtimes: list[LocalRuntime], cores_template: Template) -> None:
+    runtime = runtime_with(runtimes, cores_template, max_environments=2, cores=2)
     # Dozy and Sleepy take both cores; Sleepy's queue waits. When Dozy's environment goes idle, a core is
     # free and Sleepy, with work still queued (6 x 0.6 s), gets its second environment.
     calls = [("Dozy", {"s": 0.3}), *[("Sleepy", {"s": 0.6})] * 6]
@@ -136,8 +134,8 @@ def test_a_refused_scale_up_happens_when_a_core_frees(runtimes: list[LocalRuntim
     wait_until_idle(runtime)
 
 
-def test_thread_isolation_is_not_gated(runtimes: list[LocalRuntime], template: Template) -> None:
-    runtime = runtime_with(runtimes, template, max_environments=4, cores=1)
+def test_thread_isolation_is_not_gated(runtimes: list[LocalRuntime], cores_template: Template) -> None:
+    runtime = runtime_with(runtimes, cores_template, max_environments=4, cores=1)
     started = time.monotonic()
     call_all(runtime, [("EchoThread", {"sleep": 0.4})] * 4)
     # Gated to one slot they would take 1.6 s one after another; thread slots cost no cold start.
@@ -155,8 +153,10 @@ def wait_for_pids(runtime: LocalRuntime, function: str, timeout: float = 20.0) -
     return pids
 
 
-def test_first_invocation_prewarms_the_functions_after_it(runtimes: list[LocalRuntime], template: Template) -> None:
-    runtime = runtime_with(runtimes, template, cores=2, prewarm=["Echo", "Sleepy", "Dozy"])
+def test_first_invocation_prewarms_the_functions_after_it(
+    runtimes: list[LocalRuntime], cores_template: Template
+) -> None:
+    runtime = runtime_with(runtimes, cores_template, cores=2, prewarm=["Echo", "Sleepy", "Dozy"])
     assert runtime.environment_pids() == {"Sleepy": [], "Echo": [], "EchoThread": [], "Dozy": []}
     call_all(runtime, [("Sleepy", {"s": 0.1})])
     dozy = wait_for_pids(runtime, "Dozy")
@@ -168,8 +168,8 @@ def test_first_invocation_prewarms_the_functions_after_it(runtimes: list[LocalRu
     wait_until_idle(runtime)
 
 
-def test_prewarming_waits_for_a_free_core(runtimes: list[LocalRuntime], template: Template) -> None:
-    runtime = runtime_with(runtimes, template, cores=1, prewarm=["Sleepy", "Dozy"])
+def test_prewarming_waits_for_a_free_core(runtimes: list[LocalRuntime], cores_template: Template) -> None:
+    runtime = runtime_with(runtimes, cores_template, cores=1, prewarm=["Sleepy", "Dozy"])
     with ThreadPoolExecutor(1) as pool:
         busy = pool.submit(runtime.invoke_sync, "Sleepy", {"s": 0.8})
         time.sleep(0.4)  # Sleepy's environment holds the only core: Dozy must not start yet
@@ -179,10 +179,10 @@ def test_prewarming_waits_for_a_free_core(runtimes: list[LocalRuntime], template
     wait_until_idle(runtime)
 
 
-def test_no_prewarming_without_the_gate(runtimes: list[LocalRuntime], template: Template) -> None:
-    runtime = runtime_with(runtimes, template, max_environments=2, prewarm=["Sleepy", "Dozy"])
+def test_no_prewarming_without_the_gate(runtimes: list[LocalRuntime], cores_template: Template) -> None:
+    runtime = runtime_with(runtimes, cores_template, max_environments=2, prewarm=["Sleepy", "Dozy"])
     call_all(runtime, [("Sleepy", {"s": 0.1})])
     time.sleep(0.5)
     assert runtime.environment_pids()["Dozy"] == []
     with pytest.raises(ValueError, match="prewarm: no function Nope"):
-        runtime_with(runtimes, template, prewarm=["Nope"])
+        runtime_with(runtimes, cores_template, prewarm=["Nope"])

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import queue
 import socket
-from pathlib import Path
 from typing import Any
 
 from fave.local.runtime import LocalRuntime
-from fave.local.template import load_template
+from fave.local.template import Template
 from support.events import s3_upload_event
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _closed_port() -> int:
@@ -27,8 +24,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_an_upload_event_that_fails_three_times_reaches_the_dead_letter_queue() -> None:
-    template = load_template(ROOT / "template.yaml")
+def test_an_upload_event_that_fails_three_times_reaches_the_dead_letter_queue(template: Template) -> None:
     config = template.function("OrchestratorFunction").event_invoke_config
     assert config.on_failure == "OrchestratorDeadLetterQueue" and config.max_retry_attempts == 2
 

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 from fave.core.model import RequestStatus, TaskStatus
-from fave.persistence import final_key, list_request_ids, read_stage_tasks, state_key
+from fave.keys import final_key, state_key
+from fave.persistence import list_request_ids, read_stage_tasks
 from fave_shared.store import S3Store
 from support.demo import TEXT, demo_orchestrator, read_json, run_demo
 

@@ -142,9 +142,7 @@ OBJECTS: list[dict[str, float]] = [
 
 
 def _needs() -> dict[str, Any]:
-    clips = [
-        {"index": i, "start_s": s, "end_s": e, "key": f"clips/{i}.mp4"} for i, (s, e) in enumerate(CLIPS)
-    ]
+    clips = [{"index": i, "start_s": s, "end_s": e, "key": f"clips/{i}.mp4"} for i, (s, e) in enumerate(CLIPS)]
     transcribe, detect = [], []
     for i, ((start, _), text, objects) in enumerate(zip(CLIPS, TEXTS, OBJECTS, strict=True)):
         words = [
@@ -170,30 +168,25 @@ def _needs() -> dict[str, Any]:
     return {"split": {"clips": clips}, "transcribe": transcribe, "detect": detect}
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> LocalStore:
-    return LocalStore(str(tmp_path / "store"))
-
-
-def test_nothing_matches_is_not_an_error(store: LocalStore) -> None:
-    out = _aggregate(store, "find scenes with a giraffe", _needs())
+def test_nothing_matches_is_not_an_error(local_store: LocalStore) -> None:
+    out = _aggregate(local_store, "find scenes with a giraffe", _needs())
     assert out["parsed_query"] == {"objects": ["giraffe"], "words": []}
     assert out["scenes"] == [] and len(out["clips"]) == 4
 
 
 @pytest.mark.parametrize("query", [None, "", "   ", "find scenes with"])
-def test_empty_query_lists_clips_only(store: LocalStore, query: str | None) -> None:
-    out = _aggregate(store, query, _needs())
+def test_empty_query_lists_clips_only(local_store: LocalStore, query: str | None) -> None:
+    out = _aggregate(local_store, query, _needs())
     assert out["scenes"] == [] and out["parsed_query"] == {"objects": [], "words": []}
     assert [c["objects"] for c in out["clips"]] == OBJECTS
     assert [c["transcript"] for c in out["clips"]] == TEXTS
 
 
-def test_failed_clips_are_null_and_reported(store: LocalStore) -> None:
+def test_failed_clips_are_null_and_reported(local_store: LocalStore) -> None:
     needs = _needs()
     needs["detect"][1] = None  # the street scene's detect failed within the tolerated failures
     needs["transcribe"][2] = None
-    out = _aggregate(store, "car", needs)
+    out = _aggregate(local_store, "car", needs)
     # The car is no longer seen, but it is still heard: a weaker match.
     [scene] = out["scenes"]
     assert scene["clip_index"] == 1 and scene["score"] == 0.5 and scene["objects"] == {}
@@ -202,34 +195,34 @@ def test_failed_clips_are_null_and_reported(store: LocalStore) -> None:
     assert out["clips"][2]["transcript"] == "" and out["clips"][1]["links"]["keyframes"] == []
 
 
-def test_more_matched_terms_rank_higher(store: LocalStore) -> None:
-    out = _aggregate(store, "a cat or someone saying hello", _needs())
+def test_more_matched_terms_rank_higher(local_store: LocalStore) -> None:
+    out = _aggregate(local_store, "a cat or someone saying hello", _needs())
     assert out["parsed_query"] == {"objects": ["cat", "person"], "words": ["hello"]}
     # clip 0: person + hello (2 of 3 terms); clip 2: cat + spoken "cat"; clip 1: "cat" nowhere
     assert [s["clip_index"] for s in out["scenes"]] == [0, 2]
     assert out["scenes"][0]["matched_words"] == ["hello"]
 
 
-def test_vehicle_means_motor_vehicles(store: LocalStore) -> None:
-    out = _aggregate(store, "vehicles", _needs())
+def test_vehicle_means_motor_vehicles(local_store: LocalStore) -> None:
+    out = _aggregate(local_store, "vehicles", _needs())
     assert out["parsed_query"]["objects"] == ["car", "truck", "bus", "motorcycle"]
     assert [s["clip_index"] for s in out["scenes"]] == [1]
     assert out["scenes"][0]["objects"] == {"car": 0.89}
 
 
-def test_links_attempts_and_max_scenes(store: LocalStore) -> None:
-    out = _aggregate(store, "cat cup person", _needs(), max_scenes=2)
+def test_links_attempts_and_max_scenes(local_store: LocalStore) -> None:
+    out = _aggregate(local_store, "cat cup person", _needs(), max_scenes=2)
     assert len(out["scenes"]) == 2
     scene = out["scenes"][0]
-    assert scene["links"]["clip"] == store.link(f"clips/{scene['clip_index']}.mp4")
-    assert scene["links"]["keyframes"] == [store.link(f"a/{scene['clip_index']}.jpg")]
-    assert scene["links"]["transcript"] == store.link(f"t/{scene['clip_index']}.json")
+    assert scene["links"]["clip"] == local_store.link(f"clips/{scene['clip_index']}.mp4")
+    assert scene["links"]["keyframes"] == [local_store.link(f"a/{scene['clip_index']}.jpg")]
+    assert scene["links"]["transcript"] == local_store.link(f"t/{scene['clip_index']}.json")
     assert scene["evidence"]["attempts"] == {"transcribe": 1, "detect": 2}
 
 
-def test_clip_times_fall_back_to_the_echoed_clip(store: LocalStore) -> None:
+def test_clip_times_fall_back_to_the_echoed_clip(local_store: LocalStore) -> None:
     needs = _needs()
     needs["transcribe"][3]["clip"] = {"index": 3, "start_s": 15.0, "end_s": 20.0, "key": "clips/3.mp4"}
     needs["split"]["clips"] = needs["split"]["clips"][:3]  # split's list shorter than the fan-out
-    out = _aggregate(store, "cup", copy.deepcopy(needs))
+    out = _aggregate(local_store, "cup", copy.deepcopy(needs))
     assert _spans(out) == [(15.0, 20.0)] and out["scenes"][0]["clip_index"] == 3

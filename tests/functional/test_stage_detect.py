@@ -23,13 +23,8 @@ REQUEST = "r-detect"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
-    return LocalStore(str(tmp_path_factory.mktemp("detect-store")))
-
-
-@pytest.fixture(scope="module")
-def media(store: LocalStore) -> dict[str, Any]:
-    return write_scene_clips(store, REQUEST)
+def media(module_local_store: LocalStore) -> dict[str, Any]:
+    return write_scene_clips(module_local_store, REQUEST)
 
 
 def _run(store: LocalStore, extract: dict[str, Any], index: int, **config: Any) -> dict[str, Any]:
@@ -45,8 +40,8 @@ def _run(store: LocalStore, extract: dict[str, Any], index: int, **config: Any) 
 
 
 @pytest.fixture(scope="module")
-def outputs(store: LocalStore, media: dict[str, Any]) -> list[dict[str, Any]]:
-    return [_run(store, extract, i) for i, extract in enumerate(media["extract"])]
+def outputs(module_local_store: LocalStore, media: dict[str, Any]) -> list[dict[str, Any]]:
+    return [_run(module_local_store, extract, i) for i, extract in enumerate(media["extract"])]
 
 
 # -- the model on the sample -------------------------------------------------------------------------
@@ -63,7 +58,7 @@ def test_finds_the_expected_objects_in_every_scene(outputs: list[dict[str, Any]]
 
 @pytest.mark.slow
 def test_output_shape_and_annotated_keyframes(
-    store: LocalStore, media: dict[str, Any], outputs: list[dict[str, Any]]
+    module_local_store: LocalStore, media: dict[str, Any], outputs: list[dict[str, Any]]
 ) -> None:
     for extract, out in zip(media["extract"], outputs, strict=True):
         assert out["model"] == "ssd_mobilenet_v2_coco_2018_03_29"
@@ -72,8 +67,8 @@ def test_output_shape_and_annotated_keyframes(
         best: dict[str, float] = {}
         for frame in out["frames"]:
             assert frame["annotated_key"].startswith(f"requests/{REQUEST}/stages/detect/")
-            assert store.head(frame["annotated_key"]) is not None
-            data = store.get(frame["annotated_key"]).data
+            assert module_local_store.head(frame["annotated_key"]) is not None
+            data = module_local_store.get(frame["annotated_key"]).data
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             assert image.shape[:2] == (frame["height"], frame["width"]) == (360, 640)
             for det in frame["detections"]:
@@ -85,8 +80,8 @@ def test_output_shape_and_annotated_keyframes(
 
 
 @pytest.mark.slow
-def test_min_score_and_no_annotation_from_config(store: LocalStore, media: dict[str, Any]) -> None:
-    out = _run(store, media["extract"][1], 1, min_score=0.95, annotate=False)
+def test_min_score_and_no_annotation_from_config(module_local_store: LocalStore, media: dict[str, Any]) -> None:
+    out = _run(module_local_store, media["extract"][1], 1, min_score=0.95, annotate=False)
     assert all(f["annotated_key"] is None for f in out["frames"])
     assert all(d["score"] >= 0.95 for f in out["frames"] for d in f["detections"])
 
@@ -163,7 +158,7 @@ def test_undecodable_keyframe_is_a_terminal_error() -> None:
         detect_draw.decode_jpeg(b"not a jpeg")
 
 
-def test_clip_without_keyframes_detects_nothing(store: LocalStore) -> None:
+def test_clip_without_keyframes_detects_nothing(module_local_store: LocalStore) -> None:
     extract = {"clip": {"index": 7, "start_s": 0, "end_s": 1, "key": "c"}, "keyframes": [], "wav_key": None}
-    out = _run(store, extract, 7)
+    out = _run(module_local_store, extract, 7)
     assert out["frames"] == [] and out["objects"] == {}

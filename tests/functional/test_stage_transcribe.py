@@ -33,13 +33,8 @@ def test_wer_helper() -> None:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
-    return LocalStore(str(tmp_path_factory.mktemp("transcribe-store")))
-
-
-@pytest.fixture(scope="module")
-def media(store: LocalStore) -> dict[str, Any]:
-    return write_scene_clips(store, REQUEST)
+def media(module_local_store: LocalStore) -> dict[str, Any]:
+    return write_scene_clips(module_local_store, REQUEST)
 
 
 def _run(store: LocalStore, extract: dict[str, Any], index: int, **config: Any) -> dict[str, Any]:
@@ -49,8 +44,8 @@ def _run(store: LocalStore, extract: dict[str, Any], index: int, **config: Any) 
 
 
 @pytest.fixture(scope="module")
-def outputs(store: LocalStore, media: dict[str, Any]) -> list[dict[str, Any]]:
-    return [_run(store, extract, i) for i, extract in enumerate(media["extract"])]
+def outputs(module_local_store: LocalStore, media: dict[str, Any]) -> list[dict[str, Any]]:
+    return [_run(module_local_store, extract, i) for i, extract in enumerate(media["extract"])]
 
 
 def _speech_in(scene: dict[str, Any]) -> dict[str, Any] | None:
@@ -73,12 +68,7 @@ def test_transcript_matches_the_truth(outputs: list[dict[str, Any]], scene: int)
     assert wer(speech["text"], out["text"]) <= MAX_WER, (speech["text"], out["text"])
     # Times are absolute: the words sit inside the spoken sentence (give or take the VAD padding).
     assert out["words"], out
-    assert (
-        speech["start_s"] - 0.5
-        <= out["words"][0]["start_s"]
-        < out["words"][-1]["end_s"]
-        <= speech["end_s"] + 0.5
-    )
+    assert speech["start_s"] - 0.5 <= out["words"][0]["start_s"] < out["words"][-1]["end_s"] <= speech["end_s"] + 0.5
     for seg in out["segments"]:
         assert clip["start_s"] <= seg["start_s"] <= seg["end_s"] <= clip["end_s"]
     assert all(0.0 <= w["probability"] <= 1.0 for w in out["words"])
@@ -86,11 +76,11 @@ def test_transcript_matches_the_truth(outputs: list[dict[str, Any]], scene: int)
 
 
 @pytest.mark.slow
-def test_output_fields_and_transcript_artifact(store: LocalStore, outputs: list[dict[str, Any]]) -> None:
+def test_output_fields_and_transcript_artifact(module_local_store: LocalStore, outputs: list[dict[str, Any]]) -> None:
     for i, out in enumerate(outputs):
         assert out["model"] == "tiny.en" and out["clip"]["index"] == i and out["attempt"] == 1
         assert out["transcript_key"] == f"requests/{REQUEST}/stages/transcribe/{i:05d}/transcript.json"
-        artifact = json.loads(store.get(out["transcript_key"]).data)
+        artifact = json.loads(module_local_store.get(out["transcript_key"]).data)
         assert artifact == out  # the artifact holds everything the output does
 
 
@@ -122,7 +112,7 @@ def _extract_with(store: LocalStore, name: str, pcm: np.ndarray | None) -> dict[
     "name",
     ["none", "digital-silence", "noise", "tone-440"],
 )
-def test_no_speech_gives_an_empty_transcript(store: LocalStore, name: str) -> None:
+def test_no_speech_gives_an_empty_transcript(module_local_store: LocalStore, name: str) -> None:
     t = np.arange(5 * SAMPLE_RATE) / SAMPLE_RATE
     pcm = {
         "none": None,
@@ -130,10 +120,10 @@ def test_no_speech_gives_an_empty_transcript(store: LocalStore, name: str) -> No
         "noise": np.random.default_rng(1).normal(0, 300, len(t)).astype(np.int16),
         "tone-440": (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16),
     }[name]
-    out = _run(store, _extract_with(store, name, pcm), 9)
+    out = _run(module_local_store, _extract_with(module_local_store, name, pcm), 9)
     assert out["text"] == "" and out["words"] == [] and out["segments"] == [] and out["speech"] == []
     assert out["speech_detected"] is False
-    assert json.loads(store.get(out["transcript_key"]).data)["text"] == ""
+    assert json.loads(module_local_store.get(out["transcript_key"]).data)["text"] == ""
 
 
 def test_regions_from_probabilities() -> None:

@@ -19,9 +19,9 @@ import pytest
 from fave.local import worker
 from fave.local.environment import ProcessEnvironment, context_info
 from fave.local.runtime import LocalRuntime
-from fave.local.template import load_template
+from fave.local.template import Template
+from support.templates import RUNTIME_TEMPLATE
 
-RUNTIME_TEMPLATE = Path(__file__).resolve().parents[1] / "fixtures" / "runtime" / "template.yaml"
 BASIC = RUNTIME_TEMPLATE.parent / "functions" / "basic"
 
 
@@ -41,11 +41,10 @@ def test_an_environment_closed_before_its_init_frame_exits_quietly(capfd: pytest
 
 
 def test_closing_a_runtime_while_a_prewarmed_environment_starts_prints_nothing(
-    capfd: pytest.CaptureFixture[str],
+    runtime_template: Template, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    template = load_template(RUNTIME_TEMPLATE)
     for _ in range(5):
-        runtime = LocalRuntime(template, cores=1, prewarm=["Echo"])
+        runtime = LocalRuntime(runtime_template, cores=1, prewarm=["Echo"])
         assert runtime._pools["Echo"].prewarm()
         # Closed at once: the slot thread usually finds the runtime closed just after starting the worker
         # process (the `fave run` case: a request ends while a later stage's environment is pre-warming),

@@ -11,8 +11,9 @@ import copy
 from typing import Any
 
 import pytest
-from fave.local.template import Template, load_template, load_yaml
-from fave.pipeline import Pipeline, load_pipeline
+from fave.core.dag import Pipeline
+from fave.local.orchestrator import load_local_pipeline
+from fave.local.template import Template, load_yaml
 from support.app_lambda import DEMO_TEMPLATE
 from support.cfn import Stack, allowed, function_role
 from support.sam import TEMPLATE, translate_many, translated_template
@@ -31,12 +32,7 @@ ROOT = TEMPLATE.parent
 
 @pytest.fixture(scope="module")
 def pipeline() -> Pipeline:
-    return load_pipeline(ROOT / "pipeline.yaml")
-
-
-@pytest.fixture(scope="module")
-def local() -> Template:
-    return load_template(TEMPLATE)
+    return load_local_pipeline(ROOT / "pipeline.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +50,9 @@ def test_template_matches_the_pipeline(translated: dict[str, Any], pipeline: Pip
 
 
 def test_every_role_covers_its_code_and_no_more(
-    translated: dict[str, Any], pipeline: Pipeline, local: Template
+    translated: dict[str, Any], pipeline: Pipeline, template: Template
 ) -> None:
-    assert check_iam(translated, pipeline, local) == []
+    assert check_iam(translated, pipeline, template) == []
 
 
 def test_code_facts_find_the_request_level_folders() -> None:
@@ -154,11 +150,11 @@ def test_a_missing_destination_is_reported(broken: dict[str, dict[str, Any]], pi
     ]
 
 
-def test_iam_mistakes_are_reported(broken: dict[str, dict[str, Any]], pipeline: Pipeline, local: Template) -> None:
-    problems = check_iam(broken["extract_writes_elsewhere"], pipeline, local)
+def test_iam_mistakes_are_reported(broken: dict[str, dict[str, Any]], pipeline: Pipeline, template: Template) -> None:
+    problems = check_iam(broken["extract_writes_elsewhere"], pipeline, template)
     assert problems and all(p.startswith("ExtractFunction may not s3:PutObject") for p in problems)
 
-    problems = check_iam(broken["detect_writes_everywhere"], pipeline, local)
+    problems = check_iam(broken["detect_writes_everywhere"], pipeline, template)
     assert any(p.startswith("DetectFunction may s3:PutObject") and "state.json" in p for p in problems)
     assert any("extract's artifacts" in p for p in problems)
 
@@ -166,12 +162,12 @@ def test_iam_mistakes_are_reported(broken: dict[str, dict[str, Any]], pipeline: 
         "AudioFunctionRole/AudioFunctionRolePolicy0: wildcard action s3:*"
     ]
 
-    problems = check_iam(broken["no_invoke_transcribe"], pipeline, local)
+    problems = check_iam(broken["no_invoke_transcribe"], pipeline, template)
     assert (
         len(problems) == 1 and "may not lambda:InvokeFunction" in problems[0] and "fave-test-transcribe" in problems[0]
     )
 
-    problems = check_iam(broken["split_cannot_list"], pipeline, local)
+    problems = check_iam(broken["split_cannot_list"], pipeline, template)
     assert problems == [
         "SplitFunction may not s3:ListBucket on arn:aws:s3:::"
         f"{Stack(broken['split_cannot_list']).physical_id('ArtifactsBucket')} "
@@ -180,10 +176,10 @@ def test_iam_mistakes_are_reported(broken: dict[str, dict[str, Any]], pipeline: 
 
 
 def test_lease_and_mailbox_deletes_are_required(
-    broken: dict[str, dict[str, Any]], pipeline: Pipeline, local: Template
+    broken: dict[str, dict[str, Any]], pipeline: Pipeline, template: Template
 ) -> None:
     bucket = Stack(broken["no_lease_and_mailbox_deletes"]).physical_id("ArtifactsBucket")
-    problems = check_iam(broken["no_lease_and_mailbox_deletes"], pipeline, local)
+    problems = check_iam(broken["no_lease_and_mailbox_deletes"], pipeline, template)
     request = "requests/01JD2ZK0000000000000000000"
     assert problems == [
         f"OrchestratorFunction may not s3:DeleteObject on arn:aws:s3:::{bucket}/{request}/metadata/lease.json "
@@ -194,13 +190,13 @@ def test_lease_and_mailbox_deletes_are_required(
 
 
 def test_normalize_reads_exactly_the_source_prefixes(
-    translated: dict[str, Any], broken: dict[str, dict[str, Any]], pipeline: Pipeline, local: Template
+    translated: dict[str, Any], broken: dict[str, dict[str, Any]], pipeline: Pipeline, template: Template
 ) -> None:
     assert check_source_reads(translated, pipeline) == []
     assert "FAVE_INPUT_PREFIXES" in orchestrator_env(Stack(translated))  # set by the template, not defaulted
 
     everything = broken["normalize_reads_everything"]
-    problems = check_iam(everything, pipeline, local)
+    problems = check_iam(everything, pipeline, template)
     assert any("NormalizeFunction may s3:GetObject" in p and "idempotency/" in p for p in problems), problems
     assert any("NormalizeFunction may s3:GetObject" in p and "index/" in p for p in problems), problems
     assert check_source_reads(everything, pipeline) == [
@@ -209,7 +205,7 @@ def test_normalize_reads_exactly_the_source_prefixes(
     ]
 
     no_inputs = broken["normalize_reads_no_inputs"]
-    problems = check_iam(no_inputs, pipeline, local)
+    problems = check_iam(no_inputs, pipeline, template)
     assert (
         len(problems) == 1
         and problems[0].startswith("NormalizeFunction may not s3:GetObject")
@@ -235,7 +231,7 @@ def test_the_demo_orchestrator_has_the_real_orchestrators_policy(
     """The iam tier runs the demo pipeline (tests/fixtures/demo): what it proves about the orchestrator's
     role holds for template.yaml's because the policies are the same but for the functions invoked."""
     real, demo = Stack(translated), Stack(broken["demo"])
-    demo_pipeline = load_pipeline(DEMO_TEMPLATE.parent / "pipeline.yaml")
+    demo_pipeline = load_local_pipeline(DEMO_TEMPLATE.parent / "pipeline.yaml")
 
     def without_invoked(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [
@@ -331,18 +327,20 @@ def test_schedule_sends_the_tick(translated: dict[str, Any]) -> None:
     assert "Input" not in rule["Targets"][0]  # EventBridge's own "Scheduled Event" is the tick
 
 
-def test_outputs_name_the_api_bucket_and_every_function(translated: dict[str, Any], local: Template) -> None:
+def test_outputs_name_the_api_bucket_and_every_function(translated: dict[str, Any], template: Template) -> None:
     stack = Stack(translated)
     outputs = {name: stack.resolve(o["Value"]) for name, o in translated["Outputs"].items()}
     assert outputs["ApiUrl"] == f"https://{stack.physical_id('Api')}.execute-api.us-east-1.amazonaws.com"
     assert outputs["ArtifactsBucketName"] == stack.physical_id("ArtifactsBucket")
-    for lid in local.functions:
+    for lid in template.functions:
         assert outputs[f"{lid}Name"] == stack.physical_id(lid)
 
 
-def test_image_functions_take_no_layer_and_zip_functions_share_one(translated: dict[str, Any], local: Template) -> None:
+def test_image_functions_take_no_layer_and_zip_functions_share_one(
+    translated: dict[str, Any], template: Template
+) -> None:
     stack = Stack(translated)
-    for lid, spec in local.functions.items():
+    for lid, spec in template.functions.items():
         props = stack.properties(lid)
         if spec.package_type == "Image":
             assert props["PackageType"] == "Image" and "Layers" not in props and "Runtime" not in props

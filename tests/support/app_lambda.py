@@ -35,29 +35,13 @@ from fave.local.runtime import LocalRuntime
 from fave_shared.store import ObjectStore
 
 from support.events import http_event, tick_event
+from support.lambda_context import LambdaContext
 from support.tiers import Tier, TierBackend
 
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo" / "pipeline.yaml"
 DEMO_TEMPLATE = DEMO.parent / "template.yaml"
 ORCHESTRATOR = "OrchestratorFunction"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
-
-
-class LambdaContext:
-    """The parts of a Lambda context the handlers (Powertools) read."""
-
-    function_name = "fave-OrchestratorFunction-test"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:fave-OrchestratorFunction-test"
-    memory_limit_in_mb = 512
-    log_group_name = "/aws/lambda/fave-OrchestratorFunction-test"
-    log_stream_name = "2026/11/18/[$LATEST]0123456789abcdef"
-
-    def __init__(self) -> None:
-        self.aws_request_id = f"test-{time.monotonic_ns():x}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
 
 
 class DestinationSwitch:
@@ -161,6 +145,9 @@ class OrchestratorLambda:
 
     def invoke_sync(self, function: str, payload: dict[str, Any]) -> Any:
         raise AssertionError("the orchestrator never invokes itself synchronously")
+
+    def functions(self) -> frozenset[str]:
+        return frozenset({ORCHESTRATOR})
 
     def settle(self, timeout: float = 30.0) -> None:
         """Wait until every invocation submitted so far (and those they submitted) has finished."""

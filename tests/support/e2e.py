@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fave.persistence import final_key, read_stage_tasks, state_key
-from fave.pipeline import load_pipeline
+from fave.keys import final_key, state_key
+from fave.local.orchestrator import load_local_pipeline
+from fave.persistence import read_stage_tasks
 from fave.statefile import StateDoc, TaskDoc
 from fave_shared import refs
 from fave_shared.store import ObjectStore
@@ -278,7 +279,7 @@ def rerank(view: StoreView, request_id: str, query: str) -> dict[str, Any]:
             "transcribe": [t.output for t in view.tasks(request_id, "transcribe").values()],
             "detect": [t.output for t in view.tasks(request_id, "detect").values()],
         },
-        "config": load_pipeline(PIPELINE).stage_config("aggregate", profile),
+        "config": load_local_pipeline(PIPELINE).stage_config("aggregate", profile),
     }
     event = {
         "fave": 1,

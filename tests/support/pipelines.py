@@ -1,23 +1,22 @@
-"""Build pipelines for engine tests without files scattered around: write YAML to tmp and load it."""
+"""Build pipelines for engine tests from YAML text, in memory: no file is written or read."""
 
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
+from typing import Any
 
-from fave.pipeline import Pipeline, load_pipeline
+import yaml
+from fave.core.dag import Pipeline
+from fave.pipeline import parse_pipeline
 
 
-def make_pipeline(tmp: Path, body: str, functions: list[str] | None = None) -> Pipeline:
-    """Load ``body`` (YAML) as pipeline.yaml; every stage's function is accepted unless ``functions``."""
-    path = tmp / "pipeline.yaml"
-    path.write_text(textwrap.dedent(body))
+def make_pipeline(body: str | dict[str, Any], functions: list[str] | None = None) -> Pipeline:
+    """Parse ``body`` (YAML text or the document itself); every stage's function is accepted unless
+    ``functions`` says which exist."""
+    raw = yaml.safe_load(textwrap.dedent(body)) if isinstance(body, str) else body
     if functions is None:
-        import yaml
-
-        raw = yaml.safe_load(path.read_text())
         functions = [s["function"] for s in raw.get("stages", {}).values() if isinstance(s, dict)]
-    return load_pipeline(path, functions=functions)
+    return parse_pipeline(raw, functions)
 
 
 CHAIN = """

@@ -2,7 +2,9 @@
 
 Fixtures (registered for the whole suite from tests/conftest.py):
 
-* ``local_store``  - a ``LocalStore`` in a fresh ``tmp_path`` directory;
+* ``local_store``  - a ``LocalStore`` in a fresh ``tmp_path`` directory (the store of a test that needs only a
+  local one);
+* ``module_local_store`` - a ``LocalStore`` shared by one module's tests (costly inputs written once);
 * ``aws_env``      - fake credentials and region in the environment, nothing inherited from the host;
 * ``moto_s3_client`` / ``moto_store`` - moto in-process (``mock_aws``) with bucket ``BUCKET``;
 * ``moto_server``  - one ``ThreadedMotoServer`` per session on 127.0.0.1 (random port), yields its URL;
@@ -64,6 +66,13 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def local_store(tmp_path: Path) -> LocalStore:
     """A ``LocalStore`` rooted at ``tmp_path / "store"`` (created on first write)."""
     return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture(scope="module")
+def module_local_store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
+    """A ``LocalStore`` shared by the tests of one module: what they read is costly to make, so it is made once
+    (the media stage tests' clips and model outputs)."""
+    return LocalStore(tmp_path_factory.mktemp("store"))
 
 
 @functools.cache

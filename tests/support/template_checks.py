@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import fave.persistence
+from fave.core.dag import Pipeline
+from fave.keys import INDEX_PREFIX, final_key, shard_key, state_key
 from fave.local.template import Template
-from fave.persistence import INDEX_PREFIX, final_key, shard_key, state_key
-from fave.pipeline import Pipeline
 from fave_shared.stage import artifact_prefix
 
 from support.cfn import RolePolicies, Stack, allowed, function_role
@@ -225,12 +225,12 @@ def orchestrator_requirements(pipeline: Pipeline, bucket: str, stack: Stack, upl
         needed_deletes = [(_shard_key(stage), "superseded shard") for stage in pipeline.stages]
     else:
         needed_deletes = []
-    idempotency = _app_constant("fave.app.idempotency", "PREFIX")
+    idempotency = _app_constant("fave.keys", "IDEMPOTENCY_PREFIX")
     if idempotency:
         read_write.append((f"{idempotency}{'0' * 64}.json", "idempotency record"))
     needed = [Access(action, obj + key, why) for key, why in read_write for action in ("s3:GetObject", "s3:PutObject")]
     needed += [Access("s3:DeleteObject", obj + key, why) for key, why in needed_deletes]
-    active = _app_constant("fave.app.runner", "ACTIVE_PREFIX")
+    active = _app_constant("fave.keys", "ACTIVE_PREFIX")
     if active:
         needed += [
             Access("s3:PutObject", f"{obj}{active}{REQUEST_ID}", "active marker"),
@@ -252,16 +252,18 @@ def orchestrator_requirements(pipeline: Pipeline, bucket: str, stack: Stack, upl
 
 
 def _lease_and_mailbox(bucket: str) -> list[Access]:
-    """One writer per request (``fave.app.exclusive``): the lease object and the mailbox, with the keys the
-    code builds (``lease_key``, ``inbox_prefix``); each is deleted if the module that writes it deletes."""
-    lease_key = _app_constant("fave.app.exclusive", "lease_key")
-    inbox_prefix = _app_constant("fave.app.exclusive", "inbox_prefix")
+    """One writer per request (``fave.lease``) and the mailbox (``fave.app.exclusive``), with the keys the code
+    builds (``fave.keys``: ``lease_key``, ``inbox_prefix``); each is deleted if the module that writes it deletes."""
+    lease_key = _app_constant("fave.keys", "lease_key")
+    inbox_prefix = _app_constant("fave.keys", "inbox_prefix")
+    lease_module = importlib.import_module("fave.lease")
+    mailbox_module = importlib.import_module("fave.app.exclusive")
     obj = f"arn:aws:s3:::{bucket}/"
     needed: list[Access] = []
     if lease_key is not None:
         lease = obj + lease_key(REQUEST_ID)
         needed += [Access(action, lease, "the request's lease") for action in ("s3:GetObject", "s3:PutObject")]
-        if code_facts(Path(inspect.getfile(lease_key))).deletes:
+        if code_facts(Path(inspect.getfile(lease_module))).deletes:
             needed.append(Access("s3:DeleteObject", lease, "a lease is released by deleting it"))
     if inbox_prefix is not None:
         prefix = inbox_prefix(REQUEST_ID)
@@ -272,7 +274,7 @@ def _lease_and_mailbox(bucket: str) -> list[Access]:
                 "s3:ListBucket", f"arn:aws:s3:::{bucket}", "the lease holder lists the mailbox", {"s3:prefix": prefix}
             )
         )
-        if code_facts(Path(inspect.getfile(inbox_prefix))).deletes:
+        if code_facts(Path(inspect.getfile(mailbox_module))).deletes:
             needed.append(Access("s3:DeleteObject", message, "an applied message is removed"))
     return needed
 

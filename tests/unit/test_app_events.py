@@ -1,52 +1,16 @@
-"""The sample events of events/ are what AWS sends, and the orchestrator function tells them apart."""
+"""The orchestrator function's pure pieces: what it refuses to handle, idempotency keys, request ids, settings.
+The sample events of events/ (files): tests/functional/test_sample_events.py."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2, EventBridgeEvent, S3Event
 from fave.app import Settings, kind_of
-from fave.app.idempotency import fingerprint, record_key, validate_key
-from fave.app.models import StartRequest
-from fave.app.runner import request_id_time
-from fave.completions import from_envelope
-from fave.core.model import TaskFailed, TaskSucceeded
-from fave.ids import new_request_id
+from fave.app.idempotency import fingerprint, validate_key
+from fave.ids import new_request_id, request_id_time
+from fave.keys import idempotency_key
 from fave_shared.errors import ValidationError
-from fave_shared.schemas import DestinationEnvelope, StageEvent, StageInput
-from support.events import EVENTS, SAMPLE_REQUEST_ID, load_event, sample_names
-
-KINDS = {
-    "http-start.json": "http",
-    "http-status.json": "http",
-    "http-resume.json": "http",
-    "http-cancel.json": "http",
-    "s3-upload.json": "s3",
-    "destination-success.json": "destination",
-    "destination-failure.json": "destination",
-    "schedule-tick.json": "tick",
-}
-
-
-def test_every_entry_point_has_a_sample_and_the_readme_lists_them_all() -> None:
-    assert set(sample_names()) == {*KINDS, "stage-invocation.json"}
-    readme = (EVENTS / "README.md").read_text()
-    assert set(re.findall(r"`([\w-]+\.json)`", readme)) >= set(sample_names())
-
-
-@pytest.mark.parametrize(("name", "kind"), sorted(KINDS.items()))
-def test_the_function_tells_each_sample_apart(name: str, kind: str) -> None:
-    assert kind_of(load_event(name)) == kind
-
-
-def test_a_stage_invocation_sent_to_the_orchestrator_is_refused_with_a_pointer() -> None:
-    event = load_event("stage-invocation.json")
-    StageEvent.model_validate(event)
-    StageInput.model_validate(event["input"])
-    with pytest.raises(ValidationError, match="stage's function"):
-        kind_of(event)
 
 
 @pytest.mark.parametrize("event", [{}, {"Records": []}, {"detail-type": "Scheduled Event"}, []])
@@ -55,62 +19,15 @@ def test_anything_else_is_refused_naming_what_is_expected(event: object) -> None
         kind_of(event)
 
 
-@pytest.mark.parametrize("name", [n for n, k in KINDS.items() if k == "http"])
-def test_http_samples_are_payload_2_0_with_the_sample_id_in_the_path(name: str) -> None:
-    event = APIGatewayProxyEventV2(load_event(name))
-    assert event.version == "2.0" and event.request_context.stage == "$default"
-    assert event.raw_path == event.request_context.http.path
-    method, _, route = event.route_key.partition(" ")
-    assert method == event.request_context.http.method and route.startswith("/requests")
-    if name != "http-start.json":
-        assert event.raw_path.startswith(f"/requests/{SAMPLE_REQUEST_ID}")
-        assert event.path_parameters == {"id": SAMPLE_REQUEST_ID}  # as template.yaml names it
-
-
-def test_the_start_sample_is_a_valid_request_with_an_idempotency_key() -> None:
-    event = APIGatewayProxyEventV2(load_event("http-start.json"))
-    body = StartRequest.model_validate_json(event.body or "")
-    assert body.video_uri.startswith("s3://") and body.query and body.profile == "default"
-    assert event.headers["idempotency-key"]
-
-
-def test_the_upload_sample_has_an_url_encoded_key_under_uploads() -> None:
-    record = next(iter(S3Event(load_event("s3-upload.json")).records))
-    assert record.event_name == "ObjectCreated:Put" and record.event_source == "aws:s3"
-    raw = record.s3.get_object.key
-    assert "%" in raw and "+" in raw  # as S3 sends it
-    assert S3Event(load_event("s3-upload.json")).object_key == "uploads/street scenes(20s).mp4"
-    assert record.s3.get_object.sequencer
-
-
-def test_destination_samples_become_the_completion_of_their_task() -> None:
-    request_id, succeeded = from_envelope(load_event("destination-success.json"))
-    assert request_id == SAMPLE_REQUEST_ID
-    assert isinstance(succeeded, TaskSucceeded) and (succeeded.stage, succeeded.item, succeeded.attempt) == (
-        "extract",
-        3,
-        1,
-    )
-    assert succeeded.output["clip"]["index"] == 3
-
-    failure_event = load_event("destination-failure.json")
-    assert not DestinationEnvelope.model_validate(failure_event).succeeded
-    _, failed = from_envelope(failure_event)
-    assert isinstance(failed, TaskFailed) and failed.item == 4 and failed.error_type == "RetryableError"
-
-
-def test_the_tick_sample_is_an_eventbridge_scheduled_event() -> None:
-    event = EventBridgeEvent(load_event("schedule-tick.json"))
-    assert event.detail_type == "Scheduled Event" and event.source == "aws.events" and event.detail == {}
-
-
 # ---- small pieces of the function ---------------------------------------------------------------------------
 
 
 def test_fingerprint_ignores_key_order_but_not_values() -> None:
     assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
-    assert record_key("s", "k") != record_key("t", "k") and record_key("s", "k").startswith("idempotency/")
+    assert idempotency_key("s", "k") != idempotency_key("t", "k") and idempotency_key("s", "k").startswith(
+        "idempotency/"
+    )
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "caf\u00e9"])
@@ -129,5 +46,3 @@ def test_settings_from_the_environment() -> None:
     assert settings.default_query == "q" and settings.default_profile == "default"
     assert settings.pipeline_path == Path(__file__).resolve().parents[2] / "orchestrator" / "pipeline.yaml"
     assert Settings.from_env({"FAVE_PIPELINE": "/abs/p.yaml"}).pipeline_path == Path("/abs/p.yaml")
-
-

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from engine_harness import Harness
 from fave.core.model import (
     TIMEOUT_ERROR,
     Cancel,
@@ -20,17 +17,18 @@ from fave.core.model import (
     Tick,
     WriteFinal,
 )
+from support.engine_harness import Harness
 from support.pipelines import CHAIN, FANOUT, make_pipeline
 
 
 @pytest.fixture
-def chain(tmp_path: Path) -> Harness:
-    return Harness(make_pipeline(tmp_path, CHAIN))
+def chain() -> Harness:
+    return Harness(make_pipeline(CHAIN))
 
 
 @pytest.fixture
-def fan(tmp_path: Path) -> Harness:
-    return Harness(make_pipeline(tmp_path, FANOUT))
+def fan() -> Harness:
+    return Harness(make_pipeline(FANOUT))
 
 
 def test_start_dispatches_only_the_root_stage(chain: Harness) -> None:
@@ -152,8 +150,8 @@ def test_timeout_marks_task_and_retries(fan: Harness) -> None:
     assert any(getattr(c, "kind", "") == "timeout" for c in commands)
 
 
-def test_tolerated_failures_skip_downstream_items(tmp_path: Path) -> None:
-    h = Harness(make_pipeline(tmp_path, FANOUT.replace("max_concurrency: 3}", "tolerated_failures: 1}")))
+def test_tolerated_failures_skip_downstream_items() -> None:
+    h = Harness(make_pipeline(FANOUT.replace("max_concurrency: 3}", "tolerated_failures: 1}")))
     (plan,) = h.invokes(h.send(Start()))
     work = h.invokes(h.succeed(plan, {"items": [0, 1]}))
     h.send(TaskFailed("work", 0, 1, "TerminalError", "bad item"))
@@ -190,10 +188,10 @@ def test_resume_reruns_only_tasks_that_did_not_succeed(fan: Harness) -> None:
     assert all(i.attempt == 2 for i in again if i.stage == "work")
 
 
-def test_invoke_input_carries_profile_config(tmp_path: Path) -> None:
+def test_invoke_input_carries_profile_config() -> None:
     body = CHAIN.replace("a: {function: A, mode: sync}", "a: {function: A, mode: sync, config: {k: 1, j: 2}}")
     body += "    profiles: {default: {}, fast: {a: {k: 9}}}\n"
-    h = Harness(make_pipeline(tmp_path, body))
+    h = Harness(make_pipeline(body))
     h.state = h.engine.new_request("01JTESTREQUEST0000000000000", {"profile": "fast"}, h.now)
     (a,) = h.invokes(h.send(Start()))
     assert isinstance(a, Invoke) and a.input["config"] == {"k": 9, "j": 2}
@@ -214,5 +212,26 @@ def test_a_batch_of_events_decides_like_one_event_at_a_time(fan: Harness) -> Non
     batched, commands_batched = fan.engine.decide_all(fan.state, batch, fan.now)
     assert commands_batched == commands_one
     assert batched.tasks == one_by_one.tasks and batched.stages == one_by_one.stages
-    assert (batched.ready, batched.running, batched.dirty) == (one_by_one.ready, one_by_one.running, one_by_one.dirty)
+    assert (batched.ready, batched.running) == (one_by_one.ready, one_by_one.running)
+    assert batched.changed == one_by_one.changed
     assert batched.stages["work"].succeeded == 3  # the duplicate counted once
+
+
+def test_a_tick_that_ends_the_request_invokes_nothing_it_dispatched_on_the_way(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    assert len(fan.invokes(fan.succeed(plan, {"items": [0, 1, 2]}))) == 3  # max_concurrency 3
+    # Item 2 fails twice: its third attempt is its last (retry.max_attempts 2).
+    fan.send(TaskFailed("work", 2, 1, "ValueError", "flaky"))
+    fan.now += 1.5
+    assert [i.item for i in fan.invokes(fan.send(Tick()))] == [2]
+    fan.send(TaskFailed("work", 2, 2, "ValueError", "flaky"))
+    fan.now += 2.5
+    assert [i.item for i in fan.invokes(fan.send(Tick()))] == [2]  # attempt 3, deadline now + 10 s
+    fan.send(TaskFailed("work", 0, 1, "ValueError", "flaky"))  # retried at now + 1 s
+    # Item 1 (attempt 1, overdue first) times out and is retried, which frees a slot that item 0's due retry
+    # takes; then item 2's last attempt times out and fails the request in the same decision.
+    fan.now += 11
+    commands = fan.send(Tick())
+    assert fan.state.status is RequestStatus.FAILED and "States.Timeout" in (fan.state.failure.error_type or "")
+    assert fan.invokes(commands) == []
+    assert fan.state.task("work", 0).status is TaskStatus.CANCELLED  # type: ignore[union-attr]

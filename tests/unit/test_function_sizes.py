@@ -1,18 +1,11 @@
-"""The pure helpers of scripts/function_sizes.py (the measuring itself installs wheels: run it by hand)."""
+"""The pure helpers of scripts/function_sizes.py (the measuring itself installs wheels: run it by hand). What
+reads folders and template.yaml: tests/functional/test_function_sizes_files.py."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from support.scripts import load_script
 
-from support.functions import ROOT
-
-_spec = importlib.util.spec_from_file_location("function_sizes", ROOT / "scripts" / "function_sizes.py")
-assert _spec is not None and _spec.loader is not None
-sizes = importlib.util.module_from_spec(_spec)
-sys.modules["function_sizes"] = sizes  # dataclasses resolve their annotations through sys.modules
-_spec.loader.exec_module(sizes)
+sizes = load_script("function_sizes")
 
 
 def test_parse_requirements_drops_comments_and_blanks() -> None:
@@ -21,21 +14,9 @@ def test_parse_requirements_drops_comments_and_blanks() -> None:
     assert sizes.parse_requirements("# nothing beyond the shared layer\n") == []
 
 
-def test_tree_size_skips_bytecode(tmp_path: Path) -> None:
-    (tmp_path / "pkg" / "__pycache__").mkdir(parents=True)
-    (tmp_path / "pkg" / "a.py").write_bytes(b"x" * 100)
-    (tmp_path / "pkg" / "b.pyc").write_bytes(b"x" * 1000)
-    (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"x" * 1000)
-    (tmp_path / "lib.so").write_bytes(b"x" * 10)
-    assert sizes.tree_size(tmp_path) == 110
-    assert sizes.largest_entries(tmp_path) == {"pkg": 0.0, "lib.so": 0.0}
-
-
 def test_table_flags_functions_over_the_zip_limit() -> None:
     small = sizes.FunctionSize("aggregate", [], packages_mb=0.0, code_mb=0.03)
-    big = sizes.FunctionSize(
-        "transcribe", ["faster-whisper"], packages_mb=249.99, code_mb=0.02, largest={"av": 100.0}
-    )
+    big = sizes.FunctionSize("transcribe", ["faster-whisper"], packages_mb=249.99, code_mb=0.02, largest={"av": 100.0})
     broken = sizes.FunctionSize("detect", ["nope"], error="No solution found")
     assert small.deploy_as == "zip" and big.total_mb == 250.0 and big.deploy_as == "zip"
     big.packages_mb = 250.1
@@ -59,9 +40,3 @@ def test_zip_totals_include_the_layer_and_the_template_choice_is_checked() -> No
     assert "Zip !!" in table[2] and "252.0 MB > 250 MB" in table[2]
     assert "Image" in table[3] and "!!" not in table[3]
     assert table[-1].startswith("!!")
-
-
-def test_template_package_types_come_from_template_yaml() -> None:
-    types = sizes.template_package_types()
-    assert types["transcribe"] == types["detect"] == "Image"
-    assert types["audio"] == types["normalize"] == types["orchestrator"] == "Zip"

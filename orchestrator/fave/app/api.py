@@ -34,12 +34,12 @@ from fave.app.context import current
 from fave.app.idempotency import IdempotencyKeyReusedError, IdempotencyKeys, fingerprint, validate_key
 from fave.app.models import CancelRequest, StartRequest
 from fave.app.observability import current_meter, logger
-from fave.app.runner import invocation_runner, resume_message
+from fave.app.runner import invocation_runner
 from fave.app.sources import check_source, store_bucket
-from fave.cli.main import status_document
-from fave.core.model import RequestStatus
+from fave.core.model import RequestStatus, Resume
 from fave.ids import new_request_id, validate_request_id
 from fave.persistence import CorruptStateError
+from fave.status import status_document
 
 app = APIGatewayHttpResolver(enable_validation=True)
 
@@ -129,7 +129,7 @@ def resume_request(request_id: RequestId) -> Response[dict[str, Any]]:
     runner = invocation_runner()
     if runner.load(request_id).status is RequestStatus.COMPLETED:
         raise ConflictError(f"request {request_id} is COMPLETED: nothing to resume")
-    runner.post(request_id, resume_message())
+    runner.post(request_id, Resume())
     body = {**status_document(runner.context.store, request_id), "status_url": _status_url(request_id)}
     return Response(202, content_types.APPLICATION_JSON, {**body, "queued": True})
 

@@ -17,8 +17,9 @@ from fave_shared.store import ObjectStore, S3Store, open_store
 
 from fave.app.settings import Settings
 from fave.clock import Clock, SystemClock
+from fave.core.dag import Pipeline
 from fave.invoke.base import Invoker
-from fave.pipeline import Pipeline, load_pipeline
+from fave.pipeline import load_pipeline
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -92,17 +93,13 @@ class AppContext:
     def pipeline(self) -> Pipeline:
         """``FAVE_PIPELINE``, loaded and validated once.
 
-        With the Lambda invoker the known functions are the ``FAVE_FUNCTION_*`` names (the bundle holds no
-        template.yaml); otherwise the pipeline's template.yaml is read, as the CLI does.
+        The known functions are the invoker's (on Lambda the ``FAVE_FUNCTION_*`` names: the bundle holds no
+        template.yaml).
         """
         with self._lock:
             if not isinstance(self._pipeline, Pipeline):
                 path = self._pipeline if self._pipeline is not None else self.settings.pipeline_path
-                from fave.invoke.aws import LambdaInvoker
-
-                invoker = self.invoker
-                functions = list(invoker.function_names) if isinstance(invoker, LambdaInvoker) else None
-                self._pipeline = load_pipeline(path, functions=functions)
+                self._pipeline = load_pipeline(path, functions=self.invoker.functions())
             return self._pipeline
 
     @property

@@ -4,7 +4,9 @@ Every destination, resume and cancel is its own Lambda invocation. The lease (``
 them write the request at a time; the others post their *message* here and return at once instead of
 waiting:
 
-* **mailbox** ``requests/{id}/inbox/{time}-{random}.json``: whoever holds the lease applies the messages
+* **mailbox** ``requests/{id}/inbox/{time}-{random}.json``, each an engine event (``fave.eventcodec``): a
+  destination record is parsed once where it arrives and waits here as its ``TaskSucceeded`` /
+  ``TaskFailed``. Whoever holds the lease applies the events
   in one batch, deletes them after the commit (a crash in between re-applies them: duplicates change
   nothing), releases, then lists the mailbox once more and takes the lease again if anything is left. So
   a message posted while the holder was finishing is never stranded: either its sender's second try for
@@ -16,22 +18,20 @@ conflicting writes on state.json.
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 import uuid
-from typing import Any
 
-from fave_shared.errors import NotFoundError
-from fave_shared.store import ObjectStore
+from fave_shared.errors import NotFoundError, ValidationError
+from fave_shared.store import ObjectStore, get_json, put_json
 
-from fave.lease import Lease, Leases, lease_key
-from fave.persistence import request_prefix
+from fave import eventcodec
+from fave.core.model import Event
+from fave.keys import inbox_prefix
 
-__all__ = ["Lease", "Leases", "Mailbox", "inbox_prefix", "lease_key"]
+__all__ = ["Mailbox"]
 
-
-def inbox_prefix(request_id: str) -> str:
-    return request_prefix(request_id) + "inbox/"
+log = logging.getLogger("fave.app.exclusive")
 
 
 class Mailbox:
@@ -40,22 +40,26 @@ class Mailbox:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
-    def post(self, request_id: str, message: dict[str, Any]) -> str:
+    def post(self, request_id: str, event: Event) -> str:
         key = f"{inbox_prefix(request_id)}{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json"
-        self.store.put(key, json.dumps(message).encode(), if_none_match=True, content_type="application/json")
+        put_json(self.store, key, eventcodec.encode(event), if_none_match=True)
         return key
 
     def keys(self, request_id: str) -> list[str]:
         """Waiting messages, oldest first."""
         return list(self.store.list(inbox_prefix(request_id)))
 
-    def read(self, key: str) -> dict[str, Any] | None:
-        """A message, or None if another holder already applied and removed it."""
+    def read(self, key: str) -> Event | None:
+        """The event, or None if another holder already applied and removed it (or it is not an event: a
+        malformed message is logged and dropped, since no retry can make it readable)."""
         try:
-            message: dict[str, Any] = json.loads(self.store.get(key).data)
+            doc, _ = get_json(self.store, key)
+            return eventcodec.decode(doc)
         except NotFoundError:
             return None
-        return message
+        except (ValueError, ValidationError) as exc:
+            log.error("mailbox: malformed message %s dropped: %s", key, exc)
+            return None
 
     def remove(self, keys: list[str]) -> None:
         for key in keys:

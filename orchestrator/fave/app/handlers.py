@@ -1,7 +1,7 @@
 """The Lambda handlers: one per kind of event, and ``handler``, which tells the kinds apart by shape.
 
-Every handler logs with Powertools' Logger (correlation id = the fave request id), runs under the Tracer,
-and publishes the invocation's metrics as EMF when it returns or raises.
+Every handler logs with Powertools' Logger (correlation id = the fave request id) and publishes the
+invocation's metrics as EMF when it returns or raises.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from fave import completions
 from fave.app.api import app
 from fave.app.context import current, lambda_context
 from fave.app.http_guard import check_http_event
-from fave.app.observability import current_meter, logger, start_meter, stop_meter, tracer
-from fave.app.runner import destination_message, invocation_runner, start_message
+from fave.app.observability import current_meter, logger, start_meter, stop_meter
+from fave.app.runner import invocation_runner
 from fave.app.uploads import handle_s3_event
+from fave.core.model import Start
 from fave.ids import validate_request_id
 
 Event = dict[str, Any]
@@ -42,7 +43,7 @@ class _LocalContext:
 
 
 def lambda_entry(body: Handler) -> Handler:
-    """Wrap ``body`` as a Lambda handler: logger context, tracing, one metrics document per invocation."""
+    """Wrap ``body`` as a Lambda handler: logger context, one metrics document per invocation."""
 
     @functools.wraps(body)
     def run(event: Event, context: Any) -> Any:
@@ -55,8 +56,7 @@ def lambda_entry(body: Handler) -> Handler:
             stop_meter(token)
             meter.publish()
 
-    traced = tracer.capture_lambda_handler(run, capture_response=False)
-    logged = logger.inject_lambda_context(traced, clear_state=True)
+    logged = logger.inject_lambda_context(run, clear_state=True)
 
     @functools.wraps(body)
     def entry(event: Event, context: Any = None) -> Any:
@@ -116,7 +116,7 @@ def _step(event: Event, context: Any) -> Any:
     except ValidationError as exc:
         raise ValidationError(f"step event: request_id: {exc}") from None
     try:
-        submitted = invocation_runner().submit(request_id, [start_message()], post_if_busy=False)
+        submitted = invocation_runner().submit(request_id, [Start()], post_if_busy=False)
     except NotFoundError:
         logger.warning("step for an unknown request ignored", extra={"request_id": request_id})
         return {"request_id": request_id, "status": None, "ignored": "unknown request"}
@@ -131,7 +131,7 @@ def _s3(event: Event, context: Any) -> Any:
 
 def _destination(event: Event, context: Any) -> Any:
     try:
-        request_id, _ = completions.from_envelope(event)  # validated here, applied by the lease holder
+        request_id, completion = completions.from_envelope(event)  # parsed once, here
     except PydanticValidationError as exc:
         fields = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ())) or 'record'}: {e.get('msg')}" for e in exc.errors()
@@ -139,7 +139,7 @@ def _destination(event: Event, context: Any) -> Any:
         raise ValidationError(f"not a Lambda destination record of a fave stage: {fields}") from None
     logger.set_correlation_id(request_id)
     try:
-        submitted = invocation_runner().submit(request_id, [destination_message(event)])
+        submitted = invocation_runner().submit(request_id, [completion])
     except NotFoundError:
         # The request is gone (deleted, or another store): retrying the delivery cannot help.
         logger.warning("completion for an unknown request ignored", extra={"request_id": request_id})

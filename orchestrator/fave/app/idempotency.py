@@ -33,8 +33,8 @@ from fave_shared.errors import ConflictError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 
 from fave.ids import validate_request_id
+from fave.keys import idempotency_key
 
-PREFIX = "idempotency/"
 MAX_KEY_LENGTH = 255
 
 
@@ -63,10 +63,6 @@ def validate_key(key: str, where: str = "Idempotency-Key") -> str:
     return key
 
 
-def record_key(scope: str, key: str) -> str:
-    return PREFIX + hashlib.sha256(f"{scope}:{key}".encode()).hexdigest() + ".json"
-
-
 class IdempotencyKeys:
     """Claims of idempotency keys in one store."""
 
@@ -79,7 +75,7 @@ class IdempotencyKeys:
         ``body_fingerprint`` None skips the body comparison (an upload is identified by its object alone).
         Raises ``IdempotencyKeyReusedError`` if the recorded fingerprint differs.
         """
-        where = record_key(scope, key)
+        where = idempotency_key(scope, key)
         request_id = validate_request_id(new_id())
         record = {"scope": scope, "request_id": request_id, "fingerprint": body_fingerprint}
         try:

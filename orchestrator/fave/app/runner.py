@@ -11,8 +11,8 @@ event); resume goes through the mailbox and a kick too. Cancel is applied at onc
 (it dispatches nothing), else left in the mailbox.
 
 Every change to a request happens under its lease (``fave.lease``, renewed while the invocation works): an
-invocation that finds the lease taken leaves its *message* (a destination record, a cancel, a resume) in
-the request's mailbox (``fave.app.exclusive``) for the holder and returns.
+invocation that finds the lease taken leaves its *event* (a task's completion, a cancel, a resume) in the
+request's mailbox (``fave.app.exclusive``) for the holder and returns.
 
 ``ActiveRequests`` keeps ``index/active/{id}`` markers for the requests that are not finished, so the
 schedule tick visits those only (not every request ever made). The tick also starts a request still in INIT
@@ -28,32 +28,20 @@ from typing import Any
 
 from fave_shared.errors import FaveError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
-from pydantic import ValidationError as PydanticValidationError
 
-from fave import completions
 from fave.app.context import SELF_FUNCTION, AppContext, current
 from fave.app.exclusive import Mailbox
 from fave.app.observability import Meter, MeteredInvoker, current_meter, logger
 from fave.core.model import Cancel, Command, Event, RequestState, RequestStatus, Resume, Start, Tick
-from fave.ids import validate_request_id
+from fave.ids import request_id_time, validate_request_id
+from fave.keys import ACTIVE_PREFIX, active_key
 from fave.lease import LEASE_TTL_S, Keeper, Leases
 from fave.service import Orchestrator
 
-ACTIVE_PREFIX = "index/active/"
 #: A marker whose request never appeared (its creation died before the first commit) is dropped after this.
 ORPHAN_AFTER_S = 3600.0
 #: Lease rounds one invocation serves (each round applies what arrived during the previous one).
 MAX_ROUNDS = 50
-
-_CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
-
-
-def request_id_time(request_id: str) -> float:
-    """When a request id was made (its ULID timestamp), in seconds since the epoch."""
-    ms = 0
-    for char in validate_request_id(request_id)[:10]:
-        ms = ms * 32 + _CROCKFORD[char]
-    return ms / 1000.0
 
 
 class ActiveRequests:
@@ -63,11 +51,11 @@ class ActiveRequests:
         self.store = store
 
     def add(self, request_id: str) -> None:
-        self.store.put(ACTIVE_PREFIX + validate_request_id(request_id), b"{}", content_type="application/json")
+        self.store.put(active_key(validate_request_id(request_id)), b"{}", content_type="application/json")
 
     def discard(self, request_id: str) -> None:
         """Drop the marker (whatever its name: a malformed one is dropped too; the store validates keys)."""
-        self.store.delete(ACTIVE_PREFIX + request_id)
+        self.store.delete(active_key(request_id))
 
     def ids(self) -> list[str]:
         """The marked request ids, oldest first (names are validated by whoever uses them)."""
@@ -107,32 +95,6 @@ def _inline(call: Any) -> None:
     call()
 
 
-# ---- messages: what an invocation asks of a request (applied by whoever holds its lease) -------------------
-
-Message = dict[str, Any]
-
-
-def destination_message(envelope: Mapping[str, Any]) -> Message:
-    return {"kind": "destination", "envelope": dict(envelope)}
-
-
-def cancel_message(reason: str) -> Message:
-    return {"kind": "cancel", "reason": reason}
-
-
-def resume_message() -> Message:
-    return {"kind": "resume"}
-
-
-def tick_message() -> Message:
-    return {"kind": "tick"}
-
-
-def start_message() -> Message:
-    """Start the request if it is still INIT (and apply whatever waits in its mailbox)."""
-    return {"kind": "start"}
-
-
 def step_event(request_id: str) -> dict[str, Any]:
     """The event of an asynchronous invocation of the orchestrator that takes a request's next step."""
     return {"fave": "step", "request_id": request_id}
@@ -140,8 +102,8 @@ def step_event(request_id: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Submitted:
-    """What became of submitted messages: ``state`` after this invocation's last step (None if it took no
-    step), ``posted`` the mailbox keys of messages left to the lease holder."""
+    """What became of submitted events: ``state`` after this invocation's last step (None if it took no
+    step), ``posted`` the mailbox keys of events left to the lease holder."""
 
     state: RequestState | None
     posted: tuple[str, ...] = ()
@@ -189,11 +151,11 @@ class Runner:
         """Have an asynchronous invocation of this function take the request's next step.
 
         If the invoke fails the request waits for the schedule tick, which starts INIT requests and applies
-        waiting messages. With no way to invoke itself (not on Lambda, nothing configured) the step runs
+        waiting events. With no way to invoke itself (not on Lambda, nothing configured) the step runs
         here, inline."""
         invoker = self.context.self_invoker
         if invoker is None:
-            self.submit(request_id, [start_message()], post_if_busy=False)
+            self.submit(request_id, [Start()], post_if_busy=False)
             return
         try:
             invoker.invoke_async(SELF_FUNCTION, step_event(request_id))
@@ -201,9 +163,9 @@ class Runner:
         except FaveError as exc:
             logger.warning("kick failed: the schedule tick will take the step", extra={"error": str(exc)})
 
-    def post(self, request_id: str, message: Message) -> str:
-        """Leave a message in the request's mailbox and kick a step that applies it."""
-        key = self.mailbox.post(request_id, message)
+    def post(self, request_id: str, event: Event) -> str:
+        """Leave an event in the request's mailbox and kick a step that applies it."""
+        key = self.mailbox.post(request_id, event)
         self.kick(request_id)
         return key
 
@@ -213,7 +175,7 @@ class Runner:
         logger.set_correlation_id(request_id)
         lease = self.leases.try_acquire(request_id, self.lease_s)
         if lease is None:
-            return Submitted(None, (self.mailbox.post(request_id, cancel_message(reason)),))
+            return Submitted(None, (self.mailbox.post(request_id, Cancel(reason)),))
         keeper = Keeper(self.leases, lease)
         try:
             state = self.orchestrator.apply(request_id, [Cancel(reason)])
@@ -223,14 +185,14 @@ class Runner:
             self.active.discard(request_id)
         return Submitted(state)
 
-    def submit(self, request_id: str, messages: list[Message], *, post_if_busy: bool = True) -> Submitted:
-        """Apply ``messages`` (with everything waiting in the mailbox) under the request's lease; if another
+    def submit(self, request_id: str, events: list[Event], *, post_if_busy: bool = True) -> Submitted:
+        """Apply ``events`` (with everything waiting in the mailbox) under the request's lease; if another
         invocation holds it, post them to the mailbox for it (unless ``post_if_busy`` is false) and return.
 
         Raises ``NotFoundError`` for an unknown request.
         """
         logger.set_correlation_id(request_id)
-        own = list(messages)
+        own = list(events)
         posted: list[str] = []
         state: RequestState | None = None
         for _ in range(MAX_ROUNDS):
@@ -241,7 +203,7 @@ class Runner:
                     own = []
                     continue  # the holder may have let go meanwhile: one more try
                 if posted:
-                    logger.info("request busy: messages left in its mailbox", extra={"messages": len(posted)})
+                    logger.info("request busy: events left in its mailbox", extra={"events": len(posted)})
                 return Submitted(state, tuple(posted))
             keeper = Keeper(self.leases, lease)
             try:
@@ -258,7 +220,7 @@ class Runner:
         return Submitted(state, tuple(posted))
 
     def tick_all(self) -> dict[str, str]:
-        """Tick every active request (timeouts, due retries, waiting messages, a lost kick); returns request
+        """Tick every active request (timeouts, due retries, waiting events, a lost kick); returns request
         id → status after the tick (``BUSY`` if another invocation holds it: that one ticks it too).
 
         One request's failure (even an unreadable state) is logged and does not stop the others.
@@ -267,7 +229,7 @@ class Runner:
         for request_id in self.active.ids():
             try:
                 validate_request_id(request_id)
-                submitted = self.submit(request_id, [tick_message()], post_if_busy=False)
+                submitted = self.submit(request_id, [Tick()], post_if_busy=False)
                 statuses[request_id] = submitted.state.status.value if submitted.state is not None else "BUSY"
             except NotFoundError:
                 if self.context.clock.now() - request_id_time(request_id) > ORPHAN_AFTER_S:
@@ -283,46 +245,32 @@ class Runner:
 
     # ---- under the lease ------------------------------------------------------------------------------
 
-    def _step(self, request_id: str, messages: list[Message]) -> RequestState:
-        """Load, apply the messages' events and a tick, run synchronous stages inline; commit each step.
+    def _step(self, request_id: str, events: list[Event]) -> RequestState:
+        """Load, apply the events and a tick, run synchronous stages inline; commit each step.
 
         The tick makes every step also act on what is due (retries whose delay has passed, timeouts), so a
         busy request does not wait for the schedule; an idle one is moved on by the schedule tick, which
         also collects the shard objects of steps that crashed before committing.
         """
         state = self.orchestrator.load(request_id)
-        if any(m.get("kind") == "tick" for m in messages):
+        if any(isinstance(event, Tick) for event in events):
             self.orchestrator.collect_garbage_after_next_commit(request_id)
-        events = [*self._events(state, messages), Tick()]
-        state = self._settle(self.orchestrator.apply(request_id, events))
-        return state
+        applied = [*self._adapt(state, events), Tick()]
+        return self._settle(self.orchestrator.apply(request_id, applied))
 
-    def _events(self, state: RequestState, messages: list[Message]) -> list[Event]:
-        events: list[Event] = []
-        for message in messages:
-            kind = message.get("kind")
-            if kind == "destination":
-                try:
-                    request_id, event = completions.from_envelope(message.get("envelope") or {})
-                except PydanticValidationError as exc:
-                    logger.error("mailbox: malformed destination record dropped", extra={"error": str(exc)})
-                    continue
-                if request_id == state.request_id:
-                    events.append(event)
-            elif kind == "cancel":
-                events.append(Cancel(str(message.get("reason") or "cancelled by user")))
-            elif kind == "resume":
-                if state.status is RequestStatus.INIT:
-                    events.append(Start())
-                elif state.status is not RequestStatus.COMPLETED:
-                    events.append(Resume())
-            elif kind in ("start", "tick"):
-                # A tick starts an INIT request too: the request's kick may have been lost.
-                if state.status is RequestStatus.INIT:
-                    events.append(Start())
-            else:
-                logger.error("mailbox: unknown message dropped", extra={"kind": kind})
-        return events
+    @staticmethod
+    def _adapt(state: RequestState, events: list[Event]) -> list[Event]:
+        """What the events mean for the request as it is now: a resume or a tick of a request still in INIT
+        starts it (its first step's kick may have been lost); a resume of a COMPLETED one does nothing."""
+        adapted: list[Event] = []
+        for event in events:
+            if isinstance(event, (Resume, Tick, Start)) and state.status is RequestStatus.INIT:
+                adapted.append(Start())
+            elif isinstance(event, Resume) and state.status is RequestStatus.COMPLETED:
+                continue
+            elif not isinstance(event, Tick):
+                adapted.append(event)
+        return adapted
 
     def _settle(self, state: RequestState) -> RequestState:
         state = self.orchestrator.settle().get(state.request_id, state)
@@ -339,17 +287,10 @@ def invocation_runner() -> Runner:
 
 
 __all__ = [
-    "ACTIVE_PREFIX",
     "ActiveRequests",
     "MeteredOrchestrator",
     "Runner",
     "Submitted",
-    "cancel_message",
-    "destination_message",
     "invocation_runner",
-    "request_id_time",
-    "resume_message",
-    "start_message",
     "step_event",
-    "tick_message",
 ]

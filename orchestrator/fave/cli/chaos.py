@@ -40,9 +40,10 @@ from typing import Any, TextIO
 from fave_shared.errors import NotFoundError
 from fave_shared.store import ObjectStore
 
+from fave.core.dag import Pipeline
+from fave.keys import final_key, state_key
 from fave.local.faults import CRASH_EXIT_CODE, ENV_VAR, KINDS, FaultSpec, parse_report
-from fave.persistence import final_key, parse_state, read_stage_tasks, state_key
-from fave.pipeline import Pipeline
+from fave.persistence import parse_state, read_stage_tasks
 from fave.service import Orchestrator
 
 __all__ = ["ChaosReport", "RunReport", "Violation", "check_request", "derive_seed", "run_chaos", "strip_fields"]

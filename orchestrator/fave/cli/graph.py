@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fave.pipeline import Pipeline, Stage
+from fave.core.dag import Pipeline, Stage
 
 
 def _label(stage: Stage) -> str:

@@ -15,18 +15,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from fave_shared.errors import FaveError, NotFoundError, ValidationError
+from fave_shared.errors import FaveError, ValidationError
 from fave_shared.store import ObjectStore
 
 from fave.cli.graph import render_mermaid, render_text
 from fave.cli.progress import Progress
 from fave.clock import SystemClock
 from fave.core.model import RequestState, RequestStatus, Start
-from fave.ids import validate_request_id
+from fave.keys import final_key
 from fave.lease import Leases
-from fave.local.orchestrator import DEFAULT_PIPELINE, fault_plan, local_orchestrator, open_any_store, store_uri
-from fave.persistence import CorruptStateError, final_key, list_request_ids, parse_state, state_key
-from fave.pipeline import load_pipeline
+from fave.local.orchestrator import (
+    DEFAULT_PIPELINE,
+    fault_plan,
+    load_local_pipeline,
+    local_orchestrator,
+    open_any_store,
+    store_uri,
+)
+from fave.persistence import CorruptStateError
+from fave.status import UNREADABLE, list_rows, status_document
 
 if TYPE_CHECKING:
     from fave.service import Orchestrator
@@ -38,46 +45,6 @@ class UsageError(FaveError):
 
 def _json_out(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
-
-
-def status_document(store: ObjectStore, request_id: str) -> dict[str, Any]:
-    """The machine-readable status contract (add fields freely, never rename these)."""
-    validate_request_id(request_id)
-    try:
-        doc = parse_state(request_id, store.get(state_key(request_id)).data)
-    except NotFoundError:
-        raise NotFoundError(f"no request {request_id} in {store.uri}") from None
-    final = None
-    if doc.status == RequestStatus.COMPLETED.value:
-        try:
-            final = json.loads(store.get(final_key(request_id)).data)
-        except NotFoundError:
-            final = None
-    return {
-        "request_id": doc.request_id,
-        "status": doc.status,
-        "stages": {
-            name: {
-                "status": s.status,
-                "total": s.total,
-                "succeeded": s.succeeded,
-                "failed": s.failed,
-                "skipped": s.skipped,
-                "running": s.running,
-                "pending": s.pending,
-                "duration_s": s.duration_s,
-            }
-            for name, s in doc.stages.items()
-        },
-        "final": final,
-        "failure": doc.failure.reason if doc.failure else None,
-        "cancel_reason": doc.cancel_reason,
-        "created_at": doc.created_at,
-        "updated_at": doc.updated_at,
-        "input": doc.input,
-        "pipeline": doc.pipeline.path,
-        "store": store.uri,
-    }
 
 
 def _print_status(doc: dict[str, Any]) -> None:
@@ -146,7 +113,7 @@ def _request_input(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     store = open_any_store(store_uri(args.store))
-    pipeline = load_pipeline(args.pipeline)
+    pipeline = load_local_pipeline(args.pipeline)
     request_input = _request_input(args)
     progress = Progress()
     orchestrator = local_orchestrator(pipeline, store, on_notify=progress.notify, faults=args.faults)
@@ -239,7 +206,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if args.detach:
         # The background driver resumes it; refuse here, in one line, if another process drives it now.
         Leases(store, SystemClock(), local_process=True).check_free(args.request_id)
-        _spawn_driver(args.request_id, store.uri, str(load_pipeline(pipeline_path).path), args.faults)
+        _spawn_driver(args.request_id, store.uri, str(load_local_pipeline(pipeline_path).path), args.faults)
         print(f"request {args.request_id}", file=sys.stderr, flush=True)
         return 0
     progress = Progress()
@@ -265,7 +232,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     doc = status_document(store, args.request_id)
     from fave.service import Orchestrator
 
-    orchestrator = Orchestrator(load_pipeline(args.pipeline or doc["pipeline"]), store)
+    orchestrator = Orchestrator(load_local_pipeline(args.pipeline or doc["pipeline"]), store)
     state = orchestrator.cancel(args.request_id, args.reason)
     print(f"request {state.request_id}: {state.status.value}")
     return 0
@@ -273,29 +240,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     store = open_any_store(store_uri(args.store))
-    rows: list[dict[str, Any]] = []
-    for request_id in list_request_ids(store):
-        try:
-            doc = parse_state(request_id, store.get(state_key(request_id)).data)
-        except NotFoundError:
-            continue
-        except CorruptStateError as exc:  # one broken request must not hide the others
-            if not args.status or args.status.upper() == "UNREADABLE":
-                rows.append({"request_id": request_id, "status": "UNREADABLE", "created_at": None, "error": str(exc)})
-            continue
-        if args.status and doc.status != args.status.upper():
-            continue
-        rows.append(
-            {
-                "request_id": request_id,
-                "status": doc.status,
-                "created_at": doc.created_at,
-                "query": doc.input.get("query"),
-                "video_uri": doc.input.get("video_uri"),
-            }
-        )
-        if args.limit and len(rows) >= args.limit:
-            break
+    rows = list_rows(store, status=args.status, limit=args.limit)
     if args.json:
         _json_out(rows)
     else:
@@ -306,7 +251,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(args.pipeline)
+    pipeline = load_local_pipeline(args.pipeline)
     print(render_mermaid(pipeline) if args.format == "mermaid" else render_text(pipeline))
     return 0
 
@@ -324,7 +269,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         raise UsageError("chaos: --runs must be at least 1")
     if args.max_resumes < 0:
         raise UsageError("chaos: --max-resumes must not be negative")
-    pipeline = load_pipeline(args.pipeline)
+    pipeline = load_local_pipeline(args.pipeline)
     request_input = _json_object(args.input, "--input") if args.input else {}
     ignore = [name.strip() for name in (args.ignore_fields or "").split(",") if name.strip()]
     temporary = args.store is None
@@ -426,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.set_defaults(func=cmd_cancel)
 
     lst = sub.add_parser("list", help="list requests, newest first")
-    statuses = [s.value for s in RequestStatus] + ["UNREADABLE"]
+    statuses = [s.value for s in RequestStatus] + [UNREADABLE]
     lst.add_argument("--status", choices=statuses + [s.lower() for s in statuses])
     lst.add_argument("--limit", type=int, default=0)
     lst.add_argument("--json", action="store_true")

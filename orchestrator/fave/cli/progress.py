@@ -40,6 +40,6 @@ class Progress:
             print(stage_line(name, st.done, st.total, st.status.value), file=self.out, flush=True)
 
     def notify(self, request_id: str, note: Notify, state: RequestState) -> None:
-        if note.kind in ("retry", "timeout", "task_failed", "request_failed", "request_cancelled"):
+        if note.kind.is_trouble:
             where = f"[{note.stage}{'' if note.item is None else f' #{note.item}'}] " if note.stage else ""
             print(f"{where}{note.kind}: {note.detail}".rstrip(": "), file=self.out, flush=True)

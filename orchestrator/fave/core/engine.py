@@ -3,7 +3,7 @@
 No I/O, no clock, no randomness of its own: the caller passes ``now``, and retry jitter is a hash of the
 task's identity, so the same inputs always give the same outputs. The executor performs the commands.
 
-Invariants (tests/unit/test_engine_properties.py checks them under random interleavings, duplicate
+Invariants (tests/functional/test_engine_properties.py checks them under random interleavings, duplicate
 deliveries and crashes):
 * a task's completion is counted once however often it is delivered: counts change only on a status
   transition, and a terminal task never transitions again (except through ``Resume``);
@@ -22,9 +22,9 @@ from typing import Any
 
 from immutables import Map
 
+from fave.core.dag import Pipeline, Stage
 from fave.core.model import (
     REF,
-    SHARD_SIZE,
     TIMEOUT_ERROR,
     Cancel,
     Command,
@@ -32,6 +32,7 @@ from fave.core.model import (
     Failure,
     Invoke,
     Notify,
+    NotifyKind,
     RequestState,
     RequestStatus,
     Resume,
@@ -47,7 +48,6 @@ from fave.core.model import (
     WriteFinal,
     evolve,
 )
-from fave.pipeline import Pipeline, Stage
 
 _EMPTY_READY: Map[int, None] = Map()
 
@@ -61,8 +61,14 @@ def unit_random(request_id: str, stage: str, item: int | None, attempt: int) -> 
 class Engine:
     """Decides what happens next for requests of one pipeline."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, *, change_block: int = 1) -> None:
+        """``change_block``: ``RequestState.changed`` names changed tasks in blocks of this many items of a
+        stage (``(stage, item // change_block)``). The persistence that writes tasks in groups passes its group
+        size, so the set stays small (a 10,000-item fan-out changes 79 blocks of 128, not 10,000 entries)."""
+        if change_block < 1:
+            raise ValueError(f"change_block must be at least 1, got {change_block}")
         self.pipeline = pipeline
+        self.change_block = change_block
 
     def new_request(self, request_id: str, input: dict[str, Any], now: float) -> RequestState:
         """A request in INIT with every stage PENDING (not yet persisted, not yet started)."""
@@ -86,7 +92,7 @@ class Engine:
         """Apply events in order, as one decision: the same result as folding ``decide`` over them at the
         same ``now``, without building an intermediate state per event (a batch of 10,000 completions
         would otherwise copy the request state 10,000 times)."""
-        tx = _Tx(self.pipeline, state, now)
+        tx = _Tx(self.pipeline, state, now, self.change_block)
         for event in events:
             match event:
                 case Start():
@@ -105,7 +111,7 @@ class Engine:
 
     def rebuild_indexes(self, state: RequestState, now: float) -> RequestState:
         """Recompute the derived indexes (ready, retry timers, deadlines, counts) from the tasks."""
-        tx = _Tx(self.pipeline, state, now)
+        tx = _Tx(self.pipeline, state, now, self.change_block)
         tx.rebuild()
         new_state, _ = tx.finish()
         return new_state
@@ -118,8 +124,9 @@ def _key(item: int | None) -> int:
 class _Tx:
     """One decision in progress: a working copy of the state plus the commands it produces."""
 
-    def __init__(self, pipeline: Pipeline, state: RequestState, now: float) -> None:
+    def __init__(self, pipeline: Pipeline, state: RequestState, now: float, change_block: int) -> None:
         self.p = pipeline
+        self.block = change_block
         self.base = state
         self.now = now
         self.status = state.status
@@ -136,7 +143,7 @@ class _Tx:
         self.retry_due = state.retry_due
         self.running = state.running
         self.earliest_deadline = state.earliest_deadline
-        self.dirty = state.dirty
+        self.changed = state.changed
         self.commands: list[Command] = []
 
     # ---- plumbing ------------------------------------------------------------------------------------
@@ -166,10 +173,15 @@ class _Tx:
             retry_due=self.retry_due,
             running=self.running,
             earliest_deadline=self.earliest_deadline,
-            dirty=self.dirty,
+            changed=self.changed,
             updated_at=self.now if changed else self.base.updated_at,
         )
-        return state, self.commands
+        commands = self.commands
+        if self.status is not RequestStatus.RUNNING:
+            # The decision ended the request after dispatching in it (a timeout retried, then another task ran
+            # out of retries in the same tick): a request that has ended invokes nothing.
+            commands = [c for c in commands if not isinstance(c, Invoke)]
+        return state, commands
 
     def stage(self, name: str) -> StageState:
         return self.stages[name]
@@ -192,8 +204,7 @@ class _Tx:
             if old is not None:
                 changes[old.status.value.lower()] = st.count(old.status) - 1
             self.set_stage(stage, evolve(st, **changes))
-        if self.p.stages[stage].fanned_out:
-            self.dirty = self.dirty.set((stage, item // SHARD_SIZE), None)
+        self.changed = self.changed.set((stage, item // self.block), None)
         # Keep the derived indexes in step with the status.
         key = (stage, item)
         if task.status is TaskStatus.RUNNING and task.deadline is not None:
@@ -217,7 +228,7 @@ class _Tx:
         if ready is not None and item in ready:
             self.ready = self.ready.set(stage, ready.delete(item))
 
-    def notify(self, kind: str, stage: str | None = None, item: int | None = None, detail: str = "") -> None:
+    def notify(self, kind: NotifyKind, stage: str | None = None, item: int | None = None, detail: str = "") -> None:
         self.commands.append(Notify(kind, stage, item, detail))
 
     # ---- events --------------------------------------------------------------------------------------
@@ -267,9 +278,10 @@ class _Tx:
         if task is None or task.status is not TaskStatus.RUNNING or attempt != task.attempt:
             return
         spec = self.p.stages[stage]
-        retries_used = task.attempt - task.budget_base - 1
-        if spec.retry.retryable(error_type) and retries_used < spec.retry.max_attempts:
-            delay = spec.retry.delay(retries_used + 1, unit_random(self.base.request_id, stage, item_, task.attempt))
+        jitter = unit_random(self.base.request_id, stage, item_, task.attempt)
+        decision = spec.retry.decide(task.attempt - task.budget_base, error_type, jitter)
+        if decision.retry:
+            delay = decision.delay_s
             self.put(
                 stage,
                 item,
@@ -282,7 +294,7 @@ class _Tx:
                     error=message,
                 ),
             )
-            self.notify("retry", stage, item_, f"{error_type}: {message} (retry in {delay:.2f}s)")
+            self.notify(NotifyKind.RETRY, stage, item_, f"{error_type}: {message} (retry in {delay:.2f}s)")
         else:
             self.put(
                 stage,
@@ -297,14 +309,12 @@ class _Tx:
                     error=message,
                 ),
             )
-            self.notify("task_failed", stage, item_, f"{error_type}: {message}")
+            self.notify(NotifyKind.TASK_FAILED, stage, item_, f"{error_type}: {message}")
             failure = Failure(stage, item_, error_type, message, task.attempt - task.budget_base)
             if not spec.fanned_out:
                 self.fail_request(failure)
                 return
-            st = self.stage(stage)
-            assert st.total is not None
-            if not spec.tolerated.allows(st.failed, st.total):
+            if not self.tolerated(spec, self.stage(stage)):
                 self.fail_request(failure)
                 return
             self.after_item_done(stage, item)
@@ -322,12 +332,19 @@ class _Tx:
                 self.put(stage, item, replace(task, retry_at=None))
                 self.make_ready(stage, item)
         if self.earliest_deadline is not None and self.earliest_deadline <= self.now:
-            overdue = [key for key, deadline in self.running.items() if deadline <= self.now]
-            for stage, item in overdue:
+            # Oldest deadline first (then DAG order, then item): the outcome must not depend on the map's
+            # iteration order, which follows string hashes that differ from one process to the next.
+            rank = {name: i for i, name in enumerate(self.p.order)}
+            overdue = sorted(
+                (deadline, rank[stage], item)
+                for (stage, item), deadline in self.running.items()
+                if deadline <= self.now
+            )
+            for stage, item in [(self.p.order[r], item) for _, r, item in overdue]:
                 task = self.get(stage, item)
                 assert task is not None
                 spec = self.p.stages[stage]
-                self.notify("timeout", stage, item if spec.fanned_out else None)
+                self.notify(NotifyKind.TIMEOUT, stage, item if spec.fanned_out else None)
                 self.task_failed(
                     stage,
                     item if spec.fanned_out else None,
@@ -347,7 +364,7 @@ class _Tx:
         self.cancel_reason = reason
         self.finished_at = self.now
         self.stop_everything(StageStatus.CANCELLED)
-        self.notify("request_cancelled", detail=reason)
+        self.notify(NotifyKind.REQUEST_CANCELLED, detail=reason)
 
     def resume(self) -> None:
         if self.status is RequestStatus.COMPLETED:
@@ -387,7 +404,7 @@ class _Tx:
         for stage in self.p.order:
             self.refresh_readiness(stage)
             self.check_stage_done(stage)
-        self.notify("request_resumed")
+        self.notify(NotifyKind.REQUEST_RESUMED)
         self.advance()
         self.dispatch()
 
@@ -462,15 +479,18 @@ class _Tx:
                 self.skip(down, item)
         self.check_stage_done(stage)
 
+    def tolerated(self, spec: Stage, st: StageState) -> bool:
+        """Whether the stage's failed items so far still let it succeed (its completion policy)."""
+        return spec.fanned_out and st.total is not None and spec.completion.decide(st.failed, st.total).ok
+
     def check_stage_done(self, stage: str) -> None:
         st = self.stage(stage)
         if st.status is not StageStatus.RUNNING or st.total is None or st.done < st.total:
             return
-        spec = self.p.stages[stage]
-        if st.failed and not (spec.fanned_out and spec.tolerated.allows(st.failed, st.total)):
+        if st.failed and not self.tolerated(self.p.stages[stage], st):
             return  # fail_request has been (or will be) called by the failure path
         self.set_stage(stage, replace(st, status=StageStatus.SUCCEEDED, finished_at=self.now))
-        self.notify("stage_succeeded", stage)
+        self.notify(NotifyKind.STAGE_SUCCEEDED, stage)
 
     def advance(self) -> None:
         """Start every stage whose inputs exist; complete the request when the final stage succeeded."""
@@ -489,7 +509,7 @@ class _Tx:
                 self.finished_at = self.now
                 self.final = task.output
                 self.commands.append(WriteFinal(task.output))
-                self.notify("request_completed")
+                self.notify(NotifyKind.REQUEST_COMPLETED)
                 return
 
     def can_start(self, name: str) -> bool:
@@ -508,7 +528,7 @@ class _Tx:
             self.set_stage(name, replace(st, status=StageStatus.RUNNING, total=1, started_at=self.now))
             self.put(name, 0, Task())
             self.make_ready(name, 0)
-            self.notify("stage_started", name)
+            self.notify(NotifyKind.STAGE_STARTED, name)
             return
         items = self.items[str(spec.for_each)]
         total = len(items)
@@ -516,8 +536,8 @@ class _Tx:
         # Bulk-create the fan-out: one map build instead of N persistent updates.
         self.tasks = self.tasks.set(name, Map({i: pending for i in range(total)}))
         self.set_stage(name, replace(st, status=StageStatus.RUNNING, total=total, pending=total, started_at=self.now))
-        self.dirty = self.dirty.update({(name, s): None for s in range((total + SHARD_SIZE - 1) // SHARD_SIZE)})
-        self.notify("stage_started", name, detail=f"{total} items")
+        self.changed = self.changed.update({(name, b): None for b in range((total + self.block - 1) // self.block)})
+        self.notify(NotifyKind.STAGE_STARTED, name, detail=f"{total} items")
         if spec.item_needs:
             self.refresh_readiness(name)
         else:
@@ -608,7 +628,7 @@ class _Tx:
         st = self.stage(failure.stage)
         self.set_stage(failure.stage, replace(st, status=StageStatus.FAILED, finished_at=self.now))
         self.stop_everything(StageStatus.FAILED)
-        self.notify("request_failed", failure.stage, failure.item, failure.describe())
+        self.notify(NotifyKind.REQUEST_FAILED, failure.stage, failure.item, failure.describe())
 
     def stop_everything(self, stage_status: StageStatus) -> None:
         """Cancel every task that has not ended; running attempts are abandoned (late results ignored)."""

@@ -13,9 +13,6 @@ from typing import Any, TypeVar
 
 from immutables import Map
 
-SHARD_SIZE = 128
-"""Tasks of a fanned-out stage are persisted in objects of this many items (see persistence.py)."""
-
 
 class RequestStatus(StrEnum):
     INIT = "INIT"
@@ -147,8 +144,9 @@ Tasks = Map[str, Map[int, Task]]
 class RequestState:
     """Everything the engine knows about one request.
 
-    ``items``, ``ready``, ``retry_due`` and ``running`` are indexes derived from the tasks (rebuilt on
-    load, never persisted); ``dirty`` names the task shards changed since the last commit.
+        ``items``, ``ready``, ``retry_due`` and ``running`` are indexes derived from the tasks (rebuilt on
+        load, never persisted); ``changed`` names the tasks changed since the last commit (persistence writes
+    what holds them).
     """
 
     request_id: str
@@ -171,8 +169,9 @@ class RequestState:
     retry_due: Map[TaskKey, float] = field(default_factory=Map)
     running: Map[TaskKey, float] = field(default_factory=Map)
     earliest_deadline: float | None = None
-    dirty: Map[TaskKey, None] = field(default_factory=Map)
-    """(stage, shard index) pairs whose tasks changed since the last commit."""
+    changed: Map[TaskKey, None] = field(default_factory=Map)
+    """(stage, block) of every task changed since the last commit, block = item // the engine's
+    ``change_block`` (1 unless the persistence groups tasks)."""
     input_ref: str | None = None
     """Where a large input is stored once (``metadata/input.json``): tasks then carry ``{"$ref": key}`` as
     their request instead of a copy each (see persistence.INPUT_INLINE_LIMIT)."""
@@ -260,11 +259,41 @@ class WriteFinal:
     output: Any
 
 
+class NotifyKind(StrEnum):
+    """What a ``Notify`` reports; metrics (fave.app.observability) and progress (fave.cli.progress) key on it."""
+
+    STAGE_STARTED = "stage_started"
+    STAGE_SUCCEEDED = "stage_succeeded"
+    RETRY = "retry"
+    TIMEOUT = "timeout"
+    TASK_FAILED = "task_failed"
+    REQUEST_COMPLETED = "request_completed"
+    REQUEST_FAILED = "request_failed"
+    REQUEST_CANCELLED = "request_cancelled"
+    REQUEST_RESUMED = "request_resumed"
+
+    @property
+    def is_trouble(self) -> bool:
+        """Worth a log line or a line on the terminal as it happens (not just a count)."""
+        return self in _TROUBLE
+
+
+_TROUBLE = frozenset(
+    {
+        NotifyKind.RETRY,
+        NotifyKind.TIMEOUT,
+        NotifyKind.TASK_FAILED,
+        NotifyKind.REQUEST_FAILED,
+        NotifyKind.REQUEST_CANCELLED,
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Notify:
     """Something worth telling the user or the metrics (stage started/finished, retry, timeout)."""
 
-    kind: str
+    kind: NotifyKind
     stage: str | None = None
     item: int | None = None
     detail: str = ""

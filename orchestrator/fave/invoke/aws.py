@@ -151,6 +151,10 @@ class LambdaInvoker:
             )
         return response["ResponseMetadata"]["RequestId"]
 
+    def functions(self) -> frozenset[str]:
+        """The logical ids with a deployed name (``FAVE_FUNCTION_*``)."""
+        return frozenset(self.function_names)
+
     def close(self) -> None:
         """Close the client's connection pool (only if this invoker created the client). Idempotent."""
         with self._client_lock:

@@ -91,6 +91,10 @@ class Invoker(Protocol):
         """
         ...
 
+    def functions(self) -> frozenset[str]:
+        """The logical ids this invoker can run (what a pipeline's stages may name)."""
+        ...
+
     def close(self) -> None:
         """Release what the invoker holds (environments, threads, connections). Idempotent."""
         ...

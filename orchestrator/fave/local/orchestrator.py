@@ -10,9 +10,11 @@ from typing import Any
 from fave_shared.errors import ValidationError
 from fave_shared.store import ObjectStore, open_store
 
+from fave.core.dag import Pipeline
 from fave.core.model import Notify, RequestState
 from fave.local.faults import FaultPlan, FaultSpec, FaultyStore, plan_from
-from fave.pipeline import Pipeline, load_pipeline
+from fave.local.template import template_functions
+from fave.pipeline import load_pipeline
 from fave.service import Orchestrator
 
 DEFAULT_STORE = "fave-artifacts"
@@ -33,6 +35,11 @@ def open_any_store(uri: str) -> ObjectStore:
         raise ValidationError(f"--store {uri}: exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     return open_store(str(path.resolve()))
+
+
+def load_local_pipeline(path: str | Path) -> Pipeline:
+    """A pipeline file whose functions are those of its template.yaml (as the local runtime runs them)."""
+    return load_pipeline(path, functions=template_functions)
 
 
 def local_orchestrator(
@@ -58,7 +65,7 @@ def local_orchestrator(
     from fave.local.template import load_template
 
     if not isinstance(pipeline, Pipeline):
-        pipeline = load_pipeline(pipeline)
+        pipeline = load_local_pipeline(pipeline)
     template = load_template(pipeline.template_path)
     plan = faults if isinstance(faults, FaultPlan) else plan_from(faults)
     if plan is not None and plan.spec.crash_after_effect > 0:

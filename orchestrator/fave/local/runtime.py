@@ -219,6 +219,10 @@ class LocalRuntime:
             self._prewarm.start_after(pool)
         return request_id
 
+    def functions(self) -> frozenset[str]:
+        """The logical ids of the template's functions."""
+        return frozenset(self.template.functions)
+
     def close(self) -> None:
         """Stop every environment and thread: queued and running invocations are dropped (a waiting
         ``invoke_sync`` raises ``TerminalInvocationError``), busy worker processes are killed, idle ones

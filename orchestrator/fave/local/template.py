@@ -205,6 +205,11 @@ def load_template(
     return _Reader(file, doc, parameters or {}, region or _default_region()).read()
 
 
+def template_functions(path: Path) -> frozenset[str]:
+    """The function logical ids of the SAM template at ``path`` (what ``fave.pipeline.load_pipeline`` needs)."""
+    return frozenset(load_template(path).functions)
+
+
 def _default_region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from fave.app.exclusive import Leases, inbox_prefix, lease_key
-from fave.persistence import read_stage_tasks, state_key
+from fave.keys import inbox_prefix, lease_key, state_key
+from fave.lease import Leases
+from fave.persistence import read_stage_tasks
 from fave_shared.schemas import TaskRef
 from support.app_lambda import OrchestratorLambda
 from support.demo import TEXT

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from fave.app.http_guard import MAX_BODY_BYTES, MAX_JSON_DEPTH
-from fave.persistence import list_request_ids, state_key
+from fave.keys import state_key
+from fave.persistence import list_request_ids
 from support.app_lambda import OrchestratorLambda
 from support.events import http_event, s3_upload_event, tick_event
 from support.tiers import Tier

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from fave.persistence import list_request_ids, state_key
+from fave.keys import state_key
+from fave.persistence import list_request_ids
 from fave.service import Orchestrator
 from support.app_lambda import OrchestratorLambda
 from support.demo import TEXT

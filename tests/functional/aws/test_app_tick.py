@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fave.persistence import read_stage_tasks, state_key
-from fave.pipeline import load_pipeline
+from fave.keys import state_key
+from fave.local.orchestrator import load_local_pipeline
+from fave.persistence import read_stage_tasks
 from fave.service import Orchestrator
 from support.app_lambda import DEMO, OrchestratorLambda
 from support.events import tick_event
@@ -53,7 +54,7 @@ def test_tick_drops_finished_requests_and_leaves_the_others(orchestrator_lambda:
     for text in ("a b", "c d"):
         ids.append(lam.start(text))
     # A request cancelled behind the function's back (by the CLI, say) still has its marker.
-    Orchestrator(load_pipeline(DEMO), lam.store).cancel(ids[0])
+    Orchestrator(load_local_pipeline(DEMO), lam.store).cancel(ids[0])
     assert sorted(lam.store.list(ACTIVE)) == sorted(ACTIVE + i for i in ids)
     assert lam.invoke(tick_event())["ticked"] == {ids[0]: "CANCELLED", ids[1]: "RUNNING"}
     assert list(lam.store.list(ACTIVE)) == [ACTIVE + ids[1]]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from fave.persistence import list_request_ids, state_key
+from fave.keys import state_key
+from fave.persistence import list_request_ids
 from support.app_lambda import OrchestratorLambda
 from support.events import s3_upload_event
 from support.tiers import Tier

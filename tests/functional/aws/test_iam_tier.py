@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fave.app.exclusive import inbox_prefix, lease_key
 from fave.invoke.base import TerminalInvocationError
+from fave.keys import inbox_prefix, lease_key
 from fave.local.template import load_yaml
 from fave_shared.errors import TerminalError
 from support.app_lambda import DEMO_TEMPLATE, OrchestratorLambda

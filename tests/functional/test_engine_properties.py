@@ -17,7 +17,7 @@ from unittest import mock
 from fave.clock import ManualClock
 from fave.core.model import RequestStatus, TaskStatus, Tick
 from fave.invoke.base import InvokeResult
-from fave.persistence import final_key
+from fave.keys import final_key
 from fave.service import Orchestrator
 from fave_shared.store import LocalStore, get_json
 from hypothesis import HealthCheck, given, settings
@@ -137,7 +137,7 @@ def envelope(payload: dict[str, Any], ok: bool, result: Any) -> dict[str, Any]:
 
 class World:
     def __init__(self, root: Path, pipeline_dir: Path) -> None:
-        self.pipeline = make_pipeline(pipeline_dir, PIPELINE)
+        self.pipeline = make_pipeline(PIPELINE)
         self.store = CrashingStore(root)
         self.clock = ManualClock()
         self.invoker = SimInvoker()

@@ -1,4 +1,8 @@
-"""``fave bench api``: how long ``POST /requests`` takes to answer through the real Lambda entry point.
+"""``fave bench api`` (run as a script: the ``fave`` command never imports the Lambda entry points): how long
+``POST /requests`` takes to answer through the real Lambda entry point.
+
+    python benchmarks/api/post_latency.py [--requests N] [--json]
+
 
 The handler (``fave.app.handler``) runs in this process on in-process moto S3 with the video pipeline: it
 validates the body, claims the idempotency key, records the request (INIT) and kicks its first step (the kick
@@ -14,11 +18,12 @@ import contextlib
 import io
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "fave-bench-api"
 
 
@@ -35,6 +40,11 @@ class _Kicks:
     def invoke_sync(self, function: str, payload: dict[str, Any]) -> Any:
         raise AssertionError("not used")
 
+    def functions(self) -> frozenset[str]:
+        from fave.local.template import template_functions
+
+        return template_functions(ROOT / "template.yaml")
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -46,11 +56,10 @@ def _percentile(values: list[float], q: float) -> float:
 
 def api_start(requests: int) -> dict[str, Any]:
     import boto3
-    from fave_shared.store import CountingStore, S3Store
-    from moto import mock_aws
-
     import fave.app
     from fave.app.observability import logger
+    from fave_shared.store import CountingStore, S3Store
+    from moto import mock_aws
 
     logger.setLevel("WARNING")  # one log line and one EMF document per POST would drown the figures
     event = json.loads((ROOT / "events" / "http-start.json").read_text())
@@ -105,7 +114,11 @@ def api_start(requests: int) -> dict[str, Any]:
     }
 
 
-def run_api_bench(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
     result = api_start(args.requests)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -117,3 +130,7 @@ def run_api_bench(args: argparse.Namespace) -> int:
     print(f"  {result['store_requests_per_post']} store requests per POST; {result['kicks']} first steps kicked")
     print(f"  baseline: one PutObject on the same moto, p50 {result['baseline_put_p50_s'] * 1000:.1f} ms")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

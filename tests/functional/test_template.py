@@ -1,4 +1,5 @@
-"""template.yaml reading: short tags, Globals merge, layers, destinations, and one-line validation errors."""
+"""template.yaml reading (files and code folders): Globals merge, layers, destinations, and one-line validation
+errors. CloudFormation short tags (YAML text): tests/unit/test_yamlsafe.py."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fave.local.template import EventInvokeConfig, load_template, load_yaml
+from fave.local.template import EventInvokeConfig, Template, load_template
 from fave_shared.errors import NotFoundError, ValidationError
+from support.templates import ROOT as REPOSITORY
+from support.templates import RUNTIME_TEMPLATE as FIXTURE
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "runtime" / "template.yaml"
 ROOT = FIXTURE.parent
 
 
@@ -32,8 +34,8 @@ def write_template(tmp_path: Path, resources: str, *, extra: str = "") -> Path:
 # -- the fixture template ------------------------------------------------------------------------------------
 
 
-def test_globals_are_merged_into_every_function() -> None:
-    template = load_template(FIXTURE)
+def test_globals_are_merged_into_every_function(runtime_template: Template) -> None:
+    template = runtime_template
     echo = template.functions["Echo"]
     assert echo.handler == "echo.handler"
     assert echo.code_uri == ROOT / "functions" / "basic"
@@ -63,8 +65,8 @@ def test_parameters_and_region_can_be_overridden() -> None:
     assert template.functions["Echo"].environment["GREETING"] == "hi"
 
 
-def test_destinations_retries_concurrency_and_isolation() -> None:
-    functions = load_template(FIXTURE).functions
+def test_destinations_retries_concurrency_and_isolation(runtime_template: Template) -> None:
+    functions = runtime_template.functions
     assert functions["Echo"].event_invoke_config == EventInvokeConfig(2, 21600, None, None)
     # OnSuccess is a !Ref, OnFailure a long-form Fn::GetAtt list
     assert functions["Flaky"].event_invoke_config == EventInvokeConfig(2, 3600, "FanIn", "FanIn")
@@ -78,63 +80,13 @@ def test_destinations_retries_concurrency_and_isolation() -> None:
     assert functions["Echo"].package_type == "Zip"
 
 
-def test_function_lookup_and_missing_file(tmp_path: Path) -> None:
-    template = load_template(FIXTURE)
+def test_function_lookup_and_missing_file(runtime_template: Template, tmp_path: Path) -> None:
+    template = runtime_template
     assert template.function("Echo").logical_id == "Echo"
     with pytest.raises(NotFoundError, match="Nope"):
         template.function("Nope")
     with pytest.raises(NotFoundError):
         load_template(tmp_path / "absent.yaml")
-
-
-# -- CloudFormation YAML -------------------------------------------------------------------------------------
-
-
-def test_short_tags_become_long_form_intrinsics() -> None:
-    doc = load_yaml(
-        textwrap.dedent(
-            """
-            AWSTemplateFormatVersion: 2010-09-09
-            Ref: !Ref Bucket
-            GetAttDotted: !GetAtt Db.Endpoint.Address
-            GetAttList: !GetAtt [Fn, Arn]
-            Sub: !Sub "${AWS::Region}-x"
-            SubList: !Sub ["${A}", {A: !Ref B}]
-            Join: !Join [",", [a, !Ref B]]
-            If: !If [IsProd, 1, 2]
-            Equals: !Equals [!Ref Env, prod]
-            Select: !Select [0, !GetAZs ""]
-            FindInMap: !FindInMap [Map, Key, Value]
-            ImportValue: !ImportValue Shared
-            Split: !Split [",", "a,b"]
-            Base64: !Base64 {"Fn::Sub": "${X}"}
-            Nested: !Select [0, !Split [",", !Sub "${A},b"]]
-            Not: !Not [!Condition IsProd]
-            And: !And [!Condition A, !Condition B]
-            Or: !Or [!Condition A, !Condition B]
-            """
-        )
-    )
-    assert doc == {
-        "AWSTemplateFormatVersion": "2010-09-09",  # a string, not a datetime.date
-        "Ref": {"Ref": "Bucket"},
-        "GetAttDotted": {"Fn::GetAtt": ["Db", "Endpoint.Address"]},
-        "GetAttList": {"Fn::GetAtt": ["Fn", "Arn"]},
-        "Sub": {"Fn::Sub": "${AWS::Region}-x"},
-        "SubList": {"Fn::Sub": ["${A}", {"A": {"Ref": "B"}}]},
-        "Join": {"Fn::Join": [",", ["a", {"Ref": "B"}]]},
-        "If": {"Fn::If": ["IsProd", 1, 2]},
-        "Equals": {"Fn::Equals": [{"Ref": "Env"}, "prod"]},
-        "Select": {"Fn::Select": [0, {"Fn::GetAZs": ""}]},
-        "FindInMap": {"Fn::FindInMap": ["Map", "Key", "Value"]},
-        "ImportValue": {"Fn::ImportValue": "Shared"},
-        "Split": {"Fn::Split": [",", "a,b"]},
-        "Base64": {"Fn::Base64": {"Fn::Sub": "${X}"}},
-        "Nested": {"Fn::Select": [0, {"Fn::Split": [",", {"Fn::Sub": "${A},b"}]}]},
-        "Not": {"Fn::Not": [{"Condition": "IsProd"}]},
-        "And": {"Fn::And": [{"Condition": "A"}, {"Condition": "B"}]},
-        "Or": {"Fn::Or": [{"Condition": "A"}, {"Condition": "B"}]},
-    }
 
 
 def test_duplicate_keys_and_bad_yaml_are_validation_errors(tmp_path: Path) -> None:
@@ -382,11 +334,10 @@ def test_image_code_from_the_dockerfile_folder_or_fave_local(tmp_path: Path) -> 
         load_template(write_template(tmp_path, missing))
 
 
-def test_the_repository_template_runs_locally() -> None:
+def test_the_repository_template_runs_locally(template: Template) -> None:
     """What `fave run` reads from template.yaml: every destination is the orchestrator, images run from
     their Dockerfile's folder, and only what a deployed stack knows stays unresolved."""
-    root = Path(__file__).resolve().parents[2]
-    template = load_template(root / "template.yaml")
+    root = REPOSITORY
     functions = template.functions
     for lid in ("ExtractFunction", "TranscribeFunction", "DetectFunction"):
         config = functions[lid].event_invoke_config

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fave.core.dag import Pipeline
 from fave.core.engine import Engine
 from fave.core.model import Command, Event, Invoke, RequestState, TaskSucceeded
-from fave.pipeline import Pipeline
 
 
 @dataclass

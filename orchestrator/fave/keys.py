@@ -1,0 +1,120 @@
+"""The one object-key layout of a fave store. Every module that names an object asks here.
+
+```
+requests/{id}/metadata/state.json                 the request's state: the commit point (persistence)
+requests/{id}/metadata/tasks/{stage}/{shard}.{token}.json   a committed version of a task shard
+requests/{id}/metadata/final.json                 the final stage's output
+requests/{id}/metadata/input.json                 a large request input, stored once
+requests/{id}/metadata/lease.json                 who writes the request now (fave.lease)
+requests/{id}/inbox/{time}-{random}.json          events waiting for the lease holder (Lambda)
+requests/{id}/stages/{stage}/[{item:05d}/]...     a task's artifacts, inputs and outputs (the stage SDK's)
+index/requests/{id}                               every request, for listing (ids sort by creation time)
+index/active/{id}                                 the unfinished ones, for the schedule tick (Lambda)
+idempotency/{sha256}.json                         an Idempotency-Key or upload, and the request it made
+```
+
+Request ids are validated (``fave.ids``) before they become part of a key, so no key can leave its request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from fave_shared.stage import artifact_prefix
+
+from fave.ids import validate_request_id
+
+__all__ = [
+    "ACTIVE_PREFIX",
+    "IDEMPOTENCY_PREFIX",
+    "INDEX_PREFIX",
+    "active_key",
+    "artifact_prefix",
+    "final_key",
+    "idempotency_key",
+    "inbox_prefix",
+    "index_key",
+    "input_key",
+    "lease_key",
+    "parse_shard_key",
+    "request_prefix",
+    "shard_key",
+    "state_key",
+    "task_input_key",
+    "task_output_key",
+    "tasks_prefix",
+]
+
+INDEX_PREFIX = "index/requests/"
+ACTIVE_PREFIX = "index/active/"
+IDEMPOTENCY_PREFIX = "idempotency/"
+
+
+def request_prefix(request_id: str) -> str:
+    return f"requests/{validate_request_id(request_id)}/"
+
+
+def state_key(request_id: str) -> str:
+    return request_prefix(request_id) + "metadata/state.json"
+
+
+def final_key(request_id: str) -> str:
+    return request_prefix(request_id) + "metadata/final.json"
+
+
+def input_key(request_id: str) -> str:
+    """A large request input, stored once (tasks reference it instead of each carrying a copy)."""
+    return request_prefix(request_id) + "metadata/input.json"
+
+
+def lease_key(request_id: str) -> str:
+    return request_prefix(request_id) + "metadata/lease.json"
+
+
+def tasks_prefix(request_id: str) -> str:
+    return request_prefix(request_id) + "metadata/tasks/"
+
+
+def shard_key(request_id: str, stage: str, shard: int, token: str) -> str:
+    """The object holding one version of a task shard (``token`` from state.json's ``shard_tokens``)."""
+    suffix = f".{token}" if token else ""  # "": the fixed key of state files written before tokens
+    return f"{tasks_prefix(request_id)}{stage}/{shard:05d}{suffix}.json"
+
+
+def parse_shard_key(key: str) -> tuple[str, int, str] | None:
+    """``(stage, shard, token)`` of a ``shard_key``, or None if ``key`` is not one."""
+    stage_and_name = key.rsplit("/", 2)[-2:]
+    if len(stage_and_name) != 2:
+        return None
+    stage, name = stage_and_name
+    parts = name.split(".")
+    if len(parts) not in (2, 3) or parts[-1] != "json" or not parts[0].isdigit():
+        return None
+    return stage, int(parts[0]), parts[1] if len(parts) == 3 else ""
+
+
+def inbox_prefix(request_id: str) -> str:
+    return request_prefix(request_id) + "inbox/"
+
+
+def task_input_key(request_id: str, stage: str, item: int | None, attempt: int) -> str:
+    """Where a task's invocation payload is parked when it is too large to send inline."""
+    return f"{artifact_prefix(validate_request_id(request_id), stage, item)}input-{attempt}.json"
+
+
+def task_output_key(request_id: str, stage: str, item: int | None, attempt: int) -> str:
+    """Where a task's large output is parked (by the SDK, or by the orchestrator for a plain handler)."""
+    return f"{artifact_prefix(validate_request_id(request_id), stage, item)}output-{attempt}.json"
+
+
+def index_key(request_id: str) -> str:
+    return INDEX_PREFIX + validate_request_id(request_id)
+
+
+def active_key(request_id: str) -> str:
+    """The marker of an unfinished request. Not validated: a malformed marker must still be deletable."""
+    return ACTIVE_PREFIX + request_id
+
+
+def idempotency_key(scope: str, key: str) -> str:
+    return IDEMPOTENCY_PREFIX + hashlib.sha256(f"{scope}:{key}".encode()).hexdigest() + ".json"
