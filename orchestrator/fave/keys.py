@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 
-from fave_shared.stage import artifact_prefix
-
 from fave.ids import validate_request_id
 
 __all__ = [
@@ -35,6 +33,7 @@ __all__ = [
     "inbox_prefix",
     "index_key",
     "input_key",
+    "items_key",
     "lease_key",
     "parse_shard_key",
     "request_prefix",
@@ -97,6 +96,14 @@ def inbox_prefix(request_id: str) -> str:
     return request_prefix(request_id) + "inbox/"
 
 
+def artifact_prefix(request_id: str, stage: str, item: int | None) -> str:
+    """Where a task's artifacts live: the stage SDK's own ``fave_shared.stage.artifact_prefix``. Imported on
+    first use: the SDK loads pydantic models that most commands (``fave run``) never need."""
+    from fave_shared.stage import artifact_prefix as sdk_artifact_prefix
+
+    return sdk_artifact_prefix(request_id, stage, item)
+
+
 def task_input_key(request_id: str, stage: str, item: int | None, attempt: int) -> str:
     """Where a task's invocation payload is parked when it is too large to send inline."""
     return f"{artifact_prefix(validate_request_id(request_id), stage, item)}input-{attempt}.json"
@@ -118,3 +125,8 @@ def active_key(request_id: str) -> str:
 
 def idempotency_key(scope: str, key: str) -> str:
     return IDEMPOTENCY_PREFIX + hashlib.sha256(f"{scope}:{key}".encode()).hexdigest() + ".json"
+
+
+def items_key(request_id: str, for_each: str, block: int) -> str:
+    """One block of a fan-out list (``for_each`` such as ``split.clips``), written once when it is made."""
+    return request_prefix(request_id) + f"metadata/items/{for_each}/{block:05d}.json"

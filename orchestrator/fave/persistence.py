@@ -31,6 +31,9 @@ from fave.core.dag import Pipeline
 from fave.core.engine import Engine
 from fave.core.model import (
     Failure,
+    FanoutList,
+    MissingData,
+    ReadySet,
     RequestState,
     RequestStatus,
     StageState,
@@ -39,8 +42,27 @@ from fave.core.model import (
     TaskStatus,
 )
 from fave.ids import validate_request_id
-from fave.keys import INDEX_PREFIX, final_key, index_key, input_key, parse_shard_key, shard_key, state_key, tasks_prefix
-from fave.statefile import SCHEMA_VERSION, FailureDoc, PipelineRefDoc, ShardDoc, StageDoc, StateDoc, TaskDoc
+from fave.keys import (
+    INDEX_PREFIX,
+    final_key,
+    index_key,
+    input_key,
+    items_key,
+    parse_shard_key,
+    shard_key,
+    state_key,
+    tasks_prefix,
+)
+from fave.statefile import (
+    SCHEMA_VERSION,
+    FailureDoc,
+    PipelineRefDoc,
+    ReadyDoc,
+    ShardDoc,
+    StageDoc,
+    StateDoc,
+    TaskDoc,
+)
 
 INPUT_INLINE_LIMIT = 4096
 """Request inputs over this many bytes of JSON are stored once in ``metadata/input.json``: a 1 MB input on a
@@ -136,33 +158,41 @@ def read_stage_tasks(store: ObjectStore, request_id: str, stage: str) -> dict[in
 
 
 _TOKEN_HEX = 8
+_JSON = "application/json"
 """Hex digits of randomness after the version in a shard token (``{version:06d}{hex}``)."""
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def task_to_json(task: Task) -> dict[str, Any]:
-    """Compact encoding: fields at their default are left out (shards are rewritten often)."""
-    out: dict[str, Any] = {"status": task.status.value}
+    """Compact encoding: fields at their default are left out (shards are rewritten often). Written out field
+    by field: it runs twice per task of a fan-out. The status is a ``StrEnum``, which JSON encodes as its value."""
+    out: dict[str, Any] = {"status": task.status}
     if task.attempt:
         out["attempt"] = task.attempt
     if task.budget_base:
         out["budget_base"] = task.budget_base
-    for name in (
-        "dispatched_at",
-        "first_dispatched_at",
-        "deadline",
-        "retry_at",
-        "finished_at",
-        "error_type",
-        "error",
-        "output",
-    ):
-        value = getattr(task, name)
-        if value is not None:
-            out[name] = value
+    if task.dispatched_at is not None:
+        out["dispatched_at"] = task.dispatched_at
+    if task.first_dispatched_at is not None:
+        out["first_dispatched_at"] = task.first_dispatched_at
+    if task.deadline is not None:
+        out["deadline"] = task.deadline
+    if task.retry_at is not None:
+        out["retry_at"] = task.retry_at
+    if task.finished_at is not None:
+        out["finished_at"] = task.finished_at
+    if task.error_type is not None:
+        out["error_type"] = task.error_type
+    if task.error is not None:
+        out["error"] = task.error
+    if task.output is not None:
+        out["output"] = task.output
     return out
 
 
@@ -188,6 +218,8 @@ class Handle:
 
     head_etag: str | None = None
     shard_tokens: dict[tuple[str, int], str] = field(default_factory=dict)
+    fanout: set[str] = field(default_factory=set)
+    """The fan-out lists whose item blocks are in the store."""
 
 
 class Persistence:
@@ -210,38 +242,63 @@ class Persistence:
             raise NotFoundError(f"no request {request_id} in {self.store.uri}") from None
         return parse_state(request_id, blob.data), blob.etag
 
-    def load(self, request_id: str, now: float) -> RequestState:
-        """The request's full state (head + committed shards) with derived indexes rebuilt."""
-        return _consistent(lambda: self._load_once(request_id, now), f"request {request_id}")
+    def load(self, request_id: str, now: float, *, full: bool = False) -> RequestState:
+        """The request's state: its head (state.json) and, with ``full`` (or for a schema-1 file), every task
+        and fan-out item. Otherwise the fanned-out stages' tasks and lists are loaded a block at a time as
+        decisions ask for them (``load_more``): applying a completion reads its shard, not every shard."""
+        return _consistent(lambda: self._load_once(request_id, now, full), f"request {request_id}")
 
-    def _load_once(self, request_id: str, now: float) -> RequestState:
+    def _load_once(self, request_id: str, now: float, full: bool) -> RequestState:
         doc, etag = self.read_doc(request_id)
-        handle = Handle(head_etag=etag)
+        handle = Handle(head_etag=etag, fanout=set(doc.fanout))
         if doc.pipeline.digest != self.pipeline.digest and doc.pipeline.shape != self.pipeline.shape():
             raise ValidationError(
                 f"request {request_id} was made with a pipeline of a different shape "
                 f"({doc.pipeline.path or doc.pipeline.name}); stages, needs and for_each must match to resume"
             )
+        legacy = doc.schema_version < 2 or self.engine.change_block != SHARD_SIZE
+        full = full or legacy
         stages: dict[str, StageState] = {}
         tasks: dict[str, Map[int, Task]] = {}
+        ready: dict[str, ReadySet] = {}
+        unsent: dict[str, ReadySet] = {}
+        partial: dict[str, Map[int, None]] = {}
         for name in self.pipeline.order:
             sdoc = doc.stages.get(name, StageDoc())
             stages[name] = StageState(
                 status=StageStatus(sdoc.status),
                 total=sdoc.total,
+                pending=sdoc.pending,
+                running=sdoc.running,
+                succeeded=sdoc.succeeded,
+                failed=sdoc.failed,
+                skipped=sdoc.skipped,
+                cancelled=sdoc.cancelled,
                 started_at=sdoc.started_at,
                 finished_at=sdoc.finished_at,
+                deadline_floor=sdoc.deadline_floor,
+                retry_blocks=Map(sdoc.retry_blocks),
             )
+            for shard, token in enumerate(sdoc.shard_tokens):
+                if token:
+                    handle.shard_tokens[(name, shard)] = token
+            if sdoc.ready is not None:
+                ready[name] = _ready_set(sdoc.ready)
+            if sdoc.unsent is not None:
+                unsent[name] = _ready_set(sdoc.unsent)
             if sdoc.task is not None:
                 tasks[name] = Map({0: task_from_doc(sdoc.task)})
             elif self.pipeline.stages[name].fanned_out and sdoc.total:
-                items: dict[int, Task] = {}
-                for shard, token, sh in committed_shards(self.store, doc, name):
-                    handle.shard_tokens[(name, shard)] = token
-                    items.update({i: task_from_doc(t) for i, t in sh.tasks.items()})
-                for i in range(sdoc.total):
-                    items.setdefault(i, Task())
-                tasks[name] = Map(items)
+                if full:
+                    items: dict[int, Task] = {}
+                    for _, _, sh in committed_shards(self.store, doc, name):
+                        items.update({i: task_from_doc(t) for i, t in sh.tasks.items()})
+                    for i in range(sdoc.total):
+                        items.setdefault(i, Task())
+                    tasks[name] = Map(items)
+                else:
+                    tasks[name] = Map()
+                    partial[name] = Map()
         failure = None
         if doc.failure is not None:
             f = doc.failure
@@ -263,17 +320,78 @@ class Persistence:
             resumes=doc.resumes,
             stages=Map(stages),
             tasks=Map(tasks),
+            ready=Map(ready),
+            unsent=Map(unsent),
+            partial=Map(partial),
         )
-        state = replace(state, items=self._fanout_items(state))
+        self._handles[request_id] = handle
+        if legacy:
+            state = replace(state, items=self._legacy_fanout_items(state))
+            handle.fanout = set()  # written in blocks by the next commit
+        else:
+            block = self.engine.change_block
+            lists = {fe: FanoutList(total, block) for fe, total in doc.fanout.items()}
+            state = replace(state, items=Map(lists))
+            if full:
+                wanted = frozenset((fe, b) for fe, total in doc.fanout.items() for b in range(-(-total // block)))
+                state = self._load_items(state, wanted)
         if state.status is RequestStatus.COMPLETED:
             final_task = state.task(self.pipeline.final)
             state = replace(state, final=final_task.output if final_task else None)
-        self._handles[request_id] = handle
-        return self.engine.rebuild_indexes(state, now)
+        if legacy:
+            return self.engine.rebuild_indexes(state, now)
+        state = self.engine.index_loaded(state, {})
+        return replace(state, earliest_deadline=_earliest(self.pipeline, state))
 
-    def _fanout_items(self, state: RequestState) -> Map[str, tuple[Any, ...]]:
-        """Re-derive the fan-out lists from the source stages' outputs (resolving references)."""
-        items: dict[str, tuple[Any, ...]] = {}
+    def load_more(self, state: RequestState, missing: MissingData) -> RequestState:
+        """``state`` with the task blocks and fan-out item blocks a decision asked for loaded (whole shards).
+
+        ``ConflictError`` if a shard ``state`` names has been superseded: the state is stale, reload it."""
+        handle = self._handles.get(state.request_id)
+        if handle is None:
+            raise ConflictError(f"request {state.request_id}: not loaded by this process")
+        block = self.engine.change_block
+        loaded: dict[str, dict[int, Task]] = {}
+        partial = state.partial
+        for stage, b in sorted(missing.tasks):
+            if stage not in partial or b in partial[stage]:
+                continue
+            shard = b * block // SHARD_SIZE
+            lo, hi = shard * SHARD_SIZE, min((shard + 1) * SHARD_SIZE, state.stages[stage].total or 0)
+            token = handle.shard_tokens.get((stage, shard), "")
+            found: dict[int, TaskDoc] = {}
+            if token:
+                try:
+                    blob = self.store.get(shard_key(state.request_id, stage, shard, token))
+                except NotFoundError:
+                    raise ConflictError(f"request {state.request_id}: a newer commit replaced its state") from None
+                found = _shard_doc(state.request_id, stage, shard, blob.data).tasks
+            tasks = loaded.setdefault(stage, {})
+            for i in range(lo, hi):
+                doc = found.get(i)
+                tasks[i] = task_from_doc(doc) if doc is not None else Task()
+            blocks = partial[stage].update({x: None for x in range(lo // block, -(-hi // block))})
+            whole = len(blocks) >= -(-(state.stages[stage].total or 0) // block)
+            partial = partial.delete(stage) if whole else partial.set(stage, blocks)
+        state = self.engine.index_loaded(replace(state, partial=partial), loaded)
+        return self._load_items(state, missing.items)
+
+    def _load_items(self, state: RequestState, wanted: frozenset[tuple[str, int]]) -> RequestState:
+        items = state.items
+        for key, b in sorted(wanted):
+            fanout = items.get(key)
+            if fanout is None or b in fanout.blocks:
+                continue
+            try:
+                chunk = json.loads(self.store.get(items_key(state.request_id, key, b)).data)
+            except NotFoundError:
+                raise ConflictError(f"request {state.request_id}: fan-out list {key} block {b} is missing") from None
+            items = items.set(key, replace(fanout, blocks=fanout.blocks.set(b, tuple(chunk))))
+        return replace(state, items=items)
+
+    def _legacy_fanout_items(self, state: RequestState) -> Map[str, FanoutList]:
+        """Re-derive the fan-out lists from the source stages' outputs (a schema-1 file has no item blocks)."""
+        items: dict[str, FanoutList] = {}
         for spec in self.pipeline.stages.values():
             if spec.for_each is None or str(spec.for_each) in items:
                 continue
@@ -281,7 +399,7 @@ class Persistence:
             if source is None or source.status is not TaskStatus.SUCCEEDED:
                 continue
             output = refs.resolve(self.store, source.output)
-            items[str(spec.for_each)] = tuple(spec.for_each.extract(output))
+            items[str(spec.for_each)] = FanoutList.whole(tuple(spec.for_each.extract(output)), self.engine.change_block)
         return Map(items)
 
     # ---- writing -------------------------------------------------------------------------------------
@@ -312,6 +430,11 @@ class Persistence:
         tokens = dict(handle.shard_tokens)
         written: list[str] = []
         superseded: list[str] = []
+        for key, fanout in state.items.items():
+            if key in handle.fanout:
+                continue
+            for b, chunk in fanout.blocks.items():  # a new list is wholly in memory
+                self.store.put(items_key(state.request_id, key, b), _dumps(list(chunk)), content_type=_JSON)
         for stage, shard in self._changed_shards(state):
             token = f"{version:06d}{secrets.token_hex(_TOKEN_HEX // 2)}"
             key = shard_key(state.request_id, stage, shard, token)
@@ -345,6 +468,7 @@ class Persistence:
             raise
         handle.head_etag = etag
         handle.shard_tokens = tokens
+        handle.fanout = set(state.items)
         self._discard(superseded)
         return replace(state, version=version, changed=Map())
 
@@ -423,6 +547,10 @@ class Persistence:
                 shards=shards,
                 shard_tokens=[shard_tokens.get((name, shard), "") for shard in range(shards)],
                 task=TaskDoc.model_validate(task_to_json(task)) if task is not None and not spec.fanned_out else None,
+                ready=_ready_doc(state.ready.get(name)),
+                unsent=_ready_doc(state.unsent.get(name)),
+                deadline_floor=st.deadline_floor,
+                retry_blocks=dict(st.retry_blocks.items()),
             )
         failure = None
         if state.failure is not None:
@@ -455,7 +583,36 @@ class Persistence:
             version=state.version,
             resumes=state.resumes,
             stages=stages,
+            fanout={key: len(fanout) for key, fanout in state.items.items()},
         )
+
+
+def _ready_doc(ready: ReadySet | None) -> ReadyDoc | None:
+    if not ready:
+        return None
+    return (
+        ReadyDoc(lo=ready.lo, hi=ready.hi, extra=sorted(ready.extra))
+        if ready.hi > ready.lo
+        else ReadyDoc(extra=sorted(ready.extra))
+    )
+
+
+def _ready_set(doc: ReadyDoc) -> ReadySet:
+    return ReadySet(doc.lo, doc.hi, Map(dict.fromkeys(doc.extra)))
+
+
+def _earliest(pipeline: Pipeline, state: RequestState) -> float | None:
+    """The earliest deadline of anything running: single-task stages' running tasks and fanned-out floors."""
+    candidates = [d for (stage, _), d in state.running.items() if not pipeline.stages[stage].fanned_out]
+    candidates += [st.deadline_floor for st in state.stages.values() if st.deadline_floor is not None]
+    return min(candidates, default=None)
+
+
+def _shard_doc(request_id: str, stage: str, shard: int, data: bytes) -> ShardDoc:
+    try:
+        return ShardDoc.model_validate_json(data)
+    except PydanticValidationError:
+        raise CorruptStateError(f"request {request_id}: task shard {stage}/{shard} is unreadable") from None
 
 
 def list_request_ids(store: ObjectStore) -> list[str]:

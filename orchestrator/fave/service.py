@@ -21,29 +21,32 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
 from fave_shared import refs
 from fave_shared.errors import ConflictError, FaveError, NotFoundError, ValidationError
-from fave_shared.schemas import TaskRef
 from fave_shared.store import ObjectStore
 
 from fave import completions
 from fave.clock import Clock, SystemClock
-from fave.core.dag import Pipeline
+from fave.core.dag import Pipeline, Stage
 from fave.core.engine import Engine
 from fave.core.model import (
     Cancel,
     Command,
     Event,
     Invoke,
+    MissingData,
     Notify,
     RequestState,
     RequestStatus,
+    Resend,
     Resume,
+    Sent,
     Start,
     TaskFailed,
     TaskSucceeded,
@@ -51,7 +54,7 @@ from fave.core.model import (
     WriteFinal,
 )
 from fave.ids import new_request_id, validate_request_id
-from fave.invoke.base import Invoker
+from fave.invoke.base import EncodedPayload, Invoker
 from fave.keys import index_key, state_key, task_input_key, task_output_key
 from fave.lease import Leases
 from fave.persistence import SHARD_SIZE, Persistence
@@ -59,6 +62,11 @@ from fave.persistence import SHARD_SIZE, Persistence
 INLINE_OUTPUT_LIMIT = 8_192
 """Task outputs larger than this (JSON bytes) are kept as objects and referenced from the task shard."""
 MAX_CONFLICT_RETRIES = 20
+MAX_LOADS = 100
+HANDOVER_MARGIN_S = 30.0
+"""A dispatch stops handing out invokes when the process has less time than this left (a Lambda invocation):
+the rest stays in the outbox, and a continuation sends it."""
+"""Loads one decision may ask for (each adds blocks; a decision that needs everything asks once for all)."""
 
 
 class Phase(Enum):
@@ -87,23 +95,39 @@ class Orchestrator:
         on_notify: Callable[[str, Notify, RequestState], None] | None = None,
         sync_workers: int = 8,
         sync_submit: Callable[[Callable[[], None]], None] | None = None,
+        dispatch_parallelism: int = 1,
+        time_left: Callable[[], float] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
         self.invoker = invoker
         self.clock = clock or SystemClock()
         self.engine = Engine(pipeline, change_block=SHARD_SIZE)
+        # The stages whose for_each list a stage's output feeds (prepare resolves those lists).
+        self._fed_by: dict[str, list[Stage]] = {}
+        for spec in pipeline.stages.values():
+            if spec.for_each is not None:
+                self._fed_by.setdefault(spec.for_each.source, []).append(spec)
         self.persistence = Persistence(store, pipeline, self.engine)
         self.on_notify = on_notify
         self.inbox: queue.SimpleQueue[tuple[str, Event]] = queue.SimpleQueue()
         self._states: dict[str, RequestState] = {}
         self._sync_pool: ThreadPoolExecutor | None = None
+        self._dispatcher: ThreadPoolExecutor | None = None
         self._sync_workers = sync_workers
         # How a synchronous invocation is run in the background (default: a thread pool). Tests pass a
         # deferring function to choose the interleaving themselves.
         self._sync_submit = sync_submit
         self._lock = threading.Lock()
         self._held: set[str] = set()
+        # The outbox (RequestState.unsent): invokes sent since the last commit, recorded by the next one.
+        self._sent: dict[str, list[tuple[str, int]]] = {}
+        self._sent_lock = threading.Lock()
+        self.dispatch_parallelism = dispatch_parallelism
+        self.time_left = time_left
+        """Seconds this process may still run (a Lambda invocation's remaining time), if it is bounded."""
+        self.handover: set[str] = set()
+        """Requests whose dispatch stopped short for lack of time: the rest is in their outbox."""
         self._performers: dict[type, Performer] = {
             WriteFinal: Performer(Phase.BEFORE_COMMIT, self._write_final),
             Invoke: Performer(Phase.AFTER_COMMIT, self._invoke),
@@ -146,11 +170,12 @@ class Orchestrator:
             return self.apply(request_id, [Start()])
         return self._states[request_id]
 
-    def load(self, request_id: str) -> RequestState:
-        """The current state from the store (fresh read)."""
+    def load(self, request_id: str, *, full: bool = False) -> RequestState:
+        """The current state from the store (fresh read): its head, or with ``full`` every task too. Steps load
+        the task blocks they need as they go."""
         validate_request_id(request_id)
         self.persistence.forget(request_id)
-        state = self.persistence.load(request_id, self.clock.now())
+        state = self.persistence.load(request_id, self.clock.now(), full=full)
         self._states[request_id] = state
         return state
 
@@ -190,13 +215,18 @@ class Orchestrator:
         """Apply events, commit (retrying on conflict by reloading), then perform the commands."""
         events = [self.prepare(request_id, e) for e in events]
         for _ in range(MAX_CONFLICT_RETRIES):
-            state = self._states.get(request_id)
-            if state is None:
-                state = self.load(request_id)
-            before = state
-            now = self.clock.now()
-            state, commands = self.engine.decide_all(state, events, now)
+            with self._sent_lock:
+                sent = tuple(self._sent.get(request_id, ()))
+            step_events = [Sent(sent), *events] if sent else events
+            try:
+                state, before, commands = self._decide(request_id, step_events)
+            except ConflictError:  # a shard it needed was superseded: the state it had is stale
+                self._states.pop(request_id, None)
+                continue
             if not _changed(before, state, commands):
+                if sent:  # already out of the outbox (their tasks ended): nothing left to record
+                    with self._sent_lock:
+                        del self._sent[request_id][: len(sent)]
                 return state
             try:
                 self._run(Phase.BEFORE_COMMIT, state, commands)
@@ -206,6 +236,9 @@ class Orchestrator:
                 self._states.pop(request_id, None)
                 continue
             self._states[request_id] = state
+            if sent:
+                with self._sent_lock:
+                    del self._sent[request_id][: len(sent)]
             if request_id in self._gc_due:
                 self._gc_due.discard(request_id)
                 with contextlib.suppress(FaveError):  # garbage is never read; the next pass gets it
@@ -214,20 +247,40 @@ class Orchestrator:
             return state
         raise ConflictError(f"request {request_id}: gave up after {MAX_CONFLICT_RETRIES} conflicting writes")
 
+    def _decide(self, request_id: str, events: list[Event]) -> tuple[RequestState, RequestState, list[Command]]:
+        """Decide on the cached (or freshly loaded) state, loading the task and item blocks the decision asks
+        for (``MissingData``) and deciding again: a decision is pure, so the result is the one a wholly loaded
+        state would give. Returns (new state, the state it started from, commands)."""
+        state = self._states.get(request_id)
+        if state is None:
+            state = self.load(request_id)
+        wanted = self.engine.working_set(state, events)
+        if wanted:
+            state = self.persistence.load_more(state, MissingData(tasks=wanted))
+        for _ in range(MAX_LOADS):
+            self._states[request_id] = state
+            try:
+                new_state, commands = self.engine.decide_all(state, events, self.clock.now())
+            except MissingData as missing:
+                state = self.persistence.load_more(state, missing)
+                continue
+            return new_state, state, commands
+        raise FaveError(f"request {request_id}: a decision still missed data after {MAX_LOADS} loads")
+
     def prepare(self, request_id: str, event: Event) -> Event:
         """Do the I/O an event needs before the pure engine sees it: park large outputs in the store and
         resolve the lists that a successful source stage feeds to its ``for_each`` stages."""
         if not isinstance(event, TaskSucceeded) or event.stage not in self.pipeline.stages:
             return event
         output = event.output
-        if not refs.is_ref(output) and refs.json_size(output) > INLINE_OUTPUT_LIMIT:
+        small = output is None or isinstance(output, (bool, int, float))  # no need to measure these
+        if not small and not refs.is_ref(output) and refs.json_size(output) > INLINE_OUTPUT_LIMIT:
             key = task_output_key(request_id, event.stage, event.item, event.attempt)
             self.store.put(key, refs.dumps(output), content_type="application/json")
             output = {refs.REF: key}
         fanout: dict[str, tuple[Any, ...]] = {}
-        for spec in self.pipeline.stages.values():
-            if spec.for_each is None or spec.for_each.source != event.stage:
-                continue
+        for spec in self._fed_by.get(event.stage, ()):
+            assert spec.for_each is not None
             try:
                 resolved = refs.resolve(self.store, output)
                 fanout[str(spec.for_each)] = tuple(spec.for_each.extract(resolved))
@@ -250,9 +303,58 @@ class Orchestrator:
             if performer is None:  # checked in the first phase, before anything is written
                 raise FaveError(f"no performer for command {type(command).__name__}: add it to _performers")
             performers.append(performer)
+        dispatches: list[Invoke] = []
         for command, performer in zip(commands, performers, strict=True):
-            if performer.phase is phase:
+            if performer.phase is not phase:
+                continue
+            if isinstance(command, Invoke) and command.mode == "async" and self.dispatch_parallelism > 1:
+                dispatches.append(command)
+            else:
                 performer.perform(state, command)
+        if dispatches:
+            self._dispatch(state, dispatches)
+
+    def _dispatch(self, state: RequestState, commands: list[Invoke]) -> None:
+        """Asynchronous invokes with bounded parallelism (each is one API round trip). Stops handing out new
+        ones when the process is about to run out of time: those stay in the outbox for a continuation."""
+        pool = self._dispatch_pool()
+        pending = iter(commands)
+        running: set[Any] = set()
+        short = False
+        while True:
+            while len(running) < self.dispatch_parallelism and not short:
+                command = next(pending, None)
+                if command is None:
+                    break
+                if self.time_left is not None and self.time_left() < HANDOVER_MARGIN_S:
+                    short = True
+                    break
+                running.add(pool.submit(self._invoke, state, command))
+            if not running:
+                break
+            done, running = wait_futures(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+        if short:
+            self.handover.add(state.request_id)
+
+    def _dispatch_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._dispatcher is None:
+                self._dispatcher = ThreadPoolExecutor(self.dispatch_parallelism, thread_name_prefix="fave-dispatch")
+            return self._dispatcher
+
+    def _mark_sent(self, request_id: str, stage: str, item: int | None) -> None:
+        with self._sent_lock:
+            self._sent.setdefault(request_id, []).append((stage, 0 if item is None else item))
+
+    def flush_sent(self, request_id: str) -> RequestState | None:
+        """Commit what was sent since the last commit (before this process lets go of the request, so the next
+        holder does not send it again). None if there was nothing to record."""
+        with self._sent_lock:
+            if not self._sent.get(request_id):
+                return None
+        return self.apply(request_id, [])
 
     def _write_final(self, state: RequestState, command: WriteFinal) -> None:
         self.persistence.write_final(state.request_id, command.output)
@@ -265,20 +367,19 @@ class Orchestrator:
         if self.invoker is None:
             raise FaveError("this orchestrator has no invoker")
         request_id = state.request_id
-        key = task_input_key(request_id, command.stage, command.item, command.attempt)
         # The TaskRef's fields, as a plain dict: this runs once per dispatched task (10,000 for a fan-out).
         ref = {"request_id": request_id, "stage": command.stage, "item": command.item, "attempt": command.attempt}
         try:
-            task_input = refs.offload(self.store, key, dict(command.input))
+            payload = self._payload(request_id, ref, command)
         except (FaveError, TypeError, ValueError) as exc:
             # The task is committed as dispatched: fail it like an invoke that raised, so the request does not
             # stay RUNNING with nothing in flight (a store error, FAVE_PAYLOAD_THRESHOLD unreadable).
             failed = TaskFailed(command.stage, command.item, command.attempt, type(exc).__name__, str(exc))
             self.inbox.put((request_id, failed))
             return
-        payload = {"fave": 1, "task": ref, "store": self.store.uri, "input": task_input}
         if command.mode == "sync":
-            task = TaskRef.model_validate(ref)
+            task = completions.Task(request_id, command.stage, command.item, command.attempt)
+            self._mark_sent(request_id, command.stage, command.item)  # it runs now: nothing to send again
             if self._sync_submit is not None:
                 self._sync_submit(lambda: self._invoke_sync(task, command.function, payload))
             else:
@@ -289,8 +390,30 @@ class Orchestrator:
         except FaveError as exc:
             failed = TaskFailed(command.stage, command.item, command.attempt, type(exc).__name__, str(exc))
             self.inbox.put((request_id, failed))
+            return
+        self._mark_sent(request_id, command.stage, command.item)
 
-    def _invoke_sync(self, task: TaskRef, function: str, payload: dict[str, Any]) -> None:
+    def _payload(self, request_id: str, ref: dict[str, Any], command: Invoke) -> EncodedPayload:
+        """The task's invocation payload, JSON-encoded once: the invoker sends these bytes, and they decide
+        whether the input travels by reference (``refs.offload``'s rule, to the byte)."""
+        task_input = dict(command.input)
+        try:
+            payload = EncodedPayload({"fave": 1, "task": ref, "store": self.store.uri, "input": task_input})
+        except (TypeError, ValueError) as exc:  # what the invoker would refuse it with
+            raise ValidationError(f"invocation payload is not JSON-serialisable: {exc}") from exc
+        limit = refs.threshold()
+        # refs.offload measures the input as ASCII JSON: at most 3 bytes per byte of its UTF-8 JSON (a
+        # \uXXXX escape for a 2-byte character), which is part of this payload. Only a payload over a third
+        # of the limit needs measuring.
+        if 3 * len(payload.data) <= limit:
+            return payload
+        key = task_input_key(request_id, command.stage, command.item, command.attempt)
+        task_input_or_ref = refs.offload(self.store, key, task_input, limit=limit)
+        if task_input_or_ref is task_input:
+            return payload
+        return EncodedPayload({**payload, "input": task_input_or_ref})
+
+    def _invoke_sync(self, task: completions.Task, function: str, payload: dict[str, Any]) -> None:
         assert self.invoker is not None
         try:
             result = self.invoker.invoke_sync(function, payload)
@@ -370,6 +493,8 @@ class Orchestrator:
         if callable(sweep):
             sweep()
         state = self._states.get(request_id) or self.load(request_id)
+        if state.unsent:  # a driver before this one dispatched and died before recording it: send again
+            state = self.apply(request_id, [Resend()])
         last_poll = self.clock.now()
         while not state.status.terminal:
             events: list[Event] = []
@@ -409,6 +534,8 @@ class Orchestrator:
     def close(self) -> None:
         if self._sync_pool is not None:
             self._sync_pool.shutdown(wait=False, cancel_futures=True)
+        if self._dispatcher is not None:
+            self._dispatcher.shutdown(wait=False, cancel_futures=True)
         if self.invoker is not None:
             self.invoker.close()
 
@@ -434,6 +561,7 @@ def _changed(before: RequestState, after: RequestState, commands: list[Command])
     return bool(
         commands
         or after.changed
+        or after.unsent is not before.unsent
         or after.status != before.status
         or after.stages is not before.stages
         or after.tasks is not before.tasks

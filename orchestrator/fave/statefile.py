@@ -3,8 +3,14 @@
 ``requests/{id}/metadata/state.json`` (``StateDoc``): input, pipeline digest, request status, per-stage
 status, counts and timings, the tasks of single-task stages, the failure reason.
 ``requests/{id}/metadata/tasks/{stage}/{shard}.{token}.json`` (``ShardDoc``): the tasks of a fanned-out
-stage, ``persistence.SHARD_SIZE`` items per object, so a completion rewrites a bounded object, never one that grows with
-N. Each write is a new object; state.json names the committed one (``StageDoc.shard_tokens``).
+stage, ``persistence.SHARD_SIZE`` items per object, so a completion rewrites a bounded object, never one that
+grows with N. Each write is a new object; state.json names the committed one (``StageDoc.shard_tokens``).
+``requests/{id}/metadata/items/{for_each}/{block}.json``: a fan-out list in blocks of ``SHARD_SIZE`` items,
+written once when the list is made, read a block at a time.
+
+Schema 2 (this version) persists what a decision needs to run on a head alone: each fanned-out stage's ready
+set, deadline floor and retry blocks, and the fan-out lists' lengths. A schema-1 file is read whole and its
+indexes rebuilt.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class TaskDoc(BaseModel):
@@ -30,6 +36,14 @@ class TaskDoc(BaseModel):
     error_type: str | None = None
     error: str | None = None
     output: Any = None
+
+
+class ReadyDoc(BaseModel):
+    """``core.model.ReadySet``: the run ``lo..hi-1`` and the sparse items."""
+
+    lo: int = 0
+    hi: int = 0
+    extra: list[int] = Field(default_factory=list)
 
 
 class StageDoc(BaseModel):
@@ -51,6 +65,11 @@ class StageDoc(BaseModel):
     shard_tokens: list[str] = Field(default_factory=list)
     """Which version of each task shard is committed (see persistence.shard_key); "" = never written."""
     task: TaskDoc | None = None
+    ready: ReadyDoc | None = None
+    unsent: ReadyDoc | None = None
+    """The outbox: items dispatched whose invocation is not yet recorded as sent."""
+    deadline_floor: float | None = None
+    retry_blocks: dict[int, float] = Field(default_factory=dict)
 
 
 class FailureDoc(BaseModel):
@@ -88,6 +107,8 @@ class StateDoc(BaseModel):
     version: int = 0
     resumes: int = 0
     stages: dict[str, StageDoc]
+    fanout: dict[str, int] = Field(default_factory=dict)
+    """Length of each fan-out list (``for_each``) made so far; its items are in ``metadata/items/``."""
 
 
 class ShardDoc(BaseModel):

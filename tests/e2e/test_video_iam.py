@@ -4,7 +4,9 @@
 template.yaml as SAM deploys it, on a moto server with IAM enforcement (``support.iam``): the stack's bucket,
 each function's role from the translated template. ``fave.app.handler`` plays the orchestrator function with
 its role's credentials (its store, its stage invokes and self-invokes, each authorised by moto), the local
-runtime runs the seven stage functions, each process with its own role's credentials. The sample is uploaded
+runtime runs the seven stage functions, each process with its own role's credentials; the asynchronous stages'
+completions go through CompletionsQueue (sent with the stage's role, received with the orchestrator's) and
+reach the orchestrator in SQS batches. The sample is uploaded
 to ``uploads/`` with a sidecar, and the upload event starts the request, as on AWS.
 """
 
@@ -25,7 +27,7 @@ from fave_shared.store import S3Store
 from support.app_lambda import DestinationSwitch, OrchestratorLambda
 from support.e2e import RUN_TIMEOUT_S, SAMPLE, check_sample_answer
 from support.events import s3_upload_event
-from support.iam import ORCHESTRATOR, IamServer, IamStack, deploy_template
+from support.iam import COMPLETIONS, ORCHESTRATOR, IamServer, IamStack, deploy_template
 from support.sam import TEMPLATE
 from support.tiers import selected_tier
 
@@ -60,7 +62,7 @@ def orchestrator(video_stack: IamStack, aws_env: None) -> Iterator[OrchestratorL
         TEMPLATE,
         env_overrides=stack.child_env(),
         function_env=stack.function_env(),
-        destination_handlers={ORCHESTRATOR: stack.authorise_destinations(destinations)},
+        destination_handlers={COMPLETIONS: stack.authorise_destinations(destinations)},
         prewarm=list(dict.fromkeys(pipeline.stages[name].function for name in pipeline.order)),
     )
     lam = OrchestratorLambda(runtime, S3Store(stack.client("s3"), stack.bucket), serial=False)
@@ -118,6 +120,10 @@ def test_an_upload_runs_the_video_pipeline_with_each_function_under_its_own_role
     assert doc["final"] == final
 
     assert stack.server.refusals(since=mark) == []
+    async_tasks = sum(s["total"] for name, s in doc["stages"].items() if name in ("extract", "transcribe", "detect"))
+    # Every completion came through SQS (a retried attempt adds one), in batches of one or more.
+    assert lam.sqs_records >= async_tasks > 0 and 0 < lam.sqs_invocations <= lam.sqs_records
+    assert lam.dead_letters.empty()
     # Where moto could not decide (a condition), the project's evaluator did: split listing its own clips.
     fallbacks = {(d["principal"].split("/")[1], d["action"], d["allowed"]) for d in stack.server.decisions(since=mark)}
     assert fallbacks == {(stack.roles["SplitFunction"], "s3:ListBucket", True)}, fallbacks

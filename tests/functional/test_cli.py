@@ -186,7 +186,7 @@ def test_sigkill_during_fanout_then_resume_gives_the_same_final(
     assert run.returncode == -signal.SIGKILL
 
     local = LocalStore(store)
-    before = Orchestrator(load_local_pipeline(patient_demo), local).load(request_id)
+    before = Orchestrator(load_local_pipeline(patient_demo), local).load(request_id, full=True)
     assert before.status is RequestStatus.RUNNING
     done_before = {i: t for i, t in before.tasks["measure"].items() if t.status is TaskStatus.SUCCEEDED}
     assert 3 <= len(done_before) < 27
@@ -198,7 +198,7 @@ def test_sigkill_during_fanout_then_resume_gives_the_same_final(
     assert doc["final"] == expected
     assert json.loads(local.get(final_key(request_id)).data) == expected
 
-    after = Orchestrator(load_local_pipeline(patient_demo), local).load(request_id)
+    after = Orchestrator(load_local_pipeline(patient_demo), local).load(request_id, full=True)
     for i, task in done_before.items():  # resume re-ran only what had not succeeded
         again = after.tasks["measure"][i]
         assert (again.attempt, again.finished_at, again.output) == (task.attempt, task.finished_at, task.output)
@@ -229,7 +229,7 @@ def test_a_second_driver_of_a_running_request_is_refused_and_dispatches_nothing(
     finally:
         if run.poll() is None:
             e2e.crash(run)
-    final = Orchestrator(load_local_pipeline(patient_demo), LocalStore(store)).load(request_id)
+    final = Orchestrator(load_local_pipeline(patient_demo), LocalStore(store)).load(request_id, full=True)
     assert final.status is RequestStatus.COMPLETED and final.resumes == 0
     assert all(t.attempt == 1 for t in final.tasks["measure"].values())  # nothing dispatched twice
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2, EventBridgeEvent, S3Event
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2, EventBridgeEvent, S3Event, SQSEvent
 from fave.app import kind_of
 from fave.app.models import StartRequest
 from fave.completions import from_envelope
@@ -24,6 +24,7 @@ KINDS = {
     "destination-success.json": "destination",
     "destination-failure.json": "destination",
     "schedule-tick.json": "tick",
+    "sqs-completions.json": "sqs",
 }
 
 
@@ -93,3 +94,10 @@ def test_destination_samples_become_the_completion_of_their_task() -> None:
 def test_the_tick_sample_is_an_eventbridge_scheduled_event() -> None:
     event = EventBridgeEvent(load_event("schedule-tick.json"))
     assert event.detail_type == "Scheduled Event" and event.source == "aws.events" and event.detail == {}
+
+
+def test_the_queue_sample_carries_the_destination_samples_as_message_bodies() -> None:
+    records = SQSEvent(load_event("sqs-completions.json")).records
+    bodies = [record.json_body for record in records]
+    assert bodies == [load_event("destination-success.json"), load_event("destination-failure.json")]
+    assert all(r.event_source == "aws:sqs" and r.attributes.approximate_receive_count == "1" for r in records)

@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fave.local.template import EventInvokeConfig, Template, load_template
+from fave.local.template import EventInvokeConfig, QueueSpec, SqsEventSource, Template, load_template
 from fave_shared.errors import NotFoundError, ValidationError
 from support.templates import ROOT as REPOSITORY
 from support.templates import RUNTIME_TEMPLATE as FIXTURE
@@ -335,17 +335,23 @@ def test_image_code_from_the_dockerfile_folder_or_fave_local(tmp_path: Path) -> 
 
 
 def test_the_repository_template_runs_locally(template: Template) -> None:
-    """What `fave run` reads from template.yaml: every destination is the orchestrator, images run from
-    their Dockerfile's folder, and only what a deployed stack knows stays unresolved."""
+    """What `fave run` reads from template.yaml: every destination is CompletionsQueue, which the orchestrator
+    consumes in batches; images run from their Dockerfile's folder, and only what a deployed stack knows stays
+    unresolved."""
     root = REPOSITORY
     functions = template.functions
     for lid in ("ExtractFunction", "TranscribeFunction", "DetectFunction"):
         config = functions[lid].event_invoke_config
         assert (config.on_success, config.on_failure, config.max_retry_attempts) == (
-            "OrchestratorFunction",
-            "OrchestratorFunction",
+            "CompletionsQueue",
+            "CompletionsQueue",
             0,
         )
+    assert functions["OrchestratorFunction"].event_sources == (
+        SqsEventSource("Completions", "CompletionsQueue", 1000, 1, True, 2),
+    )
+    assert template.queue("CompletionsQueue") == QueueSpec("CompletionsQueue", 5400, 5, "OrchestratorDeadLetterQueue")
+    assert all(not functions[lid].event_sources for lid in functions if lid != "OrchestratorFunction")
     for lid, folder in (("TranscribeFunction", "transcribe"), ("DetectFunction", "detect")):
         assert functions[lid].package_type == "Image"
         assert functions[lid].code_uri == root / "functions" / folder
@@ -354,3 +360,98 @@ def test_the_repository_template_runs_locally(template: Template) -> None:
     orchestrator = functions["OrchestratorFunction"]
     assert orchestrator.unresolved_environment == ("FAVE_STORE",)  # the bucket: wiring passes the store
     assert orchestrator.environment["FAVE_FUNCTION_ExtractFunction"] == "local-extract"
+
+
+# -- SQS: queues and event source mappings (issue 10) ----------------------------------------------------------
+
+QUEUES = """
+Consumer:
+  Type: AWS::Serverless::Function
+  Properties:
+    Handler: app.handler
+    CodeUri: src
+    Events:
+      Api: {Type: HttpApi, Properties: {Path: /x, Method: GET}}
+      Batches:
+        Type: SQS
+        Properties:
+          Queue: !GetAtt Work.Arn
+          BatchSize: 100
+          MaximumBatchingWindowInSeconds: !Ref Window
+          FunctionResponseTypes: [ReportBatchItemFailures]
+          ScalingConfig: {MaximumConcurrency: 3}
+      Defaults: {Type: SQS, Properties: {Queue: "arn:aws:sqs:us-east-1:1:elsewhere", Enabled: false}}
+Producer:
+  Type: AWS::Serverless::Function
+  Properties:
+    Handler: app.handler
+    CodeUri: src
+    EventInvokeConfig:
+      DestinationConfig:
+        OnSuccess: {Type: SQS, Destination: !GetAtt Work.Arn}
+        OnFailure: {Type: SQS, Destination: !Ref Work}
+Work:
+  Type: AWS::SQS::Queue
+  Properties:
+    VisibilityTimeout: 60
+    RedrivePolicy: {deadLetterTargetArn: !GetAtt Dead.Arn, maxReceiveCount: 4}
+Textual:
+  Type: AWS::SQS::Queue
+  Properties:
+    RedrivePolicy: '{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:1:kept", "maxReceiveCount": 2}'
+Dead: {Type: AWS::SQS::Queue}
+"""
+
+
+def test_sqs_events_and_queues_are_read(tmp_path: Path) -> None:
+    template = load_template(
+        write_template(tmp_path, QUEUES, extra="Parameters:\n  Window: {Type: Number, Default: 2}\n")
+    )
+    assert template.function("Consumer").event_sources == (  # the HttpApi event is SAM's business
+        SqsEventSource("Batches", "Work", 100, 2, True, 3, True),
+        SqsEventSource("Defaults", "arn:aws:sqs:us-east-1:1:elsewhere", 10, 0, False, None, False),
+    )
+    config = template.function("Producer").event_invoke_config
+    assert (config.on_success, config.on_failure) == ("Work", "Work")
+    assert template.queues == {
+        "Work": QueueSpec("Work", 60, 4, "Dead"),
+        "Textual": QueueSpec("Textual", 30, 2, "arn:aws:sqs:us-east-1:1:kept"),
+        "Dead": QueueSpec("Dead"),
+    }
+    with pytest.raises(NotFoundError, match="no AWS::SQS::Queue 'Nope'"):
+        template.queue("Nope")
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        ("BatchSize: 100\n          MaximumBatchingWindowInSeconds: 0", "MaximumBatchingWindowInSeconds", "at least 1"),
+        ("BatchSize: 10001", "BatchSize", "between 1 and 10000"),
+        ("FunctionResponseTypes: [Everything]", "FunctionResponseTypes", "ReportBatchItemFailures"),
+        ("ScalingConfig: {MaximumConcurrency: 1}", "ScalingConfig.MaximumConcurrency", "between 2 and 1000"),
+        ("Queue: {Fn::Join: [x]}", "Queue", "must name a queue"),
+    ],
+)
+def test_invalid_sqs_events(tmp_path: Path, change: str, field: str, problem: str) -> None:
+    queue = "" if change.startswith("Queue:") else "Queue: arn:aws:sqs:us-east-1:1:q\n          "
+    resources = FN + (
+        "    Handler: app.handler\n    CodeUri: src\n    Events:\n      Batches:\n        Type: SQS\n"
+        "        Properties:\n          " + queue + change + "\n"
+    )
+    path = write_template(tmp_path, resources)
+    with pytest.raises(ValidationError) as info:
+        load_template(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert f"function Fn: Events.Batches.{field}" in message and problem in message
+
+
+def test_an_invalid_redrive_policy_names_the_queue(tmp_path: Path) -> None:
+    path = write_template(
+        tmp_path, "Q:\n  Type: AWS::SQS::Queue\n  Properties:\n    RedrivePolicy: {maxReceiveCount: 0}\n"
+    )
+    with pytest.raises(ValidationError, match=r"queue Q: RedrivePolicy.deadLetterTargetArn: must name a queue"):
+        load_template(path)
+    path.write_text(path.read_text().replace("{maxReceiveCount: 0}", "{deadLetterTargetArn: x, maxReceiveCount: 0}"))
+    with pytest.raises(ValidationError, match=r"queue Q: RedrivePolicy.maxReceiveCount: must be between 1 and 1000"):
+        load_template(path)

@@ -1,7 +1,8 @@
 """No circular dependencies in the deployed template (linters do not report them; a deploy fails on them).
 
 The template is translated by SAM first: the cycles that matter are between the resources SAM generates
-(roles, permissions, bucket notifications), e.g. bucket -> permission -> orchestrator -> role -> bucket.
+(roles, permissions, bucket notifications, event source mappings), e.g. bucket -> permission -> orchestrator
+-> role -> bucket.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ def test_the_translated_template_has_no_cycle() -> None:
     graph = dependencies(translated)
     assert find_cycle(graph) is None
     # The edges the design relies on are really there (so "no cycle" is not "no edges").
-    assert "OrchestratorFunction" in graph["ExtractFunctionRole"]  # destination policy
+    assert "CompletionsQueue" in graph["ExtractFunctionRole"]  # destination policy: SendMessage on the queue
+    assert "OrchestratorFunction" not in graph["ExtractFunctionRole"]  # ... not InvokeFunction on the orchestrator
+    assert {"CompletionsQueue", "OrchestratorFunction"} <= graph["OrchestratorFunctionCompletions"]  # the mapping
+    assert "OrchestratorDeadLetterQueue" in graph["CompletionsQueue"]  # its redrive policy
+    assert "OrchestratorDeadLetterQueue" in graph["OrchestratorFunctionRole"]  # its own OnFailure destination
     assert "OrchestratorFunctionUploadPermission" in graph["ArtifactsBucket"]  # the upload trigger
     assert "ArtifactsBucket" in graph["ExtractFunctionRole"]  # stage policies may !GetAtt the bucket
     assert "ArtifactsBucket" not in graph["OrchestratorFunctionRole"]  # ... the orchestrator's may not
@@ -31,23 +36,37 @@ def _orchestrator(doc: dict[str, Any]) -> dict[str, Any]:
     return props
 
 
+def _queue(doc: dict[str, Any], lid: str) -> dict[str, Any]:
+    props: dict[str, Any] = doc["Resources"][lid]["Properties"]
+    return props
+
+
 def test_the_cycles_the_template_avoids_are_found() -> None:
-    # 1. The orchestrator names a stage function with !Ref while that function's destination is the
-    #    orchestrator: orchestrator -> extract -> extract's role -> orchestrator.
+    # 1. The orchestrator names a stage function with !Ref. Since issue 10 the stages' destination is
+    #    CompletionsQueue, not the orchestrator, but this is still a cycle, through the bucket the stages' policies
+    #    name and whose upload trigger is the orchestrator:
+    #    orchestrator -> extract -> extract's role -> bucket -> upload permission -> orchestrator.
     by_ref = load_yaml(TEMPLATE.read_text())
     _orchestrator(by_ref)["Environment"]["Variables"]["FAVE_FUNCTION_ExtractFunction"] = {"Ref": "ExtractFunction"}
-    # 2. The orchestrator's policy names the bucket that triggers it with !GetAtt:
+    # 2. The dead-letter queue (the orchestrator's OnFailure and the completions' redrive) named after the
+    #    orchestrator: queue -> orchestrator -> role (SAM's SendMessage for OnFailure) -> queue.
+    dlq_named = load_yaml(TEMPLATE.read_text())
+    _queue(dlq_named, "OrchestratorDeadLetterQueue")["QueueName"] = {"Fn::Sub": "${OrchestratorFunction}-dead-letters"}
+    # 3. The orchestrator's policy names the bucket that triggers it with !GetAtt:
     #    bucket -> upload permission -> orchestrator -> role -> bucket.
     by_getatt = load_yaml(TEMPLATE.read_text())
     statements = _orchestrator(by_getatt)["Policies"][0]["Statement"]
     statements.append(
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": {"Fn::Sub": "${ArtifactsBucket.Arn}/requests/*"}}
     )
-    first, second = translate_many([by_ref, by_getatt])
+    first, second, third = translate_many([by_ref, dlq_named, by_getatt])
 
     cycle = find_cycle(dependencies(first))
-    assert cycle is not None and {"OrchestratorFunction", "ExtractFunction"} <= set(cycle)
+    assert cycle is not None and {"OrchestratorFunction", "ExtractFunction", "ArtifactsBucket"} <= set(cycle)
+    assert "CompletionsQueue" not in cycle
     cycle = find_cycle(dependencies(second))
+    assert cycle is not None and {"OrchestratorDeadLetterQueue", "OrchestratorFunctionRole"} <= set(cycle)
+    cycle = find_cycle(dependencies(third))
     assert cycle is not None and {"ArtifactsBucket", "OrchestratorFunctionRole"} <= set(cycle)
 
 

@@ -18,12 +18,15 @@ from support.app_lambda import DEMO_TEMPLATE
 from support.cfn import Stack, allowed, function_role
 from support.sam import TEMPLATE, translate_many, translated_template
 from support.template_checks import (
+    COMPLETIONS,
     ORCHESTRATOR,
+    SQS_POLLER_POLICY,
     check_iam,
     check_no_wildcard_actions,
     check_source_reads,
     check_wiring,
     code_facts,
+    managed_statements,
     orchestrator_env,
 )
 
@@ -75,6 +78,11 @@ def _resource(doc: dict[str, Any], lid: str) -> dict[str, Any]:
 def _statements(doc: dict[str, Any], lid: str) -> list[dict[str, Any]]:
     statements: list[dict[str, Any]] = _resource(doc, lid)["Policies"][0]["Statement"]
     return statements
+
+
+def _completions_event(doc: dict[str, Any]) -> dict[str, Any]:
+    props: dict[str, Any] = _resource(doc, ORCHESTRATOR)["Events"]["Completions"]["Properties"]
+    return props
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +146,40 @@ def broken() -> dict[str, dict[str, Any]]:
             statement["Resource"] = [r for r in statement["Resource"] if "inputs/" not in r["Fn::Sub"]]
     mutations["normalize_reads_no_inputs"] = doc
 
+    # -- completions (issue 10): through CompletionsQueue, consumed in batches by the orchestrator alone
+    doc = raw_template()  # extract's destination is the orchestrator again (one invocation per completion)
+    _resource(doc, "ExtractFunction")["EventInvokeConfig"]["DestinationConfig"]["OnSuccess"] = {
+        "Type": "Lambda",
+        "Destination": {"Fn::GetAtt": [ORCHESTRATOR, "Arn"]},
+    }
+    mutations["destination_is_the_orchestrator"] = doc
+
+    doc = raw_template()  # a failed request's completions would redeliver the whole batch
+    del _completions_event(doc)["FunctionResponseTypes"]
+    mutations["no_report_batch_item_failures"] = doc
+
+    doc = raw_template()  # batches of one: an invocation per completion again
+    _completions_event(doc).update(BatchSize=10, MaximumBatchingWindowInSeconds=0)
+    mutations["no_batching_window"] = doc
+
+    doc = raw_template()  # completions that keep failing are lost instead of kept
+    del _resource(doc, COMPLETIONS)["RedrivePolicy"]
+    mutations["no_redrive"] = doc
+
+    doc = raw_template()  # nobody consumes the completions
+    del _resource(doc, ORCHESTRATOR)["Events"]["Completions"]
+    mutations["no_event_source_mapping"] = doc
+
+    doc = raw_template()  # a stage consumes them too (and gets SAM's SQS polling policy for it)
+    _resource(doc, "DetectFunction")["Events"] = {
+        "Steal": copy.deepcopy(_resource(doc, ORCHESTRATOR)["Events"]["Completions"])
+    }
+    mutations["stage_consumes_completions"] = doc
+
+    doc = raw_template()  # what Lambda refuses: a message would reappear while a batch is still being applied
+    _resource(doc, COMPLETIONS)["VisibilityTimeout"] = 60
+    mutations["short_visibility"] = doc
+
     names = list(mutations)
     # The demo pipeline's template rides along: one .venv-sam process for all (each costs seconds).
     translated = translate_many([*(mutations[n] for n in names), DEMO_TEMPLATE])
@@ -146,8 +188,97 @@ def broken() -> dict[str, dict[str, Any]]:
 
 def test_a_missing_destination_is_reported(broken: dict[str, dict[str, Any]], pipeline: Pipeline) -> None:
     assert check_wiring(broken["no_on_failure"], pipeline) == [
-        "stage extract (ExtractFunction): OnFailure destination is None, not OrchestratorFunction"
+        "stage extract (ExtractFunction): OnFailure destination is None, not CompletionsQueue"
     ]
+
+
+def test_completions_go_through_the_queue_in_batches(
+    translated: dict[str, Any], broken: dict[str, dict[str, Any]], pipeline: Pipeline, template: Template
+) -> None:
+    """The wiring of issue 10: each check is shown to catch the copy that breaks it."""
+    stack = Stack(broken["no_redrive"])
+    queue = stack.arn(COMPLETIONS)
+    orchestrator = stack.arn(ORCHESTRATOR)
+    mapping = f"{ORCHESTRATOR}Completions"
+
+    back_to_lambda = broken["destination_is_the_orchestrator"]
+    assert check_wiring(back_to_lambda, pipeline) == [
+        f"stage extract (ExtractFunction): OnSuccess destination is {orchestrator!r}, not {COMPLETIONS}"
+    ]
+    assert check_iam(back_to_lambda, pipeline, template) == [
+        f"ExtractFunction may lambda:InvokeFunction on {orchestrator} (its completions go through {COMPLETIONS})"
+    ]
+    assert check_wiring(broken["no_report_batch_item_failures"], pipeline) == [
+        f"{mapping}: no ReportBatchItemFailures in FunctionResponseTypes (a request whose completions fail would "
+        "have the whole batch redelivered)"
+    ]
+    assert check_wiring(broken["no_batching_window"], pipeline) == [
+        f"{mapping}: no batching window (MaximumBatchingWindowInSeconds 0): batches of one"
+    ]
+    assert check_wiring(broken["no_redrive"], pipeline) == [
+        f"{COMPLETIONS}: no RedrivePolicy to another queue of the stack: a completion that keeps failing would be "
+        "redelivered until it expires, then lost"
+    ]
+    assert check_wiring(broken["short_visibility"], pipeline) == [
+        f"{COMPLETIONS}: VisibilityTimeout 60 s is shorter than {ORCHESTRATOR}'s timeout 900 s "
+        "(Lambda refuses the event source mapping)"
+    ]
+
+    unconsumed = broken["no_event_source_mapping"]
+    assert check_wiring(unconsumed, pipeline) == [
+        f"{ORCHESTRATOR} consumes {COMPLETIONS} through 0 event source mappings, not 1"
+    ]
+    why = "(the event source mapping polls completions with its role)"
+    assert check_iam(unconsumed, pipeline, template) == [
+        f"{ORCHESTRATOR} may not {action} on {queue} {why}"
+        for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+    ]
+
+    mute = copy.deepcopy(translated)  # extract's role without what SAM grants it for its destinations
+    role = mute["Resources"]["ExtractFunctionRole"]["Properties"]
+    role["Policies"] = [p for p in role["Policies"] if "EventInvokeConfig" not in p["PolicyName"]]
+    assert check_iam(mute, pipeline, template) == [
+        f"ExtractFunction may not sqs:SendMessage on {queue} (its destination records)"
+    ]
+
+    stolen = broken["stage_consumes_completions"]
+    assert check_wiring(stolen, pipeline) == [
+        f"DetectFunction consumes {COMPLETIONS} (DetectFunctionSteal): only {ORCHESTRATOR} may"
+    ]
+    assert check_iam(stolen, pipeline, template) == [
+        f"DetectFunction may {action} on {queue} (consuming completions is the orchestrator's)"
+        for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+    ]
+
+
+def test_sqs_polling_is_granted_by_sams_managed_policy(translated: dict[str, Any]) -> None:
+    """What SAM's translation gives the orchestrator's role for its SQS event: AWSLambdaSQSQueueExecutionRole
+    (receive, delete and read attributes on every queue: Resource "*"), and no inline statement; the stages'
+    roles get an inline sqs:SendMessage on the queue per destination."""
+    stack = Stack(translated)
+    orchestrator = function_role(stack, ORCHESTRATOR)
+    assert SQS_POLLER_POLICY in orchestrator.managed
+    assert not any(a.startswith("sqs:Receive") for s in orchestrator.statements for a in s.actions)
+    assert [
+        (s.actions, s.resources) for s in managed_statements(SQS_POLLER_POLICY) if "sqs:ReceiveMessage" in s.actions
+    ] == [
+        (
+            (
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+            ),
+            ("*",),
+        )
+    ]
+    assert check_no_wildcard_actions(Stack(translated)) == []
+    extract = function_role(stack, "ExtractFunction")
+    sends = [s for s in extract.statements if "sqs:SendMessage" in s.actions]
+    assert [(s.actions, s.resources) for s in sends] == [(("sqs:SendMessage",), (stack.arn(COMPLETIONS),))] * 2
+    assert SQS_POLLER_POLICY not in extract.managed
 
 
 def test_iam_mistakes_are_reported(broken: dict[str, dict[str, Any]], pipeline: Pipeline, template: Template) -> None:
@@ -251,6 +382,23 @@ def test_the_demo_orchestrator_has_the_real_orchestrators_policy(
     for name in ("FAVE_STORE", "FAVE_UPLOAD_PREFIX", "FAVE_INPUT_PREFIXES"):
         assert demo_env[name] == real_env[name], name
     assert demo.physical_id(ORCHESTRATOR) == real.physical_id(ORCHESTRATOR)  # the name it invokes itself by
+    # The rest of the role is the same too: SAM's policies for the SQS event (the mapping polls with this role)
+    # and for the dead-letter destination, and the managed policies; and the demo is wired as template.yaml is.
+    real_role, demo_role = function_role(real, ORCHESTRATOR), function_role(demo, ORCHESTRATOR)
+    xray = "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess"  # the demo has no Tracing: nothing calls X-Ray
+    assert set(demo_role.managed) == set(real_role.managed) - {xray} and SQS_POLLER_POLICY in demo_role.managed
+    assert _generated_policies(demo, ORCHESTRATOR) == _generated_policies(real, ORCHESTRATOR)
+    assert check_wiring(broken["demo"], demo_pipeline) == []
+
+
+def _generated_policies(stack: Stack, function: str) -> dict[str, Any]:
+    """The inline policies SAM writes into a function's role besides the template's own (``Policies``)."""
+    role_id = stack.properties(function)["Role"]["Fn::GetAtt"][0]
+    return {
+        p["PolicyName"]: stack.resolve(p["PolicyDocument"])
+        for p in stack.properties(role_id)["Policies"]
+        if p["PolicyName"] != f"{role_id}Policy0"
+    }
 
 
 def test_a_renamed_function_is_reported(broken: dict[str, dict[str, Any]], pipeline: Pipeline) -> None:

@@ -2,13 +2,18 @@
 Lambda, the local runtime runs the demo pipeline's stage functions, and the store is the tier's S3.
 
 * ``demo_runtime`` (session): a ``LocalRuntime`` on tests/fixtures/demo/template.yaml, kept warm for the
-  whole run. Its OnSuccess / OnFailure destination (``OrchestratorFunction``) is a switch that hands each
+  whole run. Its OnSuccess / OnFailure destination (``CompletionsQueue``) is a switch that hands each
   envelope to the current test's ``OrchestratorLambda`` (and drops it between tests).
 * ``orchestrator_lambda`` (per test): configures ``fave.app`` with the tier's store, the demo pipeline and
-  the runtime, and invokes the handler like Lambda would: ``invoke(event)`` for events a test sends,
-  and destination envelopes asynchronously on a thread pool (one thread on the ``moto`` tier, whose
-  in-process S3 is not atomic; several elsewhere, so deliveries race on state.json as on AWS).
-  ``hold()`` keeps envelopes back for a test to deliver itself; ``copies`` delivers each one N times.
+  the runtime, and invokes the handler like Lambda would: ``invoke(event)`` for events a test sends, and
+  completions as SQS batches. Each envelope becomes a message of the test's ``CompletionsQueue``
+  (``fave.local.queues.LocalQueue``, as the template declares it), whose event source mapping (the
+  template's, with a 0.05 s batching window and a 0.1 s visibility timeout so that tests stay fast) invokes
+  the handler with batches on a thread pool (one thread on the ``moto`` tier, whose in-process S3 is not
+  atomic; several elsewhere, so batches and steps race on state.json as on AWS). What the dead-letter queue
+  receives is kept in ``dead_letters``. ``hold()`` keeps envelopes back for a test to ``take`` and
+  ``deliver`` itself (as a plain destination record) or ``release`` into the queue at once; ``copies``
+  sends each one N times (SQS delivers at least once).
 
 The orchestrator's clock is a ``ManualClock`` (``lam.clock``) that stands still unless a test moves it: with
 deliveries queued one at a time (moto tier) on a busy CI machine, the wait before an envelope is applied
@@ -31,6 +36,7 @@ from typing import Any
 
 import pytest
 from fave.clock import ManualClock
+from fave.local.queues import EventSourceMapping, LocalQueue, QueueMessage
 from fave.local.runtime import LocalRuntime
 from fave_shared.store import ObjectStore
 
@@ -41,7 +47,12 @@ from support.tiers import Tier, TierBackend
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo" / "pipeline.yaml"
 DEMO_TEMPLATE = DEMO.parent / "template.yaml"
 ORCHESTRATOR = "OrchestratorFunction"
+COMPLETIONS = "CompletionsQueue"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+#: The completions' event source mapping in tests: the template's, with a window short enough for tests.
+BATCHING_WINDOW_S = 0.05
+#: How soon a completion that a batch reported failed comes back (a deployment waits the queue's 90 minutes).
+VISIBILITY_TIMEOUT_S = 0.1
 
 
 class DestinationSwitch:
@@ -75,6 +86,15 @@ class OrchestratorLambda:
         """An allowed source for POST /requests (the fixture sets the tier's)."""
         self.clock = ManualClock(time.time())
         self._baseline = {name: s.invocations for name, s in runtime.stats().items()}
+        self.sqs_invocations = 0
+        """Invocations with an SQS batch of completions (and the records they carried: ``sqs_records``)."""
+        self.sqs_records = 0
+        self.dead_letters: queue.SimpleQueue[QueueMessage] = queue.SimpleQueue()
+        self.completions = LocalQueue.from_template(
+            runtime.template, COMPLETIONS, visibility_timeout_s=VISIBILITY_TIMEOUT_S, dead_letter=self.dead_letters.put
+        )
+        (source,) = [s for s in runtime.template.function(ORCHESTRATOR).event_sources if s.queue == COMPLETIONS]
+        self.completions.consume(self._invoke_batch, EventSourceMapping.of(source, batching_window_s=BATCHING_WINDOW_S))
 
     # -- invoking ---------------------------------------------------------------------------------------
 
@@ -128,12 +148,23 @@ class OrchestratorLambda:
     # -- destinations -----------------------------------------------------------------------------------
 
     def receive(self, envelope: dict[str, Any]) -> None:
-        """The runtime's OnSuccess / OnFailure delivery: asynchronous, like Lambda's."""
+        """The runtime's OnSuccess / OnFailure delivery: a message on CompletionsQueue (``copies`` of it)."""
         if self.holding:
             self.held.put(envelope)
             return
-        for _ in range(self.copies):
-            self._submit(envelope)
+        self.completions.send_many([json.dumps(envelope)] * self.copies)
+
+    def release(self, envelopes: list[dict[str, Any]]) -> None:
+        """Put held envelopes on CompletionsQueue at once (one burst: the batching window sees them all)."""
+        self.completions.send_many([json.dumps(envelope) for envelope in envelopes])
+
+    def _invoke_batch(self, event: dict[str, Any]) -> Any:
+        """The event source mapping's invocation: synchronous, run on the pool; its response decides which
+        messages come back (a raise: all of them)."""
+        with self._futures_lock:
+            self.sqs_invocations += 1
+            self.sqs_records += len(event["Records"])
+        return self._submit(event).result()
 
     def invoke_async(self, function: str, payload: dict[str, Any]) -> str:
         """The orchestrator invoking itself asynchronously (``fave.app`` ``self_invoker``): a step event,
@@ -150,18 +181,25 @@ class OrchestratorLambda:
         return frozenset({ORCHESTRATOR})
 
     def settle(self, timeout: float = 30.0) -> None:
-        """Wait until every invocation submitted so far (and those they submitted) has finished."""
+        """Wait until every invocation submitted so far (and those they submitted) has finished, and every
+        completion on the queue so far has been handled."""
         deadline = time.monotonic() + timeout
         while True:
             with self._futures_lock:
                 pending = [f for f in self._futures if not f.done()]
-            if not pending:
+            if not pending and self.completions.pending() == 0:
                 self.raise_errors()
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"{len(pending)} orchestrator invocations still running after {timeout} s")
-            wait_futures(pending, timeout=remaining)
+                raise AssertionError(
+                    f"{len(pending)} orchestrator invocations still running, {self.completions.pending()} "
+                    f"completions still queued after {timeout} s"
+                )
+            if pending:
+                wait_futures(pending, timeout=remaining)
+            else:
+                self.completions.wait_idle(remaining)
 
     def hold(self) -> None:
         """Keep destination envelopes back (``take`` / ``deliver`` them by hand)."""
@@ -179,14 +217,16 @@ class OrchestratorLambda:
         return taken
 
     def deliver(self, envelope: dict[str, Any]) -> Any:
-        """Invoke with a destination envelope now, on this thread."""
+        """Invoke with a destination envelope now, on this thread, as a plain destination record (the
+        orchestrator still takes one that invokes it directly)."""
         return self.invoke(envelope)
 
-    def _submit(self, envelope: dict[str, Any]) -> None:
-        future = self._pool.submit(self.invoke, envelope)
+    def _submit(self, event: dict[str, Any]) -> Future[Any]:
+        future = self._pool.submit(self.invoke, event)
         future.add_done_callback(self._done)
         with self._futures_lock:
             self._futures.append(future)
+        return future
 
     def _done(self, future: Future[Any]) -> None:
         if future.cancelled():
@@ -197,7 +237,7 @@ class OrchestratorLambda:
 
     def raise_errors(self) -> None:
         if self.errors:
-            raise AssertionError(f"the orchestrator function raised on a destination: {self.errors[0]!r}")
+            raise AssertionError(f"the orchestrator function raised on an event: {self.errors[0]!r}")
 
     # -- what happened ----------------------------------------------------------------------------------
 
@@ -207,6 +247,7 @@ class OrchestratorLambda:
 
     def close(self) -> None:
         self.holding = True  # late envelopes of this test are dropped from here on
+        self.completions.close()  # batches running finish; what still waits is dropped
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -222,7 +263,7 @@ def demo_runtime(tier_backend: TierBackend, demo_destinations: DestinationSwitch
         DEMO_TEMPLATE,
         env_overrides=tier_backend.child_env,
         function_env=tier_backend.function_env,
-        destination_handlers={ORCHESTRATOR: tier_backend.destinations(demo_destinations)},
+        destination_handlers={COMPLETIONS: tier_backend.destinations(demo_destinations)},
         async_retry_delays_s=(0.05, 0.05),
     )
     try:
@@ -273,3 +314,5 @@ def orchestrator_lambda(
 
         fave.app.reset()
     lam.raise_errors()
+    # A completion the orchestrator failed to apply five times (the redrive policy) is a bug in every test here.
+    assert lam.dead_letters.empty(), f"completions dead-lettered: {lam.dead_letters.get().body[:500]}"

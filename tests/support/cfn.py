@@ -130,6 +130,7 @@ class Stack:
             "AWS::Lambda::Function": "FunctionName",
             "AWS::Serverless::Function": "FunctionName",
             "AWS::IAM::Role": "RoleName",
+            "AWS::SQS::Queue": "QueueName",
         }.get(self.type_of(lid))
         if name_property and name_property in self.properties(lid) and lid not in self._resolving:
             self._resolving.add(lid)
@@ -150,18 +151,30 @@ class Stack:
             return f"arn:aws:lambda:{region}:{account}:function:{name}"
         if kind == "AWS::IAM::Role":
             return f"arn:aws:iam::{account}:role/{name}"
+        if kind == "AWS::SQS::Queue":
+            return f"arn:aws:sqs:{region}:{account}:{name}"
         return f"arn:aws:{kind.split('::')[1].lower()}:{region}:{account}:{lid}"
+
+    def queue_url(self, lid: str) -> str:
+        """What ``!Ref`` of an ``AWS::SQS::Queue`` gives: its URL."""
+        return f"https://sqs.{PSEUDO['AWS::Region']}.amazonaws.com/{PSEUDO['AWS::AccountId']}/{self.physical_id(lid)}"
 
     def getatt(self, lid: str, attribute: str) -> str:
         if lid not in self.resources:
             raise KeyError(f"Fn::GetAtt of unknown resource {lid}")
-        return self.arn(lid) if attribute == "Arn" else f"{self.physical_id(lid)}.{attribute}"
+        if attribute == "Arn":
+            return self.arn(lid)
+        if attribute == "QueueName" and self.type_of(lid) == "AWS::SQS::Queue":
+            return self.physical_id(lid)
+        return f"{self.physical_id(lid)}.{attribute}"
 
     def ref(self, name: str) -> Any:
         if name in PSEUDO:
             return PSEUDO[name]
         if name in self.parameters:
             return self.parameters[name]
+        if name in self.resources and self.type_of(name) == "AWS::SQS::Queue":
+            return self.queue_url(name)
         if name in self.resources:
             return self.physical_id(name)
         raise KeyError(f"Ref to unknown name {name}")

@@ -7,10 +7,15 @@ holds one "deployed" template (``IamStack.deploy``):
 * the stack's bucket, named as the translated template names it, with no key prefix (the deployed layout);
 * one IAM role per function, as SAM translates it: its trust policy and inline policies, every intrinsic
   evaluated to strings by ``support.cfn.Stack`` (a document without ``Version`` gets 2012-10-17: see
-  ``_versioned``). Managed policies are not attached: SAM attaches
-  AWSLambdaBasicExecutionRole (CloudWatch Logs) and, with ``Tracing: Active``, AWSXrayWriteOnlyAccess; no
-  call under test is a Logs or X-Ray API call, moto loads AWS managed policies only on request
-  (``iam.load_aws_managed_policies``, seconds per reset), and tests/infra checks nothing else is attached;
+  ``_versioned``). Of the managed policies SAM attaches, AWSLambdaSQSQueueExecutionRole (for the
+  orchestrator's SQS event: what the event source mapping polls with) is given to the role as an inline
+  policy of the same name and AWS's document (as moto ships it: ``EMULATED_MANAGED_POLICIES``); the others
+  are not attached: AWSLambdaBasicExecutionRole (CloudWatch Logs) and, with ``Tracing: Active``,
+  AWSXrayWriteOnlyAccess, since no call under test is a Logs or X-Ray API call, moto loads AWS managed
+  policies only on request (``iam.load_aws_managed_policies``, seconds per reset), and tests/infra checks
+  nothing else is attached;
+* every SQS queue of the template, under its deployed name (``CompletionsQueue``, the asynchronous stages'
+  destination, and the dead-letter queue);
 * every function registered in moto Lambda under its deployed name (``lambda.use_docker: false``: moto
   runs nothing), so an invoke is authorised by moto like a real one;
 * credentials per function from ``sts:AssumeRole`` of its role, and an admin user for the test's own calls.
@@ -29,8 +34,12 @@ Who calls with what:
   answer, not a guess, decides whether the local runtime sees it;
 * each stage function (a process of the local runtime): ``function_env()[lid]``, its role's credentials
   (``LocalRuntime(function_env=...)``), and ``child_env()``, the endpoint;
-* a stage's destination delivery, which Lambda makes with the stage's role: ``authorise_destinations`` asks
-  moto (``InvocationType=DryRun``, the stage's credentials) before handing the envelope on;
+* a stage's destination delivery, which Lambda makes with the stage's role, and the event source mapping
+  that reads it, with the orchestrator's: ``authorise_destinations`` sends the record to the moto queue
+  with the stage's credentials (``sqs:SendMessage``), receives and deletes it there with the orchestrator's
+  (``sqs:ReceiveMessage``, ``sqs:DeleteMessage``; ``sqs:GetQueueAttributes`` once, as Lambda checks when the
+  mapping is created), and only then hands it on to the test's local queue (``fave.local.queues``), which
+  plays the batching;
 * the test itself: ``client("s3")`` (the admin user).
 
 Refusals surface: botocore retries neither 403s nor 412s, so a refused store call is the store's
@@ -40,6 +49,7 @@ refusal (``IamServer.refusals``); the tier fails a test whose run saw one it did
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
@@ -62,6 +72,9 @@ if TYPE_CHECKING:  # imported where used: sessions without the iam tier never im
     from types_boto3_lambda.client import LambdaClient
 
 ORCHESTRATOR = "OrchestratorFunction"
+COMPLETIONS = "CompletionsQueue"
+#: AWS-managed policies given to a role (as an inline policy with AWS's document) when SAM attaches them.
+EMULATED_MANAGED_POLICIES = ("arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole",)
 REGION = "us-east-1"
 ADMIN = "admin"
 ADMIN_USER = "fave-tests-admin"
@@ -153,14 +166,26 @@ def _minimal_zip() -> bytes:
 
 
 def role_policies(stack: Stack, function: str) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
-    """A translated function's role: its logical id, trust policy and inline policies (resolved)."""
+    """A translated function's role: its logical id, trust policy and inline policies (resolved), with the
+    emulated managed policies it has (``EMULATED_MANAGED_POLICIES``) as inline policies of their names."""
     role_id = stack.properties(function)["Role"]["Fn::GetAtt"][0]
     role = stack.properties(role_id)
     trust = _versioned(stack.resolve(role["AssumeRolePolicyDocument"]))
     policies = {
         str(p["PolicyName"]): _versioned(stack.resolve(p["PolicyDocument"])) for p in role.get("Policies") or []
     }
+    for arn in stack.resolve(role.get("ManagedPolicyArns") or []):
+        if arn in EMULATED_MANAGED_POLICIES:
+            policies[arn.rsplit("/", 1)[-1]] = _aws_managed_document(arn)
     return role_id, trust, policies
+
+
+def _aws_managed_document(arn: str) -> dict[str, Any]:
+    """An AWS-managed policy's document, as moto ships it."""
+    from moto.iam.aws_managed_policies import aws_managed_policies_data
+
+    document: dict[str, Any] = json.loads(aws_managed_policies_data)[arn.rsplit("/", 1)[-1]]["Document"]
+    return document
 
 
 def _versioned(document: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +214,9 @@ class IamStack:
     function_names: dict[str, str]
     """function logical id -> deployed function name"""
     _policies: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    queue_urls: dict[str, str] = field(default_factory=dict)
+    """queue logical id -> its URL on the server"""
+    _consumers: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     _changed: bool = False
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -207,6 +235,14 @@ class IamStack:
         iam.put_user_policy(UserName=ADMIN_USER, PolicyName="everything", PolicyDocument=json.dumps(_ALLOW_ALL))
         bucket = stack.physical_id("ArtifactsBucket")
         setup.client("s3").create_bucket(Bucket=bucket)
+        sqs = setup.client("sqs")
+        queue_urls: dict[str, str] = {}
+        for lid in stack.resources:
+            if stack.type_of(lid) == "AWS::SQS::Queue":
+                url = queue_urls[lid] = sqs.create_queue(QueueName=stack.physical_id(lid))["QueueUrl"]
+                assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"] == {
+                    "QueueArn": stack.arn(lid)
+                }, "the queue's ARN in moto is not the one the policies name"
         functions = [lid for lid in stack.resources if stack.type_of(lid) == "AWS::Lambda::Function"]
         roles: dict[str, str] = {}
         credentials: dict[str, Credentials] = {}
@@ -242,6 +278,7 @@ class IamStack:
             credentials,
             names,
             policies,
+            queue_urls=queue_urls,
         )
 
     # -- clients and environments ----------------------------------------------------------------------
@@ -313,26 +350,69 @@ class IamStack:
         RouteToRuntime(inner, self.function_names).attach(client)
         return LambdaInvoker(client, {ORCHESTRATOR: name})
 
+    def queue_url(self, lid: str = COMPLETIONS) -> str:
+        """The URL of the template's queue ``lid`` on the server."""
+        return self.queue_urls[lid]
+
     def authorise_destinations(self, deliver: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
-        """``deliver`` behind the check Lambda makes for a destination: may the stage's role invoke the
-        orchestrator? (A refused delivery is dropped, as Lambda drops it, and the refusal is logged.)"""
+        """``deliver`` behind what a destination record meets on AWS between a stage and the orchestrator: the
+        stage's role sends it to CompletionsQueue, the orchestrator's role (the event source mapping's pollers)
+        receives and deletes it. A refused send is dropped, as Lambda drops it; a refused receive leaves it in
+        the queue, never delivered; a refused delete still delivers it (SQS would deliver it again later).
+        Every refusal is logged by the server. Lambda checks at once, as it does when the mapping is created,
+        that the orchestrator may read the queue's attributes (a refusal raises here)."""
         by_logical_id = set(self.credentials)
+        url = self.queue_url()
+        self.client("sqs", ORCHESTRATOR).get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+        self._consumers.append(deliver)
 
         def authorised(envelope: dict[str, Any]) -> None:
             from botocore.exceptions import ClientError
 
             arn = str(envelope.get("requestContext", {}).get("functionArn", ""))
             source = arn.split(":")[6] if arn.count(":") >= 6 else ""
-            if source in by_logical_id:
-                try:
-                    self.client("lambda", source).invoke(
-                        FunctionName=self.function_names[ORCHESTRATOR], InvocationType="DryRun", Payload=b"{}"
-                    )
-                except ClientError:
-                    return
-            deliver(envelope)
+            if source not in by_logical_id:  # not a function of the stack: nothing to check it against
+                deliver(envelope)
+                return
+            try:
+                self.client("sqs", source).send_message(QueueUrl=url, MessageBody=json.dumps(envelope))
+            except ClientError:
+                return
+            self._poll_completions(url, deliver)
 
         return authorised
+
+    def poll_completions(self) -> None:
+        """Poll CompletionsQueue now, for what waits there (a receive that was refused left it): Lambda's
+        pollers poll all the time; here each delivery polls after its send, and a test may ask for one more."""
+        for deliver in self._consumers:
+            self._poll_completions(self.queue_url(), deliver)
+
+    def _poll_completions(self, url: str, deliver: Callable[[dict[str, Any]], None]) -> None:
+        """Receive (and delete) with the orchestrator's role whatever the queue holds, and deliver it. Each
+        sender polls after its send, so nothing is left behind by senders racing each other."""
+        from botocore.exceptions import ClientError
+
+        sqs = self.client("sqs", ORCHESTRATOR)
+        while True:
+            try:
+                messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+            except ClientError:
+                return
+            if not messages:
+                return
+            for message in messages:
+                deliver(json.loads(message["Body"]))
+                with contextlib.suppress(ClientError):
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    def purge_queues(self) -> None:
+        """Empty every queue of the stack (messages a test's refused receive left behind)."""
+        sqs = self.client("sqs")
+        for url in self.queue_urls.values():  # not PurgeQueue: SQS (and moto) allow one per minute
+            while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+                entries = [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)]
+                sqs.delete_message_batch(QueueUrl=url, Entries=entries)
 
     # -- state between tests -----------------------------------------------------------------------------
 

@@ -11,17 +11,26 @@ What a function must be allowed to do is derived, not copied:
 * the orchestrator: ``fave.persistence`` keys (state, shards, final, index), the payloads the service parks
   under ``artifact_prefix``, the entry points' own prefixes (``fave.app``: idempotency records, active
   markers, uploads), the lease and mailbox keys (``fave.app.exclusive.lease_key`` / ``inbox_prefix``, deleted
-  when the code that writes them deletes) and ``lambda:InvokeFunction`` on every pipeline function.
+  when the code that writes them deletes) and ``lambda:InvokeFunction`` on every pipeline function;
+* completions (issue 10): an asynchronous stage's destination is ``CompletionsQueue``, so its role must be
+  allowed ``sqs:SendMessage`` there (Lambda delivers a destination record with the stage's role) and nothing
+  on the orchestrator; the orchestrator consumes the queue through an event source mapping, whose pollers
+  receive and delete with the orchestrator's role.
 
 Each check also asserts what must *not* be allowed (another stage's prefix, reads outside requests/ and the
-sources, deleting results or records, other functions).
+sources, deleting results or records, other functions, invoking the orchestrator, consuming completions).
+
+Managed policies are evaluated too, with AWS's documents as moto ships them
+(``moto.iam.aws_managed_policies``), so a grant that only a managed policy makes is seen.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,15 +42,24 @@ from fave.keys import INDEX_PREFIX, final_key, shard_key, state_key
 from fave.local.template import Template
 from fave_shared.stage import artifact_prefix
 
-from support.cfn import RolePolicies, Stack, allowed, function_role
+from support.cfn import RolePolicies, Stack, Statement, allowed, function_role
 
 ORCHESTRATOR = "OrchestratorFunction"
+#: The asynchronous stages' destination, consumed by the orchestrator in batches (template.yaml).
+COMPLETIONS = "CompletionsQueue"
 REQUEST_ID = "01JD2ZK0000000000000000000"
-#: AWS-managed policies SAM attaches (logs; X-Ray for Tracing: Active). Nothing else may be attached.
+#: AWS-managed policies SAM attaches to every role (logs; X-Ray for Tracing: Active).
 ALLOWED_MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
 }
+#: What SAM attaches to the role of a function with an SQS event: the event source mapping's pollers receive,
+#: delete and read the queue's attributes with the function's role. Its Resource is "*" (every queue of the
+#: account); SAM has no narrower form short of writing the role by hand, so it is allowed, but only on a role
+#: whose function has an SQS event source mapping (the orchestrator).
+SQS_POLLER_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"
+#: What the event source mapping's pollers do with the function's role (CreateEventSourceMapping checks them).
+SQS_POLLER_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 
 
 @dataclass(frozen=True)
@@ -187,10 +205,16 @@ def stage_forbidden(
                 if w.resource not in own
             ]
     for lid in stack.resources:
-        if stack.type_of(lid) == "AWS::Lambda::Function" and lid != ORCHESTRATOR:
-            forbidden.append(Access("lambda:InvokeFunction", stack.arn(lid), f"invoke {lid}"))
-    if pipeline.stages[stage].mode == "sync":
-        forbidden.append(Access("lambda:InvokeFunction", stack.arn(ORCHESTRATOR), "a sync stage has no destination"))
+        if stack.type_of(lid) == "AWS::Lambda::Function":
+            why = "its completions go through CompletionsQueue" if lid == ORCHESTRATOR else f"invoke {lid}"
+            forbidden.append(Access("lambda:InvokeFunction", stack.arn(lid), why))
+    if COMPLETIONS in stack.resources:
+        queue = stack.arn(COMPLETIONS)
+        forbidden += [
+            Access(action, queue, "consuming completions is the orchestrator's") for action in SQS_POLLER_ACTIONS
+        ]
+        if pipeline.stages[stage].mode == "sync":
+            forbidden.append(Access("sqs:SendMessage", queue, "a sync stage has no destination"))
     return forbidden
 
 
@@ -248,6 +272,11 @@ def orchestrator_requirements(pipeline: Pipeline, bucket: str, stack: Stack, upl
         needed.append(Access("lambda:InvokeFunction", stack.arn(spec.function), f"invoke {spec.function}"))
     if _app_constant("fave.app.context", "SELF_FUNCTION") == ORCHESTRATOR:
         needed.append(Access("lambda:InvokeFunction", stack.arn(ORCHESTRATOR), "its own step invocations"))
+    if COMPLETIONS in stack.resources:
+        needed += [
+            Access(action, stack.arn(COMPLETIONS), "the event source mapping polls completions with its role")
+            for action in SQS_POLLER_ACTIONS
+        ]
     return needed
 
 
@@ -299,6 +328,8 @@ def orchestrator_forbidden(pipeline: Pipeline, bucket: str, stack: Stack, upload
     for lid in stack.resources:
         if stack.type_of(lid) == "AWS::Lambda::Function" and lid not in functions:
             forbidden.append(Access("lambda:InvokeFunction", stack.arn(lid), f"invoke {lid}"))
+    if COMPLETIONS in stack.resources:
+        forbidden.append(Access("sqs:SendMessage", stack.arn(COMPLETIONS), "completions come from the stages"))
     return forbidden
 
 
@@ -310,25 +341,70 @@ def _functions(stack: Stack) -> Iterator[str]:
     return (lid for lid in stack.resources if stack.type_of(lid) == "AWS::Lambda::Function")
 
 
+@functools.cache
+def _aws_managed_documents() -> dict[str, Any]:
+    from moto.iam.aws_managed_policies import aws_managed_policies_data
+
+    documents: dict[str, Any] = json.loads(aws_managed_policies_data)
+    return documents
+
+
+def managed_statements(arn: str) -> tuple[Statement, ...]:
+    """The statements of an AWS-managed policy (AWS's document as moto ships it; none for another ARN)."""
+    entry = _aws_managed_documents().get(arn.rsplit("/", 1)[-1]) if arn.startswith("arn:aws:iam::aws:") else None
+    if entry is None:
+        return ()
+    raw = entry["Document"]["Statement"]
+    return tuple(Statement.parse(item, arn) for item in (raw if isinstance(raw, list) else [raw]))
+
+
+def role_statements(role: RolePolicies) -> tuple[Statement, ...]:
+    """Everything a role grants: its inline statements and those of its AWS-managed policies."""
+    return role.statements + tuple(s for arn in role.managed for s in managed_statements(arn))
+
+
+def event_source_mappings(stack: Stack) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """``(mapping logical id, function logical id, resolved properties)`` of every event source mapping."""
+    found = []
+    for lid in stack.resources:
+        if stack.type_of(lid) == "AWS::Lambda::EventSourceMapping":
+            props = stack.properties(lid)
+            function = props["FunctionName"]
+            function = function["Ref"] if isinstance(function, dict) and "Ref" in function else str(function)
+            found.append((lid, str(function), stack.resolve(props)))
+    return found
+
+
+def _sqs_consumers(stack: Stack) -> set[str]:
+    """The functions an event source mapping feeds from an SQS queue."""
+    return {
+        function
+        for _, function, props in event_source_mappings(stack)
+        if str(props.get("EventSourceArn", "")).startswith("arn:aws:sqs:")
+    }
+
+
 def check_no_wildcard_actions(stack: Stack) -> list[str]:
-    """No Allow with a wildcard action, no managed policy beyond logs and X-Ray, in any function's role."""
+    """No Allow with a wildcard action in any function's role, and no managed policy beyond logs and X-Ray
+    (plus SQS polling for a function that consumes a queue)."""
     problems = []
+    consumers = _sqs_consumers(stack)
     for lid in _functions(stack):
         role = function_role(stack, lid)
         for statement in role.statements:
             if statement.effect == "Allow":
                 problems += [f"{statement.source}: wildcard action {a}" for a in statement.actions if "*" in a]
-        problems += [f"{lid}: managed policy {arn}" for arn in role.managed if arn not in ALLOWED_MANAGED_POLICIES]
+        may = ALLOWED_MANAGED_POLICIES | ({SQS_POLLER_POLICY} if lid in consumers else set())
+        problems += [f"{lid}: managed policy {arn}" for arn in role.managed if arn not in may]
     return problems
 
 
 def _check_role(lid: str, role: RolePolicies, needed: list[Access], forbidden: list[Access]) -> list[str]:
+    statements = role_statements(role)
     problems = [
-        f"{lid} may not {a.describe()}" for a in needed if not allowed(role.statements, a.action, a.resource, a.context)
+        f"{lid} may not {a.describe()}" for a in needed if not allowed(statements, a.action, a.resource, a.context)
     ]
-    problems += [
-        f"{lid} may {a.describe()}" for a in forbidden if allowed(role.statements, a.action, a.resource, a.context)
-    ]
+    problems += [f"{lid} may {a.describe()}" for a in forbidden if allowed(statements, a.action, a.resource, a.context)]
     return problems
 
 
@@ -386,8 +462,8 @@ def check_iam(translated: Mapping[str, Any], pipeline: Pipeline, template: Templ
             continue
         role = function_role(stack, spec.function)
         needed = stage_requirements(pipeline, template, stage, bucket, sources)
-        if spec.mode == "async":
-            needed.append(Access("lambda:InvokeFunction", stack.arn(ORCHESTRATOR), "destination"))
+        if spec.mode == "async" and COMPLETIONS in stack.resources:
+            needed.append(Access("sqs:SendMessage", stack.arn(COMPLETIONS), "its destination records"))
         forbidden = stage_forbidden(pipeline, template, stage, bucket, stack, source_prefixes=sources)
         problems += _check_role(spec.function, role, needed, forbidden)
     problems += _check_role(
@@ -411,12 +487,13 @@ def _invoke_configs(stack: Stack) -> dict[str, Mapping[str, Any]]:
 
 
 def check_wiring(translated: Mapping[str, Any], pipeline: Pipeline) -> list[str]:
-    """Functions exist, async stages deliver to the orchestrator, the orchestrator knows every function."""
+    """Functions exist, async stages deliver to CompletionsQueue, the orchestrator consumes it in batches
+    (``check_completions``) and knows every function."""
     problems = []
     stack = Stack(translated)
     env = orchestrator_env(stack)
     configs = _invoke_configs(stack)
-    orchestrator_arn = stack.arn(ORCHESTRATOR)
+    queue_arn = stack.arn(COMPLETIONS) if COMPLETIONS in stack.resources else None
     for stage, spec in pipeline.stages.items():
         where = f"stage {stage} ({spec.function})"
         if spec.function not in stack.resources or stack.type_of(spec.function) != "AWS::Lambda::Function":
@@ -443,11 +520,64 @@ def check_wiring(translated: Mapping[str, Any], pipeline: Pipeline) -> list[str]
             destinations = config.get("DestinationConfig") or {}
             for condition in ("OnSuccess", "OnFailure"):
                 target = (destinations.get(condition) or {}).get("Destination")
-                if target != orchestrator_arn:
-                    problems.append(f"{where}: {condition} destination is {target!r}, not {ORCHESTRATOR}")
+                if target is None or target != queue_arn:
+                    problems.append(f"{where}: {condition} destination is {target!r}, not {COMPLETIONS}")
         elif config is not None and config.get("DestinationConfig"):
             problems.append(f"{where}: a sync stage with destinations (its result comes back in the response)")
     store = env.get("FAVE_STORE")
     if store != f"s3://{stack.physical_id('ArtifactsBucket')}":
         problems.append(f"the orchestrator's FAVE_STORE {store!r} is not the artifacts bucket")
+    return problems + check_completions(stack)
+
+
+def check_completions(stack: Stack) -> list[str]:
+    """CompletionsQueue has a dead-letter queue, and the orchestrator (alone) consumes it through an event
+    source mapping that reports partial batch failures and waits for a batch (what makes one invocation apply
+    many completions). Also what CloudFormation would refuse at deploy: a visibility timeout shorter than the
+    function's timeout, a batch over 10 without a batching window."""
+    if COMPLETIONS not in stack.resources or stack.type_of(COMPLETIONS) != "AWS::SQS::Queue":
+        return [f"no {COMPLETIONS} (AWS::SQS::Queue): the asynchronous stages' destination"]
+    problems = []
+    queue = stack.resolve(stack.properties(COMPLETIONS))
+    redrive = queue.get("RedrivePolicy") or {}
+    target = str(redrive.get("deadLetterTargetArn", ""))
+    queues = {stack.arn(lid) for lid in stack.resources if stack.type_of(lid) == "AWS::SQS::Queue"}
+    if target not in queues - {stack.arn(COMPLETIONS)} or not int(redrive.get("maxReceiveCount") or 0) >= 1:
+        written = f" (it has {redrive!r})" if redrive else ""
+        problems.append(
+            f"{COMPLETIONS}: no RedrivePolicy to another queue of the stack{written}: a completion that keeps "
+            "failing would be redelivered until it expires, then lost"
+        )
+    mappings = [
+        (lid, function, props)
+        for lid, function, props in event_source_mappings(stack)
+        if props.get("EventSourceArn") == stack.arn(COMPLETIONS)
+    ]
+    problems += [
+        f"{function} consumes {COMPLETIONS} ({lid}): only {ORCHESTRATOR} may"
+        for lid, function, _ in mappings
+        if function != ORCHESTRATOR
+    ]
+    ours = [(lid, props) for lid, function, props in mappings if function == ORCHESTRATOR]
+    if len(ours) != 1:
+        problems.append(f"{ORCHESTRATOR} consumes {COMPLETIONS} through {len(ours)} event source mappings, not 1")
+        return problems
+    lid, props = ours[0]
+    if "ReportBatchItemFailures" not in (props.get("FunctionResponseTypes") or []):
+        problems.append(
+            f"{lid}: no ReportBatchItemFailures in FunctionResponseTypes (a request whose completions fail would "
+            "have the whole batch redelivered)"
+        )
+    window = int(props.get("MaximumBatchingWindowInSeconds") or 0)
+    if window < 1:
+        problems.append(f"{lid}: no batching window (MaximumBatchingWindowInSeconds {window}): batches of one")
+    if props.get("Enabled") is False:
+        problems.append(f"{lid}: disabled")
+    visibility = int(queue.get("VisibilityTimeout", 30))
+    timeout = int(stack.properties(ORCHESTRATOR).get("Timeout", 3))
+    if visibility < timeout:
+        problems.append(
+            f"{COMPLETIONS}: VisibilityTimeout {visibility} s is shorter than {ORCHESTRATOR}'s timeout {timeout} s "
+            "(Lambda refuses the event source mapping)"
+        )
     return problems

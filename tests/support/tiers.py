@@ -91,8 +91,8 @@ class TierBackend:
     """The deployed roles (tier iam)."""
 
     def destinations(self, deliver: Any) -> Any:
-        """The local runtime's destination handler: ``deliver``, behind the stage role's permission to
-        invoke the orchestrator on tier iam."""
+        """The local runtime's destination handler: ``deliver``; on tier iam behind the stage role's
+        ``sqs:SendMessage`` on CompletionsQueue and the orchestrator role's receive and delete there."""
         return deliver if self.iam is None else self.iam.authorise_destinations(deliver)
 
 
@@ -278,6 +278,7 @@ def _iam_tier(request: pytest.FixtureRequest, backend: TierBackend, stack: IamSt
     request.getfixturevalue("aws_env")
     stack.restore_policies()
     stack.empty_bucket()
+    stack.purge_queues()
     mark = stack.server.mark()
     tier = Tier(backend, stack.client("s3"), stack.bucket, "")
     yield tier

@@ -15,7 +15,7 @@ from fave_shared.errors import ValidationError
 
 @pytest.mark.parametrize("event", [{}, {"Records": []}, {"detail-type": "Scheduled Event"}, []])
 def test_anything_else_is_refused_naming_what_is_expected(event: object) -> None:
-    with pytest.raises(ValidationError, match=r"HTTP API 2\.0 request, S3 event records"):
+    with pytest.raises(ValidationError, match=r"HTTP API 2\.0 request, S3 or SQS event records"):
         kind_of(event)
 
 

@@ -8,7 +8,9 @@ from fave.core.model import (
     Cancel,
     Invoke,
     RequestStatus,
+    Resend,
     Resume,
+    Sent,
     StageStatus,
     Start,
     TaskFailed,
@@ -235,3 +237,21 @@ def test_a_tick_that_ends_the_request_invokes_nothing_it_dispatched_on_the_way(f
     assert fan.state.status is RequestStatus.FAILED and "States.Timeout" in (fan.state.failure.error_type or "")
     assert fan.invokes(commands) == []
     assert fan.state.task("work", 0).status is TaskStatus.CANCELLED  # type: ignore[union-attr]
+
+
+def test_the_outbox_sends_again_what_was_dispatched_but_not_recorded_as_sent(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    work = fan.invokes(fan.succeed(plan, {"items": [0, 1, 2, 3]}))
+    assert [(i.item, i.attempt) for i in work] == [(0, 1), (1, 1), (2, 1)]  # max_concurrency 3
+    assert fan.state.unsent["work"].items() == [0, 1, 2]
+    fan.send(Sent((("work", 0), ("work", 2))))  # the dispatcher recorded two sends, then died
+    again = fan.invokes(fan.send(Resend()))
+    assert [(i.stage, i.item, i.attempt) for i in again] == [("work", 1, 1)]  # same attempt: no new dispatch
+    assert again[0].input == work[1].input
+    fan.send(TaskSucceeded("work", 1, 1, {"v": 1}))  # a task that ends leaves the outbox
+    assert 1 not in fan.state.unsent["work"]
+    # Item 3 took item 1's slot, and item 1 went on to the per-item stage: both wait in the outbox until their
+    # sends are recorded.
+    assert sorted((i.stage, i.item) for i in fan.invokes(fan.send(Resend()))) == [("post", 1), ("work", 3)]
+    fan.send(Cancel("stop"))
+    assert not fan.state.unsent and fan.invokes(fan.send(Resend())) == []

@@ -47,6 +47,7 @@ from fave.app.handlers import (
     http_handler,
     kind_of,
     s3_handler,
+    sqs_handler,
     step_handler,
     tick_handler,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "kind_of",
     "reset",
     "s3_handler",
+    "sqs_handler",
     "step_handler",
     "tick_handler",
 ]

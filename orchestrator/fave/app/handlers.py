@@ -15,6 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from fave import completions
 from fave.app.api import app
+from fave.app.completion_queue import handle_sqs_event
 from fave.app.context import current, lambda_context
 from fave.app.http_guard import check_http_event
 from fave.app.observability import current_meter, logger, start_meter, stop_meter
@@ -68,12 +69,14 @@ def lambda_entry(body: Handler) -> Handler:
 # ---- the kinds of event ------------------------------------------------------------------------------------
 
 EXPECTED = (
-    "expected an HTTP API 2.0 request, S3 event records, a Lambda destination record or an EventBridge Scheduled Event"
+    "expected an HTTP API 2.0 request, S3 or SQS event records, a Lambda destination record, an EventBridge "
+    "Scheduled Event or a fave step"
 )
 
 
 def kind_of(event: Any) -> str:
-    """``http``, ``s3``, ``destination`` or ``tick``; ``ValidationError`` for anything else."""
+    """``http``, ``step``, ``s3``, ``sqs`` (a batch of completions), ``destination`` or ``tick``;
+    ``ValidationError`` for anything else."""
     if not isinstance(event, dict):
         raise ValidationError(f"unrecognised event (a JSON {type(event).__name__}): {EXPECTED}")
     request_context = event.get("requestContext")
@@ -88,6 +91,12 @@ def kind_of(event: Any) -> str:
     records = event.get("Records")
     if isinstance(records, list) and any(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records):
         return "s3"  # malformed records among them are skipped one by one (fave.app.uploads)
+    if (
+        isinstance(records, list)
+        and records
+        and all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
+    ):
+        return "sqs"
     if isinstance(request_context, dict) and "condition" in request_context and "requestPayload" in event:
         return "destination"
     if event.get("detail-type") == "Scheduled Event" and event.get("source") == "aws.events":
@@ -149,6 +158,11 @@ def _destination(event: Event, context: Any) -> Any:
     return {"request_id": request_id, "status": submitted.state.status.value}
 
 
+def _sqs(event: Event, context: Any) -> Any:
+    """A batch of completions from ``CompletionsQueue`` (the asynchronous stages' destination)."""
+    return handle_sqs_event(invocation_runner(), event, current_meter())
+
+
 def _tick(event: Event, context: Any) -> Any:
     return {"ticked": invocation_runner().tick_all()}
 
@@ -159,6 +173,7 @@ _BY_KIND: dict[str, Handler] = {
     "destination": _destination,
     "tick": _tick,
     "step": _step,
+    "sqs": _sqs,
 }
 
 
@@ -173,4 +188,5 @@ http_handler = lambda_entry(_http)
 s3_handler = lambda_entry(_s3)
 destination_handler = lambda_entry(_destination)
 tick_handler = lambda_entry(_tick)
+sqs_handler = lambda_entry(_sqs)
 step_handler = lambda_entry(_step)

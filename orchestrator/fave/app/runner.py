@@ -29,10 +29,10 @@ from typing import Any
 from fave_shared.errors import FaveError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 
-from fave.app.context import SELF_FUNCTION, AppContext, current
+from fave.app.context import SELF_FUNCTION, AppContext, current, lambda_context
 from fave.app.exclusive import Mailbox
 from fave.app.observability import Meter, MeteredInvoker, current_meter, logger
-from fave.core.model import Cancel, Command, Event, RequestState, RequestStatus, Resume, Start, Tick
+from fave.core.model import Cancel, Command, Event, RequestState, RequestStatus, Resend, Resume, Start, Tick
 from fave.ids import request_id_time, validate_request_id
 from fave.keys import ACTIVE_PREFIX, active_key
 from fave.lease import LEASE_TTL_S, Keeper, Leases
@@ -75,8 +75,8 @@ class MeteredOrchestrator(Orchestrator):
         self.meter = meter
         self._baseline: dict[str, int] = {}
 
-    def load(self, request_id: str) -> RequestState:
-        state = super().load(request_id)
+    def load(self, request_id: str, *, full: bool = False) -> RequestState:
+        state = super().load(request_id, full=full)
         self._baseline[request_id] = _succeeded(state)
         return state
 
@@ -93,6 +93,19 @@ def _succeeded(state: RequestState) -> int:
 
 def _inline(call: Any) -> None:
     call()
+
+
+#: Asynchronous invokes in flight at once while dispatching (each is one Lambda API round trip).
+DISPATCH_PARALLELISM = 32
+
+
+def _time_left() -> float:
+    """Seconds left in this Lambda invocation (Lambda's longest, off Lambda)."""
+    context = lambda_context.get()
+    try:
+        return float(context.get_remaining_time_in_millis()) / 1000.0
+    except (AttributeError, TypeError, ValueError):
+        return 900.0
 
 
 def step_event(request_id: str) -> dict[str, Any]:
@@ -124,6 +137,8 @@ class Runner:
             on_notify=meter.notify,
             sync_submit=_inline,
             meter=meter,
+            dispatch_parallelism=DISPATCH_PARALLELISM,
+            time_left=_time_left,
         )
         self.active = ActiveRequests(context.store)
         self.leases = Leases(context.store, context.clock)
@@ -165,7 +180,7 @@ class Runner:
 
     def post(self, request_id: str, event: Event) -> str:
         """Leave an event in the request's mailbox and kick a step that applies it."""
-        key = self.mailbox.post(request_id, event)
+        key = self.mailbox.post(request_id, [event])
         self.kick(request_id)
         return key
 
@@ -175,7 +190,7 @@ class Runner:
         logger.set_correlation_id(request_id)
         lease = self.leases.try_acquire(request_id, self.lease_s)
         if lease is None:
-            return Submitted(None, (self.mailbox.post(request_id, Cancel(reason)),))
+            return Submitted(None, (self.mailbox.post(request_id, [Cancel(reason)]),))
         keeper = Keeper(self.leases, lease)
         try:
             state = self.orchestrator.apply(request_id, [Cancel(reason)])
@@ -199,7 +214,7 @@ class Runner:
             lease = self.leases.try_acquire(request_id, self.lease_s)
             if lease is None:
                 if own and post_if_busy and not posted:
-                    posted = [self.mailbox.post(request_id, m) for m in own]
+                    posted = [self.mailbox.post(request_id, own)]
                     own = []
                     continue  # the holder may have let go meanwhile: one more try
                 if posted:
@@ -208,7 +223,7 @@ class Runner:
             keeper = Keeper(self.leases, lease)
             try:
                 keys = [] if own else self.mailbox.keys(request_id)
-                batch = own + [m for m in map(self.mailbox.read, keys) if m is not None]
+                batch = own + [event for key in keys for event in self.mailbox.read(key)]
                 own = []
                 if batch or state is None:
                     state = self._step(request_id, batch)
@@ -255,8 +270,14 @@ class Runner:
         state = self.orchestrator.load(request_id)
         if any(isinstance(event, Tick) for event in events):
             self.orchestrator.collect_garbage_after_next_commit(request_id)
-        applied = [*self._adapt(state, events), Tick()]
-        return self._settle(self.orchestrator.apply(request_id, applied))
+        # A new holder first sends what the last one dispatched but did not record as sent (the outbox).
+        applied = [Resend(), *self._adapt(state, events), Tick()]
+        state = self._settle(self.orchestrator.apply(request_id, applied))
+        state = self.orchestrator.flush_sent(request_id) or state  # before letting go of the request
+        if request_id in self.orchestrator.handover:  # out of time mid-dispatch: a continuation sends the rest
+            self.orchestrator.handover.discard(request_id)
+            self.kick(request_id)
+        return state
 
     @staticmethod
     def _adapt(state: RequestState, events: list[Event]) -> list[Event]:

@@ -2,14 +2,21 @@
 
 ``fanout``: start -> plan -> N no-op async tasks -> reduce, through the real engine, persistence, store and
 local runtime (the no-op functions run as in-process threads so the figure is the orchestration's).
-Reports wall seconds, tasks/s, store requests and state bytes (read + written) per task, and the seconds
-spent inside the orchestrator's steps. The bench request is an ordinary request in the chosen store.
+Reports wall seconds, tasks/s, store requests and state bytes (read + written) per task (and by kind of
+object), the seconds spent inside the orchestrator's steps, CPU per task (every thread of the process, and
+the driver thread alone), peak RSS, and a same-run baseline: the no-op handler called as often on a bare
+thread pool (``fave.cli.measure``). The bench request is an ordinary request in the chosen store.
 
 ``video``: the real video pipeline (pipeline.yaml) on a video (default: the bundled sample), through the
 local runtime exactly as ``fave run`` drives it, against ``benchmarks/video/straight.py``: the same stage
 bodies called in one process with no orchestration (see that file). Reports both walls and their ratio,
 both CPU times (every process, so the figure survives a busy machine better than wall time), per-stage
 times from state.json and the straight-line's own per-stage times, and the cold starts per function.
+
+``startup``: ``fave run`` of a 3-stage no-op chain and ``fave --help``, exec to exit, against the bare
+interpreter (``fave.cli.startup``).
+
+``workloads``: the peer workloads W1-W4R (``fave.cli.workloads``), each against a same-run baseline without fave.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any
 
 from fave_shared.store import CountingStore, ObjectStore
 
+from fave.cli.measure import KeyKinds, Meter, bare_pool, cpu_count, peak_rss_mb
 from fave.keys import final_key, state_key
 from fave.local.orchestrator import DEFAULT_PIPELINE, local_orchestrator, open_any_store, store_uri
 from fave.persistence import read_stage_tasks
@@ -38,9 +46,11 @@ from fave.statefile import StateDoc
 
 ROOT = Path(__file__).resolve().parents[3]
 FANOUT_PIPELINE = ROOT / "benchmarks" / "fanout" / "pipeline.yaml"
+FANOUT_NOOP = ROOT / "benchmarks" / "fanout" / "functions" / "noop"
 VIDEO_PIPELINE = ROOT / DEFAULT_PIPELINE
 STRAIGHT_SCRIPT = ROOT / "benchmarks" / "video" / "straight.py"
 API_SCRIPT = ROOT / "benchmarks" / "api" / "post_latency.py"
+COST_SCRIPT = ROOT / "benchmarks" / "cost" / "cost.py"
 SAMPLE_VIDEO = ROOT / "tests" / "fixtures" / "scenes20.mp4"
 
 
@@ -87,23 +97,26 @@ def time_steps(orchestrator: Orchestrator) -> StepTimer:
     return timer
 
 
-def fanout(items: int, store: ObjectStore) -> dict[str, Any]:
-    """Run one fan-out request of ``items`` no-op tasks and measure it."""
-    counting = CountingStore(store)
+def fanout(items: int, store: ObjectStore, *, baseline: bool = True) -> dict[str, Any]:
+    """Run one fan-out request of ``items`` no-op tasks and measure it; ``baseline``: then call the no-op
+    handler as often on a bare thread pool, in the same process (``fave.cli.measure``)."""
+    kinds = KeyKinds(store)
+    counting = CountingStore(kinds)
     orchestrator = local_orchestrator(FANOUT_PIPELINE, counting)
     busy = time_steps(orchestrator)
+    rss_at_start = peak_rss_mb()
     try:
-        started = time.perf_counter()
-        state = orchestrator.create({"items": items, "video_uri": None})
-        state = orchestrator.drive(state.request_id, tick_s=0.02)
-        wall = time.perf_counter() - started
+        with Meter() as meter:
+            state = orchestrator.create({"items": items, "video_uri": None})
+            state = orchestrator.drive(state.request_id, tick_s=0.02)
     finally:
         orchestrator.close()
+    wall = meter.wall_s
     stats = counting.stats
     final = state.final
     if state.status.value != "COMPLETED" or not isinstance(final, dict) or final.get("count") != items:
         raise RuntimeError(f"bench request {state.request_id} ended {state.status.value}: {final}")
-    return {
+    result: dict[str, Any] = {
         "items": items,
         "request_id": state.request_id,
         "status": state.status.value,
@@ -113,7 +126,28 @@ def fanout(items: int, store: ObjectStore) -> dict[str, Any]:
         "requests_per_task": round(stats.requests / items, 4),
         "bytes_per_task": round((stats.bytes_read + stats.bytes_written) / items, 1),
         "store": store.uri,
+        # CPU of every thread of this process (driver, runtime slots running the no-op handlers, timer, lease).
+        "cpu_s": round(meter.cpu_s, 4),
+        "cpu_per_task_us": round(meter.cpu_s / items * 1e6, 1),
+        "driver_cpu_per_task_us": round(meter.thread_cpu_s / items * 1e6, 1),
+        "peak_rss_mb": round(meter.peak_rss_mb, 1),
+        "rss_at_start_mb": round(rss_at_start, 1),
+        "store_by_kind": kinds.by_kind(),
     }
+    if baseline:
+        workers = cpu_count()  # the local runtime's concurrency for the no-op function
+        bare = bare_pool(items, FANOUT_NOOP, "app.handler", workers)
+        result["baseline"] = {
+            "kind": f"ThreadPoolExecutor({workers}), one submit per item",
+            "wall_s": round(bare.wall_s, 4),
+            "cpu_s": round(bare.cpu_s, 4),
+            "cpu_per_task_us": round(bare.cpu_s / items * 1e6, 1),
+        }
+        result["cpu_vs_baseline"] = round(meter.cpu_s / bare.cpu_s, 2) if bare.cpu_s > 0 else None
+        result["wall_vs_baseline"] = round(wall / bare.wall_s, 2) if bare.wall_s > 0 else None
+    result["cpus"] = os.cpu_count()
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    return result
 
 
 # ---- video ------------------------------------------------------------------------------------------
@@ -328,9 +362,56 @@ def run_video_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_workloads_bench(args: argparse.Namespace) -> int:
+    from fave.cli.workloads import parse_only, run_workloads
+    from fave.cli.workloads_table import print_report
+
+    try:
+        names = parse_only(args.only)
+    except ValueError as exc:
+        print(f"fave: error: {exc}", file=sys.stderr)
+        return 2
+    if not 0 < args.scale <= 10:
+        print("fave: error: --scale must be more than 0 and at most 10", file=sys.stderr)
+        return 2
+    try:
+        report = run_workloads(names, args.scale)
+    except RuntimeError as exc:  # a workload's request did not end as it must (W4's first run must fail...)
+        print(f"fave: error: bench workloads: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+def run_startup_bench(args: argparse.Namespace) -> int:
+    from fave.cli.startup import print_startup, startup
+
+    if args.repeat < 1:
+        print("fave: error: --repeat must be at least 1", file=sys.stderr)
+        return 2
+    result = startup(args.repeat)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_startup(result)
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "video":
         return run_video_bench(args)
+    if args.bench == "startup":
+        return run_startup_bench(args)
+    if args.bench == "workloads":
+        return run_workloads_bench(args)
+    if args.bench == "cost":
+        # A separate process: the fave command never imports the Lambda entry points (fave.app).
+        command = [sys.executable, str(COST_SCRIPT), "--items", str(args.items), "--arrival", args.arrival]
+        command += ["--invoke-latency-ms", str(args.invoke_latency_ms), "--batch-size", str(args.batch_size)]
+        return subprocess.run([*command, *(["--json"] * args.json)], check=False, cwd=ROOT).returncode
     if args.bench == "api":
         if args.requests < 1:
             print("fave: error: --requests must be at least 1", file=sys.stderr)
@@ -353,5 +434,12 @@ def run_bench(args: argparse.Namespace) -> int:
             f"fan-out of {result['items']} tasks: {result['wall_s']:.3f} s wall "
             f"({result['orchestration_s']:.3f} s in orchestrator steps), {result['tasks_per_s']:.0f} tasks/s, "
             f"{result['requests_per_task']:.3f} store requests/task, {result['bytes_per_task']:.0f} B/task"
+        )
+        base = result["baseline"]
+        print(
+            f"  CPU {result['cpu_per_task_us']:.0f} us/task (driver thread {result['driver_cpu_per_task_us']:.0f}), "
+            f"peak RSS {result['peak_rss_mb']:.0f} MB; bare thread pool, same handler: "
+            f"{base['cpu_per_task_us']:.0f} us/task, {base['wall_s']:.3f} s wall "
+            f"({result['cpu_vs_baseline']}x CPU); load average {result['load_avg_1m']} on {result['cpus']} CPUs"
         )
     return 0

@@ -2,41 +2,35 @@
 
 Exit codes: 0 request COMPLETED (or command succeeded), 1 request FAILED or CANCELLED, 2 bad input
 (one line on stderr naming the problem).
+
+Start-up is part of every command's time (``fave bench startup``): this module imports only what the
+parser needs, and each command imports what it uses (``fave status`` no runtime, ``fave run`` no boto3).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from fave_shared.errors import FaveError, ValidationError
-from fave_shared.store import ObjectStore
 
-from fave.cli.graph import render_mermaid, render_text
-from fave.cli.progress import Progress
-from fave.clock import SystemClock
 from fave.core.model import RequestState, RequestStatus, Start
-from fave.keys import final_key
-from fave.lease import Leases
-from fave.local.orchestrator import (
-    DEFAULT_PIPELINE,
-    fault_plan,
-    load_local_pipeline,
-    local_orchestrator,
-    open_any_store,
-    store_uri,
-)
-from fave.persistence import CorruptStateError
-from fave.status import UNREADABLE, list_rows, status_document
 
 if TYPE_CHECKING:
+    from fave_shared.store import ObjectStore
+
     from fave.service import Orchestrator
+
+#: ``fave.local.orchestrator.DEFAULT_PIPELINE`` and ``fave.status.UNREADABLE``, spelled here so that building
+#: the parser imports neither (tests/functional/test_cli_startup.py checks that they agree).
+DEFAULT_PIPELINE = "pipeline.yaml"
+UNREADABLE = "UNREADABLE"
 
 
 class UsageError(FaveError):
@@ -60,6 +54,8 @@ def _print_status(doc: dict[str, Any]) -> None:
     if doc["cancel_reason"]:
         print(f"cancelled: {doc['cancel_reason']}")
     if doc["final"] is not None:
+        from fave.keys import final_key
+
         print(f"final: {final_key(doc['request_id'])} in {doc['store']}")
         _print_final_summary(doc["final"])
 
@@ -112,6 +108,10 @@ def _request_input(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from fave.cli.progress import Progress
+    from fave.local.orchestrator import load_local_pipeline, local_orchestrator, open_any_store, store_uri
+    from fave.status import status_document
+
     store = open_any_store(store_uri(args.store))
     pipeline = load_local_pipeline(args.pipeline)
     request_input = _request_input(args)
@@ -137,18 +137,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _announce_faults(orchestrator: Orchestrator) -> None:
+    from fave.local.orchestrator import fault_plan
+
     plan = fault_plan(orchestrator)
     if plan is not None:
         print(f"fave: injecting faults {plan.spec.with_seed(plan.seed)}", file=sys.stderr, flush=True)
 
 
 def _report_faults(orchestrator: Orchestrator) -> None:
+    from fave.local.orchestrator import fault_plan
+
     plan = fault_plan(orchestrator)
     if plan is not None:
         print(plan.report_line(), file=sys.stderr, flush=True)
 
 
 def _finish(store: ObjectStore, state: RequestState, as_json: bool) -> int:
+    from fave.status import status_document
+
     doc = status_document(store, state.request_id)
     if as_json:
         _json_out(doc)
@@ -162,6 +168,8 @@ def _spawn_driver(request_id: str, store: str, pipeline: str, faults: str | None
     same ``--faults``, if any).
 
     Its output goes to ``<store>/logs/<id>.log`` for a local store, nowhere for S3."""
+    import subprocess
+
     if "://" in store:
         log = open(os.devnull, "wb")  # noqa: SIM115 - closed below, once the child has its copy
     else:
@@ -190,6 +198,9 @@ def _spawn_driver(request_id: str, store: str, pipeline: str, faults: str | None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from fave.local.orchestrator import open_any_store, store_uri
+    from fave.status import status_document
+
     store = open_any_store(store_uri(args.store))
     doc = status_document(store, args.request_id)
     if args.json:
@@ -200,6 +211,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from fave.cli.progress import Progress
+    from fave.clock import SystemClock
+    from fave.lease import Leases
+    from fave.local.orchestrator import load_local_pipeline, local_orchestrator, open_any_store, store_uri
+    from fave.status import status_document
+
     store = open_any_store(store_uri(args.store))
     doc = status_document(store, args.request_id)
     pipeline_path = args.pipeline or doc["pipeline"] or DEFAULT_PIPELINE
@@ -228,9 +245,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    from fave.local.orchestrator import load_local_pipeline, open_any_store, store_uri
+    from fave.service import Orchestrator
+    from fave.status import status_document
+
     store = open_any_store(store_uri(args.store))
     doc = status_document(store, args.request_id)
-    from fave.service import Orchestrator
 
     orchestrator = Orchestrator(load_local_pipeline(args.pipeline or doc["pipeline"]), store)
     state = orchestrator.cancel(args.request_id, args.reason)
@@ -239,6 +259,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from fave.local.orchestrator import open_any_store, store_uri
+    from fave.status import list_rows
+
     store = open_any_store(store_uri(args.store))
     rows = list_rows(store, status=args.status, limit=args.limit)
     if args.json:
@@ -251,6 +274,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
+    from fave.cli.graph import render_mermaid, render_text
+    from fave.local.orchestrator import load_local_pipeline
+
     pipeline = load_local_pipeline(args.pipeline)
     print(render_mermaid(pipeline) if args.format == "mermaid" else render_text(pipeline))
     return 0
@@ -259,6 +285,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     from fave.cli.chaos import default_store_dir, run_chaos
     from fave.local.faults import ENV_VAR, parse_faults
+    from fave.local.orchestrator import load_local_pipeline, open_any_store, store_uri
 
     spec = parse_faults(args.faults, source="--faults") if args.faults is not None else None
     if spec is None:
@@ -423,21 +450,50 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--requests", type=int, default=200, help="POSTs to time (after one cold call)")
     api.add_argument("--json", action="store_true")
     api.set_defaults(func=cmd_bench)
+    cost = bench_sub.add_parser(
+        "cost", help="$ per 1,000 tasks through the Lambda entry point as deployed (moto S3), beside Step Functions"
+    )
+    cost.add_argument("--items", type=int, default=1000, help="tasks of the no-op fan-out")
+    cost.add_argument("--arrival", choices=["serial", "concurrent"], default="concurrent", help="how completions come")
+    cost.add_argument("--invoke-latency-ms", type=float, default=20.0, help="each Lambda Invoke API call")
+    cost.add_argument("--batch-size", type=int, default=1000, help="completions per orchestrator invocation at most")
+    cost.add_argument("--json", action="store_true")
+    cost.set_defaults(func=cmd_bench)
+    startup = bench_sub.add_parser("startup", help="fave run of a 3-stage no-op chain and fave --help, exec to exit")
+    startup.add_argument("--repeat", type=int, default=11, help="runs of each command; figures are the medians")
+    startup.add_argument("--json", action="store_true")
+    startup.set_defaults(func=cmd_bench)
+    workloads = bench_sub.add_parser("workloads", help="the peer workloads W1-W4R, each against a baseline")
+    workloads.add_argument("--only", metavar="W1,W2", help="a comma-separated subset of W1,W2,W3,W4,W4R")
+    workloads.add_argument("--scale", type=float, default=1.0, help="item counts times this (default 1; tests: 0.1)")
+    workloads.add_argument("--json", action="store_true")
+    workloads.set_defaults(func=cmd_bench)
     return parser
+
+
+GC_THRESHOLDS = (50_000, 20, 20)
+"""The cyclic collector's thresholds in a ``fave`` process (CPython's default: 700, 10, 10).
+
+A driver keeps a request's whole state alive for the run: at N = 100,000 tasks, millions of tracked objects
+(persistent maps, frozen dataclasses) that reference counting frees and that hold no cycles to speak of. With
+the defaults the collector walks them over and over: at N = 30,000 its 771 collections found 42 objects, and at
+N = 100,000 they cost a quarter of the process's CPU. Collecting ~70 times less often leaves at most ~50,000
+young objects waiting for a collection (the README's measured table: ``fave bench fanout --items 100000``)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         code: int = args.func(args)
         sys.stdout.flush()  # here, so a closed pipe is handled below rather than reported by the interpreter
         return code
-    except CorruptStateError as exc:  # the request is broken, not the command line
-        print(f"fave: error: {exc}".splitlines()[0], file=sys.stderr)
-        return 1
     except (FaveError, ValidationError) as exc:
+        from fave.persistence import CorruptStateError
+
         print(f"fave: error: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, CorruptStateError) else 2  # corrupt: the request is broken, not the command line
     except KeyboardInterrupt:
         print("fave: interrupted; `fave resume <request_id>` continues the request", file=sys.stderr)
         return 130
@@ -448,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 1
+    finally:
+        gc.set_threshold(*thresholds)  # for a caller that runs main() in its own process (tests)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ deliveries and crashes):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from immutables import Map
@@ -30,12 +30,17 @@ from fave.core.model import (
     Command,
     Event,
     Failure,
+    FanoutList,
     Invoke,
+    MissingData,
     Notify,
     NotifyKind,
+    ReadySet,
     RequestState,
     RequestStatus,
+    Resend,
     Resume,
+    Sent,
     StageState,
     StageStatus,
     Start,
@@ -49,7 +54,47 @@ from fave.core.model import (
     evolve,
 )
 
-_EMPTY_READY: Map[int, None] = Map()
+_NO_READY = ReadySet()
+_NO_TASKS: Map[int, Task] = Map()
+
+
+@dataclass(slots=True)
+class _StageWork:
+    """A stage's state while a decision changes it: mutable, so that counting a task's transition is two
+    attribute writes instead of a new ``StageState`` (twice per task). Frozen back into ``StageState`` at the
+    end of the decision; its fields are ``StageState``'s (checked below)."""
+
+    status: StageStatus
+    total: int | None
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    skipped: int
+    cancelled: int
+    started_at: float | None
+    finished_at: float | None
+    deadline_floor: float | None
+    retry_blocks: Map[int, float]
+
+    @classmethod
+    def thaw(cls, st: StageState) -> _StageWork:
+        return cls(*(getattr(st, name) for name in _STAGE_FIELDS))
+
+    def freeze(self) -> StageState:
+        return StageState(*(getattr(self, name) for name in _STAGE_FIELDS))
+
+    def count(self, status: TaskStatus) -> int:
+        return int(getattr(self, _COUNTER[status]))
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.skipped + self.cancelled
+
+
+_STAGE_FIELDS = tuple(f.name for f in fields(StageState))
+assert tuple(f.name for f in fields(_StageWork)) == _STAGE_FIELDS, "_StageWork must mirror StageState"
+_COUNTER = {status: status.value.lower() for status in TaskStatus}
 
 
 def unit_random(request_id: str, stage: str, item: int | None, attempt: int) -> float:
@@ -107,14 +152,50 @@ class Engine:
                     tx.resume()
                 case Cancel():
                     tx.cancel(event.reason)
+                case Sent():
+                    tx.sent(event.tasks)
+                case Resend():
+                    tx.resend()
         return tx.finish()
 
     def rebuild_indexes(self, state: RequestState, now: float) -> RequestState:
-        """Recompute the derived indexes (ready, retry timers, deadlines, counts) from the tasks."""
+        """Recompute every derived index (ready, retry timers, deadlines, counts, stage summaries) from the tasks:
+        for a state whose tasks are all loaded and whose persisted indexes cannot be trusted (an old state file)."""
         tx = _Tx(self.pipeline, state, now, self.change_block)
         tx.rebuild()
         new_state, _ = tx.finish()
         return new_state
+
+    def index_loaded(self, state: RequestState, tasks: Mapping[str, Mapping[int, Task]]) -> RequestState:
+        """``state`` with ``tasks`` (whole blocks just loaded) added to its loaded tasks and indexes."""
+        stage_tasks = dict(state.tasks)
+        running, retry_due = state.running, state.retry_due
+        partial = state.partial
+        for stage, items in tasks.items():
+            stage_tasks[stage] = (stage_tasks.get(stage) or Map()).update(items)
+            fanned_out = self.pipeline.stages[stage].fanned_out
+            for item, task in items.items():
+                if task.status is TaskStatus.RUNNING and task.deadline is not None:
+                    if not fanned_out:
+                        running = running.set((stage, item), task.deadline)
+                elif task.status is TaskStatus.PENDING and task.retry_at is not None:
+                    retry_due = retry_due.set((stage, item), task.retry_at)
+        return replace(state, tasks=Map(stage_tasks), running=running, retry_due=retry_due, partial=partial)
+
+    def working_set(self, state: RequestState, events: Iterable[Event]) -> frozenset[tuple[str, int]]:
+        """The task blocks a decision on ``events`` is likely to need that are not loaded: each completion's
+        block and the same block of the stages joined to it item by item. (Anything else it turns out to need,
+        it asks for with ``MissingData``.)"""
+        if not state.partial:
+            return frozenset()
+        block = self.change_block
+        wanted: set[tuple[str, int]] = set()
+        for event in events:
+            if isinstance(event, (TaskSucceeded, TaskFailed)) and event.item is not None:
+                b = event.item // block
+                wanted.add((event.stage, b))
+                wanted.update((down, b) for down in self.pipeline.downstream.get(event.stage, ()))
+        return frozenset((stage, b) for stage, b in wanted if stage in state.partial and b not in state.partial[stage])
 
 
 def _key(item: int | None) -> int:
@@ -137,6 +218,7 @@ class _Tx:
         self.resumes = state.resumes
         self.final = state.final
         self.stages = state.stages
+        self.work: dict[str, _StageWork] = {}
         self.tasks = state.tasks
         self.items = state.items
         self.ready = state.ready
@@ -144,13 +226,28 @@ class _Tx:
         self.running = state.running
         self.earliest_deadline = state.earliest_deadline
         self.changed = state.changed
+        self.touched: set[tuple[str, int]] = set()  # blocks changed by this decision (added to ``changed``)
+        self.partial = state.partial
+        self.unsent = state.unsent
         self.commands: list[Command] = []
+        # Per stage, the request and config parts of its tasks' inputs (shared by the Invoke commands of one
+        # decision: nothing changes a command's input once made).
+        self.inputs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     # ---- plumbing ------------------------------------------------------------------------------------
 
     def finish(self) -> tuple[RequestState, list[Command]]:
+        for name, work in self.work.items():
+            st = work.freeze()
+            if st != self.stages[name]:
+                self.stages = self.stages.set(name, st)
+        self.work = {}
+        if self.touched:
+            self.changed = self.changed.update(dict.fromkeys(self.touched))
+            self.touched = set()
         changed = (
             self.commands
+            or self.unsent is not self.base.unsent
             or self.tasks is not self.base.tasks
             or self.stages is not self.base.stages
             or self.status != self.base.status
@@ -174,6 +271,8 @@ class _Tx:
             running=self.running,
             earliest_deadline=self.earliest_deadline,
             changed=self.changed,
+            partial=self.partial,
+            unsent=self.unsent if self.status is RequestStatus.RUNNING else Map(),
             updated_at=self.now if changed else self.base.updated_at,
         )
         commands = self.commands
@@ -183,50 +282,117 @@ class _Tx:
             commands = [c for c in commands if not isinstance(c, Invoke)]
         return state, commands
 
-    def stage(self, name: str) -> StageState:
-        return self.stages[name]
+    def stage(self, name: str) -> _StageWork:
+        work = self.work.get(name)
+        if work is None:
+            work = self.work[name] = _StageWork.thaw(self.stages[name])
+        return work
 
-    def set_stage(self, name: str, st: StageState) -> None:
-        self.stages = self.stages.set(name, st)
+    def set_stage(self, name: str, st: _StageWork) -> None:
+        self.work[name] = st
 
     def get(self, stage: str, item: int) -> Task | None:
+        loaded = self.partial.get(stage)
+        if loaded is not None and item // self.block not in loaded:
+            raise MissingData(tasks=frozenset({(stage, item // self.block)}))
         stage_tasks = self.tasks.get(stage)
         return None if stage_tasks is None else stage_tasks.get(item)
 
+    def require_all(self, stages: Iterable[str]) -> None:
+        """Every task of ``stages`` must be loaded (a decision that looks at all of them: resume, cancel, a
+        fan-in's input, a timeout scan)."""
+        missing: set[tuple[str, int]] = set()
+        for stage in stages:
+            loaded = self.partial.get(stage)
+            if loaded is None:
+                continue
+            blocks = ((self.stage(stage).total or 0) + self.block - 1) // self.block
+            missing.update((stage, b) for b in range(blocks) if b not in loaded)
+        if missing:
+            raise MissingData(tasks=frozenset(missing))
+
+    def item_of(self, spec: Stage, item: int) -> Any:
+        key = str(spec.for_each)
+        return self.items[key].item(key, item)
+
     def put(self, stage: str, item: int, task: Task) -> None:
-        """Store a task and keep its stage's counts equal to a count over the tasks."""
-        stage_tasks = self.tasks.get(stage) or Map()
+        """Store a task and keep its stage's counts equal to a count over the tasks, and the indexes in step."""
+        stage_tasks = self.tasks.get(stage) or _NO_TASKS
         old = stage_tasks.get(item)
         self.tasks = self.tasks.set(stage, stage_tasks.set(item, task))
-        if old is None or old.status != task.status:
+        status = task.status
+        was = None if old is None else old.status
+        if was is not status:
             st = self.stage(stage)
-            changes: dict[str, int] = {task.status.value.lower(): st.count(task.status) + 1}
-            if old is not None:
-                changes[old.status.value.lower()] = st.count(old.status) - 1
-            self.set_stage(stage, evolve(st, **changes))
-        self.changed = self.changed.set((stage, item // self.block), None)
-        # Keep the derived indexes in step with the status.
+            counter = _COUNTER[status]
+            setattr(st, counter, getattr(st, counter) + 1)
+            if was is not None:
+                counter = _COUNTER[was]
+                setattr(st, counter, getattr(st, counter) - 1)
+            if was is TaskStatus.RUNNING:
+                if st.running == 0:
+                    st.deadline_floor = None  # nothing runs: no deadline to watch
+                outbox = self.unsent.get(stage)
+                if outbox is not None and item in outbox:
+                    self.unsent = self.unsent.set(stage, outbox.remove(item))
+            elif was is TaskStatus.PENDING or was is None:
+                self.unready(stage, item)  # only a PENDING task is ever ready
+        fanned_out = self.p.stages[stage].fanned_out
+        if fanned_out:
+            self.summarise(stage, item, old, task)
+        self.touched.add((stage, item // self.block))
+        self.index(stage, item, task, fanned_out)
+
+    def index(self, stage: str, item: int, task: Task, fanned_out: bool) -> None:
+        """Keep the deadline and retry indexes in step with a task just stored."""
+        status = task.status
         key = (stage, item)
-        if task.status is TaskStatus.RUNNING and task.deadline is not None:
-            self.running = self.running.set(key, task.deadline)
+        if status is TaskStatus.RUNNING and task.deadline is not None:
+            if not fanned_out:  # a fanned-out stage's deadlines: its floor, then a scan of its tasks (tick)
+                self.running = self.running.set(key, task.deadline)
             if self.earliest_deadline is None or task.deadline < self.earliest_deadline:
                 self.earliest_deadline = task.deadline
-        elif key in self.running:
+        elif not fanned_out and key in self.running:
             self.running = self.running.delete(key)
-        if task.status is TaskStatus.PENDING and task.retry_at is not None:
+        if status is TaskStatus.PENDING and task.retry_at is not None:
             self.retry_due = self.retry_due.set(key, task.retry_at)
-        elif key in self.retry_due:
+        elif self.retry_due and key in self.retry_due:
             self.retry_due = self.retry_due.delete(key)
-        if task.status is not TaskStatus.PENDING:
-            self.unready(stage, item)
+
+    def summarise(self, stage: str, item: int, old: Task | None, task: Task) -> None:
+        """Keep the stage's summaries of tasks that may not be loaded: the deadline floor and the earliest retry
+        of each block."""
+        st = self.stage(stage)
+        if (
+            task.status is TaskStatus.RUNNING
+            and task.deadline is not None
+            and (st.deadline_floor is None or task.deadline < st.deadline_floor)
+        ):
+            st.deadline_floor = task.deadline
+        was = old.retry_at if old is not None and old.status is TaskStatus.PENDING else None
+        now_at = task.retry_at if task.status is TaskStatus.PENDING else None
+        if was == now_at:
+            return
+        block = item // self.block
+        current = st.retry_blocks.get(block)
+        if now_at is not None and (current is None or now_at < current):
+            st.retry_blocks = st.retry_blocks.set(block, now_at)
+        elif was is not None and was == current:  # the block's earliest retry went: find the next one
+            stage_tasks = self.tasks[stage]
+            retries = [
+                t.retry_at
+                for i in range(block * self.block, (block + 1) * self.block)
+                if (t := stage_tasks.get(i)) is not None and t.status is TaskStatus.PENDING and t.retry_at is not None
+            ]
+            st.retry_blocks = st.retry_blocks.set(block, min(retries)) if retries else st.retry_blocks.delete(block)
 
     def make_ready(self, stage: str, item: int) -> None:
-        self.ready = self.ready.set(stage, self.ready.get(stage, _EMPTY_READY).set(item, None))
+        self.ready = self.ready.set(stage, self.ready.get(stage, _NO_READY).add(item))
 
     def unready(self, stage: str, item: int) -> None:
         ready = self.ready.get(stage)
         if ready is not None and item in ready:
-            self.ready = self.ready.set(stage, ready.delete(item))
+            self.ready = self.ready.set(stage, ready.remove(item))
 
     def notify(self, kind: NotifyKind, stage: str | None = None, item: int | None = None, detail: str = "") -> None:
         self.commands.append(Notify(kind, stage, item, detail))
@@ -264,9 +430,10 @@ class _Tx:
             ),
         )
         for for_each, values in ev.fanout.items():
-            self.items = self.items.set(for_each, tuple(values))
+            self.items = self.items.set(for_each, FanoutList.whole(tuple(values), self.block))
         self.after_item_done(ev.stage, item)
-        self.advance()
+        if ev.fanout or self.stage(ev.stage).status is not StageStatus.RUNNING:
+            self.advance()  # a stage ended or items appeared: another may start (or the request completes)
         self.dispatch()
 
     def task_failed(self, stage: str, item_: int | None, attempt: int, error_type: str, message: str) -> None:
@@ -324,6 +491,7 @@ class _Tx:
     def tick(self) -> None:
         if self.status is not RequestStatus.RUNNING:
             return
+        watched = self.load_what_is_due()
         if self.retry_due:
             due = [key for key, at in self.retry_due.items() if at <= self.now]
             for stage, item in due:
@@ -335,11 +503,18 @@ class _Tx:
             # Oldest deadline first (then DAG order, then item): the outcome must not depend on the map's
             # iteration order, which follows string hashes that differ from one process to the next.
             rank = {name: i for i, name in enumerate(self.p.order)}
-            overdue = sorted(
+            overdue = [
                 (deadline, rank[stage], item)
                 for (stage, item), deadline in self.running.items()
                 if deadline <= self.now
-            )
+            ]
+            for stage in watched:  # wholly loaded: the only fanned-out stages a task of which can be overdue
+                overdue.extend(
+                    (t.deadline, rank[stage], item)
+                    for item, t in (self.tasks.get(stage) or _NO_TASKS).items()
+                    if t.status is TaskStatus.RUNNING and t.deadline is not None and t.deadline <= self.now
+                )
+            overdue.sort()
             for stage, item in [(self.p.order[r], item) for _, r, item in overdue]:
                 task = self.get(stage, item)
                 assert task is not None
@@ -354,8 +529,40 @@ class _Tx:
                 )
                 if self.status is not RequestStatus.RUNNING:
                     return
-            self.earliest_deadline = min(self.running.values(), default=None)
+        for stage in watched:  # every task of it was looked at: its floor is exact again
+            st = self.stage(stage)
+            deadlines = [
+                t.deadline for t in (self.tasks.get(stage) or Map()).values() if t.status is TaskStatus.RUNNING
+            ]
+            st.deadline_floor = min((d for d in deadlines if d is not None), default=None)
+        self.earliest_deadline = self.earliest()
         self.dispatch()
+
+    def load_what_is_due(self) -> list[str]:
+        """Ask for what a tick must see that may not be loaded: every task of a fanned-out stage whose deadline
+        floor has passed, and each block with a retry due. Returns the stages whose deadlines it looks at."""
+        watched = []
+        missing: set[tuple[str, int]] = set()
+        for name in self.p.order:
+            if not self.p.stages[name].fanned_out:
+                continue
+            st = self.stage(name)
+            if st.deadline_floor is not None and st.deadline_floor <= self.now:
+                watched.append(name)
+            loaded = self.partial.get(name)
+            if loaded is not None:
+                missing.update((name, b) for b, at in st.retry_blocks.items() if at <= self.now and b not in loaded)
+        if missing:
+            raise MissingData(tasks=frozenset(missing))
+        self.require_all(watched)
+        return watched
+
+    def earliest(self) -> float | None:
+        """The earliest deadline of anything running: the loaded tasks' and the fanned-out stages' floors."""
+        candidates = list(self.running.values())
+        floors = (self.stage(name).deadline_floor for name in self.p.order)
+        candidates += [floor for floor in floors if floor is not None]
+        return min(candidates, default=None)
 
     def cancel(self, reason: str) -> None:
         if self.status.terminal:
@@ -369,6 +576,7 @@ class _Tx:
     def resume(self) -> None:
         if self.status is RequestStatus.COMPLETED:
             return
+        self.require_all(self.p.order)
         self.status = RequestStatus.RUNNING
         self.failure = None
         self.cancel_reason = None
@@ -404,29 +612,38 @@ class _Tx:
         for stage in self.p.order:
             self.refresh_readiness(stage)
             self.check_stage_done(stage)
+        self.earliest_deadline = self.earliest()
         self.notify(NotifyKind.REQUEST_RESUMED)
         self.advance()
         self.dispatch()
 
     def rebuild(self) -> None:
-        """Derived indexes from scratch (after loading from the store)."""
+        """Every derived index from scratch, from a wholly loaded state (an old state file)."""
         self.ready = Map()
         self.retry_due = Map()
         self.running = Map()
         self.earliest_deadline = None
-        stages = self.stages
         for stage in self.p.order:
-            counts = dict.fromkeys(("pending", "running", "succeeded", "failed", "skipped", "cancelled"), 0)
+            statuses = ("pending", "running", "succeeded", "failed", "skipped", "cancelled")
+            counts: dict[str, Any] = dict.fromkeys(statuses, 0)
+            deadlines: list[float] = []
+            retries: dict[int, float] = {}
             for item, task in (self.tasks.get(stage) or Map()).items():
                 counts[task.status.value.lower()] += 1
                 key = (stage, item)
                 if task.status is TaskStatus.RUNNING and task.deadline is not None:
-                    self.running = self.running.set(key, task.deadline)
+                    if not self.p.stages[stage].fanned_out:
+                        self.running = self.running.set(key, task.deadline)
+                    deadlines.append(task.deadline)
                 elif task.status is TaskStatus.PENDING and task.retry_at is not None:
                     self.retry_due = self.retry_due.set(key, task.retry_at)
-            stages = stages.set(stage, replace(stages[stage], **counts))  # type: ignore[arg-type]
-        self.stages = stages
-        self.earliest_deadline = min(self.running.values(), default=None)
+                    block = item // self.block
+                    retries[block] = min(retries.get(block, task.retry_at), task.retry_at)
+            if self.p.stages[stage].fanned_out:
+                counts["deadline_floor"] = min(deadlines, default=None)
+                counts["retry_blocks"] = Map(retries)
+            self.set_stage(stage, replace(self.stage(stage), **counts))
+        self.earliest_deadline = self.earliest()
         if self.status is RequestStatus.RUNNING:
             for stage in self.p.order:
                 self.refresh_readiness(stage)
@@ -449,6 +666,7 @@ class _Tx:
         if self.stage(stage).status is not StageStatus.RUNNING:
             return
         spec = self.p.stages[stage]
+        self.require_all([stage, *spec.item_needs])
         for item, task in (self.tasks.get(stage) or Map()).items():
             if task.status is not TaskStatus.PENDING or task.retry_at is not None:
                 continue
@@ -479,7 +697,7 @@ class _Tx:
                 self.skip(down, item)
         self.check_stage_done(stage)
 
-    def tolerated(self, spec: Stage, st: StageState) -> bool:
+    def tolerated(self, spec: Stage, st: _StageWork) -> bool:
         """Whether the stage's failed items so far still let it succeed (its completion policy)."""
         return spec.fanned_out and st.total is not None and spec.completion.decide(st.failed, st.total).ok
 
@@ -533,15 +751,17 @@ class _Tx:
         items = self.items[str(spec.for_each)]
         total = len(items)
         pending = Task()
-        # Bulk-create the fan-out: one map build instead of N persistent updates.
+        # Bulk-create the fan-out: one map build instead of N persistent updates. All of it is in memory now.
         self.tasks = self.tasks.set(name, Map({i: pending for i in range(total)}))
+        if name in self.partial:
+            self.partial = self.partial.delete(name)
         self.set_stage(name, replace(st, status=StageStatus.RUNNING, total=total, pending=total, started_at=self.now))
-        self.changed = self.changed.update({(name, b): None for b in range((total + self.block - 1) // self.block)})
+        self.touched.update((name, b) for b in range((total + self.block - 1) // self.block))
         self.notify(NotifyKind.STAGE_STARTED, name, detail=f"{total} items")
         if spec.item_needs:
             self.refresh_readiness(name)
         else:
-            self.ready = self.ready.set(name, Map({i: None for i in range(total)}))
+            self.ready = self.ready.set(name, ReadySet(0, total))
         self.check_stage_done(name)
 
     def dispatch(self) -> None:
@@ -557,10 +777,7 @@ class _Tx:
                 room = min(room, spec.max_concurrency - self.stage(stage).running)
             if room <= 0:
                 continue
-            picked = list(_take(ready, room))
-            remaining = ready
-            for item in picked:
-                remaining = remaining.delete(item)
+            picked, remaining = ready.take(room)
             self.ready = self.ready.set(stage, remaining)
             for item in picked:
                 self.start_task(spec, item)
@@ -582,10 +799,34 @@ class _Tx:
                 retry_at=None,
             ),
         )
+        self.unsent = self.unsent.set(spec.name, self.unsent.get(spec.name, _NO_READY).add(item))
+        self.invoke(spec, item, attempt)
+
+    def invoke(self, spec: Stage, item: int, attempt: int) -> None:
         item_ref = item if spec.fanned_out else None
         self.commands.append(
             Invoke(spec.name, item_ref, attempt, spec.function, spec.mode, self.task_input(spec, item_ref))
         )
+
+    def sent(self, tasks: tuple[tuple[str, int], ...]) -> None:
+        for stage, item in tasks:
+            outbox = self.unsent.get(stage)
+            if outbox is not None and item in outbox:
+                self.unsent = self.unsent.set(stage, outbox.remove(item))
+
+    def resend(self) -> None:
+        """Invoke again every task of the outbox that is still running (same attempt: a duplicate delivery of
+        it, if the first one did go out, is counted once like any duplicate)."""
+        if self.status is not RequestStatus.RUNNING:
+            return
+        for stage, outbox in list(self.unsent.items()):
+            spec = self.p.stages[stage]
+            for item in outbox.items():
+                task = self.get(stage, item)
+                if task is not None and task.status is TaskStatus.RUNNING:
+                    self.invoke(spec, item, task.attempt)
+                else:  # ended meanwhile
+                    self.unsent = self.unsent.set(stage, self.unsent[stage].remove(item))
 
     def task_input(self, spec: Stage, item: int | None) -> dict[str, Any]:
         """The stage's one input: request, item, upstream outputs and config."""
@@ -598,6 +839,7 @@ class _Tx:
                 task = self.get(need, _key(item))
                 needs[need] = task.output if task else None
             elif need_spec.fanned_out:
+                self.require_all([need])
                 stage_tasks = self.tasks.get(need) or Map()
                 total = self.stage(need).total or 0
                 outputs = []
@@ -609,13 +851,13 @@ class _Tx:
             else:
                 task = self.get(need, 0)
                 needs[need] = task.output if task else None
-        value: dict[str, Any] = {
-            "request": {REF: self.base.input_ref} if self.base.input_ref else dict(self.base.input),
-            "needs": needs,
-            "config": self.p.stage_config(spec.name, self.base.profile),
-        }
+        common = self.inputs.get(spec.name)
+        if common is None:  # the same for every task of the stage: built once per decision
+            request = {REF: self.base.input_ref} if self.base.input_ref else dict(self.base.input)
+            common = self.inputs[spec.name] = (request, self.p.stage_config(spec.name, self.base.profile))
+        value: dict[str, Any] = {"request": common[0], "needs": needs, "config": common[1]}
         if spec.for_each is not None and item is not None:
-            value["item"] = self.items[str(spec.for_each)][item]
+            value["item"] = self.item_of(spec, item)
             value["index"] = item
         return value
 
@@ -632,6 +874,7 @@ class _Tx:
 
     def stop_everything(self, stage_status: StageStatus) -> None:
         """Cancel every task that has not ended; running attempts are abandoned (late results ignored)."""
+        self.require_all(self.p.order)
         for stage in self.p.order:
             st = self.stage(stage)
             if st.pending or st.running:
@@ -649,13 +892,6 @@ class _Tx:
         self.retry_due = Map()
         self.running = Map()
         self.earliest_deadline = None
-
-
-def _take(ready: Map[int, None], n: int) -> Iterable[int]:
-    for count, item in enumerate(ready):
-        if count >= n:
-            return
-        yield item
 
 
 def _unfinished(stage_tasks: Map[int, Task]) -> list[int]:

@@ -89,6 +89,11 @@ class StageState:
     cancelled: int = 0
     started_at: float | None = None
     finished_at: float | None = None
+    deadline_floor: float | None = None
+    """A fanned-out stage: no RUNNING task's deadline is earlier (a lower bound, exact after a tick that
+    looked at every task; None when nothing runs). Lets a tick decide without loading the stage's tasks."""
+    retry_blocks: Map[int, float] = field(default_factory=Map)
+    """A fanned-out stage: block -> the earliest ``retry_at`` of a PENDING task in it (blocks with none absent)."""
 
     def count(self, status: TaskStatus) -> int:
         return int(getattr(self, status.value.lower()))
@@ -114,26 +119,136 @@ class Failure:
         return f"{where} failed{tries}: {self.error_type}: {self.message}"
 
 
+class MissingData(Exception):  # noqa: N818 - not an error: a request for more of the state
+    """The decision needs tasks or fan-out items that are not loaded: ``(stage, block)`` task blocks and
+    ``(for_each, block)`` item blocks. The caller loads them and decides again from the same state (decisions
+    are pure, so the restarted one is the same as if everything had been loaded at first)."""
+
+    def __init__(
+        self, tasks: frozenset[tuple[str, int]] = frozenset(), items: frozenset[tuple[str, int]] = frozenset()
+    ) -> None:
+        super().__init__(f"need task blocks {sorted(tasks)} and item blocks {sorted(items)}")
+        self.tasks = tasks
+        self.items = items
+
+
+@dataclass(frozen=True, slots=True)
+class ReadySet:
+    """The items of a stage ready to dispatch: the run ``lo .. hi - 1`` (a fresh fan-out is one run) and sparse
+    ``extra`` items (those made ready one by one). Small however many items are ready, so it is persisted."""
+
+    lo: int = 0
+    hi: int = 0
+    extra: Map[int, None] = field(default_factory=Map)
+
+    def __len__(self) -> int:
+        return self.hi - self.lo + len(self.extra)
+
+    def __bool__(self) -> bool:
+        return self.hi > self.lo or bool(self.extra)
+
+    def __contains__(self, item: object) -> bool:
+        return (isinstance(item, int) and self.lo <= item < self.hi) or item in self.extra
+
+    def add(self, item: int) -> ReadySet:
+        if item in self:
+            return self
+        if self.hi == self.lo:  # no run: start one (items made ready one by one mostly come in order)
+            return ReadySet(item, item + 1, self.extra)
+        if item == self.hi:
+            return ReadySet(self.lo, self.hi + 1, self.extra)
+        if item == self.lo - 1:
+            return ReadySet(item, self.hi, self.extra)
+        return ReadySet(self.lo, self.hi, self.extra.set(item, None))
+
+    def remove(self, item: int) -> ReadySet:
+        if item in self.extra:
+            return ReadySet(self.lo, self.hi, self.extra.delete(item))
+        if not self.lo <= item < self.hi:
+            return self
+        if item == self.lo:
+            return ReadySet(self.lo + 1, self.hi, self.extra)
+        if item == self.hi - 1:
+            return ReadySet(self.lo, self.hi - 1, self.extra)
+        # Out of the middle of the run (rare: a skip or a cancel): the rest of the run becomes sparse.
+        extra = self.extra.update({i: None for i in range(self.lo, self.hi) if i != item})
+        return ReadySet(0, 0, extra)
+
+    def take(self, n: int) -> tuple[list[int], ReadySet]:
+        """The first ``n`` items and what remains: the sparse ones first (retries that came due, items whose
+        upstream item just finished: they have waited longest), then the run, ascending."""
+        picked: list[int] = []
+        extra = self.extra
+        for item in self.extra:
+            if len(picked) >= n:
+                break
+            picked.append(item)
+            extra = extra.delete(item)
+        from_run = min(n - len(picked), self.hi - self.lo)
+        picked.extend(range(self.lo, self.lo + from_run))
+        return picked, ReadySet(self.lo + from_run, self.hi, extra)
+
+    def items(self) -> list[int]:
+        return [*range(self.lo, self.hi), *sorted(self.extra)]
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutList:
+    """The list a ``for_each`` iterates over, held in blocks of ``block`` items that may be loaded one by one
+    (a 100,000-item list is not read to dispatch one task)."""
+
+    total: int
+    block: int
+    blocks: Map[int, tuple[Any, ...]] = field(default_factory=Map)
+
+    @classmethod
+    def whole(cls, values: tuple[Any, ...], block: int) -> FanoutList:
+        chunks = {b: tuple(values[b * block : (b + 1) * block]) for b in range((len(values) + block - 1) // block)}
+        return cls(len(values), block, Map(chunks))
+
+    def __len__(self) -> int:
+        return self.total
+
+    def item(self, key: str, index: int) -> Any:
+        chunk = self.blocks.get(index // self.block)
+        if chunk is None:
+            raise MissingData(items=frozenset({(key, index // self.block)}))
+        return chunk[index % self.block]
+
+
 _T = TypeVar("_T", "Task", "StageState")
-_FIELDS: dict[type, tuple[str, ...]] = {}
-_new = object.__new__
-_set = object.__setattr__
+_EVOLVERS: dict[type, Any] = {}
+
+
+def _evolver(cls: type) -> Any:
+    """A function that copies an instance of ``cls`` with some fields changed, written out field by field for
+    that class (no loop, no lookups by name): ``evolve`` runs twice per dispatched task."""
+    names = tuple(f.name for f in fields(cls))
+    lines = [f"    _set(new, {n!r}, changes.pop({n!r}) if {n!r} in changes else obj.{n})" for n in names]
+    source = "\n".join(
+        [
+            "def evolve(obj, changes):",
+            "    new = _new(cls)",
+            *lines,
+            "    if changes:",
+            "        raise TypeError(f'{cls.__name__} has no field(s) {sorted(changes)}')",
+            "    return new",
+        ]
+    )
+    namespace: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "cls": cls}
+    exec(source, namespace)  # generated from the dataclass's own field names, nothing else
+    return namespace["evolve"]
 
 
 def evolve(obj: _T, **changes: Any) -> _T:
-    """``dataclasses.replace`` for the engine's hot path (a task changes twice per dispatch): the same result,
-    without re-running ``__init__`` and its per-field checks, about twice as fast."""
+    """``dataclasses.replace`` for the engine's hot path: the same result, without re-running ``__init__`` and
+    its per-field checks (about twice as fast)."""
     cls = type(obj)
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
-    unknown = changes.keys() - names
-    if unknown:
-        raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
-    new = _new(cls)
-    for name in names:
-        _set(new, name, changes[name] if name in changes else getattr(obj, name))
-    return new
+    fn = _EVOLVERS.get(cls)
+    if fn is None:
+        fn = _EVOLVERS[cls] = _evolver(cls)
+    result: _T = fn(obj, changes)
+    return result
 
 
 TaskKey = tuple[str, int]
@@ -142,11 +257,15 @@ Tasks = Map[str, Map[int, Task]]
 
 @dataclass(frozen=True, slots=True)
 class RequestState:
-    """Everything the engine knows about one request.
+    """What the engine knows about one request: everything, or (loaded from a store) the head and the task
+    blocks a decision needed.
 
-        ``items``, ``ready``, ``retry_due`` and ``running`` are indexes derived from the tasks (rebuilt on
-        load, never persisted); ``changed`` names the tasks changed since the last commit (persistence writes
-    what holds them).
+    ``partial`` names the fanned-out stages not wholly loaded, with the blocks of them that are; a decision that
+    needs more raises ``MissingData``. ``ready`` (persisted) says what may be dispatched; ``retry_due`` indexes
+    the *loaded* tasks' retries and ``running`` the deadlines of single-task stages' running tasks (the
+    fanned-out stages' ``deadline_floor`` and ``retry_blocks`` speak for the rest: a tick whose floor passed
+    loads and scans the stage); ``changed`` names the task blocks changed since the last commit (persistence
+    writes what holds them).
     """
 
     request_id: str
@@ -164,14 +283,20 @@ class RequestState:
     final: Any = None
     stages: Map[str, StageState] = field(default_factory=Map)
     tasks: Tasks = field(default_factory=Map)
-    items: Map[str, tuple[Any, ...]] = field(default_factory=Map)
-    ready: Map[str, Map[int, None]] = field(default_factory=Map)
+    items: Map[str, FanoutList] = field(default_factory=Map)
+    ready: Map[str, ReadySet] = field(default_factory=Map)
     retry_due: Map[TaskKey, float] = field(default_factory=Map)
     running: Map[TaskKey, float] = field(default_factory=Map)
     earliest_deadline: float | None = None
     changed: Map[TaskKey, None] = field(default_factory=Map)
     """(stage, block) of every task changed since the last commit, block = item // the engine's
     ``change_block`` (1 unless the persistence groups tasks)."""
+    partial: Map[str, Map[int, None]] = field(default_factory=Map)
+    """Fanned-out stages of which only some task blocks are loaded: stage -> the loaded blocks."""
+    unsent: Map[str, ReadySet] = field(default_factory=Map)
+    """The outbox: tasks dispatched (committed RUNNING) whose invocation has not been recorded as sent
+    (``Sent``). A new holder of the request sends them again (``Resend``), so a dispatch interrupted by a crash
+    or handed to a continuation is never lost."""
     input_ref: str | None = None
     """Where a large input is stored once (``metadata/input.json``): tasks then carry ``{"$ref": key}`` as
     their request instead of a copy each (see persistence.INPUT_INLINE_LIMIT)."""
@@ -234,7 +359,20 @@ class Cancel:
     reason: str = "cancelled by user"
 
 
-Event = Start | TaskSucceeded | TaskFailed | Tick | Resume | Cancel
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The invocations of these tasks ``(stage, item)`` were sent: they leave the outbox."""
+
+    tasks: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """A new holder of the request: send again what the outbox still holds (its sender died, or handed the rest
+    of a large dispatch to a continuation, before recording it as sent)."""
+
+
+Event = Start | TaskSucceeded | TaskFailed | Tick | Resume | Cancel | Sent | Resend
 
 
 # ---- commands -----------------------------------------------------------------------------------------

@@ -26,12 +26,14 @@ from fave_shared.errors import (
 __all__ = [
     "MAX_ASYNC_PAYLOAD_BYTES",
     "MAX_SYNC_PAYLOAD_BYTES",
+    "EncodedPayload",
     "FunctionNotFoundError",
     "InvokeResult",
     "Invoker",
     "RetryableInvocationError",
     "TerminalInvocationError",
     "encode_payload",
+    "payload_json",
 ]
 
 #: Lambda's limit on a synchronous (RequestResponse) request and response payload: 6 MB.
@@ -104,14 +106,37 @@ class Invoker(Protocol):
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def payload_json(payload: Any) -> bytes:
+    """An invocation payload as the JSON bytes an invoker sends (compact, UTF-8). Raises ``TypeError`` or
+    ``ValueError`` if it is not JSON data."""
+    return _ENCODER.encode(payload).encode()
+
+
+class EncodedPayload(dict[str, Any]):
+    """An invocation payload that carries its JSON bytes, encoded once when it is built.
+
+    The orchestrator needs each dispatched task's payload as JSON twice: to decide whether its input travels
+    by reference, and to send it. ``encode_payload`` returns ``data`` instead of encoding it again. It is a
+    dict like any other payload (invokers, fault keys and tests read it); never change one once built, its
+    bytes would no longer match. Raises like ``payload_json``.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        super().__init__(payload)
+        self.data = payload_json(payload)
+
+
 def encode_payload(payload: Any, limit: int) -> bytes:
-    """Serialise an invocation payload to JSON bytes and enforce Lambda's size limit.
+    """Serialise an invocation payload to JSON bytes (an ``EncodedPayload``'s own) and enforce Lambda's size
+    limit.
 
     Raises ``ValidationError`` before anything is sent, like Lambda's InvalidRequestContentException and
     RequestTooLargeException.
     """
     try:
-        data = _ENCODER.encode(payload).encode()
+        data = payload.data if type(payload) is EncodedPayload else payload_json(payload)
     except (TypeError, ValueError) as e:
         raise ValidationError(f"invocation payload is not JSON-serialisable: {e}") from e
     if len(data) > limit:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fave_shared.errors import ValidationError
 from fave_shared.store import ObjectStore, open_store
 
 from fave.core.dag import Pipeline
 from fave.core.model import Notify, RequestState
-from fave.local.faults import FaultPlan, FaultSpec, FaultyStore, plan_from
 from fave.local.template import template_functions
 from fave.pipeline import load_pipeline
 from fave.service import Orchestrator
+
+if TYPE_CHECKING:
+    from fave.local.faults import FaultPlan, FaultSpec
 
 DEFAULT_STORE = "fave-artifacts"
 DEFAULT_PIPELINE = "pipeline.yaml"
@@ -62,13 +64,15 @@ def local_orchestrator(
     crash points (``fault_plan(orchestrator)`` returns the plan); otherwise nothing is wrapped.
     """
     from fave.local.runtime import LocalRuntime
-    from fave.local.template import load_template
+    from fave.local.template import load_template_once
 
     if not isinstance(pipeline, Pipeline):
         pipeline = load_local_pipeline(pipeline)
-    template = load_template(pipeline.template_path)
-    plan = faults if isinstance(faults, FaultPlan) else plan_from(faults)
+    template = load_template_once(pipeline.template_path)
+    plan = _plan(faults)
     if plan is not None and plan.spec.crash_after_effect > 0:
+        from fave.local.faults import FaultyStore
+
         store = FaultyStore(store, plan)
     orchestrator = Orchestrator(pipeline, store, on_notify=on_notify)
     destinations: set[str] = set()
@@ -89,7 +93,23 @@ def local_orchestrator(
     return orchestrator
 
 
+def _plan(faults: FaultPlan | FaultSpec | str | None) -> FaultPlan | None:
+    if faults is None and _FAULTS_VAR not in os.environ:
+        return None  # the usual case: fave.local.faults is not even imported
+    from fave.local.faults import FaultPlan, plan_from
+
+    return faults if isinstance(faults, FaultPlan) else plan_from(faults)
+
+
+#: ``fave.local.faults.ENV_VAR``, spelled here so that a run without faults need not import that module.
+_FAULTS_VAR = "FAVE_FAULTS"
+
+
 def fault_plan(orchestrator: Orchestrator) -> FaultPlan | None:
     """The fault plan a ``local_orchestrator`` applies (None when no fault is injected)."""
     plan = getattr(orchestrator.invoker, "faults", None)
+    if plan is None:
+        return None
+    from fave.local.faults import FaultPlan
+
     return plan if isinstance(plan, FaultPlan) else None

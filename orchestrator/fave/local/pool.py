@@ -20,6 +20,7 @@ for busy cores. A pool whose scale-up was refused is asked again as soon as a sl
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -145,6 +146,24 @@ class CoreGate:
 def _scale_up(pools: list[ScalesUp]) -> None:
     for pool in pools:
         pool.scale_up()
+
+
+class _Watch:
+    """The timeout watchdog of one thread-isolation slot: one timer entry per busy slot, not per invocation.
+
+    The slot records each invocation it starts in ``current`` (no lock); the entry, armed at the first one's
+    deadline, looks at whatever runs when it fires: past its deadline, it is timed out; still within it, the
+    entry is set again for that deadline; nothing running, the watchdog disarms and the slot's next invocation
+    arms it again. ``armed`` changes only under the pool's lock.
+    """
+
+    __slots__ = ("armed", "check", "current", "thread")
+
+    def __init__(self, pool: FunctionPool) -> None:
+        self.current: tuple[Invocation, float] | None = None
+        self.armed = False
+        self.thread = threading.current_thread()
+        self.check: Callable[[], None] = functools.partial(pool._watchdog, self)
 
 
 class FunctionPool:
@@ -274,6 +293,7 @@ class FunctionPool:
     def _slot(self, warm: bool = False) -> None:
         environment: ProcessEnvironment | None = None
         abandoned = False
+        watch = _Watch(self) if self._threads_mode else None
         try:
             if warm:
                 # Still "starting" meanwhile: an invocation arriving now waits for this environment.
@@ -288,8 +308,8 @@ class FunctionPool:
                     if invocation.stale():
                         if self._running.pop(id(invocation), None) is not None:
                             invocation.expire()
-                    elif self._threads_mode:
-                        if not self._run_in_thread(invocation):
+                    elif watch is not None:
+                        if not self._run_in_thread(invocation, watch):
                             abandoned = True  # timed out: a replacement slot took its place
                             return
                     else:
@@ -396,15 +416,19 @@ class FunctionPool:
 
     # -- thread isolation ---------------------------------------------------------------------------------
 
-    def _run_in_thread(self, invocation: Invocation) -> bool:
+    def _run_in_thread(self, invocation: Invocation, watch: _Watch) -> bool:
         """Run in this slot thread; False if the invocation timed out meanwhile (the slot is abandoned)."""
         handler = self._thread_handler(invocation.request_id)
         if isinstance(handler, Outcome):
             self._finish(invocation, handler)
             return True
         deadline = time.monotonic() + self._timeout
-        thread = threading.current_thread()
-        entry = self._timer.call_at(deadline, lambda: self._thread_timed_out(invocation, thread))
+        watch.current = (invocation, deadline)
+        if not watch.armed:  # the first invocation since the slot went idle: set its watchdog
+            with self._lock:
+                if not watch.armed:
+                    watch.armed = True
+                    self._timer.call_at(deadline, watch.check)
         context = LambdaContext(invocation.request_id, deadline, self._thread_context)
         try:
             ok, body = run_handler(handler, invocation.payload, context)
@@ -413,23 +437,27 @@ class FunctionPool:
             outcome = exit_outcome(invocation.request_id, code)
         else:
             outcome = Outcome(body, error=not ok)
-        Timer.cancel(entry)
         return self._finish(invocation, outcome)
 
-    def _thread_timed_out(self, invocation: Invocation, thread: threading.Thread) -> None:
-        # Runs on the timer thread. A thread cannot be killed: the handler keeps running in its slot
-        # thread, which stops counting against the limit (and is not waited for by close) and exits when
-        # the handler returns.
+    def _watchdog(self, watch: _Watch) -> None:
+        """The timer's check of one thread slot (see ``_Watch``): time out its invocation if it is past its
+        deadline, else look again at that deadline; disarm once the slot has nothing in flight."""
         with self._lock:
-            if self._running.pop(id(invocation), None) is None:
-                return  # finished in time
-            self._threads.discard(thread)
-            counts = self._counts
-            counts["invocations"] += 1
-            counts["errors"] += 1
-            counts["timeouts"] += 1
-            self._slots -= 1
-            start = self._need_slot()
+            current = watch.current
+            if current is None or self._running.get(id(current[0])) is not current[0]:
+                watch.armed = False
+                if watch.current is not current:
+                    # The slot started another invocation after ``current`` was read, and saw us armed.
+                    watch.armed = True
+                    self._timer.call_at(time.monotonic(), watch.check)
+                return
+            invocation, deadline = current
+            if time.monotonic() < deadline:
+                self._timer.call_at(deadline, watch.check)
+                return
+            start = self._thread_timed_out(invocation, watch.thread)
+        # A thread cannot be killed: the handler keeps running in its slot thread, which no longer counts
+        # against the limit (nor is waited for by close) and exits when the handler returns.
         log.warning(
             "%s timed out after %ss in thread isolation; its thread keeps running until the handler returns",
             self.spec.logical_id,
@@ -438,6 +466,17 @@ class FunctionPool:
         if start:
             self._start_slot()
         invocation.finish(timeout_outcome(invocation.request_id, self._timeout))
+
+    def _thread_timed_out(self, invocation: Invocation, thread: threading.Thread) -> bool:
+        """Claim a timed-out invocation and give up its slot (lock held); True if a replacement must start."""
+        del self._running[id(invocation)]
+        self._threads.discard(thread)
+        counts = self._counts
+        counts["invocations"] += 1
+        counts["errors"] += 1
+        counts["timeouts"] += 1
+        self._slots -= 1
+        return self._need_slot()
 
     def _thread_handler(self, request_id: str) -> Handler | Outcome:
         """The handler (imported once, on first use: the cold start) or the init error to report."""

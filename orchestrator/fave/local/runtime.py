@@ -41,7 +41,9 @@ the caller right after an invoke.
 Destinations: if ``destination_handlers`` has the destination's logical id, that callable receives the
 envelope dict (how an in-process orchestrator driver receives fan-in events); otherwise the destination
 function is invoked asynchronously with the envelope as its event. Callables are called from runtime
-threads, concurrently, and must be thread-safe and quick (e.g. put the envelope on a ``queue.Queue``).
+threads, concurrently, and must be thread-safe and quick (e.g. put the envelope on a ``queue.Queue``). An SQS
+destination (template.yaml's ``CompletionsQueue``) is a ``fave.local.queues.LocalQueue``'s ``send_record``:
+the record's JSON becomes a message, which the queue's event source mapping hands on in batches.
 """
 
 from __future__ import annotations
@@ -257,6 +259,12 @@ class LocalRuntime:
     def stats(self) -> dict[str, FunctionStats]:
         """Per function: invocations (attempts), cold_starts, timeouts, errors, async_retries."""
         return {lid: pool.stats() for lid, pool in self._pools.items()}
+
+    def timer_stats(self) -> dict[str, int]:
+        """The runtime's timer (async retries, thread-isolation watchdogs): ``scheduled`` callbacks since it
+        started and entries ``held`` now. A busy thread slot schedules one watchdog per timeout period,
+        however many invocations it runs."""
+        return {"scheduled": self._timer.scheduled, "held": self._timer.size()}
 
     def environment_pids(self) -> dict[str, list[int]]:
         """Per function, the process ids of its live worker processes."""

@@ -1,9 +1,10 @@
 """Read an AWS SAM ``template.yaml`` into what the local runtime needs to run its functions.
 
 Only the parts that change how a function runs are read: handler, code folder, layers, timeout, memory,
-environment, asynchronous invocation settings (retries, event age, destinations), reserved concurrency and
-a fave-only ``Metadata: {FaveLocal: {Isolation: thread}}`` switch. Everything else (policies, events,
-outputs) is left to SAM/CloudFormation.
+environment, asynchronous invocation settings (retries, event age, destinations), reserved concurrency, its
+SQS event sources (``Events: {Type: SQS}``, for ``fave.local.queues``), the SQS queues (visibility timeout,
+redrive policy) and a fave-only ``Metadata: {FaveLocal: {Isolation: thread}}`` switch. Everything else
+(policies, other events, outputs) is left to SAM/CloudFormation.
 
 CloudFormation short tags (``!Ref``, ``!GetAtt``, ``!Sub`` ...) are read as their long forms
 (``{"Ref": ...}``, ``{"Fn::GetAtt": [...]}``), so the rest of the code sees one shape. Intrinsics are
@@ -15,8 +16,10 @@ resolved (``!Ref Bucket``) is left out of ``FunctionSpec.environment`` and named
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +36,13 @@ __all__ = [
     "CfnLoader",
     "EventInvokeConfig",
     "FunctionSpec",
+    "QueueSpec",
+    "SqsEventSource",
     "Template",
     "load_template",
+    "load_template_once",
     "load_yaml",
+    "template_functions",
 ]
 
 #: The account id the local runtime pretends to run in (ARNs, ``AWS::AccountId``).
@@ -48,6 +55,7 @@ MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10240
 
 _FUNCTION_TYPE = "AWS::Serverless::Function"
 _LAYER_TYPES = ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
+_QUEUE_TYPE = "AWS::SQS::Queue"
 
 # ---------------------------------------------------------------------------------------------------------
 # YAML with CloudFormation short tags
@@ -128,6 +136,36 @@ class EventInvokeConfig:
 
 
 @dataclass(frozen=True)
+class SqsEventSource:
+    """A function's SQS event (SAM ``Events: {NAME: {Type: SQS}}``: an event source mapping), with Lambda's
+    defaults. ``queue`` is the queue's logical id (from ``!GetAtt Q.Arn`` or ``!Ref Q``), or its ARN as written.
+    """
+
+    name: str
+    queue: str
+    batch_size: int = 10
+    batching_window_s: int = 0
+    report_batch_item_failures: bool = False
+    #: ``ScalingConfig.MaximumConcurrency``: at most this many batches at once (None: Lambda scales freely).
+    maximum_concurrency: int | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """An ``AWS::SQS::Queue``: what changes how its messages are delivered (SQS's defaults otherwise).
+
+    ``dead_letter_queue`` is the logical id (or the ARN as written) its ``RedrivePolicy`` names; a message
+    received ``max_receive_count`` times without being deleted goes there.
+    """
+
+    logical_id: str
+    visibility_timeout_s: int = 30
+    max_receive_count: int | None = None
+    dead_letter_queue: str | None = None
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     """One ``AWS::Serverless::Function`` with Globals merged in, ready to run locally."""
 
@@ -145,6 +183,7 @@ class FunctionSpec:
     reserved_concurrency: int | None = None
     package_type: Literal["Zip", "Image"] = "Zip"
     local_isolation: Literal["process", "thread"] = "process"
+    event_sources: tuple[SqsEventSource, ...] = ()
 
     @property
     def python_path(self) -> tuple[Path, ...]:
@@ -166,6 +205,7 @@ class Template:
     layers: Mapping[str, Path] = field(default_factory=dict)
     parameters: Mapping[str, str] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
+    queues: Mapping[str, QueueSpec] = field(default_factory=dict)
 
     def function(self, logical_id: str) -> FunctionSpec:
         """The function with this logical id; ``NotFoundError`` if the template has none."""
@@ -175,6 +215,15 @@ class Template:
             raise NotFoundError(
                 f"{self.path}: no AWS::Serverless::Function {logical_id!r} "
                 f"(functions: {', '.join(sorted(self.functions)) or 'none'})"
+            ) from None
+
+    def queue(self, logical_id: str) -> QueueSpec:
+        """The SQS queue with this logical id; ``NotFoundError`` if the template has none."""
+        try:
+            return self.queues[logical_id]
+        except KeyError:
+            raise NotFoundError(
+                f"{self.path}: no AWS::SQS::Queue {logical_id!r} (queues: {', '.join(sorted(self.queues)) or 'none'})"
             ) from None
 
 
@@ -207,7 +256,33 @@ def load_template(
 
 def template_functions(path: Path) -> frozenset[str]:
     """The function logical ids of the SAM template at ``path`` (what ``fave.pipeline.load_pipeline`` needs)."""
-    return frozenset(load_template(path).functions)
+    return frozenset(load_template_once(path).functions)
+
+
+_loaded: dict[tuple[Path, int, int, str], Template] = {}
+_loaded_lock = threading.Lock()
+
+
+def load_template_once(path: str | os.PathLike[str]) -> Template:
+    """``load_template(path)``, read once per process while the file is unchanged (same size and mtime).
+
+    ``fave run`` needs a template twice, for the pipeline's function ids and for the runtime; parsing the
+    bundled template.yaml with the hardened YAML loader takes ~30 ms. The result is shared: read-only."""
+    file = Path(path).resolve()
+    try:
+        stat = file.stat()
+    except OSError:
+        return load_template(file)  # let it say why
+    key = (file, stat.st_mtime_ns, stat.st_size, _default_region())
+    with _loaded_lock:
+        template = _loaded.get(key)
+    if template is None:
+        template = load_template(file)
+        with _loaded_lock:
+            if len(_loaded) >= 8:
+                _loaded.clear()
+            _loaded[key] = template
+    return template
 
 
 def _default_region() -> str:
@@ -247,15 +322,19 @@ class _Reader:
         if not isinstance(function_globals, dict):
             raise self.fail("Globals.Function", "must be a mapping")
         functions: dict[str, FunctionSpec] = {}
+        queues: dict[str, QueueSpec] = {}
         for lid, res in self.resources.items():
             if isinstance(res, dict) and res.get("Type") == _FUNCTION_TYPE:
                 functions[lid] = self._function(lid, res, function_globals, layers)
+            elif isinstance(res, dict) and res.get("Type") == _QUEUE_TYPE:
+                queues[lid] = self._queue(lid, res)
         return Template(
             path=self.file,
             functions=MappingProxyType(functions),
             layers=MappingProxyType({k: v for k, v in layers.items() if v is not None}),
             parameters=MappingProxyType(dict(self.parameters)),
             raw=self.doc,
+            queues=MappingProxyType(queues),
         )
 
     # -- parameters and intrinsics ------------------------------------------------------------------------
@@ -447,6 +526,7 @@ class _Reader:
             ),
             package_type="Image" if package_type == "Image" else "Zip",
             local_isolation=self._isolation(lid, metadata),
+            event_sources=self._event_sources(lid, props.get("Events")),
         )
 
     def _required_text(self, lid: str, props: dict[str, Any], key: str) -> str:
@@ -493,7 +573,9 @@ class _Reader:
         return command[0], code_dir
 
     def _int(self, lid: str, props: dict[str, Any], key: str, *, default: int, low: int, high: int) -> int:
-        raw = props.get(key)
+        return self._int_at(f"function {lid}: {key}", props.get(key), default=default, low=low, high=high)
+
+    def _int_at(self, where: str, raw: Any, *, default: int, low: int, high: int) -> int:
         if raw is None:
             return default
         text = self.resolve(raw)
@@ -502,10 +584,100 @@ class _Reader:
                 raise ValueError
             value = int(text)
         except ValueError:
-            raise self.fail(f"function {lid}: {key}", f"must be an integer, got {raw!r}") from None
+            raise self.fail(where, f"must be an integer, got {raw!r}") from None
         if not low <= value <= high:
-            raise self.fail(f"function {lid}: {key}", f"must be between {low} and {high}, got {value}")
+            raise self.fail(where, f"must be between {low} and {high}, got {value}")
         return value
+
+    # -- SQS: queues and event source mappings ---------------------------------------------------------------
+
+    def _event_sources(self, lid: str, events: Any) -> tuple[SqsEventSource, ...]:
+        """The function's ``Type: SQS`` events (other event types are left to SAM)."""
+        if events is None:
+            return ()
+        if not isinstance(events, dict):
+            raise self.fail(f"function {lid}: Events", "must be a mapping")
+        sources = []
+        for name, event in events.items():
+            if isinstance(event, dict) and event.get("Type") == "SQS":
+                sources.append(self._sqs_event(f"function {lid}: Events.{name}", str(name), event.get("Properties")))
+        return tuple(sources)
+
+    def _sqs_event(self, where: str, name: str, props: Any) -> SqsEventSource:
+        if not isinstance(props, dict):
+            raise self.fail(where, "Properties must be a mapping")
+        queue = self._target_id(props.get("Queue"))
+        if queue is None:
+            raise self.fail(
+                f"{where}.Queue", f"must name a queue (!GetAtt Queue.Arn or an ARN), got {props.get('Queue')!r}"
+            )
+        # Lambda's limits for a standard queue; a batch over 10 needs a batching window.
+        batch = self._int_at(f"{where}.BatchSize", props.get("BatchSize"), default=10, low=1, high=10_000)
+        window = self._int_at(
+            f"{where}.MaximumBatchingWindowInSeconds",
+            props.get("MaximumBatchingWindowInSeconds"),
+            default=0,
+            low=0,
+            high=300,
+        )
+        if batch > 10 and window < 1:
+            raise self.fail(f"{where}.MaximumBatchingWindowInSeconds", f"must be at least 1 with BatchSize {batch}")
+        types = props.get("FunctionResponseTypes") or []
+        if not isinstance(types, list) or any(t != "ReportBatchItemFailures" for t in types):
+            raise self.fail(f"{where}.FunctionResponseTypes", f"must be [ReportBatchItemFailures] or [], got {types!r}")
+        scaling = props.get("ScalingConfig")
+        concurrency = None
+        if scaling is not None:
+            raw = scaling.get("MaximumConcurrency") if isinstance(scaling, dict) else scaling
+            where_scaling = f"{where}.ScalingConfig.MaximumConcurrency"
+            concurrency = self._int_at(where_scaling, raw, default=1000, low=2, high=1000)
+        enabled = props.get("Enabled", True)
+        if not isinstance(enabled, bool):
+            raise self.fail(f"{where}.Enabled", f"must be true or false, got {enabled!r}")
+        return SqsEventSource(
+            name=name,
+            queue=queue,
+            batch_size=batch,
+            batching_window_s=window,
+            report_batch_item_failures=bool(types),
+            maximum_concurrency=concurrency,
+            enabled=enabled,
+        )
+
+    def _queue(self, lid: str, res: dict[str, Any]) -> QueueSpec:
+        props = res.get("Properties") or {}
+        if not isinstance(props, dict):
+            raise self.fail(f"queue {lid}", "Properties must be a mapping")
+        visibility = self._int_at(
+            f"queue {lid}: VisibilityTimeout", props.get("VisibilityTimeout"), default=30, low=0, high=43_200
+        )
+        redrive = self.choose(props.get("RedrivePolicy"))
+        if isinstance(redrive, str):  # CloudFormation also takes the policy as JSON text
+            try:
+                redrive = json.loads(redrive)
+            except ValueError:
+                raise self.fail(f"queue {lid}: RedrivePolicy", "is text but not JSON") from None
+        if redrive is None or redrive == _NO_VALUE:
+            return QueueSpec(lid, visibility)
+        if not isinstance(redrive, dict):
+            raise self.fail(f"queue {lid}: RedrivePolicy", f"must be a mapping, got {redrive!r}")
+        target = self._target_id(redrive.get("deadLetterTargetArn"))
+        if target is None:
+            raise self.fail(f"queue {lid}: RedrivePolicy.deadLetterTargetArn", "must name a queue")
+        count = self._int_at(
+            f"queue {lid}: RedrivePolicy.maxReceiveCount", redrive.get("maxReceiveCount"), default=0, low=1, high=1000
+        )
+        return QueueSpec(lid, visibility, max_receive_count=count, dead_letter_queue=target)
+
+    def _target_id(self, value: Any) -> str | None:
+        """The logical id that ``!GetAtt X.Arn`` / ``!Ref X`` / ``!Sub "${X.Arn}"`` names, else the text of an
+        ARN as written (None if neither)."""
+        value = self.choose(value)
+        if isinstance(value, dict):
+            target = _intrinsic_target(value)
+            if target is not None:
+                return target
+        return self.resolve(value) if value is not None and value != _NO_VALUE else None
 
     def _environment(self, lid: str, env: Any) -> tuple[dict[str, str], tuple[str, ...]]:
         variables = env.get("Variables") if isinstance(env, dict) else None

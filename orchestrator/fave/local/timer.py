@@ -34,6 +34,7 @@ class Timer:
         self._thread: threading.Thread | None = None
         self._sleeping_until = math.inf
         self._closed = False
+        self._scheduled = 0
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerEntry:
         """Schedule ``callback``; keep the returned entry to ``cancel`` it. Ignored once closed."""
@@ -41,6 +42,7 @@ class Timer:
         with self._lock:
             if self._closed:
                 return entry
+            self._scheduled += 1
             heap = self._heap
             while heap and heap[0][2] is None:  # drop cancelled entries as we go, keeping the heap small
                 heapq.heappop(heap)
@@ -51,6 +53,16 @@ class Timer:
             elif when < self._sleeping_until:
                 self._cond.notify()
         return entry
+
+    def size(self) -> int:
+        """Entries held, cancelled ones included until they are dropped: what the timer costs in memory."""
+        with self._lock:
+            return len(self._heap)
+
+    @property
+    def scheduled(self) -> int:
+        """Callbacks scheduled since the timer was made (diagnostics: what its users cost it)."""
+        return self._scheduled
 
     @staticmethod
     def cancel(entry: TimerEntry) -> None:

@@ -7,7 +7,7 @@ from fave.keys import inbox_prefix, lease_key, state_key
 from fave.lease import Leases
 from fave.persistence import read_stage_tasks
 from fave_shared.schemas import TaskRef
-from support.app_lambda import OrchestratorLambda
+from support.app_lambda import TERMINAL, OrchestratorLambda
 from support.demo import TEXT
 from support.events import destination_event, tick_event
 from support.tiers import Tier
@@ -33,6 +33,31 @@ def test_every_destination_delivered_twice_still_fans_in_exactly_once(orchestrat
     assert lam.invocations("ShoutFunction") == len(WORDS)
     assert lam.invocations("MeasureFunction") == len(WORDS)  # a duplicate never dispatched the next item twice
     assert lam.invocations("JoinFunction") == 1  # the fan-in ran once
+    assert lam.sqs_records == 2 * 2 * len(WORDS)  # every completion of both stages arrived twice, through SQS
+
+
+def test_a_burst_of_completions_is_applied_in_fewer_invocations_than_completions(
+    orchestrator_lambda: OrchestratorLambda,
+) -> None:
+    """Completions that reach CompletionsQueue together are applied by one orchestrator invocation: here every
+    completion a step's dispatches produce is held until all of them have arrived, then released at once."""
+    lam = orchestrator_lambda
+    lam.hold()
+    words = ["one", "two", "three", "four", "five", "six"]
+    request_id = start(lam, " ".join(words))
+    released = bursts = 0
+    while lam.status(request_id)["status"] not in TERMINAL:
+        dispatched = lam.invocations("ShoutFunction") + lam.invocations("MeasureFunction")
+        burst = lam.take(max(1, dispatched - released))
+        lam.release(burst)
+        lam.settle()  # the batch is applied; its step dispatched the next tasks
+        released += len(burst)
+        bursts += 1
+    doc = lam.status(request_id)
+    assert doc["status"] == "COMPLETED", doc
+    assert doc["final"]["text"] == " ".join(w.upper() + "!" for w in words)
+    assert released == lam.sqs_records == 2 * len(words)  # a shout and a measure per word
+    assert lam.sqs_invocations == bursts < released  # one invocation per burst, not one per completion
 
 
 def test_sample_destination_events_are_applied_once(orchestrator_lambda: OrchestratorLambda, tier: Tier) -> None:

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from fave.invoke.base import TerminalInvocationError
 from fave.keys import inbox_prefix, lease_key
 from fave.local.template import load_yaml
 from fave_shared.errors import TerminalError
 from support.app_lambda import DEMO_TEMPLATE, OrchestratorLambda
 from support.demo import TEXT
-from support.iam import ORCHESTRATOR, IamStack
+from support.iam import COMPLETIONS, ORCHESTRATOR, IamStack
 from support.sam import translate_many
 from support.tiers import Tier
 
@@ -196,7 +197,8 @@ def test_a_condition_moto_ignores_is_decided_by_the_projects_evaluator(
 def test_a_destination_the_stage_may_not_deliver_is_dropped(
     iam: IamStack, orchestrator_lambda: OrchestratorLambda
 ) -> None:
-    """Lambda delivers a stage's result with the stage's role (SAM grants it InvokeFunction on the orchestrator)."""
+    """Lambda delivers a stage's result with the stage's role: SAM grants it sqs:SendMessage on CompletionsQueue
+    (and nothing on the orchestrator, which it no longer invokes)."""
     lam = orchestrator_lambda
     lam.hold()
     ours = _with_payload({"not": "a stage event"})
@@ -209,9 +211,42 @@ def test_a_destination_the_stage_may_not_deliver_is_dropped(
     iam.use_policies(translated, functions=("ShoutFunction",))
     mark = iam.server.mark()
     lam.runtime.invoke_async("ShoutFunction", {"not": "a stage event"})
-    orchestrator = f"arn:aws:lambda:us-east-1:123456789012:function:{iam.function_names[ORCHESTRATOR]}"
-    assert _wait_for(lambda: refused(iam, mark)) == {("ShoutFunction", "lambda:InvokeFunction", orchestrator)}
+    queue = iam.stack.arn(COMPLETIONS)
+    assert _wait_for(lambda: refused(iam, mark)) == {("ShoutFunction", "sqs:SendMessage", queue)}
     assert held(lam, ours, 0, wait_s=1.0) == []  # dropped
+    with pytest.raises(ClientError, match="AccessDenied"):  # nor may a stage invoke the orchestrator itself
+        iam.client("lambda", "ShoutFunction").invoke(
+            FunctionName=iam.function_names[ORCHESTRATOR], InvocationType="DryRun", Payload=b"{}"
+        )
+
+
+def test_completions_the_orchestrator_may_not_receive_never_arrive(
+    iam: IamStack, orchestrator_lambda: OrchestratorLambda, tier: Tier
+) -> None:
+    """The event source mapping reads CompletionsQueue with the orchestrator's role: without SAM's
+    AWSLambdaSQSQueueExecutionRole (sqs:ReceiveMessage, DeleteMessage, GetQueueAttributes) nothing reaches it."""
+    lam = orchestrator_lambda
+    translated = copy.deepcopy(iam.stack.template)
+    role = translated["Resources"]["OrchestratorFunctionRole"]["Properties"]
+    role["ManagedPolicyArns"] = [arn for arn in role["ManagedPolicyArns"] if "SQSQueueExecutionRole" not in arn]
+    iam.use_policies(translated)
+    mark = iam.server.mark()
+    request_id = start(lam, tier, "one two")
+    queue = iam.stack.arn(COMPLETIONS)
+    receive = (ORCHESTRATOR, "sqs:ReceiveMessage", queue)
+    assert _wait_for(lambda: receive in refused(iam, mark)), refused(iam, mark)
+    lam.settle()
+    assert refused(iam, mark) == {receive}
+    assert lam.sqs_records == 0 and lam.status(request_id)["stages"]["shout"]["succeeded"] == 0
+    attributes = iam.client("sqs").get_queue_attributes(
+        QueueUrl=iam.queue_url(), AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    assert int(attributes["ApproximateNumberOfMessages"]) >= 1  # sent by the shouts, left in the queue
+
+    iam.restore_policies()  # the mapping may read again: its next poll delivers everything waiting
+    iam.poll_completions()
+    assert lam.wait(request_id)["status"] == "COMPLETED"
+    assert lam.sqs_records >= 4  # two shouts and two measures
 
 
 def held(
