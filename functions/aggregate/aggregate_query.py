@@ -78,9 +78,7 @@ STOP_WORDS = frozenset(
 )  # fmt: skip
 
 # "look for" / "looking at" are how people ask; "look" alone stays a word someone may say.
-_STOP_BIGRAMS = frozenset(
-    {("look", "for"), ("looking", "for"), ("look", "at"), ("looking", "at"), ("search", "for")}
-)
+_STOP_BIGRAMS = frozenset({("look", "for"), ("looking", "for"), ("look", "at"), ("looking", "at"), ("search", "for")})
 
 # Single quotes double as apostrophes: inside '...' an apostrophe between letters ("don't") is text.
 _QUOTED = re.compile(r"\"([^\"]*)\"|(?<!\w)'((?:[^']|(?<=\w)'(?=\w))*)'(?!\w)")

@@ -9,13 +9,21 @@ comes from Silero VAD. Cold start is well under a second instead.
 from __future__ import annotations
 
 import json
+import logging
 
 from audio_decode import SAMPLE_RATE_HZ, decode_audio
 from audio_features import onset_times, rms_db
-from audio_vad import VadParams, speech_probabilities, speech_segments
+from audio_vad import VadParams, load_vad, speech_probabilities, speech_segments
 from fave_shared.schemas import StageInput
 from fave_shared.stage import StageContext, stage
 from pydantic import BaseModel, ConfigDict, Field
+
+try:
+    # Init phase: the model is ready before the first invocation (~0.1 s; and in a pre-warmed environment).
+    # A failure here is left for the first invocation to report, as its own error.
+    load_vad(SAMPLE_RATE_HZ)
+except Exception:
+    logging.getLogger(__name__).warning("model not loaded at init", exc_info=True)
 
 
 class AudioConfig(BaseModel):

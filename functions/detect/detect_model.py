@@ -26,6 +26,10 @@ INPUT_SIZE = (300, 300)
 
 Image = npt.NDArray[np.uint8]
 
+# One OpenCV thread: clips run in parallel as environments, each with its own CPU on Lambda, so OpenCV's pool
+# would only share that CPU with itself. On a 300x300 SSD it cost ~15% more CPU for no gain in wall time.
+cv2.setNumThreads(1)
+
 
 @dataclass(frozen=True, slots=True)
 class Detection:

@@ -2,6 +2,8 @@
 
 Writes ``requests/{id}/input/source<ext>`` (the untouched upload) and ``requests/{id}/input/normalized.mp4``
 (H.264 + AAC, height capped, constant frame rate, one keyframe per ``gop_s``), which every later stage reads.
+The same pass finds the scene cuts (``scenes`` in the output) and starts a GOP at each: split uses them
+instead of decoding the video again, and copies the clips that start and end on a keyframe.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ class NormalizeConfig(BaseModel):
     crf: int = Field(23, ge=0, le=51, description="x264 constant rate factor (lower is better quality)")
     preset: str = "veryfast"
     audio_bitrate_kbps: int = Field(128, gt=0, description="AAC bitrate for stereo (mono gets half)")
+    # Split's default too: split takes these cuts when its own threshold is at least this one.
+    scene_threshold: float = Field(
+        10.0, gt=0, le=100, description="scdet score (0-100) of a scene cut, reported and given a keyframe"
+    )
 
     @model_validator(mode="after")
     def _even_height(self) -> NormalizeConfig:
@@ -66,11 +72,20 @@ class NormalizedOut(BaseModel):
     size_bytes: int
 
 
+class ScenesOut(BaseModel):
+    """Scene cuts of the normalized video (scdet on its pictures, while encoding them); each is a keyframe."""
+
+    threshold: float = Field(description="scdet score a cut reaches: every frame scoring this or more is listed")
+    cuts_s: list[float] = Field(description="time of each cut's first frame, seconds")
+    cut_scores: list[float] = Field(description="scdet score of each cut")
+
+
 class NormalizeOutput(BaseModel):
     video_key: str
     source_key: str
     probe: ProbeOut
     normalized: NormalizedOut
+    scenes: ScenesOut
 
 
 @stage(NormalizeInput)
@@ -104,6 +119,7 @@ def handler(inp: NormalizeInput, ctx: StageContext) -> NormalizeOutput:
         crf=cfg.crf,
         preset=cfg.preset,
         audio_bitrate_kbps=cfg.audio_bitrate_kbps,
+        scene_threshold=cfg.scene_threshold,
     )
     local_out = ctx.tmp / "normalized.mp4"
     result = transcode(
@@ -123,4 +139,9 @@ def handler(inp: NormalizeInput, ctx: StageContext) -> NormalizeOutput:
         # Some containers (live-recorded WebM/MKV) declare no duration: report what was decoded instead.
         probe=ProbeOut(**{**info.as_dict(), "duration_s": info.duration_s or result.duration_s}),
         normalized=NormalizedOut(**result.as_dict()),
+        scenes=ScenesOut(
+            threshold=cfg.scene_threshold,
+            cuts_s=[round(t, 6) for t, _ in result.scene_cuts],
+            cut_scores=[round(score, 3) for _, score in result.scene_cuts],
+        ),
     )

@@ -1,8 +1,12 @@
-"""Cut the normalized video into clip files in one decode pass, re-encoding for frame-exact boundaries.
+"""Cut the normalized video into clip files in one pass, frame-exact.
 
-Stream copy can only cut at keyframes; speech-adjusted boundaries fall anywhere, so every clip is
-re-encoded (H.264 + AAC, same fixed GOP as normalize so extract's keyframe-only decode still gets about one
-picture per GOP). Audio is split at the exact sample of each boundary.
+A clip that starts on a keyframe and ends on one (or at the end of the video) gets the normalized video's own
+packets (stream copy: no decode, no encode). Normalize starts a GOP at every scene cut, so this is every
+clip bounded by unmoved scene cuts. Stream copy cannot cut anywhere else: a boundary moved out of speech or
+a split of an over-long scene falls between keyframes, so those clips are decoded and re-encoded (H.264 +
+AAC, same fixed GOP as normalize so extract's keyframe-only decode still gets about one picture per GOP).
+Either way a clip's GOPs start at its first frame. Audio is always re-encoded, split at the exact sample of
+each boundary (an AAC packet is 21 ms: copying it could not be exact).
 """
 
 from __future__ import annotations
@@ -28,25 +32,45 @@ class ClipEncoding:
     audio_bitrate_kbps: int = 128
 
 
-class _ClipWriter:
-    """One open clip file: a video encoder and, if the source has audio, an AAC encoder."""
+def copyable(
+    bounds: Sequence[tuple[float, float]], keyframes_s: Sequence[float], end_s: float, fps: float
+) -> list[bool]:
+    """For each clip, whether it starts on a keyframe and ends on one or at ``end_s`` (within half a frame)."""
+    half = 0.5 / fps
+    keys = sorted(keyframes_s)
 
-    def __init__(self, path: Path, video: Any, audio: Any, enc: ClipEncoding) -> None:
+    def on_keyframe(t: float) -> bool:
+        i = bisect.bisect_left(keys, t - half)
+        return i < len(keys) and keys[i] <= t + half
+
+    return [on_keyframe(a) and (on_keyframe(b) or b >= end_s - half) for a, b in bounds]
+
+
+class _ClipWriter:
+    """One open clip file: video (copied packets, or an encoder) and, if the source has audio, an AAC encoder."""
+
+    def __init__(self, path: Path, video: Any, audio: Any, enc: ClipEncoding, *, copy: bool) -> None:
         self.path = path
         self.out = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
         rate = video.average_rate or Fraction(25)  # normalize wrote constant-rate video: always known
         self.frame_time = Fraction(1) / rate
-        gop = max(1, round(float(rate) * enc.gop_s))
-        self.vout = self.out.add_stream("libx264", rate=rate)
-        self.vout.width = video.codec_context.width
-        self.vout.height = video.codec_context.height
-        self.vout.pix_fmt = "yuv420p"
-        self.vout.codec_context.gop_size = gop
-        self.vout.codec_context.options = {
-            "preset": enc.preset,
-            "crf": str(enc.crf),
-            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
-        }
+        self.copy = copy
+        self.first_pts: int | None = None  # copy: the clip's first packet (a keyframe) is its time 0
+        if copy:
+            self.vout = self.out.add_stream_from_template(video)
+        else:
+            gop = max(1, round(float(rate) * enc.gop_s))
+            self.vout = self.out.add_stream("libx264", rate=rate)
+            self.vout.width = video.codec_context.width
+            self.vout.height = video.codec_context.height
+            self.vout.pix_fmt = "yuv420p"
+            self.vout.codec_context.gop_size = gop
+            self.vout.codec_context.thread_count = 1  # as normalize: more threads cost CPU, not time
+            self.vout.codec_context.options = {
+                "preset": enc.preset,
+                "crf": str(enc.crf),
+                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+            }
         self.frames = 0
         self.aout = None
         self.samples = 0
@@ -55,6 +79,17 @@ class _ClipWriter:
             self.aout = self.out.add_stream("aac", rate=audio.codec_context.sample_rate, layout=layout)
             channels = audio.codec_context.channels
             self.aout.bit_rate = enc.audio_bitrate_kbps * 1000 * min(channels, 2) // 2
+
+    def copy_packet(self, packet: Any) -> None:
+        """Mux one packet of the normalized video as it is, rebased so the clip starts at 0."""
+        if self.first_pts is None:
+            self.first_pts = packet.pts
+        packet.pts -= self.first_pts
+        if packet.dts is not None:
+            packet.dts -= self.first_pts  # may go below 0 for the first packets (B-frames): the muxer allows it
+        packet.stream = self.vout
+        self.frames += 1
+        self.out.mux(packet)
 
     def write_video(self, frame: Any) -> None:
         # Clip-relative timestamps: each clip file starts at 0 like any standalone video.
@@ -76,44 +111,70 @@ class _ClipWriter:
         self.out.mux(self.aout.encode(frame))
 
     def close(self) -> None:
-        self.out.mux(self.vout.encode(None))
+        if not self.copy:
+            self.out.mux(self.vout.encode(None))
         if self.aout is not None:
             self.out.mux(self.aout.encode(None))
         self.out.close()
 
 
 class _Router:
-    """Sends each decoded frame (or the part of an audio frame) to the clip it belongs to."""
+    """Sends each video packet or decoded frame (or the part of an audio frame) to the clip it belongs to."""
 
     def __init__(
         self,
         video: Any,
         audio: Any,
         bounds: Sequence[tuple[float, float]],
+        copy: Sequence[bool],
         *,
         out_dir: Path,
         enc: ClipEncoding,
         on_done: Callable[[int, Path], None],
     ) -> None:
         self.video, self.audio, self.bounds, self.out_dir, self.enc = video, audio, bounds, out_dir, enc
+        self.copy = copy
+        self.decode_video = not all(copy)  # frames are needed only for the clips that are re-encoded
         self.on_done = on_done
         self.starts = [a for a, _ in bounds]
         self.writers: dict[int, _ClipWriter] = {}
         self.finished: set[int] = set()
         self.half_frame = 0.5 / float(video.average_rate)
         self.progress = {"video": 0.0, "audio": 0.0 if audio is not None else float("inf")}
+        self.gop_clip = -1  # the clip of the last keyframe packet: its GOP's packets follow it
 
     def writer(self, i: int) -> _ClipWriter:
         if i not in self.writers:
             path = self.out_dir / f"{i:05d}.mp4"
-            self.writers[i] = _ClipWriter(path, self.video, self.audio, self.enc)
+            self.writers[i] = _ClipWriter(path, self.video, self.audio, self.enc, copy=self.copy[i])
         return self.writers[i]
+
+    def clip_at(self, t: float) -> int:
+        """The clip holding the frame at ``t`` (-1 before the first, len(bounds) after the last)."""
+        i = bisect.bisect_right(self.starts, t + self.half_frame) - 1
+        return i if i < 0 or t < self.bounds[i][1] - self.half_frame else len(self.bounds)
+
+    def video_packet(self, packet: Any) -> None:
+        """Copy the packet to its clip if that clip is copied; decode it if any clip is re-encoded."""
+        if self.decode_video:
+            for frame in packet.decode():  # before the mux below, which takes the packet's data
+                self.video_frame(frame)
+        if packet.pts is None:
+            return  # the demuxer's closing empty packet
+        if packet.is_keyframe:
+            # Closed GOPs, in decode order: every packet up to the next keyframe belongs with this one.
+            self.gop_clip = self.clip_at(float(packet.pts * packet.time_base))
+        i = self.gop_clip
+        if 0 <= i < len(self.bounds) and self.copy[i] and i not in self.finished:
+            self.writer(i).copy_packet(packet)
+        if not self.decode_video and packet.dts is not None:
+            self.progress["video"] = max(self.progress["video"], float(packet.dts * packet.time_base))
 
     def video_frame(self, frame: Any) -> None:
         t = float(frame.time)
         self.progress["video"] = t
-        i = bisect.bisect_right(self.starts, t + self.half_frame) - 1
-        if 0 <= i < len(self.bounds) and t < self.bounds[i][1] - self.half_frame and i not in self.finished:
+        i = self.clip_at(t)
+        if 0 <= i < len(self.bounds) and not self.copy[i] and i not in self.finished:
             self.writer(i).write_video(frame)
 
     def audio_frame(self, frame: Any) -> None:
@@ -156,23 +217,28 @@ def write_clips(
     out_dir: Path,
     enc: ClipEncoding,
     on_done: Callable[[int, Path], None],
+    *,
+    copy: Sequence[bool] | None = None,
 ) -> None:
     """Write clip ``i`` covering ``bounds[i]`` (seconds) to ``out_dir/{i:05d}.mp4``.
 
-    ``on_done(i, path)`` is called as soon as a clip is complete (both streams past its end), so the caller
-    can upload and delete it while later clips are still being encoded: /tmp holds a few clips, not all.
+    ``copy[i]`` (see ``copyable``; default: none) says clip ``i`` starts and ends on keyframes of ``src``, so
+    its video packets are copied; the other clips are re-encoded. ``on_done(i, path)`` is called as soon as a
+    clip is complete (both streams past its end), so the caller can upload and delete it while later clips
+    are still being written: /tmp holds a few clips, not all.
     """
+    copy = list(copy) if copy is not None else [False] * len(bounds)
     with av.open(str(src)) as container:
         video = container.streams.video[0]
         video.thread_type = "AUTO"
         audio = container.streams.audio[0] if container.streams.audio else None
-        router = _Router(video, audio, bounds, out_dir=out_dir, enc=enc, on_done=on_done)
+        router = _Router(video, audio, bounds, copy, out_dir=out_dir, enc=enc, on_done=on_done)
         streams = [video] if audio is None else [video, audio]
         for packet in container.demux(streams):
-            for frame in packet.decode():
-                if packet.stream is video:
-                    router.video_frame(frame)
-                else:
+            if packet.stream is video:
+                router.video_packet(packet)
+            else:
+                for frame in packet.decode():
                     router.audio_frame(frame)
             router.retire()
         # A clip that received no frame (cannot happen with frame-grid boundaries) still gets a file.

@@ -43,7 +43,9 @@ class TranscribeConfig(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    cpu_threads: int = Field(default=2, ge=1, le=16)
+    cpu_threads: int = Field(default=1, ge=1, le=16)
+    """CTranslate2 threads per call. One: clips run in parallel as environments (each with its own CPU on
+    Lambda); on the sample's speech a second thread took the same wall time for ~20% more CPU."""
     beam_size: int = Field(default=5, ge=1, le=10)
     vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     min_speech_s: float = Field(default=0.25, ge=0.0)

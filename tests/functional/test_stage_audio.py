@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from support.functions import FIXTURES, load_handler
 from support.media_samples import SampleChain, invoke, sample_chain, write_video
+from support.stage_results import terminal
 
 TRUTH = json.loads((FIXTURES / "scenes20.json").read_text())
 
@@ -94,8 +95,8 @@ def test_pure_tone_is_sound_but_not_speech(tmp_path: Path) -> None:
 
 
 def test_config_rejects_unknown_settings(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="min_speach_s"):
-        invoke("audio", tmp_path, {"needs": {"normalize": {"video_key": "x"}}, "config": {"min_speach_s": 1}})
+    result = invoke("audio", tmp_path, {"needs": {"normalize": {"video_key": "x"}}, "config": {"min_speach_s": 1}})
+    terminal(result, "ValidationError", match=r"config\.min_speach_s: Extra inputs are not permitted")
 
 
 # -- helpers on known signals --------------------------------------------------------------------------

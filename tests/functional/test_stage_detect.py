@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from typing import Any
 
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 from fave_shared.errors import ValidationError
 from fave_shared.store import LocalStore
-from support.functions import load_handler
+from support.functions import FUNCTIONS, ROOT, load_handler
 from support.scene_media import SAMPLE, decode_keyframes, stage_event, truth, write_scene_clips
 
 handler = load_handler("detect")  # also puts functions/detect on sys.path for the sibling modules below
@@ -101,6 +103,21 @@ def test_one_object_gets_one_label() -> None:
 def test_model_is_loaded_once(outputs: list[dict[str, Any]]) -> None:
     assert detect_model.load_detector.cache_info().currsize == 1
     assert detect_model.load_detector() is detect_model.load_detector()
+
+
+@pytest.mark.slow
+def test_model_is_loaded_when_the_environment_starts() -> None:
+    # Lambda's init phase (and the local runtime's pre-warm) imports app.py: the network is ready then, and
+    # OpenCV runs on one thread (parallelism comes from environments, one clip each).
+    probe = (
+        "import app, cv2, detect_model; print(detect_model.load_detector.cache_info().currsize, cv2.getNumThreads())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "shared")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=FUNCTIONS / "detect", env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1"]
 
 
 # -- no model needed -----------------------------------------------------------------------------------

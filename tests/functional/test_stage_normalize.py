@@ -8,7 +8,7 @@ from typing import Any
 
 import av
 import pytest
-from fave_shared.errors import TerminalError
+from fave_shared.outcome import StageError
 from fave_shared.store import open_store
 from support.functions import FIXTURES, load_handler
 from support.media_samples import (
@@ -17,10 +17,12 @@ from support.media_samples import (
     sample_chain,
     write_audio_only,
     write_empty,
+    write_scenes,
     write_text,
     write_truncated,
     write_video,
 )
+from support.stage_results import terminal
 
 TRUTH = json.loads((FIXTURES / "scenes20.json").read_text())
 
@@ -71,6 +73,36 @@ def test_sample_is_stored_and_normalized(chain: SampleChain, tmp_path: Path) -> 
     assert norm["duration_s"] == pytest.approx(20.0, abs=0.05)
     # A keyframe every second (the fixed GOP extract relies on), and no others.
     assert keyframe_times(chain.read(out["video_key"]), tmp_path) == [float(s) for s in range(20)]
+
+
+@pytest.mark.slow
+def test_sample_scene_cuts_are_found_while_encoding(chain: SampleChain) -> None:
+    scenes = chain.normalize["scenes"]
+    assert scenes["threshold"] == 10.0
+    assert scenes["cuts_s"] == pytest.approx(TRUTH["scene_cuts_s"], abs=0.05)
+    assert all(score >= 10.0 for score in scenes["cut_scores"]) and len(scenes["cut_scores"]) == 3
+
+
+# -- scene cuts and keyframes --------------------------------------------------------------------------
+
+
+def test_each_scene_cut_starts_a_gop_and_source_keyframes_are_dropped(tmp_path: Path) -> None:
+    # Cuts off the one-second grid, and a source whose own keyframes (every 2.12 s) match neither.
+    src = write_scenes(tmp_path / "cuts.mp4", cuts_s=[2.36, 4.72], duration_s=7.0)
+    out = normalize(tmp_path, str(src))
+    assert out["scenes"]["cuts_s"] == pytest.approx([2.36, 4.72], abs=1e-6)
+    assert all(score >= 10.0 for score in out["scenes"]["cut_scores"])
+    keyframes = keyframe_times(open_store(str(tmp_path / "store")).get(out["video_key"]).data, tmp_path)
+    # One per second from the start of each scene, and nothing else (no 2.12, 4.24 or 6.36 from the source).
+    assert keyframes == pytest.approx([0.0, 1.0, 2.0, 2.36, 3.36, 4.36, 4.72, 5.72, 6.72], abs=1e-3)
+
+
+def test_scene_threshold_above_every_cut_leaves_the_plain_gop(tmp_path: Path) -> None:
+    src = write_scenes(tmp_path / "cuts.mp4", cuts_s=[2.36, 4.72], duration_s=7.0)
+    out = normalize(tmp_path, str(src), scene_threshold=90)
+    assert out["scenes"] == {"threshold": 90.0, "cuts_s": [], "cut_scores": []}
+    keyframes = keyframe_times(open_store(str(tmp_path / "store")).get(out["video_key"]).data, tmp_path)
+    assert keyframes == [float(s) for s in range(7)]
 
 
 # -- accepted odd inputs -------------------------------------------------------------------------------
@@ -172,21 +204,19 @@ def test_reads_s3_sources(tmp_path: Path, moto_s3_client: Any, monkeypatch: pyte
     assert out["probe"]["duration_s"] == pytest.approx(1.0, abs=0.1)
     assert open_store(str(tmp_path / "store")).get(out["source_key"]).data == src.read_bytes()
 
-    with pytest.raises(TerminalError, match=r"source not found: s3://fave-test/uploads/missing\.mp4"):
-        normalize(tmp_path, "s3://fave-test/uploads/missing.mp4")
-    with pytest.raises(TerminalError, match=r"s3://no-such-bucket/x\.mp4"):
-        normalize(tmp_path, "s3://no-such-bucket/x.mp4")
+    missing = normalize(tmp_path, "s3://fave-test/uploads/missing.mp4")
+    terminal(missing, "MediaInputError", match=r"source not found: s3://fave-test/uploads/missing\.mp4")
+    terminal(normalize(tmp_path, "s3://no-such-bucket/x.mp4"), "MediaInputError", match=r"s3://no-such-bucket/x\.mp4")
 
 
 # -- rejected inputs -----------------------------------------------------------------------------------
 
 
-def rejects(tmp_path: Path, uri: str, pattern: str, **config: Any) -> TerminalError:
-    with pytest.raises(TerminalError, match=pattern) as info:
-        normalize(tmp_path, uri, **config)
-    assert type(info.value).__name__ == "MediaInputError"
-    assert "\n" not in str(info.value)  # one line: it goes into state.json as the reason
-    return info.value
+def rejects(tmp_path: Path, uri: str, pattern: str, **config: Any) -> StageError:
+    # The stage SDK returns a terminal error as the handler's result (fave_shared.outcome), not raised.
+    error = terminal(normalize(tmp_path, uri, **config), "MediaInputError", match=pattern)
+    assert "\n" not in error.message  # one line: it goes into state.json as the reason
+    return error
 
 
 def test_rejects_text_renamed_mp4(tmp_path: Path) -> None:
@@ -229,8 +259,11 @@ def test_rejects_missing_file(tmp_path: Path) -> None:
 
 
 def test_rejects_request_without_video(tmp_path: Path) -> None:
-    with pytest.raises(TerminalError, match="the request has no video_uri"):
-        invoke("normalize", tmp_path / "store", {"request": {}})
+    terminal(
+        invoke("normalize", tmp_path / "store", {"request": {}}),
+        "MediaInputError",
+        match="the request has no video_uri",
+    )
 
 
 def test_rejects_over_duration(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from fave_shared.store import open_store
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.functions import FIXTURES, load_handler
-from support.media_samples import SampleChain, invoke, sample_chain, write_video
+from support.media_samples import SampleChain, invoke, sample_chain, write_scenes, write_video
+from support.stage_results import terminal
 
 TRUTH = json.loads((FIXTURES / "scenes20.json").read_text())
 
@@ -43,6 +44,48 @@ def clip_facts(data: bytes, path: Path) -> dict[str, Any]:
     return {"frames": frames, "fps": fps, "audio_s": samples / rate if rate else 0.0, "keyframes": keys}
 
 
+def gop_packets(data: bytes, path: Path, start_s: float = 0.0, end_s: float = math.inf) -> list[bytes]:
+    """The video packets (decode order) of the GOPs whose keyframe lies in [start_s, end_s)."""
+    path.write_bytes(data)
+    packets, keep = [], False
+    with av.open(str(path)) as container:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.pts is None:
+                continue
+            if packet.is_keyframe:
+                keep = start_s - 1e-3 <= float(packet.pts * packet.time_base) < end_s - 1e-3
+            if keep:
+                packets.append(bytes(packet))
+    return packets
+
+
+def is_copy(store: Any, normalized_key: str, clip: dict[str, Any], tmp_path: Path) -> bool:
+    """Whether the clip's video is the normalized video's own packets for its span (a stream copy)."""
+    mine = gop_packets(store.get(clip["key"]).data, tmp_path / "clip.mp4")
+    source = gop_packets(store.get(normalized_key).data, tmp_path / "norm.mp4", clip["start_s"], clip["end_s"])
+    return mine == source
+
+
+def edges(clips: list[dict[str, Any]]) -> list[float]:
+    """Every clip's start, then the last one's end."""
+    return [c["start_s"] for c in clips] + [clips[-1]["end_s"]]
+
+
+def check_exact(store: Any, clip: dict[str, Any], tmp_path: Path) -> None:
+    """The clip file holds exactly its frames and its audio, with a keyframe every second from its start."""
+    facts = clip_facts(store.get(clip["key"]).data, tmp_path / "clip.mp4")
+    length = clip["end_s"] - clip["start_s"]
+    assert facts["frames"] == round(length * facts["fps"]), clip
+    assert facts["audio_s"] == pytest.approx(length, abs=0.05), clip
+    assert facts["keyframes"] == [float(s) for s in range(math.ceil(length - 1e-6))], clip
+
+
+@pytest.fixture(scope="module")
+def scenes_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """7 s with hard cuts at 2.36 and 4.72 s: off the one-second grid of normalize's keyframes."""
+    return write_scenes(tmp_path_factory.mktemp("scenes") / "cuts.mp4", cuts_s=[2.36, 4.72], duration_s=7.0)
+
+
 # -- the sample ----------------------------------------------------------------------------------------
 
 
@@ -67,6 +110,75 @@ def test_sample_clips_are_playable_with_the_right_length(chain: SampleChain, tmp
         assert facts["audio_s"] == pytest.approx(length, abs=0.05)
         # One keyframe per second, as extract expects.
         assert facts["keyframes"] == [float(s) for s in range(math.ceil(length - 1e-6))]
+
+
+@pytest.mark.slow
+def test_sample_clips_are_copied_from_the_normalized_video(chain: SampleChain, tmp_path: Path) -> None:
+    # Normalize put a keyframe on each scene cut, so no clip needed decoding or re-encoding.
+    store = open_store(str(chain.store_dir))
+    assert all(is_copy(store, chain.normalize["video_key"], clip, tmp_path) for clip in chain.split["clips"])
+
+
+# -- stream copy and re-encoding -----------------------------------------------------------------------
+
+
+def test_clips_between_scene_cuts_are_copied_and_exact(scenes_video: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    norm = invoke("normalize", store_dir, {"request": {"video_uri": str(scenes_video)}})
+    audio = invoke("audio", store_dir, {"needs": {"normalize": norm}})
+    out = invoke("split", store_dir, {"needs": {"normalize": norm, "audio": audio}})
+    assert out["cuts_s"] == pytest.approx([2.36, 4.72], abs=1e-3)
+    clips = out["clips"]
+    assert edges(clips) == pytest.approx([0.0, 2.36, 4.72, 7.0])
+    store = open_store(str(store_dir))
+    for clip in clips:
+        assert is_copy(store, norm["video_key"], clip, tmp_path), clip
+        check_exact(store, clip, tmp_path)
+
+
+def test_a_boundary_moved_out_of_speech_is_reencoded(scenes_video: Path, tmp_path: Path) -> None:
+    # Someone talks across the 4.72 s cut: the boundary moves to the end of their sentence, 4.92 s (on
+    # the frame grid), between two keyframes. The clips on either side of it are re-encoded, the first copied.
+    store_dir = tmp_path / "store"
+    norm = invoke("normalize", store_dir, {"request": {"video_uri": str(scenes_video)}})
+    audio = {"has_audio": True, "speech": [{"start_s": 4.5, "end_s": 4.9}], "energy_key": None}
+    clips = invoke("split", store_dir, {"needs": {"normalize": norm, "audio": audio}})["clips"]
+    assert edges(clips) == pytest.approx([0.0, 2.36, 4.92, 7.0])
+    store = open_store(str(store_dir))
+    assert [is_copy(store, norm["video_key"], c, tmp_path) for c in clips] == [True, False, False]
+    for clip in clips:
+        check_exact(store, clip, tmp_path)
+
+
+def test_split_finds_the_cuts_itself_when_normalize_did_not_look_for_them(scenes_video: Path, tmp_path: Path) -> None:
+    # Normalize looked only for cuts scoring 90 or more (none): it reports none and forces no keyframe.
+    # Split's threshold is 10, so it runs scdet over the video itself, and must re-encode where it cuts.
+    store_dir = tmp_path / "store"
+    norm = invoke(
+        "normalize", store_dir, {"request": {"video_uri": str(scenes_video)}, "config": {"scene_threshold": 90}}
+    )
+    audio = invoke("audio", store_dir, {"needs": {"normalize": norm}})
+    for normalize_out in (norm, {k: v for k, v in norm.items() if k != "scenes"}):  # also: no scenes at all
+        out = invoke("split", store_dir, {"needs": {"normalize": normalize_out, "audio": audio}})
+        assert out["cuts_s"] == pytest.approx([2.36, 4.72], abs=1e-3)
+        clips = out["clips"]
+        assert edges(clips) == pytest.approx([0.0, 2.36, 4.72, 7.0])
+        store = open_store(str(store_dir))
+        assert not any(is_copy(store, norm["video_key"], c, tmp_path) for c in clips)
+        for clip in clips:
+            check_exact(store, clip, tmp_path)
+
+
+def test_clips_asked_for_another_gop_are_reencoded(scenes_video: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    norm = invoke("normalize", store_dir, {"request": {"video_uri": str(scenes_video)}})
+    audio = invoke("audio", store_dir, {"needs": {"normalize": norm}})
+    out = invoke("split", store_dir, {"needs": {"normalize": norm, "audio": audio}, "config": {"gop_s": 0.4}})
+    first = out["clips"][0]
+    assert not is_copy(open_store(str(store_dir)), norm["video_key"], first, tmp_path)
+    facts = clip_facts(open_store(str(store_dir)).get(first["key"]).data, tmp_path / "c.mp4")
+    assert facts["keyframes"] == [0.0, 0.4, 0.8, 1.2, 1.6, 2.0]
+    assert facts["frames"] == 59
 
 
 @pytest.mark.slow
@@ -117,15 +229,15 @@ def test_video_without_audio_splits_on_picture_only(tmp_path: Path) -> None:
 
 
 def test_config_must_allow_a_legal_split(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match=r"max_clip_s \(3\.0\) must be at least 2 x min_clip_s \(2\.0\)"):
-        invoke(
-            "split",
-            tmp_path,
-            {
-                "needs": {"normalize": {"video_key": "x", "normalized": {"fps": 25}}},
-                "config": {"min_clip_s": 2, "max_clip_s": 3},
-            },
-        )
+    result = invoke(
+        "split",
+        tmp_path,
+        {
+            "needs": {"normalize": {"video_key": "x", "normalized": {"fps": 25}}},
+            "config": {"min_clip_s": 2, "max_clip_s": 3},
+        },
+    )
+    terminal(result, "ValidationError", match=r"max_clip_s \(3\.0\) must be at least 2 x min_clip_s \(2\.0\)")
 
 
 # -- planning rules (pure) -----------------------------------------------------------------------------

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import wave
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import numpy as np
 import pytest
 from fave_shared.errors import ValidationError
 from fave_shared.store import LocalStore
-from support.functions import load_handler
+from support.functions import FUNCTIONS, ROOT, load_handler
 from support.scene_media import SAMPLE_RATE, stage_event, truth, wav_bytes, write_scene_clips
 from support.wer import wer
 
@@ -88,6 +91,27 @@ def test_output_fields_and_transcript_artifact(module_local_store: LocalStore, o
 def test_models_are_loaded_once(outputs: list[dict[str, Any]]) -> None:
     assert transcribe_whisper.load_model.cache_info().currsize == 1
     assert transcribe_audio.load_vad() is transcribe_audio.load_vad()
+
+
+@pytest.mark.slow
+def test_models_are_loaded_when_the_environment_starts() -> None:
+    # Lambda's init phase (and the local runtime's pre-warm) imports app.py: both models are ready then,
+    # before any clip, so a warm environment's first clip does not wait for them.
+    probe = (
+        "import app, transcribe_audio as a, transcribe_whisper as w; "
+        "print(w.load_model.cache_info().currsize, a.load_vad.cache_info().currsize)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "shared")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=FUNCTIONS / "transcribe",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1"]
 
 
 # -- silence and edge cases (the VAD only, or no model at all) ----------------------------------------

@@ -4,6 +4,7 @@ media stages on the bundled sample.
 Generators (each writes a file and returns its path; all take well under a second):
 
 * ``write_video``       - a moving test pattern, optionally with a sine tone, any size/fps/duration;
+* ``write_scenes``      - hard cuts between different sliding pictures at given times, with a tone;
 * ``write_audio_only``  - an AAC-in-MP4 file with no video stream (named ``.mp4`` on purpose);
 * ``write_truncated``   - the first part of another file's bytes (a cut-off upload);
 * ``write_text``        - a text file renamed ``.mp4``;
@@ -95,6 +96,32 @@ def _write_tone(out: Any, stream: Any, duration_s: float, tone_hz: float) -> Non
         frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE_HZ, start, Fraction(1, AUDIO_RATE_HZ)
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))
+
+
+def write_scenes(
+    path: Path, *, cuts_s: list[float], duration_s: float = 7.0, width: int = 320, height: int = 240, fps: int = 25
+) -> Path:
+    """Scenes separated by hard cuts at ``cuts_s`` (each a different blocky random picture, sliding a pixel
+    per frame, so only the cuts score high in scdet), with a 300 Hz tone. The source's own keyframes are
+    every 2.12 s (53 frames at 25 fps), off any whole-second grid and unrelated to the cuts."""
+    rng = np.random.default_rng(7)
+    scenes = [
+        rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+        for _ in range(len(cuts_s) + 1)
+    ]
+    with av.open(str(path), "w", format="mp4") as out:
+        video: Any = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.options = {"preset": "ultrafast", "x264-params": "keyint=53:min-keyint=53:scenecut=0"}
+        sound = out.add_stream("aac", rate=AUDIO_RATE_HZ, layout="mono")
+        for i in range(round(duration_s * fps)):
+            scene = sum(i >= round(c * fps) for c in cuts_s)
+            frame = av.VideoFrame.from_ndarray(np.roll(scenes[scene], i, axis=1), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        _write_tone(out, sound, duration_s, 300.0)
+    return path
 
 
 def write_audio_only(path: Path, *, duration_s: float = 2.0) -> Path:
