@@ -13,7 +13,11 @@ fraction of the two model validations, once per completion (10,000 for a fan-out
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, NamedTuple
+
+from fave_shared.outcome import StageError, from_lambda_error, stage_error
+from fave_shared.refs import unresolved_note
 
 from fave.core.model import TaskFailed, TaskSucceeded
 
@@ -31,20 +35,31 @@ class Task(NamedTuple):
     attempt: int
 
 
-def _error_fields(payload: Any) -> tuple[str, str]:
-    if isinstance(payload, Mapping):
-        error_type = str(payload.get("errorType") or "Error")
-        message = str(payload.get("errorMessage") or "")
-        return error_type, message.strip() or "(no message)"
-    return "Error", str(payload)
+def _failed(task: Task, error: StageError) -> Completion:
+    return task.request_id, TaskFailed(
+        task.stage, task.item, task.attempt, error.error_type, error.message, error.terminal, error.traceback
+    )
 
 
-def from_result(task: Task, payload: Any, function_error: str | None) -> Completion:
-    """Event for a synchronous invocation's result."""
+def _succeeded(task: Task, output: Any) -> Completion:
+    error = stage_error(output)  # a stage that returned its (terminal) error
+    if error is not None:
+        return _failed(task, error)
+    return task.request_id, TaskSucceeded(task.stage, task.item, task.attempt, output)
+
+
+def _noted(error: StageError, event: Any, payload: Any) -> StageError:
+    """``error`` with a note when its handler most likely read the marker that stood for its event's input
+    without resolving it (``fave_shared.refs.unresolved_note``; docs/stages.md)."""
+    note = unresolved_note(event, payload)
+    return error if note is None else replace(error, message=f"{error.message} ({note})")
+
+
+def from_result(task: Task, payload: Any, function_error: str | None, event: Any = None) -> Completion:
+    """Event for a synchronous invocation's result; ``event``: what it was invoked with."""
     if function_error:
-        error_type, message = _error_fields(payload)
-        return task.request_id, TaskFailed(task.stage, task.item, task.attempt, error_type, message)
-    return task.request_id, TaskSucceeded(task.stage, task.item, task.attempt, payload)
+        return _failed(task, _noted(from_lambda_error(payload), event, payload))
+    return _succeeded(task, payload)
 
 
 def from_envelope(envelope: Mapping[str, Any]) -> Completion:
@@ -54,13 +69,12 @@ def from_envelope(envelope: Mapping[str, Any]) -> Completion:
         read = _read_validated(envelope)
     task, condition, failed, response = read
     if not failed:
-        return task.request_id, TaskSucceeded(task.stage, task.item, task.attempt, response)
+        return _succeeded(task, response)
     if condition == "EventAgeExceeded":
         return task.request_id, TaskFailed(
             task.stage, task.item, task.attempt, "EventAgeExceeded", "the event expired before it could run"
         )
-    error_type, message = _error_fields(response)
-    return task.request_id, TaskFailed(task.stage, task.item, task.attempt, error_type, message)
+    return _failed(task, _noted(from_lambda_error(response), envelope.get("requestPayload"), response))
 
 
 # (task, condition, failed, responsePayload)
@@ -77,6 +91,7 @@ def _read_validated(envelope: Mapping[str, Any]) -> _Read:
 
 
 _CONDITIONS = frozenset({"Success", "RetriesExhausted", "EventAgeExceeded"})
+_MODES = ("sync", "async")
 
 
 def _read_plain(envelope: Any) -> _Read | None:
@@ -110,16 +125,19 @@ def _read_plain(envelope: Any) -> _Read | None:
         or (function_error is not None and type(function_error) is not str)
     ):
         return None
-    # requestPayload: dict[str, Any], then StageEvent (fave: Literal[1], task: TaskRef, store: str, input: dict).
-    fave, store, task_input, ref = (
+    # requestPayload: dict[str, Any], then StageEvent (fave: Literal[1], task: TaskRef, mode: Literal[...] | None,
+    # store: str, input: dict).
+    fave, store, task_input, ref, mode = (
         request.get("fave", 1),
         request.get("store"),
         request.get("input", {}),
         request.get("task"),
+        request.get("mode"),
     )
     if (
         type(fave) is not int
         or fave != 1
+        or (mode is not None and mode not in _MODES)
         or type(store) is not str
         or type(task_input) is not dict
         or type(ref) is not dict

@@ -30,6 +30,7 @@ from pydantic import ValidationError as PydanticValidationError
 from fave.core.dag import Pipeline
 from fave.core.engine import Engine
 from fave.core.model import (
+    Attempt,
     Failure,
     FanoutList,
     MissingData,
@@ -193,6 +194,19 @@ def task_to_json(task: Task) -> dict[str, Any]:
         out["error"] = task.error
     if task.output is not None:
         out["output"] = task.output
+    if task.history:
+        out["history"] = [
+            {
+                "n": a.attempt,
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "error_type": a.error_type,
+                "error": a.error,
+            }
+            for a in task.history
+        ]
+    if task.traceback is not None:
+        out["traceback"] = task.traceback
     return out
 
 
@@ -209,6 +223,8 @@ def task_from_doc(doc: TaskDoc) -> Task:
         error_type=doc.error_type,
         error=doc.error,
         output=doc.output,
+        history=tuple(Attempt(a.n, a.started_at, a.ended_at, a.error_type, a.error) for a in doc.history),
+        traceback=doc.traceback,
     )
 
 
@@ -323,6 +339,8 @@ class Persistence:
             ready=Map(ready),
             unsent=Map(unsent),
             partial=Map(partial),
+            abandoned=doc.abandoned,
+            abandoned_until=doc.abandoned_until,
         )
         self._handles[request_id] = handle
         if legacy:
@@ -584,6 +602,8 @@ class Persistence:
             resumes=state.resumes,
             stages=stages,
             fanout={key: len(fanout) for key, fanout in state.items.items()},
+            abandoned=state.abandoned,
+            abandoned_until=state.abandoned_until,
         )
 
 

@@ -9,6 +9,12 @@ SAM template: ``functions`` may be a callable that is given the pipeline's ``tem
 name: video
 template: template.yaml          # optional; default: template.yaml beside this file
 final: aggregate                 # the stage whose output becomes metadata/final.json
+input:                           # optional: what a request carries (default: any JSON object)
+  fields:
+    video_uri: {type: string, required: true, description: "a local path or s3://bucket/key"}
+    query: string                # shorthand for {type: string}
+    profile: string
+trigger: {upload: {field: video_uri}}   # optional: the field an uploaded object's URI fills
 defaults: {timeout: 5m, retry: {max_attempts: 2, interval: 1s, backoff_rate: 2, max_delay: 30s, jitter: full}}
 profiles: {default: {}, fast: {split: {max_clip_s: 8}}}   # per-profile config overrides by stage
 stages:
@@ -29,6 +35,19 @@ Semantics:
   uniformly from [0, delay]. Errors whose type is in ``non_retryable`` fail at once.
 * ``tolerated_failures``: items of a fanned-out stage that may fail (count, or percent like ``10%``)
   before the stage and so the request fail. Downstream per-item tasks of a failed item are skipped.
+* ``input``: the request's input, checked at every door before anything is stored (``fave.inputs``). Either
+  a JSON Schema of an object (``type: object``, drafts 4, 6, 7 or 2019-09, references inside it only), or a
+  field list that compiles to one: ``fields: {NAME: FIELD}`` and ``additional`` (default false: a field not
+  listed is refused, so a misspelt one is caught). FIELD is a type name (``string``, ``integer``,
+  ``number``, ``boolean``, ``array``, ``object``, ``any``) or a mapping of ``type`` (default ``any``),
+  ``required`` (default false), ``default`` (filled in when the field is absent; checked against the field
+  at load), ``description``, ``enum``, ``minimum`` / ``maximum`` (numbers), ``min_length`` / ``max_length``
+  (strings and arrays), ``pattern`` (strings, a Python regular expression) and ``items`` (an array's element
+  type). Field names: a letter or ``_``, then letters, digits, ``_`` or ``-``. ``profile`` is an option of
+  every request whether or not it is declared. Without ``input:`` a request may be any JSON object.
+* ``trigger: {upload: {field: F}}``: the field that ``fave run SOURCE`` and an object uploaded under the
+  upload prefix fill with the object's path or ``s3://`` URI. F must be a declared string field. Without
+  ``input:`` it defaults to ``video_uri``; with ``input:`` and no trigger, uploads start nothing.
 
 Hostile input (the file is read through ``fave.yamlsafe``: at most 256 KiB, UTF-8, no duplicate keys, alias
 bombs and deep nesting refused while parsing):
@@ -68,6 +87,7 @@ from fave.core.dag import (
     check_name,
 )
 from fave.core.durations import parse_duration
+from fave.inputs import check_default, check_schema
 from fave.yamlsafe import YamlInputError, load_file
 
 __all__ = [
@@ -128,6 +148,53 @@ def _default_profiles() -> dict[str, dict[str, dict[str, Any]]]:
     return {"default": {}}
 
 
+FieldType = Literal["string", "integer", "number", "boolean", "array", "object", "any"]
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+class _FieldModel(BaseModel):
+    """One field of ``input: {fields: ...}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: FieldType = "any"
+    required: bool = False
+    default: Any = None
+    description: str | None = None
+    enum: list[Any] | None = Field(default=None, min_length=1)
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=0)
+    pattern: str | None = None
+    items: FieldType | None = None
+
+
+class _FieldsModel(BaseModel):
+    """``input: {fields: {NAME: FIELD}, additional: false}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    fields: dict[str, _FieldModel]
+    additional: bool = False
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # ``query: string`` is ``query: {type: string}``.
+        if isinstance(value, dict):
+            return {k: {"type": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+
+class _UploadTriggerModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    field: str
+
+
+class _TriggerModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    upload: _UploadTriggerModel | None = None
+
+
 class _PipelineModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "pipeline"
@@ -135,6 +202,8 @@ class _PipelineModel(BaseModel):
     final: str | None = None
     defaults: _DefaultsModel = Field(default_factory=_DefaultsModel)
     profiles: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=_default_profiles)
+    input: dict[str, Any] | None = None
+    trigger: _TriggerModel | None = None
     stages: dict[str, _StageModel]
 
 
@@ -251,6 +320,100 @@ def _stage(
     )
 
 
+_SCHEMA_KEYWORD = {
+    ("min_length", "string"): "minLength",
+    ("max_length", "string"): "maxLength",
+    ("min_length", "array"): "minItems",
+    ("max_length", "array"): "maxItems",
+}
+
+
+def _field_schema(name: str, spec: _FieldModel) -> dict[str, Any]:
+    """One field of a field list as the JSON Schema of its property; ``DagError`` for a contradiction."""
+    where = f"field 'input.fields.{name}"
+    kind = spec.type
+    prop: dict[str, Any] = {} if kind == "any" else {"type": kind}
+    if spec.description is not None:
+        prop["description"] = spec.description
+    if spec.enum is not None:
+        prop["enum"] = spec.enum
+    given: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
+        ("minimum", spec.minimum, ("integer", "number")),
+        ("maximum", spec.maximum, ("integer", "number")),
+        ("min_length", spec.min_length, ("string", "array")),
+        ("max_length", spec.max_length, ("string", "array")),
+        ("pattern", spec.pattern, ("string",)),
+        ("items", spec.items, ("array",)),
+    )
+    for key, value, kinds in given:
+        if value is None:
+            continue
+        if kind not in kinds:
+            raise DagError(f"{where}.{key}'", f"applies to a field of type {' or '.join(kinds)}, not {kind}")
+        if key == "items":
+            prop[key] = {} if value == "any" else {"type": value}
+        else:
+            prop[_SCHEMA_KEYWORD.get((key, kind), key)] = value
+    if "default" in spec.model_fields_set:
+        if spec.required:
+            raise DagError(f"{where}.default'", "a required field has no default: drop one of them")
+        try:
+            json.dumps(spec.default, allow_nan=False)
+        except (TypeError, ValueError):
+            raise DagError(f"{where}.default'", f"{_show(spec.default)} is not JSON data: quote it") from None
+        check_default(prop, spec.default, f"{where}.default'")
+        prop["default"] = spec.default
+    return prop
+
+
+def _input_schema(raw: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of ``input:``: a field list compiled, or a JSON Schema as written (both checked)."""
+    if "fields" not in raw:  # a JSON Schema (no JSON Schema keyword is called 'fields')
+        try:
+            json.dumps(raw, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise DagError("field 'input'", f"the schema is not JSON data ({exc}): quote dates and such") from None
+        check_schema(raw)
+        return raw
+    try:
+        model = _FieldsModel.model_validate(raw)
+    except PydanticValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(_clip(str(p)) for p in err["loc"] if str(p) not in _UNION_MEMBERS)
+        raise DagError(f"field 'input.{loc}'", _OUR_CLASSES.sub("", err["msg"])) from None
+    properties: dict[str, Any] = {}
+    for name, spec in model.fields.items():
+        if not _FIELD_NAME.fullmatch(name):
+            raise DagError(
+                "field 'input.fields'",
+                f"{_show(name)} is not a valid field name: a letter or '_', then letters, digits, '_' or '-'",
+            )
+        properties[name] = _field_schema(name, spec)
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    required = [name for name, spec in model.fields.items() if spec.required]
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = model.additional
+    check_schema(schema)
+    return schema
+
+
+def _upload_field(trigger: _TriggerModel | None, schema: dict[str, Any] | None) -> str | None:
+    """The trigger's upload field, which must be a declared field that takes a string."""
+    if trigger is None or trigger.upload is None:
+        return None
+    field = trigger.upload.field
+    if schema is None:
+        return field
+    prop = schema.get("properties", {}).get(field)
+    if not isinstance(prop, dict):
+        raise DagError("field 'trigger.upload.field'", f"{_show(field)} is not a field of 'input'")
+    kind = prop.get("type", "string")
+    if kind != "string" and not (isinstance(kind, list) and "string" in kind):
+        raise DagError("field 'trigger.upload.field'", f"'{field}' must be a string field (an object's URI fills it)")
+    return field
+
+
 def _located(name: str, exc: DagError) -> DagError:
     """A policy's own error (``field 'for_each'``) placed in its stage."""
     return (
@@ -290,6 +453,8 @@ def parse_pipeline(
                 stages.append(_stage(name, spec, defaults, functions, template.name))
             except DagError as exc:
                 raise _located(name, exc) from None
+        input_schema = _input_schema(model.input) if model.input is not None else None
+        upload_field = _upload_field(model.trigger, input_schema)
         digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return Pipeline.build(
             name=model.name,
@@ -299,6 +464,8 @@ def parse_pipeline(
             digest=digest,
             path=path,
             template_path=template,
+            input_schema=input_schema,
+            upload_field=upload_field,
         )
     except DagError as exc:
         raise _fail(path, exc.where, exc.message) from None

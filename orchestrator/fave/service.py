@@ -54,13 +54,18 @@ from fave.core.model import (
     WriteFinal,
 )
 from fave.ids import new_request_id, validate_request_id
-from fave.invoke.base import EncodedPayload, Invoker
+from fave.invoke.base import EncodedPayload, Invoker, invocation_is_terminal
 from fave.keys import index_key, state_key, task_input_key, task_output_key
 from fave.lease import Leases
 from fave.persistence import SHARD_SIZE, Persistence
 
 INLINE_OUTPUT_LIMIT = 8_192
-"""Task outputs larger than this (JSON bytes) are kept as objects and referenced from the task shard."""
+"""Task outputs larger than this (JSON bytes) are kept as objects and referenced from the task shard (a marker
+with their ``"$size"``), so that state stays small. Only state: ``_payload`` puts them back inline in the events
+of the stages that need them, up to what Lambda carries (``refs.event_limit``)."""
+_PARKED = refs.RefCache()
+"""The parked outputs and stored request inputs that events put back inline (one GET each, not one per task)."""
+_MARKER_BYTES = b'"$ref"'
 MAX_CONFLICT_RETRIES = 20
 MAX_LOADS = 100
 HANDOVER_MARGIN_S = 30.0
@@ -255,8 +260,8 @@ class Orchestrator:
         if state is None:
             state = self.load(request_id)
         wanted = self.engine.working_set(state, events)
-        if wanted:
-            state = self.persistence.load_more(state, MissingData(tasks=wanted))
+        if wanted is not None:
+            state = self.persistence.load_more(state, wanted)
         for _ in range(MAX_LOADS):
             self._states[request_id] = state
             try:
@@ -277,7 +282,7 @@ class Orchestrator:
         if not small and not refs.is_ref(output) and refs.json_size(output) > INLINE_OUTPUT_LIMIT:
             key = task_output_key(request_id, event.stage, event.item, event.attempt)
             self.store.put(key, refs.dumps(output), content_type="application/json")
-            output = {refs.REF: key}
+            output = refs.marker(key, size=refs.utf8_size(output))
         fanout: dict[str, tuple[Any, ...]] = {}
         for spec in self._fed_by.get(event.stage, ()):
             assert spec.for_each is not None
@@ -373,8 +378,12 @@ class Orchestrator:
             payload = self._payload(request_id, ref, command)
         except (FaveError, TypeError, ValueError) as exc:
             # The task is committed as dispatched: fail it like an invoke that raised, so the request does not
-            # stay RUNNING with nothing in flight (a store error, FAVE_PAYLOAD_THRESHOLD unreadable).
-            failed = TaskFailed(command.stage, command.item, command.attempt, type(exc).__name__, str(exc))
+            # stay RUNNING with nothing in flight. A store error is retried; an event that cannot be built
+            # (FAVE_PAYLOAD_THRESHOLD unreadable, an input that is not JSON) is terminal: retrying cannot fix it.
+            terminal = isinstance(exc, (ValidationError, TypeError, ValueError))
+            failed = TaskFailed(
+                command.stage, command.item, command.attempt, type(exc).__name__, str(exc), terminal=terminal
+            )
             self.inbox.put((request_id, failed))
             return
         if command.mode == "sync":
@@ -388,41 +397,71 @@ class Orchestrator:
         try:
             self.invoker.invoke_async(command.function, payload)
         except FaveError as exc:
-            failed = TaskFailed(command.stage, command.item, command.attempt, type(exc).__name__, str(exc))
+            # No credentials, an unknown function: failed for good (not the retry policy's attempts).
+            failed = TaskFailed(
+                command.stage,
+                command.item,
+                command.attempt,
+                type(exc).__name__,
+                str(exc),
+                terminal=invocation_is_terminal(exc),
+            )
             self.inbox.put((request_id, failed))
             return
         self._mark_sent(request_id, command.stage, command.item)
 
     def _payload(self, request_id: str, ref: dict[str, Any], command: Invoke) -> EncodedPayload:
-        """The task's invocation payload, JSON-encoded once: the invoker sends these bytes, and they decide
-        whether the input travels by reference (``refs.offload``'s rule, to the byte)."""
-        task_input = dict(command.input)
+        """The task's event (docs/stages.md), JSON-encoded once: the invoker sends these bytes.
+
+        The input travels inline, with every marker in it (parked outputs, a stored request input) replaced by
+        its value, when the event stays within ``refs.event_limit(mode)``: what Lambda carries, so a handler
+        that ignores the SDK gets plain JSON. Otherwise the input is written to the store whole (its markers
+        kept) and the event carries a marker to it, whose ``"$note"`` tells a handler without the SDK how to
+        read it. Measured on the bytes as sent (UTF-8)."""
+        event = {"fave": 1, "task": ref, "mode": command.mode, "store": self.store.uri, "input": dict(command.input)}
+        payload = self._encoded(event)
+        limit = refs.event_limit(command.mode)
+        size = len(payload.data)
+        markers = refs.find_refs(event["input"]) if _MARKER_BYTES in payload.data else []
+        if not markers:
+            if size <= limit:
+                return payload
+        else:
+            size = _PARKED.inlined_size(self.store, size, markers)
+            if size <= limit:  # fetch them only when the event will carry them
+                inline = self._encoded({**event, "input": _PARKED.resolve(self.store, event["input"])})
+                if len(inline.data) <= limit:
+                    return inline
+                size = len(inline.data)  # values that held markers of their own
+        key = task_input_key(request_id, command.stage, command.item, command.attempt)
+        self.store.put(key, refs.dumps(event["input"]), content_type="application/json")
+        event["input"] = refs.marker(key, note=refs.input_note(size, limit, command.mode))
+        return self._encoded(event)
+
+    @staticmethod
+    def _encoded(event: dict[str, Any]) -> EncodedPayload:
         try:
-            payload = EncodedPayload({"fave": 1, "task": ref, "store": self.store.uri, "input": task_input})
+            return EncodedPayload(event)
         except (TypeError, ValueError) as exc:  # what the invoker would refuse it with
             raise ValidationError(f"invocation payload is not JSON-serialisable: {exc}") from exc
-        limit = refs.threshold()
-        # refs.offload measures the input as ASCII JSON: at most 3 bytes per byte of its UTF-8 JSON (a
-        # \uXXXX escape for a 2-byte character), which is part of this payload. Only a payload over a third
-        # of the limit needs measuring.
-        if 3 * len(payload.data) <= limit:
-            return payload
-        key = task_input_key(request_id, command.stage, command.item, command.attempt)
-        task_input_or_ref = refs.offload(self.store, key, task_input, limit=limit)
-        if task_input_or_ref is task_input:
-            return payload
-        return EncodedPayload({**payload, "input": task_input_or_ref})
 
     def _invoke_sync(self, task: completions.Task, function: str, payload: dict[str, Any]) -> None:
         assert self.invoker is not None
         try:
             result = self.invoker.invoke_sync(function, payload)
-            self.inbox.put(completions.from_result(task, result.payload, result.function_error))
+            self.inbox.put(completions.from_result(task, result.payload, result.function_error, payload))
         except Exception as exc:
             self.inbox.put(
                 (
                     task.request_id,
-                    TaskFailed(task.stage, task.item, task.attempt, type(exc).__name__, str(exc)),
+                    TaskFailed(
+                        task.stage,
+                        task.item,
+                        task.attempt,
+                        type(exc).__name__,
+                        str(exc),
+                        terminal=invocation_is_terminal(exc),
+                    ),
                 )
             )
 
@@ -513,6 +552,36 @@ class Orchestrator:
             state = self.apply(request_id, events)
             if on_step is not None:
                 on_step(state)
+        return self._drain(request_id, state, tick_s=tick_s, on_step=on_step)
+
+    def _drain(
+        self,
+        request_id: str,
+        state: RequestState,
+        *,
+        tick_s: float,
+        on_step: Callable[[RequestState], None] | None,
+    ) -> RequestState:
+        """After a failure, wait for the attempts still running (up to their deadlines) and record what they
+        report: their successes are kept, so a resume runs only what did not succeed. (A cancel does not wait.)"""
+        while (
+            state.status is RequestStatus.FAILED
+            and state.abandoned
+            and state.abandoned_until is not None
+            and self.clock.now() < state.abandoned_until
+        ):
+            events: list[Event] = []
+            try:
+                events.append(self._accept(request_id, self.inbox.get(timeout=tick_s)))
+                while True:
+                    events.append(self._accept(request_id, self.inbox.get_nowait()))
+            except queue.Empty:
+                pass
+            events = [e for e in events if not isinstance(e, Tick)]
+            if events:
+                state = self.apply(request_id, events)
+                if on_step is not None:
+                    on_step(state)
         return state
 
     def _accept(self, request_id: str, message: tuple[str, Event]) -> Event:

@@ -22,6 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 2
 
 
+class AttemptDoc(BaseModel):
+    """``core.model.Attempt``: a failed attempt (``n`` its number)."""
+
+    n: int
+    started_at: float | None = None
+    ended_at: float
+    error_type: str
+    error: str
+
+
 class TaskDoc(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -36,6 +46,9 @@ class TaskDoc(BaseModel):
     error_type: str | None = None
     error: str | None = None
     output: Any = None
+    history: list[AttemptDoc] = Field(default_factory=list)
+    """The attempts that failed, oldest first (absent when none did)."""
+    traceback: str | None = None
 
 
 class ReadyDoc(BaseModel):
@@ -109,6 +122,9 @@ class StateDoc(BaseModel):
     stages: dict[str, StageDoc]
     fanout: dict[str, int] = Field(default_factory=dict)
     """Length of each fan-out list (``for_each``) made so far; its items are in ``metadata/items/``."""
+    abandoned: int = 0
+    """Attempts still running when the request ended, not reported yet (``RequestState.abandoned``)."""
+    abandoned_until: float | None = None
 
 
 class ShardDoc(BaseModel):

@@ -2,23 +2,47 @@
 
 * ``status_document(store, id)``: the machine-readable status of one request (``fave status --json``,
   ``GET /requests/{id}``). Its field names are a contract: add fields freely, never rename these.
-* ``list_rows(store, status=, limit=)``: one row per request, newest first (``fave list --json``); a request
+* ``list_rows(store, status=, limit=)``: one row per request, newest first (``fave list --json``): its id,
+  status, creation time, pipeline name and a short summary of its input (``input_summary``), and the keys rows
+  had before pipelines declared their input (``query``, ``video_uri``: null when the input has none); a request
   whose state cannot be read is a row with status ``UNREADABLE`` and its ``error``, not a failure of the list.
+* ``stage_page(store, id, stage, cursor=, limit=, failed=, item=, tracebacks=)``: one page of a stage's tasks,
+  one row per item (``fave status ID --stage NAME``, ``GET /requests/{id}/stages/{stage}``): status,
+  attempts, duration, the error and the history of failed attempts; the traceback of the last failed
+  attempt when asked (always for a single ``item``). A page reads state.json and only the task shards it
+  covers (``persistence.SHARD_SIZE`` tasks each), at most ``SCAN_SHARDS`` of them when it filters, so a
+  100,000-item stage is never read whole for one page. ``next_cursor`` (an item number, as a string) asks
+  for the next page; None at the end. A filtered page may hold fewer rows than ``limit`` and still have a
+  next one.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from fave_shared.errors import NotFoundError
+from fave_shared.errors import ConflictError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore, get_json
+from pydantic import ValidationError as PydanticValidationError
 
 from fave.core.model import RequestStatus
 from fave.ids import validate_request_id
-from fave.keys import final_key, state_key
-from fave.persistence import CorruptStateError, list_request_ids, parse_state
+from fave.keys import final_key, shard_key, state_key
+from fave.persistence import SHARD_SIZE, CorruptStateError, list_request_ids, parse_state
+from fave.statefile import ShardDoc, StageDoc, StateDoc, TaskDoc
 
-__all__ = ["UNREADABLE", "list_rows", "status_document"]
+__all__ = [
+    "MAX_PAGE_LIMIT",
+    "PAGE_LIMIT",
+    "SCAN_SHARDS",
+    "UNREADABLE",
+    "input_summary",
+    "list_rows",
+    "stage_page",
+    "stage_rows",
+    "status_document",
+]
 
 UNREADABLE = "UNREADABLE"
 """The status ``list_rows`` gives a request whose state.json cannot be read."""
@@ -83,6 +107,9 @@ def list_rows(store: ObjectStore, *, status: str | None = None, limit: int = 0) 
                 "request_id": request_id,
                 "status": doc.status,
                 "created_at": doc.created_at,
+                "pipeline": doc.pipeline.name,
+                "summary": input_summary(doc.input),
+                # Keys of the rows before pipelines declared their input (a contract): null unless the input has them.
                 "query": doc.input.get("query"),
                 "video_uri": doc.input.get("video_uri"),
             }
@@ -92,3 +119,227 @@ def list_rows(store: ObjectStore, *, status: str | None = None, limit: int = 0) 
         if limit and len(rows) >= limit:
             break
     return rows
+
+
+SUMMARY_LIMIT = 80
+"""Characters of ``input_summary`` at most."""
+
+
+def input_summary(request_input: Mapping[str, Any], limit: int = SUMMARY_LIMIT) -> str:
+    """A request's input in one short line: ``field=value`` pairs in their order, strings as they are (a path,
+    a query), other values as JSON, each value cut to 40 characters and the whole to ``limit``. A stored
+    input (over 4 KB) is ``(stored input)``; the default profile is left out."""
+    if set(request_input) == {"$ref"}:
+        return "(stored input)"
+    parts = []
+    for name, value in request_input.items():
+        if name == "profile" and value in (None, "default"):
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+        text = " ".join(text.split())  # one line, whatever it holds
+        parts.append(f"{name}={text if len(text) <= 40 else text[:37] + '...'}")
+    line = " ".join(parts)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# ---- one stage, item by item --------------------------------------------------------------------------
+
+PAGE_LIMIT = 100
+"""Rows of a stage page unless asked otherwise."""
+MAX_PAGE_LIMIT = 1000
+SCAN_SHARDS = 8
+"""Task shards (of ``SHARD_SIZE`` tasks) a page reads at most beyond those its rows need: what bounds a
+filtered page (``failed``) over a large stage with few matches."""
+_READ_ATTEMPTS = 20
+_TERMINAL = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELLED")
+
+
+class _Superseded(Exception):  # noqa: N818 - not an error: a newer commit replaced a shard being read
+    pass
+
+
+def _seconds(start: float | None, end: float | None) -> float | None:
+    return round(end - start, 6) if start is not None and end is not None else None
+
+
+def task_row(item: int | None, task: TaskDoc, *, traceback: bool = False) -> dict[str, Any]:
+    """One row of a stage view: the task's status, attempts, the last attempt's duration and error, every
+    failed attempt (``history``), and its traceback if ``traceback`` (``has_traceback`` says whether one
+    exists)."""
+    finished = task.status in _TERMINAL
+    return {
+        "item": item,
+        "status": task.status,
+        "attempts": task.attempt,
+        "duration_s": _seconds(task.dispatched_at, task.finished_at) if finished else None,
+        "started_at": task.first_dispatched_at if task.first_dispatched_at is not None else task.dispatched_at,
+        "dispatched_at": task.dispatched_at,
+        "finished_at": task.finished_at,
+        "error_type": task.error_type,
+        "error": task.error,
+        "history": [
+            {
+                "attempt": a.n,
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "duration_s": _seconds(a.started_at, a.ended_at),
+                "error_type": a.error_type,
+                "error": a.error,
+            }
+            for a in task.history
+        ],
+        "has_traceback": task.traceback is not None,
+        "traceback": task.traceback if traceback else None,
+    }
+
+
+def _parse_cursor(cursor: str | int | None) -> int:
+    if cursor is None or cursor == "":
+        return 0
+    text = str(cursor)
+    if not (text.isascii() and text.isdigit() and len(text) <= 12):
+        raise ValidationError(f"cursor: {text[:40]!r} is not a cursor of this view (use the next_cursor of a page)")
+    return int(text)
+
+
+def _stage_doc(doc: StateDoc, request_id: str, stage: str) -> StageDoc:
+    sdoc = doc.stages.get(stage)
+    if sdoc is None:
+        shown = stage if len(stage) <= 64 else stage[:61] + "..."
+        raise NotFoundError(
+            f"request {request_id} has no stage {shown!r} (its stages: {', '.join(doc.stages) or 'none'})"
+        )
+    return sdoc
+
+
+def _shard_tasks(store: ObjectStore, doc: StateDoc, stage: str, sdoc: StageDoc, shard: int) -> Mapping[int, TaskDoc]:
+    """The committed tasks of one shard as of ``doc`` (a shard never written: none, all PENDING)."""
+    token = sdoc.shard_tokens[shard] if shard < len(sdoc.shard_tokens) else ""
+    if not token and sdoc.shard_tokens:
+        return {}
+    try:
+        blob = store.get(shard_key(doc.request_id, stage, shard, token))
+    except NotFoundError:
+        if token:
+            raise _Superseded from None
+        return {}  # a state file from before tokens, whose shard was never written
+    try:
+        return ShardDoc.model_validate_json(blob.data).tasks
+    except PydanticValidationError:
+        raise CorruptStateError(f"request {doc.request_id}: task shard {stage}/{shard} is unreadable") from None
+
+
+def _read_state(store: ObjectStore, request_id: str) -> StateDoc:
+    try:
+        return parse_state(request_id, store.get(state_key(request_id)).data)
+    except NotFoundError:
+        raise NotFoundError(f"no request {request_id} in {store.uri}") from None
+
+
+def _page_once(
+    store: ObjectStore,
+    request_id: str,
+    stage: str,
+    *,
+    first: int,
+    limit: int,
+    keep: Callable[[TaskDoc], bool],
+    traceback: bool,
+) -> tuple[StageDoc, list[dict[str, Any]], int | None]:
+    doc = _read_state(store, request_id)
+    sdoc = _stage_doc(doc, request_id, stage)
+    if not sdoc.fanned_out:
+        task = sdoc.task or TaskDoc()
+        return sdoc, [task_row(None, task, traceback=traceback)] if first == 0 and keep(task) else [], None
+    total = sdoc.total or 0
+    budget = SCAN_SHARDS + -(-limit // SHARD_SIZE)
+    rows: list[dict[str, Any]] = []
+    item = first
+    while item < total and len(rows) < limit and budget > 0:
+        shard = item // SHARD_SIZE
+        tasks = _shard_tasks(store, doc, stage, sdoc, shard)
+        budget -= 1
+        end = min((shard + 1) * SHARD_SIZE, total)
+        while item < end and len(rows) < limit:
+            task = tasks.get(item) or TaskDoc()
+            if keep(task):
+                rows.append(task_row(item, task, traceback=traceback))
+            item += 1
+    return sdoc, rows, (item if item < total else None)
+
+
+def stage_page(
+    store: ObjectStore,
+    request_id: str,
+    stage: str,
+    *,
+    cursor: str | int | None = None,
+    limit: int = PAGE_LIMIT,
+    failed: bool = False,
+    item: int | None = None,
+    tracebacks: bool = False,
+) -> dict[str, Any]:
+    """One page of ``stage``'s tasks (see the module docs): ``{"request_id", "stage", "status", "fanned_out",
+    "total", "succeeded", "failed", "skipped", "running", "pending", "cancelled", "duration_s", "items",
+    "next_cursor", "limit"}``. ``failed``: only items whose task FAILED. ``item``: that item alone, with its
+    traceback. ``NotFoundError`` for an unknown request or stage, ``ValidationError`` for a bad cursor, limit
+    or item."""
+    validate_request_id(request_id)
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise ValidationError(f"limit: must be from 1 to {MAX_PAGE_LIMIT}, got {limit}")
+    first = _parse_cursor(cursor)
+    if item is not None:
+        if item < 0:
+            raise ValidationError(f"item: must be >= 0, got {item}")
+        first, limit, tracebacks = item, 1, True
+
+    def keep(task: TaskDoc) -> bool:
+        return task.status == "FAILED" if failed else True
+
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            sdoc, rows, next_item = _page_once(
+                store, request_id, stage, first=first, limit=limit, keep=keep, traceback=tracebacks
+            )
+            break
+        except _Superseded:
+            continue  # a commit replaced a shard under us: read the newer state
+    else:
+        raise ConflictError(f"request {request_id}, stage {stage!r}: the state kept changing while reading it")
+    if item is not None:
+        if (sdoc.fanned_out and item >= (sdoc.total or 0)) or (not sdoc.fanned_out and item != 0):
+            raise NotFoundError(f"request {request_id}, stage {stage!r}: no item {item} (items: {sdoc.total or 0})")
+        next_item = None
+    return {
+        "request_id": request_id,
+        "stage": stage,
+        "status": sdoc.status,
+        "fanned_out": sdoc.fanned_out,
+        "total": sdoc.total,
+        "succeeded": sdoc.succeeded,
+        "failed": sdoc.failed,
+        "skipped": sdoc.skipped,
+        "running": sdoc.running,
+        "pending": sdoc.pending,
+        "cancelled": sdoc.cancelled,
+        "duration_s": sdoc.duration_s,
+        "items": rows,
+        "next_cursor": str(next_item) if next_item is not None else None,
+        "limit": limit,
+    }
+
+
+def stage_rows(
+    store: ObjectStore, request_id: str, stage: str, *, failed: bool = False, tracebacks: bool = False
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Every page of a stage, first to last, as ``(page, its rows)``: ``fave status --stage`` prints the rows
+    of a 100,000-item stage as they are read, never holding more than a page."""
+    cursor: str | None = None
+    while True:
+        page = stage_page(
+            store, request_id, stage, cursor=cursor, limit=MAX_PAGE_LIMIT, failed=failed, tracebacks=tracebacks
+        )
+        yield page, page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return

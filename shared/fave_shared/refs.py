@@ -1,34 +1,79 @@
-"""Pass-by-reference for large payloads: no 256 KB cliff.
+"""Pass-by-reference for large payloads, only past what a Lambda invocation can carry (docs/stages.md).
 
-A JSON value larger than the threshold is written to the store and replaced by ``{"$ref": KEY}``; the
-receiving side resolves every such marker (anywhere in the structure) before stage code sees it. Stage code
-never knows whether its input or output travelled inline or by reference.
+A JSON value is written to the store and replaced by a *marker*, ``{"$ref": KEY}`` (optionally with
+``"$size"``: the value's bytes as compact UTF-8 JSON, and ``"$note"``: a sentence for whoever reads the event),
+only where Lambda could not carry it inline:
+
+* a stage's event (``event.input`` as a whole) when the event would be over ``event_limit(mode)``:
+  ``SYNC_EVENT_LIMIT`` (Lambda's 6 MB synchronous payload minus headroom) or ``ASYNC_EVENT_LIMIT`` (part of
+  Lambda's 1 MB asynchronous payload: the destination record that brings the result back carries the event
+  *and* the response, and must fit in one SQS message);
+* a stage's response, by the SDK, when it would be over ``SYNC_RESPONSE_LIMIT`` or, asynchronously, when
+  event + response would be over ``ASYNC_RECORD_LIMIT``.
+
+Below those limits a stage's event holds no marker anywhere: the orchestrator inlines the outputs it parked in
+the store. ``FAVE_PAYLOAD_THRESHOLD`` (bytes) overrides every limit (tests use it to force references).
+The receiving side resolves every marker (anywhere in the structure) before stage code sees it: the SDK does,
+and ``fave_shared.stage.resolve_event`` does it for a handler that does not use the SDK.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeGuard
 
 from .errors import ValidationError
 from .store.base import ObjectStore
 
 REF = "$ref"
-DEFAULT_THRESHOLD = 200_000
-"""Bytes of compact JSON above which a payload travels by reference (``FAVE_PAYLOAD_THRESHOLD``)."""
+SIZE = "$size"
+NOTE = "$note"
+_MARKER_KEYS = frozenset({REF, SIZE, NOTE})
+
+KIB = 1024
+MIB = 1024 * KIB
+
+LAMBDA_SYNC_PAYLOAD_BYTES = 6 * MIB
+"""Lambda's limit on a synchronous (RequestResponse) request, and on its response: 6 MB (Lambda's MB = MiB)."""
+LAMBDA_ASYNC_PAYLOAD_BYTES = 1 * MIB
+"""Lambda's limit on an asynchronous (Event) request since October 2025 (256 KB before), and SQS's limit on a
+message (since August 2025): what a destination record, which holds the event and the response, must fit in."""
+
+SYNC_EVENT_LIMIT = LAMBDA_SYNC_PAYLOAD_BYTES - 64 * KIB
+"""A synchronous stage's event travels inline up to this many bytes (6 MiB minus 64 KiB of headroom)."""
+SYNC_RESPONSE_LIMIT = LAMBDA_SYNC_PAYLOAD_BYTES - 64 * KIB
+"""The SDK returns a synchronous stage's output inline up to this many bytes of JSON."""
+ASYNC_RECORD_LIMIT = LAMBDA_ASYNC_PAYLOAD_BYTES - 32 * KIB
+"""Event + response of an asynchronous stage, together: the destination record holds both, plus its own
+fields (~0.5 KB: ids, the function's ARN, timestamps); 32 KiB are kept for those and for Lambda's own framing."""
+ASYNC_EVENT_LIMIT = 768 * KIB
+"""An asynchronous stage's event travels inline up to this many bytes, which leaves a response at least
+``ASYNC_RECORD_LIMIT - ASYNC_EVENT_LIMIT`` (224 KiB) in the destination record."""
+
+OVERRIDE_VAR = "FAVE_PAYLOAD_THRESHOLD"
 
 
-def threshold() -> int:
-    """The offload threshold in bytes, overridable with the ``FAVE_PAYLOAD_THRESHOLD`` environment variable
-    (``ValidationError`` naming it if it is not a whole number)."""
-    raw = os.environ.get("FAVE_PAYLOAD_THRESHOLD")
+def override() -> int | None:
+    """``FAVE_PAYLOAD_THRESHOLD`` in bytes when set: it replaces every limit above (``ValidationError``
+    naming it if it is not a whole number)."""
+    raw = os.environ.get(OVERRIDE_VAR)
     if raw is None:
-        return DEFAULT_THRESHOLD
+        return None
     try:
         return int(raw)
     except ValueError:
-        raise ValidationError(f"FAVE_PAYLOAD_THRESHOLD={raw[:40]!r} is not a whole number of bytes") from None
+        raise ValidationError(f"{OVERRIDE_VAR}={raw[:40]!r} is not a whole number of bytes") from None
+
+
+def event_limit(mode: str) -> int:
+    """Bytes of a stage's event (its invocation payload as sent) up to which its input travels inline."""
+    limit = override()
+    if limit is not None:
+        return limit
+    return SYNC_EVENT_LIMIT if mode == "sync" else ASYNC_EVENT_LIMIT
 
 
 def dumps(value: Any) -> bytes:
@@ -36,35 +81,180 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
-def is_ref(value: Any) -> bool:
-    """True for a ``{"$ref": key}`` marker."""
-    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(REF), str)
+def is_ref(value: Any) -> TypeGuard[dict[str, Any]]:
+    """True for a marker: a dict with a string ``"$ref"`` and no keys but ``"$size"`` (an int) and ``"$note"``
+    (a string). Any other dict is data, also one that has a ``"$ref"`` key (a JSON Schema document, say)."""
+    if not isinstance(value, dict) or not isinstance(value.get(REF), str):
+        return False
+    if len(value) == 1:
+        return True
+    return (
+        value.keys() <= _MARKER_KEYS
+        and (SIZE not in value or (type(value[SIZE]) is int and value[SIZE] >= 0))
+        and (NOTE not in value or isinstance(value[NOTE], str))
+    )
+
+
+def marker(key: str, *, size: int | None = None, note: str | None = None) -> dict[str, Any]:
+    """``{"$ref": key}``, with ``"$size"`` and ``"$note"`` when given."""
+    value: dict[str, Any] = {REF: key}
+    if size is not None:
+        value[SIZE] = size
+    if note is not None:
+        value[NOTE] = note
+    return value
 
 
 # Measures compact JSON without sorting keys (same length as ``dumps``) and without building an encoder per
 # call, as ``json.dumps`` with options does: offload runs once per dispatched task. ASCII output: len = bytes.
 _SIZER = json.JSONEncoder(separators=(",", ":"))
+# As an invocation payload is sent (fave.invoke.base.payload_json): UTF-8, not \u-escaped.
+_UTF8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def json_size(value: Any) -> int:
-    """Bytes of ``value`` as compact JSON (what ``dumps`` would write)."""
+    """Bytes of ``value`` as compact ASCII JSON (what ``dumps`` would write; non-ASCII text \\u-escaped)."""
     return len(_SIZER.encode(value))
 
 
-def offload(store: ObjectStore, key: str, value: Any, *, limit: int | None = None) -> Any:
-    """Return ``value`` itself, or a ref to a copy written at ``key`` if its JSON exceeds ``limit`` bytes."""
-    if json_size(value) <= (threshold() if limit is None else limit):
+def utf8_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON, as an invocation payload carries it."""
+    return len(_UTF8.encode(value).encode())
+
+
+def offload(store: ObjectStore, key: str, value: Any, *, limit: int) -> Any:
+    """Return ``value`` itself, or a marker (with ``"$size"``) to a copy written at ``key`` if its JSON
+    exceeds ``limit`` bytes."""
+    if json_size(value) <= limit:
         return value
     store.put(key, dumps(value), content_type="application/json")
-    return {REF: key}
+    return marker(key, size=utf8_size(value))
 
 
 def resolve(store: ObjectStore, value: Any) -> Any:
-    """Replace every ref marker in ``value`` (recursively, including inside resolved values)."""
+    """Replace every marker in ``value`` (recursively, including inside resolved values)."""
+    return resolve_with(lambda key: json.loads(store.get(key).data), value)
+
+
+def resolve_with(load: Callable[[str], Any], value: Any) -> Any:
+    """``resolve`` with ``load(key)`` giving the JSON value stored at ``key``."""
     if is_ref(value):
-        return resolve(store, json.loads(store.get(value[REF]).data))
+        return resolve_with(load, load(value[REF]))
     if isinstance(value, dict):
-        return {k: resolve(store, v) for k, v in value.items()}
+        return {k: resolve_with(load, v) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve(store, v) for v in value]
+        return [resolve_with(load, v) for v in value]
     return value
+
+
+def find_refs(value: Any) -> list[dict[str, Any]]:
+    """Every marker in ``value`` (not looking inside what they refer to)."""
+    found: list[dict[str, Any]] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if is_ref(item):
+                found.append(item)
+            else:
+                stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+class RefCache:
+    """The objects markers name, kept as their JSON bytes (and UTF-8 size) up to ``max_bytes`` in all, for
+    whoever puts them back inline many times: the orchestrator, when the events of a fan-out's tasks all carry
+    the same upstream output or the same stored request input. What a marker names is written once (its key
+    holds the request, stage, item and attempt), so a kept copy does not go stale. Thread-safe; when full, it
+    starts again empty.
+    """
+
+    def __init__(self, max_bytes: int = 16 * MIB) -> None:
+        self.max_bytes = max_bytes
+        self._held = 0
+        self._items: dict[tuple[str, str], tuple[bytes, int]] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, store: ObjectStore, key: str) -> tuple[bytes, int]:
+        slot = (store.uri, key)
+        with self._lock:
+            item = self._items.get(slot)
+        if item is not None:
+            return item
+        data = store.get(key).data
+        item = (data, utf8_size(json.loads(data)))
+        if len(data) <= self.max_bytes:
+            with self._lock:
+                if self._held + len(data) > self.max_bytes:
+                    self._items.clear()
+                    self._held = 0
+                if slot not in self._items:
+                    self._items[slot] = item
+                    self._held += len(data)
+        return item
+
+    def load(self, store: ObjectStore, key: str) -> Any:
+        """The JSON value stored at ``key``."""
+        return json.loads(self._get(store, key)[0])
+
+    def size(self, store: ObjectStore, ref: Mapping[str, Any]) -> int:
+        """Bytes of the value a marker names as compact UTF-8 JSON: its ``"$size"``, else measured (one GET)."""
+        size = ref.get(SIZE)
+        return size if type(size) is int else self._get(store, str(ref[REF]))[1]
+
+    def inlined_size(self, store: ObjectStore, size: int, markers: list[dict[str, Any]]) -> int:
+        """``size`` (bytes of a JSON document holding ``markers``) with every one replaced by its value."""
+        return size + sum(self.size(store, ref) - utf8_size(ref) for ref in markers)
+
+    def resolve(self, store: ObjectStore, value: Any) -> Any:
+        """``resolve(store, value)``, reading through this cache."""
+        return resolve_with(lambda key: self.load(store, key), value)
+
+
+# ---- what a handler that does not resolve markers is told ------------------------------------------------
+
+SDK_HELPER = "fave_shared.stage.resolve_event(event)"
+SDK_DECORATOR = "@fave_shared.stage.stage(InputModel)"
+
+
+def input_note(size: int, limit: int, mode: str) -> str:
+    """The ``"$note"`` of a stage event's offloaded input: why it is a marker and how to read it."""
+    kind = "a synchronous" if mode == "sync" else "an asynchronous"
+    return (
+        f"event.input was passed by reference: with it inline the event would be {size} bytes, over the {limit} "
+        f"bytes {kind} stage's event carries; a handler that does not use fave's SDK must resolve it with "
+        f"{SDK_HELPER} (or be written with {SDK_DECORATOR}), see docs/stages.md"
+    )
+
+
+_PLATFORM_ERRORS = ("Runtime.", "Sandbox.", "Function.", "States.", "EventAgeExceeded")
+_SDK_FRAMES = ("fave_shared/stage.py", "fave_shared\\stage.py")
+
+
+def unresolved_note(event: Any, error: Any) -> str | None:
+    """The note to add to a failed invocation's error when its handler most likely tripped over a marker.
+
+    ``event``: the stage's event as sent; ``error``: Lambda's error payload. That is when the event's input
+    was a marker, the error was raised by the handler (not a timeout, a crash, or the platform), and its stack
+    trace does not pass through the SDK (which resolves markers before the stage body runs). None otherwise.
+    """
+    if not isinstance(event, Mapping):
+        return None
+    marker_ = event.get("input")
+    if not is_ref(marker_):
+        return None
+    error_type = str(error.get("errorType") or "") if isinstance(error, Mapping) else ""
+    if error_type.startswith(_PLATFORM_ERRORS):
+        return None
+    stack = error.get("stackTrace") if isinstance(error, Mapping) else None
+    if isinstance(stack, list) and any(isinstance(f, str) and any(s in f for s in _SDK_FRAMES) for f in stack):
+        return None
+    note = marker_.get(NOTE)
+    if isinstance(note, str) and note:
+        return note
+    return (
+        f'event.input was passed by reference ({{"{REF}": ...}}); a handler that does not use fave\'s SDK must '
+        f"resolve it with {SDK_HELPER}, see docs/stages.md"
+    )

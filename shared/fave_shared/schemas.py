@@ -1,6 +1,7 @@
 """Wire formats that cross a process or network boundary (pydantic models).
 
-* ``StageEvent``: what the orchestrator sends a stage function (the Lambda invocation payload).
+* ``StageEvent``: what the orchestrator sends a stage function (the Lambda invocation payload). docs/stages.md
+  documents it, and docs/schemas/ has a JSON Schema for it and for what comes back.
 * ``StageInput``: the base of every stage's single input model (``StageEvent.input``).
 * ``DestinationEnvelope``: what Lambda (or the local runtime) delivers to the orchestrator when an
   asynchronous invocation ends (OnSuccess / OnFailure destinations).
@@ -36,8 +37,15 @@ class StageEvent(BaseModel):
 
     fave: Literal[1] = 1
     task: TaskRef
+    mode: Literal["sync", "async"] | None = Field(
+        default=None, description="how this attempt was invoked (None: not said, read as async)"
+    )
     store: str = Field(description="URI of the object store the request lives in (dir path or s3://)")
-    input: dict[str, Any] = Field(default_factory=dict)
+    input: dict[str, Any] = Field(
+        default_factory=dict,
+        description='the stage\'s input (StageInput), or a {"$ref": key, ...} marker to it when the event would '
+        "be over what Lambda carries (fave_shared.refs.event_limit)",
+    )
 
 
 class RequestInput(BaseModel):

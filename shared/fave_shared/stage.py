@@ -12,8 +12,9 @@ def handler(inp: SplitInput, ctx: StageContext) -> SplitOutput:
 The wrapper parses the invocation payload (``StageEvent``), resolves ``{"$ref"}`` markers, validates the
 stage's one input model, opens the request's object store, runs the body, validates/dumps the one output
 model, and offloads it by reference if it is large. Exceptions propagate (Lambda reports them as a function
-error with ``errorType`` = the class name); raise a ``TerminalError`` subclass for input that retrying cannot
-fix, so the orchestrator does not retry it.
+error with ``errorType`` = the class name), except a ``TerminalError`` (or a subclass: raise one for input that
+retrying cannot fix), which the handler returns as a terminal error result (``fave_shared.outcome``): the
+orchestrator then fails the task without retrying it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import functools
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -30,7 +31,8 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from . import refs
-from .errors import ValidationError
+from .errors import TerminalError, ValidationError
+from .outcome import terminal_result
 from .schemas import StageEvent, StageInput, TaskRef
 from .store import ObjectStore, open_store
 
@@ -143,6 +145,12 @@ def stage(input_model: type[I]) -> Callable[[Callable[[I, StageContext], BaseMod
         @functools.wraps(body)
         def handler(event: dict[str, Any], context: Any = None) -> Any:
             try:
+                return run(event, context)
+            except TerminalError as exc:  # said in the result, so nobody retries it (fave_shared.outcome)
+                return terminal_result(exc)
+
+        def run(event: dict[str, Any], context: Any) -> Any:
+            try:
                 parsed = StageEvent.model_validate(event)
             except Exception as exc:  # pydantic's error lists every field; keep it on one line
                 raise ValidationError(f"not a fave stage event: {exc}".replace("\n", " ")) from exc
@@ -152,13 +160,46 @@ def stage(input_model: type[I]) -> Callable[[Callable[[I, StageContext], BaseMod
                 inp = _validate_input(input_model, refs.resolve(store, parsed.input), parsed.task)
                 out = body(inp, ctx)
                 dumped = out.model_dump(mode="json")
-                return refs.offload(store, ctx.key(f"output-{parsed.task.attempt}.json"), dumped)
+                return respond(store, ctx.key(f"output-{parsed.task.attempt}.json"), dumped, parsed.mode, event)
             finally:
                 ctx.close()
 
         return handler
 
     return decorate
+
+
+def respond(store: ObjectStore, key: str, output: Any, mode: str | None, event: Any) -> Any:
+    """What a handler returns for ``output``: the value itself, or a marker to a copy written at ``key`` when
+    Lambda could not carry it back (docs/stages.md): synchronously, over ``refs.SYNC_RESPONSE_LIMIT`` bytes;
+    asynchronously (or ``mode`` None), when ``event`` and ``output`` together would be over
+    ``refs.ASYNC_RECORD_LIMIT``, the destination record that holds both. ``FAVE_PAYLOAD_THRESHOLD`` overrides."""
+    limit = refs.override()
+    if limit is None:
+        if mode == "sync":
+            limit = refs.SYNC_RESPONSE_LIMIT
+        else:
+            size = refs.json_size(output)
+            if size <= refs.ASYNC_RECORD_LIMIT - refs.ASYNC_EVENT_LIMIT:
+                return output  # fits beside any event the orchestrator sends inline: no need to measure it
+            limit = refs.ASYNC_RECORD_LIMIT - refs.utf8_size(event)
+    return refs.offload(store, key, output, limit=limit)
+
+
+def resolve_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The event with every ``{"$ref": ...}`` marker in its input replaced by the value it stands for.
+
+    For a handler written without the ``@stage`` decorator: fave passes ``event["input"]`` by reference when
+    the event would be over what Lambda carries (docs/stages.md), and ``event = resolve_event(event)`` reads it
+    back from the request's store (``event["store"]``). An event without markers comes back as it is (a copy of
+    the top level). Raises ``ValidationError`` if ``event`` is not a fave stage event.
+    """
+    if not isinstance(event, Mapping) or not isinstance(event.get("store"), str) or "input" not in event:
+        raise ValidationError("not a fave stage event: resolve_event needs a mapping with 'store' and 'input'")
+    value = event["input"]
+    if refs.find_refs(value):
+        value = refs.resolve(_store_for(event["store"]), value)
+    return {**event, "input": value}
 
 
 MAX_REPORTED_ERRORS = 5

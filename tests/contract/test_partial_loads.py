@@ -118,3 +118,29 @@ def test_timeouts_and_retries_are_found_in_blocks_that_were_not_loaded(store: Ob
     timed_out = [i for i, t in full.tasks["work"].items() if t.error_type == TIMEOUT_ERROR and t.retry_at is not None]
     assert len(timed_out) == 200  # every task that was running, though no step before had loaded their blocks
     assert full.stages["work"].retry_blocks and full.stages["work"].running == 200  # new items took the slots
+
+
+@pytest.mark.parametrize("event", ["resume", "cancel"])
+def test_a_resume_or_cancel_loads_everything_in_one_go(store: ObjectStore, clock: ManualClock, event: str) -> None:
+    """Not one restarted decision per block: at 157 blocks that ran out of loads (MAX_LOADS) and took 20 s."""
+    service = Lambda()
+    rid = started(store, clock, service)
+    if event == "resume":
+        fresh(store, clock, service).apply(rid, [TaskFailed("work", 3, 1, "Boom", "broken", terminal=True)])
+    orch = fresh(store, clock, service)
+    loads = []
+    load_more = orch.persistence.load_more
+
+    def counted(state: Any, missing: Any) -> Any:
+        loads.append((len(missing.tasks), len(missing.items)))
+        return load_more(state, missing)
+
+    orch.persistence.load_more = counted  # type: ignore[method-assign]
+    before = len(service.sent)
+    state = orch.resume(rid) if event == "resume" else orch.cancel(rid, "enough")
+    assert len(loads) == 1, loads  # every task block (and, to dispatch again, every fan-out item block) at once
+    if event == "resume":
+        assert state.status is RequestStatus.RUNNING
+        assert sum(1 for s, _, _ in service.sent[before:] if s == "work") == 200  # max_concurrency
+    else:
+        assert state.status is RequestStatus.CANCELLED

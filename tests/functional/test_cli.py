@@ -16,6 +16,7 @@ import pytest
 from fave.core.model import RequestStatus, TaskStatus
 from fave.keys import final_key
 from fave.local.orchestrator import load_local_pipeline
+from fave.persistence import list_request_ids
 from fave.service import Orchestrator
 from fave.status import status_document
 from fave_shared.errors import NotFoundError
@@ -245,19 +246,17 @@ def _request_id_from(log: Path, timeout: float = 30) -> str:
 
 def test_a_killed_bench_request_is_an_ordinary_request_that_resume_finishes(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    items = 10_000
+    items = 10_000  # its fan-out runs for half a second: the id is read in-process, not by a `fave list`
     bench = e2e.start_fave(
         "bench", "fanout", "--items", str(items), "--store", str(store), env=None, log_dir=tmp_path / "bench"
     )
     try:
-        e2e.wait_for(lambda: list(LocalStore(store).list("index/requests/")), timeout=60, what="the bench request")
-        (request_id,) = json.loads(fave("list", "--json", store=store, check_code=0).stdout)[0:1]
+        (rid,) = e2e.wait_for(lambda: list_request_ids(LocalStore(store)), timeout=60, what="the bench request")
         # Completions are committed in big batches, so "half-way" is: fanned out, not finished.
-        wait_for(store, request_id["request_id"], lambda d: d["stages"]["work"]["status"] == "RUNNING", 60)
+        wait_for(store, rid, lambda d: d["stages"]["work"]["status"] == "RUNNING", 60)
     finally:
         e2e.crash(bench)
     assert bench.returncode == -signal.SIGKILL
-    rid = request_id["request_id"]
     assert json.loads(fave("status", rid, "--json", store=store, check_code=0).stdout)["status"] == "RUNNING"
     done = json.loads(fave("resume", rid, "--json", store=store, check_code=0).stdout)
     assert done["status"] == "COMPLETED"

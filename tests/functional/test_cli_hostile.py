@@ -153,16 +153,17 @@ def test_local_error_unreadable_payload_threshold_fails_the_first_dispatch(tmp_p
 def test_local_error_invoke_refused_fails_the_request(tmp_path: Path, source: Path, demo_copy: Path, mode: str) -> None:
     # The invoke itself raises (the local runtime throttles a function whose ReservedConcurrentExecutions is
     # 0, as Lambda does): on the first dispatch, the task fails and is retried, then the request fails.
+    # ShoutFunction: its results have destinations back to the orchestrator, as an async stage's must.
     template = demo_copy.parent / "template.yaml"
     text = template.read_text()
-    assert text.count("CodeUri: functions/words\n") == 1
+    assert text.count("CodeUri: functions/shout\n") == 1
     template.write_text(
-        text.replace("CodeUri: functions/words\n", "CodeUri: functions/words\n      ReservedConcurrentExecutions: 0\n")
+        text.replace("CodeUri: functions/shout\n", "CodeUri: functions/shout\n      ReservedConcurrentExecutions: 0\n")
     )
     pipeline = demo_copy.parent / f"{mode}.yaml"
     pipeline.write_text(
         "name: throttled\ndefaults: {retry: {max_attempts: 2, interval: 10ms}}\n"
-        f"stages:\n  words: {{function: WordsFunction, mode: {mode}}}\n"
+        f"stages:\n  words: {{function: ShoutFunction, mode: {mode}}}\n"
     )
     store = tmp_path / "store"
     proc = fave("run", str(source), "--pipeline", str(pipeline), "--input", '{"text": "a b"}', store=store)

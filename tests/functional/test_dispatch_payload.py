@@ -1,5 +1,5 @@
 """A dispatched task's payload is JSON-encoded once: the same bytes decide whether its input travels by
-reference (``refs.offload``'s rule, to the byte) and are what the invoker sends.
+reference (over ``refs.event_limit``, to the byte) and are what the invoker sends.
 
 Real parts: the bench's fan-out pipeline on the local runtime (thread isolation) and a local store.
 """
@@ -67,18 +67,17 @@ def test_an_input_travels_by_reference_exactly_past_the_threshold(
     orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch, text: str
 ) -> None:
     task_input = {"item": {"text": text * 200}, "index": 3, "needs": {}, "config": {}}
-    measured = refs.json_size(task_input)  # compact ASCII JSON: what refs.offload compares
+    monkeypatch.setenv("FAVE_PAYLOAD_THRESHOLD", "10000000")
+    measured = len(payload_for(orchestrator, task_input).data)  # the event's bytes as sent (UTF-8)
 
     monkeypatch.setenv("FAVE_PAYLOAD_THRESHOLD", str(measured))
     inline = payload_for(orchestrator, task_input)
-    assert inline["input"] == task_input
-    # The measuring branch was taken: the payload is over a third of the threshold.
-    assert 3 * len(inline.data) > measured
+    assert inline["input"] == task_input and len(inline.data) == measured
 
     monkeypatch.setenv("FAVE_PAYLOAD_THRESHOLD", str(measured - 1))
     by_ref = payload_for(orchestrator, task_input)
     key = task_input_key(REQUEST_ID, "a", 3, 1)
-    assert by_ref["input"] == {refs.REF: key}
+    assert refs.is_ref(by_ref["input"]) and by_ref["input"][refs.REF] == key
     assert by_ref.data == payload_json(dict(by_ref))
     assert json.loads(orchestrator.store.get(key).data) == task_input
 

@@ -3,17 +3,22 @@ them apart. The pure pieces of the function: tests/unit/test_app_events.py."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2, EventBridgeEvent, S3Event, SQSEvent
 from fave.app import kind_of
-from fave.app.models import StartRequest
+from fave.app.models import request_input
 from fave.completions import from_envelope
 from fave.core.model import TaskFailed, TaskSucceeded
+from fave.local.orchestrator import load_local_pipeline
 from fave_shared.errors import ValidationError
 from fave_shared.schemas import DestinationEnvelope, StageEvent, StageInput
 from support.events import EVENTS, SAMPLE_REQUEST_ID, load_event, sample_names
+
+REPO = Path(__file__).resolve().parents[2]
 
 KINDS = {
     "http-start.json": "http",
@@ -61,8 +66,12 @@ def test_http_samples_are_payload_2_0_with_the_sample_id_in_the_path(name: str) 
 
 def test_the_start_sample_is_a_valid_request_with_an_idempotency_key() -> None:
     event = APIGatewayProxyEventV2(load_event("http-start.json"))
-    body = StartRequest.model_validate_json(event.body or "")
-    assert body.video_uri.startswith("s3://") and body.query and body.profile == "default"
+    body = json.loads(event.body or "")
+    value = request_input(
+        body, load_local_pipeline(REPO / "pipeline.yaml"), default_query=None, default_profile="default"
+    )
+    assert value == body  # the video pipeline's input, nothing added or dropped
+    assert value["video_uri"].startswith("s3://") and value["query"] and value["profile"] == "default"
     assert event.headers["idempotency-key"]
 
 

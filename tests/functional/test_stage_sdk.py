@@ -1,8 +1,7 @@
-"""The stage SDK turns a stage input that fails its model into fave's own terminal ``ValidationError``.
-
-pydantic's ``ValidationError`` happens to share the name, so the orchestrator's default ``non_retryable``
-list matched it by accident; these tests pin the deliberate behaviour: our class (a ``TerminalError``), a
-one-line message that names the stage and each offending field, and Lambda's error payload saying so.
+"""The stage SDK turns a stage input that fails its model into fave's own terminal ``ValidationError``,
+returned as a terminal error result (``fave_shared.outcome``): the orchestrator fails the task without
+retrying it because the stage said so, not because of the error's name. These tests pin the deliberate
+behaviour: our class, a one-line message that names the stage and each offending field, and the result.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from fave_shared.schemas import StageInput
 from fave_shared.stage import MAX_REPORTED_ERRORS, StageContext, stage
 from pydantic import BaseModel, ConfigDict, Field
 from support.functions import load_handler
+from support.stage_results import terminal
 
 
 class ToyConfig(BaseModel):
@@ -56,12 +56,11 @@ def test_valid_input_runs_the_body(tmp_path: Path) -> None:
 
 
 def test_misspelt_config_key_is_our_terminal_validation_error(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError) as caught:
-        toy(_event(tmp_path, {"needs": {"upstream": {}}, "config": {"treshold": 0.3}}), None)
-    err = caught.value
-    assert isinstance(err, TerminalError) and not isinstance(err, pydantic.ValidationError)
-    assert isinstance(err.__cause__, pydantic.ValidationError)  # the detail stays reachable
-    message = str(err)
+    err = terminal(toy(_event(tmp_path, {"needs": {"upstream": {}}, "config": {"treshold": 0.3}}), None))
+    assert err.error_type == ValidationError.__name__ and issubclass(ValidationError, TerminalError)
+    assert not issubclass(ValidationError, pydantic.ValidationError)
+    assert err.traceback is not None and "stage.py" in err.traceback  # where it was raised, for fave status
+    message = err.message
     assert "\n" not in message
     assert message.startswith("input of stage toy is invalid: ")
     assert "config.treshold: Extra inputs are not permitted" in message
@@ -69,9 +68,7 @@ def test_misspelt_config_key_is_our_terminal_validation_error(tmp_path: Path) ->
 
 def test_message_names_every_bad_field_with_the_value_given(tmp_path: Path) -> None:
     bad = {"needs": {"upstream": {"a": "many"}}, "config": {"threshold": 7, "label": "ok"}}
-    with pytest.raises(ValidationError) as caught:
-        toy(_event(tmp_path, bad, stage_name="detect", item=3), None)
-    message = str(caught.value)
+    message = terminal(toy(_event(tmp_path, bad, stage_name="detect", item=3), None), "ValidationError").message
     assert message.startswith("input of stage detect item 3 is invalid: ")
     assert "needs.upstream.a: Input should be a valid integer" in message and "(got 'many')" in message
     assert "config.threshold: Input should be less than 1 (got 7)" in message
@@ -79,34 +76,36 @@ def test_message_names_every_bad_field_with_the_value_given(tmp_path: Path) -> N
 
 
 def test_missing_upstream_output_names_the_field(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match=r"needs: Field required$"):
-        toy(_event(tmp_path, {}), None)
+    terminal(toy(_event(tmp_path, {}), None), "ValidationError", match=r"needs: Field required$")
 
 
 def test_long_error_lists_are_cut_to_one_readable_line(tmp_path: Path) -> None:
     upstream = {f"k{i}": "x" * 200 for i in range(MAX_REPORTED_ERRORS + 3)}
-    with pytest.raises(ValidationError) as caught:
-        toy(_event(tmp_path, {"needs": {"upstream": upstream}}), None)
-    message = str(caught.value)
+    message = terminal(toy(_event(tmp_path, {"needs": {"upstream": upstream}}), None), "ValidationError").message
     assert message.endswith("; and 3 more")
     assert message.count("Input should be a valid integer") == MAX_REPORTED_ERRORS
     assert len(message) < 200 * MAX_REPORTED_ERRORS  # long values are abbreviated, not copied whole
 
 
-def test_lambda_error_payload_is_non_retryable_by_our_class_name(tmp_path: Path) -> None:
+def test_the_orchestrator_takes_the_result_for_a_failure_it_must_not_retry(tmp_path: Path) -> None:
     # The orchestrator's side of the contract: absent where only the stage functions' packages are installed
     # (.venv-py312, as on Lambda); the rest of this file runs there too.
-    worker = pytest.importorskip("fave.local.worker", reason="the orchestrator (fave) is not installed here")
-    pipeline = pytest.importorskip("fave.pipeline", reason="the orchestrator (fave) is not installed here")
-    try:
-        toy(_event(tmp_path, {"needs": {"upstream": {}}, "config": {"nope": 1}}), None)
-    except ValidationError as exc:
-        payload = worker.exception_payload(exc, "req-1")
-    else:
-        pytest.fail("no error")
-    assert payload["errorType"] == ValidationError.__name__ == "ValidationError"
-    assert payload["errorType"] in pipeline.DEFAULT_NON_RETRYABLE
-    assert "config.nope" in payload["errorMessage"]
+    completions = pytest.importorskip("fave.completions", reason="the orchestrator (fave) is not installed here")
+    dag = pytest.importorskip("fave.core.dag", reason="the orchestrator (fave) is not installed here")
+    result = toy(_event(tmp_path, {"needs": {"upstream": {}}, "config": {"nope": 1}}), None)
+    task = completions.Task("r-sdk", "toy", None, 1)
+    _, failed = completions.from_result(task, result, None)  # a successful invocation, as Lambda sees it
+    assert failed.error_type == "ValidationError" and failed.terminal and "config.nope" in failed.message
+    assert "ValidationError" not in dag.DEFAULT_NON_RETRYABLE  # the result said so, not the name
+
+
+def test_an_ordinary_exception_is_raised_for_lambda_to_report(tmp_path: Path) -> None:
+    @stage(ToyInput)
+    def broken(inp: ToyInput, ctx: StageContext) -> ToyOutput:
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        broken(_event(tmp_path, {"needs": {"upstream": {}}}), None)
 
 
 def test_a_real_stage_rejects_a_misspelt_profile_setting(tmp_path: Path) -> None:
@@ -115,5 +114,5 @@ def test_a_real_stage_rejects_a_misspelt_profile_setting(tmp_path: Path) -> None
         "needs": {"normalize": {"video_key": "requests/r-sdk/input/normalized.mp4", "normalized": {"fps": 25}}},
         "config": {"max_clip": 8},
     }
-    with pytest.raises(ValidationError, match=r"input of stage split is invalid: config\.max_clip: Extra inputs"):
-        split(_event(tmp_path, inp, stage_name="split"), None)
+    result = split(_event(tmp_path, inp, stage_name="split"), None)
+    terminal(result, "ValidationError", match=r"input of stage split is invalid: config\.max_clip: Extra inputs")

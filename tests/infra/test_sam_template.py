@@ -420,6 +420,7 @@ def test_http_api_routes_and_iam_auth_by_default(translated: dict[str, Any]) -> 
         assert routes == {
             ("/requests", "POST"),
             ("/requests/{id}", "GET"),
+            ("/requests/{id}/stages/{stage}", "GET"),
             ("/requests/{id}/resume", "POST"),
             ("/requests/{id}/cancel", "POST"),
         }

@@ -14,27 +14,33 @@ import pydantic
 import pytest
 from fave.completions import Task, _read_plain, from_envelope, from_result
 from fave.core.model import TaskFailed, TaskSucceeded
+from fave_shared.outcome import StageError, from_lambda_error, stage_error
 from fave_shared.schemas import DestinationEnvelope, StageEvent
 
 REQUEST_ID = "01M8C4KDV45JD9QKP9CY11KTTD"
 
 
 def reference(envelope: Any) -> tuple[str, TaskSucceeded | TaskFailed]:
+    """What the schemas read, turned into events by ``fave_shared.outcome`` (a stage's own error result, a
+    Lambda error payload)."""
     env = DestinationEnvelope.model_validate(envelope)
     task = StageEvent.model_validate(env.requestPayload).task
+
+    def failed(error: StageError) -> tuple[str, TaskFailed]:
+        return task.request_id, TaskFailed(
+            task.stage, task.item, task.attempt, error.error_type, error.message, error.terminal, error.traceback
+        )
+
     if env.succeeded:
+        returned = stage_error(env.responsePayload)
+        if returned is not None:
+            return failed(returned)
         return task.request_id, TaskSucceeded(task.stage, task.item, task.attempt, env.responsePayload)
     if env.requestContext.condition == "EventAgeExceeded":
         return task.request_id, TaskFailed(
             task.stage, task.item, task.attempt, "EventAgeExceeded", "the event expired before it could run"
         )
-    payload = env.responsePayload
-    if isinstance(payload, dict):
-        message = str(payload.get("errorMessage") or "").strip() or "(no message)"
-        return task.request_id, TaskFailed(
-            task.stage, task.item, task.attempt, str(payload.get("errorType") or "Error"), message
-        )
-    return task.request_id, TaskFailed(task.stage, task.item, task.attempt, "Error", str(payload))
+    return failed(from_lambda_error(env.responsePayload))
 
 
 def envelope(condition: str = "Success", function_error: str | None = None, response: Any = None) -> dict[str, Any]:

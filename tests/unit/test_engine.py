@@ -7,6 +7,7 @@ from fave.core.model import (
     TIMEOUT_ERROR,
     Cancel,
     Invoke,
+    NotifyKind,
     RequestStatus,
     Resend,
     Resume,
@@ -125,10 +126,42 @@ def test_retry_waits_for_backoff_then_fails_request_naming_stage_item_error(fan:
     assert "work" in reason and "item 0" in reason and "ValueError: boom" in reason and "3 attempts" in reason
 
 
-def test_non_retryable_error_fails_at_once(chain: Harness) -> None:
+def test_an_error_the_stage_declared_terminal_fails_at_once(chain: Harness) -> None:
     (_a,) = chain.invokes(chain.send(Start()))
-    chain.send(TaskFailed("a", None, 1, "MediaInputError", "not a video"))
+    chain.send(TaskFailed("a", None, 1, "MediaInputError", "not a video", terminal=True))
     assert chain.state.status is RequestStatus.FAILED
+    assert chain.state.failure is not None and chain.state.failure.attempts == 1
+
+
+def test_an_error_is_not_taken_for_terminal_by_its_name(chain: Harness) -> None:
+    (_a,) = chain.invokes(chain.send(Start()))
+    commands = chain.send(TaskFailed("a", None, 1, "MediaInputError", "not a video"))
+    assert chain.state.status is RequestStatus.RUNNING
+    assert any(getattr(c, "kind", None) is NotifyKind.RETRY for c in commands)
+
+
+def test_names_listed_as_non_retryable_fail_at_once() -> None:
+    h = Harness(
+        make_pipeline(CHAIN.replace("final: c", "final: c\n    defaults: {retry: {non_retryable: [MediaInputError]}}"))
+    )
+    h.invokes(h.send(Start()))
+    h.send(TaskFailed("a", None, 1, "MediaInputError", "not a video"))
+    assert h.state.status is RequestStatus.FAILED
+
+
+def test_a_failed_attempt_is_kept_with_its_traceback(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    fan.invokes(fan.succeed(plan, {"items": [0]}))
+    fan.send(TaskFailed("work", 0, 1, "ValueError", "x", traceback="Traceback ...\nValueError: x"))
+    fan.now += 5
+    fan.send(Tick())
+    fan.now += 100  # attempt 2 times out
+    fan.send(Tick())
+    task = fan.state.task("work", 0)
+    assert task is not None
+    assert [(a.attempt, a.error_type) for a in task.history] == [(1, "ValueError"), (2, TIMEOUT_ERROR)]
+    assert task.history[0].started_at == 1000.0 and task.history[0].ended_at == 1000.0
+    assert task.traceback == "Traceback ...\nValueError: x"  # the timeout sent none: the last one stays
 
 
 def test_stale_failure_of_an_old_attempt_is_ignored(fan: Harness) -> None:
@@ -156,7 +189,7 @@ def test_tolerated_failures_skip_downstream_items() -> None:
     h = Harness(make_pipeline(FANOUT.replace("max_concurrency: 3}", "tolerated_failures: 1}")))
     (plan,) = h.invokes(h.send(Start()))
     work = h.invokes(h.succeed(plan, {"items": [0, 1]}))
-    h.send(TaskFailed("work", 0, 1, "TerminalError", "bad item"))
+    h.send(TaskFailed("work", 0, 1, "TerminalError", "bad item", terminal=True))
     assert h.state.status is RequestStatus.RUNNING
     assert h.state.task("post", 0) is not None and h.state.task("post", 0).status is TaskStatus.SKIPPED  # type: ignore[union-attr]
     (post1,) = h.invokes(h.succeed(work[1], {"v": 1}))
@@ -164,13 +197,23 @@ def test_tolerated_failures_skip_downstream_items() -> None:
     assert reduce_.input["needs"]["post"] == [None, {"v": 1}]
 
 
-def test_cancel_stops_dispatch_and_ignores_late_results(fan: Harness) -> None:
+def test_cancel_stops_dispatch_and_keeps_what_runs_on(fan: Harness) -> None:
     (plan,) = fan.invokes(fan.send(Start()))
     work = fan.invokes(fan.succeed(plan, {"items": [0, 1, 2, 3]}))
     fan.send(Cancel("user"))
-    assert fan.state.status is RequestStatus.CANCELLED
-    assert fan.succeed(work[0], {"v": 0}) == []
-    assert fan.state.stages["work"].cancelled == 4
+    assert fan.state.status is RequestStatus.CANCELLED and fan.state.abandoned == 3  # max_concurrency 3
+    assert fan.succeed(work[0], {"v": 0}) == []  # nothing is dispatched after the end...
+    task = fan.state.task("work", 0)
+    assert task is not None and task.status is TaskStatus.SUCCEEDED and task.output == {"v": 0}  # ...but kept
+    assert fan.state.status is RequestStatus.CANCELLED and fan.state.stages["work"].status is StageStatus.CANCELLED
+    assert (fan.state.stages["work"].succeeded, fan.state.stages["work"].cancelled) == (1, 3)
+    fan.succeed(work[0], {"v": 0})  # a duplicate changes nothing
+    fan.send(TaskFailed("work", work[1].item, 1, "ValueError", "late"))  # a late failure: its evidence only
+    failed = fan.state.task("work", work[1].item)
+    assert failed is not None and failed.status is TaskStatus.CANCELLED and failed.history[-1].error == "late"
+    assert (fan.state.stages["work"].succeeded, fan.state.abandoned) == (1, 1)
+    fan.send(TaskSucceeded("work", 3, 1, {"v": 3}))  # never dispatched: no attempt of it was running
+    assert fan.state.task("work", 3) is not None and fan.state.task("work", 3).status is TaskStatus.CANCELLED  # type: ignore[union-attr]
 
 
 def test_resume_reruns_only_tasks_that_did_not_succeed(fan: Harness) -> None:
@@ -179,7 +222,7 @@ def test_resume_reruns_only_tasks_that_did_not_succeed(fan: Harness) -> None:
     done = work[0]
     fan.succeed(done, {"v": done.item})
     for w in work[1:]:
-        fan.send(TaskFailed("work", w.item, 1, "TerminalError", "bug"))
+        fan.send(TaskFailed("work", w.item, 1, "TerminalError", "bug", terminal=True))
     assert fan.state.status is RequestStatus.FAILED
     again = fan.invokes(fan.send(Resume()))
     assert fan.state.status is RequestStatus.RUNNING
@@ -255,3 +298,20 @@ def test_the_outbox_sends_again_what_was_dispatched_but_not_recorded_as_sent(fan
     assert sorted((i.stage, i.item) for i in fan.invokes(fan.send(Resend()))) == [("post", 1), ("work", 3)]
     fan.send(Cancel("stop"))
     assert not fan.state.unsent and fan.invokes(fan.send(Resend())) == []
+
+
+def test_a_stage_duration_after_resume_excludes_the_time_the_request_was_down(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    work = fan.invokes(fan.succeed(plan, {"items": [0, 1]}))
+    fan.now += 10.0  # work runs 10 s, then item 0 fails for good: the request is FAILED
+    fan.succeed(work[1], {"v": 1})
+    fan.send(TaskFailed("work", work[0].item, 1, "TerminalError", "bug", terminal=True))
+    assert fan.state.status is RequestStatus.FAILED
+    fan.now += 3600.0  # an hour down, then the code is fixed and the request resumed
+    (again,) = [i for i in fan.invokes(fan.send(Resume())) if i.stage == "work"]
+    fan.now += 5.0
+    fan.succeed(again, {"v": 0})
+    work_stage = fan.state.stages["work"]
+    assert work_stage.status is StageStatus.SUCCEEDED
+    assert work_stage.finished_at is not None and work_stage.started_at is not None
+    assert work_stage.finished_at - work_stage.started_at == pytest.approx(15.0)  # 10 s + 5 s, not 3,615 s

@@ -3,7 +3,8 @@
 ``handler(event, context)`` tells events apart by shape:
 
 * API Gateway HTTP API (payload 2.0) → the HTTP API (``fave.app.api``): ``POST /requests``,
-  ``GET /requests/{id}``, ``POST /requests/{id}/resume``, ``POST /requests/{id}/cancel``;
+  ``GET /requests/{id}``, ``GET /requests/{id}/stages/{stage}``, ``POST /requests/{id}/resume``,
+  ``POST /requests/{id}/cancel``;
 * S3 event records (``eventSource: aws:s3``) → the upload trigger (``fave.app.uploads``);
 * a Lambda destination record (``requestContext.condition``, ``requestPayload``) → a stage's completion;
 * an EventBridge ``Scheduled Event`` → a tick of every unfinished request (timeouts, due retries);

@@ -1,23 +1,32 @@
 """The HTTP API (API Gateway HTTP API, payload format 2.0) on Powertools' ``APIGatewayHttpResolver``.
 
-* ``POST /requests`` body ``{video_uri, query?, profile?, extra?}``, optional ``Idempotency-Key`` header →
-  202 ``{request_id, status, status_url, replayed}`` (and ``Location``) as soon as the request is recorded
-  (status ``INIT``): its first step runs in an asynchronous invocation of this function, never in the HTTP
-  one. ``video_uri`` must be an object of this store's bucket under one of its source prefixes
-  (``FAVE_INPUT_PREFIXES``, ``FAVE_UPLOAD_PREFIX``). The same key with the same body returns the same
-  request (``replayed: true``); with another body, 422.
+* ``POST /requests``: the body is the pipeline's input, a JSON object validated against its ``input:``
+  (``fave.app.models.request_input``: ``profile`` is an option of every request; the video pipeline's body is
+  ``{video_uri, query?, profile?}``; a pipeline without ``input:`` takes any object). The upload field
+  (``trigger.upload.field``; ``video_uri`` without ``input:``), when set, must be an object of this store's
+  bucket under one of its source prefixes (``FAVE_INPUT_PREFIXES``, ``FAVE_UPLOAD_PREFIX``). Optional
+  ``Idempotency-Key`` header → 202 ``{request_id, status, status_url, replayed}`` (and ``Location``) as soon
+  as the request is recorded (status ``INIT``): its first step runs in an asynchronous invocation of this
+  function, never in the HTTP one. The same key with the same input returns the same request
+  (``replayed: true``); with another input, 422.
 * ``GET /requests/{request_id}`` → 200, the status document of ``fave status --json`` (``final`` once
   COMPLETED); 500 naming the problem if that request's state cannot be read.
+* ``GET /requests/{request_id}/stages/{stage}?limit=&cursor=&failed=&traceback=&item=`` → 200, one page of
+  the stage's tasks, a row per item (``fave.status.stage_page``, as ``fave status ID --stage NAME --json``):
+  status, attempts, duration, error, the failed attempts; ``traceback=true`` adds each row's traceback,
+  ``item=K`` gives that item alone with its traceback. ``limit`` 1-1000 (default 100); ``next_cursor`` asks
+  for the next page (null at the end). A page reads only the task shards it covers.
 * ``POST /requests/{request_id}/resume`` → 202 with the status and ``"queued": true`` (409 if the request
   is COMPLETED): a step invocation applies it.
 * ``POST /requests/{request_id}/cancel`` body ``{reason?}`` → 200 with the status, applied at once, or 202
   ``"queued": true`` when another invocation holds the request (it applies it); 409 if it had ended.
 
 Errors are JSON ``{"message": ..., "errors": [...]}``: 400 for a bad body, header or id (the message names
-the field), 404 for an unknown request, 409 for a state conflict, 413 for a body over 64 KB, 422 for a
-reused idempotency key, 500 for a request whose state is unreadable, 503 for a transient store or
-invocation failure. Malformed events (bad base64, bodies that are not UTF-8, JSON nested too deeply, no
-HTTP method) are refused before routing (``fave.app.http_guard``).
+the field), 404 for an unknown request or stage, 409 for a state conflict, 413 for a body over 64 KB, 422 for
+a reused idempotency key, 500 for a request whose state is unreadable or a function that is not configured
+(``configuration error: ...``: no ``FAVE_STORE``, a pipeline naming a function without ``FAVE_FUNCTION_*``),
+503 for a transient store or invocation failure. Malformed events (bad base64, bodies that are not UTF-8, JSON
+nested too deeply, no HTTP method) are refused before routing (``fave.app.http_guard``).
 """
 
 from __future__ import annotations
@@ -27,23 +36,25 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from fave_shared.errors import ConflictError, NotFoundError, RetryableError, ValidationError
 
-from fave.app.context import current
+from fave.app.context import ConfigurationError, current
 from fave.app.idempotency import IdempotencyKeyReusedError, IdempotencyKeys, fingerprint, validate_key
-from fave.app.models import CancelRequest, StartRequest
+from fave.app.models import CancelRequest, request_input
 from fave.app.observability import current_meter, logger
 from fave.app.runner import invocation_runner
 from fave.app.sources import check_source, store_bucket
 from fave.core.model import RequestStatus, Resume
 from fave.ids import new_request_id, validate_request_id
+from fave.inputs import InputError, upload_field
 from fave.persistence import CorruptStateError
-from fave.status import status_document
+from fave.status import MAX_PAGE_LIMIT, PAGE_LIMIT, stage_page, status_document
 
 app = APIGatewayHttpResolver(enable_validation=True)
 
 RequestId = Annotated[str, Path(description="a request id (26 characters of Crockford base32)")]
+StageName = Annotated[str, Path(description="a stage of the request's pipeline")]
 
 
 def _error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> Response[dict[str, Any]]:
@@ -76,7 +87,7 @@ def _request_id(value: str) -> str:
 
 @app.post("/requests")
 def start_request(
-    body: StartRequest,
+    body: Annotated[dict[str, Any], Body(description="the pipeline's input (its pipeline.yaml input:), and profile")],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response[dict[str, Any]]:
     """Validate, record the request in INIT and hand its first step to an asynchronous invocation: the
@@ -84,13 +95,19 @@ def start_request(
     context = current()
     pipeline = context.pipeline
     settings = context.settings
-    check_source(body.video_uri, bucket=store_bucket(context), prefixes=settings.source_prefixes)
-    request_input = body.request_input(
-        body.video_uri, default_query=settings.default_query, default_profile=settings.default_profile
+    value = request_input(
+        body, pipeline, default_query=settings.default_query, default_profile=settings.default_profile
     )
-    if request_input["profile"] not in pipeline.profiles:
-        known = ", ".join(sorted(pipeline.profiles))
-        raise ValidationError(f"profile: unknown profile '{request_input['profile']}' (this pipeline has: {known})")
+    field = upload_field(pipeline)
+    if field is not None and field in value:
+        source = value[field]
+        if not isinstance(source, str):
+            raise InputError(field, "expected an s3:// URI")
+        bucket = store_bucket(context)
+        try:
+            check_source(source, bucket=bucket, prefixes=settings.source_prefixes, field=field)
+        except ValidationError as exc:  # "{field}: reason", as the errors list gives it
+            raise InputError(field, str(exc).removeprefix(f"{field}: ")) from None
     replayed = False
     if idempotency_key is None:
         request_id = new_request_id(context.clock.now())
@@ -98,11 +115,11 @@ def start_request(
         claim = IdempotencyKeys(context.store).claim(
             "POST /requests",
             validate_key(idempotency_key),
-            fingerprint(request_input),
+            fingerprint(value),
             lambda: new_request_id(context.clock.now()),
         )
         request_id, replayed = claim.request_id, claim.replayed
-    state = invocation_runner().create(request_input, request_id)
+    state = invocation_runner().create(value, request_id)
     if not replayed:
         current_meter().count("RequestsStarted")
     logger.info("request accepted", extra={"replayed": replayed, "status": state.status.value})
@@ -120,6 +137,31 @@ def get_request(request_id: RequestId) -> dict[str, Any]:
     request_id = _request_id(request_id)
     logger.set_correlation_id(request_id)
     return status_document(current().store, request_id)
+
+
+@app.get("/requests/<request_id>/stages/<stage>")
+def get_stage(  # noqa: PLR0917 - one parameter per query option
+    request_id: RequestId,
+    stage: StageName,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT, description="rows per page")] = PAGE_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=32, description="a page's next_cursor")] = None,
+    failed: Annotated[bool, Query(description="only the items that FAILED")] = False,
+    traceback: Annotated[bool, Query(description="each row's last traceback")] = False,
+    item: Annotated[int | None, Query(ge=0, description="that item alone, with its traceback")] = None,
+) -> dict[str, Any]:
+    """One page of a stage's tasks, a row per item (``fave status ID --stage NAME --json``)."""
+    request_id = _request_id(request_id)
+    logger.set_correlation_id(request_id)
+    return stage_page(
+        current().store,
+        request_id,
+        stage,
+        cursor=cursor,
+        limit=limit,
+        failed=failed,
+        item=item,
+        tracebacks=traceback,
+    )
 
 
 @app.post("/requests/<request_id>/resume")
@@ -175,6 +217,15 @@ def _invalid(exc: ValidationError) -> Response[dict[str, Any]]:
     return _error(400, str(exc))
 
 
+def _bad_input(exc: InputError) -> Response[dict[str, Any]]:
+    return _error(400, str(exc), [{"field": exc.field, "in": "body", "message": exc.reason}])
+
+
+def _misconfigured(exc: ConfigurationError) -> Response[dict[str, Any]]:
+    logger.error("function misconfigured", extra={"error": str(exc)})
+    return _error(500, str(exc))
+
+
 def _not_found(exc: NotFoundError) -> Response[dict[str, Any]]:
     return _error(404, str(exc))
 
@@ -202,6 +253,8 @@ def _register(exc_class: type[Exception], handler: Callable[[Any], Response[dict
 _register(RequestValidationError, _bad_request)
 _register(IdempotencyKeyReusedError, _key_reused)
 _register(ValidationError, _invalid)
+_register(InputError, _bad_input)
+_register(ConfigurationError, _misconfigured)
 _register(NotFoundError, _not_found)
 _register(ConflictError, _conflict)
 _register(RetryableError, _unavailable)

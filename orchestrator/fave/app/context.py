@@ -3,6 +3,10 @@
 Each is built on first use from the environment (never at import, so importing ``fave.app`` creates no AWS
 client) and kept for the life of the execution environment, like any Lambda global. ``configure`` replaces
 any of them: tests pass the moto store, the local runtime and a manual clock this way.
+
+A configuration that cannot work (no ``FAVE_STORE``, a pipeline file that does not load, a stage whose function
+has no ``FAVE_FUNCTION_<LogicalId>``) raises ``ConfigurationError``: the HTTP API answers 500 naming it,
+never a 400 that would blame the caller.
 """
 
 from __future__ import annotations
@@ -12,19 +16,25 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fave_shared.errors import ValidationError
+from fave_shared.errors import TerminalError, ValidationError
 from fave_shared.store import ObjectStore, S3Store, open_store
 
 from fave.app.settings import Settings
 from fave.clock import Clock, SystemClock
 from fave.core.dag import Pipeline
 from fave.invoke.base import Invoker
-from fave.pipeline import load_pipeline
+from fave.pipeline import PipelineError, load_pipeline
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
-__all__ = ["SELF_FUNCTION", "AppContext", "configure", "current", "reset"]
+__all__ = ["SELF_FUNCTION", "AppContext", "ConfigurationError", "configure", "current", "reset"]
+
+
+class ConfigurationError(TerminalError):
+    """The function is deployed with a configuration that cannot work: its environment or its pipeline file.
+    Not the caller's fault (HTTP 500), and retrying the same event cannot help."""
+
 
 #: The logical id under which the orchestrator invokes itself (``self_invoker``).
 SELF_FUNCTION = "OrchestratorFunction"
@@ -62,8 +72,13 @@ class AppContext:
         with self._lock:
             if self._store is None:
                 if not self.settings.store_uri:
-                    raise ValidationError("FAVE_STORE is not set: the orchestrator needs s3://bucket[/prefix]")
-                self._store = open_store(self.settings.store_uri)
+                    raise ConfigurationError(
+                        "configuration error: FAVE_STORE is not set: the orchestrator needs s3://bucket[/prefix]"
+                    )
+                try:
+                    self._store = open_store(self.settings.store_uri)
+                except ValidationError as exc:
+                    raise ConfigurationError(f"configuration error: FAVE_STORE: {exc}") from None
             return self._store
 
     @property
@@ -99,7 +114,17 @@ class AppContext:
         with self._lock:
             if not isinstance(self._pipeline, Pipeline):
                 path = self._pipeline if self._pipeline is not None else self.settings.pipeline_path
-                self._pipeline = load_pipeline(path, functions=self.invoker.functions())
+                functions = self.invoker.functions()
+                try:
+                    self._pipeline = load_pipeline(path, functions=functions)
+                except PipelineError as exc:
+                    hint = ""
+                    if "is not a function in" in str(exc):
+                        hint = (
+                            "; every function a stage names needs FAVE_FUNCTION_<LogicalId> in this function's "
+                            f"environment (set: {', '.join(sorted(functions)) or 'none'})"
+                        )
+                    raise ConfigurationError(f"configuration error: {exc}{hint}") from None
             return self._pipeline
 
     @property

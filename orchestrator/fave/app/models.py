@@ -1,62 +1,73 @@
-"""Request bodies at the function's boundary (pydantic): the HTTP API's and the upload sidecar's.
+"""Request bodies at the function's boundary: ``POST /requests`` and an upload's sidecar are the pipeline's
+input (validated against its ``input:`` by ``fave.inputs``); ``POST /requests/{id}/cancel`` is a pydantic model.
 
-Unknown fields are refused (a misspelt ``qeury`` is a 400 naming it, never silently dropped). Further
-request fields, which the pipeline's stages may read (``fave run --input`` on the CLI), go in ``extra``.
+``request_input`` turns either into the request input the orchestrator stores and every stage receives:
+
+* the body's fields are the input's fields; ``profile`` is an option of every request (default
+  ``FAVE_DEFAULT_PROFILE``), checked against the pipeline's profiles;
+* ``extra``, the field that carried further input fields before pipelines declared their input, is still
+  read when the input declares no field of that name: its fields are merged in (and validated with the rest);
+  it may not set a top-level field, ``profile`` or the upload field;
+* ``query`` gets ``FAVE_DEFAULT_QUERY`` when the request sets none and the pipeline's input takes a query;
+* the input's own ``default``s are filled in, then everything is checked: a missing, misspelt or wrong field
+  is an ``InputError`` naming it (a 400), before anything is stored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-RESERVED = ("video_uri", "query", "profile")
+from fave.core.dag import Pipeline
+from fave.inputs import PROFILE, InputError, accepts, declared_fields, upload_field, validate_input
+
+LEGACY_EXTRA = "extra"
+LEGACY_RESERVED = ("video_uri", "query", "profile")
 
 
-class RequestOptions(BaseModel):
-    """What a request may set besides its video: the query, the profile and extra fields."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    query: str | None = Field(None, max_length=1000, description="what to look for, e.g. 'find scenes with cars'")
-    profile: str | None = Field(
-        None, min_length=1, max_length=64, description="a profile of pipeline.yaml (default: FAVE_DEFAULT_PROFILE)"
-    )
-    extra: dict[str, Any] = Field(default_factory=dict, description="further request fields, passed to every stage")
-
-    @field_validator("extra")
-    @classmethod
-    def _no_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
-        clash = sorted(set(value) & set(RESERVED))
+def request_input(
+    body: Mapping[str, Any],
+    pipeline: Pipeline,
+    *,
+    default_query: str | None,
+    default_profile: str,
+    upload: str | None = None,
+) -> dict[str, Any]:
+    """The request input of a ``POST /requests`` body or an upload's options (see the module docs). ``upload``:
+    the uploaded object's URI, which fills the pipeline's upload field (the options may not set it)."""
+    data = dict(body)
+    field = upload_field(pipeline)
+    if LEGACY_EXTRA in data and LEGACY_EXTRA not in declared_fields(pipeline):
+        extra = data.pop(LEGACY_EXTRA)
+        if not isinstance(extra, dict):
+            raise InputError(LEGACY_EXTRA, "must be an object of further input fields")
+        reserved = {*data, *LEGACY_RESERVED, *([field] if field else [])}
+        clash = sorted(str(k) for k in extra if k in reserved)
         if clash:
-            raise ValueError(f"set {', '.join(clash)} at the top level, not in extra")
-        return value
-
-    def request_input(self, video_uri: str, *, default_query: str | None, default_profile: str) -> dict[str, Any]:
-        """The request input the orchestrator stores and every stage receives."""
-        return {
-            **self.extra,
-            "video_uri": video_uri,
-            "query": self.query if self.query else default_query,
-            "profile": self.profile or default_profile,
-        }
-
-
-class StartRequest(RequestOptions):
-    """``POST /requests``."""
-
-    video_uri: str = Field(
-        min_length=6, max_length=2048, description="the video, as s3://bucket/key", examples=["s3://bucket/a.mp4"]
-    )
-
-    @field_validator("video_uri")
-    @classmethod
-    def _s3_only(cls, value: str) -> str:
-        # Only S3: a local path would let a caller read the orchestrator's own file system.
-        bucket, _, key = value.removeprefix("s3://").partition("/")
-        if not value.startswith("s3://") or not bucket or not key:
-            raise ValueError("expected s3://bucket/key")
-        return value
+            raise InputError(LEGACY_EXTRA, f"set {', '.join(clash)} at the top level, not in extra")
+        data.update(extra)
+    if upload is not None:
+        if field is None:
+            raise InputError("upload", f"pipeline '{pipeline.name}' declares no upload trigger (trigger.upload.field)")
+        if field in data:
+            raise InputError(field, "set by the upload itself, not by its options")
+        data[field] = upload
+    if data.get("query") is None:
+        data.pop("query", None)  # null was how a body said "no query" before pipelines declared their input
+        if default_query and accepts(pipeline, "query"):
+            data["query"] = default_query
+    if data.get(PROFILE) is None:
+        data[PROFILE] = default_profile
+    result = validate_input(pipeline, data)
+    profile = result[PROFILE]
+    if profile not in pipeline.profiles:
+        shown = profile if len(profile) <= 64 else profile[:61] + "..."
+        raise InputError(
+            PROFILE, f"unknown profile {shown!r} (this pipeline has: {', '.join(sorted(pipeline.profiles))})"
+        )
+    return result
 
 
 class CancelRequest(BaseModel):
@@ -65,7 +76,3 @@ class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     reason: str = Field("cancelled by user", min_length=1, max_length=500)
-
-
-class UploadSidecar(RequestOptions):
-    """``{key}.json`` next to an upload: the same options as ``POST /requests``, without the video."""

@@ -1,10 +1,11 @@
 """The upload trigger: an object created under ``FAVE_UPLOAD_PREFIX`` (default ``uploads/``) starts a request.
 
-The request's ``video_uri`` is ``s3://bucket/key`` (the key URL-decoded: S3 event keys are URL-encoded,
-``+`` for a space). Its options come from, field by field, the first that sets them:
+The pipeline's upload field (``trigger: {upload: {field: ...}}``; ``video_uri`` for the video pipeline) is
+``s3://bucket/key`` (the key URL-decoded: S3 event keys are URL-encoded, ``+`` for a space). The rest of the
+request's input comes from, field by field, the first that sets it:
 
-1. a sidecar JSON object at ``{key}.json`` (``{"query": ..., "profile": ..., "extra": {...}}``, the options of
-   ``POST /requests``). Upload it *before* the video: the video's event reads it at once;
+1. a sidecar JSON object at ``{key}.json``: the body of ``POST /requests`` without the upload field (for the
+   video pipeline ``{"query": ..., "profile": ...}``). Upload it *before* the object: its event reads it at once;
 2. the video's user metadata ``fave-query`` and ``fave-profile`` (``x-amz-meta-fave-query``);
 3. ``FAVE_DEFAULT_QUERY`` and ``FAVE_DEFAULT_PROFILE``.
 
@@ -19,22 +20,23 @@ every delivery of one upload start the same request (re-uploading the key starts
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
 from fave_shared.errors import NotFoundError, ValidationError
 from fave_shared.store import S3Store, translate_error
 from fave_shared.store.keys import MAX_KEY_BYTES
-from pydantic import ValidationError as PydanticValidationError
 
 from fave.app.context import AppContext
 from fave.app.http_guard import MAX_BODY_BYTES
 from fave.app.idempotency import IdempotencyKeys
-from fave.app.models import UploadSidecar
+from fave.app.models import request_input
 from fave.app.observability import Meter, logger
 from fave.app.runner import Runner
 from fave.app.sources import check_source, store_bucket
 from fave.ids import new_request_id
+from fave.inputs import InputError, upload_field
 
 SIDECAR_SUFFIX = ".json"
 METADATA_QUERY = "fave-query"
@@ -43,16 +45,19 @@ METADATA_PROFILE = "fave-profile"
 MAX_SIDECAR_BYTES = MAX_BODY_BYTES
 
 
-def _pydantic_message(where: str, exc: PydanticValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        field = ".".join(str(p) for p in error.get("loc", ())) or "body"
-        parts.append(f"{field}: {error.get('msg', 'invalid')}")
-    return f"{where}: " + "; ".join(parts)
+class Options(NamedTuple):
+    """An upload's input fields besides the upload field, and where they came from."""
+
+    values: dict[str, Any]
+    sidecar: str | None
+    """``s3://bucket/key.json`` when a sidecar was read."""
+    from_sidecar: frozenset[str]
+    """The fields the sidecar set (a bad one is reported as the sidecar's)."""
 
 
-def read_options(context: AppContext, bucket: str, key: str) -> UploadSidecar:
-    """The upload's options: sidecar fields over metadata fields (defaults are applied later).
+def read_options(context: AppContext, bucket: str, key: str) -> Options:
+    """The upload's input fields besides the upload field: sidecar fields over metadata fields (defaults and
+    validation come later, in ``request_input``).
 
     Raises ``NotFoundError`` if the video is gone, ``ValidationError`` for a sidecar that is not valid (or
     larger than ``MAX_SIDECAR_BYTES``).
@@ -87,14 +92,14 @@ def read_options(context: AppContext, bucket: str, key: str) -> UploadSidecar:
                 data = None
     if data is not None:
         try:
-            sidecar = UploadSidecar.model_validate_json(data[: MAX_SIDECAR_BYTES + 1])
-        except PydanticValidationError as exc:
-            raise ValidationError(_pydantic_message(f"s3://{bucket}/{sidecar_key}", exc)) from None
-        options.update(sidecar.model_dump(exclude_unset=True))
-    try:
-        return UploadSidecar.model_validate(options)
-    except PydanticValidationError as exc:
-        raise ValidationError(_pydantic_message(f"s3://{bucket}/{key} metadata", exc)) from None
+            sidecar = json.loads(data[: MAX_SIDECAR_BYTES + 1])
+        except (ValueError, RecursionError):
+            raise ValidationError(f"s3://{bucket}/{sidecar_key}: not a JSON document") from None
+        if not isinstance(sidecar, dict):
+            raise ValidationError(f"s3://{bucket}/{sidecar_key}: expected a JSON object of input fields")
+        options.update(sidecar)
+        return Options(options, f"s3://{bucket}/{sidecar_key}", frozenset(str(k) for k in sidecar))
+    return Options(options, None, frozenset())
 
 
 def _record_target(record: Any) -> tuple[str, str, str, str]:
@@ -152,16 +157,24 @@ def handle_s3_event(event: dict[str, Any], context: AppContext, meter: Meter) ->
             continue
         try:
             check_source(where, bucket=bucket_of_store, prefixes=(settings.upload_prefix,), field="key")
+            if upload_field(context.pipeline) is None:
+                raise ValidationError(f"pipeline '{context.pipeline.name}' declares no upload trigger")
             options = read_options(context, bucket, key)
-            request_input = options.request_input(
-                where, default_query=settings.default_query, default_profile=settings.default_profile
-            )
-            profiles = context.pipeline.profiles
-            if request_input["profile"] not in profiles:
-                raise ValidationError(
-                    f"{where}: profile: unknown profile '{request_input['profile']}' "
-                    f"(this pipeline has: {', '.join(sorted(profiles))})"
+            try:
+                value = request_input(
+                    options.values,
+                    context.pipeline,
+                    default_query=settings.default_query,
+                    default_profile=settings.default_profile,
+                    upload=where,
                 )
+            except InputError as exc:
+                # A field the sidecar set is the sidecar's fault: name it, so that its author finds it.
+                top = exc.field.split(".", 1)[0]
+                blamed = options.sidecar if options.sidecar is not None and top in options.from_sidecar else where
+                raise ValidationError(f"{blamed}: {exc}") from None
+            except ValidationError as exc:
+                raise ValidationError(f"{where}: {exc}") from None
         except (ValidationError, NotFoundError) as exc:
             meter.count("UploadsRejected")
             logger.error("upload rejected", extra={"object": where, "error": str(exc)})
@@ -171,7 +184,7 @@ def handle_s3_event(event: dict[str, Any], context: AppContext, meter: Meter) ->
             "upload", f"{bucket}/{key}@{identity}", None, lambda: new_request_id(context.clock.now())
         )
         runner = runner or Runner(context, meter)
-        state = runner.create(request_input, claim.request_id)
+        state = runner.create(value, claim.request_id)
         if not claim.replayed:
             meter.count("RequestsStarted")
         logger.info("upload accepted a request", extra={"object": where, "replayed": claim.replayed})

@@ -1,7 +1,7 @@
 """``fave``: run, watch, resume and cancel requests on one machine (or against S3).
 
 Exit codes: 0 request COMPLETED (or command succeeded), 1 request FAILED or CANCELLED, 2 bad input
-(one line on stderr naming the problem).
+(one line on stderr naming the problem), 130 interrupted (Ctrl-C: the line names the request to resume).
 
 Start-up is part of every command's time (``fave bench startup``): this module imports only what the
 parser needs, and each command imports what it uses (``fave status`` no runtime, ``fave run`` no boto3).
@@ -10,9 +10,11 @@ parser needs, and each command imports what it uses (``fave status`` no runtime,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from fave.core.model import RequestState, RequestStatus, Start
 if TYPE_CHECKING:
     from fave_shared.store import ObjectStore
 
+    from fave.core.dag import Pipeline
     from fave.service import Orchestrator
 
 #: ``fave.local.orchestrator.DEFAULT_PIPELINE`` and ``fave.status.UNREADABLE``, spelled here so that building
@@ -33,12 +36,25 @@ DEFAULT_PIPELINE = "pipeline.yaml"
 UNREADABLE = "UNREADABLE"
 
 
+DESCRIPTION = "fave: run, watch, resume and cancel requests of a pipeline, on one machine or against S3."
+EPILOG = (
+    "Exit codes: 0 the request COMPLETED (or the command succeeded), 1 it FAILED or was CANCELLED, 2 bad input "
+    "(one line naming the problem), 130 interrupted. 'fave COMMAND --help' describes a command."
+)
+
+
 class UsageError(FaveError):
     """Bad command-line input."""
 
 
 def _json_out(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def _tell(message: str) -> None:
+    """A line for the person on stderr; nothing when no one reads it any more (``fave run ... 2>&1 | head``)."""
+    with contextlib.suppress(BrokenPipeError, ValueError):  # ValueError: stderr closed
+        print(message, file=sys.stderr, flush=True)
 
 
 def _print_status(doc: dict[str, Any]) -> None:
@@ -82,29 +98,72 @@ def _exit_code(status: str) -> int:
 # ---- commands ---------------------------------------------------------------------------------------
 
 
-def _request_input(args: argparse.Namespace) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    if args.input:
+def _json_option(text: str, option: str) -> dict[str, Any]:
+    """A JSON object given on the command line, or ``@FILE`` (a file of any size; ``@-``: standard input)."""
+    where = option
+    if text.startswith("@"):
+        name, where = text[1:], f"{option} {text}"
         try:
-            extra = json.loads(args.input)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--input is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise UsageError("--input is nested too deeply") from None
-        if not isinstance(extra, dict):
-            raise UsageError("--input must be a JSON object")
-    source = args.source
-    if "://" not in source:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise UsageError(f"no such file: {source}")
-        source = str(path.resolve())
-    value = {**extra, "video_uri": source}
+            text = sys.stdin.read() if name == "-" else Path(name).expanduser().read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"{where}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{where}: cannot read it: {exc}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{where} is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{where} must be a JSON object")
+    return value
+
+
+def _local_source(source: str) -> str:
+    """A SOURCE without a scheme is a local file: it must exist, and the request gets its absolute path."""
+    if "://" in source:
+        return source
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise UsageError(f"no such file: {source}")
+    return str(path.resolve())
+
+
+def _request_input(args: argparse.Namespace, pipeline: Pipeline) -> dict[str, Any]:
+    """The request input of ``fave run``: ``--input``, then SOURCE in the pipeline's upload field, ``--query``
+    and ``--profile``; checked against the pipeline's ``input:`` before anything is stored (exit 2 naming the
+    field)."""
+    from fave.inputs import InputError, upload_field, validate_input
+
+    value = _json_option(args.input, "--input") if args.input is not None else {}
+    field = upload_field(pipeline)
+    if args.source is not None:
+        if field is None:
+            raise UsageError(
+                f"pipeline '{pipeline.name}' takes no SOURCE (it declares no upload trigger): "
+                "give its input with --input"
+            )
+        value[field] = args.source
     if args.query is not None:
         value["query"] = args.query
     if args.profile is not None:
         value["profile"] = args.profile
-    return value
+    if field is not None and isinstance(value.get(field), str):
+        value[field] = _local_source(value[field])
+    profile = value.get("profile")
+    if isinstance(profile, str) and profile not in pipeline.profiles:
+        known = ", ".join(sorted(pipeline.profiles))
+        raise UsageError(f"unknown profile '{profile}' (this pipeline has: {known})")
+    try:
+        return validate_input(pipeline, value)
+    except InputError as exc:
+        if exc.field == field and exc.reason == "required":
+            raise UsageError(
+                f"SOURCE is required: pipeline '{pipeline.name}' needs its input field '{field}' "
+                "(fave run SOURCE, or --input)"
+            ) from None
+        raise UsageError(f"input: {exc}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -112,21 +171,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fave.local.orchestrator import load_local_pipeline, local_orchestrator, open_any_store, store_uri
     from fave.status import status_document
 
-    store = open_any_store(store_uri(args.store))
     pipeline = load_local_pipeline(args.pipeline)
-    request_input = _request_input(args)
+    request_input = _request_input(args, pipeline)
+    store = open_any_store(store_uri(args.store))  # after the input is known good: a refusal stores nothing
     progress = Progress()
     orchestrator = local_orchestrator(pipeline, store, on_notify=progress.notify, faults=args.faults)
     _announce_faults(orchestrator)
     try:
         state = orchestrator.create(request_input, start=False)
+        args.active_request = state.request_id  # for the Ctrl-C hint
         if args.detach:
             _spawn_driver(state.request_id, store.uri, str(pipeline.path), args.faults)
-            print(state.request_id, file=sys.stderr)
             if args.json:
                 _json_out(status_document(store, state.request_id))
+            else:
+                print(state.request_id)
             return 0
-        print(f"request {state.request_id}", file=sys.stderr, flush=True)
+        _tell(f"request {state.request_id}")
         with orchestrator.hold(state.request_id):
             orchestrator.apply(state.request_id, [Start()])
             state = orchestrator.drive(state.request_id, on_step=progress)
@@ -141,7 +202,7 @@ def _announce_faults(orchestrator: Orchestrator) -> None:
 
     plan = fault_plan(orchestrator)
     if plan is not None:
-        print(f"fave: injecting faults {plan.spec.with_seed(plan.seed)}", file=sys.stderr, flush=True)
+        _tell(f"fave: injecting faults {plan.spec.with_seed(plan.seed)}")
 
 
 def _report_faults(orchestrator: Orchestrator) -> None:
@@ -149,7 +210,7 @@ def _report_faults(orchestrator: Orchestrator) -> None:
 
     plan = fault_plan(orchestrator)
     if plan is not None:
-        print(plan.report_line(), file=sys.stderr, flush=True)
+        _tell(plan.report_line())
 
 
 def _finish(store: ObjectStore, state: RequestState, as_json: bool) -> int:
@@ -201,13 +262,125 @@ def cmd_status(args: argparse.Namespace) -> int:
     from fave.local.orchestrator import open_any_store, store_uri
     from fave.status import status_document
 
+    if args.stage is None:
+        given = [
+            f"--{n}"
+            for n in ("failed", "item", "traceback", "limit", "cursor")
+            if getattr(args, n) not in (None, False)
+        ]
+        if given:
+            raise UsageError(f"{', '.join(given)}: only with --stage NAME")
+    if args.limit is not None and args.item is not None:
+        raise UsageError("--limit: not with --item (one item is one row)")
     store = open_any_store(store_uri(args.store))
+    if args.stage is not None:
+        return _stage_status(store, args)
     doc = status_document(store, args.request_id)
     if args.json:
         _json_out(doc)
     else:
         _print_status(doc)
     return 0
+
+
+def _stage_status(store: ObjectStore, args: argparse.Namespace) -> int:
+    """``fave status ID --stage NAME``: one page (``--limit``, ``--cursor``, ``--item``) or, by default, every
+    item, read a page at a time."""
+    from fave.status import stage_page, stage_rows
+
+    if args.limit is not None or args.cursor is not None or args.item is not None:
+        page = stage_page(
+            store,
+            args.request_id,
+            args.stage,
+            cursor=args.cursor,
+            limit=args.limit if args.limit is not None else 100,
+            failed=args.failed,
+            item=args.item,
+            tracebacks=args.traceback,
+        )
+        if args.json:
+            _json_out(page)
+        elif args.item is not None:
+            _print_item(page, page["items"][0])
+        else:
+            _print_stage_header(page, args.failed)
+            _print_rows(page["items"], args.traceback)
+            if page["next_cursor"] is not None:
+                print(f"more: --cursor {page['next_cursor']}")
+        return 0
+    pages = stage_rows(store, args.request_id, args.stage, failed=args.failed, tracebacks=args.traceback)
+    if args.json:
+        first: dict[str, Any] | None = None
+        items: list[dict[str, Any]] = []
+        for page, rows in pages:
+            first = first or page
+            items.extend(rows)
+        assert first is not None
+        _json_out({**first, "items": items, "next_cursor": None, "limit": None})
+        return 0
+    for n, (page, rows) in enumerate(pages):
+        if n == 0:
+            _print_stage_header(page, args.failed)
+        _print_rows(rows, args.traceback)
+    return 0
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _error_of(row: dict[str, Any], limit: int = 100) -> str:
+    if row["error_type"] is None and row["error"] is None:
+        return ""
+    text = " ".join(f"{row['error_type'] or 'Error'}: {row['error'] or ''}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _print_stage_header(page: dict[str, Any], failed: bool) -> None:
+    total = page["total"]
+    counts = ", ".join(
+        f"{page[k]} {k}" for k in ("succeeded", "failed", "skipped", "running", "pending", "cancelled") if page[k]
+    )
+    size = f"{total} item{'s' if total != 1 else ''}" if page["fanned_out"] and total is not None else "one task"
+    print(
+        f"request {page['request_id']} stage {page['stage']}: {page['status']}, {size}{': ' + counts if counts else ''}"
+    )
+    error = "error (failed items)" if failed else "error"
+    print(f"  {'item':>6}  {'status':<10} {'attempts':>8}  {'duration':>9}  {error}")
+
+
+def _print_rows(rows: list[dict[str, Any]], tracebacks: bool) -> None:
+    for row in rows:
+        item = "-" if row["item"] is None else str(row["item"])
+        error = _error_of(row) if row["status"] != "SUCCEEDED" else ""
+        print(
+            f"  {item:>6}  {row['status']:<10} {row['attempts']:>8}  {_seconds(row['duration_s']):>9}  {error}".rstrip()
+        )
+        if tracebacks and row["traceback"]:
+            for line in row["traceback"].splitlines():
+                print(f"          | {line}")
+
+
+def _print_item(page: dict[str, Any], row: dict[str, Any]) -> None:
+    item = "" if row["item"] is None else f" item {row['item']}"
+    attempts = row["attempts"]
+    print(
+        f"request {page['request_id']} stage {page['stage']}{item}: {row['status']} "
+        f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+    )
+    for attempt in row["history"]:
+        print(
+            f"  attempt {attempt['attempt']}: FAILED in {_seconds(attempt['duration_s'])}  "
+            f"{_error_of(attempt, limit=200)}"
+        )
+    if attempts and (not row["history"] or row["history"][-1]["attempt"] != attempts):
+        error = _error_of(row, limit=200) if row["status"] != "SUCCEEDED" else ""
+        print(f"  attempt {attempts}: {row['status']} in {_seconds(row['duration_s'])}  {error}".rstrip())
+    if row["traceback"]:
+        print("  traceback of the last failed attempt:")
+        for line in row["traceback"].splitlines():
+            print(f"    {line}")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -220,11 +393,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
     store = open_any_store(store_uri(args.store))
     doc = status_document(store, args.request_id)
     pipeline_path = args.pipeline or doc["pipeline"] or DEFAULT_PIPELINE
+    args.active_request = args.request_id  # for the Ctrl-C hint
     if args.detach:
         # The background driver resumes it; refuse here, in one line, if another process drives it now.
         Leases(store, SystemClock(), local_process=True).check_free(args.request_id)
         _spawn_driver(args.request_id, store.uri, str(load_local_pipeline(pipeline_path).path), args.faults)
-        print(f"request {args.request_id}", file=sys.stderr, flush=True)
+        if args.json:
+            _json_out(status_document(store, args.request_id))
+        else:
+            print(args.request_id)
         return 0
     progress = Progress()
     orchestrator = local_orchestrator(pipeline_path, store, on_notify=progress.notify, faults=args.faults)
@@ -236,7 +413,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
                 state = orchestrator.apply(args.request_id, [Start()])
             elif state.status is not RequestStatus.COMPLETED:
                 state = orchestrator.resume(args.request_id)
-            print(f"request {state.request_id}", file=sys.stderr, flush=True)
+            _tell(f"request {state.request_id}")
             state = orchestrator.drive(args.request_id, on_step=progress)
     finally:
         orchestrator.close()
@@ -268,8 +445,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         _json_out(rows)
     else:
         for row in rows:
-            detail = row.get("error") or f"{row.get('video_uri') or ''}  {row.get('query') or ''}"
-            print(f"{row['request_id']}  {row['status']:<10} {detail}")
+            detail = row.get("error") or row.get("summary") or ""
+            print(f"{row['request_id']}  {row['status']:<10} {row.get('pipeline') or '-':<12} {detail}".rstrip())
     return 0
 
 
@@ -297,7 +474,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     if args.max_resumes < 0:
         raise UsageError("chaos: --max-resumes must not be negative")
     pipeline = load_local_pipeline(args.pipeline)
-    request_input = _json_object(args.input, "--input") if args.input else {}
+    request_input = _json_option(args.input, "--input") if args.input else {}
     ignore = [name.strip() for name in (args.ignore_fields or "").split(",") if name.strip()]
     temporary = args.store is None
     store = open_any_store(str(default_store_dir()) if temporary else store_uri(args.store))
@@ -321,14 +498,18 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _json_object(text: str, option: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{option} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{option} must be a JSON object")
-    return value
+def cmd_new(args: argparse.Namespace) -> int:
+    from fave.cli.scaffold import new_pipeline, new_stage
+
+    if args.kind == "pipeline":
+        root = new_pipeline(args.name, Path(args.dir))
+        print(root)
+        _tell(f"run it: fave run --pipeline {shlex.quote(str(root / 'pipeline.yaml'))}")
+        return 0
+    needs = tuple(n.strip() for n in (args.needs or "").split(",") if n.strip())
+    app = new_stage(args.name, Path(args.pipeline), needs=needs, for_each=args.for_each, mode=args.mode)
+    print(app)
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -348,9 +529,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"fave: error: {where}{message} (see: {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked (start-up time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("fave")
+        except PackageNotFoundError:
+            number = "(not installed as a package)"
+        sys.stdout.write(f"fave {number}\n")
+        sys.stdout.flush()
+        parser.exit(0)
+
+
+JSON_HELP = "print the status document as JSON on stdout (README: the contract)"
+DETACH_HELP = (
+    "return at once, printing the request id on stdout (the JSON document with --json); a background process drives it"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fave", description=__doc__.splitlines()[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="fave", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action=_Version, help="print fave's version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def store_opt(p: argparse.ArgumentParser) -> None:
         p.add_argument("--store", help="DIR or s3://bucket[/prefix] (default $FAVE_STORE or ./fave-artifacts)")
@@ -363,51 +569,95 @@ def build_parser() -> argparse.ArgumentParser:
             "(default $FAVE_FAULTS; 'none' turns them off)",
         )
 
-    run = sub.add_parser("run", help="start a request and drive it to the end")
-    run.add_argument("source", help="a local video path or an s3:// URI (becomes video_uri)")
-    run.add_argument("--query", help='what to find, e.g. "find scenes with cars"')
+    run = sub.add_parser(
+        "run",
+        help="start a request and drive it to the end",
+        description="Start a request of a pipeline and drive it to the end, with live per-stage progress on stderr.",
+    )
+    run.add_argument(
+        "source",
+        nargs="?",
+        metavar="SOURCE",
+        help="a local file or an s3:// URI for the pipeline's upload field (trigger.upload.field; the video "
+        "pipeline's video_uri); needed only when that field is required",
+    )
+    run.add_argument(
+        "--input", metavar="JSON|@FILE", help="the request input: a JSON object, or @FILE (@- reads stdin)"
+    )
+    run.add_argument("--query", help='sets the input\'s query field, e.g. "find scenes with cars"')
     run.add_argument("--profile", help="a profile of the pipeline (default: default)")
     run.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
-    run.add_argument("--input", help="JSON object of extra input fields")
-    run.add_argument("--detach", action="store_true", help="return at once; a background process drives it")
-    run.add_argument("--json", action="store_true", help="print the status document as JSON on stdout")
+    run.add_argument("--detach", action="store_true", help=DETACH_HELP)
+    run.add_argument("--json", action="store_true", help=JSON_HELP)
     faults_opt(run)
     store_opt(run)
     run.set_defaults(func=cmd_run)
 
-    status = sub.add_parser("status", help="show a request's status")
-    status.add_argument("request_id")
-    status.add_argument("--json", action="store_true")
+    status = sub.add_parser(
+        "status",
+        help="show a request's status, or one stage item by item",
+        description="Show a request's status; with --stage, one row per item of that stage (status, attempts, "
+        "duration, error).",
+    )
+    status.add_argument("request_id", help="the request id (fave run prints it)")
+    status.add_argument("--json", action="store_true", help=JSON_HELP + "; with --stage, the stage's items")
+    status.add_argument("--stage", metavar="NAME", help="show this stage's tasks, one row per item")
+    status.add_argument("--failed", action="store_true", help="with --stage: only the items that FAILED")
+    status.add_argument(
+        "--traceback", action="store_true", help="with --stage: the traceback of each item's last failed attempt"
+    )
+    status.add_argument(
+        "--item", type=int, metavar="K", help="with --stage: item K alone, its attempts and its traceback"
+    )
+    status.add_argument("--limit", type=int, metavar="N", help="with --stage: one page of N rows (default: every item)")
+    status.add_argument("--cursor", metavar="C", help="with --stage: the page from C (a page's next_cursor)")
     store_opt(status)
     status.set_defaults(func=cmd_status)
 
-    resume = sub.add_parser("resume", help="re-run what did not succeed and drive the request to the end")
-    resume.add_argument("request_id")
+    resume = sub.add_parser(
+        "resume",
+        help="re-run what did not succeed and drive the request to the end",
+        description="Re-run every task of a request that did not succeed, with the code as it is now, and drive it "
+        "to the end. An INIT request is started.",
+    )
+    resume.add_argument("request_id", help="the request id")
     resume.add_argument("--pipeline", help="pipeline file (default: the one the request was made with)")
-    resume.add_argument("--detach", action="store_true")
-    resume.add_argument("--json", action="store_true")
+    resume.add_argument("--detach", action="store_true", help=DETACH_HELP)
+    resume.add_argument("--json", action="store_true", help=JSON_HELP)
     faults_opt(resume)
     store_opt(resume)
     resume.set_defaults(func=cmd_resume)
 
-    cancel = sub.add_parser("cancel", help="cancel a request")
-    cancel.add_argument("request_id")
-    cancel.add_argument("--reason", default="cancelled by user")
-    cancel.add_argument("--pipeline")
+    cancel = sub.add_parser("cancel", help="cancel a request", description="Cancel a request that has not ended.")
+    cancel.add_argument("request_id", help="the request id")
+    cancel.add_argument("--reason", default="cancelled by user", help="why, recorded in its state")
+    cancel.add_argument("--pipeline", help="pipeline file (default: the one the request was made with)")
     store_opt(cancel)
     cancel.set_defaults(func=cmd_cancel)
 
-    lst = sub.add_parser("list", help="list requests, newest first")
+    lst = sub.add_parser(
+        "list",
+        help="list requests, newest first",
+        description="List requests, newest first: id, status, pipeline and a short summary of the input.",
+    )
     statuses = [s.value for s in RequestStatus] + [UNREADABLE]
-    lst.add_argument("--status", choices=statuses + [s.lower() for s in statuses])
-    lst.add_argument("--limit", type=int, default=0)
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument(
+        "--status",
+        type=str.upper,
+        choices=statuses,
+        metavar="STATUS",
+        help=f"only requests with this status, in any case: {', '.join(statuses)}",
+    )
+    lst.add_argument("--limit", type=int, default=0, help="at most this many requests (default 0: all)")
+    lst.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     store_opt(lst)
     lst.set_defaults(func=cmd_list)
 
-    graph = sub.add_parser("graph", help="draw the pipeline's DAG")
-    graph.add_argument("--pipeline", default=DEFAULT_PIPELINE)
-    graph.add_argument("--format", choices=["text", "mermaid"], default="text")
+    graph = sub.add_parser("graph", help="draw the pipeline's DAG", description="Draw a pipeline's DAG.")
+    graph.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
+    graph.add_argument(
+        "--format", choices=["text", "mermaid"], default="text", help="text (default) or a mermaid flowchart"
+    )
     graph.set_defaults(func=cmd_graph)
 
     chaos = sub.add_parser(
@@ -416,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
     chaos.add_argument("--runs", type=int, default=3, help="runs under faults, after one fault-free reference run")
     chaos.add_argument("--faults", metavar="SPEC", help="the faults of every run (default $FAVE_FAULTS)")
-    chaos.add_argument("--input", help="JSON object: the request input of every run")
+    chaos.add_argument("--input", metavar="JSON|@FILE", help="the request input of every run: a JSON object or @FILE")
     chaos.add_argument(
         "--ignore-fields",
         metavar="A,B",
@@ -430,25 +680,26 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--store", help="DIR or s3://bucket[/prefix] (default: a temporary DIR, kept if a run fails)")
     chaos.set_defaults(func=cmd_chaos)
 
-    bench = sub.add_parser("bench", help="benchmarks")
-    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks (the README's measured figures).")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    bench_json = "print the figures as JSON on stdout"
     fanout = bench_sub.add_parser("fanout", help="start -> N no-op async tasks -> fan-in")
-    fanout.add_argument("--items", type=int, default=1000)
+    fanout.add_argument("--items", type=int, default=1000, help="tasks of the fan-out (default 1000)")
     fanout.add_argument("--store", help="DIR, s3://bucket[/prefix] or 'moto' (in-process moto S3)")
-    fanout.add_argument("--json", action="store_true")
+    fanout.add_argument("--json", action="store_true", help=bench_json)
     fanout.set_defaults(func=cmd_bench)
     video = bench_sub.add_parser("video", help="the video pipeline vs. its stage bodies in one process")
     video.add_argument("--video", help="a local video file (default: the bundled sample)")
-    video.add_argument("--query", default="find scenes with cars")
-    video.add_argument("--profile", default="default")
+    video.add_argument("--query", default="find scenes with cars", help="the query (default: find scenes with cars)")
+    video.add_argument("--profile", default="default", help="a profile of the video pipeline (default: default)")
     video.add_argument("--clips", choices=["parallel", "sequential"], default="parallel", help="straight-line clips")
     video.add_argument("--repeat", type=int, default=1, help="runs of each side; figures are the medians")
     video.add_argument("--store", help="DIR or s3://bucket[/prefix] for the fave side (default: a temporary DIR)")
-    video.add_argument("--json", action="store_true")
+    video.add_argument("--json", action="store_true", help=bench_json)
     video.set_defaults(func=cmd_bench)
     api = bench_sub.add_parser("api", help="POST /requests latency through the Lambda entry point (moto S3)")
     api.add_argument("--requests", type=int, default=200, help="POSTs to time (after one cold call)")
-    api.add_argument("--json", action="store_true")
+    api.add_argument("--json", action="store_true", help=bench_json)
     api.set_defaults(func=cmd_bench)
     cost = bench_sub.add_parser(
         "cost", help="$ per 1,000 tasks through the Lambda entry point as deployed (moto S3), beside Step Functions"
@@ -457,17 +708,49 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--arrival", choices=["serial", "concurrent"], default="concurrent", help="how completions come")
     cost.add_argument("--invoke-latency-ms", type=float, default=20.0, help="each Lambda Invoke API call")
     cost.add_argument("--batch-size", type=int, default=1000, help="completions per orchestrator invocation at most")
-    cost.add_argument("--json", action="store_true")
+    cost.add_argument("--json", action="store_true", help=bench_json)
     cost.set_defaults(func=cmd_bench)
     startup = bench_sub.add_parser("startup", help="fave run of a 3-stage no-op chain and fave --help, exec to exit")
     startup.add_argument("--repeat", type=int, default=11, help="runs of each command; figures are the medians")
-    startup.add_argument("--json", action="store_true")
+    startup.add_argument("--json", action="store_true", help=bench_json)
     startup.set_defaults(func=cmd_bench)
     workloads = bench_sub.add_parser("workloads", help="the peer workloads W1-W4R, each against a baseline")
     workloads.add_argument("--only", metavar="W1,W2", help="a comma-separated subset of W1,W2,W3,W4,W4R")
     workloads.add_argument("--scale", type=float, default=1.0, help="item counts times this (default 1; tests: 0.1)")
-    workloads.add_argument("--json", action="store_true")
+    workloads.add_argument("--json", action="store_true", help=bench_json)
     workloads.set_defaults(func=cmd_bench)
+
+    new = sub.add_parser(
+        "new",
+        help="scaffold a pipeline or a stage",
+        description="Scaffold a working pipeline folder, or add a stage to one (fave.cli.scaffold).",
+    )
+    new_sub = new.add_subparsers(dest="kind", required=True, metavar="KIND")
+    new_pipeline = new_sub.add_parser(
+        "pipeline",
+        help="a pipeline folder that fave run runs at once",
+        description="Write NAME/: pipeline.yaml, template.yaml (destinations, one role per function), "
+        "functions/hello/app.py (an SDK stage) and its test.",
+    )
+    new_pipeline.add_argument("name", metavar="NAME", help="the pipeline's name and folder (lower case, _ allowed)")
+    new_pipeline.add_argument("--dir", default=".", help="where to create the folder NAME (default: here)")
+    new_pipeline.set_defaults(func=cmd_new)
+    new_stage = new_sub.add_parser(
+        "stage",
+        help="add a stage to a pipeline made by fave new pipeline",
+        description="Add functions/NAME/app.py and its test, the function to template.yaml and the stage to "
+        "pipeline.yaml; nothing is written unless the result loads.",
+    )
+    new_stage.add_argument("name", metavar="NAME", help="the stage's name (lower case, _ allowed)")
+    new_stage.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="the pipeline file (default: pipeline.yaml)")
+    new_stage.add_argument(
+        "--needs", metavar="A,B", help="the stages whose outputs it needs, comma-separated (default: the final stage)"
+    )
+    new_stage.add_argument("--for-each", metavar="STAGE.FIELD", help="fan out: one task per element of that list")
+    new_stage.add_argument(
+        "--mode", choices=["sync", "async"], help="how it is invoked (default: async when fanned out, else sync)"
+    )
+    new_stage.set_defaults(func=cmd_new)
     return parser
 
 
@@ -481,21 +764,45 @@ N = 100,000 they cost a quarter of the process's CPU. Collecting ~70 times less 
 young objects waiting for a collection (the README's measured table: ``fave bench fanout --items 100000``)."""
 
 
+SWITCH_INTERVAL_S = 0.02
+"""How long a thread of a ``fave`` process may hold the GIL while others wait (CPython's default: 5 ms).
+
+The driver and the local runtime's slot threads are all busy during a fan-out, and every hand-over of the GIL
+costs two context switches and a cold cache. Four times fewer hand-overs: fan-out CPU per task 9-24% lower in
+interleaved runs (README, ``fave bench fanout``); nothing here needs to react within 5 ms."""
+
+
+def _interrupted(args: argparse.Namespace | None) -> str:
+    """The Ctrl-C line: the request this command was driving, and how to continue it."""
+    request_id = getattr(args, "active_request", None)
+    if request_id is None:
+        return "fave: interrupted" + (
+            " before a request was created" if getattr(args, "command", None) == "run" else ""
+        )
+    given = getattr(args, "store", None)
+    store = f" --store {shlex.quote(given)}" if given else ""
+    return f"fave: interrupted; `fave resume {request_id}{store}` continues the request"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
     thresholds = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLDS)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    args: argparse.Namespace | None = None
     try:
+        args = parser.parse_args(argv)  # in here: --help and --version write to stdout, which may be a closed pipe
         code: int = args.func(args)
         sys.stdout.flush()  # here, so a closed pipe is handled below rather than reported by the interpreter
         return code
     except (FaveError, ValidationError) as exc:
         from fave.persistence import CorruptStateError
 
-        print(f"fave: error: {exc}".splitlines()[0], file=sys.stderr)
+        _tell(f"fave: error: {exc}".splitlines()[0])
         return 1 if isinstance(exc, CorruptStateError) else 2  # corrupt: the request is broken, not the command line
     except KeyboardInterrupt:
-        print("fave: interrupted; `fave resume <request_id>` continues the request", file=sys.stderr)
+        _tell(_interrupted(args))
         return 130
     except BrokenPipeError:
         # The reader of our output went away (`fave list | head -1`): nothing left to tell it, and no traceback.
@@ -506,6 +813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         gc.set_threshold(*thresholds)  # for a caller that runs main() in its own process (tests)
+        sys.setswitchinterval(interval)
 
 
 if __name__ == "__main__":

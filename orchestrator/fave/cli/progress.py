@@ -16,10 +16,13 @@ def stage_line(name: str, done: int, total: int | None, status: str) -> str:
 
 
 class Progress:
-    """Prints a stage's line when its count or status changes (at most every ``interval_s`` per stage)."""
+    """Prints a stage's line when its count or status changes (at most every ``interval_s`` per stage).
+
+    Progress is for a person watching: once its stream is closed (``fave run ... 2>&1 | head``) it stops
+    printing, and the run goes on to its end."""
 
     def __init__(self, out: TextIO | None = None, interval_s: float = 0.5) -> None:
-        self.out = out or sys.stderr
+        self.out: TextIO | None = out or sys.stderr
         self.interval_s = interval_s
         self._last: dict[str, tuple[int, str]] = {}
         self._printed_at: dict[str, float] = {}
@@ -37,9 +40,17 @@ class Progress:
                 continue
             self._last[name] = key
             self._printed_at[name] = now
-            print(stage_line(name, st.done, st.total, st.status.value), file=self.out, flush=True)
+            self._print(stage_line(name, st.done, st.total, st.status.value))
 
     def notify(self, request_id: str, note: Notify, state: RequestState) -> None:
         if note.kind.is_trouble:
             where = f"[{note.stage}{'' if note.item is None else f' #{note.item}'}] " if note.stage else ""
-            print(f"{where}{note.kind}: {note.detail}".rstrip(": "), file=self.out, flush=True)
+            self._print(f"{where}{note.kind}: {note.detail}".rstrip(": "))
+
+    def _print(self, line: str) -> None:
+        if self.out is None:
+            return
+        try:
+            print(line, file=self.out, flush=True)
+        except (BrokenPipeError, ValueError):  # the reader went away (ValueError: the stream was closed)
+            self.out = None

@@ -3,7 +3,7 @@
 * ``RetryPolicy``: Step Functions' Retrier. ``decide(attempt, error_type, jitter)`` → ``RetryDecision``
   (retry or not, the delay, and why): ``max_attempts`` retries after the first attempt (0 = never retry),
   delay before retry n = min(interval * backoff_rate^(n-1), max_delay), ``jitter: full`` draws it uniformly
-  from [0, delay]; errors whose type is in ``non_retryable`` fail at once.
+  from [0, delay]; an error the stage declared terminal, or whose type is in ``non_retryable``, fails at once.
 * ``CompletionPolicy``: how many items of a fanned-out stage may fail (a count, or a percentage) before the
   stage, and so the request, fails. ``decide(failed, total)`` → ``CompletionDecision``.
 * ``ForEach``: fan out over the list at a dotted path of a single-task stage's output.
@@ -35,13 +35,9 @@ __all__ = [
     "Stage",
 ]
 
-DEFAULT_NON_RETRYABLE = (
-    "TerminalError",
-    "ValidationError",
-    "NotFoundError",
-    "InputError",
-    "MediaInputError",
-)
+DEFAULT_NON_RETRYABLE: tuple[str, ...] = ()
+"""No error is taken for terminal by its name unless the pipeline says so (``retry.non_retryable``): a stage
+declares a terminal error in its result (the stage SDK does it for ``TerminalError`` and its subclasses)."""
 
 NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_-]{0,63}"
 """Stage, profile and pipeline names: a letter, then up to 63 letters, digits, ``_`` or ``-`` (they end up in
@@ -113,8 +109,11 @@ class RetryPolicy:
             base = min(base, self.max_delay_s)
         return base * unit_random if self.jitter == "full" else base
 
-    def decide(self, attempt: int, error_type: str, unit_random: float) -> RetryDecision:
-        """After attempt ``attempt`` (1-based, counted since the last resume) failed with ``error_type``."""
+    def decide(self, attempt: int, error_type: str, unit_random: float, *, terminal: bool = False) -> RetryDecision:
+        """After attempt ``attempt`` (1-based, counted since the last resume) failed with ``error_type``;
+        ``terminal``: the stage itself declared the error one that retrying cannot fix."""
+        if terminal:
+            return RetryDecision(False, 0.0, f"{error_type} was declared terminal by the stage")
         if error_type in self.non_retryable:
             return RetryDecision(False, 0.0, f"{error_type} is not retryable")
         if attempt > self.max_attempts:
@@ -256,6 +255,11 @@ class Pipeline:
     digest: str
     downstream: Mapping[str, tuple[str, ...]]
     """For each stage, the per-item stages that join it item by item."""
+    input_schema: Mapping[str, Any] | None = None
+    """The JSON Schema (an object schema, as plain data) a request's input must match (pipeline.yaml
+    ``input:``); None: any JSON object. Checked and applied by ``fave.inputs``: the core imports no validator."""
+    upload_field: str | None = None
+    """The input field an uploaded object's URI fills (pipeline.yaml ``trigger: {upload: {field: ...}}``)."""
 
     @classmethod
     def build(
@@ -268,6 +272,8 @@ class Pipeline:
         digest: str,
         path: Path = Path("pipeline.yaml"),
         template_path: Path = Path("template.yaml"),
+        input_schema: Mapping[str, Any] | None = None,
+        upload_field: str | None = None,
     ) -> Pipeline:
         """Check the whole graph and derive what the engine needs; ``DagError`` naming where otherwise."""
         check_name("pipeline", name, "field 'name'")
@@ -287,6 +293,7 @@ class Pipeline:
             raise DagError("field 'final'", f"unknown stage {show(final)}")
         if built[final].fanned_out:
             raise DagError("field 'final'", f"'{final}' is fanned out; the final stage must be a single task")
+        _check_all_lead_to(final, built)
         all_profiles: dict[str, Mapping[str, Mapping[str, Any]]] = {"default": {}, **(profiles or {})}
         for profile, overrides in all_profiles.items():
             check_name("profile", profile, "field 'profiles'")
@@ -305,6 +312,8 @@ class Pipeline:
             profiles=all_profiles,
             digest=digest,
             downstream=downstream,
+            input_schema=input_schema,
+            upload_field=upload_field,
         )
 
     def stage_config(self, stage: str, profile: str) -> dict[str, Any]:
@@ -404,6 +413,27 @@ def _joined(stage: Stage, upstream: Mapping[str, Stage], every: Mapping[str, Sta
         item_needs=tuple(item_needs),
         whole_needs=tuple(whole_needs),
     )
+
+
+def _check_all_lead_to(final: str, stages: Mapping[str, Stage]) -> None:
+    """Every stage must be the final stage or upstream of it: the request completes when the final stage
+    succeeds, so a stage off that path would be cut off mid-run (or never started) with the request COMPLETED."""
+    upstream = {final}
+    todo = [final]
+    while todo:
+        for need in stages[todo.pop()].needs:
+            if need not in upstream:
+                upstream.add(need)
+                todo.append(need)
+    cut_off = [n for n in stages if n not in upstream]
+    if cut_off:
+        raise DagError(
+            "field 'final'",
+            f"stage{'s' if len(cut_off) > 1 else ''} {', '.join(cut_off)} "
+            f"{'do' if len(cut_off) > 1 else 'does'} not lead to the final stage '{final}': the request "
+            f"completes when '{final}' succeeds; make '{final}' need {'them' if len(cut_off) > 1 else 'it'}, "
+            "or name another final stage",
+        )
 
 
 def _only_sink(order: Sequence[str], stages: Mapping[str, Stage]) -> str:

@@ -26,6 +26,7 @@ from fave.core.dag import Pipeline, Stage
 from fave.core.model import (
     REF,
     TIMEOUT_ERROR,
+    Attempt,
     Cancel,
     Command,
     Event,
@@ -51,6 +52,7 @@ from fave.core.model import (
     TaskSucceeded,
     Tick,
     WriteFinal,
+    bounded_traceback,
     evolve,
 )
 
@@ -145,7 +147,15 @@ class Engine:
                 case TaskSucceeded():
                     tx.task_succeeded(event)
                 case TaskFailed():
-                    tx.task_failed(event.stage, event.item, event.attempt, event.error_type, event.message)
+                    tx.task_failed(
+                        event.stage,
+                        event.item,
+                        event.attempt,
+                        event.error_type,
+                        event.message,
+                        terminal=event.terminal,
+                        traceback=event.traceback,
+                    )
                 case Tick():
                     tx.tick()
                 case Resume():
@@ -182,20 +192,42 @@ class Engine:
                     retry_due = retry_due.set((stage, item), task.retry_at)
         return replace(state, tasks=Map(stage_tasks), running=running, retry_due=retry_due, partial=partial)
 
-    def working_set(self, state: RequestState, events: Iterable[Event]) -> frozenset[tuple[str, int]]:
-        """The task blocks a decision on ``events`` is likely to need that are not loaded: each completion's
-        block and the same block of the stages joined to it item by item. (Anything else it turns out to need,
-        it asks for with ``MissingData``.)"""
+    def working_set(self, state: RequestState, events: Iterable[Event]) -> MissingData | None:
+        """The task and item blocks a decision on ``events`` is likely to need that are not loaded, asked for
+        at once (one load instead of one restarted decision per block): each completion's block and the same
+        block of the stages joined to it item by item; for a ``Resend``, the blocks of the outbox's items and
+        of what their inputs read; for a ``Resume`` or ``Cancel``, every task. (Anything else a decision turns
+        out to need, it asks for with ``MissingData``.)"""
         if not state.partial:
-            return frozenset()
+            return None
         block = self.change_block
         wanted: set[tuple[str, int]] = set()
+        items: set[tuple[str, int]] = set()
         for event in events:
             if isinstance(event, (TaskSucceeded, TaskFailed)) and event.item is not None:
                 b = event.item // block
                 wanted.add((event.stage, b))
                 wanted.update((down, b) for down in self.pipeline.downstream.get(event.stage, ()))
-        return frozenset((stage, b) for stage, b in wanted if stage in state.partial and b not in state.partial[stage])
+            elif isinstance(event, Resend):
+                for stage, outbox in state.unsent.items():
+                    spec = self.pipeline.stages[stage]
+                    blocks = {item // block for item in outbox.items()}
+                    for b in blocks:
+                        wanted.add((stage, b))
+                        wanted.update((need, b) for need in spec.item_needs)
+                        if spec.for_each is not None:
+                            items.add((str(spec.for_each), b))
+            elif isinstance(event, (Resume, Cancel)):
+                for stage in state.partial:
+                    total = state.stages[stage].total or 0
+                    wanted.update((stage, b) for b in range(-(-total // block)))
+                if isinstance(event, Resume):  # it dispatches again, and a task's input holds its item
+                    for key, fan in state.items.items():
+                        items.update((key, b) for b in range(-(-fan.total // fan.block)))
+        tasks = frozenset((stage, b) for stage, b in wanted if stage in state.partial and b not in state.partial[stage])
+        loaded_items = {key: fan.blocks for key, fan in state.items.items()}
+        item_blocks = frozenset((k, b) for k, b in items if k in loaded_items and b not in loaded_items[k])
+        return MissingData(tasks=tasks, items=item_blocks) if tasks or item_blocks else None
 
 
 def _key(item: int | None) -> int:
@@ -229,6 +261,8 @@ class _Tx:
         self.touched: set[tuple[str, int]] = set()  # blocks changed by this decision (added to ``changed``)
         self.partial = state.partial
         self.unsent = state.unsent
+        self.abandoned = state.abandoned
+        self.abandoned_until = state.abandoned_until
         self.commands: list[Command] = []
         # Per stage, the request and config parts of its tasks' inputs (shared by the Invoke commands of one
         # decision: nothing changes a command's input once made).
@@ -253,6 +287,7 @@ class _Tx:
             or self.status != self.base.status
             or self.ready is not self.base.ready
             or self.retry_due is not self.base.retry_due
+            or self.abandoned != self.base.abandoned
         )
         state = replace(
             self.base,
@@ -273,6 +308,8 @@ class _Tx:
             changed=self.changed,
             partial=self.partial,
             unsent=self.unsent if self.status is RequestStatus.RUNNING else Map(),
+            abandoned=self.abandoned,
+            abandoned_until=self.abandoned_until if self.abandoned else None,
             updated_at=self.now if changed else self.base.updated_at,
         )
         commands = self.commands
@@ -409,6 +446,7 @@ class _Tx:
 
     def task_succeeded(self, ev: TaskSucceeded) -> None:
         if self.status is not RequestStatus.RUNNING:
+            self.late_success(ev)
             return
         item = _key(ev.item)
         task = self.get(ev.stage, item)
@@ -436,17 +474,29 @@ class _Tx:
             self.advance()  # a stage ended or items appeared: another may start (or the request completes)
         self.dispatch()
 
-    def task_failed(self, stage: str, item_: int | None, attempt: int, error_type: str, message: str) -> None:
+    def task_failed(
+        self,
+        stage: str,
+        item_: int | None,
+        attempt: int,
+        error_type: str,
+        message: str,
+        *,
+        terminal: bool = False,
+        traceback: str | None = None,
+    ) -> None:
         if self.status is not RequestStatus.RUNNING:
+            self.late_failure(stage, _key(item_), attempt, error_type, message, traceback=traceback)
             return
         item = _key(item_)
         task = self.get(stage, item)
         # Only the current attempt's failure counts: a late failure of a timed-out attempt is stale.
         if task is None or task.status is not TaskStatus.RUNNING or attempt != task.attempt:
             return
+        task = self.with_failed_attempt(task, error_type, message, traceback)
         spec = self.p.stages[stage]
         jitter = unit_random(self.base.request_id, stage, item_, task.attempt)
-        decision = spec.retry.decide(task.attempt - task.budget_base, error_type, jitter)
+        decision = spec.retry.decide(task.attempt - task.budget_base, error_type, jitter, terminal=terminal)
         if decision.retry:
             delay = decision.delay_s
             self.put(
@@ -487,6 +537,55 @@ class _Tx:
             self.after_item_done(stage, item)
             self.advance()
         self.dispatch()
+
+    def with_failed_attempt(self, task: Task, error_type: str, message: str, traceback: str | None) -> Task:
+        """``task`` with its current attempt added to its history (and its traceback, if the stage sent one)."""
+        ended = Attempt(task.attempt, task.dispatched_at, self.now, error_type, message)
+        return evolve(task, history=(*task.history, ended), traceback=bounded_traceback(traceback) or task.traceback)
+
+    def in_flight_when_ended(self, stage: str, item: int, attempt: int) -> Task | None:
+        """The task, if ``attempt`` was running when the request ended and has not reported since."""
+        if self.status is RequestStatus.COMPLETED or not self.abandoned:
+            return None
+        task = self.get(stage, item)
+        if task is None or task.status is not TaskStatus.CANCELLED or task.deadline is None:
+            return None
+        return task if task.attempt == attempt else None
+
+    def late_success(self, ev: TaskSucceeded) -> None:
+        """A success after the request ended: kept (a resume will not run it again); the request's and the
+        stage's status stay as they are."""
+        item = _key(ev.item)
+        task = self.in_flight_when_ended(ev.stage, item, ev.attempt)
+        if task is None:
+            return
+        self.put(
+            ev.stage,
+            item,
+            evolve(
+                task,
+                status=TaskStatus.SUCCEEDED,
+                output=ev.output,
+                finished_at=self.now,
+                deadline=None,
+                error=None,
+                error_type=None,
+            ),
+        )
+        for for_each, values in ev.fanout.items():
+            self.items = self.items.set(for_each, FanoutList.whole(tuple(values), self.block))
+        self.abandoned -= 1
+
+    def late_failure(
+        self, stage: str, item: int, attempt: int, error_type: str, message: str, *, traceback: str | None
+    ) -> None:
+        """A failure after the request ended: its evidence is kept; the task stays CANCELLED."""
+        task = self.in_flight_when_ended(stage, item, attempt)
+        if task is None:
+            return
+        task = self.with_failed_attempt(task, error_type, message, traceback)
+        self.put(stage, item, evolve(task, deadline=None, error_type=error_type, error=message))
+        self.abandoned -= 1
 
     def tick(self) -> None:
         if self.status is not RequestStatus.RUNNING:
@@ -577,12 +676,17 @@ class _Tx:
         if self.status is RequestStatus.COMPLETED:
             return
         self.require_all(self.p.order)
+        # The request was down from its end (or, after a crash, its last commit) until now: stage durations
+        # leave that out.
+        down_since = self.finished_at if self.status.terminal else self.base.updated_at
         self.status = RequestStatus.RUNNING
         self.failure = None
         self.cancel_reason = None
         self.finished_at = None
         self.started_at = self.started_at or self.now
         self.resumes += 1
+        self.abandoned = 0  # their attempts are superseded by the ones this resume starts
+        self.abandoned_until = None
         # Reset every task that did not succeed; a fresh retry budget starts at its current attempt.
         for stage in self.p.order:
             stage_tasks = self.tasks.get(stage)
@@ -607,6 +711,9 @@ class _Tx:
             st = self.stage(stage)
             if st.status in (StageStatus.SUCCEEDED, StageStatus.PENDING):
                 continue
+            paused_at = st.finished_at or down_since
+            if st.started_at is not None and paused_at is not None and self.now > paused_at:
+                st.started_at += self.now - paused_at
             self.set_stage(stage, replace(st, status=StageStatus.RUNNING, finished_at=None))
         self.ready = Map()
         for stage in self.p.order:
@@ -873,7 +980,8 @@ class _Tx:
         self.notify(NotifyKind.REQUEST_FAILED, failure.stage, failure.item, failure.describe())
 
     def stop_everything(self, stage_status: StageStatus) -> None:
-        """Cancel every task that has not ended; running attempts are abandoned (late results ignored)."""
+        """Cancel every task that has not ended. A running attempt keeps its deadline, as the mark of an attempt
+        still in flight: what it reports later is recorded (``late_success``, ``late_failure``)."""
         self.require_all(self.p.order)
         for stage in self.p.order:
             st = self.stage(stage)
@@ -881,7 +989,17 @@ class _Tx:
                 for item in _unfinished(self.tasks.get(stage) or Map()):
                     task = self.get(stage, item)
                     assert task is not None
-                    self.put(stage, item, replace(task, status=TaskStatus.CANCELLED, deadline=None))
+                    running = task.status is TaskStatus.RUNNING and task.deadline is not None
+                    if running:
+                        self.abandoned += 1
+                        assert task.deadline is not None
+                        if self.abandoned_until is None or task.deadline > self.abandoned_until:
+                            self.abandoned_until = task.deadline
+                    self.put(
+                        stage,
+                        item,
+                        replace(task, status=TaskStatus.CANCELLED, deadline=task.deadline if running else None),
+                    )
             st = self.stage(stage)
             if st.status is StageStatus.RUNNING:
                 status = StageStatus.CANCELLED if stage_status is StageStatus.CANCELLED else StageStatus.FAILED

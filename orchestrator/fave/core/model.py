@@ -52,7 +52,19 @@ class TaskStatus(StrEnum):
 
 TIMEOUT_ERROR = "States.Timeout"
 REF = "$ref"
-"""The marker of a value stored by reference (``fave_shared.refs.REF``; stage code never sees it)."""
+"""The marker of a value stored by reference (``fave_shared.refs.REF``): task outputs over 8 KB are parked in the
+store; a stage sees a marker only past what Lambda carries (docs/stages.md), and the SDK resolves it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """An attempt of a task that ended in an error (a timeout too): the evidence kept for ``fave status``."""
+
+    attempt: int
+    started_at: float | None
+    ended_at: float
+    error_type: str
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +85,27 @@ class Task:
     output: Any = None
     """The stage's output: inline JSON, or ``{"$ref": key}``."""
     first_dispatched_at: float | None = None
+    history: tuple[Attempt, ...] = ()
+    """Every attempt that failed, oldest first (the current attempt is the task's own fields)."""
+    traceback: str | None = None
+    """The last failed attempt's traceback, as the stage reported it (bounded: ``TRACEBACK_LIMIT``)."""
+
+
+TRACEBACK_LINES = 40
+TRACEBACK_BYTES = 8 * 1024
+
+
+def bounded_traceback(text: str | None) -> str | None:
+    """The last ``TRACEBACK_LINES`` lines and at most ``TRACEBACK_BYTES`` of a traceback (its end is what
+    names the error)."""
+    if not text:
+        return None
+    lines = text.rstrip("\n").splitlines()
+    kept = "\n".join(lines[-TRACEBACK_LINES:])
+    data = kept.encode()
+    if len(data) > TRACEBACK_BYTES:
+        kept = data[-TRACEBACK_BYTES:].decode(errors="ignore")
+    return kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +330,11 @@ class RequestState:
     """The outbox: tasks dispatched (committed RUNNING) whose invocation has not been recorded as sent
     (``Sent``). A new holder of the request sends them again (``Resend``), so a dispatch interrupted by a crash
     or handed to a continuation is never lost."""
+    abandoned: int = 0
+    """Attempts that were running when the request ended (FAILED or CANCELLED) and have not reported yet: their
+    results are still recorded when they arrive (a success is kept for a resume)."""
+    abandoned_until: float | None = None
+    """The latest deadline among those attempts: after it nothing more is expected of them."""
     input_ref: str | None = None
     """Where a large input is stored once (``metadata/input.json``): tasks then carry ``{"$ref": key}`` as
     their request instead of a copy each (see persistence.INPUT_INLINE_LIMIT)."""
@@ -340,6 +378,9 @@ class TaskFailed:
     attempt: int
     error_type: str
     message: str
+    terminal: bool = False
+    """The stage declared the error terminal (the SDK's ``TerminalError``): no retry, whatever the policy."""
+    traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

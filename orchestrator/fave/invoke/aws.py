@@ -5,6 +5,8 @@ environment variables set by the stack (``from_env``). botocore failures are wra
 
 * throttling, 5xx that are not configuration problems, dropped connections and timeouts →
   ``RetryableInvocationError`` (a ``RetryableError``);
+* no AWS credentials (or only part of them) → ``TerminalInvocationError`` saying so: the orchestrator fails the
+  task at once (``invocation_is_terminal``), never spends its retries on a call that cannot be signed;
 * ``ResourceNotFoundException`` → ``FunctionNotFoundError`` (a ``NotFoundError``);
 * a payload Lambda refuses (too large, not JSON) → ``ValidationError``; anything else →
   ``TerminalInvocationError``.
@@ -20,7 +22,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError, PartialCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from fave_shared.errors import FaveError, ValidationError
 
@@ -176,6 +178,11 @@ def wrap_lambda_error(error: ClientError | BotoCoreError, function: str) -> Fave
     """The fave error for a botocore failure of ``Invoke`` (see the module docs for the mapping)."""
     if isinstance(error, (BotoConnectionError, HTTPClientError)):
         return RetryableInvocationError(f"{function}: connection to Lambda failed: {error}")
+    if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
+        return TerminalInvocationError(
+            f"{function}: no AWS credentials to invoke Lambda with ({error}): set AWS_PROFILE or "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run where a role provides them"
+        )
     if not isinstance(error, ClientError):
         return TerminalInvocationError(f"{function}: {error}")
     code = str(error.response.get("Error", {}).get("Code", ""))

@@ -33,6 +33,7 @@ __all__ = [
     "RetryableInvocationError",
     "TerminalInvocationError",
     "encode_payload",
+    "invocation_is_terminal",
     "payload_json",
 ]
 
@@ -52,6 +53,15 @@ class TerminalInvocationError(InvocationError, TerminalError):
 
 class FunctionNotFoundError(InvocationError, NotFoundError):
     """No function with that logical id (template) or physical name (AWS)."""
+
+
+def invocation_is_terminal(error: BaseException) -> bool:
+    """Whether an invocation that raised ``error`` would fail the same way if sent again: a ``TerminalError``
+    (no AWS credentials, access denied, the runtime closed), an unknown function, a payload Lambda refuses.
+    The orchestrator fails such a task at once (``TaskFailed(terminal=True)``) instead of spending its retry
+    policy's attempts on it; a ``RetryableError`` (throttled, 5xx, connection lost) and anything unexpected
+    are retried."""
+    return isinstance(error, (TerminalError, NotFoundError, ValidationError))
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,8 +13,8 @@ from fave_shared.store import ObjectStore, open_store
 
 from fave.core.dag import Pipeline
 from fave.core.model import Notify, RequestState
-from fave.local.template import template_functions
-from fave.pipeline import load_pipeline
+from fave.local.template import load_template_once, template_functions
+from fave.pipeline import PipelineError, load_pipeline
 from fave.service import Orchestrator
 
 if TYPE_CHECKING:
@@ -28,8 +29,25 @@ def store_uri(cli_value: str | None) -> str:
     return cli_value or os.environ.get("FAVE_STORE") or DEFAULT_STORE
 
 
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(/|$)")
+
+
+def check_store_uri(uri: str) -> None:
+    """``ValidationError`` for a ``--store`` that is neither a directory nor ``s3://bucket[/prefix]``: a URI of
+    another scheme (``gs://b``), ``S3://b`` or ``s3:/b`` would otherwise become a local folder of that name."""
+    if uri.startswith("s3://"):
+        return
+    scheme = _SCHEME.match(uri)
+    if scheme is None and not uri.lower().startswith("s3:"):
+        return
+    name = scheme.group(1) if scheme is not None else "s3"
+    hint = " (did you mean s3://...?)" if name.lower() == "s3" else ""
+    raise ValidationError(f"--store {uri}: unknown scheme '{name}:'{hint}; use a directory or s3://bucket[/prefix]")
+
+
 def open_any_store(uri: str) -> ObjectStore:
-    """A store for a directory or an ``s3://bucket[/prefix]`` URI."""
+    """A store for a directory or an ``s3://bucket[/prefix]`` URI (``check_store_uri`` first)."""
+    check_store_uri(uri)
     if uri.startswith("s3://"):
         return open_store(uri)
     path = Path(uri).expanduser()
@@ -40,8 +58,22 @@ def open_any_store(uri: str) -> ObjectStore:
 
 
 def load_local_pipeline(path: str | Path) -> Pipeline:
-    """A pipeline file whose functions are those of its template.yaml (as the local runtime runs them)."""
-    return load_pipeline(path, functions=template_functions)
+    """A pipeline file whose functions are those of its template.yaml (as the local runtime runs them).
+
+    Also refuses (``PipelineError``, one line naming the stage and the function) an asynchronous stage whose
+    function's OnSuccess and OnFailure destinations do not both lead back to the orchestrator: its results
+    would never arrive, and the stage would wait for its timeout on every attempt."""
+    pipeline = load_pipeline(path, functions=template_functions)
+    template = load_template_once(pipeline.template_path)
+    for name in pipeline.order:
+        spec = pipeline.stages[name]
+        problem = template.completion_problem(spec.function) if spec.mode == "async" else None
+        if problem is not None:
+            raise PipelineError(
+                f"{pipeline.path}: stage '{name}', field 'mode': async, but function {spec.function} in "
+                f"{template.path.name} has {problem}"
+            )
+    return pipeline
 
 
 def local_orchestrator(

@@ -33,6 +33,7 @@ from fave.yamlsafe import HardenedLoader, load_file, load_text
 
 __all__ = [
     "ACCOUNT_ID",
+    "ORCHESTRATOR_HANDLER",
     "CfnLoader",
     "EventInvokeConfig",
     "FunctionSpec",
@@ -47,6 +48,9 @@ __all__ = [
 
 #: The account id the local runtime pretends to run in (ARNs, ``AWS::AccountId``).
 ACCOUNT_ID = "000000000000"
+#: The orchestrator's entry point: a function with this handler is the orchestrator (its async stages report
+#: back to it, or to a queue it consumes).
+ORCHESTRATOR_HANDLER = "fave.app.handler"
 
 DEFAULT_TIMEOUT_S = 3
 DEFAULT_MEMORY_MB = 128
@@ -225,6 +229,35 @@ class Template:
             raise NotFoundError(
                 f"{self.path}: no AWS::SQS::Queue {logical_id!r} (queues: {', '.join(sorted(self.queues)) or 'none'})"
             ) from None
+
+    def orchestrator_destinations(self) -> frozenset[str]:
+        """The destinations that lead back to the orchestrator: its functions (``Handler: fave.app.handler``)
+        and every SQS queue one of them consumes through an enabled event source mapping (``CompletionsQueue``
+        in template.yaml)."""
+        orchestrators = [f for f in self.functions.values() if f.handler == ORCHESTRATOR_HANDLER]
+        queues = {e.queue for f in orchestrators for e in f.event_sources if e.enabled}
+        return frozenset({f.logical_id for f in orchestrators} | queues)
+
+    def completion_problem(self, logical_id: str) -> str | None:
+        """Why an asynchronous invocation of this function would never report back to the orchestrator (both
+        ``EventInvokeConfig`` destinations must lead there: ``orchestrator_destinations``), or None. The text
+        follows "function F has ..."."""
+        config = self.function(logical_id).event_invoke_config
+        back = self.orchestrator_destinations()
+        wrong = []
+        for condition, target in (("OnSuccess", config.on_success), ("OnFailure", config.on_failure)):
+            if target is None:
+                wrong.append(f"no {condition} destination")
+            elif target not in back:
+                wrong.append(f"its {condition} destination {target}, which is not the orchestrator")
+        if not wrong:
+            return None
+        fix = (
+            f"point both at {' or '.join(sorted(back))}"
+            if back
+            else f"the template has no orchestrator function (Handler: {ORCHESTRATOR_HANDLER}) to point them at"
+        )
+        return f"{' and '.join(wrong)} (EventInvokeConfig.DestinationConfig): {fix}"
 
 
 # ---------------------------------------------------------------------------------------------------------

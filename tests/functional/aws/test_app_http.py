@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from fave.keys import state_key
 from fave.persistence import list_request_ids
 from fave.service import Orchestrator
 from support.app_lambda import OrchestratorLambda
+from support.declared_input import demo_with_input, serve, video_input
 from support.demo import TEXT
 from support.tiers import Tier
 
@@ -145,12 +147,26 @@ def test_a_crash_after_the_idempotency_record_is_completed_by_the_retry(
     ],
 )
 def test_bad_start_requests_get_400_naming_the_field(
-    orchestrator_lambda: OrchestratorLambda, body: Any, field: str
+    orchestrator_lambda: OrchestratorLambda, tier: Tier, tmp_path: Path, body: Any, field: str
 ) -> None:
+    # The demo's stages behind the video pipeline's declared input (video_uri required, query, profile).
+    serve(orchestrator_lambda, tier, demo_with_input(tmp_path, *video_input()))
     code, response, _ = send(orchestrator_lambda, body)
     assert code == 400, response
     assert field in response["message"]
     assert list_request_ids(orchestrator_lambda.store) == []
+
+
+def test_the_video_body_is_the_video_pipelines_input(
+    orchestrator_lambda: OrchestratorLambda, tier: Tier, tmp_path: Path
+) -> None:
+    lam = orchestrator_lambda
+    serve(lam, tier, demo_with_input(tmp_path, *video_input()))
+    lam.hold()
+    code, body, _ = send(lam, {"video_uri": SOURCE, "query": "cars", "profile": "loud"})
+    assert code == 202, body
+    doc = json.loads(lam.store.get(state_key(body["request_id"])).data)
+    assert doc["input"] == {"video_uri": lam.source_uri, "query": "cars", "profile": "loud"}
 
 
 def test_bad_idempotency_key_is_a_400(orchestrator_lambda: OrchestratorLambda) -> None:

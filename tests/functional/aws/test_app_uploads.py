@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from fave.keys import state_key
 from fave.persistence import list_request_ids
 from support.app_lambda import OrchestratorLambda
+from support.declared_input import demo_with_input, serve, video_input
 from support.events import s3_upload_event
 from support.tiers import Tier
 
@@ -69,9 +71,11 @@ def test_metadata_then_defaults_fill_what_no_sidecar_sets(orchestrator_lambda: O
 
 
 def test_sidecars_other_prefixes_and_bad_options_start_nothing(
-    orchestrator_lambda: OrchestratorLambda, tier: Tier
+    orchestrator_lambda: OrchestratorLambda, tier: Tier, tmp_path: Path
 ) -> None:
     lam = orchestrator_lambda
+    # The video pipeline's declared input: a field it does not list (a misspelt one) is refused.
+    serve(lam, tier, demo_with_input(tmp_path, *video_input()))
     sidecar_event = s3_upload_event(tier.bucket, tier.upload_prefix + "x.mp4.json")
     outside = s3_upload_event(tier.bucket, tier.prefix + "elsewhere/x.mp4")
     bad_sidecar = upload(tier, "bad.mp4", sidecar={"query": "x", "profle": "loud"})
