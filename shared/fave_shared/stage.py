@@ -145,15 +145,16 @@ def stage(input_model: type[I]) -> Callable[[Callable[[I, StageContext], BaseMod
         @functools.wraps(body)
         def handler(event: dict[str, Any], context: Any = None) -> Any:
             try:
-                return run(event, context)
+                parsed = StageEvent.model_validate(event)
+            except Exception as exc:  # pydantic's error lists every field; keep it on one line
+                # Raised, not returned: an event that is no fave task has nobody to read a fave result.
+                raise ValidationError(f"not a fave stage event: {exc}".replace("\n", " ")) from exc
+            try:
+                return run(parsed, event, context)
             except TerminalError as exc:  # said in the result, so nobody retries it (fave_shared.outcome)
                 return terminal_result(exc)
 
-        def run(event: dict[str, Any], context: Any) -> Any:
-            try:
-                parsed = StageEvent.model_validate(event)
-            except Exception as exc:  # pydantic's error lists every field; keep it on one line
-                raise ValidationError(f"not a fave stage event: {exc}".replace("\n", " ")) from exc
+        def run(parsed: StageEvent, event: dict[str, Any], context: Any) -> Any:
             store = _store_for(parsed.store)
             ctx = StageContext(parsed.task, store, context)
             try:

@@ -164,7 +164,7 @@ def _per_clip_progress(view: StoreView) -> tuple[str, dict[str, int]] | None:
     totals = [state.stages[name].total or 0 for name in PER_CLIP]
     if done["extract"] >= 1 and done["transcribe"] + done["detect"] >= 1 and sum(done.values()) < sum(totals):
         return rid, done
-    if state.status != "RUNNING":
+    if state.status not in ("INIT", "RUNNING"):  # INIT: created, its first step not committed yet
         raise AssertionError(f"request {rid} ended ({state.status}) before the per-clip stages were caught")
     return None
 

@@ -116,3 +116,10 @@ def test_a_real_stage_rejects_a_misspelt_profile_setting(tmp_path: Path) -> None
     }
     result = split(_event(tmp_path, inp, stage_name="split"), None)
     terminal(result, "ValidationError", match=r"input of stage split is invalid: config\.max_clip: Extra inputs")
+
+
+@pytest.mark.parametrize("event", [{"not": "a stage event"}, [1, 2], {"fave": 1, "task": {"stage": "toy"}}])
+def test_an_event_that_is_no_fave_task_is_raised_not_returned(event: Any) -> None:
+    """Nobody would read a fave result for it: Lambda reports the function error (and retries it, async)."""
+    with pytest.raises(ValidationError, match="not a fave stage event"):
+        toy(event, None)

@@ -153,8 +153,9 @@ def test_a_stage_writes_with_its_own_role(
     iam: IamStack, orchestrator_lambda: OrchestratorLambda, tier: Tier, broken: dict[str, dict[str, Any]]
 ) -> None:
     lam = orchestrator_lambda
-    # A shout output over the 200 KB payload threshold is stored by the shout process, under its prefix.
-    padded = {"pad_word": "two", "pad_bytes": 300_000}
+    # A shout output over what an async destination record carries (1 MiB with the event) is stored by the shout
+    # process, under its prefix.
+    padded = {"pad_word": "two", "pad_bytes": 1_100_000}
     done = lam.wait(start(lam, tier, "one two", **padded))
     assert done["status"] == "COMPLETED", done
     keys = list(tier.store.list(f"requests/{done['request_id']}/stages/shout/"))
