@@ -1,7 +1,7 @@
 """template.yaml passes the load-time check of docs/stages.md: every asynchronous stage of pipeline.yaml has
 both destinations back to the orchestrator (issue 11, requirement 2); the check catches a copy that breaks it.
 
-tests/functional/test_stage_contract.py runs the check on generated templates, through ``fave run``.
+tests/functional/test_contract_of_stages.py runs the check on generated templates, through ``fave run``.
 """
 
 from __future__ import annotations
