@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -102,13 +100,5 @@ def test_a_csv_without_the_columns_fails_at_once_with_the_stage_traceback(tmp_pa
 
 
 def test_the_examples_own_stage_tests_pass() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-        cwd=EXAMPLE,
-        env=e2e.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0 and "5 passed" in done.stdout, done.stdout + done.stderr
+    done = e2e.pytest_in(EXAMPLE)
+    assert done.code == 0 and "5 passed" in done.stdout, done.stdout + done.stderr

@@ -8,24 +8,14 @@ added by ``fave new stage`` runs in the next request, and a refusal writes nothi
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from support import e2e
 
 
-def fave(*args: str, cwd: Path | None = None) -> e2e.Result:
-    done = subprocess.run(
-        e2e.fave_command(*args),
-        cwd=cwd or e2e.ROOT,
-        env=e2e.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return e2e.Result(done.returncode, done.stdout, done.stderr)
+def fave(*args: str) -> e2e.Result:
+    return e2e.fave(*args, env=e2e.child_env(), timeout=120)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -59,16 +49,8 @@ def test_a_new_pipeline_runs_at_once_and_its_test_passes(scaffold: Path, tmp_pat
         "--input", '{"name": "Ada"}', "--profile", "shout",
     )  # fmt: skip
     assert run.json["final"] == {"greeting": "hello, Ada!!!"}
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(scaffold / "tests")],
-        cwd=scaffold,
-        env=e2e.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert tests.returncode == 0 and "1 passed" in tests.stdout, tests.stdout + tests.stderr
+    tests = e2e.pytest_in(scaffold)
+    assert tests.code == 0 and "1 passed" in tests.stdout, tests.stdout + tests.stderr
 
 
 def test_the_scaffold_refuses_what_its_input_does_not_declare(scaffold: Path, tmp_path: Path) -> None:
@@ -101,16 +83,8 @@ def test_a_new_stage_is_wired_and_runs_in_the_next_request(scaffold: Path, tmp_p
     assert all(s["status"] == "SUCCEEDED" for s in stages.values()), stages
     # Each stage added after the final one became the final one.
     assert run.json["final"] == {"stage": "last", "item": None, "needs": ["count"]}
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        cwd=scaffold,
-        env=e2e.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert tests.returncode == 0 and "3 passed" in tests.stdout, tests.stdout + tests.stderr
+    tests = e2e.pytest_in(scaffold)
+    assert tests.code == 0 and "3 passed" in tests.stdout, tests.stdout + tests.stderr
 
 
 def template_block(template: str, resource: str) -> str:

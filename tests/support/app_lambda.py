@@ -272,14 +272,14 @@ def demo_runtime(tier_backend: TierBackend, demo_destinations: DestinationSwitch
         runtime.close()
 
 
-def configure_app(lam: OrchestratorLambda, tier: Tier) -> None:
-    """Point ``fave.app`` at the tier's store, the demo pipeline, the runtime and ``lam.clock``: as the
+def configure_app(lam: OrchestratorLambda, tier: Tier, pipeline: Path = DEMO) -> None:
+    """Point ``fave.app`` at the tier's store, the pipeline (the demo's), the runtime and ``lam.clock``: as the
     orchestrator function sees them (on tier iam, through its own role; ``lam.store`` stays the test's)."""
     import fave.app
 
     settings = fave.app.Settings(
         store_uri=tier.store.uri,
-        pipeline_path=DEMO,
+        pipeline_path=pipeline,
         upload_prefix=tier.upload_prefix,
         input_prefixes=(tier.input_prefix,),
         default_query="find the words",
@@ -288,7 +288,7 @@ def configure_app(lam: OrchestratorLambda, tier: Tier) -> None:
     fave.app.configure(
         settings=settings,
         store=tier.orchestrator_store,
-        pipeline=DEMO,
+        pipeline=pipeline,
         invoker=tier.orchestrator_invoker(lam.runtime),
         clock=lam.clock,
         s3_client=tier.orchestrator_s3_client,

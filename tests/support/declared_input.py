@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from support.app_lambda import DEMO, OrchestratorLambda
+from support.app_lambda import DEMO, OrchestratorLambda, configure_app
 from support.tiers import Tier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,22 +72,4 @@ def demo_with_input(
 
 def serve(lam: OrchestratorLambda, tier: Tier, pipeline: Path) -> None:
     """Configure ``fave.app`` for this test as ``configure_app`` does, with ``pipeline`` instead of the demo."""
-    import fave.app
-
-    settings = fave.app.Settings(
-        store_uri=tier.store.uri,
-        pipeline_path=pipeline,
-        upload_prefix=tier.upload_prefix,
-        input_prefixes=(tier.input_prefix,),
-        default_query="find the words",
-        default_profile="default",
-    )
-    fave.app.configure(
-        settings=settings,
-        store=tier.orchestrator_store,
-        pipeline=pipeline,
-        invoker=tier.orchestrator_invoker(lam.runtime),
-        clock=lam.clock,
-        s3_client=tier.orchestrator_s3_client,
-        self_invoker=tier.orchestrator_self_invoker(lam),
-    )
+    configure_app(lam, tier, pipeline)

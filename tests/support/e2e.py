@@ -86,6 +86,20 @@ def fave(*args: str, env: Mapping[str, str] | None = None, timeout: float = RUN_
     return Result(done.returncode, done.stdout, done.stderr)
 
 
+def pytest_in(folder: Path, timeout: float = 120) -> Result:
+    """``pytest -q`` on ``folder``'s tests (a pipeline folder's own), run from that folder as its user would."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=folder,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
 def start_fave(*args: str, env: Mapping[str, str] | None, log_dir: Path) -> subprocess.Popen[bytes]:
     """Start ``fave ARGS`` in its own process group, output to files in ``log_dir`` (no pipe to fill)."""
     log_dir.mkdir(parents=True, exist_ok=True)

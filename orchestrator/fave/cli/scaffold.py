@@ -24,14 +24,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fave_shared.errors import FaveError
 
-from fave.core.dag import NAME_PATTERN
-
-if TYPE_CHECKING:
-    from fave.core.dag import Pipeline
+from fave.core.dag import NAME_PATTERN, ancestors
 
 __all__ = ["ScaffoldError", "new_pipeline", "new_stage"]
 
@@ -336,7 +332,6 @@ def _stage_test(spec: StageSpec, expected: str, request: str) -> str:
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 APP = Path(__file__).resolve().parent.parent / "functions" / "{spec.name}" / "app.py"
 
@@ -437,7 +432,7 @@ def new_stage(
         if match.group(1) not in needs:
             needs = (*needs, match.group(1))
     spec = StageSpec(name, mode or ("async" if for_each else "sync"), needs, for_each)
-    if for_each is not None and pipeline.final in _upstream(pipeline, needs):
+    if for_each is not None and pipeline.final in ancestors(pipeline.stages, needs):
         raise ScaffoldError(
             f"stage '{name}' would follow the final stage '{pipeline.final}' and is fanned out, but a request ends "
             "with a single task: fan out from a stage before the final one (--needs), or add the fan-out and the "
@@ -464,7 +459,7 @@ def new_stage(
             f"it; add this line by hand: {_stage_yaml(spec).strip()}"
         )
     new_text = text.rstrip("\n") + "\n" + _stage_yaml(spec)
-    if pipeline.final in _upstream(pipeline, spec.needs):
+    if pipeline.final in ancestors(pipeline.stages, spec.needs):
         # The request completes when its final stage succeeds: a stage after it becomes the final one.
         new_text, moved = re.subn(rf"^final:\s*{re.escape(pipeline.final)}\b", f"final: {name}", new_text, flags=re.M)
         if not moved:
@@ -497,18 +492,6 @@ def new_stage(
                 folder.rmdir()
         raise ScaffoldError(f"stage '{name}' would not load, nothing was changed: {exc}") from None
     return app
-
-
-def _upstream(pipeline: Pipeline, needs: tuple[str, ...]) -> set[str]:
-    """``needs`` and every stage upstream of them."""
-    seen: set[str] = set()
-    todo = list(needs)
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(pipeline.stages[name].needs)
-    return seen
 
 
 def _insert_before(text: str, marker: str, line: str) -> str:

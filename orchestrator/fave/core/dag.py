@@ -356,7 +356,8 @@ def _topological(stages: Mapping[str, Stage]) -> tuple[str, ...]:
     return tuple(order)
 
 
-def _ancestors(stages: Mapping[str, Stage], needs: Iterable[str]) -> set[str]:
+def ancestors(stages: Mapping[str, Stage], needs: Iterable[str]) -> set[str]:
+    """``needs`` and every stage they need, directly or not."""
     seen: set[str] = set()
     todo = list(needs)
     while todo:
@@ -376,7 +377,7 @@ def _joined(stage: Stage, upstream: Mapping[str, Stage], every: Mapping[str, Sta
         source = for_each.source
         if source not in every:
             raise DagError(f"{where}, field 'for_each'", f"unknown stage {show(source)}")
-        if source not in _ancestors(upstream, stage.needs):
+        if source not in ancestors(upstream, stage.needs):
             raise DagError(
                 f"{where}, field 'for_each'", f"'{source}' must be upstream of this stage (in 'needs', directly or not)"
             )
@@ -418,14 +419,8 @@ def _joined(stage: Stage, upstream: Mapping[str, Stage], every: Mapping[str, Sta
 def _check_all_lead_to(final: str, stages: Mapping[str, Stage]) -> None:
     """Every stage must be the final stage or upstream of it: the request completes when the final stage
     succeeds, so a stage off that path would be cut off mid-run (or never started) with the request COMPLETED."""
-    upstream = {final}
-    todo = [final]
-    while todo:
-        for need in stages[todo.pop()].needs:
-            if need not in upstream:
-                upstream.add(need)
-                todo.append(need)
-    cut_off = [n for n in stages if n not in upstream]
+    leading = ancestors(stages, (final,))
+    cut_off = [n for n in stages if n not in leading]
     if cut_off:
         raise DagError(
             "field 'final'",

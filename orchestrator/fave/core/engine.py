@@ -453,22 +453,7 @@ class _Tx:
         # Duplicates and unknown tasks change nothing: this is what makes counting exactly-once.
         if task is None or task.status.terminal or ev.attempt > task.attempt or ev.attempt < 1:
             return
-        self.put(
-            ev.stage,
-            item,
-            evolve(
-                task,
-                status=TaskStatus.SUCCEEDED,
-                output=ev.output,
-                finished_at=self.now,
-                deadline=None,
-                retry_at=None,
-                error=None,
-                error_type=None,
-            ),
-        )
-        for for_each, values in ev.fanout.items():
-            self.items = self.items.set(for_each, FanoutList.whole(tuple(values), self.block))
+        self.record_success(ev, item, task)
         self.after_item_done(ev.stage, item)
         if ev.fanout or self.stage(ev.stage).status is not StageStatus.RUNNING:
             self.advance()  # a stage ended or items appeared: another may start (or the request completes)
@@ -552,13 +537,8 @@ class _Tx:
             return None
         return task if task.attempt == attempt else None
 
-    def late_success(self, ev: TaskSucceeded) -> None:
-        """A success after the request ended: kept (a resume will not run it again); the request's and the
-        stage's status stay as they are."""
-        item = _key(ev.item)
-        task = self.in_flight_when_ended(ev.stage, item, ev.attempt)
-        if task is None:
-            return
+    def record_success(self, ev: TaskSucceeded, item: int, task: Task) -> None:
+        """The task SUCCEEDED with the event's output, and the lists it fans out to are known."""
         self.put(
             ev.stage,
             item,
@@ -568,12 +548,22 @@ class _Tx:
                 output=ev.output,
                 finished_at=self.now,
                 deadline=None,
+                retry_at=None,
                 error=None,
                 error_type=None,
             ),
         )
         for for_each, values in ev.fanout.items():
             self.items = self.items.set(for_each, FanoutList.whole(tuple(values), self.block))
+
+    def late_success(self, ev: TaskSucceeded) -> None:
+        """A success after the request ended: kept (a resume will not run it again); the request's and the
+        stage's status stay as they are."""
+        item = _key(ev.item)
+        task = self.in_flight_when_ended(ev.stage, item, ev.attempt)
+        if task is None:
+            return
+        self.record_success(ev, item, task)
         self.abandoned -= 1
 
     def late_failure(
