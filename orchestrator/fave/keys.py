@@ -7,6 +7,7 @@ requests/{id}/metadata/final.json                 the final stage's output
 requests/{id}/metadata/input.json                 a large request input, stored once
 requests/{id}/metadata/lease.json                 who writes the request now (fave.lease)
 requests/{id}/inbox/{time}-{random}.json          events waiting for the lease holder (Lambda)
+requests/{id}/logs/{session}-{seq}.log            the request's log, a batch of lines per object (fave.cli.runlog)
 requests/{id}/stages/{stage}/[{item:05d}/]...     a task's artifacts, inputs and outputs (the stage SDK's)
 index/requests/{id}                               every request, for listing (ids sort by creation time)
 index/active/{id}                                 the unfinished ones, for the schedule tick (Lambda)
@@ -35,6 +36,8 @@ __all__ = [
     "input_key",
     "items_key",
     "lease_key",
+    "log_key",
+    "logs_prefix",
     "parse_shard_key",
     "request_prefix",
     "shard_key",
@@ -94,6 +97,18 @@ def parse_shard_key(key: str) -> tuple[str, int, str] | None:
 
 def inbox_prefix(request_id: str) -> str:
     return request_prefix(request_id) + "inbox/"
+
+
+def logs_prefix(request_id: str) -> str:
+    return request_prefix(request_id) + "logs/"
+
+
+def log_key(request_id: str, session: str, seq: int) -> str:
+    """One batch of a request's log lines, written once by the process driving it (``fave.cli.runlog``).
+
+    ``session`` sorts by the time the driver started (a ULID) and ``seq`` counts its batches, so listing the
+    prefix gives the whole log in order."""
+    return f"{logs_prefix(request_id)}{session}-{seq:06d}.log"
 
 
 def artifact_prefix(request_id: str, stage: str, item: int | None) -> str:

@@ -423,6 +423,8 @@ def test_http_api_routes_and_iam_auth_by_default(translated: dict[str, Any]) -> 
             ("/requests/{id}/stages/{stage}", "GET"),
             ("/requests/{id}/resume", "POST"),
             ("/requests/{id}/cancel", "POST"),
+            ("/openapi.json", "GET"),
+            ("/docs", "GET"),
         }
         for item in body["paths"].values():
             for operation in item.values():

@@ -4,7 +4,7 @@
 
 * API Gateway HTTP API (payload 2.0) → the HTTP API (``fave.app.api``): ``POST /requests``,
   ``GET /requests/{id}``, ``GET /requests/{id}/stages/{stage}``, ``POST /requests/{id}/resume``,
-  ``POST /requests/{id}/cancel``;
+  ``POST /requests/{id}/cancel``, and its description, ``GET /openapi.json`` and ``GET /docs``;
 * S3 event records (``eventSource: aws:s3``) → the upload trigger (``fave.app.uploads``);
 * a Lambda destination record (``requestContext.condition``, ``requestPayload``) → a stage's completion;
 * an EventBridge ``Scheduled Event`` → a tick of every unfinished request (timeouts, due retries);

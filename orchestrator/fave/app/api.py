@@ -20,6 +20,9 @@
   is COMPLETED): a step invocation applies it.
 * ``POST /requests/{request_id}/cancel`` body ``{reason?}`` → 200 with the status, applied at once, or 202
   ``"queued": true`` when another invocation holds the request (it applies it); 409 if it had ended.
+* ``GET /openapi.json`` → this API's OpenAPI 3.1 document (each route's real status codes and bodies, as the
+  ``responses=`` below declare them); ``GET /docs`` → Swagger UI on it, a self-contained page
+  (``fave.app.openapi``).
 
 Errors are JSON ``{"message": ..., "errors": [...]}``: 400 for a bad body, header or id (the message names
 the field), 404 for an unknown request or stage, 409 for a state conflict, 413 for a body over 64 KB, 422 for
@@ -31,6 +34,7 @@ nested too deeply, no HTTP method) are refused before routing (``fave.app.http_g
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -43,8 +47,10 @@ from fave.app.context import ConfigurationError, current
 from fave.app.idempotency import IdempotencyKeyReusedError, IdempotencyKeys, fingerprint, validate_key
 from fave.app.models import CancelRequest, request_input
 from fave.app.observability import current_meter, logger
+from fave.app.openapi import answers, docs_page, document
 from fave.app.runner import invocation_runner
 from fave.app.sources import check_source, store_bucket
+from fave.core.dag import Pipeline
 from fave.core.model import RequestStatus, Resume
 from fave.ids import new_request_id, validate_request_id
 from fave.inputs import InputError, upload_field
@@ -85,7 +91,7 @@ def _request_id(value: str) -> str:
 # ---- routes -----------------------------------------------------------------------------------------------
 
 
-@app.post("/requests")
+@app.post("/requests", responses=answers("start", 400, 413, 422, 500, 503))
 def start_request(
     body: Annotated[dict[str, Any], Body(description="the pipeline's input (its pipeline.yaml input:), and profile")],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
@@ -132,14 +138,14 @@ def start_request(
     )
 
 
-@app.get("/requests/<request_id>")
+@app.get("/requests/<request_id>", responses=answers("status", 400, 404, 500, 503))
 def get_request(request_id: RequestId) -> dict[str, Any]:
     request_id = _request_id(request_id)
     logger.set_correlation_id(request_id)
     return status_document(current().store, request_id)
 
 
-@app.get("/requests/<request_id>/stages/<stage>")
+@app.get("/requests/<request_id>/stages/<stage>", responses=answers("stage", 400, 404, 500, 503))
 def get_stage(  # noqa: PLR0917 - one parameter per query option
     request_id: RequestId,
     stage: StageName,
@@ -164,7 +170,7 @@ def get_stage(  # noqa: PLR0917 - one parameter per query option
     )
 
 
-@app.post("/requests/<request_id>/resume")
+@app.post("/requests/<request_id>/resume", responses=answers("resume", 400, 404, 409, 413, 500, 503))
 def resume_request(request_id: RequestId) -> Response[dict[str, Any]]:
     """Accepted, not applied here: resuming dispatches stage work, which a step invocation does."""
     request_id = _request_id(request_id)
@@ -176,7 +182,7 @@ def resume_request(request_id: RequestId) -> Response[dict[str, Any]]:
     return Response(202, content_types.APPLICATION_JSON, {**body, "queued": True})
 
 
-@app.post("/requests/<request_id>/cancel")
+@app.post("/requests/<request_id>/cancel", responses=answers("cancel", 400, 404, 409, 413, 500, 503))
 def cancel_request(
     request_id: RequestId, body: Annotated[CancelRequest | None, Body()] = None
 ) -> Response[dict[str, Any]]:
@@ -191,6 +197,27 @@ def cancel_request(
     return Response(
         202 if submitted.posted else 200, content_types.APPLICATION_JSON, {**doc, "queued": bool(submitted.posted)}
     )
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_json() -> Response[str]:
+    """This API's OpenAPI document (``fave.app.openapi``)."""
+    return Response(200, content_types.APPLICATION_JSON, json.dumps(_openapi()))
+
+
+@app.get("/docs", include_in_schema=False, compress=True)
+def docs() -> Response[str]:
+    """Swagger UI on the document, self-contained: it loads nothing from another host."""
+    return Response(200, "text/html; charset=utf-8", docs_page(_openapi()))
+
+
+def _openapi() -> dict[str, Any]:
+    stage = app.current_event.request_context.stage
+    try:
+        pipeline: Pipeline | None = current().pipeline
+    except ConfigurationError:  # the document still describes the API; the body is any object
+        pipeline = None
+    return document(app, server="/" if not stage or stage == "$default" else f"/{stage}", pipeline=pipeline)
 
 
 # ---- errors -----------------------------------------------------------------------------------------------

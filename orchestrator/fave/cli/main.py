@@ -1,7 +1,8 @@
 """``fave``: run, watch, resume and cancel requests on one machine (or against S3).
 
 Exit codes: 0 request COMPLETED (or command succeeded), 1 request FAILED or CANCELLED, 2 bad input
-(one line on stderr naming the problem), 130 interrupted (Ctrl-C: the line names the request to resume).
+(one line on stderr naming the problem), 124 ``fave wait --timeout`` ran out, 130 interrupted (Ctrl-C: the
+line names the request to resume).
 
 Start-up is part of every command's time (``fave bench startup``): this module imports only what the
 parser needs, and each command imports what it uses (``fave status`` no runtime, ``fave run`` no boto3).
@@ -39,7 +40,8 @@ UNREADABLE = "UNREADABLE"
 DESCRIPTION = "fave: run, watch, resume and cancel requests of a pipeline, on one machine or against S3."
 EPILOG = (
     "Exit codes: 0 the request COMPLETED (or the command succeeded), 1 it FAILED or was CANCELLED, 2 bad input "
-    "(one line naming the problem), 130 interrupted. 'fave COMMAND --help' describes a command."
+    "(one line naming the problem), 124 fave wait --timeout ran out, 130 interrupted. "
+    "'fave COMMAND --help' describes a command."
 )
 
 
@@ -167,14 +169,16 @@ def _request_input(args: argparse.Namespace, pipeline: Pipeline) -> dict[str, An
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fave.cli.progress import Progress
+    from fave.cli.progress import terminal_progress
+    from fave.cli.runlog import StoreLog, Tee
     from fave.local.orchestrator import load_local_pipeline, local_orchestrator, open_any_store, store_uri
     from fave.status import status_document
 
     pipeline = load_local_pipeline(args.pipeline)
     request_input = _request_input(args, pipeline)
     store = open_any_store(store_uri(args.store))  # after the input is known good: a refusal stores nothing
-    progress = Progress()
+    log = StoreLog(store, "fave run")  # the request's log in the store (fave logs)
+    progress = Tee(terminal_progress(), log)
     orchestrator = local_orchestrator(pipeline, store, on_notify=progress.notify, faults=args.faults)
     _announce_faults(orchestrator)
     try:
@@ -188,10 +192,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(state.request_id)
             return 0
         _tell(f"request {state.request_id}")
+        log.begin(state.request_id)
         with orchestrator.hold(state.request_id):
             orchestrator.apply(state.request_id, [Start()])
             state = orchestrator.drive(state.request_id, on_step=progress)
     finally:
+        progress.close()
         orchestrator.close()
         _report_faults(orchestrator)
     return _finish(store, state, args.json)
@@ -384,7 +390,8 @@ def _print_item(page: dict[str, Any], row: dict[str, Any]) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from fave.cli.progress import Progress
+    from fave.cli.progress import terminal_progress
+    from fave.cli.runlog import StoreLog, Tee
     from fave.clock import SystemClock
     from fave.lease import Leases
     from fave.local.orchestrator import load_local_pipeline, local_orchestrator, open_any_store, store_uri
@@ -403,11 +410,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
         else:
             print(args.request_id)
         return 0
-    progress = Progress()
+    log = StoreLog(store, "fave resume")  # the request's log in the store (fave logs)
+    progress = Tee(terminal_progress(), log)
     orchestrator = local_orchestrator(pipeline_path, store, on_notify=progress.notify, faults=args.faults)
     _announce_faults(orchestrator)
     try:
         with orchestrator.hold(args.request_id):
+            log.begin(args.request_id)
             state = orchestrator.load(args.request_id)
             if state.status is RequestStatus.INIT:
                 state = orchestrator.apply(args.request_id, [Start()])
@@ -416,6 +425,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             _tell(f"request {state.request_id}")
             state = orchestrator.drive(args.request_id, on_step=progress)
     finally:
+        progress.close()
         orchestrator.close()
         _report_faults(orchestrator)
     return _finish(store, state, args.json)
@@ -447,6 +457,34 @@ def cmd_list(args: argparse.Namespace) -> int:
         for row in rows:
             detail = row.get("error") or row.get("summary") or ""
             print(f"{row['request_id']}  {row['status']:<10} {row.get('pipeline') or '-':<12} {detail}".rstrip())
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    from fave.cli.follow import TIMED_OUT, wait
+    from fave.local.orchestrator import open_any_store, store_uri
+
+    if args.timeout is not None and args.timeout < 0:
+        raise UsageError("wait: --timeout must not be negative")
+    store = open_any_store(store_uri(args.store))
+    doc, timed_out = wait(store, args.request_id, args.timeout)
+    if args.json:
+        _json_out(doc)
+    else:
+        _print_status(doc)
+    if timed_out:
+        _tell(f"fave: timed out after {args.timeout:g}s: request {args.request_id} is {doc['status']}")
+        return TIMED_OUT
+    return _exit_code(doc["status"])
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from fave.cli.follow import print_logs, tell_no_log
+    from fave.local.orchestrator import open_any_store, store_uri
+
+    store = open_any_store(store_uri(args.store))
+    if print_logs(store, args.request_id, args.follow) == 0:
+        tell_no_log(store.uri, args.request_id)
     return 0
 
 
@@ -516,6 +554,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from fave.cli.bench import run_bench
 
     return run_bench(args)
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from fave.cli.invoke import cmd_invoke as invoke
+
+    return invoke(args)
 
 
 # ---- parser -----------------------------------------------------------------------------------------
@@ -653,12 +697,58 @@ def build_parser() -> argparse.ArgumentParser:
     store_opt(lst)
     lst.set_defaults(func=cmd_list)
 
+    wait = sub.add_parser(
+        "wait",
+        help="block until a request has ended (exit code as fave run; 124 on --timeout)",
+        description="Block until a request is COMPLETED, FAILED or CANCELLED, polling its status in the store, then "
+        "print its status. Exit 0 COMPLETED, 1 FAILED or CANCELLED, 2 unknown id, 124 if --timeout ran out first.",
+    )
+    wait.add_argument("request_id", help="the request id (fave run --detach prints it)")
+    wait.add_argument(
+        "--timeout", type=float, metavar="S", help="give up after S seconds: exit 124, status as it is (default: never)"
+    )
+    wait.add_argument("--json", action="store_true", help=JSON_HELP)
+    store_opt(wait)
+    wait.set_defaults(func=cmd_wait)
+
+    logs = sub.add_parser(
+        "logs",
+        help="print a request's log from its store (-f: follow it to the end)",
+        description="Print the log that fave run, fave resume and the --detach driver write into the request's store "
+        "(requests/ID/logs/): per-stage progress, retries, failures, one line per driver start and end. "
+        "Works for local and S3 stores.",
+    )
+    logs.add_argument("request_id", help="the request id")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the request has ended")
+    store_opt(logs)
+    logs.set_defaults(func=cmd_logs)
+
     graph = sub.add_parser("graph", help="draw the pipeline's DAG", description="Draw a pipeline's DAG.")
     graph.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
     graph.add_argument(
         "--format", choices=["text", "mermaid"], default="text", help="text (default) or a mermaid flowchart"
     )
     graph.set_defaults(func=cmd_graph)
+
+    invoke = sub.add_parser(
+        "invoke",
+        help="run one function of template.yaml with an event, as sam local invoke does (no Docker)",
+        description="Run one function of a SAM template once on this machine (fave's local runtime: the template's "
+        "timeout, memory size and environment). Its response is printed on stdout as JSON, or Lambda's error "
+        "payload if it fails (exit 1); its own output goes to stderr.",
+    )
+    invoke.add_argument("function", metavar="FUNCTION", help="the function's logical id in the template")
+    invoke.add_argument(
+        "-e", "--event", metavar="FILE", help="the event: a JSON file, or - for standard input (default: {})"
+    )
+    invoke.add_argument(
+        "--env-vars",
+        metavar="FILE",
+        help='SAM\'s JSON file of variables: {"Parameters": {VAR: value}, "LogicalId": {VAR: value}}; only '
+        "variables the template declares for the function are set",
+    )
+    invoke.add_argument("--template", default="template.yaml", help="the SAM template (default: template.yaml)")
+    invoke.set_defaults(func=cmd_invoke)
 
     chaos = sub.add_parser(
         "chaos", help="run a pipeline repeatedly under injected faults and check its invariants (exit 1 if broken)"

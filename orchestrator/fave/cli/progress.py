@@ -1,7 +1,10 @@
-"""Live per-stage progress lines for the terminal: ``[extract] 37/120 (30.8%)``."""
+"""Live per-stage progress: lines such as ``[extract] 37/120 (30.8%) RUNNING`` when stderr is a file or a pipe,
+a bar per stage (``fave.cli.progress_rich``, Rich) when it is a terminal. ``terminal_progress`` chooses; Rich is
+imported only then (start-up time, ``fave bench startup``) and only if installed (a CLI-only dependency)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -13,6 +16,21 @@ def stage_line(name: str, done: int, total: int | None, status: str) -> str:
     if total:
         return f"[{name}] {done}/{total} ({100.0 * done / total:.1f}%) {status}"
     return f"[{name}] {status}"
+
+
+def terminal_progress() -> Progress:
+    """Bars on a terminal (not ``TERM=dumb``) when Rich is installed, else the line format."""
+    try:
+        tty = sys.stderr.isatty()
+    except ValueError:  # closed
+        tty = False
+    if tty and os.environ.get("TERM") != "dumb":
+        try:
+            from fave.cli.progress_rich import RichProgress
+        except ImportError:
+            return Progress()
+        return RichProgress(sys.stderr)
+    return Progress()
 
 
 class Progress:
@@ -46,6 +64,9 @@ class Progress:
         if note.kind.is_trouble:
             where = f"[{note.stage}{'' if note.item is None else f' #{note.item}'}] " if note.stage else ""
             self._print(f"{where}{note.kind}: {note.detail}".rstrip(": "))
+
+    def close(self) -> None:
+        """The run is over (nothing to do for lines; a live display stops here)."""
 
     def _print(self, line: str) -> None:
         if self.out is None:
