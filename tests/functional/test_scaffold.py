@@ -33,6 +33,7 @@ def scaffold(tmp_path: Path) -> Path:
 
 def test_a_new_pipeline_runs_at_once_and_its_test_passes(scaffold: Path, tmp_path: Path) -> None:
     assert {p.relative_to(scaffold).as_posix() for p in scaffold.rglob("*") if p.is_file()} == {
+        ".gitignore",
         "README.md",
         "pipeline.yaml",
         "template.yaml",

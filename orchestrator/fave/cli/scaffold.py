@@ -391,6 +391,7 @@ def new_pipeline(name: str, directory: Path) -> Path:
         "functions/hello/app.py": _HELLO_APP,
         "tests/test_hello.py": _stage_test(hello, "{'greeting': 'hello, you.'}", "{'name': 'you'}"),
         "README.md": _readme(name),
+        ".gitignore": "# fave run's default store, and sam build's output\nfave-artifacts/\n.aws-sam/\n",
     }
     for relative, text in files.items():
         path = root / relative
