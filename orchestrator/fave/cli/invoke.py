@@ -25,10 +25,9 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fave.cli.main import UsageError
+from fave.cli.main import UsageError, read_json_file
 
 if TYPE_CHECKING:
     from fave.local.template import FunctionSpec
@@ -80,34 +79,13 @@ def read_event(where: str | None) -> Any:
     """The event of ``-e``: a file's JSON, standard input's (``-``), or ``{}`` when none is given."""
     if where is None:
         return {}
-    name = "standard input" if where == "-" else where
-    try:
-        text = sys.stdin.read() if where == "-" else Path(where).expanduser().read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"-e {where}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"-e {where}: cannot read it: {exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"the event ({name}) is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise UsageError(f"the event ({name}) is nested too deeply") from None
+    return read_json_file(where, f"-e {where}")
 
 
 def env_vars(path: str, spec: FunctionSpec) -> dict[str, str]:
     """The variables SAM's ``--env-vars`` file sets for ``spec``: ``Parameters`` for every function, then the
     function's own entry (by logical id), each limited to the variables the template declares for it."""
-    try:
-        doc = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"--env-vars {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--env-vars {path}: cannot read it: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--env-vars {path} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise UsageError(f"--env-vars {path} is nested too deeply") from None
+    doc = read_json_file(path, f"--env-vars {path}")
     if not isinstance(doc, dict):
         raise UsageError(f'--env-vars {path} must be a JSON object: {{"{PARAMETERS}": {{...}}, "LogicalId": {{...}}}}')
     values: dict[str, str] = {}

@@ -100,23 +100,35 @@ def _exit_code(status: str) -> int:
 # ---- commands ---------------------------------------------------------------------------------------
 
 
-def _json_option(text: str, option: str) -> dict[str, Any]:
-    """A JSON object given on the command line, or ``@FILE`` (a file of any size; ``@-``: standard input)."""
-    where = option
-    if text.startswith("@"):
-        name, where = text[1:], f"{option} {text}"
-        try:
-            text = sys.stdin.read() if name == "-" else Path(name).expanduser().read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UsageError(f"{where}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{where}: cannot read it: {exc}") from None
+def parse_json(text: str, where: str) -> Any:
+    """JSON given for ``where`` (an option, a file), or ``UsageError`` naming it in one line."""
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{where} is not valid JSON: {exc}") from None
     except RecursionError:
         raise UsageError(f"{where} is nested too deeply") from None
+
+
+def read_json_file(name: str, where: str) -> Any:
+    """The JSON in file ``name`` (``-``: standard input), of any size; ``UsageError`` naming ``where``."""
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{where}: cannot read it: {exc}") from None
+    return parse_json(text, where)
+
+
+def _json_option(text: str, option: str) -> dict[str, Any]:
+    """A JSON object given on the command line, or ``@FILE`` (a file of any size; ``@-``: standard input)."""
+    if text.startswith("@"):
+        where = f"{option} {text}"
+        value = read_json_file(text[1:], where)
+    else:
+        where = option
+        value = parse_json(text, option)
     if not isinstance(value, dict):
         raise UsageError(f"{where} must be a JSON object")
     return value
