@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fave_shared.store import CountingStore, ObjectStore
+from fave_shared.store import ObjectStore
 
 from fave.cli.measure import KeyKinds, Meter, bare_pool, cpu_count, peak_rss_mb
 from fave.keys import final_key, state_key
@@ -100,8 +100,7 @@ def time_steps(orchestrator: Orchestrator) -> StepTimer:
 def fanout(items: int, store: ObjectStore, *, baseline: bool = True) -> dict[str, Any]:
     """Run one fan-out request of ``items`` no-op tasks and measure it; ``baseline``: then call the no-op
     handler as often on a bare thread pool, in the same process (``fave.cli.measure``)."""
-    kinds = KeyKinds(store)
-    counting = CountingStore(kinds)
+    counting = KeyKinds(store)
     orchestrator = local_orchestrator(FANOUT_PIPELINE, counting)
     busy = time_steps(orchestrator)
     rss_at_start = peak_rss_mb()
@@ -132,7 +131,7 @@ def fanout(items: int, store: ObjectStore, *, baseline: bool = True) -> dict[str
         "driver_cpu_per_task_us": round(meter.thread_cpu_s / items * 1e6, 1),
         "peak_rss_mb": round(meter.peak_rss_mb, 1),
         "rss_at_start_mb": round(rss_at_start, 1),
-        "store_by_kind": kinds.by_kind(),
+        "store_by_kind": counting.by_kind(),
     }
     if baseline:
         workers = cpu_count()  # the local runtime's concurrency for the no-op function

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import os
 import resource
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-from fave_shared.store import Blob, ObjectStore
+from fave_shared.store import CountingStore, ObjectStore
 
 from fave.local.worker import load_handler
 
@@ -101,20 +99,15 @@ def key_kind(key: str) -> str:
     return "other"
 
 
-class KeyKinds:
-    """Pass-through ``ObjectStore`` that counts requests and bytes by ``key_kind``; thread-safe.
+class KeyKinds(CountingStore):
+    """A ``CountingStore`` that also tallies requests and bytes by ``key_kind``; thread-safe.
 
-    Counts like ``CountingStore`` (a request before the call, a put's bytes even if it fails, a get's bytes
-    when it succeeds) except that a listing counts one request whatever its length."""
+    Counts as ``CountingStore`` does (``stats``), and by kind the same way except that a listing counts one
+    request whatever its length."""
 
     def __init__(self, inner: ObjectStore) -> None:
-        self._inner = inner
-        self._lock = threading.Lock()
+        super().__init__(inner)
         self._counts: dict[str, dict[str, int]] = {}
-
-    @property
-    def uri(self) -> str:
-        return self._inner.uri
 
     def by_kind(self) -> dict[str, dict[str, int]]:
         """``{kind: {"requests", "bytes_read", "bytes_written"}}``, kinds in order of requests, most first."""
@@ -122,7 +115,10 @@ class KeyKinds:
             rows = {kind: dict(counts) for kind, counts in self._counts.items()}
         return dict(sorted(rows.items(), key=lambda item: -item[1]["requests"]))
 
-    def _count(self, key: str, requests: int = 1, read: int = 0, written: int = 0) -> None:
+    def _count(self, key: str | None, requests: int = 1, read: int = 0, written: int = 0) -> None:
+        super()._count(key, requests, read, written)
+        if key is None:  # a listing's further pages
+            return
         kind = key_kind(key)
         with self._lock:
             counts = self._counts.get(kind)
@@ -131,39 +127,6 @@ class KeyKinds:
             counts["requests"] += requests
             counts["bytes_read"] += read
             counts["bytes_written"] += written
-
-    def get(self, key: str) -> Blob:
-        self._count(key)
-        blob = self._inner.get(key)
-        self._count(key, requests=0, read=len(blob.data))
-        return blob
-
-    def put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-        content_type: str = "application/octet-stream",
-    ) -> str:
-        self._count(key, written=len(data))
-        return self._inner.put(key, data, if_match=if_match, if_none_match=if_none_match, content_type=content_type)
-
-    def head(self, key: str) -> str | None:
-        self._count(key)
-        return self._inner.head(key)
-
-    def delete(self, key: str) -> None:
-        self._count(key)
-        self._inner.delete(key)
-
-    def list(self, prefix: str) -> Iterator[str]:
-        self._count(prefix)
-        return self._inner.list(prefix)
-
-    def link(self, key: str) -> str:
-        return self._inner.link(key)
 
 
 def cpu_count() -> int:

@@ -59,7 +59,9 @@ class CountingStore:
             self._requests = self._bytes_read = self._bytes_written = 0
         return before
 
-    def _count(self, requests: int = 1, read: int = 0, written: int = 0) -> None:
+    def _count(self, key: str | None, requests: int = 1, read: int = 0, written: int = 0) -> None:
+        """Count a request on ``key`` (a listing's prefix; None for a listing's further pages). Subclasses
+        may also tally by key (``fave.cli.measure.KeyKinds``)."""
         with self._lock:
             self._requests += requests
             self._bytes_read += read
@@ -69,9 +71,9 @@ class CountingStore:
 
     def get(self, key: str) -> Blob:
         """Read an object (one request; its size in ``bytes_read``)."""
-        self._count()
+        self._count(key)
         blob = self._inner.get(key)
-        self._count(requests=0, read=len(blob.data))
+        self._count(key, requests=0, read=len(blob.data))
         return blob
 
     def put(
@@ -84,28 +86,28 @@ class CountingStore:
         content_type: str = "application/octet-stream",
     ) -> str:
         """Write an object (one request; ``len(data)`` in ``bytes_written``)."""
-        self._count(written=len(data))
+        self._count(key, written=len(data))
         return self._inner.put(key, data, if_match=if_match, if_none_match=if_none_match, content_type=content_type)
 
     def head(self, key: str) -> str | None:
         """The current etag or None (one request)."""
-        self._count()
+        self._count(key)
         return self._inner.head(key)
 
     def delete(self, key: str) -> None:
         """Delete an object (one request)."""
-        self._count()
+        self._count(key)
         self._inner.delete(key)
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys under ``prefix`` (one request per started page of ``LIST_PAGE_SIZE`` keys)."""
-        self._count()
+        self._count(prefix)
         return self._list(self._inner.list(prefix))  # called now, so a bad prefix raises here
 
     def _list(self, keys: Iterator[str]) -> Iterator[str]:
         for n, key in enumerate(keys):
             if n and n % LIST_PAGE_SIZE == 0:
-                self._count()
+                self._count(None)
             yield key
 
     def link(self, key: str) -> str:
