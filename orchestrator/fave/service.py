@@ -536,14 +536,7 @@ class Orchestrator:
             state = self.apply(request_id, [Resend()])
         last_poll = self.clock.now()
         while not state.status.terminal:
-            events: list[Event] = []
-            try:
-                events.append(self._accept(request_id, self.inbox.get(timeout=tick_s)))
-                while len(events) < max_batch:
-                    events.append(self._accept(request_id, self.inbox.get_nowait()))
-            except queue.Empty:
-                pass
-            events = [e for e in events if not isinstance(e, Tick)]
+            events = self._received(request_id, tick_s, max_batch)
             events.append(Tick())
             now = self.clock.now()
             if now - last_poll >= poll_s:
@@ -552,7 +545,19 @@ class Orchestrator:
             state = self.apply(request_id, events)
             if on_step is not None:
                 on_step(state)
-        return self._drain(request_id, state, tick_s=tick_s, on_step=on_step)
+        return self._drain(request_id, state, tick_s=tick_s, on_step=on_step, max_batch=max_batch)
+
+    def _received(self, request_id: str, tick_s: float, max_batch: int) -> list[Event]:
+        """Up to ``max_batch`` events from the inbox, waiting up to ``tick_s`` for the first; ticks left out (the
+        caller adds its own)."""
+        events: list[Event] = []
+        try:
+            events.append(self._accept(request_id, self.inbox.get(timeout=tick_s)))
+            while len(events) < max_batch:
+                events.append(self._accept(request_id, self.inbox.get_nowait()))
+        except queue.Empty:
+            pass
+        return [e for e in events if not isinstance(e, Tick)]
 
     def _drain(
         self,
@@ -561,6 +566,7 @@ class Orchestrator:
         *,
         tick_s: float,
         on_step: Callable[[RequestState], None] | None,
+        max_batch: int,
     ) -> RequestState:
         """After a failure, wait for the attempts still running (up to their deadlines) and record what they
         report: their successes are kept, so a resume runs only what did not succeed. (A cancel does not wait.)"""
@@ -570,14 +576,7 @@ class Orchestrator:
             and state.abandoned_until is not None
             and self.clock.now() < state.abandoned_until
         ):
-            events: list[Event] = []
-            try:
-                events.append(self._accept(request_id, self.inbox.get(timeout=tick_s)))
-                while True:
-                    events.append(self._accept(request_id, self.inbox.get_nowait()))
-            except queue.Empty:
-                pass
-            events = [e for e in events if not isinstance(e, Tick)]
+            events = self._received(request_id, tick_s, max_batch)
             if events:
                 state = self.apply(request_id, events)
                 if on_step is not None:
