@@ -46,6 +46,7 @@ __all__ = [
     "InputError",
     "accepts",
     "check_default",
+    "check_profile",
     "check_schema",
     "declared_fields",
     "required_fields",
@@ -109,6 +110,14 @@ def upload_field(pipeline: Pipeline) -> str | None:
     if pipeline.upload_field is not None:
         return pipeline.upload_field
     return LEGACY_UPLOAD_FIELD if pipeline.input_schema is None else None
+
+
+def check_profile(pipeline: Pipeline, profile: str) -> None:
+    """``InputError`` (field ``profile``) unless ``profile`` is one of the pipeline's profiles."""
+    if profile not in pipeline.profiles:
+        shown = profile if len(profile) <= 64 else profile[:61] + "..."
+        known = ", ".join(sorted(pipeline.profiles))
+        raise InputError(PROFILE, f"unknown profile {shown!r} (this pipeline has: {known})")
 
 
 # ---- checking a schema at load ----------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from fave.core.model import (
     WriteFinal,
 )
 from fave.ids import new_request_id, validate_request_id
+from fave.inputs import check_profile
 from fave.invoke.base import EncodedPayload, Invoker, invocation_is_terminal
 from fave.keys import index_key, state_key, task_input_key, task_output_key
 from fave.lease import Leases
@@ -152,9 +153,7 @@ class Orchestrator:
         instead of created, and started if it was left in INIT. The existing request's input wins.
         """
         profile = str(request_input.get("profile") or "default")
-        if profile not in self.pipeline.profiles:
-            known = ", ".join(sorted(self.pipeline.profiles))
-            raise ValidationError(f"unknown profile '{profile}' (this pipeline has: {known})")
+        check_profile(self.pipeline, profile)
         _check_depth(request_input)
         now = self.clock.now()
         if request_id is None:

@@ -21,7 +21,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from fave.core.dag import Pipeline
-from fave.inputs import PROFILE, InputError, accepts, declared_fields, upload_field, validate_input
+from fave.inputs import (
+    PROFILE,
+    InputError,
+    accepts,
+    check_profile,
+    declared_fields,
+    upload_field,
+    validate_input,
+)
 
 LEGACY_EXTRA = "extra"
 LEGACY_RESERVED = ("video_uri", "query", "profile")
@@ -61,12 +69,7 @@ def request_input(
     if data.get(PROFILE) is None:
         data[PROFILE] = default_profile
     result = validate_input(pipeline, data)
-    profile = result[PROFILE]
-    if profile not in pipeline.profiles:
-        shown = profile if len(profile) <= 64 else profile[:61] + "..."
-        raise InputError(
-            PROFILE, f"unknown profile {shown!r} (this pipeline has: {', '.join(sorted(pipeline.profiles))})"
-        )
+    check_profile(pipeline, result[PROFILE])
     return result
 
 

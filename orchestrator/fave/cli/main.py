@@ -148,7 +148,7 @@ def _request_input(args: argparse.Namespace, pipeline: Pipeline) -> dict[str, An
     """The request input of ``fave run``: ``--input``, then SOURCE in the pipeline's upload field, ``--query``
     and ``--profile``; checked against the pipeline's ``input:`` before anything is stored (exit 2 naming the
     field)."""
-    from fave.inputs import InputError, upload_field, validate_input
+    from fave.inputs import InputError, check_profile, upload_field, validate_input
 
     value = _json_option(args.input, "--input") if args.input is not None else {}
     field = upload_field(pipeline)
@@ -166,9 +166,11 @@ def _request_input(args: argparse.Namespace, pipeline: Pipeline) -> dict[str, An
     if field is not None and isinstance(value.get(field), str):
         value[field] = _local_source(value[field])
     profile = value.get("profile")
-    if isinstance(profile, str) and profile not in pipeline.profiles:
-        known = ", ".join(sorted(pipeline.profiles))
-        raise UsageError(f"unknown profile '{profile}' (this pipeline has: {known})")
+    if isinstance(profile, str):
+        try:
+            check_profile(pipeline, profile)
+        except InputError as exc:
+            raise UsageError(exc.reason) from None
     try:
         return validate_input(pipeline, value)
     except InputError as exc:
