@@ -1,4 +1,4 @@
-"""Object-store fixtures (local directory, moto in-process, ThreadedMotoServer) and shared test helpers.
+"""Object-store fixtures (local directory, moto in-process, moto over HTTP) and shared test helpers.
 
 Fixtures (registered for the whole suite from tests/conftest.py):
 
@@ -7,7 +7,8 @@ Fixtures (registered for the whole suite from tests/conftest.py):
 * ``module_local_store`` - a ``LocalStore`` shared by one module's tests (costly inputs written once);
 * ``aws_env``      - fake credentials and region in the environment, nothing inherited from the host;
 * ``moto_s3_client`` / ``moto_store`` - moto in-process (``mock_aws``) with bucket ``BUCKET``;
-* ``moto_server``  - one ``ThreadedMotoServer`` per session on 127.0.0.1 (random port), yields its URL;
+* ``moto_server``  - one ``fave.local.s3server.S3Server`` (moto over HTTP, writes serialised) per session on
+  127.0.0.1 (random port), yields its URL;
 * ``server_s3_client`` / ``server_store`` - a client and an ``S3Store`` on that server, state reset first;
 * ``store``        - parametrized over ``STORE_BACKENDS`` (local, moto): write one test, run it on both.
 
@@ -118,19 +119,16 @@ def moto_store(moto_s3_client: S3Client) -> S3Store:
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """The endpoint URL (``http://127.0.0.1:PORT``) of a ``ThreadedMotoServer`` shared by the session.
+    """The endpoint URL (``http://127.0.0.1:PORT``) of an ``S3Server`` shared by the session.
 
     Tests that use it must reset its state first (``server_s3_client`` does, via ``POST /moto-api/reset``).
     """
-    from moto.server import ThreadedMotoServer
+    from fave.local.s3server import S3Server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # port 0: a free port
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    # fave's own local endpoint (what `fave serve` runs): moto over HTTP with its writes serialised, since
+    # moto's conditional PUT alone is check-then-act and lost an update under threads once.
+    with S3Server("127.0.0.1", 0) as server:  # port 0: a free port
+        yield server.url
 
 
 def reset_moto_server(endpoint: str) -> None:

@@ -5,8 +5,9 @@
 * ``moto``       - moto in-process (``mock_aws``). Fast. In-process moto does not serialise concurrent
   requests (a compare-and-swap race can lose an update), so the orchestrator function is invoked one
   event at a time, as ``serial`` says;
-* ``server``     - a ``ThreadedMotoServer`` over HTTP: atomic conditional writes, so destination events
-  are delivered concurrently (several "orchestrator Lambdas" at once racing on state.json);
+* ``server``     - ``fave.local.s3server.S3Server`` (moto over HTTP, writes serialised): atomic conditional
+  writes, so destination events are delivered concurrently (several "orchestrator Lambdas" at once
+  racing on state.json);
 * ``localstack`` - LocalStack, a fresh bucket per test: the one that ``LOCALSTACK_HOST`` or ``AWS_ENDPOINT_URL``
   names (found through ``localstack_client``), else one started for the session in host mode from
   ``.venv-localstack`` (support/localstack.py). Skipped, saying why, where it cannot start or is not reachable.

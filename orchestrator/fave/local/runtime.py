@@ -358,6 +358,8 @@ class LocalRuntime:
                 send()
 
     def _send(self, invocation: _AsyncInvocation, target: str, envelope: dict[str, Any]) -> None:
+        if self._faults is not None and self._faults.dead:  # a delayed delivery to a driver that died meanwhile
+            return
         handler = self._destinations.get(target)
         try:
             if handler is not None:
