@@ -69,10 +69,17 @@ _PARKED = refs.RefCache()
 _MARKER_BYTES = b'"$ref"'
 MAX_CONFLICT_RETRIES = 20
 MAX_LOADS = 100
+"""Loads one decision may ask for (each adds blocks; a decision that needs everything asks once for all)."""
 HANDOVER_MARGIN_S = 30.0
 """A dispatch stops handing out invokes when the process has less time than this left (a Lambda invocation):
-the rest stays in the outbox, and a continuation sends it."""
-"""Loads one decision may ask for (each adds blocks; a decision that needs everything asks once for all)."""
+the rest stays in the outbox, and a continuation sends it. A function with a short timeout keeps a third of its
+time instead (``handover_margin``): with 30 s of a 10 s function, no invocation could dispatch anything."""
+
+
+def handover_margin(time_at_start: float) -> float:
+    """The margin for an invocation that started with ``time_at_start`` seconds: 30 s, or a third of a shorter
+    budget (at least one invoke goes out in each, so a chain of continuations always makes progress)."""
+    return min(HANDOVER_MARGIN_S, max(time_at_start, 0.0) / 3.0)
 
 
 class Phase(Enum):
@@ -103,6 +110,7 @@ class Orchestrator:
         sync_submit: Callable[[Callable[[], None]], None] | None = None,
         dispatch_parallelism: int = 1,
         time_left: Callable[[], float] | None = None,
+        handover_margin_s: float = HANDOVER_MARGIN_S,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -132,6 +140,8 @@ class Orchestrator:
         self.dispatch_parallelism = dispatch_parallelism
         self.time_left = time_left
         """Seconds this process may still run (a Lambda invocation's remaining time), if it is bounded."""
+        self.handover_margin_s = handover_margin_s
+        """Dispatch stops when ``time_left()`` falls below this (see ``handover_margin``)."""
         self.handover: set[str] = set()
         """Requests whose dispatch stopped short for lack of time: the rest is in their outbox."""
         self._performers: dict[type, Performer] = {
@@ -330,7 +340,7 @@ class Orchestrator:
                 command = next(pending, None)
                 if command is None:
                     break
-                if self.time_left is not None and self.time_left() < HANDOVER_MARGIN_S:
+                if self.time_left is not None and self.time_left() < self.handover_margin_s:
                     short = True
                     break
                 running.add(pool.submit(self._invoke, state, command))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from fave_shared.errors import ConflictError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore, get_json
@@ -202,7 +202,8 @@ def _parse_cursor(cursor: str | int | None) -> int:
     return int(text)
 
 
-def _stage_doc(doc: StateDoc, request_id: str, stage: str) -> StageDoc:
+def stage_of(doc: StateDoc, request_id: str, stage: str) -> StageDoc:
+    """``stage``'s document in ``doc``; ``NotFoundError`` naming the request's stages if it has none."""
     sdoc = doc.stages.get(stage)
     if sdoc is None:
         shown = stage if len(stage) <= 64 else stage[:61] + "..."
@@ -212,7 +213,7 @@ def _stage_doc(doc: StateDoc, request_id: str, stage: str) -> StageDoc:
     return sdoc
 
 
-def _shard_tasks(store: ObjectStore, doc: StateDoc, stage: str, sdoc: StageDoc, shard: int) -> Mapping[int, TaskDoc]:
+def read_shard(store: ObjectStore, doc: StateDoc, stage: str, sdoc: StageDoc, shard: int) -> Mapping[int, TaskDoc]:
     """The committed tasks of one shard as of ``doc`` (a shard never written: none, all PENDING)."""
     token = sdoc.shard_tokens[shard] if shard < len(sdoc.shard_tokens) else ""
     if not token and sdoc.shard_tokens:
@@ -229,11 +230,26 @@ def _shard_tasks(store: ObjectStore, doc: StateDoc, stage: str, sdoc: StageDoc, 
         raise CorruptStateError(f"request {doc.request_id}: task shard {stage}/{shard} is unreadable") from None
 
 
-def _read_state(store: ObjectStore, request_id: str) -> StateDoc:
+def read_state(store: ObjectStore, request_id: str) -> StateDoc:
+    """A request's state.json; ``NotFoundError`` naming it if there is none."""
     try:
         return parse_state(request_id, store.get(state_key(request_id)).data)
     except NotFoundError:
         raise NotFoundError(f"no request {request_id} in {store.uri}") from None
+
+
+T = TypeVar("T")
+
+
+def retrying(read: Callable[[], T]) -> T:
+    """``read()`` again while a commit replaces a task shard under it (``read_shard`` raises for that):
+    ``ConflictError`` if the state keeps changing."""
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            return read()
+        except _Superseded:
+            continue  # a commit replaced a shard under us: read the newer state
+    raise ConflictError("the request's state kept changing while reading it")
 
 
 def _page_once(
@@ -246,8 +262,8 @@ def _page_once(
     keep: Callable[[TaskDoc], bool],
     traceback: bool,
 ) -> tuple[StageDoc, list[dict[str, Any]], int | None]:
-    doc = _read_state(store, request_id)
-    sdoc = _stage_doc(doc, request_id, stage)
+    doc = read_state(store, request_id)
+    sdoc = stage_of(doc, request_id, stage)
     if not sdoc.fanned_out:
         task = sdoc.task or TaskDoc()
         return sdoc, [task_row(None, task, traceback=traceback)] if first == 0 and keep(task) else [], None
@@ -257,7 +273,7 @@ def _page_once(
     item = first
     while item < total and len(rows) < limit and budget > 0:
         shard = item // SHARD_SIZE
-        tasks = _shard_tasks(store, doc, stage, sdoc, shard)
+        tasks = read_shard(store, doc, stage, sdoc, shard)
         budget -= 1
         end = min((shard + 1) * SHARD_SIZE, total)
         while item < end and len(rows) < limit:
@@ -276,14 +292,16 @@ def stage_page(
     cursor: str | int | None = None,
     limit: int = PAGE_LIMIT,
     failed: bool = False,
+    status: str | None = None,
     item: int | None = None,
     tracebacks: bool = False,
 ) -> dict[str, Any]:
     """One page of ``stage``'s tasks (see the module docs): ``{"request_id", "stage", "status", "fanned_out",
     "total", "succeeded", "failed", "skipped", "running", "pending", "cancelled", "duration_s", "items",
-    "next_cursor", "limit"}``. ``failed``: only items whose task FAILED. ``item``: that item alone, with its
-    traceback. ``NotFoundError`` for an unknown request or stage, ``ValidationError`` for a bad cursor, limit
-    or item."""
+    "next_cursor", "limit"}``. ``status``: only items whose task has it (``failed``: FAILED); a filtered page reads
+    at most ``SCAN_SHARDS`` shards beyond its rows, so it may be short and says where to go on. ``item``: that item
+    alone, with its traceback. ``NotFoundError`` for an unknown request or stage, ``ValidationError`` for a bad
+    cursor, limit or item."""
     validate_request_id(request_id)
     if not 1 <= limit <= MAX_PAGE_LIMIT:
         raise ValidationError(f"limit: must be from 1 to {MAX_PAGE_LIMIT}, got {limit}")
@@ -293,19 +311,19 @@ def stage_page(
             raise ValidationError(f"item: must be >= 0, got {item}")
         first, limit, tracebacks = item, 1, True
 
-    def keep(task: TaskDoc) -> bool:
-        return task.status == "FAILED" if failed else True
+    wanted = "FAILED" if failed else status
 
-    for _ in range(_READ_ATTEMPTS):
-        try:
-            sdoc, rows, next_item = _page_once(
-                store, request_id, stage, first=first, limit=limit, keep=keep, traceback=tracebacks
-            )
-            break
-        except _Superseded:
-            continue  # a commit replaced a shard under us: read the newer state
-    else:
-        raise ConflictError(f"request {request_id}, stage {stage!r}: the state kept changing while reading it")
+    def keep(task: TaskDoc) -> bool:
+        return wanted is None or task.status == wanted
+
+    try:
+        sdoc, rows, next_item = retrying(
+            lambda: _page_once(store, request_id, stage, first=first, limit=limit, keep=keep, traceback=tracebacks)
+        )
+    except ConflictError:
+        raise ConflictError(
+            f"request {request_id}, stage {stage!r}: the state kept changing while reading it"
+        ) from None
     if item is not None:
         if (sdoc.fanned_out and item >= (sdoc.total or 0)) or (not sdoc.fanned_out and item != 0):
             raise NotFoundError(f"request {request_id}, stage {stage!r}: no item {item} (items: {sdoc.total or 0})")

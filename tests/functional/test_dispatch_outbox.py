@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fave.core.model import RequestStatus, Resend, Start, TaskSucceeded
-from fave.service import Orchestrator
+from fave.service import HANDOVER_MARGIN_S, Orchestrator, handover_margin
 from fave_shared.store import ObjectStore
 from support.pipelines import make_pipeline
 
@@ -132,3 +132,16 @@ def test_a_dispatch_short_of_time_stops_and_leaves_the_rest_to_a_continuation(lo
     continuation.apply(rid, [Resend()])
     assert set(service.sent) == {("work", i, 1) for i in range(ITEMS)}
     assert set(service.sent.values()) == {1}  # recorded before the hand-over: nothing sent twice
+
+
+def test_a_short_function_keeps_a_third_of_its_time_and_still_dispatches(local_store: ObjectStore) -> None:
+    # A 10 s orchestrator (the demo template's Timeout): with the 30 s margin no invocation dispatched anything
+    # and each one handed over to the next, forever. A third of its time is the margin instead.
+    assert handover_margin(900.0) == HANDOVER_MARGIN_S and handover_margin(9.0) == 3.0
+    service = Lambda()
+    orch = orchestrator(
+        local_store, service, dispatch_parallelism=4, time_left=lambda: 9.0, handover_margin_s=handover_margin(9.0)
+    )
+    rid = start_fanout(orch)
+    assert rid not in orch.handover
+    assert set(service.sent) == {("work", i, 1) for i in range(ITEMS)}

@@ -12,7 +12,8 @@ FAVE = Path(__file__).resolve().parents[2] / "orchestrator" / "fave"
 
 def test_every_import_of_the_package_keeps_to_its_layer() -> None:
     sources = package_sources(FAVE)
-    assert {"fave.core.engine", "fave.app.handlers", "fave.cli.main", "fave.local.runtime"} <= set(sources)
+    wings = {"fave.core.engine", "fave.app.handlers", "fave.cli.main", "fave.local.runtime", "fave.web.app"}
+    assert wings <= set(sources)
     assert problems(sources) == []
 
 
@@ -34,6 +35,15 @@ def test_every_import_of_the_package_keeps_to_its_layer() -> None:
         ("fave.cli.main", "from fave.local.runtime import LocalRuntime", None),
         ("fave.app.handlers", "def f():\n    from ..cli import main", "never import each other"),
         ("fave.service", "from fave import app", "a lower layer (base) imports a higher one (app)"),
+        ("fave.web.views", "from fave.status import stage_page", None),
+        ("fave.web.views", "from fave_shared.store import ObjectStore", None),
+        ("fave.cli.ui", "from fave.web import make_app", None),
+        ("fave.web.app", "from fave.local.orchestrator import open_any_store", "imported only by fave.cli"),
+        ("fave.web.app", "from fave.app.api import app", "fave.web and fave.app are side by side"),
+        ("fave.web.app", "from fave.cli.main import main", "a lower layer (web) imports a higher one (cli)"),
+        ("fave.app.api", "from fave.web import make_app", "fave.web is imported only by fave.cli"),
+        ("fave.local.runtime", "def f():\n    import fave.web.app", "fave.web is imported only by fave.cli"),
+        ("fave.status", "from fave.web.layout import layout", "fave.web is imported only by fave.cli"),
     ],
 )
 def test_the_check_names_a_wrong_import(module: str, line: str, says: str | None) -> None:

@@ -1,12 +1,14 @@
 """The import rules of the ``fave`` package (ARCHITECTURE.md), checked on its source with ``ast``.
 
 Layers, lowest first: ``core`` (pure) → the base (every module directly in ``fave/``, and ``invoke/``, the
-invoker seam) → ``local`` and ``app`` (side by side) → ``cli``. A module may import its own layer and those
-below it, never one above. On top of that:
+invoker seam) → ``local``, ``web`` and ``app`` (side by side) → ``cli``. A module may import its own layer and
+those below it, never one above. On top of that:
 
 * ``fave.core`` imports only the standard library, ``immutables`` and ``fave.core`` itself;
 * ``fave.app`` and ``fave.cli`` never import each other;
 * ``fave.local`` (the local Lambda emulator) is imported only by ``fave.cli`` (and tests);
+* ``fave.web`` (the web view) is imported only by ``fave.cli`` (and tests);
+* ``fave.local``, ``fave.web`` and ``fave.app`` never import each other;
 * nothing imports ``fave.cli``.
 
 Every import counts, also those inside functions (a lazy import still ties the layers together) and those under
@@ -22,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE = "fave"
-LAYERS = {"core": 0, "base": 1, "local": 2, "app": 2, "cli": 3}
+LAYERS = {"core": 0, "base": 1, "local": 2, "web": 2, "app": 2, "cli": 3}
+WINGS = 2
+"""The layer of ``local``, ``web`` and ``app``: side by side, none imports another."""
 CORE_THIRD_PARTY = frozenset({"immutables"})
 
 
@@ -37,7 +41,7 @@ class Import:
 
 
 def wing(module: str) -> str:
-    """``core``, ``local``, ``app``, ``cli`` or ``base`` for a ``fave...`` module."""
+    """``core``, ``local``, ``web``, ``app``, ``cli`` or ``base`` for a ``fave...`` module."""
     parts = module.split(".")
     return parts[1] if len(parts) >= 2 and parts[1] in LAYERS else "base"
 
@@ -82,6 +86,10 @@ def problems(sources: Mapping[str, tuple[str, bool]]) -> list[str]:
                 found.append(imp.describe("fave.app and fave.cli never import each other"))
             elif theirs == "local" and mine not in ("local", "cli"):
                 found.append(imp.describe("fave.local is imported only by fave.cli"))
+            elif theirs == "web" and mine not in ("web", "cli"):
+                found.append(imp.describe("fave.web is imported only by fave.cli"))
+            elif mine != theirs and LAYERS[mine] == LAYERS[theirs] == WINGS:
+                found.append(imp.describe(f"fave.{mine} and fave.{theirs} are side by side: neither imports the other"))
             elif LAYERS[theirs] > LAYERS[mine]:
                 found.append(imp.describe(f"a lower layer ({mine}) imports a higher one ({theirs})"))
     return found

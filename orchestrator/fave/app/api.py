@@ -78,7 +78,9 @@ def _status_url(request_id: str) -> str:
     if not domain:
         return path
     stage = context.stage
-    return f"https://{domain}{'' if not stage or stage == '$default' else '/' + stage}{path}"
+    # API Gateway serves HTTPS only and says so in X-Forwarded-Proto; `fave serve` says http.
+    scheme = "http" if (app.current_event.headers or {}).get("x-forwarded-proto") == "http" else "https"
+    return f"{scheme}://{domain}{'' if not stage or stage == '$default' else '/' + stage}{path}"
 
 
 def _request_id(value: str) -> str:

@@ -36,7 +36,7 @@ from fave.core.model import Cancel, Command, Event, RequestState, RequestStatus,
 from fave.ids import request_id_time, validate_request_id
 from fave.keys import ACTIVE_PREFIX, active_key
 from fave.lease import LEASE_TTL_S, Keeper, Leases
-from fave.service import Orchestrator
+from fave.service import Orchestrator, handover_margin
 
 #: A marker whose request never appeared (its creation died before the first commit) is dropped after this.
 ORPHAN_AFTER_S = 3600.0
@@ -139,6 +139,8 @@ class Runner:
             meter=meter,
             dispatch_parallelism=DISPATCH_PARALLELISM,
             time_left=_time_left,
+            # This invocation's time at its start sets the margin: a short Timeout keeps a third, not 30 s.
+            handover_margin_s=handover_margin(_time_left()),
         )
         self.active = ActiveRequests(context.store)
         self.leases = Leases(context.store, context.clock)

@@ -502,6 +502,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from fave.cli.ui import cmd_ui as serve_ui
+
+    return serve_ui(args)
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     from fave.cli.graph import render_mermaid, render_text
     from fave.local.orchestrator import load_local_pipeline
@@ -574,6 +580,12 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     from fave.cli.invoke import cmd_invoke as invoke
 
     return invoke(args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fave.cli.serve import cmd_serve as serve
+
+    return serve(args)
 
 
 # ---- parser -----------------------------------------------------------------------------------------
@@ -737,6 +749,18 @@ def build_parser() -> argparse.ArgumentParser:
     store_opt(logs)
     logs.set_defaults(func=cmd_logs)
 
+    ui = sub.add_parser(
+        "ui",
+        help="browse a store's requests in a web browser (read-only)",
+        description="Serve the web view of a store's requests on a local HTTP server: the request list, each "
+        "request's DAG with live counts, its tasks page by page with their tracebacks, a timeline and the result. "
+        "Read-only: resume and cancel with `fave resume`/`fave cancel`, or use `fave serve`. Ctrl-C stops it.",
+    )
+    ui.add_argument("--port", type=int, default=8080, help="the port to listen on (default 8080; 0: any free port)")
+    ui.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    store_opt(ui)
+    ui.set_defaults(func=cmd_ui)
+
     graph = sub.add_parser("graph", help="draw the pipeline's DAG", description="Draw a pipeline's DAG.")
     graph.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
     graph.add_argument(
@@ -763,6 +787,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     invoke.add_argument("--template", default="template.yaml", help="the SAM template (default: template.yaml)")
     invoke.set_defaults(func=cmd_invoke)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the stack of template.yaml locally: HTTP API, S3 endpoint with upload events, tick (no Docker)",
+        description="Serve the pipeline's SAM template on this machine: its HTTP API (IAM auth off), a local S3 "
+        "endpoint holding the artifacts bucket (objects under the upload prefix start requests), the schedule tick, "
+        "the completions queue and the web view (/ui). Ctrl-C or SIGTERM stops it; requests still running resume "
+        "on the next fave serve of the same store.",
+    )
+    serve.add_argument("--port", type=int, default=3000, help="the HTTP API's port (default 3000; 0: a free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--s3-port", type=int, default=4566, help="the local S3 endpoint's port (default 4566; 0: a free one)"
+    )
+    serve.add_argument(
+        "--store",
+        help="DIR: the local bucket is kept in this folder (default $FAVE_STORE or ./fave-artifacts); "
+        "s3://bucket[/prefix]: use that store, no local S3 endpoint",
+    )
+    serve.add_argument(
+        "--pipeline", default=DEFAULT_PIPELINE, help="pipeline file; its template: is served (default pipeline.yaml)"
+    )
+    serve.add_argument(
+        "--tick", type=float, metavar="SECONDS", help="tick every SECONDS instead of the template's TickSchedule"
+    )
+    serve.set_defaults(func=cmd_serve)
 
     chaos = sub.add_parser(
         "chaos", help="run a pipeline repeatedly under injected faults and check its invariants (exit 1 if broken)"

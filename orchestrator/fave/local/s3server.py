@@ -19,15 +19,14 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from fave.local.httpserver import BackgroundServer, StartResponse, WsgiApp
+
 __all__ = ["S3Server", "WriteHook"]
 
 #: Called after a successful write: (method, path without the query, query string, status code).
 WriteHook = Callable[[str, str, str, int], None]
 
 _WRITES = frozenset({"PUT", "POST", "DELETE"})
-
-StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class _SerialisedWrites:
@@ -56,51 +55,19 @@ class _SerialisedWrites:
         return [body]
 
 
-class S3Server:
+class S3Server(BackgroundServer):
     """moto's S3 over HTTP on ``host:port`` (port 0: a free one), its writes serialised (see the module docs)."""
 
+    thread_name = "fave-s3"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, after_write: WriteHook | None = None) -> None:
-        self._host = host
-        self._port = port
+        from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+        # moto's handler keeps S3 metadata headers with underscores, which werkzeug's own drops.
+        super().__init__(host, port, request_handler=MotoRequestHandler)
         self._after_write = after_write
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> S3Server:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import make_server
+    def _wsgi_app(self) -> WsgiApp:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        app = _SerialisedWrites(DomainDispatcherApplication(create_backend_app), self._after_write)
-        self._server = make_server(self._host, self._port, app, threaded=True, request_handler=MotoRequestHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fave-s3", daemon=True)
-        self._thread.start()
-        return self
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the S3 server is not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """The endpoint URL, ``http://HOST:PORT``."""
-        return f"http://{self._host}:{self.port}"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> S3Server:
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+        return _SerialisedWrites(DomainDispatcherApplication(create_backend_app), self._after_write)
