@@ -6,6 +6,8 @@ a real browser (headless Debian chromium driven by Playwright).
   fanned-out stage has its rows, and the result's annotated keyframe images load in the browser.
 * The demo pipeline with a word that can never be shouted: the request page shows the failed item, and a click
   on its row shows the traceback.
+* A slow demo request: the page follows it live (polling) while it runs, its Cancel button cancels it through
+  the HTTP API, and Resume runs it to the end, which the page shows without a reload.
 
 Screenshots of both request pages are kept in ``test-artifacts/`` (``FAVE_TEST_ARTIFACTS`` overrides). Where
 chromium cannot be installed (``./dev test`` installs it with apt-get as root), the tests skip saying so.
@@ -182,6 +184,38 @@ def test_a_failed_item_shows_its_traceback_in_the_browser(tmp_path: Path, page: 
         assert "Traceback" in text and "can never be shouted" in text, text
         assert "TerminalError" in page.locator("#task-error").inner_text()
         screenshot(page, "serve-failed-item.png")
+        assert served.stop() == 0
+    finally:
+        if served.process.poll() is None:
+            served.stop()
+
+
+def test_the_page_follows_a_running_request_and_its_buttons_call_the_api(tmp_path: Path, page: Any) -> None:
+    demo = ROOT / "tests" / "fixtures" / "demo" / "pipeline.yaml"
+    served = serve(demo, tmp_path / "store", tmp_path / "logs", "--tick", "1")
+    try:
+        # Eight words whose measure takes 1.9 s each (under the demo's 2 s timeout): several seconds of RUNNING.
+        text = "one two three four five six seven eight"
+        body = {"video_uri": f"s3://{BUCKET}/inputs/a.mp4", "extra": {"text": text, "sleep_s": 1.9}}
+        code, doc = served.call("POST", "/requests", body)
+        assert code == 202, doc
+        request_id = doc["request_id"]
+        page.goto(f"{served.api}/ui/requests/{request_id}")
+        # Live: the page shows the request running (polling), then Cancel calls POST /requests/{id}/cancel.
+        page.wait_for_selector("body[data-request-status=RUNNING]")
+        page.wait_for_selector("svg#dag g[data-testid=dag-node][data-status=RUNNING]")
+        page.click("#cancel-button")
+        page.wait_for_selector("#action-result[data-action=cancel]")
+        assert page.get_attribute("#action-result", "data-http-status") in ("200", "202")
+        page.wait_for_selector("body[data-request-status=CANCELLED]")
+        assert served.wait(request_id)["status"] == "CANCELLED"
+        # Resume re-runs what did not succeed, through POST /requests/{id}/resume; the page follows it to the end.
+        page.click("#resume-button")
+        page.wait_for_selector("#action-result[data-action=resume]")
+        assert page.get_attribute("#action-result", "data-http-status") in ("200", "202")
+        page.wait_for_selector("body[data-request-status=COMPLETED]", timeout=60_000)
+        assert set(dag_statuses(page).values()) == {"SUCCEEDED"}
+        assert served.wait(request_id)["final"]["text"] == " ".join(w.upper() + "!" for w in text.split())
         assert served.stop() == 0
     finally:
         if served.process.poll() is None:
