@@ -207,6 +207,8 @@ def task_to_json(task: Task) -> dict[str, Any]:
         ]
     if task.traceback is not None:
         out["traceback"] = task.traceback
+    if task.stale_attempts:
+        out["stale_attempts"] = task.stale_attempts
     return out
 
 
@@ -225,6 +227,7 @@ def task_from_doc(doc: TaskDoc) -> Task:
         output=doc.output,
         history=tuple(Attempt(a.n, a.started_at, a.ended_at, a.error_type, a.error) for a in doc.history),
         traceback=doc.traceback,
+        stale_attempts=doc.stale_attempts,
     )
 
 

@@ -38,13 +38,16 @@ from fave.core.engine import Engine
 from fave.core.model import (
     Cancel,
     Command,
+    ConflictingEvent,
     Event,
+    InvalidEvent,
     Invoke,
     MissingData,
     Notify,
     RequestState,
     RequestStatus,
     Resend,
+    Reset,
     Resume,
     Sent,
     Start,
@@ -223,6 +226,20 @@ class Orchestrator:
     def resume(self, request_id: str) -> RequestState:
         return self.apply(request_id, [Resume()])
 
+    def reset(
+        self, request_id: str, stages: Iterable[str], *, downstream: bool = False
+    ) -> tuple[RequestState, dict[str, int]]:
+        """Mark stages PENDING again on a request that has ended (``core.model.Reset``): a resume then re-runs
+        them. Returns the state and, per stage marked, how many tasks it holds now. ``ValidationError`` naming
+        an unknown stage, ``ConflictError`` if the request has not ended or a stage is in the way."""
+        names = tuple(stages)
+        try:
+            scope = self.engine.reset_scope(names, downstream)
+        except InvalidEvent as exc:
+            raise ValidationError(str(exc)) from None
+        state = self.apply(request_id, [Reset(names, downstream)])
+        return state, {name: state.stages[name].pending for name in scope}
+
     # ---- the step ------------------------------------------------------------------------------------
 
     def apply(self, request_id: str, events: Iterable[Event]) -> RequestState:
@@ -237,6 +254,10 @@ class Orchestrator:
             except ConflictError:  # a shard it needed was superseded: the state it had is stale
                 self._states.pop(request_id, None)
                 continue
+            except InvalidEvent as exc:  # refused as a whole: nothing was decided
+                raise ValidationError(str(exc)) from None
+            except ConflictingEvent as exc:
+                raise ConflictError(str(exc)) from None
             if not _changed(before, state, commands):
                 if sent:  # already out of the outbox (their tasks ended): nothing left to record
                     with self._sent_lock:

@@ -49,6 +49,8 @@ class TaskDoc(BaseModel):
     history: list[AttemptDoc] = Field(default_factory=list)
     """The attempts that failed, oldest first (absent when none did)."""
     traceback: str | None = None
+    stale_attempts: int = 0
+    """Attempts up to this number ran before a reset: their late reports are ignored."""
 
 
 class ReadyDoc(BaseModel):

@@ -422,6 +422,7 @@ def test_http_api_routes_and_iam_auth_by_default(translated: dict[str, Any]) -> 
             ("/requests/{id}", "GET"),
             ("/requests/{id}/stages/{stage}", "GET"),
             ("/requests/{id}/resume", "POST"),
+            ("/requests/{id}/reset", "POST"),
             ("/requests/{id}/cancel", "POST"),
             ("/openapi.json", "GET"),
             ("/docs", "GET"),

@@ -6,10 +6,13 @@ import pytest
 from fave.core.model import (
     TIMEOUT_ERROR,
     Cancel,
+    ConflictingEvent,
+    InvalidEvent,
     Invoke,
     NotifyKind,
     RequestStatus,
     Resend,
+    Reset,
     Resume,
     Sent,
     StageStatus,
@@ -315,3 +318,107 @@ def test_a_stage_duration_after_resume_excludes_the_time_the_request_was_down(fa
     assert work_stage.status is StageStatus.SUCCEEDED
     assert work_stage.finished_at is not None and work_stage.started_at is not None
     assert work_stage.finished_at - work_stage.started_at == pytest.approx(15.0)  # 10 s + 5 s, not 3,615 s
+
+
+# ---- reset (issue 13) ----------------------------------------------------------------------------------------
+
+
+def run_chain_to_end(chain: Harness) -> None:
+    (a,) = chain.invokes(chain.send(Start()))
+    (b,) = chain.invokes(chain.succeed(a, {"x": 1}))
+    (c,) = chain.invokes(chain.succeed(b, {"y": 2}))
+    chain.succeed(c, {"answer": 42})
+    assert chain.state.status is RequestStatus.COMPLETED
+
+
+def test_reset_marks_one_stage_pending_and_resume_reruns_only_it(chain: Harness) -> None:
+    run_chain_to_end(chain)
+    assert chain.send(Reset(("b",))) == []  # it only marks
+    assert chain.state.status is RequestStatus.COMPLETED and not chain.state.nothing_to_resume
+    b = chain.state.task("b")
+    assert b is not None and b.status is TaskStatus.PENDING and b.output is None and b.attempt == 1
+    statuses = [chain.state.stages[s].status for s in "abc"]
+    assert statuses == [StageStatus.SUCCEEDED, StageStatus.PENDING, StageStatus.SUCCEEDED]
+    assert (chain.state.stages["b"].pending, chain.state.stages["b"].succeeded) == (1, 0)
+    (again,) = chain.invokes(chain.send(Resume()))
+    assert (again.stage, again.attempt) == ("b", 2) and again.input["needs"] == {"a": {"x": 1}}
+    assert chain.state.status is RequestStatus.RUNNING
+    commands = chain.succeed(again, {"y": 3})
+    assert chain.invokes(commands) == []  # 'c' keeps its result: not downstream
+    assert chain.state.status is RequestStatus.COMPLETED and WriteFinal({"answer": 42}) in commands
+
+
+def test_reset_downstream_reruns_every_stage_after_and_writes_a_new_final(chain: Harness) -> None:
+    run_chain_to_end(chain)
+    chain.send(Reset(("b",), downstream=True))
+    assert [chain.state.stages[s].status for s in "bc"] == [StageStatus.PENDING] * 2
+    assert chain.state.stages["a"].status is StageStatus.SUCCEEDED
+    (b,) = chain.invokes(chain.send(Resume()))
+    (c,) = chain.invokes(chain.succeed(b, {"y": 5}))
+    assert (c.stage, c.attempt, c.input["needs"]) == ("c", 2, {"b": {"y": 5}})
+    commands = chain.succeed(c, {"answer": 7})
+    assert WriteFinal({"answer": 7}) in commands
+    assert chain.state.status is RequestStatus.COMPLETED and chain.state.final == {"answer": 7}
+    assert chain.send(Resume()) == []  # nothing left to resume
+
+
+def test_reset_of_a_fanned_out_stage_keeps_counting_attempts_and_ignores_old_ones(fan: Harness) -> None:
+    run_fanout_to_end(fan, 5)
+    fan.send(Reset(("post",), downstream=True))
+    post = fan.state.stages["post"]
+    assert (post.status, post.total, post.pending, post.succeeded) == (StageStatus.PENDING, 5, 5, 0)
+    assert fan.state.stages["reduce"].status is StageStatus.PENDING
+    assert fan.state.stages["work"].succeeded == 5 and "plan.items" in fan.state.items  # its source kept
+    again = fan.invokes(fan.send(Resume()))
+    assert sorted(i.item for i in again if i.stage == "post") == [0, 1, 2, 3, 4]
+    assert {i.stage for i in again} == {"post"} and all(i.attempt == 2 for i in again)
+    # A late duplicate of the first run's attempt 1 is stale: it does not count as the new run's result.
+    assert fan.send(TaskSucceeded("post", 0, 1, {"v": 99})) == []
+    task = fan.state.task("post", 0)
+    assert task is not None and task.status is TaskStatus.RUNNING and task.stale_attempts == 1
+    for inv in again:
+        fan.succeed(inv, {"v": inv.input["item"] * 10})
+    reduce = [c for c in fan.log if isinstance(c, Invoke) and c.stage == "reduce"][-1]
+    assert reduce.stage == "reduce" and reduce.attempt == 2
+    assert [x["v"] for x in reduce.input["needs"]["post"]] == [0, 10, 20, 30, 40]
+
+
+def test_reset_of_a_fan_out_source_makes_its_list_again(fan: Harness) -> None:
+    run_fanout_to_end(fan, 3)
+    fan.send(Reset(("plan",), downstream=True))
+    assert "plan.items" not in fan.state.items
+    assert all(fan.state.stages[s].status is StageStatus.PENDING for s in ("plan", "work", "post", "reduce"))
+    (plan,) = fan.invokes(fan.send(Resume()))
+    assert plan.attempt == 2
+    work = fan.invokes(fan.succeed(plan, {"items": [0, 1, 2, 3]}))  # a longer list this time
+    assert fan.state.stages["work"].total == 4 and len(work) == 3
+    assert sorted((w.item, w.attempt) for w in work) == [(0, 2), (1, 2), (2, 2)]  # they ran before
+    (new,) = [i for i in fan.invokes(fan.succeed(work[0], {"v": 0})) if i.stage == "work"]
+    assert (new.item, new.attempt) == (3, 1)  # a new item: its first attempt
+
+
+def test_reset_names_an_unknown_stage(chain: Harness) -> None:
+    run_chain_to_end(chain)
+    with pytest.raises(InvalidEvent, match="'nope'"):
+        chain.send(Reset(("b", "nope")))
+    assert chain.state.stages["b"].status is StageStatus.SUCCEEDED
+
+
+def test_reset_is_refused_while_the_request_runs_naming_the_running_stage(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    fan.invokes(fan.succeed(plan, {"items": [0, 1, 2]}))
+    with pytest.raises(ConflictingEvent, match=r"'work' \(3 running\)"):
+        fan.send(Reset(("work",)))
+    assert fan.state.stages["work"].running == 3
+
+
+def test_reset_is_refused_when_a_started_stage_would_run_on_dropped_outputs(fan: Harness) -> None:
+    (plan,) = fan.invokes(fan.send(Start()))
+    work = fan.invokes(fan.succeed(plan, {"items": [0, 1]}))
+    fan.succeed(work[0], {"v": 0})
+    fan.send(TaskFailed("work", work[1].item, 1, "TerminalError", "bug", terminal=True))
+    assert fan.state.status is RequestStatus.FAILED
+    with pytest.raises(ConflictingEvent, match="'work' needs 'plan'"):
+        fan.send(Reset(("plan",)))
+    fan.send(Reset(("plan",), downstream=True))
+    assert fan.state.stages["work"].status is StageStatus.PENDING

@@ -17,7 +17,12 @@
   ``item=K`` gives that item alone with its traceback. ``limit`` 1-1000 (default 100); ``next_cursor`` asks
   for the next page (null at the end). A page reads only the task shards it covers.
 * ``POST /requests/{request_id}/resume`` → 202 with the status and ``"queued": true`` (409 if the request
-  is COMPLETED): a step invocation applies it.
+  is COMPLETED and nothing of it was reset): a step invocation applies it.
+* ``POST /requests/{request_id}/reset`` body ``{stages: [...], downstream?}`` → 200 with the status and
+  ``reset: {stages: {name: tasks}, downstream}``, applied at once under the request's lease (``fave reset``):
+  the stages' tasks are PENDING again, and a resume re-runs them. 400 naming ``stages`` for an unknown stage,
+  409 while the request runs (or another invocation holds it) or if a stage that needs one of them has started
+  and not succeeded.
 * ``POST /requests/{request_id}/cancel`` body ``{reason?}`` → 200 with the status, applied at once, or 202
   ``"queued": true`` when another invocation holds the request (it applies it); 409 if it had ended.
 * ``GET /openapi.json`` → this API's OpenAPI 3.1 document (each route's real status codes and bodies, as the
@@ -45,13 +50,13 @@ from fave_shared.errors import ConflictError, NotFoundError, RetryableError, Val
 
 from fave.app.context import ConfigurationError, current
 from fave.app.idempotency import IdempotencyKeyReusedError, IdempotencyKeys, fingerprint, validate_key
-from fave.app.models import CancelRequest, request_input
+from fave.app.models import CancelRequest, ResetRequest, request_input
 from fave.app.observability import current_meter, logger
 from fave.app.openapi import answers, docs_page, document
 from fave.app.runner import invocation_runner
 from fave.app.sources import check_source, store_bucket
 from fave.core.dag import Pipeline
-from fave.core.model import RequestStatus, Resume
+from fave.core.model import Resume
 from fave.ids import new_request_id, validate_request_id
 from fave.inputs import InputError, upload_field
 from fave.persistence import CorruptStateError
@@ -177,11 +182,31 @@ def resume_request(request_id: RequestId) -> Response[dict[str, Any]]:
     """Accepted, not applied here: resuming dispatches stage work, which a step invocation does."""
     request_id = _request_id(request_id)
     runner = invocation_runner()
-    if runner.load(request_id).status is RequestStatus.COMPLETED:
+    if runner.load(request_id).nothing_to_resume:
         raise ConflictError(f"request {request_id} is COMPLETED: nothing to resume")
     runner.post(request_id, Resume())
     body = {**status_document(runner.context.store, request_id), "status_url": _status_url(request_id)}
     return Response(202, content_types.APPLICATION_JSON, {**body, "queued": True})
+
+
+@app.post("/requests/<request_id>/reset", responses=answers("reset", 400, 404, 409, 413, 500, 503))
+def reset_request(request_id: RequestId, body: Annotated[ResetRequest, Body()]) -> Response[dict[str, Any]]:
+    """Applied at once (it dispatches nothing): the stages' tasks are PENDING again; a resume re-runs them."""
+    request_id = _request_id(request_id)
+    runner = invocation_runner()
+    pipeline = runner.context.pipeline
+    unknown = [name for name in body.stages if name not in pipeline.stages]
+    if unknown:
+        raise InputError(
+            "stages",
+            f"unknown stage {', '.join(repr(n) for n in unknown)}: '{pipeline.name}' has {', '.join(pipeline.order)}",
+        )
+    runner.load(request_id)  # 404 or 500 before the lease
+    _, counts = runner.reset(request_id, body.stages, downstream=body.downstream)
+    doc = status_document(runner.context.store, request_id)
+    return Response(
+        200, content_types.APPLICATION_JSON, {**doc, "reset": {"stages": counts, "downstream": body.downstream}}
+    )
 
 
 @app.post("/requests/<request_id>/cancel", responses=answers("cancel", 400, 404, 409, 413, 500, 503))

@@ -1,5 +1,6 @@
 """Request bodies at the function's boundary: ``POST /requests`` and an upload's sidecar are the pipeline's
-input (validated against its ``input:`` by ``fave.inputs``); ``POST /requests/{id}/cancel`` is a pydantic model.
+input (validated against its ``input:`` by ``fave.inputs``); ``POST /requests/{id}/cancel`` and ``/reset`` are
+pydantic models.
 
 ``request_input`` turns either into the request input the orchestrator stores and every stage receives:
 
@@ -79,3 +80,12 @@ class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     reason: str = Field("cancelled by user", min_length=1, max_length=500)
+
+
+class ResetRequest(BaseModel):
+    """``POST /requests/{id}/reset``: the stages to mark PENDING again (``fave reset``)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    stages: list[str] = Field(min_length=1, max_length=100, description="stages of the request's pipeline")
+    downstream: bool = Field(False, description="also every stage that needs them, directly or not")

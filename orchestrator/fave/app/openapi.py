@@ -45,7 +45,7 @@ TITLE = "fave"
 VERSION = "1"
 DESCRIPTION = (
     "fave's orchestrator: start a request of the deployed pipeline, follow it, page through a stage's items, "
-    "resume or cancel it. On AWS every route, these docs included, takes the API's auth (IAM SigV4 unless the "
+    "reset, resume or cancel it. On AWS every route, these docs included, takes the API's auth (IAM SigV4 unless the "
     "stack's ApiAuthorization is NONE)."
 )
 _GENERATED_422 = "#/components/schemas/HTTPValidationError"
@@ -111,6 +111,19 @@ _ACCEPTED: dict[str, Any] = {
 }
 
 
+_RESET: dict[str, Any] = copy.deepcopy(_STATUS_DOC)
+_RESET["required"] = [*_RESET["required"], "reset"]
+_RESET["properties"]["reset"] = {
+    "type": "object",
+    "description": "what was reset: each stage marked, with how many tasks it holds, and whether downstream",
+    "required": ["stages", "downstream"],
+    "properties": {
+        "stages": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "downstream": {"type": "boolean"},
+    },
+}
+
+
 def _queued(base: dict[str, Any], *, status_url: bool = False) -> dict[str, Any]:
     schema = copy.deepcopy(base)
     schema["required"] = [*schema["required"], "queued"]
@@ -134,6 +147,7 @@ _SUCCESSES: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {
     "status": {200: ("the request's status", _STATUS_DOC)},
     "stage": {200: ("one page of the stage's items", _STAGE_PAGE)},
     "resume": {202: ("accepted: a step invocation resumes it", _queued(_STATUS_DOC, status_url=True))},
+    "reset": {200: ("the stages' tasks are PENDING again: a resume re-runs them", _RESET)},
     "cancel": {
         200: ("cancelled at once", _queued(_STATUS_DOC)),
         202: ("accepted: the invocation that holds the request cancels it", _queued(_STATUS_DOC)),
@@ -142,8 +156,8 @@ _SUCCESSES: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {
 
 
 def answers(route: str, *errors: int) -> dict[int, OpenAPIResponse]:
-    """The ``responses=`` of a route: its successes (``start``, ``status``, ``stage``, ``resume``, ``cancel``)
-    and the error codes it really answers, each with its body."""
+    """The ``responses=`` of a route: its successes (``start``, ``status``, ``stage``, ``resume``, ``reset``,
+    ``cancel``) and the error codes it really answers, each with its body."""
     declared: dict[int, OpenAPIResponse] = {}
     for code, (description, schema) in _SUCCESSES[route].items():
         declared[code] = {"description": description, "content": {"application/json": {"schema": schema}}}

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fave_shared.errors import FaveError, NotFoundError, ValidationError
+from fave_shared.errors import ConflictError, FaveError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 
 from fave.app.context import SELF_FUNCTION, AppContext, current, lambda_context
@@ -202,6 +202,19 @@ class Runner:
             self.active.discard(request_id)
         return Submitted(state)
 
+    def reset(self, request_id: str, stages: list[str], *, downstream: bool) -> tuple[RequestState, dict[str, int]]:
+        """Mark stages PENDING again (``Orchestrator.reset``) under the request's lease, at once (it dispatches
+        nothing); ``ConflictError`` if another invocation holds the request: a reset is refused while it runs."""
+        logger.set_correlation_id(request_id)
+        lease = self.leases.try_acquire(request_id, self.lease_s)
+        if lease is None:
+            raise ConflictError(f"request {request_id} is busy (another invocation holds it): reset it once it ended")
+        keeper = Keeper(self.leases, lease)
+        try:
+            return self.orchestrator.reset(request_id, stages, downstream=downstream)
+        finally:
+            keeper.stop_and_release()
+
     def submit(self, request_id: str, events: list[Event], *, post_if_busy: bool = True) -> Submitted:
         """Apply ``events`` (with everything waiting in the mailbox) under the request's lease; if another
         invocation holds it, post them to the mailbox for it (unless ``post_if_busy`` is false) and return.
@@ -284,12 +297,13 @@ class Runner:
     @staticmethod
     def _adapt(state: RequestState, events: list[Event]) -> list[Event]:
         """What the events mean for the request as it is now: a resume or a tick of a request still in INIT
-        starts it (its first step's kick may have been lost); a resume of a COMPLETED one does nothing."""
+        starts it (its first step's kick may have been lost); a resume of a COMPLETED one does nothing (unless
+        stages of it were reset)."""
         adapted: list[Event] = []
         for event in events:
             if isinstance(event, (Resume, Tick, Start)) and state.status is RequestStatus.INIT:
                 adapted.append(Start())
-            elif isinstance(event, Resume) and state.status is RequestStatus.COMPLETED:
+            elif isinstance(event, Resume) and state.nothing_to_resume:
                 continue
             elif not isinstance(event, Tick):
                 adapted.append(event)

@@ -434,7 +434,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             state = orchestrator.load(args.request_id)
             if state.status is RequestStatus.INIT:
                 state = orchestrator.apply(args.request_id, [Start()])
-            elif state.status is not RequestStatus.COMPLETED:
+            elif not state.nothing_to_resume:  # a COMPLETED request has, after a reset
                 state = orchestrator.resume(args.request_id)
             _tell(f"request {state.request_id}")
             state = orchestrator.drive(args.request_id, on_step=progress)
@@ -456,6 +456,28 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     orchestrator = Orchestrator(load_local_pipeline(args.pipeline or doc["pipeline"]), store)
     state = orchestrator.cancel(args.request_id, args.reason)
     print(f"request {state.request_id}: {state.status.value}")
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    from fave.local.orchestrator import load_local_pipeline, open_any_store, store_uri
+    from fave.service import Orchestrator
+    from fave.status import status_document
+
+    store = open_any_store(store_uri(args.store))
+    doc = status_document(store, args.request_id)
+    orchestrator = Orchestrator(load_local_pipeline(args.pipeline or doc["pipeline"]), store)
+    with orchestrator.hold(args.request_id):  # not while a driver (fave run, resume, --detach) has it
+        state, counts = orchestrator.reset(args.request_id, args.stage, downstream=args.downstream)
+    if args.json:
+        _json_out(
+            {**status_document(store, args.request_id), "reset": {"stages": counts, "downstream": args.downstream}}
+        )
+        return 0
+    marked = ", ".join(f"{name} ({n} task{'s' if n != 1 else ''})" for name, n in counts.items())
+    given = f" --store {shlex.quote(args.store)}" if args.store else ""
+    print(f"request {state.request_id}: {state.status.value}; reset {marked}")
+    print(f"`fave resume {state.request_id}{given}` re-runs them")
     return 0
 
 
@@ -704,6 +726,25 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--pipeline", help="pipeline file (default: the one the request was made with)")
     store_opt(cancel)
     cancel.set_defaults(func=cmd_cancel)
+
+    reset = sub.add_parser(
+        "reset",
+        help="mark stages PENDING again so that fave resume re-runs them",
+        description="Mark every task of a stage PENDING again on a request that has ended (its outputs dropped, "
+        "its attempts still counted), so that `fave resume` re-runs it. Stages that do not depend on it keep their "
+        "results. Refused while the request runs.",
+    )
+    reset.add_argument("request_id", help="the request id")
+    reset.add_argument(
+        "--stage", action="append", required=True, metavar="NAME", help="a stage to reset (repeat for several)"
+    )
+    reset.add_argument(
+        "--downstream", action="store_true", help="also reset every stage that needs them, directly or not"
+    )
+    reset.add_argument("--pipeline", help="pipeline file (default: the one the request was made with)")
+    reset.add_argument("--json", action="store_true", help=JSON_HELP + ", with what was reset")
+    store_opt(reset)
+    reset.set_defaults(func=cmd_reset)
 
     lst = sub.add_parser(
         "list",

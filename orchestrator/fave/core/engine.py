@@ -6,11 +6,13 @@ task's identity, so the same inputs always give the same outputs. The executor p
 Invariants (tests/functional/test_engine_properties.py checks them under random interleavings, duplicate
 deliveries and crashes):
 * a task's completion is counted once however often it is delivered: counts change only on a status
-  transition, and a terminal task never transitions again (except through ``Resume``);
+  transition, and a terminal task never transitions again (except through ``Resume`` or ``Reset``; after a
+  ``Reset``, what an attempt from before it reports is ignored);
 * a task is dispatched only when its inputs exist (its stage's whole needs succeeded, and for per-item
   stages the same item of each per-item need succeeded);
 * a stage never has more than ``max_concurrency`` tasks RUNNING;
-* after ``Resume`` exactly the tasks that did not succeed run again.
+* after ``Resume`` exactly the tasks that did not succeed run again (after a ``Reset``, those include the tasks it
+  marked PENDING).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from fave.core.model import (
     Attempt,
     Cancel,
     Command,
+    ConflictingEvent,
     Event,
     Failure,
     FanoutList,
+    InvalidEvent,
     Invoke,
     MissingData,
     Notify,
@@ -40,6 +44,7 @@ from fave.core.model import (
     RequestState,
     RequestStatus,
     Resend,
+    Reset,
     Resume,
     Sent,
     StageState,
@@ -162,11 +167,32 @@ class Engine:
                     tx.resume()
                 case Cancel():
                     tx.cancel(event.reason)
+                case Reset():
+                    tx.reset(event.stages, event.downstream)
                 case Sent():
                     tx.sent(event.tasks)
                 case Resend():
                     tx.resend()
         return tx.finish()
+
+    def reset_scope(self, stages: Iterable[str], downstream: bool) -> tuple[str, ...]:
+        """The stages a ``Reset`` of ``stages`` marks, in pipeline order: those, and with ``downstream`` every
+        stage that needs one of them, directly or not. ``InvalidEvent`` naming an unknown stage."""
+        return _reset_scope(self.pipeline, stages, downstream)
+
+    def _reset_blocks(self, state: RequestState, event: Reset) -> set[tuple[str, int]]:
+        """Every task block of the fanned-out stages a ``Reset`` marks (it rewrites each of their tasks)."""
+        try:
+            scope = _reset_scope(self.pipeline, event.stages, event.downstream)
+        except InvalidEvent:
+            return set()  # the decision refuses it
+        block = self.change_block
+        return {
+            (stage, b)
+            for stage in scope
+            if stage in state.partial
+            for b in range(-(-(state.stages[stage].total or 0) // block))
+        }
 
     def rebuild_indexes(self, state: RequestState, now: float) -> RequestState:
         """Recompute every derived index (ready, retry timers, deadlines, counts, stage summaries) from the tasks:
@@ -196,8 +222,8 @@ class Engine:
         """The task and item blocks a decision on ``events`` is likely to need that are not loaded, asked for
         at once (one load instead of one restarted decision per block): each completion's block and the same
         block of the stages joined to it item by item; for a ``Resend``, the blocks of the outbox's items and
-        of what their inputs read; for a ``Resume`` or ``Cancel``, every task. (Anything else a decision turns
-        out to need, it asks for with ``MissingData``.)"""
+        of what their inputs read; for a ``Resume`` or ``Cancel``, every task; for a ``Reset``, every task of
+        the stages it marks. (Anything else a decision turns out to need, it asks for with ``MissingData``.)"""
         if not state.partial:
             return None
         block = self.change_block
@@ -224,6 +250,8 @@ class Engine:
                 if isinstance(event, Resume):  # it dispatches again, and a task's input holds its item
                     for key, fan in state.items.items():
                         items.update((key, b) for b in range(-(-fan.total // fan.block)))
+            elif isinstance(event, Reset):
+                wanted.update(self._reset_blocks(state, event))
         tasks = frozenset((stage, b) for stage, b in wanted if stage in state.partial and b not in state.partial[stage])
         loaded_items = {key: fan.blocks for key, fan in state.items.items()}
         item_blocks = frozenset((k, b) for k, b in items if k in loaded_items and b not in loaded_items[k])
@@ -232,6 +260,41 @@ class Engine:
 
 def _key(item: int | None) -> int:
     return 0 if item is None else item
+
+
+def _reset_scope(pipeline: Pipeline, stages: Iterable[str], downstream: bool) -> tuple[str, ...]:
+    named = list(dict.fromkeys(stages))
+    if not named:
+        raise InvalidEvent("name at least one stage to reset")
+    unknown = [name for name in named if name not in pipeline.stages]
+    if unknown:
+        raise InvalidEvent(
+            f"unknown stage{'s' if len(unknown) > 1 else ''} {', '.join(repr(n) for n in unknown)}: "
+            f"pipeline '{pipeline.name}' has {', '.join(pipeline.order)}"
+        )
+    scope = set(named)
+    if downstream:
+        for name in pipeline.order:  # topological: a stage's needs come before it
+            if any(need in scope for need in pipeline.stages[name].needs):
+                scope.add(name)
+    return tuple(name for name in pipeline.order if name in scope)
+
+
+def _reset_task(task: Task) -> Task:
+    """``task`` PENDING again for a ``Reset``: output dropped, attempts and history kept, a fresh retry budget,
+    and every attempt made so far stale (a late report of one is ignored)."""
+    return evolve(
+        task,
+        status=TaskStatus.PENDING,
+        budget_base=task.attempt,
+        stale_attempts=task.attempt,
+        deadline=None,
+        retry_at=None,
+        finished_at=None,
+        error_type=None,
+        error=None,
+        output=None,
+    )
 
 
 class _Tx:
@@ -450,8 +513,15 @@ class _Tx:
             return
         item = _key(ev.item)
         task = self.get(ev.stage, item)
-        # Duplicates and unknown tasks change nothing: this is what makes counting exactly-once.
-        if task is None or task.status.terminal or ev.attempt > task.attempt or ev.attempt < 1:
+        # Duplicates and unknown tasks change nothing: this is what makes counting exactly-once. Attempts made
+        # before a reset of the task are stale.
+        if (
+            task is None
+            or task.status.terminal
+            or ev.attempt > task.attempt
+            or ev.attempt < 1
+            or ev.attempt <= task.stale_attempts
+        ):
             return
         self.record_success(ev, item, task)
         self.after_item_done(ev.stage, item)
@@ -653,6 +723,78 @@ class _Tx:
         candidates += [floor for floor in floors if floor is not None]
         return min(candidates, default=None)
 
+    def reset(self, stages: tuple[str, ...], downstream: bool) -> None:
+        """Mark the tasks of the stages in scope PENDING (see ``Reset``); refuse as a whole, changing nothing."""
+        scope = _reset_scope(self.p, stages, downstream)
+        if not self.status.terminal:
+            running = [f"'{name}' ({self.stage(name).running} running)" for name in scope if self.stage(name).running]
+            busy = f"; tasks of stage {', '.join(running)} are running" if running else ""
+            raise ConflictingEvent(
+                f"request {self.base.request_id} is {self.status.value}{busy}: reset a request that has ended "
+                "(wait for it, or cancel it first)"
+            )
+        chosen = set(scope)
+        in_the_way = [
+            f"'{name}' needs {', '.join(repr(n) for n in spec.needs if n in chosen)}"
+            for name, spec in self.p.stages.items()
+            if name not in chosen
+            and any(need in chosen for need in spec.needs)
+            and self.stage(name).status not in (StageStatus.SUCCEEDED, StageStatus.PENDING)
+        ]
+        if in_the_way:
+            raise ConflictingEvent(
+                f"stage {'; '.join(in_the_way)} and has not succeeded: it would run on the dropped outputs; "
+                "reset it too (name it, or reset downstream)"
+            )
+        self.require_all(scope)
+        for name in scope:
+            self.reset_stage(name)
+        for spec in self.p.stages.values():  # the lists a reset stage fanned out: made again when it succeeds
+            if spec.for_each is not None and spec.for_each.source in chosen and str(spec.for_each) in self.items:
+                self.items = self.items.delete(str(spec.for_each))
+        self.earliest_deadline = self.earliest()
+
+    def reset_stage(self, name: str) -> None:
+        st = self.stage(name)
+        stage_tasks = self.tasks.get(name) or _NO_TASKS
+        if not stage_tasks and st.status is StageStatus.PENDING:
+            return  # never started: nothing to reset
+        fanned_out = self.p.stages[name].fanned_out
+        fresh: dict[int, Task] = {}
+        for item, task in stage_tasks.items():
+            if task.status is TaskStatus.CANCELLED and task.deadline is not None and self.abandoned:
+                self.abandoned -= 1  # an attempt in flight when the request ended: what it reports is stale now
+            fresh[item] = _reset_task(task)
+            key = (name, item)
+            if key in self.retry_due:
+                self.retry_due = self.retry_due.delete(key)
+            if key in self.running:
+                self.running = self.running.delete(key)
+        self.tasks = self.tasks.set(name, Map(fresh))
+        if name in self.ready:
+            self.ready = self.ready.delete(name)
+        if name in self.unsent:
+            self.unsent = self.unsent.delete(name)
+        self.set_stage(
+            name,
+            _StageWork(
+                status=StageStatus.PENDING,
+                total=st.total,
+                pending=len(fresh),
+                running=0,
+                succeeded=0,
+                failed=0,
+                skipped=0,
+                cancelled=0,
+                started_at=None,
+                finished_at=None,
+                deadline_floor=None,
+                retry_blocks=Map(),
+            ),
+        )
+        blocks = -(-(st.total or 0) // self.block) if fanned_out else 1
+        self.touched.update((name, b) for b in range(blocks))
+
     def cancel(self, reason: str) -> None:
         if self.status.terminal:
             return
@@ -663,8 +805,10 @@ class _Tx:
         self.notify(NotifyKind.REQUEST_CANCELLED, detail=reason)
 
     def resume(self) -> None:
-        if self.status is RequestStatus.COMPLETED:
-            return
+        if self.status is RequestStatus.COMPLETED and all(
+            self.stage(name).status is StageStatus.SUCCEEDED for name in self.p.order
+        ):
+            return  # nothing to run (after a reset, the stages it marked are PENDING)
         self.require_all(self.p.order)
         # The request was down from its end (or, after a crash, its last commit) until now: stage durations
         # leave that out.
@@ -817,7 +961,11 @@ class _Tx:
                     self.start_stage(name)
                     progressed = True
             final = self.stage(self.p.final)
-            if final.status is StageStatus.SUCCEEDED:
+            # Every stage leads to the final one, so they have all succeeded with it; after a reset that left
+            # the final stage alone, the stages it marked must run again first.
+            if final.status is StageStatus.SUCCEEDED and all(
+                self.stage(name).status is StageStatus.SUCCEEDED for name in self.p.order
+            ):
                 task = self.get(self.p.final, 0)
                 assert task is not None
                 self.status = RequestStatus.COMPLETED
@@ -840,16 +988,27 @@ class _Tx:
         spec = self.p.stages[name]
         st = self.stage(name)
         if spec.for_each is None:
+            before = self.get(name, 0)  # a task reset by ``Reset`` keeps counting its attempts
             self.set_stage(name, replace(st, status=StageStatus.RUNNING, total=1, started_at=self.now))
-            self.put(name, 0, Task())
+            self.put(name, 0, before if before is not None and before.status is TaskStatus.PENDING else Task())
             self.make_ready(name, 0)
             self.notify(NotifyKind.STAGE_STARTED, name)
             return
         items = self.items[str(spec.for_each)]
         total = len(items)
         pending = Task()
+        previous: Map[int, Task] = _NO_TASKS
+        if st.total:  # run before and reset (``Reset``): its tasks keep counting their attempts
+            self.require_all([name])
+            previous = self.tasks.get(name) or _NO_TASKS
         # Bulk-create the fan-out: one map build instead of N persistent updates. All of it is in memory now.
-        self.tasks = self.tasks.set(name, Map({i: pending for i in range(total)}))
+        if previous:
+            fresh = {i: previous.get(i) or pending for i in range(total)}
+            self.tasks = self.tasks.set(
+                name, Map({i: t if t.status is TaskStatus.PENDING else pending for i, t in fresh.items()})
+            )
+        else:
+            self.tasks = self.tasks.set(name, Map({i: pending for i in range(total)}))
         if name in self.partial:
             self.partial = self.partial.delete(name)
         self.set_stage(name, replace(st, status=StageStatus.RUNNING, total=total, pending=total, started_at=self.now))

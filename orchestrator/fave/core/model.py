@@ -89,6 +89,9 @@ class Task:
     """Every attempt that failed, oldest first (the current attempt is the task's own fields)."""
     traceback: str | None = None
     """The last failed attempt's traceback, as the stage reported it (bounded: ``TRACEBACK_LIMIT``)."""
+    stale_attempts: int = 0
+    """Attempts up to this number ran before a ``Reset`` of the task: what they report late is ignored (the
+    next dispatch still counts up from ``attempt``)."""
 
 
 TRACEBACK_LINES = 40
@@ -339,6 +342,13 @@ class RequestState:
     """Where a large input is stored once (``metadata/input.json``): tasks then carry ``{"$ref": key}`` as
     their request instead of a copy each (see persistence.INPUT_INLINE_LIMIT)."""
 
+    @property
+    def nothing_to_resume(self) -> bool:
+        """COMPLETED with every stage SUCCEEDED: a resume has nothing to run (after a ``Reset`` it has)."""
+        return self.status is RequestStatus.COMPLETED and all(
+            st.status is StageStatus.SUCCEEDED for st in self.stages.values()
+        )
+
     def task(self, stage: str, item: int | None = None) -> Task | None:
         stage_tasks = self.tasks.get(stage)
         return None if stage_tasks is None else stage_tasks.get(0 if item is None else item)
@@ -401,6 +411,30 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Reset:
+    """Mark every task of ``stages`` (with ``downstream``, also of every stage that needs them, directly or not)
+    PENDING again on a request that has ended, their outputs and fan-out lists dropped: a ``Resume`` then runs
+    them (and what waits for them). Attempt numbers and failed-attempt history are kept. Refused as a whole
+    (``EventRefused``) for an unknown stage, a request that has not ended, or a stage that has started, has
+    not succeeded and needs a reset one (it would run on dropped outputs: reset it too)."""
+
+    stages: tuple[str, ...]
+    downstream: bool = False
+
+
+class EventRefused(Exception):  # noqa: N818 - the base of the two refusals below
+    """The engine will not apply an event to the request as it is: nothing changes."""
+
+
+class InvalidEvent(EventRefused):
+    """The event itself is wrong for this pipeline (an unknown stage): a bad request."""
+
+
+class ConflictingEvent(EventRefused):
+    """The request's state forbids the event now (it is running, a stage is in the way): a conflict."""
+
+
+@dataclass(frozen=True, slots=True)
 class Sent:
     """The invocations of these tasks ``(stage, item)`` were sent: they leave the outbox."""
 
@@ -413,7 +447,7 @@ class Resend:
     of a large dispatch to a continuation, before recording it as sent)."""
 
 
-Event = Start | TaskSucceeded | TaskFailed | Tick | Resume | Cancel | Sent | Resend
+Event = Start | TaskSucceeded | TaskFailed | Tick | Resume | Cancel | Reset | Sent | Resend
 
 
 # ---- commands -----------------------------------------------------------------------------------------

@@ -103,6 +103,7 @@ DEFAULT_ROUTES = (
     Route("GET", "/requests/{id}"),
     Route("GET", "/requests/{id}/stages/{stage}"),
     Route("POST", "/requests/{id}/resume"),
+    Route("POST", "/requests/{id}/reset"),
     Route("POST", "/requests/{id}/cancel"),
     Route("GET", "/openapi.json"),
     Route("GET", "/docs"),

@@ -155,6 +155,7 @@ REAL_ANSWERS = {
     "GET /requests/{id}": {200, 400, 404, 500, 503},
     "GET /requests/{id}/stages/{stage}": {200, 400, 404, 500, 503},
     "POST /requests/{id}/resume": {202, 400, 404, 409, 413, 500, 503},
+    "POST /requests/{id}/reset": {200, 400, 404, 409, 413, 500, 503},
     "POST /requests/{id}/cancel": {200, 202, 400, 404, 409, 413, 500, 503},
 }
 
@@ -196,12 +197,23 @@ def test_each_documented_answer_is_what_a_real_request_gets(
     check = answers.check
     start, status, stage = "POST /requests", "GET /requests/{id}", "GET /requests/{id}/stages/{stage}"
     resume, cancel = "POST /requests/{id}/resume", "POST /requests/{id}/cancel"
+    reset = "POST /requests/{id}/reset"
+    join = {"stages": ["join"]}
     words = {"video_uri": lam.source_uri, "extra": {"text": "a b c"}}
 
     # A request run to completion: nothing left to resume.
     done = check(start, call(lam, start, body=words), 202)["request_id"]
     assert lam.wait(done)["status"] == "COMPLETED"
     check(resume, call(lam, resume, f"/requests/{done}/resume"), 409)
+    # ...until a stage of it is reset (400 naming the field for an unknown stage or a bad body).
+    bad = check(reset, call(lam, reset, f"/requests/{done}/reset", body={"stages": ["nope"]}), 400)
+    assert bad["errors"][0]["field"] == "stages" and "'nope'" in bad["message"]
+    assert check(reset, call(lam, reset, f"/requests/{done}/reset", body={}), 400)["errors"][0]["field"] == "stages"
+    marked = check(reset, call(lam, reset, f"/requests/{done}/reset", body=join), 200)
+    assert marked["reset"] == {"stages": {"join": 1}, "downstream": False} and marked["status"] == "COMPLETED"
+    check(resume, call(lam, resume, f"/requests/{done}/resume"), 202)
+    lam.settle()
+    assert lam.wait(done)["status"] == "COMPLETED"
 
     lam.hold()
     key = {"Idempotency-Key": "openapi-1"}
@@ -222,12 +234,15 @@ def test_each_documented_answer_is_what_a_real_request_gets(
     ):
         check(route, call(lam, route, path.format(SAMPLE_REQUEST_ID)), 404)  # no such request
         check(route, call(lam, route, path.format("..%2F..%2Fetc")), 400)
+    check(reset, call(lam, reset, f"/requests/{SAMPLE_REQUEST_ID}/reset", body=join), 404)
+    check(reset, call(lam, reset, "/requests/..%2F..%2Fetc/reset", body=join), 400)
+    check(reset, call(lam, reset, f"/requests/{running}/reset", body=join), 409)  # it runs
     check(status, call(lam, status, f"/requests/{running}"), 200)
     check(stage, call(lam, stage, f"/requests/{running}/stages/words"), 200)
     check(stage, call(lam, stage, f"/requests/{running}/stages/nope"), 404)
     bad_limit = check(stage, call(lam, stage, f"/requests/{running}/stages/words", query="limit=0"), 400)
     assert bad_limit["errors"][0] == {**bad_limit["errors"][0], "field": "limit", "in": "query"}
-    for route in (resume, cancel):
+    for route in (resume, cancel, reset):
         check(route, call(lam, route, f"/requests/{running}/{route.rsplit('/', 1)[1]}", body=BIG), 413)
     check(cancel, call(lam, cancel, f"/requests/{running}/cancel", body={"reason": "openapi"}), 200)
     check(cancel, call(lam, cancel, f"/requests/{running}/cancel"), 409)
@@ -247,6 +262,7 @@ def test_each_documented_answer_is_what_a_real_request_gets(
         (cancel, "/requests/{}/cancel"),
     ):
         assert busy in check(route, call(lam, route, path.format(busy)), 500)["message"]
+    assert busy in check(reset, call(lam, reset, f"/requests/{busy}/reset", body=join), 500)["message"]
 
     # A function deployed without its FAVE_FUNCTION_* names: 500 configuration error.
     import fave.app
@@ -271,6 +287,7 @@ def test_each_documented_answer_is_what_a_real_request_gets(
         (cancel, "/requests/{}/cancel"),
     ):
         check(route, call(lam, route, path.format(running)), 503)
+    check(reset, call(lam, reset, f"/requests/{running}/reset", body=join), 503)
 
     documented = {(route, int(code)) for route, op in answers.operations.items() for code in op["responses"]}
     assert answers.seen == documented
