@@ -12,6 +12,7 @@ requests/{id}/stages/{stage}/[{item:05d}/]...     a task's artifacts, inputs and
 index/requests/{id}                               every request, for listing (ids sort by creation time)
 index/active/{id}                                 the unfinished ones, for the schedule tick (Lambda)
 idempotency/{sha256}.json                         an Idempotency-Key or upload, and the request it made
+cache/{key[:2]}/{key}.json                        a result-cache entry: a stage task's output (fave.cache)
 ```
 
 Request ids are validated (``fave.ids``) before they become part of a key, so no key can leave its request.
@@ -25,10 +26,12 @@ from fave.ids import validate_request_id
 
 __all__ = [
     "ACTIVE_PREFIX",
+    "CACHE_PREFIX",
     "IDEMPOTENCY_PREFIX",
     "INDEX_PREFIX",
     "active_key",
     "artifact_prefix",
+    "cache_key",
     "final_key",
     "idempotency_key",
     "inbox_prefix",
@@ -50,6 +53,15 @@ __all__ = [
 INDEX_PREFIX = "index/requests/"
 ACTIVE_PREFIX = "index/active/"
 IDEMPOTENCY_PREFIX = "idempotency/"
+CACHE_PREFIX = "cache/"
+_HEX = frozenset("0123456789abcdef")
+
+
+def cache_key(key: str) -> str:
+    """The object of a result-cache entry: ``key`` is a sha256 hex digest (``fave.cache.cache_key``)."""
+    if len(key) != 64 or not set(key) <= _HEX:
+        raise ValueError(f"not a cache key: {key[:80]!r}")
+    return f"{CACHE_PREFIX}{key[:2]}/{key}.json"
 
 
 def request_prefix(request_id: str) -> str:

@@ -209,6 +209,10 @@ def task_to_json(task: Task) -> dict[str, Any]:
         out["traceback"] = task.traceback
     if task.stale_attempts:
         out["stale_attempts"] = task.stale_attempts
+    if task.cached:
+        out["cached"] = True
+    if task.cached_from is not None:
+        out["cached_from"] = task.cached_from
     return out
 
 
@@ -228,6 +232,8 @@ def task_from_doc(doc: TaskDoc) -> Task:
         history=tuple(Attempt(a.n, a.started_at, a.ended_at, a.error_type, a.error) for a in doc.history),
         traceback=doc.traceback,
         stale_attempts=doc.stale_attempts,
+        cached=doc.cached,
+        cached_from=doc.cached_from,
     )
 
 
@@ -343,6 +349,7 @@ class Persistence:
             unsent=Map(unsent),
             partial=Map(partial),
             abandoned=doc.abandoned,
+            no_cache=doc.no_cache,
             abandoned_until=doc.abandoned_until,
         )
         self._handles[request_id] = handle
@@ -607,6 +614,7 @@ class Persistence:
             fanout={key: len(fanout) for key, fanout in state.items.items()},
             abandoned=state.abandoned,
             abandoned_until=state.abandoned_until,
+            no_cache=state.no_cache,
         )
 
 

@@ -35,6 +35,9 @@ Semantics:
   uniformly from [0, delay]. Errors whose type is in ``non_retryable`` fail at once.
 * ``tolerated_failures``: items of a fanned-out stage that may fail (count, or percent like ``10%``)
   before the stage and so the request fail. Downstream per-item tasks of a failed item are skipped.
+* ``cache``: ``true`` (per stage or in ``defaults``; default false): a task whose key (function code, config,
+  input) was computed before reuses that output (``fave.cache``). ``cache: {request: [FIELD, ...]}``: only
+  those request fields enter the key, and the stage must read no other.
 * ``input``: the request's input, checked at every door before anything is stored (``fave.inputs``). Either
   a JSON Schema of an object (``type: object``, drafts 4, 6, 7 or 2019-09, references inside it only), or a
   field list that compiles to one: ``fields: {NAME: FIELD}`` and ``additional`` (default false: a field not
@@ -69,10 +72,10 @@ import json
 import re
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fave_shared.errors import FaveError, ValidationError
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from fave.core.dag import (
@@ -120,6 +123,13 @@ class _RetryModel(BaseModel):
     non_retryable: list[str] | None = None
 
 
+class _CacheModel(BaseModel):
+    """``cache: {request: [FIELD, ...]}``: cached, with only these request fields in the key."""
+
+    model_config = ConfigDict(extra="forbid")
+    request: list[Annotated[str, StringConstraints(min_length=1)]]
+
+
 class _StageModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     function: str
@@ -131,6 +141,7 @@ class _StageModel(BaseModel):
     retry: _RetryModel | None = None
     tolerated_failures: StrictInt | str = 0
     config: dict[str, Any] = Field(default_factory=dict)
+    cache: StrictBool | _CacheModel | None = None
 
     @field_validator("needs", mode="before")
     @classmethod
@@ -142,6 +153,7 @@ class _DefaultsModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timeout: Any = "5m"
     retry: _RetryModel = Field(default_factory=_RetryModel)
+    cache: StrictBool = False
 
 
 def _default_profiles() -> dict[str, dict[str, dict[str, Any]]]:
@@ -298,12 +310,16 @@ def _completion(where: str, value: int | str) -> CompletionPolicy:
 
 
 def _stage(
-    name: str, s: _StageModel, defaults: tuple[float, RetryPolicy], functions: Collection[str], template: str
+    name: str,
+    s: _StageModel,
+    defaults: tuple[float, RetryPolicy, bool],
+    functions: Collection[str],
+    template: str,
 ) -> Stage:
     where = f"stage '{name}'"
     if s.function not in functions:
         raise DagError(f"{where}, field 'function'", f"{_show(s.function)} is not a function in {template}")
-    default_timeout, default_retry = defaults
+    default_timeout, default_retry, default_cache = defaults
     retry = _retry(f"{where}, field 'retry", s.retry) if s.retry is not None else default_retry
     timeout = _duration(f"{where}, field 'timeout'", s.timeout) if s.timeout is not None else default_timeout
     return Stage(
@@ -317,6 +333,8 @@ def _stage(
         max_concurrency=s.max_concurrency,
         completion=_completion(f"{where}, field 'tolerated_failures'", s.tolerated_failures),
         config=s.config,
+        cache=default_cache if s.cache is None else s.cache is not False,
+        cache_request=tuple(dict.fromkeys(s.cache.request)) if isinstance(s.cache, _CacheModel) else None,
     )
 
 
@@ -446,6 +464,7 @@ def parse_pipeline(
         defaults = (
             _duration("field 'defaults.timeout'", model.defaults.timeout),
             _retry("field 'defaults.retry", model.defaults.retry),
+            model.defaults.cache,
         )
         stages = []
         for name, spec in model.stages.items():

@@ -5,8 +5,8 @@
 * **decide**: ``core.engine.Engine.decide_all(state, events, now)`` → the new state and its commands;
 * **commit**: the commands of the *before-commit* phase (``WriteFinal``: final.json must exist once the
   COMPLETED state is visible), then ``Persistence.commit`` (state.json with If-Match: the commit point);
-* **perform**: the *after-commit* commands (``Invoke``, ``Notify``), so nothing is ever done for a decision
-  that was not persisted.
+* **perform**: the *after-commit* commands (``Invoke``, ``Notify``, ``WriteCache``), so nothing is ever done
+  for a decision that was not persisted.
 
 Each command type has one performer and one phase in ``Orchestrator._performers``; a command without one is an
 error raised before anything is written. ``Orchestrator`` is used both by the local driver (``drive`` loops
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -31,7 +32,7 @@ from fave_shared import refs
 from fave_shared.errors import ConflictError, FaveError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 
-from fave import completions
+from fave import cache, completions
 from fave.clock import Clock, SystemClock
 from fave.core.dag import Pipeline, Stage
 from fave.core.engine import Engine
@@ -54,6 +55,7 @@ from fave.core.model import (
     TaskFailed,
     TaskSucceeded,
     Tick,
+    WriteCache,
     WriteFinal,
 )
 from fave.ids import new_request_id, validate_request_id
@@ -62,6 +64,8 @@ from fave.invoke.base import EncodedPayload, Invoker, invocation_is_terminal
 from fave.keys import index_key, state_key, task_input_key, task_output_key
 from fave.lease import Leases
 from fave.persistence import SHARD_SIZE, Persistence
+
+_log = logging.getLogger(__name__)
 
 INLINE_OUTPUT_LIMIT = 8_192
 """Task outputs larger than this (JSON bytes) are kept as objects and referenced from the task shard (a marker
@@ -151,19 +155,30 @@ class Orchestrator:
             WriteFinal: Performer(Phase.BEFORE_COMMIT, self._write_final),
             Invoke: Performer(Phase.AFTER_COMMIT, self._invoke),
             Notify: Performer(Phase.AFTER_COMMIT, self._notify),
+            WriteCache: Performer(Phase.AFTER_COMMIT, self._write_cache),
         }
+        self._uncached: set[str] = set()
+        """Functions whose code digest is unknown (their tasks are never cached), logged once each."""
         self._gc_due: set[str] = set()
 
     # ---- lifecycle of a request ------------------------------------------------------------------------
 
     def create(
-        self, request_input: Mapping[str, Any], *, start: bool = True, request_id: str | None = None
+        self,
+        request_input: Mapping[str, Any],
+        *,
+        start: bool = True,
+        request_id: str | None = None,
+        no_cache: bool = False,
     ) -> RequestState:
         """Validate the input, persist a new request (INIT) and, by default, start it.
 
         ``request_id``: a pre-generated id (e.g. one an idempotency record already holds). Then the call is
         idempotent: if that request exists (a retry after a crash, or a concurrent duplicate), it is loaded
         instead of created, and started if it was left in INIT. The existing request's input wins.
+
+        ``no_cache``: the request looks nothing up in the result cache (``fave run --no-cache``; kept in its
+        state, so a resume keeps it); what its cache stages compute is still written to the cache.
         """
         profile = str(request_input.get("profile") or "default")
         check_profile(self.pipeline, profile)
@@ -172,9 +187,11 @@ class Orchestrator:
         if request_id is None:
             request_id = new_request_id(now)
             state = self.engine.new_request(request_id, {**request_input, "profile": profile}, now)
+            state = replace(state, no_cache=no_cache) if no_cache else state
             self._states[request_id] = self.persistence.create(state)
         else:
             state = self.engine.new_request(validate_request_id(request_id), {**request_input, "profile": profile}, now)
+            state = replace(state, no_cache=no_cache) if no_cache else state
             try:
                 self._states[request_id] = self.persistence.create(state)
             except ConflictError:
@@ -402,6 +419,8 @@ class Orchestrator:
         if self.invoker is None:
             raise FaveError("this orchestrator has no invoker")
         request_id = state.request_id
+        if self.pipeline.stages[command.stage].cache and not state.no_cache and self._cache_hit(state, command):
+            return
         # The TaskRef's fields, as a plain dict: this runs once per dispatched task (10,000 for a fan-out).
         ref = {"request_id": request_id, "stage": command.stage, "item": command.item, "attempt": command.attempt}
         try:
@@ -439,6 +458,69 @@ class Orchestrator:
             self.inbox.put((request_id, failed))
             return
         self._mark_sent(request_id, command.stage, command.item)
+
+    # ---- the result cache (fave.cache) -------------------------------------------------------------------
+
+    def _cache_key(self, state: RequestState, stage: str, function: str, task_input: Mapping[str, Any]) -> str | None:
+        """The task's cache key, or None if it cannot be cached (the function's code is unknown, a parked
+        value it needs cannot be read)."""
+        assert self.invoker is not None
+        digest_of = getattr(self.invoker, "code_digest", None)  # invokers written before the cache lack it
+        code = digest_of(function) if callable(digest_of) else None
+        if code is None:
+            if function not in self._uncached:
+                self._uncached.add(function)
+                _log.warning("result cache: the code of %s is unknown; its tasks are not cached", function)
+            return None
+        value = dict(task_input)
+        request = state.input  # the request's content (the task's may be a marker naming the request)
+        declared = self.pipeline.stages[stage].cache_request
+        if declared is not None:
+            request = {name: request[name] for name in declared if name in request}
+        value["request"] = dict(request)
+        try:
+            return cache.cache_key(function, str(code), value, lambda key: _PARKED.load(self.store, key))
+        except (FaveError, TypeError, ValueError) as exc:
+            _log.warning("result cache: no key for a task of %s: %s", function, exc)
+            return None
+
+    def _cache_hit(self, state: RequestState, command: Invoke) -> bool:
+        """Look the task up; on a hit, its success (with the stored output) goes to the inbox instead of an
+        invocation. A missing or unreadable entry is a miss."""
+        if self.invoker is None:
+            return False
+        key = self._cache_key(state, command.stage, command.function, command.input)
+        if key is None:
+            return False
+        entry = cache.read_entry(self.store, key)
+        if entry is None or not self._parked_exist(entry.output):
+            return False
+        hit = TaskSucceeded(command.stage, command.item, command.attempt, entry.output, cached_from=entry.source)
+        self.inbox.put((state.request_id, hit))
+        return True
+
+    def _parked_exist(self, output: Any) -> bool:
+        """Every object a cached output refers to (parked in its source request's prefix) is still there: an
+        entry that outlived them is a miss, not a task that fails reading them."""
+        try:
+            return all(self.store.head(str(ref[refs.REF])) is not None for ref in refs.find_refs(output))
+        except FaveError:
+            return False
+
+    def _write_cache(self, state: RequestState, command: WriteCache) -> None:
+        """Store a fresh output under its key (create-only: a concurrent request's entry stays). A store error
+        loses the entry, never the task."""
+        if self.invoker is None:
+            return
+        key = self._cache_key(state, command.stage, command.function, command.input)
+        if key is None:
+            return
+        try:
+            cache.write_entry(
+                self.store, key, command.output, source=state.request_id, stage=command.stage, item=command.item
+            )
+        except FaveError as exc:
+            _log.warning("result cache: writing the entry of %s failed: %s", command.stage, exc)
 
     def _payload(self, request_id: str, ref: dict[str, Any], command: Invoke) -> EncodedPayload:
         """The task's event (docs/stages.md), JSON-encoded once: the invoker sends these bytes.

@@ -51,6 +51,10 @@ class TaskDoc(BaseModel):
     traceback: str | None = None
     stale_attempts: int = 0
     """Attempts up to this number ran before a reset: their late reports are ignored."""
+    cached: bool = False
+    """The output came from the result cache (the function was not invoked)."""
+    cached_from: str | None = None
+    """The request whose invocation wrote that cache entry."""
 
 
 class ReadyDoc(BaseModel):
@@ -127,6 +131,8 @@ class StateDoc(BaseModel):
     abandoned: int = 0
     """Attempts still running when the request ended, not reported yet (``RequestState.abandoned``)."""
     abandoned_until: float | None = None
+    no_cache: bool = False
+    """``fave run --no-cache``: no result-cache lookups for this request."""
 
 
 class ShardDoc(BaseModel):

@@ -190,6 +190,8 @@ def task_row(item: int | None, task: TaskDoc, *, traceback: bool = False) -> dic
         ],
         "has_traceback": task.traceback is not None,
         "traceback": task.traceback if traceback else None,
+        "cached": task.cached,
+        "cached_from": task.cached_from,
     }
 
 

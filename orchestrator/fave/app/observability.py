@@ -108,6 +108,9 @@ class MeteredInvoker:
     def functions(self) -> frozenset[str]:
         return self.inner.functions()
 
+    def code_digest(self, function: str) -> str | None:
+        return self.inner.code_digest(function)
+
     def close(self) -> None:
         """Nothing: the inner invoker belongs to the execution environment, not to one invocation."""
 

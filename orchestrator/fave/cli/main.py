@@ -196,7 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     orchestrator = local_orchestrator(pipeline, store, on_notify=progress.notify, faults=args.faults)
     _announce_faults(orchestrator)
     try:
-        state = orchestrator.create(request_input, start=False)
+        state = orchestrator.create(request_input, start=False, no_cache=args.no_cache)
         args.active_request = state.request_id  # for the Ctrl-C hint
         if args.detach:
             _spawn_driver(state.request_id, store.uri, str(pipeline.path), args.faults)
@@ -374,6 +374,8 @@ def _print_rows(rows: list[dict[str, Any]], tracebacks: bool) -> None:
     for row in rows:
         item = "-" if row["item"] is None else str(row["item"])
         error = _error_of(row) if row["status"] != "SUCCEEDED" else ""
+        if row.get("cached"):
+            error = f"cached from {row.get('cached_from') or '?'}"
         print(
             f"  {item:>6}  {row['status']:<10} {row['attempts']:>8}  {_seconds(row['duration_s']):>9}  {error}".rstrip()
         )
@@ -478,6 +480,26 @@ def cmd_reset(args: argparse.Namespace) -> int:
     given = f" --store {shlex.quote(args.store)}" if args.store else ""
     print(f"request {state.request_id}: {state.status.value}; reset {marked}")
     print(f"`fave resume {state.request_id}{given}` re-runs them")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from fave import cache
+    from fave.local.orchestrator import open_any_store, store_uri
+
+    store = open_any_store(store_uri(args.store))
+    if args.action == "clear":
+        removed = cache.clear(store)
+        if args.json:
+            _json_out({"removed": removed})
+        else:
+            print(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}")
+        return 0
+    stats = cache.stats(store)
+    if args.json:
+        _json_out(stats)
+    else:
+        print(f"{stats['entries']} entries, {stats['bytes']} bytes")
     return 0
 
 
@@ -681,6 +703,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
     run.add_argument("--detach", action="store_true", help=DETACH_HELP)
     run.add_argument("--json", action="store_true", help=JSON_HELP)
+    run.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="look nothing up in the result cache (cache: true stages all run; their results are still stored)",
+    )
     faults_opt(run)
     store_opt(run)
     run.set_defaults(func=cmd_run)
@@ -763,6 +790,17 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     store_opt(lst)
     lst.set_defaults(func=cmd_list)
+
+    cache_cmd = sub.add_parser(
+        "cache",
+        help="the result cache: stats (entries, bytes) or clear",
+        description="The result cache of cache: true stages (cache/ in the store): 'stats' counts its entries and "
+        "their bytes, 'clear' deletes them all.",
+    )
+    cache_cmd.add_argument("action", choices=["stats", "clear"], help="stats or clear")
+    cache_cmd.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    store_opt(cache_cmd)
+    cache_cmd.set_defaults(func=cmd_cache)
 
     wait = sub.add_parser(
         "wait",

@@ -217,6 +217,12 @@ class Stage:
     """Needs that are per-item stages of the same group (joined item by item, no barrier)."""
     whole_needs: tuple[str, ...] = ()
     """Needs that must be complete before this stage starts."""
+    cache: bool = False
+    """``cache: true`` in pipeline.yaml: a task whose key (the function's code, its config, its input) has a
+    stored result reuses it instead of invoking (``fave.cache``). Off by default: stages with side effects."""
+    cache_request: tuple[str, ...] | None = None
+    """``cache: {request: [...]}``: only these request fields enter the key (None: the whole request). The
+    stage must not read any other field: two requests differing only there share its results."""
 
     def __post_init__(self) -> None:
         where = f"stage '{self.name}'"
@@ -413,6 +419,8 @@ def _joined(stage: Stage, upstream: Mapping[str, Stage], every: Mapping[str, Sta
         config=stage.config,
         item_needs=tuple(item_needs),
         whole_needs=tuple(whole_needs),
+        cache=stage.cache,
+        cache_request=stage.cache_request,
     )
 
 

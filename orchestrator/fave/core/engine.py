@@ -56,6 +56,7 @@ from fave.core.model import (
     TaskStatus,
     TaskSucceeded,
     Tick,
+    WriteCache,
     WriteFinal,
     bounded_traceback,
     evolve,
@@ -608,7 +609,14 @@ class _Tx:
         return task if task.attempt == attempt else None
 
     def record_success(self, ev: TaskSucceeded, item: int, task: Task) -> None:
-        """The task SUCCEEDED with the event's output, and the lists it fans out to are known."""
+        """The task SUCCEEDED with the event's output, and the lists it fans out to are known. A task of a
+        ``cache: true`` stage that ran (not taken from the cache) has its output written to the cache."""
+        spec = self.p.stages[ev.stage]
+        if spec.cache and ev.cached_from is None:
+            item_ref = item if spec.fanned_out else None
+            self.commands.append(
+                WriteCache(ev.stage, item_ref, spec.function, self.task_input(spec, item_ref), ev.output)
+            )
         self.put(
             ev.stage,
             item,
@@ -621,6 +629,8 @@ class _Tx:
                 retry_at=None,
                 error=None,
                 error_type=None,
+                cached=ev.cached_from is not None,
+                cached_from=ev.cached_from,
             ),
         )
         for for_each, values in ev.fanout.items():

@@ -92,6 +92,10 @@ class Task:
     stale_attempts: int = 0
     """Attempts up to this number ran before a ``Reset`` of the task: what they report late is ignored (the
     next dispatch still counts up from ``attempt``)."""
+    cached: bool = False
+    """The output was taken from the result cache (``cache: true`` stages): the function was not invoked."""
+    cached_from: str | None = None
+    """The request whose invocation wrote the cache entry this task's output came from."""
 
 
 TRACEBACK_LINES = 40
@@ -341,6 +345,9 @@ class RequestState:
     input_ref: str | None = None
     """Where a large input is stored once (``metadata/input.json``): tasks then carry ``{"$ref": key}`` as
     their request instead of a copy each (see persistence.INPUT_INLINE_LIMIT)."""
+    no_cache: bool = False
+    """``fave run --no-cache``: the result cache is not looked up for this request (fresh entries are still
+    written); persisted, so a resume keeps it."""
 
     @property
     def nothing_to_resume(self) -> bool:
@@ -377,6 +384,8 @@ class TaskSucceeded:
     attempt: int
     output: Any = None
     fanout: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    cached_from: str | None = None
+    """The output came from the result cache, written by this request (the function was not invoked)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,4 +521,17 @@ class Notify:
     detail: str = ""
 
 
-Command = Invoke | WriteFinal | Notify
+@dataclass(frozen=True, slots=True)
+class WriteCache:
+    """A task of a ``cache: true`` stage succeeded by invocation: store its output in the result cache under
+    the key of its input (the service computes the key: it knows the function's code; performed after the
+    commit, never for a failure nor for an output that came from the cache)."""
+
+    stage: str
+    item: int | None
+    function: str
+    input: Mapping[str, Any]
+    output: Any
+
+
+Command = Invoke | WriteFinal | Notify | WriteCache

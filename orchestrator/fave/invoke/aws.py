@@ -157,6 +157,11 @@ class LambdaInvoker:
         """The logical ids with a deployed name (``FAVE_FUNCTION_*``)."""
         return frozenset(self.function_names)
 
+    def code_digest(self, function: str) -> str | None:
+        """Unknown for now (None): on Lambda no task is cached yet. (Lambda's ``GetFunctionConfiguration``
+        ``CodeSha256`` plus the layer versions would give it, with ``lambda:GetFunctionConfiguration``.)"""
+        return None
+
     def close(self) -> None:
         """Close the client's connection pool (only if this invoker created the client). Idempotent."""
         with self._client_lock:

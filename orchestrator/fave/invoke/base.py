@@ -107,6 +107,11 @@ class Invoker(Protocol):
         """The logical ids this invoker can run (what a pipeline's stages may name)."""
         ...
 
+    def code_digest(self, function: str) -> str | None:
+        """A digest of the code the function runs as deployed (its CodeUri tree and the layers it uses), for
+        the result cache's keys (``fave.cache``); None when unknown: that function's tasks are never cached."""
+        ...
+
     def close(self) -> None:
         """Release what the invoker holds (environments, threads, connections). Idempotent."""
         ...

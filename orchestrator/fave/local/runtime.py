@@ -49,6 +49,7 @@ the record's JSON becomes a message, which the queue's event source mapping hand
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
 import os
@@ -64,6 +65,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fave_shared.errors import FaveError, NotFoundError
 
+from fave import cache
 from fave.invoke.base import (
     MAX_ASYNC_PAYLOAD_BYTES,
     MAX_SYNC_PAYLOAD_BYTES,
@@ -126,6 +128,7 @@ class LocalRuntime:
         self._timer = Timer("fave-local-timer")
         self._request_id = _RequestIds()
         self._lock = threading.Lock()
+        self._code_digests: dict[str, str] = {}
         self._closed = False
         default_limit = max_environments or os.cpu_count() or 1
         # An explicit max_environments is a choice of concurrency: no core gate then (unless cores is given).
@@ -224,6 +227,23 @@ class LocalRuntime:
     def functions(self) -> frozenset[str]:
         """The logical ids of the template's functions."""
         return frozenset(self.template.functions)
+
+    def code_digest(self, function: str) -> str | None:
+        """sha256 over the function's handler, its CodeUri tree and the trees of the layers it uses (in order;
+        ``__pycache__`` and compiled files skipped), computed once per function: the result cache's view of
+        "the code as deployed" (edit the code, restart the runtime). None for an unknown function."""
+        with self._lock:
+            known = self._code_digests.get(function)
+        if known is not None:
+            return known
+        spec = self.template.functions.get(function)
+        if spec is None:
+            return None
+        digest = cache.tree_digest((spec.code_uri, *spec.layers))
+        digest = hashlib.sha256(f"{spec.handler}\0{digest}".encode()).hexdigest()
+        with self._lock:
+            self._code_digests[function] = digest
+        return digest
 
     def close(self) -> None:
         """Stop every environment and thread: queued and running invocations are dropped (a waiting

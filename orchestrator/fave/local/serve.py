@@ -219,6 +219,12 @@ class _Functions:
     def functions(self) -> frozenset[str]:
         return frozenset().union(*(runtime.functions() for runtime in self.runtimes))
 
+    def code_digest(self, function: str) -> str | None:
+        for runtime in self.runtimes:
+            if function in runtime.functions():
+                return runtime.code_digest(function)
+        return None
+
     def close(self) -> None:
         """Nothing: the services close the runtimes."""
 
