@@ -41,6 +41,19 @@ def detach(source: Path, request: dict[str, Any], env: dict[str, str], *extra: s
     return started.stdout.strip()
 
 
+def ended_log(request_id: str, env: dict[str, str]) -> str:
+    """``fave logs ID`` once the detached driver has written its last line: it commits the terminal state first
+    (which ends ``fave wait``), then logs that it ended, a moment later."""
+
+    def ended() -> str | None:
+        logs = fave("logs", request_id, env=env)
+        assert logs.code == 0, logs.describe()
+        return logs.stdout if "driver ended: request " in logs.stdout else None
+
+    text: str = e2e.wait_for(ended, timeout=30, interval=0.2, what=f"the driver of {request_id} to log its end")
+    return text
+
+
 def test_wait_blocks_until_completed_then_exits_0_and_logs_show_the_stages(tmp_path: Path, source: Path) -> None:
     env = e2e.child_env({"FAVE_STORE": str(tmp_path / "store")})
     request_id = detach(source, {"text": TEXT, "sleep_s": 0.1}, env)
@@ -49,9 +62,7 @@ def test_wait_blocks_until_completed_then_exits_0_and_logs_show_the_stages(tmp_p
     doc = waited.json
     assert doc["status"] == "COMPLETED" and doc["final"]["text"].startswith("THE! ")
 
-    logs = fave("logs", request_id, env=env)
-    assert logs.code == 0, logs.describe()
-    lines = logs.stdout.splitlines()
+    lines = ended_log(request_id, env).splitlines()
     assert all(STAMP.match(line) for line in lines), lines
     stamps = [line.split(" ", 1)[0] for line in lines]
     assert stamps == sorted(stamps)  # in time order
@@ -72,7 +83,7 @@ def test_wait_exits_1_for_a_failed_request_and_its_log_names_the_failure(tmp_pat
     waited = fave("wait", request_id, env=env)
     assert waited.code == 1, waited.describe()
     assert f"request {request_id}: FAILED" in waited.stdout
-    log = fave("logs", request_id, env=env).stdout
+    log = ended_log(request_id, env)
     assert "[shout #8] task_failed" in log and "request failed: stage 'shout' item 8" in log
     assert log.rstrip().endswith("driver ended: request FAILED")
 
