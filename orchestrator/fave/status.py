@@ -89,19 +89,27 @@ def status_document(store: ObjectStore, request_id: str) -> dict[str, Any]:
     }
 
 
+def request_states(store: ObjectStore) -> Iterator[tuple[str, StateDoc | CorruptStateError]]:
+    """Every request's state.json, newest first: its document, or the error that makes it unreadable (one
+    broken request must not hide the others). Requests indexed but not committed yet are left out."""
+    for request_id in list_request_ids(store):
+        try:
+            yield request_id, parse_state(request_id, store.get(state_key(request_id)).data)
+        except NotFoundError:
+            continue
+        except CorruptStateError as exc:
+            yield request_id, exc
+
+
 def list_rows(store: ObjectStore, *, status: str | None = None, limit: int = 0) -> list[dict[str, Any]]:
     """Rows of ``fave list``, newest first: every request, or those with ``status`` (case-insensitive,
     ``UNREADABLE`` included), at most ``limit`` (0: all)."""
     wanted = status.upper() if status else None
     rows: list[dict[str, Any]] = []
-    for request_id in list_request_ids(store):
-        try:
-            doc = parse_state(request_id, store.get(state_key(request_id)).data)
-        except NotFoundError:
-            continue
-        except CorruptStateError as exc:  # one broken request must not hide the others
+    for request_id, doc in request_states(store):
+        if isinstance(doc, CorruptStateError):
             row: dict[str, Any] = {"request_id": request_id, "status": UNREADABLE, "created_at": None}
-            row["error"] = str(exc)
+            row["error"] = str(doc)
         else:
             row = {
                 "request_id": request_id,

@@ -814,10 +814,12 @@ class _Tx:
         self.stop_everything(StageStatus.CANCELLED)
         self.notify(NotifyKind.REQUEST_CANCELLED, detail=reason)
 
+    def all_succeeded(self) -> bool:
+        """Every stage SUCCEEDED (``RequestState.nothing_to_resume``'s test, on this decision's working copy)."""
+        return all(self.stage(name).status is StageStatus.SUCCEEDED for name in self.p.order)
+
     def resume(self) -> None:
-        if self.status is RequestStatus.COMPLETED and all(
-            self.stage(name).status is StageStatus.SUCCEEDED for name in self.p.order
-        ):
+        if self.status is RequestStatus.COMPLETED and self.all_succeeded():
             return  # nothing to run (after a reset, the stages it marked are PENDING)
         self.require_all(self.p.order)
         # The request was down from its end (or, after a crash, its last commit) until now: stage durations
@@ -973,9 +975,7 @@ class _Tx:
             final = self.stage(self.p.final)
             # Every stage leads to the final one, so they have all succeeded with it; after a reset that left
             # the final stage alone, the stages it marked must run again first.
-            if final.status is StageStatus.SUCCEEDED and all(
-                self.stage(name).status is StageStatus.SUCCEEDED for name in self.p.order
-            ):
+            if final.status is StageStatus.SUCCEEDED and self.all_succeeded():
                 task = self.get(self.p.final, 0)
                 assert task is not None
                 self.status = RequestStatus.COMPLETED

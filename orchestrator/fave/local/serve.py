@@ -200,10 +200,13 @@ class _Functions:
     def __init__(self) -> None:
         self.runtimes: list[Invoker] = []
 
+    def _owner(self, function: str) -> Invoker | None:
+        return next((runtime for runtime in self.runtimes if function in runtime.functions()), None)
+
     def _runtime(self, function: str) -> Invoker:
-        for runtime in self.runtimes:
-            if function in runtime.functions():
-                return runtime
+        runtime = self._owner(function)
+        if runtime is not None:
+            return runtime
         from fave.invoke.base import FunctionNotFoundError, TerminalInvocationError
 
         if not self.runtimes:
@@ -220,10 +223,8 @@ class _Functions:
         return frozenset().union(*(runtime.functions() for runtime in self.runtimes))
 
     def code_digest(self, function: str) -> str | None:
-        for runtime in self.runtimes:
-            if function in runtime.functions():
-                return runtime.code_digest(function)
-        return None
+        runtime = self._owner(function)
+        return runtime.code_digest(function) if runtime is not None else None
 
     def close(self) -> None:
         """Nothing: the services close the runtimes."""

@@ -15,10 +15,10 @@ from fave_shared.errors import NotFoundError
 from fave_shared.store import ObjectStore
 
 from fave.core.model import RequestStatus
-from fave.keys import final_key, state_key
-from fave.persistence import CorruptStateError, list_request_ids, parse_state
+from fave.keys import final_key
+from fave.persistence import CorruptStateError
 from fave.statefile import StateDoc
-from fave.status import UNREADABLE, input_summary, read_state
+from fave.status import UNREADABLE, input_summary, read_state, request_states
 from fave.web.artifacts import final_links
 from fave.web.layout import layout
 
@@ -53,13 +53,11 @@ def request_list(store: ObjectStore, *, status: str | None, limit: int) -> dict[
     (``UNREADABLE``: those whose state.json cannot be read)."""
     rows: list[dict[str, Any]] = []
     truncated = False
-    for request_id in list_request_ids(store):
-        try:
-            row = _row(parse_state(request_id, store.get(state_key(request_id)).data))
-        except NotFoundError:
-            continue  # indexed, not yet committed (or deleted)
-        except CorruptStateError as exc:  # one broken request must not hide the others
-            row = {"request_id": request_id, "status": UNREADABLE, "error": str(exc), "terminal": True}
+    for request_id, doc in request_states(store):
+        if isinstance(doc, CorruptStateError):
+            row = {"request_id": request_id, "status": UNREADABLE, "error": str(doc), "terminal": True}
+        else:
+            row = _row(doc)
         if status and row["status"] != status:
             continue
         if len(rows) == limit:
