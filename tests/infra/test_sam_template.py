@@ -294,9 +294,9 @@ def test_iam_mistakes_are_reported(broken: dict[str, dict[str, Any]], pipeline: 
     ]
 
     problems = check_iam(broken["no_invoke_transcribe"], pipeline, template)
-    assert (
-        len(problems) == 1 and "may not lambda:InvokeFunction" in problems[0] and "fave-test-transcribe" in problems[0]
-    )
+    assert len(problems) == 2 and all("fave-test-transcribe" in p for p in problems), problems
+    assert "may not lambda:InvokeFunction" in problems[0]
+    assert "may not lambda:GetFunctionConfiguration" in problems[1]  # its tasks are cached: the code digest
 
     problems = check_iam(broken["split_cannot_list"], pipeline, template)
     assert problems == [

@@ -22,6 +22,12 @@ closed here, and nothing else of moto's decision is changed:
    *with a Condition* could match, the decision is the project's evaluator's (``support.cfn.allowed``) on the
    same policies, with the request's context (``s3:prefix``, ``s3:delimiter`` from the query string).
 
+3. **Signatures of bodiless Lambda calls.** moto recomputes a request's SigV4 signature with
+   ``data=self._body or self._data``: for a ``GET`` (``GetFunctionConfiguration``, which the result cache's
+   code digest calls) the body is empty and ``_data`` holds the parsed parameters, so the payload moto hashes is
+   not the empty one botocore signed and every such call answers ``SignatureDoesNotMatch``. Here a request
+   without a body is recomputed as one.
+
 Every refusal and every decision taken by the project's evaluator is appended to ``DECISIONS.jsonl`` as
 ``{"decider": "moto"|"fave", "allowed", "principal", "action", "resource", "context"}``.
 """
@@ -98,6 +104,18 @@ def install(log: DecisionLog) -> None:
 
     LambdaResponse._determine_resource = lambda_resource  # type: ignore[attr-defined]
     moto_check = IAMRequestBase.check_action_permitted
+    moto_request = IAMRequestBase._create_aws_request
+
+    def create_aws_request(self: Any) -> Any:
+        if self._method in ("GET", "HEAD", "DELETE") and not self._body and isinstance(self._data, dict):
+            data, self._data = self._data, {}  # the signed payload was empty (gap 3 in the module docs)
+            try:
+                return moto_request(self)
+            finally:
+                self._data = data
+        return moto_request(self)
+
+    IAMRequestBase._create_aws_request = create_aws_request  # type: ignore[method-assign]
 
     def check_action_permitted(self: Any, resource: str) -> None:
         action = self._action = _IAM_ACTIONS.get(self._action, self._action)

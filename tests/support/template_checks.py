@@ -38,6 +38,7 @@ from typing import Any
 
 import fave.persistence
 from fave.core.dag import Pipeline
+from fave.inputs import upload_field
 from fave.keys import INDEX_PREFIX, final_key, shard_key, state_key
 from fave.local.template import Template
 from fave_shared.stage import artifact_prefix
@@ -232,7 +233,9 @@ def _app_constant(module: str, name: str) -> Any:
         return None
 
 
-def orchestrator_requirements(pipeline: Pipeline, bucket: str, stack: Stack, upload_prefix: str) -> list[Access]:
+def orchestrator_requirements(
+    pipeline: Pipeline, bucket: str, stack: Stack, upload_prefix: str, sources: tuple[str, ...] = ()
+) -> list[Access]:
     """Everything the orchestrator function must be allowed to do."""
     obj = f"arn:aws:s3:::{bucket}/"
     read_write = [
@@ -270,6 +273,16 @@ def orchestrator_requirements(pipeline: Pipeline, bucket: str, stack: Stack, upl
     ]
     for spec in pipeline.stages.values():
         needed.append(Access("lambda:InvokeFunction", stack.arn(spec.function), f"invoke {spec.function}"))
+        # The deployed code's digest (LambdaInvoker.code_digest): the result cache's keys, rerun's fingerprints.
+        needed.append(
+            Access("lambda:GetFunctionConfiguration", stack.arn(spec.function), f"code digest of {spec.function}")
+        )
+    source_field = upload_field(pipeline)
+    if source_field is not None and any(
+        spec.cache and (spec.cache_request is None or source_field in spec.cache_request)
+        for spec in pipeline.stages.values()
+    ):  # the cache keys the request's source by its content: its ETag (fave.source_digest)
+        needed += [Access("s3:GetObject", f"{obj}{prefix}video.mp4", "the source's ETag") for prefix in sources]
     if _app_constant("fave.app.context", "SELF_FUNCTION") == ORCHESTRATOR:
         needed.append(Access("lambda:InvokeFunction", stack.arn(ORCHESTRATOR), "its own step invocations"))
     if COMPLETIONS in stack.resources:
@@ -469,7 +482,7 @@ def check_iam(translated: Mapping[str, Any], pipeline: Pipeline, template: Templ
     problems += _check_role(
         ORCHESTRATOR,
         function_role(stack, ORCHESTRATOR),
-        orchestrator_requirements(pipeline, bucket, stack, upload_prefix),
+        orchestrator_requirements(pipeline, bucket, stack, upload_prefix, sources),
         orchestrator_forbidden(pipeline, bucket, stack, upload_prefix),
     )
     return problems

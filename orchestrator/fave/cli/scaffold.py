@@ -190,7 +190,9 @@ Resources:
                 {_SUFFIX}
             - Sid: InvokeStages  # and itself: the asynchronous step that runs a request the API accepted
               Effect: Allow
-              Action: lambda:InvokeFunction
+              # GetFunctionConfiguration: the result cache keys a stage's tasks by its deployed code
+              # (CodeSha256 and layer versions: fave.invoke.aws.LambdaInvoker.code_digest).
+              Action: [lambda:InvokeFunction, lambda:GetFunctionConfiguration]
               Resource:
                 {_arn_line(StageSpec("orchestrator", "sync"))}
                 {ARN_MARKER}

@@ -16,9 +16,12 @@ Payload size limits are checked before sending (``MAX_SYNC_PAYLOAD_BYTES``, ``MA
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +53,8 @@ __all__ = [
 #: ``FAVE_FUNCTION_ExtractFunction=my-stack-ExtractFunction-AbC123`` maps a logical id to a function name.
 FUNCTION_ENV_PREFIX = "FAVE_FUNCTION_"
 
+_log = logging.getLogger(__name__)
+
 # Longer than Lambda's 900 s maximum timeout: botocore's default 60 s read timeout would abandon (and, with
 # retries on, re-send) a synchronous invocation that is still running.
 _READ_TIMEOUT_S = 910
@@ -80,6 +85,14 @@ _VALIDATION_CODES = frozenset(
 )
 
 
+def _seconds(text: str | None, default: float) -> float:
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        return default
+    return value if value >= 0 else default
+
+
 class LambdaInvoker:
     """An ``Invoker`` backed by AWS Lambda. Thread-safe (boto3 clients are)."""
 
@@ -91,6 +104,9 @@ class LambdaInvoker:
         self._owns_client = client is None
         self._client_lock = threading.Lock()
         self.function_names = dict(function_names)
+        self.code_digest_ttl_s = _seconds(os.environ.get("FAVE_CODE_DIGEST_TTL"), 30.0)
+        self._digests: dict[str, tuple[float, str]] = {}
+        self._digest_lock = threading.Lock()
 
     @classmethod
     def from_env(cls, client: LambdaClient | None = None, *, environ: Mapping[str, str] | None = None) -> LambdaInvoker:
@@ -158,9 +174,29 @@ class LambdaInvoker:
         return frozenset(self.function_names)
 
     def code_digest(self, function: str) -> str | None:
-        """Unknown for now (None): on Lambda no task is cached yet. (Lambda's ``GetFunctionConfiguration``
-        ``CodeSha256`` plus the layer versions would give it, with ``lambda:GetFunctionConfiguration``.)"""
-        return None
+        """What the deployed function runs, for the result cache: sha256 of its ``CodeSha256`` (the zip's or
+        the image's digest) and its layers' version ARNs, from ``GetFunctionConfiguration`` (the orchestrator's
+        role has ``lambda:GetFunctionConfiguration`` on the stage functions). Remembered for
+        ``code_digest_ttl_s`` (``FAVE_CODE_DIGEST_TTL``, default 30 s): a deployment is seen within that time,
+        without a control-plane call per task. None (not cached) when Lambda does not answer (denied,
+        throttled, unknown function): a task is never failed for its cache key."""
+        now = time.monotonic()
+        with self._digest_lock:
+            known = self._digests.get(function)
+        if known is not None and now - known[0] < self.code_digest_ttl_s:
+            return known[1]
+        try:
+            config = self.client.get_function_configuration(FunctionName=self._name(function))
+        except (ClientError, BotoCoreError, FaveError) as exc:
+            _log.warning("code digest of %s: %s", function, exc)
+            return None
+        h = hashlib.sha256(b"lambda\0" + str(config.get("CodeSha256", "")).encode())
+        for layer in config.get("Layers") or ():
+            h.update(b"\0layer\0" + str(layer.get("Arn", "")).encode())
+        digest = h.hexdigest()
+        with self._digest_lock:
+            self._digests[function] = (now, digest)
+        return digest
 
     def close(self) -> None:
         """Close the client's connection pool (only if this invoker created the client). Idempotent."""

@@ -20,7 +20,7 @@ from fave.invoke.base import TerminalInvocationError
 from fave.keys import inbox_prefix, lease_key
 from fave.local.template import load_yaml
 from fave_shared.errors import TerminalError
-from support.app_lambda import DEMO_TEMPLATE, OrchestratorLambda
+from support.app_lambda import DEMO_TEMPLATE, OrchestratorLambda, configure_app
 from support.demo import TEXT
 from support.iam import COMPLETIONS, ORCHESTRATOR, IamStack
 from support.sam import translate_many
@@ -66,7 +66,12 @@ def _list_only_the_inbox(doc: dict[str, Any]) -> None:
     _statement(doc, ORCHESTRATOR, "ListBucket")["Condition"] = {"StringLike": {"s3:prefix": "requests/*/inbox/*"}}
 
 
+def _no_code_digest(doc: dict[str, Any]) -> None:
+    _statement(doc, ORCHESTRATOR, "InvokeStages")["Action"] = "lambda:InvokeFunction"
+
+
 MUTATIONS: dict[str, Mutation] = {
+    "no_code_digest": _no_code_digest,
     "no_lease_delete": _no_lease_delete,
     "no_invoke_shout": _no_invoke_shout,
     "shout_writes_elsewhere": _shout_writes_elsewhere,
@@ -141,7 +146,10 @@ def test_an_invoke_the_orchestrator_may_not_make_never_runs(
     doc = lam.wait(request_id, tick=True)
     assert doc["status"] == "FAILED" and "AccessDenied" in doc["failure"], doc
     shout = f"arn:aws:lambda:us-east-1:123456789012:function:{iam.function_names['ShoutFunction']}"
-    assert refused(iam, mark) == {(ORCHESTRATOR, "lambda:InvokeFunction", shout)}
+    # Its code digest (GetFunctionConfiguration: the cache's key, rerun's fingerprint) is refused too.
+    assert refused(iam, mark) - {(ORCHESTRATOR, "lambda:GetFunctionConfiguration", shout)} == {
+        (ORCHESTRATOR, "lambda:InvokeFunction", shout)
+    }
     assert held(lam, _of_request(request_id), 0, wait_s=1.0) == []  # no shout of this request ever ran
 
     invoker = tier.orchestrator_invoker(lam.runtime)  # the real LambdaInvoker's error for a refusal
@@ -281,3 +289,34 @@ def _wait_for(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.05)
+
+
+def test_a_cached_stage_is_keyed_by_its_deployed_code_read_with_the_orchestrators_role(
+    iam: IamStack,
+    orchestrator_lambda: OrchestratorLambda,
+    tier: Tier,
+    broken: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The result cache on Lambda: ``LambdaInvoker.code_digest`` calls ``GetFunctionConfiguration`` with the
+    orchestrator's role (template.yaml allows it on the stage functions). Without that permission the stage is
+    not cached, and the request still completes."""
+    lam = orchestrator_lambda
+    monkeypatch.setenv("FAVE_CODE_DIGEST_TTL", "0")  # every key asks Lambda: the refusal below is not hidden
+    configure_app(lam, tier, DEMO_TEMPLATE.parent / "pipeline-cached.yaml")
+    mark = iam.server.mark()
+    first = lam.wait(start(lam, tier, "cache me"))
+    assert first["status"] == "COMPLETED", first
+    words = lam.invocations("WordsFunction")
+    second = lam.wait(start(lam, tier, "cache me"))
+    assert second["status"] == "COMPLETED", second
+    assert lam.invocations("WordsFunction") == words  # words came from the cache
+    assert refused(iam, mark) == set()
+
+    iam.use_policies(broken["no_code_digest"])
+    mark = iam.server.mark()
+    third = lam.wait(start(lam, tier, "cache me"))
+    assert third["status"] == "COMPLETED", third
+    assert lam.invocations("WordsFunction") == words + 1  # the code is unknown: no cache, words ran
+    arn = f"arn:aws:lambda:us-east-1:123456789012:function:{iam.function_names['WordsFunction']}"
+    assert (ORCHESTRATOR, "lambda:GetFunctionConfiguration", arn) in refused(iam, mark)
