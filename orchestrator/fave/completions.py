@@ -21,7 +21,7 @@ from fave_shared.refs import unresolved_note
 
 from fave.core.model import TaskFailed, TaskSucceeded
 
-__all__ = ["Task", "from_envelope", "from_result"]
+__all__ = ["LocalEnvelope", "Task", "from_envelope", "from_result"]
 
 Completion = tuple[str, TaskSucceeded | TaskFailed]
 
@@ -94,10 +94,28 @@ _CONDITIONS = frozenset({"Success", "RetriesExhausted", "EventAgeExceeded"})
 _MODES = ("sync", "async")
 
 
+class LocalEnvelope(dict[str, Any]):
+    """A destination record as the local runtime builds it (``fave.local.runtime``): its own fields have the
+    schema's types by construction, and its ``requestPayload`` and ``responsePayload`` were just decoded from
+    JSON (so every key in them is a string). Reading one checks only what could still be wrong: the event it
+    carries. Build one only from such parts."""
+
+    __slots__ = ()
+
+
 def _read_plain(envelope: Any) -> _Read | None:
     """The envelope read directly when every field the schemas check has exactly the type they want; None
     otherwise (the caller then validates it). Mirrors DestinationEnvelope + StageEvent field by field; an
     absent field with a default is fine, a present one must have the type."""
+    if type(envelope) is LocalEnvelope:
+        context, response = envelope["requestContext"], envelope["responseContext"]
+        return _read_request(
+            envelope["requestPayload"],
+            context["condition"],
+            response["functionError"],
+            envelope["responsePayload"],
+            decoded=True,
+        )
     if type(envelope) is not dict:
         return None
     get = envelope.get
@@ -125,8 +143,16 @@ def _read_plain(envelope: Any) -> _Read | None:
         or (function_error is not None and type(function_error) is not str)
     ):
         return None
+    return _read_request(request, condition, function_error, get("responsePayload"), decoded=False)
+
+
+def _read_request(request: Any, condition: str, function_error: Any, response: Any, *, decoded: bool) -> _Read | None:
+    """The rest of ``_read_plain``: the task event the envelope carries (``decoded``: from JSON, whose keys are
+    all strings)."""
     # requestPayload: dict[str, Any], then StageEvent (fave: Literal[1], task: TaskRef, mode: Literal[...] | None,
     # store: str, input: dict).
+    if type(request) is not dict:
+        return None
     fave, store, task_input, ref, mode = (
         request.get("fave", 1),
         request.get("store"),
@@ -141,13 +167,12 @@ def _read_plain(envelope: Any) -> _Read | None:
         or type(store) is not str
         or type(task_input) is not dict
         or type(ref) is not dict
-        or not all(map(_is_str, request))
-        or not all(map(_is_str, task_input))
+        or not (decoded or (all(map(_is_str, request)) and all(map(_is_str, task_input))))
     ):
         return None
     request_id, stage, item, attempt = ref.get("request_id"), ref.get("stage"), ref.get("item"), ref.get("attempt")
     if (
-        not all(map(_is_str, ref))
+        not (decoded or all(map(_is_str, ref)))
         or type(request_id) is not str
         or type(stage) is not str
         or (item is not None and type(item) is not int)
@@ -156,7 +181,7 @@ def _read_plain(envelope: Any) -> _Read | None:
     ):
         return None
     failed = condition != "Success" or bool(function_error)
-    return Task(request_id, stage, item, attempt), condition, failed, get("responsePayload")
+    return Task(request_id, stage, item, attempt), condition, failed, response
 
 
 # pydantic accepts subclasses of str as str (and yields equal keys); exact types are required elsewhere only to

@@ -21,13 +21,18 @@ stages:
   split:   {function: SplitFunction, needs: [normalize], mode: sync}
   extract: {function: ExtractFunction, needs: [split], for_each: split.clips, mode: async,
             max_concurrency: 4, tolerated_failures: 10%}
+  # or: for_each: {from: split.clips, key: id}   (each element's 'id' names it across requests)
 ```
 
 Semantics:
 * ``needs``: the stage starts when every listed stage has finished successfully; stages whose needs are
   met run in parallel.
 * ``for_each: STAGE.PATH``: one task per element of the list at PATH in STAGE's output (STAGE must be a
-  single-task stage listed in ``needs``). Per-item stages over the same list form a *group*: a per-item
+  single-task stage listed in ``needs``). ``for_each: {from: STAGE.PATH, key: FIELD}``: FIELD (dotted) of each
+  element is its key (a string or an integer, unique in the list; otherwise the source stage's task fails
+  naming the element); without ``key`` an element's key is its content digest (``core.dag.content_key``).
+  Keys name items in failures, ``fave status --stage``, ``fave items``. One key per list.
+  Per-item stages over the same list form a *group*: a per-item
   stage that needs another per-item stage of its group runs item k as soon as that stage's item k
   succeeded (no barrier). A single-task stage that needs a per-item stage waits for all of its items.
 * ``retry``: Step Functions' Retrier: ``max_attempts`` retries after the first attempt (0 = never retry),
@@ -77,6 +82,7 @@ from typing import Annotated, Any, Literal
 from fave_shared.errors import FaveError, ValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticCustomError
 
 from fave.core.dag import (
     DEFAULT_NON_RETRYABLE,
@@ -130,12 +136,20 @@ class _CacheModel(BaseModel):
     request: list[Annotated[str, StringConstraints(min_length=1)]]
 
 
+class _ForEachModel(BaseModel):
+    """``for_each: {from: STAGE.FIELD, key: FIELD}`` (``for_each: STAGE.FIELD`` is ``{from: STAGE.FIELD}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    from_: str = Field(alias="from")
+    key: str | None = None
+
+
 class _StageModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     function: str
     needs: list[str] = Field(default_factory=list)
     mode: Literal["sync", "async"] = "async"
-    for_each: str | None = None
+    for_each: _ForEachModel | None = None
     max_concurrency: int | None = Field(default=None, ge=1)
     timeout: Any = None
     retry: _RetryModel | None = None
@@ -147,6 +161,18 @@ class _StageModel(BaseModel):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("for_each", mode="before")
+    @classmethod
+    def _list_or_mapping(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"from": value}
+        if value is None or isinstance(value, dict):
+            return value
+        # pydantic would name only the mapping form; most people write the string one.
+        raise PydanticCustomError(
+            "string_type", "Input should be a valid string (STAGE.FIELD) or a mapping {from: STAGE.FIELD, key: FIELD}"
+        )
 
 
 class _DefaultsModel(BaseModel):
@@ -329,7 +355,7 @@ def _stage(
         mode=s.mode,
         timeout_s=timeout,
         retry=retry,
-        for_each=ForEach.parse(s.for_each) if s.for_each is not None else None,
+        for_each=ForEach.parse(s.for_each.from_, s.for_each.key) if s.for_each is not None else None,
         max_concurrency=s.max_concurrency,
         completion=_completion(f"{where}, field 'tolerated_failures'", s.tolerated_failures),
         config=s.config,

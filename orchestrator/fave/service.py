@@ -26,7 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 from fave_shared import refs
 from fave_shared.errors import ConflictError, FaveError, NotFoundError, ValidationError
@@ -37,10 +37,13 @@ from fave.clock import Clock, SystemClock
 from fave.core.dag import Pipeline, Stage
 from fave.core.engine import Engine
 from fave.core.model import (
+    CacheLookup,
     Cancel,
+    CodeDigests,
     Command,
     ConflictingEvent,
     Event,
+    Fingerprint,
     InvalidEvent,
     Invoke,
     MissingData,
@@ -51,26 +54,56 @@ from fave.core.model import (
     Reset,
     Resume,
     Sent,
+    StageStatus,
     Start,
     TaskFailed,
+    TasksCached,
     TaskSucceeded,
     Tick,
     WriteCache,
+    WriteCachePack,
     WriteFinal,
 )
 from fave.ids import new_request_id, validate_request_id
-from fave.inputs import check_profile
-from fave.invoke.base import EncodedPayload, Invoker, invocation_is_terminal
+from fave.inputs import check_profile, upload_field
+from fave.invoke.base import EncodedPayload, Invoker, SharedJSON, invocation_is_terminal, task_payload
 from fave.keys import index_key, state_key, task_input_key, task_output_key
 from fave.lease import Leases
 from fave.persistence import SHARD_SIZE, Persistence
+from fave.source_digest import source_identity
 
 _log = logging.getLogger(__name__)
+_UNKNOWN = object()
 
 INLINE_OUTPUT_LIMIT = 8_192
 """Task outputs larger than this (JSON bytes) are kept as objects and referenced from the task shard (a marker
 with their ``"$size"``), so that state stays small. Only state: ``_payload`` puts them back inline in the events
 of the stages that need them, up to what Lambda carries (``refs.event_limit``)."""
+_SHORT = 32
+
+
+def _surely_inline(output: Any) -> bool:
+    """Whether ``output``'s JSON is within ``INLINE_OUTPUT_LIMIT`` for sure, without encoding it: a dict of at
+    most 8 fields named by short strings, each null, a boolean, a number or a short string (the usual small
+    stage result; ``prepare`` sees one per task). Escaped, a character is at most 12 bytes, a float 24, such an
+    int 20: 8 x (2 x (12 x 32 + 2) + 2) + 2 < 8,192."""
+    if type(output) is not dict or len(output) > 8:
+        return False
+    for key, value in output.items():
+        if type(key) is not str or len(key) > _SHORT:
+            return False
+        kind = type(value)
+        if kind is str:
+            if len(value) > _SHORT:
+                return False
+        elif kind is int:
+            if not -(10**18) < value < 10**18:
+                return False
+        elif value is not None and kind is not bool and kind is not float:
+            return False
+    return True
+
+
 _PARKED = refs.RefCache()
 """The parked outputs and stored request inputs that events put back inline (one GET each, not one per task)."""
 _MARKER_BYTES = b'"$ref"'
@@ -156,10 +189,23 @@ class Orchestrator:
             Invoke: Performer(Phase.AFTER_COMMIT, self._invoke),
             Notify: Performer(Phase.AFTER_COMMIT, self._notify),
             WriteCache: Performer(Phase.AFTER_COMMIT, self._write_cache),
+            WriteCachePack: Performer(Phase.AFTER_COMMIT, self._write_cache_pack),
         }
+        self._item_keys: dict[tuple[str, str], dict[int, str]] = {}
+        """(request, stage) -> item -> cache key, computed by a bulk lookup, reused by the pack (then dropped)."""
+        self._task_keys: dict[tuple[str, str, int | None], str] = {}
+        """(request, stage, item) -> the key an invocation's lookup computed, reused to store its output."""
+        self._pack_hits: dict[tuple[str, str], tuple[str, set[int]]] = {}
+        """(request, stage) -> (the pack a bulk lookup read, the items it answered): a stage whose every item came
+        from its pack does not write the same pack again."""
         self._uncached: set[str] = set()
+        self._source_field = upload_field(pipeline)
+        """The input field naming the request's source: the cache keys its content, not its name."""
+        self._sources: dict[tuple[str, str], object] = {}
         """Functions whose code digest is unknown (their tasks are never cached), logged once each."""
         self._gc_due: set[str] = set()
+        self._shared_json: SharedJSON | None = None
+        self._limits: dict[str, int] = {}
 
     # ---- lifecycle of a request ------------------------------------------------------------------------
 
@@ -170,6 +216,7 @@ class Orchestrator:
         start: bool = True,
         request_id: str | None = None,
         no_cache: bool = False,
+        stages: Iterable[str] = (),
     ) -> RequestState:
         """Validate the input, persist a new request (INIT) and, by default, start it.
 
@@ -179,18 +226,29 @@ class Orchestrator:
 
         ``no_cache``: the request looks nothing up in the result cache (``fave run --no-cache``; kept in its
         state, so a resume keeps it); what its cache stages compute is still written to the cache.
+
+        ``stages``: a subset run (``fave run --stage``): only these stages and what they need run, and the request
+        completes when they have succeeded. ``ValidationError`` naming an unknown stage, before anything is stored.
         """
         profile = str(request_input.get("profile") or "default")
         check_profile(self.pipeline, profile)
         _check_depth(request_input)
+        selection = tuple(stages)
+        if selection:
+            try:
+                self.engine.selection_scope(selection)
+            except InvalidEvent as exc:
+                raise ValidationError(f"stages: {exc}") from None
         now = self.clock.now()
         if request_id is None:
             request_id = new_request_id(now)
-            state = self.engine.new_request(request_id, {**request_input, "profile": profile}, now)
+            state = self.engine.new_request(request_id, {**request_input, "profile": profile}, now, stages=selection)
             state = replace(state, no_cache=no_cache) if no_cache else state
             self._states[request_id] = self.persistence.create(state)
         else:
-            state = self.engine.new_request(validate_request_id(request_id), {**request_input, "profile": profile}, now)
+            state = self.engine.new_request(
+                validate_request_id(request_id), {**request_input, "profile": profile}, now, stages=selection
+            )
             state = replace(state, no_cache=no_cache) if no_cache else state
             try:
                 self._states[request_id] = self.persistence.create(state)
@@ -259,9 +317,43 @@ class Orchestrator:
 
     # ---- the step ------------------------------------------------------------------------------------
 
+    def code_digest(self, function: str) -> str | None:
+        """The function's code digest as the invoker sees it now (it remembers them); None: unknown, never an
+        error (a digest only feeds fingerprints and cache keys: no step may fail for one)."""
+        digest_of = getattr(self.invoker, "code_digest", None)  # invokers written before the cache lack it
+        if not callable(digest_of):
+            return None
+        try:
+            digest = digest_of(function)
+        except (AttributeError, FaveError):  # AttributeError: a wrapper over an invoker that lacks it
+            return None
+        return None if digest is None else str(digest)
+
+    def fingerprints(self, profile: str) -> dict[str, Fingerprint]:
+        """Every stage's fingerprint as the pipeline and the code are now, for a request of ``profile``
+        (``fave rerun`` compares them with the recorded ones)."""
+        code = {function: self.code_digest(function) for function in sorted(self.pipeline.functions)}
+        return {name: self.engine.fingerprint(name, profile, code) for name in self.pipeline.order}
+
+    def _code_for(self, state: RequestState) -> dict[str, str | None]:
+        """The code digests a decision may record in the fingerprints of the stages that succeed in it: those of
+        every stage of the run that has not succeeded (one may start and succeed in the same decision, all its
+        tasks taken from the cache). Asked for per decision, not per task: the invoker remembers them (on Lambda
+        for a while, so that a deployment is seen)."""
+        functions = {
+            self.pipeline.stages[name].function
+            for name, st in state.stages.items()
+            if st.status is not StageStatus.SUCCEEDED and state.in_scope(name)
+        }
+        return {function: self.code_digest(function) for function in sorted(functions)}
+
     def apply(self, request_id: str, events: Iterable[Event]) -> RequestState:
         """Apply events, commit (retrying on conflict by reloading), then perform the commands."""
         events = [self.prepare(request_id, e) for e in events]
+        if self._item_keys and any(isinstance(e, Reset) for e in events):  # the inputs they were made of go
+            self._item_keys = {k: v for k, v in self._item_keys.items() if k[0] != request_id}
+            self._pack_hits = {k: v for k, v in self._pack_hits.items() if k[0] != request_id}
+            self._task_keys = {k: v for k, v in self._task_keys.items() if k[0] != request_id}
         for _ in range(MAX_CONFLICT_RETRIES):
             with self._sent_lock:
                 sent = tuple(self._sent.get(request_id, ()))
@@ -309,12 +401,16 @@ class Orchestrator:
         wanted = self.engine.working_set(state, events)
         if wanted is not None:
             state = self.persistence.load_more(state, wanted)
+        events = [CodeDigests(self._code_for(state)), *events]  # for the fingerprints of stages that succeed
         for _ in range(MAX_LOADS):
             self._states[request_id] = state
             try:
                 new_state, commands = self.engine.decide_all(state, events, self.clock.now())
             except MissingData as missing:
                 state = self.persistence.load_more(state, missing)
+                continue
+            except CacheLookup as ask:  # the same decision again, with the result cache's answers first
+                events = [self._cache_lookup(state, ask), *events]
                 continue
             return new_state, state, commands
         raise FaveError(f"request {request_id}: a decision still missed data after {MAX_LOADS} loads")
@@ -326,7 +422,12 @@ class Orchestrator:
             return event
         output = event.output
         small = output is None or isinstance(output, (bool, int, float))  # no need to measure these
-        if not small and not refs.is_ref(output) and refs.json_size(output) > INLINE_OUTPUT_LIMIT:
+        if (
+            not small
+            and not _surely_inline(output)
+            and not refs.is_ref(output)
+            and refs.json_size(output) > INLINE_OUTPUT_LIMIT
+        ):
             key = task_output_key(request_id, event.stage, event.item, event.attempt)
             self.store.put(key, refs.dumps(output), content_type="application/json")
             output = refs.marker(key, size=refs.utf8_size(output))
@@ -346,20 +447,26 @@ class Orchestrator:
 
     def perform(self, state: RequestState, commands: list[Command]) -> None:
         """The after-commit commands of a committed step."""
-        self._run(Phase.AFTER_COMMIT, state, commands)
+        # Per step: the values its Invokes share, encoded once (not kept past it: see SharedJSON), and the event
+        # size limits, read once (FAVE_PAYLOAD_THRESHOLD).
+        self._shared_json, self._limits = SharedJSON(), {}
+        try:
+            self._run(Phase.AFTER_COMMIT, state, commands)
+        finally:
+            self._shared_json = None
 
     def _run(self, phase: Phase, state: RequestState, commands: list[Command]) -> None:
-        performers = []
-        for command in commands:
-            performer = self._performers.get(type(command))
-            if performer is None:  # checked in the first phase, before anything is written
-                raise FaveError(f"no performer for command {type(command).__name__}: add it to _performers")
-            performers.append(performer)
+        performers = self._performers
+        if not performers.keys() >= {type(command) for command in commands}:  # checked in the first phase,
+            unknown = next(type(c).__name__ for c in commands if type(c) not in performers)  # before any write
+            raise FaveError(f"no performer for command {unknown}: add it to _performers")
         dispatches: list[Invoke] = []
-        for command, performer in zip(commands, performers, strict=True):
+        parallel = self.dispatch_parallelism > 1
+        for command in commands:  # 10,000 of them for a fan-out: one lookup each
+            performer = performers[type(command)]
             if performer.phase is not phase:
                 continue
-            if isinstance(command, Invoke) and command.mode == "async" and self.dispatch_parallelism > 1:
+            if parallel and isinstance(command, Invoke) and command.mode == "async":
                 dispatches.append(command)
             else:
                 performer.perform(state, command)
@@ -464,6 +571,21 @@ class Orchestrator:
     def _cache_key(self, state: RequestState, stage: str, function: str, task_input: Mapping[str, Any]) -> str | None:
         """The task's cache key, or None if it cannot be cached (the function's code is unknown, a parked
         value it needs cannot be read)."""
+        keyed = self._keyed(state, stage, function, task_input)
+        if keyed is None:
+            return None
+        code, value = keyed
+        try:
+            return cache.cache_key(function, code, value, lambda key: _PARKED.load(self.store, key))
+        except (FaveError, TypeError, ValueError) as exc:
+            _log.warning("result cache: no key for a task of %s: %s", function, exc)
+            return None
+
+    def _keyed(
+        self, state: RequestState, stage: str, function: str, task_input: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]] | None:
+        """(the function's code digest, the task's input as it enters the key: its request as the stage declares
+        it), or None if the task cannot be cached (its code or its source's content is unknown)."""
         assert self.invoker is not None
         digest_of = getattr(self.invoker, "code_digest", None)  # invokers written before the cache lack it
         code = digest_of(function) if callable(digest_of) else None
@@ -477,12 +599,93 @@ class Orchestrator:
         declared = self.pipeline.stages[stage].cache_request
         if declared is not None:
             request = {name: request[name] for name in declared if name in request}
-        value["request"] = dict(request)
+        value["request"] = request = dict(request)
+        field = self._source_field
+        if field is not None and isinstance(request.get(field), str):
+            identity = self._source_of(state.request_id, request[field])
+            if identity is None:
+                return None
+            request[field] = {"uri": request[field], "content": identity}
+        return str(code), value
+
+    def _cache_lookup(self, state: RequestState, ask: CacheLookup) -> TasksCached:
+        """The answers to a ``CacheLookup``: every item key at once (``cache.item_keys``), then one read of the
+        stage's pack; a hit whose parked output is gone, and anything when the keys cannot be made, is None (the
+        task is dispatched and looks up its own entry). Never raises a store error: a miss is never a failure."""
+        answers: dict[int, tuple[Any, str] | None] = dict.fromkeys(ask.inputs)
+        if self.invoker is None or not ask.inputs:
+            return TasksCached(ask.stage, answers)
+        first = next(iter(ask.inputs.values()))
+        keyed = self._keyed(state, ask.stage, ask.function, first)
+        if keyed is None:
+            return TasksCached(ask.stage, answers)
+        code, value = keyed
+        request = value["request"]
+        load = lambda key: _PARKED.load(self.store, key)  # noqa: E731 - the same loader for every part
+        shared_needs = [name for name in (first.get("needs") or {}) if name not in ask.item_needs]
         try:
-            return cache.cache_key(function, str(code), value, lambda key: _PARKED.load(self.store, key))
+            inputs = {item: {**task_input, "request": request} for item, task_input in ask.inputs.items()}
+            keys = cache.item_keys(ask.function, code, inputs, shared_needs, load)
+            pack = cache.pack_id(ask.function, code, value, ask.item_needs, load)
         except (FaveError, TypeError, ValueError) as exc:
-            _log.warning("result cache: no key for a task of %s: %s", function, exc)
-            return None
+            _log.warning("result cache: no keys for the tasks of %s: %s", ask.function, exc)
+            return TasksCached(ask.stage, answers)
+        if len(self._item_keys) >= 16:  # stages that never succeeded (their pack never written): forget them
+            self._item_keys.clear()
+            self._pack_hits.clear()
+        memo = (state.request_id, ask.stage)
+        self._item_keys.setdefault(memo, {}).update(keys)
+        rows, parked = cache.read_pack(self.store, pack)
+        for item, key in keys.items():
+            entry = rows.get(key)
+            if entry is not None and (not parked or self._parked_exist(entry.output)):
+                answers[item] = (entry.output, entry.source)
+        hits = {item for item, answer in answers.items() if answer is not None}
+        read, before = self._pack_hits.get(memo, (pack, set()))
+        self._pack_hits[memo] = (pack, before | hits if read == pack else hits)
+        return TasksCached(ask.stage, answers)
+
+    def _write_cache_pack(self, state: RequestState, command: WriteCachePack) -> None:
+        """Store the pack of a cached fanned-out stage's run (``fave.cache``; a later run replaces it). The item
+        keys this process computed when the stage started are reused. A store error loses the pack, never the
+        request: the per-item entries still hold every result."""
+        if self.invoker is None or not command.rows:
+            return
+        first = next(iter(command.rows.values()))[0]
+        keyed = self._keyed(state, command.stage, command.function, first)
+        if keyed is None:
+            return
+        code, value = keyed
+        request = value["request"]
+        load = lambda key: _PARKED.load(self.store, key)  # noqa: E731
+        memo = (state.request_id, command.stage)
+        known = self._item_keys.pop(memo, {})
+        read, hits = self._pack_hits.pop(memo, ("", set()))
+        shared_needs = [name for name in (first.get("needs") or {}) if name not in command.item_needs]
+        try:
+            pack = cache.pack_id(command.function, code, value, command.item_needs, load)
+            if pack == read and hits.issuperset(command.rows):
+                return  # every row came from this very pack: it holds them all already
+            missing = {item: {**row[0], "request": request} for item, row in command.rows.items() if item not in known}
+            keys = {**known, **cache.item_keys(command.function, code, missing, shared_needs, load)}
+            rows = {keys[item]: (output, source) for item, (_, output, source) in command.rows.items()}
+            cache.write_pack(self.store, pack, rows, source=state.request_id, stage=command.stage)
+        except (FaveError, TypeError, ValueError) as exc:
+            _log.warning("result cache: writing the pack of %s failed: %s", command.stage, exc)
+
+    def _source_of(self, request_id: str, uri: str) -> str | None:
+        """The content identity of the request's source (``fave.source_digest``), looked up once per request
+        and process; None (logged once): its tasks are not cached."""
+        known = self._sources.get((request_id, uri), _UNKNOWN)
+        if known is not _UNKNOWN:
+            return cast("str | None", known)
+        identity = source_identity(uri, self.store)
+        if identity is None:
+            _log.warning("result cache: the content of %s cannot be known; this request's tasks are not cached", uri)
+        if len(self._sources) >= 1024:
+            self._sources.clear()
+        self._sources[(request_id, uri)] = identity
+        return identity
 
     def _cache_hit(self, state: RequestState, command: Invoke) -> bool:
         """Look the task up; on a hit, its success (with the stored output) goes to the inbox instead of an
@@ -494,6 +697,9 @@ class Orchestrator:
             return False
         entry = cache.read_entry(self.store, key)
         if entry is None or not self._parked_exist(entry.output):
+            if len(self._task_keys) >= 100_000:  # tasks that never succeeded: forget them
+                self._task_keys.clear()
+            self._task_keys[(state.request_id, command.stage, command.item)] = key  # its WriteCache's key
             return False
         hit = TaskSucceeded(command.stage, command.item, command.attempt, entry.output, cached_from=entry.source)
         self.inbox.put((state.request_id, hit))
@@ -512,7 +718,8 @@ class Orchestrator:
         loses the entry, never the task."""
         if self.invoker is None:
             return
-        key = self._cache_key(state, command.stage, command.function, command.input)
+        key = self._task_keys.pop((state.request_id, command.stage, command.item), None)
+        key = key or self._cache_key(state, command.stage, command.function, command.input)
         if key is None:
             return
         try:
@@ -530,25 +737,31 @@ class Orchestrator:
         that ignores the SDK gets plain JSON. Otherwise the input is written to the store whole (its markers
         kept) and the event carries a marker to it, whose ``"$note"`` tells a handler without the SDK how to
         read it. Measured on the bytes as sent (UTF-8)."""
-        event = {"fave": 1, "task": ref, "mode": command.mode, "store": self.store.uri, "input": dict(command.input)}
-        payload = self._encoded(event)
-        limit = refs.event_limit(command.mode)
+        shared = self._shared_json  # in a step: its stages' request and config, in each of their Invokes
+        try:
+            payload = task_payload(ref, command.mode, self.store.uri, dict(command.input), shared or SharedJSON())
+        except (TypeError, ValueError) as exc:  # what the invoker would refuse it with
+            raise ValidationError(f"invocation payload is not JSON-serialisable: {exc}") from exc
+        limit = self._limits.get(command.mode) if shared is not None else None
+        if limit is None:
+            limit = refs.event_limit(command.mode)
+            if shared is not None:
+                self._limits[command.mode] = limit
         size = len(payload.data)
-        markers = refs.find_refs(event["input"]) if _MARKER_BYTES in payload.data else []
+        markers = refs.find_refs(payload["input"]) if _MARKER_BYTES in payload.data else []
         if not markers:
             if size <= limit:
                 return payload
         else:
             size = _PARKED.inlined_size(self.store, size, markers)
             if size <= limit:  # fetch them only when the event will carry them
-                inline = self._encoded({**event, "input": _PARKED.resolve(self.store, event["input"])})
+                inline = self._encoded({**payload, "input": _PARKED.resolve(self.store, payload["input"])})
                 if len(inline.data) <= limit:
                     return inline
                 size = len(inline.data)  # values that held markers of their own
         key = task_input_key(request_id, command.stage, command.item, command.attempt)
-        self.store.put(key, refs.dumps(event["input"]), content_type="application/json")
-        event["input"] = refs.marker(key, note=refs.input_note(size, limit, command.mode))
-        return self._encoded(event)
+        self.store.put(key, refs.dumps(payload["input"]), content_type="application/json")
+        return self._encoded({**payload, "input": refs.marker(key, note=refs.input_note(size, limit, command.mode))})
 
     @staticmethod
     def _encoded(event: dict[str, Any]) -> EncodedPayload:

@@ -65,6 +65,15 @@ class ReadyDoc(BaseModel):
     extra: list[int] = Field(default_factory=list)
 
 
+class FingerprintDoc(BaseModel):
+    """``core.model.Fingerprint``: what the stage's output was made with (``fave rerun`` compares it)."""
+
+    function: str
+    code: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    for_each: str | None = None
+
+
 class StageDoc(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -89,11 +98,15 @@ class StageDoc(BaseModel):
     """The outbox: items dispatched whose invocation is not yet recorded as sent."""
     deadline_floor: float | None = None
     retry_blocks: dict[int, float] = Field(default_factory=dict)
+    fingerprint: FingerprintDoc | None = None
+    """Recorded when the stage succeeded (absent: it has not, or it ran before fingerprints were recorded)."""
 
 
 class FailureDoc(BaseModel):
     stage: str
     item: int | None = None
+    key: str | None = None
+    """The item's key (``core.model.Failure.key``)."""
     error_type: str
     message: str
     attempts: int = 0
@@ -133,6 +146,10 @@ class StateDoc(BaseModel):
     abandoned_until: float | None = None
     no_cache: bool = False
     """``fave run --no-cache``: no result-cache lookups for this request."""
+    selection: list[str] = Field(default_factory=list)
+    """``fave run --stage``: the stages named (empty: the whole pipeline)."""
+    scope: list[str] = Field(default_factory=list)
+    """A subset run's stages: the selection and what it needs (empty: every stage)."""
 
 
 class ShardDoc(BaseModel):

@@ -13,12 +13,15 @@
   covers (``persistence.SHARD_SIZE`` tasks each), at most ``SCAN_SHARDS`` of them when it filters, so a
   100,000-item stage is never read whole for one page. ``next_cursor`` (an item number, as a string) asks
   for the next page; None at the end. A filtered page may hold fewer rows than ``limit`` and still have a
-  next one.
+  next one. Each row of a fanned-out stage has its item's ``key`` (``ForEach.key_of``: the declared field, or
+  the element's content digest), read from the fan-out list's blocks that the page's rows fall in; ``item``
+  may name an item by its key.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -26,9 +29,10 @@ from fave_shared.errors import ConflictError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore, get_json
 from pydantic import ValidationError as PydanticValidationError
 
+from fave.core.dag import KEY_DIGEST_CHARS, DagError, ForEach
 from fave.core.model import RequestStatus
 from fave.ids import validate_request_id
-from fave.keys import final_key, shard_key, state_key
+from fave.keys import final_key, items_key, shard_key, state_key
 from fave.persistence import SHARD_SIZE, CorruptStateError, list_request_ids, parse_state
 from fave.statefile import ShardDoc, StageDoc, StateDoc, TaskDoc
 
@@ -37,6 +41,7 @@ __all__ = [
     "PAGE_LIMIT",
     "SCAN_SHARDS",
     "UNREADABLE",
+    "ItemKeys",
     "input_summary",
     "list_rows",
     "stage_page",
@@ -75,9 +80,12 @@ def status_document(store: ObjectStore, request_id: str) -> dict[str, Any]:
                 "running": s.running,
                 "pending": s.pending,
                 "duration_s": s.duration_s,
+                # A subset run (fave run --stage) does not run the stages outside its scope: they stay PENDING.
+                "in_run": not doc.scope or name in doc.scope,
             }
             for name, s in doc.stages.items()
         },
+        "selection": {"stages": doc.selection, "runs": doc.scope or list(doc.stages)} if doc.selection else None,
         "final": final,
         "failure": doc.failure.reason if doc.failure else None,
         "cancel_reason": doc.cancel_reason,
@@ -170,13 +178,14 @@ def _seconds(start: float | None, end: float | None) -> float | None:
     return round(end - start, 6) if start is not None and end is not None else None
 
 
-def task_row(item: int | None, task: TaskDoc, *, traceback: bool = False) -> dict[str, Any]:
-    """One row of a stage view: the task's status, attempts, the last attempt's duration and error, every
-    failed attempt (``history``), and its traceback if ``traceback`` (``has_traceback`` says whether one
-    exists)."""
+def task_row(item: int | None, task: TaskDoc, *, traceback: bool = False, key: str | None = None) -> dict[str, Any]:
+    """One row of a stage view: the item and its ``key``, the task's status, attempts, the last attempt's
+    duration and error, every failed attempt (``history``), and its traceback if ``traceback``
+    (``has_traceback`` says whether one exists)."""
     finished = task.status in _TERMINAL
     return {
         "item": item,
+        "key": key,
         "status": task.status,
         "attempts": task.attempt,
         "duration_s": _seconds(task.dispatched_at, task.finished_at) if finished else None,
@@ -262,6 +271,71 @@ def retrying(read: Callable[[], T]) -> T:
     raise ConflictError("the request's state kept changing while reading it")
 
 
+_DIGEST_KEY = re.compile(f"[0-9a-f]{{{KEY_DIGEST_CHARS}}}")
+
+
+class ItemKeys:
+    """The keys of a fanned-out stage's items, read from its fan-out list a block (``SHARD_SIZE`` items) at a
+    time and kept per block: a page reads the blocks its rows fall in, no more. A key that cannot be derived
+    (a list not made yet, a missing block, a state file from another pipeline) is None: the index still
+    names the item."""
+
+    def __init__(self, store: ObjectStore, doc: StateDoc, stage: str) -> None:
+        self.store = store
+        self.request_id = doc.request_id
+        shape = doc.pipeline.shape.get(stage) or {}
+        text, key = shape.get("for_each"), shape.get("key")
+        try:
+            self.for_each = (
+                ForEach.parse(text, key if isinstance(key, str) else None) if isinstance(text, str) else None
+            )
+        except DagError:
+            self.for_each = None
+        self.total = doc.fanout.get(str(self.for_each)) if self.for_each is not None else None
+        self._blocks: dict[int, list[Any] | None] = {}
+
+    def _block(self, block: int) -> list[Any] | None:
+        if block not in self._blocks:
+            assert self.for_each is not None
+            try:
+                data = json.loads(self.store.get(items_key(self.request_id, str(self.for_each), block)).data)
+            except (NotFoundError, ValueError):
+                data = None
+            self._blocks[block] = data if isinstance(data, list) else None
+        return self._blocks[block]
+
+    def key(self, item: int) -> str | None:
+        """Item ``item``'s key, or None."""
+        if self.for_each is None or self.total is None or not 0 <= item < self.total:
+            return None
+        chunk = self._block(item // SHARD_SIZE)
+        offset = item % SHARD_SIZE
+        if chunk is None or offset >= len(chunk):
+            return None
+        try:
+            return self.for_each.key_of(chunk[offset], item)
+        except ValueError:
+            return None
+
+    def find(self, key: str) -> int | None:
+        """The first item whose key is ``key`` (equal elements share a digest key), reading blocks in order
+        until it is found; None if none has it."""
+        if self.for_each is None or self.total is None:
+            return None
+        if self.for_each.key is None and not _DIGEST_KEY.fullmatch(key):
+            return None  # not a content digest: no need to read the list (``--item 140`` is an index)
+        for block in range(-(-self.total // SHARD_SIZE)):
+            chunk = self._block(block)
+            for offset, element in enumerate(chunk or ()):
+                item = block * SHARD_SIZE + offset
+                try:
+                    if self.for_each.key_of(element, item) == key:
+                        return item
+                except ValueError:
+                    continue
+        return None
+
+
 def _page_once(
     store: ObjectStore,
     request_id: str,
@@ -279,6 +353,7 @@ def _page_once(
         return sdoc, [task_row(None, task, traceback=traceback)] if first == 0 and keep(task) else [], None
     total = sdoc.total or 0
     budget = SCAN_SHARDS + -(-limit // SHARD_SIZE)
+    keys = ItemKeys(store, doc, stage)
     rows: list[dict[str, Any]] = []
     item = first
     while item < total and len(rows) < limit and budget > 0:
@@ -289,7 +364,7 @@ def _page_once(
         while item < end and len(rows) < limit:
             task = tasks.get(item) or TaskDoc()
             if keep(task):
-                rows.append(task_row(item, task, traceback=traceback))
+                rows.append(task_row(item, task, traceback=traceback, key=keys.key(item)))
             item += 1
     return sdoc, rows, (item if item < total else None)
 
@@ -303,19 +378,21 @@ def stage_page(
     limit: int = PAGE_LIMIT,
     failed: bool = False,
     status: str | None = None,
-    item: int | None = None,
+    item: int | str | None = None,
     tracebacks: bool = False,
 ) -> dict[str, Any]:
     """One page of ``stage``'s tasks (see the module docs): ``{"request_id", "stage", "status", "fanned_out",
     "total", "succeeded", "failed", "skipped", "running", "pending", "cancelled", "duration_s", "items",
     "next_cursor", "limit"}``. ``status``: only items whose task has it (``failed``: FAILED); a filtered page reads
     at most ``SCAN_SHARDS`` shards beyond its rows, so it may be short and says where to go on. ``item``: that item
-    alone, with its traceback. ``NotFoundError`` for an unknown request or stage, ``ValidationError`` for a bad
-    cursor, limit or item."""
+    alone, with its traceback (text: an item key, or else an index, ``item_index``). ``NotFoundError`` for an
+    unknown request, stage or item, ``ValidationError`` for a bad cursor, limit or item."""
     validate_request_id(request_id)
     if not 1 <= limit <= MAX_PAGE_LIMIT:
         raise ValidationError(f"limit: must be from 1 to {MAX_PAGE_LIMIT}, got {limit}")
     first = _parse_cursor(cursor)
+    if isinstance(item, str):
+        item = item_index(store, request_id, stage, item)
     if item is not None:
         if item < 0:
             raise ValidationError(f"item: must be >= 0, got {item}")
@@ -355,6 +432,22 @@ def stage_page(
         "next_cursor": str(next_item) if next_item is not None else None,
         "limit": limit,
     }
+
+
+def item_index(store: ObjectStore, request_id: str, stage: str, text: str) -> int:
+    """The item ``text`` names (``fave status --stage S --item K``): the first whose key it is, else the item
+    of that index (a key wins: a pipeline whose keys are numbers names its items by them). ``NotFoundError``
+    when it is neither."""
+    doc = read_state(store, request_id)
+    sdoc = stage_of(doc, request_id, stage)
+    if sdoc.fanned_out:
+        found = ItemKeys(store, doc, stage).find(text)
+        if found is not None:
+            return found
+    if text.isascii() and text.isdigit() and len(text) <= 12:
+        return int(text)
+    shown = text if len(text) <= 64 else text[:61] + "..."
+    raise NotFoundError(f"request {request_id}, stage {stage!r}: no item with key {shown!r} (nor with that index)")
 
 
 def stage_rows(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fave.core.dag import content_key
 from fave.persistence import SHARD_SIZE
 from support import e2e
 from support.declared_input import demo_with_input
@@ -107,6 +108,7 @@ def test_the_text_view_is_a_table_and_one_item_shows_its_attempts_and_traceback(
     assert header == f"request {request_id} stage shout: FAILED, {ITEMS} items: " + header.split(": ", 2)[2]
     assert "1 failed" in header and columns.split() == [
         "item",
+        "key",
         "status",
         "attempts",
         "duration",
@@ -114,12 +116,18 @@ def test_the_text_view_is_a_table_and_one_item_shows_its_attempts_and_traceback(
         "(failed",
         "items)",
     ]
-    assert row.split()[:3] == [str(BAD), "FAILED", "3"] and f"ValueError: shout refused '{WORDS[BAD]}'" in row
+    # No key declared: an item's key is its element's content digest.
+    assert row.split()[:4] == [str(BAD), content_key(WORDS[BAD]), "FAILED", "3"]
+    assert f"ValueError: shout refused '{WORDS[BAD]}'" in row
 
     item = fave("status", request_id, "--stage", "shout", "--item", str(BAD), store=store)
     assert item.code == 0, item.describe()
     lines = item.stdout.splitlines()
-    assert lines[0] == f"request {request_id} stage shout item {BAD}: FAILED after 3 attempts"
+    key = content_key(WORDS[BAD])
+    assert lines[0] == f"request {request_id} stage shout item {BAD} (key {key!r}): FAILED after 3 attempts"
+    # --item takes the key as well as the index.
+    by_key = fave("status", request_id, "--stage", "shout", "--item", key, store=store)
+    assert by_key.code == 0 and by_key.stdout.splitlines()[0] == lines[0], by_key.describe()
     assert [line.split(":")[0].strip() for line in lines[1:4]] == ["attempt 1", "attempt 2", "attempt 3"]
     assert "traceback of the last failed attempt:" in [line.strip() for line in lines]
     assert lines[-1].strip() == f"ValueError: shout refused '{WORDS[BAD]}' on attempt 3"

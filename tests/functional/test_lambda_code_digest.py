@@ -82,9 +82,16 @@ def test_the_digest_is_remembered_for_its_ttl(lam: Any) -> None:
     assert invoker.code_digest("Echo") != first
 
 
-def test_an_unknown_function_has_no_digest(lam: Any) -> None:
-    assert LambdaInvoker(lam, {"Gone": "fave-gone"}).code_digest("Gone") is None
+def test_an_unknown_function_has_no_digest_and_the_answer_is_remembered(lam: Any) -> None:
+    invoker = LambdaInvoker(lam, {"Gone": "fave-gone"})
+    assert invoker.code_digest("Gone") is None
     assert LambdaInvoker(lam, {}).code_digest("NotMapped") is None
+    lam.create_function(
+        FunctionName="fave-gone", Runtime="python3.12", Role=ROLE, Handler="app.handler", Code={"ZipFile": _zip("")}
+    )
+    assert invoker.code_digest("Gone") is None  # within the TTL: no call per step for a refused digest
+    invoker.code_digest_ttl_s = 0
+    assert invoker.code_digest("Gone") is not None
 
 
 def test_the_ttl_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

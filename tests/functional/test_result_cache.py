@@ -65,7 +65,12 @@ def cached(state: RequestState) -> dict[str, list[int]]:
 
 
 def entries(store: ObjectStore) -> dict[str, dict[str, Any]]:
-    return {key: json.loads(store.get(key).data) for key in store.list(CACHE_PREFIX)}
+    """The per-item entries (not the packs of fanned-out stages: ``cache.PACK_PREFIX``)."""
+    return {
+        key: json.loads(store.get(key).data)
+        for key in store.list(CACHE_PREFIX)
+        if not key.startswith(cache.PACK_PREFIX)
+    }
 
 
 @pytest.fixture
@@ -173,6 +178,8 @@ def test_a_corrupt_or_missing_entry_is_a_miss_never_a_failure(store: LocalStore)
         store.put(key, data)
     missing = by_stage["words"][0]
     store.delete(missing)
+    for pack in store.list(cache.PACK_PREFIX):  # else the packs of shout and measure answer for those items
+        store.put(pack, b"{not json")
 
     state, invoked = run(store)
     assert state.status is RequestStatus.COMPLETED
@@ -245,11 +252,12 @@ def test_fave_cache_stats_and_clear(
     assert main(["cache", "stats", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["entries"] == sum(STAGES.values()) and stats["bytes"] > 0
+    assert stats["packs"] == 2  # the fanned-out stages', shout and measure
     assert main(["cache", "stats", "--store", str(store.root)]) == 0
-    assert capsys.readouterr().out.startswith(f"{sum(STAGES.values())} entries, ")
+    assert capsys.readouterr().out.startswith(f"{sum(STAGES.values())} entries, 2 packs, ")
     assert main(["cache", "clear"]) == 0
     assert capsys.readouterr().out.strip() == f"removed {sum(STAGES.values())} cache entries"
-    assert entries(store) == {}
+    assert entries(store) == {} and list(store.list(CACHE_PREFIX)) == []
     fresh, invoked = run(store)
     assert ran(fresh, invoked) == STAGES
 

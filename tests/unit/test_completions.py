@@ -12,7 +12,7 @@ from typing import Any
 
 import pydantic
 import pytest
-from fave.completions import Task, _read_plain, from_envelope, from_result
+from fave.completions import LocalEnvelope, Task, _read_plain, from_envelope, from_result
 from fave.core.model import TaskFailed, TaskSucceeded
 from fave_shared.outcome import StageError, from_lambda_error, stage_error
 from fave_shared.schemas import DestinationEnvelope, StageEvent
@@ -148,6 +148,33 @@ def test_every_variant_reads_as_the_schemas_read_it(base: dict[str, Any]) -> Non
     # hands the rest to the schemas (every odd value of a checked field).
     assert _read_plain(base) is not None
     assert checked > 300 and 30 < direct < checked - 200, (direct, checked)
+
+
+@pytest.mark.parametrize("base", CANONICAL, ids=lambda e: e["requestContext"]["condition"])
+def test_a_local_runtime_s_envelope_reads_as_the_schemas_read_it(base: dict[str, Any]) -> None:
+    # What the local runtime varies in the envelopes it builds: the payloads, which it has just decoded from JSON
+    # (so only JSON values and string keys); its own fields are as in ``envelope``.
+    checked = direct = 0
+    for doc in [base, *variants(base)]:
+        own = {key: value for key, value in doc.items() if key not in ("requestPayload", "responsePayload")}
+        if own != {key: value for key, value in base.items() if key not in ("requestPayload", "responsePayload")}:
+            continue
+        if "requestPayload" not in doc or "responsePayload" not in doc or not _as_decoded(doc):
+            continue
+        expected = outcome(reference, copy.deepcopy(doc))
+        assert outcome(from_envelope, LocalEnvelope(copy.deepcopy(doc))) == expected, doc
+        direct += _read_plain(LocalEnvelope(doc)) is not None
+        checked += 1
+    assert checked > 50 and 10 < direct < checked - 20, (direct, checked)
+
+
+def _as_decoded(value: Any) -> bool:
+    """Whether ``value`` is something ``json.loads`` could return (exact types, string keys)."""
+    if type(value) is dict:
+        return all(type(key) is str and _as_decoded(item) for key, item in value.items())
+    if type(value) is list:
+        return all(map(_as_decoded, value))
+    return value is None or type(value) in (bool, int, float, str)
 
 
 def test_the_direct_reading_keeps_the_response_object_itself() -> None:

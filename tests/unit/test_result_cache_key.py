@@ -67,7 +67,33 @@ def test_one_config_value_changes_the_key() -> None:
 def test_one_input_byte_changes_the_key() -> None:
     assert key(value=task_input(request={"text": "the quick brown fix", "profile": "default"})) != key()
     assert key(value=task_input(item="quicK")) != key()
-    assert key(value=task_input(index=2)) != key()
+
+
+def test_a_per_item_task_is_keyed_by_its_element_not_by_its_position() -> None:
+    assert key(value=task_input(index=2)) == key()
+    without = task_input()
+    del without["index"]
+    assert key(value=without) == key()
+
+
+def test_item_keys_in_bulk_equal_the_keys_one_by_one() -> None:
+    parked = {"requests/A/stages/words/out.json": {"words": ["w"] * 50, "inner": {"$ref": "requests/A/x.json"}}}
+    parked["requests/A/x.json"] = 'é\u2028 "$ref"'
+
+    def load(key: str) -> Any:
+        return parked[key]
+
+    inputs = {
+        i: task_input(
+            item={"id": i, "text": f"naïve {i}"},
+            index=i,
+            needs={"words": {"$ref": "requests/A/stages/words/out.json"}, "shout": {"n": i}},
+        )
+        for i in range(5)
+    }
+    bulk = cache.item_keys("F", CODE, inputs, ["words"], load)
+    assert bulk == {i: cache.cache_key("F", CODE, value, load) for i, value in inputs.items()}
+    assert len(set(bulk.values())) == 5
 
 
 def test_one_upstream_output_changes_the_key() -> None:

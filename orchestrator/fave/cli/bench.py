@@ -200,7 +200,8 @@ def video_fave_run(video: str, query: str, profile: str, store: ObjectStore) -> 
     cold_starts: dict[str, int] = {}
     try:
         started = time.perf_counter()
-        state = orchestrator.create({"video_uri": video, "query": query, "profile": profile})
+        # no_cache: every repeat runs every stage (the result cache would answer the second one at once)
+        state = orchestrator.create({"video_uri": video, "query": query, "profile": profile}, no_cache=True)
         state = orchestrator.drive(state.request_id)
         wall = time.perf_counter() - started
         stats = getattr(orchestrator.invoker, "stats", None)
@@ -404,6 +405,10 @@ def run_bench(args: argparse.Namespace) -> int:
         return run_video_bench(args)
     if args.bench == "startup":
         return run_startup_bench(args)
+    if args.bench == "incremental":
+        from fave.cli.bench_incremental import run_incremental_bench
+
+        return run_incremental_bench(args)
     if args.bench == "workloads":
         return run_workloads_bench(args)
     if args.bench == "cost":

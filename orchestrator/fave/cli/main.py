@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from fave_shared.errors import FaveError, ValidationError
 
-from fave.core.model import RequestState, RequestStatus, Start
+from fave.core.model import RequestState, RequestStatus, Start, TaskStatus
 
 if TYPE_CHECKING:
     from fave_shared.store import ObjectStore
@@ -66,7 +66,12 @@ def _print_status(doc: dict[str, Any]) -> None:
         extra = f", {s['failed']} failed" if s["failed"] else ""
         extra += f", {s['skipped']} skipped" if s["skipped"] else ""
         took = f" in {s['duration_s']:.2f}s" if s["duration_s"] is not None else ""
+        if not s.get("in_run", True):  # a subset run (fave run --stage) leaves it alone
+            print(f"  {name:<14} -          not selected")
+            continue
         print(f"  {name:<14} {s['status']:<10} {counts}{extra}{took}")
+    if doc.get("selection"):
+        print(f"selected: {', '.join(doc['selection']['stages'])} (runs {', '.join(doc['selection']['runs'])})")
     if doc["failure"]:
         print(f"failure: {doc['failure']}")
     if doc["cancel_reason"]:
@@ -190,13 +195,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     pipeline = load_local_pipeline(args.pipeline)
     request_input = _request_input(args, pipeline)
+    _check_stages(pipeline, args.stage or ())
     store = open_any_store(store_uri(args.store))  # after the input is known good: a refusal stores nothing
     log = StoreLog(store, "fave run")  # the request's log in the store (fave logs)
     progress = Tee(terminal_progress(), log)
     orchestrator = local_orchestrator(pipeline, store, on_notify=progress.notify, faults=args.faults)
     _announce_faults(orchestrator)
     try:
-        state = orchestrator.create(request_input, start=False, no_cache=args.no_cache)
+        state = orchestrator.create(request_input, start=False, no_cache=args.no_cache, stages=args.stage or ())
         args.active_request = state.request_id  # for the Ctrl-C hint
         if args.detach:
             _spawn_driver(state.request_id, store.uri, str(pipeline.path), args.faults)
@@ -215,6 +221,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         orchestrator.close()
         _report_faults(orchestrator)
     return _finish(store, state, args.json)
+
+
+def _check_stages(pipeline: Pipeline, stages: Sequence[str]) -> None:
+    """``fave run --stage``: every name is a stage of the pipeline (``UsageError`` naming the first that is not)."""
+    if not stages:
+        return
+    from fave.core.engine import Engine
+    from fave.core.model import InvalidEvent
+
+    try:
+        Engine(pipeline).selection_scope(stages)
+    except InvalidEvent as exc:
+        raise UsageError(f"--stage: {exc}") from None
 
 
 def _announce_faults(orchestrator: Orchestrator) -> None:
@@ -325,7 +344,7 @@ def _stage_status(store: ObjectStore, args: argparse.Namespace) -> int:
             _print_item(page, page["items"][0])
         else:
             _print_stage_header(page, args.failed)
-            _print_rows(page["items"], args.traceback)
+            _print_rows(page["items"], args.traceback, keyed=page["fanned_out"])
             if page["next_cursor"] is not None:
                 print(f"more: --cursor {page['next_cursor']}")
         return 0
@@ -342,7 +361,7 @@ def _stage_status(store: ObjectStore, args: argparse.Namespace) -> int:
     for n, (page, rows) in enumerate(pages):
         if n == 0:
             _print_stage_header(page, args.failed)
-        _print_rows(rows, args.traceback)
+        _print_rows(rows, args.traceback, keyed=page["fanned_out"])
     return 0
 
 
@@ -367,12 +386,26 @@ def _print_stage_header(page: dict[str, Any], failed: bool) -> None:
         f"request {page['request_id']} stage {page['stage']}: {page['status']}, {size}{': ' + counts if counts else ''}"
     )
     error = "error (failed items)" if failed else "error"
-    print(f"  {'item':>6}  {'status':<10} {'attempts':>8}  {'duration':>9}  {error}")
+    key = f"{'key':<{_KEY_WIDTH}}  " if page["fanned_out"] else ""
+    print(f"  {'item':>6}  {key}{'status':<10} {'attempts':>8}  {'duration':>9}  {error}")
 
 
-def _print_rows(rows: list[dict[str, Any]], tracebacks: bool) -> None:
+_KEY_WIDTH = 16
+"""Characters of an item key in a stage's rows (a content digest's 16; a longer declared key is cut)."""
+
+
+def _key_text(key: str | None) -> str:
+    if key is None:
+        return "-"
+    key = " ".join(key.split())  # one line, whatever it holds
+    return key if len(key) <= _KEY_WIDTH else key[: _KEY_WIDTH - 3] + "..."
+
+
+def _print_rows(rows: list[dict[str, Any]], tracebacks: bool, *, keyed: bool = False) -> None:
     for row in rows:
         item = "-" if row["item"] is None else str(row["item"])
+        if keyed:
+            item = f"{item:>6}  {_key_text(row.get('key')):<{_KEY_WIDTH}}"
         error = _error_of(row) if row["status"] != "SUCCEEDED" else ""
         if row.get("cached"):
             error = f"cached from {row.get('cached_from') or '?'}"
@@ -386,6 +419,8 @@ def _print_rows(rows: list[dict[str, Any]], tracebacks: bool) -> None:
 
 def _print_item(page: dict[str, Any], row: dict[str, Any]) -> None:
     item = "" if row["item"] is None else f" item {row['item']}"
+    if row.get("key") is not None:
+        item += f" (key {row['key']!r})"
     attempts = row["attempts"]
     print(
         f"request {page['request_id']} stage {page['stage']}{item}: {row['status']} "
@@ -483,6 +518,12 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from fave.cli.rerun import cmd_rerun as rerun
+
+    return rerun(args)
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from fave import cache
     from fave.local.orchestrator import open_any_store, store_uri
@@ -499,7 +540,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.json:
         _json_out(stats)
     else:
-        print(f"{stats['entries']} entries, {stats['bytes']} bytes")
+        print(f"{stats['entries']} entries, {stats['packs']} packs, {stats['bytes']} bytes")
     return 0
 
 
@@ -516,6 +557,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             detail = row.get("error") or row.get("summary") or ""
             print(f"{row['request_id']}  {row['status']:<10} {row.get('pipeline') or '-':<12} {detail}".rstrip())
     return 0
+
+
+def cmd_items(args: argparse.Namespace) -> int:
+    from fave.cli.items import cmd_items as items
+
+    return items(args)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
@@ -708,6 +755,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="look nothing up in the result cache (cache: true stages all run; their results are still stored)",
     )
+    run.add_argument(
+        "--stage",
+        action="append",
+        metavar="NAME",
+        help="run only this stage and the stages it needs, directly or not (repeat for several); the request "
+        "completes when they have succeeded, and its final.json holds their outputs keyed by stage",
+    )
     faults_opt(run)
     store_opt(run)
     run.set_defaults(func=cmd_run)
@@ -726,7 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--traceback", action="store_true", help="with --stage: the traceback of each item's last failed attempt"
     )
     status.add_argument(
-        "--item", type=int, metavar="K", help="with --stage: item K alone, its attempts and its traceback"
+        "--item",
+        metavar="K",
+        help="with --stage: item K (its key, or its index) alone, its attempts and its traceback",
     )
     status.add_argument("--limit", type=int, metavar="N", help="with --stage: one page of N rows (default: every item)")
     status.add_argument("--cursor", metavar="C", help="with --stage: the page from C (a page's next_cursor)")
@@ -773,6 +829,24 @@ def build_parser() -> argparse.ArgumentParser:
     store_opt(reset)
     reset.set_defaults(func=cmd_reset)
 
+    rerun = sub.add_parser(
+        "rerun",
+        help="re-run only the stages whose code, config or inputs changed since they ran (make-like)",
+        description="Compare each stage's fingerprint (its function's code digest, its config with the request's "
+        "profile) recorded when it succeeded with today's: re-run the stages that changed and every stage that "
+        "needs them (cache: true stages take their unchanged tasks from the cache), and the stages that did not "
+        "succeed, then drive the request to the end like fave resume. Nothing changed: nothing runs (exit 0).",
+    )
+    rerun.add_argument("request_id", help="the request id (one that has ended)")
+    rerun.add_argument("--dry-run", action="store_true", help="print what would run and why; change nothing")
+    rerun.add_argument(
+        "--json", action="store_true", help="print JSON: the plan (--dry-run), or the status document with it"
+    )
+    rerun.add_argument("--pipeline", help="pipeline file (default: the one the request was made with)")
+    faults_opt(rerun)
+    store_opt(rerun)
+    rerun.set_defaults(func=cmd_rerun)
+
     lst = sub.add_parser(
         "list",
         help="list requests, newest first",
@@ -790,6 +864,27 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     store_opt(lst)
     lst.set_defaults(func=cmd_list)
+
+    items = sub.add_parser(
+        "items",
+        help="the latest status of each fanned-out item across a pipeline's requests",
+        description="For each fanned-out stage and item key, the item's status in the newest request that had "
+        "it: its key, status, that request, when it finished, whether it came from the cache, its error's first "
+        "line. E.g. fave items weekly --stage synthesize --status failed",
+    )
+    items.add_argument("pipeline", metavar="PIPELINE", help="the pipeline's name, or its pipeline.yaml")
+    items.add_argument("--stage", metavar="NAME", help="only this fanned-out stage")
+    task_statuses = [s.value for s in TaskStatus]
+    items.add_argument(
+        "--status",
+        type=str.upper,
+        choices=task_statuses,
+        metavar="STATUS",
+        help=f"only items whose latest status this is, in any case: {', '.join(task_statuses)}",
+    )
+    items.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    store_opt(items)
+    items.set_defaults(func=cmd_items)
 
     cache_cmd = sub.add_parser(
         "cache",
@@ -921,6 +1016,18 @@ def build_parser() -> argparse.ArgumentParser:
     fanout.add_argument("--store", help="DIR, s3://bucket[/prefix] or 'moto' (in-process moto S3)")
     fanout.add_argument("--json", action="store_true", help=bench_json)
     fanout.set_defaults(func=cmd_bench)
+    incremental = bench_sub.add_parser(
+        "incremental", help="a cached N-item fan-out re-run with a few elements changed; the video's second query"
+    )
+    incremental.add_argument("--items", type=int, default=10_000, help="elements of the list (default 10000)")
+    incremental.add_argument(
+        "--changed", type=float, default=0.01, help="fraction of elements changed in the second run (default 0.01)"
+    )
+    incremental.add_argument("--video", help="a local video file for part (b) (default: the bundled sample)")
+    incremental.add_argument("--no-video", action="store_true", help="skip part (b), the video pipeline")
+    incremental.add_argument("--store", help="DIR, s3://bucket[/prefix] or 'moto' (with --no-video)")
+    incremental.add_argument("--json", action="store_true", help=bench_json)
+    incremental.set_defaults(func=cmd_bench)
     video = bench_sub.add_parser("video", help="the video pipeline vs. its stage bodies in one process")
     video.add_argument("--video", help="a local video file (default: the bundled sample)")
     video.add_argument("--query", default="find scenes with cars", help="the query (default: find scenes with cars)")

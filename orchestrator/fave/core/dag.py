@@ -6,7 +6,8 @@
   from [0, delay]; an error the stage declared terminal, or whose type is in ``non_retryable``, fails at once.
 * ``CompletionPolicy``: how many items of a fanned-out stage may fail (a count, or a percentage) before the
   stage, and so the request, fails. ``decide(failed, total)`` → ``CompletionDecision``.
-* ``ForEach``: fan out over the list at a dotted path of a single-task stage's output.
+* ``ForEach``: fan out over the list at a dotted path of a single-task stage's output; each element has a key
+  (a declared field, or its content digest) that names it in messages, views and across requests.
 * ``Stage`` and ``Pipeline``: ``Pipeline.build`` checks the whole graph (unknown needs, cycles, fan-outs over
   something upstream, per-item joins, the final stage) and derives the topological order, per-item needs and
   downstream joins. Every problem is a ``DagError`` naming where (``stage 'x', field 'needs'``) and why; the
@@ -15,15 +16,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
     "DEFAULT_NON_RETRYABLE",
+    "KEY_DIGEST_CHARS",
     "NAME_PATTERN",
     "CompletionDecision",
     "CompletionPolicy",
@@ -33,6 +37,7 @@ __all__ = [
     "RetryDecision",
     "RetryPolicy",
     "Stage",
+    "content_key",
 ]
 
 DEFAULT_NON_RETRYABLE: tuple[str, ...] = ()
@@ -162,33 +167,59 @@ class CompletionPolicy:
 # ---- fan-out, stages, the pipeline --------------------------------------------------------------------
 
 
+KEY_DIGEST_CHARS = 16
+"""Hex characters of an element's content digest, its key when the fan-out declares none (64 bits: a
+collision among a few million elements is about one in a million)."""
+
+
+def content_key(element: Any) -> str:
+    """The key of an element when the fan-out declares none: sha256 of its canonical JSON (sorted keys,
+    compact separators, UTF-8), the first ``KEY_DIGEST_CHARS`` hex characters. Equal elements share it."""
+    text = json.dumps(element, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_DIGEST_CHARS]
+
+
 @dataclass(frozen=True, slots=True)
 class ForEach:
-    """Fan out over the list at ``path`` (dotted) inside ``source`` stage's output."""
+    """Fan out over the list at ``path`` (dotted) inside ``source`` stage's output. ``key`` (dotted, optional):
+    the field of each element that names it across requests (a string or an integer, unique in the list);
+    without it an element's key is its ``content_key``."""
 
     source: str
     path: tuple[str, ...]
+    key: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.path or any(not part for part in self.path):
             raise DagError(
                 "field 'for_each'", f"{show(str(self))} names no list: use STAGE.FIELD, e.g. {self.source}.items"
             )
+        if self.key is not None and (not self.key or any(not part for part in self.key)):
+            raise DagError("field 'for_each.key'", f"{show(self.key_field)} names no field: use FIELD, e.g. id")
 
     @classmethod
-    def parse(cls, text: str) -> ForEach:
-        """``STAGE.FIELD[.FIELD...]``; ``DagError`` quoting ``text`` as written when it names no list."""
+    def parse(cls, text: str, key: str | None = None) -> ForEach:
+        """``STAGE.FIELD[.FIELD...]`` and an optional key ``FIELD[.FIELD...]``; ``DagError`` quoting them as
+        written when they name no list or no field."""
         source, _, rest = text.partition(".")
         path = tuple(rest.split(".")) if rest else ()
         if not path or any(not part for part in path):
             raise DagError("field 'for_each'", f"{show(text)} names no list: use STAGE.FIELD, e.g. {source}.items")
-        return cls(source, path)
+        if key is not None and (not key or any(not part for part in key.split("."))):
+            raise DagError("field 'for_each.key'", f"{show(key)} names no field: use FIELD, e.g. id")
+        return cls(source, path, tuple(key.split(".")) if key is not None else None)
 
     def __str__(self) -> str:
+        # The list's identity (state.json's fan-out lists, their item blocks): the key does not change it.
         return ".".join((self.source, *self.path))
 
+    @property
+    def key_field(self) -> str | None:
+        return ".".join(self.key) if self.key is not None else None
+
     def extract(self, output: Any) -> list[Any]:
-        """The list this fan-out iterates over; ``ValueError`` if the output has no list there."""
+        """The list this fan-out iterates over; ``ValueError`` if the output has no list there, or (with a
+        declared ``key``) an element has no usable key or two elements share one."""
         value = output
         for part in self.path:
             if not isinstance(value, Mapping) or part not in value:
@@ -196,7 +227,36 @@ class ForEach:
             value = value[part]
         if not isinstance(value, list):
             raise ValueError(f"'{self}' is a {type(value).__name__}, not a list")
+        if self.key is not None:
+            seen: dict[str, int] = {}
+            for index, element in enumerate(value):
+                key = self.key_of(element, index)
+                first = seen.setdefault(key, index)
+                if first != index:
+                    raise ValueError(
+                        f"'{self}' elements {first} and {index} have the same key {show(key)} "
+                        f"(field '{self.key_field}'): keys must be unique"
+                    )
         return value
+
+    def key_of(self, element: Any, index: int) -> str:
+        """Element ``index``'s key: its ``key`` field as text, or its ``content_key``; ``ValueError`` naming
+        the list, the index and the field when the field is missing or not a string or an integer."""
+        if self.key is None:
+            return content_key(element)
+        value = element
+        for part in self.key:
+            if not isinstance(value, Mapping) or part not in value:
+                raise ValueError(f"'{self}' element {index} has no key field '{self.key_field}'")
+            value = value[part]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(
+                f"'{self}' element {index}: key field '{self.key_field}' is {show(value, 40)} "
+                f"({type(value).__name__}), not a string or an integer"
+            )
+        if value == "":
+            raise ValueError(f"'{self}' element {index}: key field '{self.key_field}' is empty")
+        return str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +345,7 @@ class Pipeline:
         check_name("pipeline", name, "field 'name'")
         if not stages:
             raise DagError("field 'stages'", "at least one stage is required")
-        given = {s.name: s for s in stages}
+        given = _keyed({s.name: s for s in stages})
         for stage in stages:
             for dep in stage.needs:
                 if dep not in given:
@@ -330,15 +390,42 @@ class Pipeline:
 
     def shape(self) -> dict[str, Any]:
         """What resume compatibility depends on: names, edges and fan-outs (not timeouts or code)."""
-        return {
-            name: {"needs": sorted(s.needs), "for_each": str(s.for_each) if s.for_each else None}
-            for name, s in self.stages.items()
-        }
+        shape: dict[str, Any] = {}
+        for name, s in self.stages.items():
+            shape[name] = {"needs": sorted(s.needs), "for_each": str(s.for_each) if s.for_each else None}
+            # Only when declared: a state file from before keys (or without one) keeps the same shape.
+            if s.for_each is not None and s.for_each.key is not None:
+                shape[name]["key"] = s.for_each.key_field
+        return shape
 
     @property
     def functions(self) -> frozenset[str]:
         """The logical ids of the functions its stages call."""
         return frozenset(s.function for s in self.stages.values())
+
+
+def _keyed(stages: dict[str, Stage]) -> dict[str, Stage]:
+    """The key names the elements of a list, not a stage's view of them: declared on one stage over a list,
+    it holds for every stage over that list (so a per-item group shows one key); two different keys for one
+    list are refused."""
+    declared: dict[str, ForEach] = {}
+    for stage in stages.values():
+        fe = stage.for_each
+        if fe is None or fe.key is None:
+            continue
+        other = declared.setdefault(str(fe), fe)
+        if other.key != fe.key:
+            raise DagError(
+                f"stage '{stage.name}', field 'for_each.key'",
+                f"'{fe}' is keyed by '{other.key_field}' in another stage, by '{fe.key_field}' here: "
+                "one list has one key",
+            )
+    return {
+        name: replace(s, for_each=declared[str(s.for_each)])
+        if s.for_each is not None and s.for_each.key is None and str(s.for_each) in declared
+        else s
+        for name, s in stages.items()
+    }
 
 
 def _topological(stages: Mapping[str, Stage]) -> tuple[str, ...]:

@@ -22,19 +22,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from immutables import Map
+from immutables import Map, MapMutation
 
-from fave.core.dag import Pipeline, Stage
+from fave.core.dag import Pipeline, Stage, ancestors
 from fave.core.model import (
     REF,
     TIMEOUT_ERROR,
     Attempt,
+    CachedOutput,
+    CacheLookup,
     Cancel,
+    CodeDigests,
     Command,
     ConflictingEvent,
     Event,
     Failure,
     FanoutList,
+    Fingerprint,
     InvalidEvent,
     Invoke,
     MissingData,
@@ -53,10 +57,12 @@ from fave.core.model import (
     Task,
     TaskFailed,
     TaskKey,
+    TasksCached,
     TaskStatus,
     TaskSucceeded,
     Tick,
     WriteCache,
+    WriteCachePack,
     WriteFinal,
     bounded_traceback,
     evolve,
@@ -84,6 +90,7 @@ class _StageWork:
     finished_at: float | None
     deadline_floor: float | None
     retry_blocks: Map[int, float]
+    fingerprint: Fingerprint | None
 
     @classmethod
     def thaw(cls, st: StageState) -> _StageWork:
@@ -123,16 +130,44 @@ class Engine:
         self.pipeline = pipeline
         self.change_block = change_block
 
-    def new_request(self, request_id: str, input: dict[str, Any], now: float) -> RequestState:
-        """A request in INIT with every stage PENDING (not yet persisted, not yet started)."""
-        stages: Map[str, StageState] = Map({name: StageState() for name in self.pipeline.order})
+    def new_request(
+        self, request_id: str, input: dict[str, Any], now: float, *, stages: Iterable[str] = ()
+    ) -> RequestState:
+        """A request in INIT with every stage PENDING (not yet persisted, not yet started). ``stages``: run
+        those and what they need only (``selection_scope``; ``InvalidEvent`` naming an unknown one)."""
+        selection = tuple(dict.fromkeys(stages))
+        scope = self.selection_scope(selection) if selection else ()
         return RequestState(
             request_id=request_id,
             input=dict(input),
             pipeline_digest=self.pipeline.digest,
             created_at=now,
             updated_at=now,
-            stages=stages,
+            stages=Map({name: StageState() for name in self.pipeline.order}),
+            selection=selection,
+            scope=scope,
+        )
+
+    def selection_scope(self, stages: Iterable[str]) -> tuple[str, ...]:
+        """What a subset run of ``stages`` runs: them and every stage they need, directly or not, in pipeline
+        order; () when that is every stage (a run of the final stage is a whole run). ``InvalidEvent`` naming an
+        unknown stage."""
+        named = list(dict.fromkeys(stages))
+        _check_known(self.pipeline, named)
+        needed = ancestors(self.pipeline.stages, named)
+        if len(needed) == len(self.pipeline.order):
+            return ()
+        return tuple(name for name in self.pipeline.order if name in needed)
+
+    def fingerprint(self, stage: str, profile: str, code: Mapping[str, str | None]) -> Fingerprint:
+        """The stage's fingerprint for a request of ``profile``, given the code digest of each function (one
+        missing: "code unknown", None)."""
+        spec = self.pipeline.stages[stage]
+        return Fingerprint(
+            function=spec.function,
+            code=code.get(spec.function),
+            config=self.pipeline.stage_config(stage, profile),
+            for_each=str(spec.for_each) if spec.for_each is not None else None,
         )
 
     def decide(self, state: RequestState, event: Event, now: float) -> tuple[RequestState, list[Command]]:
@@ -145,7 +180,7 @@ class Engine:
         """Apply events in order, as one decision: the same result as folding ``decide`` over them at the
         same ``now``, without building an intermediate state per event (a batch of 10,000 completions
         would otherwise copy the request state 10,000 times)."""
-        tx = _Tx(self.pipeline, state, now, self.change_block)
+        tx = _Tx(self.pipeline, state, now, self.change_block, engine=self)
         for event in events:
             match event:
                 case Start():
@@ -174,6 +209,10 @@ class Engine:
                     tx.sent(event.tasks)
                 case Resend():
                     tx.resend()
+                case TasksCached():
+                    tx.answers[event.stage] = {**tx.answers.get(event.stage, {}), **event.answers}
+                case CodeDigests():
+                    tx.code.update(event.digests)
         return tx.finish()
 
     def reset_scope(self, stages: Iterable[str], downstream: bool) -> tuple[str, ...]:
@@ -198,7 +237,7 @@ class Engine:
     def rebuild_indexes(self, state: RequestState, now: float) -> RequestState:
         """Recompute every derived index (ready, retry timers, deadlines, counts, stage summaries) from the tasks:
         for a state whose tasks are all loaded and whose persisted indexes cannot be trusted (an old state file)."""
-        tx = _Tx(self.pipeline, state, now, self.change_block)
+        tx = _Tx(self.pipeline, state, now, self.change_block, engine=self)
         tx.rebuild()
         new_state, _ = tx.finish()
         return new_state
@@ -263,16 +302,23 @@ def _key(item: int | None) -> int:
     return 0 if item is None else item
 
 
-def _reset_scope(pipeline: Pipeline, stages: Iterable[str], downstream: bool) -> tuple[str, ...]:
-    named = list(dict.fromkeys(stages))
+def _check_known(pipeline: Pipeline, named: list[str]) -> None:
+    """``InvalidEvent`` naming the stages of ``named`` the pipeline does not have (or asking for one)."""
     if not named:
-        raise InvalidEvent("name at least one stage to reset")
+        raise InvalidEvent("name at least one stage")
     unknown = [name for name in named if name not in pipeline.stages]
     if unknown:
         raise InvalidEvent(
             f"unknown stage{'s' if len(unknown) > 1 else ''} {', '.join(repr(n) for n in unknown)}: "
             f"pipeline '{pipeline.name}' has {', '.join(pipeline.order)}"
         )
+
+
+def _reset_scope(pipeline: Pipeline, stages: Iterable[str], downstream: bool) -> tuple[str, ...]:
+    named = list(dict.fromkeys(stages))
+    if not named:
+        raise InvalidEvent("name at least one stage to reset")
+    _check_known(pipeline, named)
     scope = set(named)
     if downstream:
         for name in pipeline.order:  # topological: a stage's needs come before it
@@ -301,8 +347,18 @@ def _reset_task(task: Task) -> Task:
 class _Tx:
     """One decision in progress: a working copy of the state plus the commands it produces."""
 
-    def __init__(self, pipeline: Pipeline, state: RequestState, now: float, change_block: int) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        state: RequestState,
+        now: float,
+        change_block: int,
+        *,
+        engine: Engine,
+    ) -> None:
         self.p = pipeline
+        self.engine = engine
+        self.code: dict[str, str | None] = {}  # ``CodeDigests``: this decision's, for the fingerprints
         self.block = change_block
         self.base = state
         self.now = now
@@ -315,7 +371,10 @@ class _Tx:
         self.final = state.final
         self.stages = state.stages
         self.work: dict[str, _StageWork] = {}
-        self.tasks = state.tasks
+        self._tasks = state.tasks
+        # Stages whose task map ``put`` is changing in place (one mutation per stage, not a new map per task):
+        # merged into ``tasks`` when anything reads it whole.
+        self._changing: dict[str, MapMutation[int, Task]] = {}
         self.items = state.items
         self.ready = state.ready
         self.retry_due = state.retry_due
@@ -328,11 +387,28 @@ class _Tx:
         self.abandoned = state.abandoned
         self.abandoned_until = state.abandoned_until
         self.commands: list[Command] = []
+        # The result cache's answers for tasks of cached fanned-out stages (``TasksCached``): this decision only.
+        self.answers: dict[str, Mapping[int, CachedOutput | None]] = {}
         # Per stage, the request and config parts of its tasks' inputs (shared by the Invoke commands of one
         # decision: nothing changes a command's input once made).
         self.inputs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     # ---- plumbing ------------------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> Map[str, Map[int, Task]]:
+        if self._changing:
+            tasks = self._tasks
+            for stage, changing in self._changing.items():
+                tasks = tasks.set(stage, changing.finish())
+            self._tasks, self._changing = tasks, {}
+        return self._tasks
+
+    @tasks.setter
+    def tasks(self, tasks: Map[str, Map[int, Task]]) -> None:
+        if self._changing:
+            raise RuntimeError("tasks replaced while put was changing them: read self.tasks first")
+        self._tasks = tasks
 
     def finish(self) -> tuple[RequestState, list[Command]]:
         for name, work in self.work.items():
@@ -396,7 +472,10 @@ class _Tx:
         loaded = self.partial.get(stage)
         if loaded is not None and item // self.block not in loaded:
             raise MissingData(tasks=frozenset({(stage, item // self.block)}))
-        stage_tasks = self.tasks.get(stage)
+        changing = self._changing.get(stage)
+        if changing is not None:
+            return changing.get(item)
+        stage_tasks = self._tasks.get(stage)
         return None if stage_tasks is None else stage_tasks.get(item)
 
     def require_all(self, stages: Iterable[str]) -> None:
@@ -416,11 +495,24 @@ class _Tx:
         key = str(spec.for_each)
         return self.items[key].item(key, item)
 
+    def item_key(self, spec: Stage, item: int) -> str | None:
+        """The key of a fanned-out task's element, for the request's failure (its block is loaded if need be);
+        None when the list is gone or the element has no usable key (then its index alone names it)."""
+        fe = spec.for_each
+        if fe is None or str(fe) not in self.items:
+            return None
+        try:
+            return fe.key_of(self.item_of(spec, item), item)
+        except ValueError:
+            return None
+
     def put(self, stage: str, item: int, task: Task) -> None:
         """Store a task and keep its stage's counts equal to a count over the tasks, and the indexes in step."""
-        stage_tasks = self.tasks.get(stage) or _NO_TASKS
-        old = stage_tasks.get(item)
-        self.tasks = self.tasks.set(stage, stage_tasks.set(item, task))
+        changing = self._changing.get(stage)
+        if changing is None:
+            changing = self._changing[stage] = (self._tasks.get(stage) or _NO_TASKS).mutate()
+        old = changing.get(item)
+        changing[item] = task
         status = task.status
         was = None if old is None else old.status
         if was is not status:
@@ -588,7 +680,7 @@ class _Tx:
                 self.fail_request(failure)
                 return
             if not self.tolerated(spec, self.stage(stage)):
-                self.fail_request(failure)
+                self.fail_request(replace(failure, key=self.item_key(spec, item)))
                 return
             self.after_item_done(stage, item)
             self.advance()
@@ -800,6 +892,7 @@ class _Tx:
                 finished_at=None,
                 deadline_floor=None,
                 retry_blocks=Map(),
+                fingerprint=None,
             ),
         )
         blocks = -(-(st.total or 0) // self.block) if fanned_out else 1
@@ -815,8 +908,11 @@ class _Tx:
         self.notify(NotifyKind.REQUEST_CANCELLED, detail=reason)
 
     def all_succeeded(self) -> bool:
-        """Every stage SUCCEEDED (``RequestState.nothing_to_resume``'s test, on this decision's working copy)."""
-        return all(self.stage(name).status is StageStatus.SUCCEEDED for name in self.p.order)
+        """Every stage the request runs SUCCEEDED (``RequestState.nothing_to_resume``'s test, on this decision's
+        working copy)."""
+        return all(
+            self.stage(name).status is StageStatus.SUCCEEDED for name in self.p.order if self.base.in_scope(name)
+        )
 
     def resume(self) -> None:
         if self.status is RequestStatus.COMPLETED and self.all_succeeded():
@@ -960,7 +1056,10 @@ class _Tx:
             return
         if st.failed and not self.tolerated(self.p.stages[stage], st):
             return  # fail_request has been (or will be) called by the failure path
-        self.set_stage(stage, replace(st, status=StageStatus.SUCCEEDED, finished_at=self.now))
+        # What the stage's output was made with, for ``fave rerun`` (make-like: compared with today's).
+        fingerprint = self.engine.fingerprint(stage, self.base.profile, self.code)
+        self.set_stage(stage, replace(st, status=StageStatus.SUCCEEDED, finished_at=self.now, fingerprint=fingerprint))
+        self.cache_pack(self.p.stages[stage])
         self.notify(NotifyKind.STAGE_SUCCEEDED, stage)
 
     def advance(self) -> None:
@@ -969,9 +1068,14 @@ class _Tx:
         while progressed and self.status is RequestStatus.RUNNING:
             progressed = False
             for name in self.p.order:
-                if self.stage(name).status is StageStatus.PENDING and self.can_start(name):
+                if self.stage(name).status is StageStatus.PENDING and self.base.in_scope(name) and self.can_start(name):
                     self.start_stage(name)
                     progressed = True
+            if self.base.scope:
+                if self.all_succeeded():
+                    self.complete_subset()
+                    return
+                continue
             final = self.stage(self.p.final)
             # Every stage leads to the final one, so they have all succeeded with it; after a reset that left
             # the final stage alone, the stages it marked must run again first.
@@ -984,6 +1088,30 @@ class _Tx:
                 self.commands.append(WriteFinal(task.output))
                 self.notify(NotifyKind.REQUEST_COMPLETED)
                 return
+
+    def complete_subset(self) -> None:
+        """A subset run whose stages all succeeded: COMPLETED, its final output the selected stages' outputs keyed
+        by stage (a fanned-out stage's as a list by item, None for an item that did not succeed)."""
+        self.require_all(self.base.selection)
+        final = {name: self.stage_output(name) for name in self.base.selection}
+        self.status = RequestStatus.COMPLETED
+        self.finished_at = self.now
+        self.final = final
+        self.commands.append(WriteFinal(final))
+        self.notify(NotifyKind.REQUEST_COMPLETED)
+
+    def stage_output(self, name: str) -> Any:
+        """A stage's output as a stage that needs it whole gets it: its task's, or its items' in order."""
+        if not self.p.stages[name].fanned_out:
+            task = self.get(name, 0)
+            return task.output if task is not None else None
+        self.require_all([name])
+        stage_tasks = self.tasks.get(name) or Map()
+        outputs = []
+        for i in range(self.stage(name).total or 0):
+            task = stage_tasks.get(i)
+            outputs.append(task.output if task is not None and task.status is TaskStatus.SUCCEEDED else None)
+        return outputs
 
     def can_start(self, name: str) -> bool:
         spec = self.p.stages[name]
@@ -1028,7 +1156,90 @@ class _Tx:
             self.refresh_readiness(name)
         else:
             self.ready = self.ready.set(name, ReadySet(0, total))
+        self.take_cached(spec, self.ready.get(name, _NO_READY).items())
         self.check_stage_done(name)
+
+    # ---- the result cache in bulk (fave.cache: packs) ----------------------------------------------------
+
+    def take_cached(self, spec: Stage, candidates: Iterable[int]) -> None:
+        """Record the result cache's hits among ``candidates`` (ready tasks of ``spec``, made ready in bulk: a
+        stage starting, or its upstream items taken from the cache) SUCCEEDED at once, cached and never
+        invoked; the rest stay ready and are dispatched as usual. Tasks dispatched before (a retry, a reset
+        task) are left to the per-item lookup of their invocation. Raises ``CacheLookup`` for the candidates
+        this decision has no answer for (the caller looks them all up and decides again)."""
+        if not spec.cache or not spec.fanned_out or self.base.no_cache or self.status is not RequestStatus.RUNNING:
+            return
+        stage = spec.name
+        answers = self.answers.get(stage, {})
+        ask: dict[int, dict[str, Any]] = {}
+        hits: list[tuple[int, Task, CachedOutput]] = []
+        for item in candidates:
+            task = self.get(stage, item)
+            if task is None or task.status is not TaskStatus.PENDING or task.attempt != task.stale_attempts:
+                continue
+            if item not in answers:
+                ask[item] = self.task_input(spec, item)
+                continue
+            answer = answers[item]
+            if answer is not None:
+                hits.append((item, task, answer))
+        if ask:
+            raise CacheLookup(stage, spec.function, ask, spec.item_needs)
+        if hits:
+            self.record_cached(spec, hits)
+
+    def record_cached(self, spec: Stage, hits: list[tuple[int, Task, CachedOutput]]) -> None:
+        """Hits of PENDING ready tasks, SUCCEEDED in one pass: one map update and one count per stage, each
+        touched block once (``put`` per task would cost 10,000 index updates). Then the same items of the
+        per-item stages downstream wake, and those of them that are cached are taken in bulk too."""
+        stage = spec.name
+        with (self.tasks.get(stage) or _NO_TASKS).mutate() as tasks:
+            for item, task, (output, source) in hits:
+                tasks[item] = evolve(
+                    task,
+                    status=TaskStatus.SUCCEEDED,
+                    output=output,
+                    finished_at=self.now,
+                    cached=True,
+                    cached_from=source,
+                )
+            self.tasks = self.tasks.set(stage, tasks.finish())
+        st = self.stage(stage)
+        st.pending -= len(hits)
+        st.succeeded += len(hits)
+        done = {item for item, _, _ in hits}
+        self.touched.update((stage, item // self.block) for item in done)
+        ready = self.ready.get(stage, _NO_READY)
+        self.ready = self.ready.set(stage, _ready_of(sorted(i for i in ready.items() if i not in done)))
+        for down in self.p.downstream.get(stage, ()):
+            down_spec = self.p.stages[down]
+            if stage not in down_spec.item_needs or self.stage(down).status is not StageStatus.RUNNING:
+                continue
+            woken = []
+            for item in sorted(done):
+                waiting = self.get(down, item)
+                if waiting is None or waiting.status is not TaskStatus.PENDING or waiting.retry_at is not None:
+                    continue
+                ok = self.inputs_ready(down_spec, item)
+                if ok:
+                    self.make_ready(down, item)
+                    woken.append(item)
+                elif ok is None:
+                    self.skip(down, item)
+            self.take_cached(down_spec, woken)
+        self.check_stage_done(stage)
+
+    def cache_pack(self, spec: Stage) -> None:
+        """A cached fanned-out stage succeeded: ask for the pack of its run (every item that succeeded)."""
+        if not spec.cache or not spec.fanned_out:
+            return
+        self.require_all([spec.name])
+        rows: dict[int, tuple[Mapping[str, Any], Any, str]] = {}
+        for item, task in (self.tasks.get(spec.name) or _NO_TASKS).items():
+            if task.status is TaskStatus.SUCCEEDED:
+                rows[item] = (self.task_input(spec, item), task.output, task.cached_from or self.base.request_id)
+        if rows:
+            self.commands.append(WriteCachePack(spec.name, spec.function, spec.item_needs, rows))
 
     def dispatch(self) -> None:
         """Start ready tasks, up to each stage's ``max_concurrency``."""
@@ -1046,9 +1257,13 @@ class _Tx:
             picked, remaining = ready.take(room)
             self.ready = self.ready.set(stage, remaining)
             for item in picked:
-                self.start_task(spec, item)
+                self.start_task(spec, item, outbox=False)
+            outbox = self.unsent.get(stage, _NO_READY)
+            if (added := outbox.add_all(picked)) is not outbox:
+                self.unsent = self.unsent.set(stage, added)
 
-    def start_task(self, spec: Stage, item: int) -> None:
+    def start_task(self, spec: Stage, item: int, *, outbox: bool = True) -> None:
+        """Dispatch a PENDING task; ``outbox=False``: the caller puts it in the outbox (all of a step's at once)."""
         task = self.get(spec.name, item)
         assert task is not None and task.status is TaskStatus.PENDING
         attempt = task.attempt + 1
@@ -1065,7 +1280,8 @@ class _Tx:
                 retry_at=None,
             ),
         )
-        self.unsent = self.unsent.set(spec.name, self.unsent.get(spec.name, _NO_READY).add(item))
+        if outbox:
+            self.unsent = self.unsent.set(spec.name, self.unsent.get(spec.name, _NO_READY).add(item))
         self.invoke(spec, item, attempt)
 
     def invoke(self, spec: Stage, item: int, attempt: int) -> None:
@@ -1075,10 +1291,13 @@ class _Tx:
         )
 
     def sent(self, tasks: tuple[tuple[str, int], ...]) -> None:
+        by_stage: dict[str, list[int]] = {}
         for stage, item in tasks:
+            by_stage.setdefault(stage, []).append(item)
+        for stage, items in by_stage.items():  # a step's worth at once: one outbox per stage, not one per item
             outbox = self.unsent.get(stage)
-            if outbox is not None and item in outbox:
-                self.unsent = self.unsent.set(stage, outbox.remove(item))
+            if outbox is not None and (rest := outbox.remove_all(items)) is not outbox:
+                self.unsent = self.unsent.set(stage, rest)
 
     def resend(self) -> None:
         """Invoke again every task of the outbox that is still running (same attempt: a duplicate delivery of
@@ -1105,15 +1324,7 @@ class _Tx:
                 task = self.get(need, _key(item))
                 needs[need] = task.output if task else None
             elif need_spec.fanned_out:
-                self.require_all([need])
-                stage_tasks = self.tasks.get(need) or Map()
-                total = self.stage(need).total or 0
-                outputs = []
-                for i in range(total):
-                    task = stage_tasks.get(i)
-                    ok = task is not None and task.status is TaskStatus.SUCCEEDED
-                    outputs.append(task.output if ok and task is not None else None)
-                needs[need] = outputs
+                needs[need] = self.stage_output(need)
             else:
                 task = self.get(need, 0)
                 needs[need] = task.output if task else None
@@ -1169,6 +1380,15 @@ class _Tx:
         self.retry_due = Map()
         self.running = Map()
         self.earliest_deadline = None
+
+
+def _ready_of(items: list[int]) -> ReadySet:
+    """A ready set of ``items`` (ascending): one run when they are consecutive, else sparse."""
+    if not items:
+        return _NO_READY
+    if items[-1] - items[0] + 1 == len(items):
+        return ReadySet(items[0], items[-1] + 1)
+    return ReadySet(0, 0, Map(dict.fromkeys(items)))
 
 
 def _unfinished(stage_tasks: Map[int, Task]) -> list[int]:

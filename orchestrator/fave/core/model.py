@@ -6,9 +6,10 @@ return a new state in O(log n) per change instead of copying every task of a 10,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from types import MemberDescriptorType
 from typing import Any, TypeVar
 
 from immutables import Map
@@ -116,6 +117,19 @@ def bounded_traceback(text: str | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What a stage's output depends on besides its input, as it was when the stage last succeeded (``fave
+    rerun`` compares it with today's): the function it calls, that function's code digest (None: unknown, e.g.
+    an invoker that cannot tell), its config with the request's profile applied, and the list it fans out over.
+    Timeouts, retries and concurrency are left out: they change how a stage runs, not what it returns."""
+
+    function: str
+    code: str | None
+    config: Mapping[str, Any]
+    for_each: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StageState:
     """Status and counts of one stage. Counts always equal a count over the stage's tasks."""
 
@@ -134,6 +148,8 @@ class StageState:
     looked at every task; None when nothing runs). Lets a tick decide without loading the stage's tasks."""
     retry_blocks: Map[int, float] = field(default_factory=Map)
     """A fanned-out stage: block -> the earliest ``retry_at`` of a PENDING task in it (blocks with none absent)."""
+    fingerprint: Fingerprint | None = None
+    """Recorded when the stage succeeds (None: it has not, or it ran before fave recorded them)."""
 
     def count(self, status: TaskStatus) -> int:
         return int(getattr(self, status.value.lower()))
@@ -152,9 +168,13 @@ class Failure:
     error_type: str
     message: str
     attempts: int = 0
+    key: str | None = None
+    """The item's key (``ForEach.key_of``): what names it across requests, beside its index."""
 
     def describe(self) -> str:
         where = f"stage '{self.stage}'" + (f" item {self.item}" if self.item is not None else "")
+        if self.key is not None:
+            where += f" (key {self.key!r})"
         tries = f" after {self.attempts} attempt{'s' if self.attempts != 1 else ''}" if self.attempts else ""
         return f"{where} failed{tries}: {self.error_type}: {self.message}"
 
@@ -214,6 +234,39 @@ class ReadySet:
         extra = self.extra.update({i: None for i in range(self.lo, self.hi) if i != item})
         return ReadySet(0, 0, extra)
 
+    def add_all(self, items: Iterable[int]) -> ReadySet:
+        """``add`` of each item in turn, without a set per item (a step dispatches thousands into its outbox)."""
+        lo, hi, extra = self.lo, self.hi, self.extra
+        for item in items:  # add's cases, one by one
+            if lo <= item < hi or item in extra:
+                continue
+            if hi == lo:
+                lo, hi = item, item + 1
+            elif item == hi:
+                hi += 1
+            elif item == lo - 1:
+                lo = item
+            else:
+                extra = extra.set(item, None)
+        return self if (lo, hi) == (self.lo, self.hi) and extra is self.extra else ReadySet(lo, hi, extra)
+
+    def remove_all(self, items: Iterable[int]) -> ReadySet:
+        """``remove`` of each item in turn, without a set per item (a step empties thousands from an outbox)."""
+        lo, hi, extra = self.lo, self.hi, self.extra
+        for item in items:  # remove's cases, one by one
+            if item in extra:
+                extra = extra.delete(item)
+            elif not lo <= item < hi:
+                continue
+            elif item == lo:
+                lo += 1
+            elif item == hi - 1:
+                hi -= 1
+            else:
+                extra = extra.update({i: None for i in range(lo, hi) if i != item})
+                lo = hi = 0
+        return self if (lo, hi) == (self.lo, self.hi) and extra is self.extra else ReadySet(lo, hi, extra)
+
     def take(self, n: int) -> tuple[list[int], ReadySet]:
         """The first ``n`` items and what remains: the sparse ones first (retries that came due, items whose
         upstream item just finished: they have waited longest), then the run, ascending."""
@@ -264,7 +317,17 @@ def _evolver(cls: type) -> Any:
     """A function that copies an instance of ``cls`` with some fields changed, written out field by field for
     that class (no loop, no lookups by name): ``evolve`` runs twice per dispatched task."""
     names = tuple(f.name for f in fields(cls))
-    lines = [f"    _set(new, {n!r}, changes.pop({n!r}) if {n!r} in changes else obj.{n})" for n in names]
+    namespace: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "cls": cls}
+    # A slotted class's fields are set through their slot descriptors, as object.__setattr__ would in the end,
+    # without looking the name up on the class each time: a third less per copy.
+    lines = []
+    for n in names:
+        slot = vars(cls).get(n)
+        if isinstance(slot, MemberDescriptorType):
+            namespace[f"_set_{n}"] = slot.__set__
+            lines.append(f"    _set_{n}(new, changes.pop({n!r}) if {n!r} in changes else obj.{n})")
+        else:
+            lines.append(f"    _set(new, {n!r}, changes.pop({n!r}) if {n!r} in changes else obj.{n})")
     source = "\n".join(
         [
             "def evolve(obj, changes):",
@@ -275,7 +338,6 @@ def _evolver(cls: type) -> Any:
             "    return new",
         ]
     )
-    namespace: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "cls": cls}
     exec(source, namespace)  # generated from the dataclass's own field names, nothing else
     return namespace["evolve"]
 
@@ -348,12 +410,22 @@ class RequestState:
     no_cache: bool = False
     """``fave run --no-cache``: the result cache is not looked up for this request (fresh entries are still
     written); persisted, so a resume keeps it."""
+    selection: tuple[str, ...] = ()
+    """The stages ``fave run --stage`` named (empty: the whole pipeline). Persisted: resume and reset keep it."""
+    scope: tuple[str, ...] = ()
+    """A subset run: the selected stages and every stage they need, directly or not, in pipeline order; the
+    request runs these and no other, and completes when they have all succeeded. Empty: every stage (also when
+    the selection needs the whole pipeline)."""
+
+    def in_scope(self, stage: str) -> bool:
+        """Whether the request runs ``stage`` (every stage, unless it is a subset run)."""
+        return not self.scope or stage in self.scope
 
     @property
     def nothing_to_resume(self) -> bool:
-        """COMPLETED with every stage SUCCEEDED: a resume has nothing to run (after a ``Reset`` it has)."""
+        """COMPLETED with every stage it runs SUCCEEDED: a resume has nothing to run (after a ``Reset`` it has)."""
         return self.status is RequestStatus.COMPLETED and all(
-            st.status is StageStatus.SUCCEEDED for st in self.stages.values()
+            st.status is StageStatus.SUCCEEDED for name, st in self.stages.items() if self.in_scope(name)
         )
 
     def task(self, stage: str, item: int | None = None) -> Task | None:
@@ -456,7 +528,47 @@ class Resend:
     of a large dispatch to a continuation, before recording it as sent)."""
 
 
-Event = Start | TaskSucceeded | TaskFailed | Tick | Resume | Cancel | Reset | Sent | Resend
+CachedOutput = tuple[Any, str]
+"""A result-cache hit: (the stored output, the request whose invocation computed it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TasksCached:
+    """The result cache's answers for tasks of a fanned-out ``cache: true`` stage that ``CacheLookup`` asked
+    about: item -> a hit, or None (not found in bulk: the task is dispatched, and its invocation looks up its own
+    entry). Only this decision uses them: the hits among the stage's ready tasks are recorded SUCCEEDED (cached,
+    never invoked) when it dispatches; nothing of the event itself is persisted."""
+
+    stage: str
+    answers: Mapping[int, CachedOutput | None]
+
+
+class CacheLookup(Exception):  # noqa: N818 - not an error: a request for the result cache's answers
+    """The decision is about to dispatch tasks of a fanned-out ``cache: true`` stage for the first time: the
+    caller looks them all up at once (``inputs``: item -> the task's input) and decides again from the same state
+    with a ``TasksCached`` event first (like ``MissingData``, the restarted decision is the same one, with the
+    answers). ``item_needs``: the needs that differ per item (the rest of an input is the same for all)."""
+
+    def __init__(
+        self, stage: str, function: str, inputs: Mapping[int, Mapping[str, Any]], item_needs: tuple[str, ...]
+    ) -> None:
+        super().__init__(f"look up {len(inputs)} tasks of stage {stage} in the result cache")
+        self.stage = stage
+        self.function = function
+        self.inputs = inputs
+        self.item_needs = item_needs
+
+
+@dataclass(frozen=True, slots=True)
+class CodeDigests:
+    """The code digest of functions (``Invoker.code_digest``; None: unknown), copied into the fingerprint of a
+    stage that succeeds in this decision (``StageState.fingerprint``): the caller hashes the code (I/O), the engine
+    does not. Only this decision uses them; a function missing from them is "code unknown"."""
+
+    digests: Mapping[str, str | None]
+
+
+Event = Start | TaskSucceeded | TaskFailed | Tick | Resume | Cancel | Reset | Sent | Resend | TasksCached | CodeDigests
 
 
 # ---- commands -----------------------------------------------------------------------------------------
@@ -534,4 +646,16 @@ class WriteCache:
     output: Any
 
 
-Command = Invoke | WriteFinal | Notify | WriteCache
+@dataclass(frozen=True, slots=True)
+class WriteCachePack:
+    """A fanned-out ``cache: true`` stage succeeded: store the pack of its run (``fave.cache``: item key ->
+    output, for every item that succeeded, invoked or cached), so that the next run of the stage finds its hits
+    with one read. ``rows``: item -> (its input, its output, the request that computed it)."""
+
+    stage: str
+    function: str
+    item_needs: tuple[str, ...]
+    rows: Mapping[int, tuple[Mapping[str, Any], Any, str]]
+
+
+Command = Invoke | WriteFinal | Notify | WriteCache | WriteCachePack

@@ -105,7 +105,7 @@ class LambdaInvoker:
         self._client_lock = threading.Lock()
         self.function_names = dict(function_names)
         self.code_digest_ttl_s = _seconds(os.environ.get("FAVE_CODE_DIGEST_TTL"), 30.0)
-        self._digests: dict[str, tuple[float, str]] = {}
+        self._digests: dict[str, tuple[float, str | None]] = {}
         self._digest_lock = threading.Lock()
 
     @classmethod
@@ -189,6 +189,8 @@ class LambdaInvoker:
             config = self.client.get_function_configuration(FunctionName=self._name(function))
         except (ClientError, BotoCoreError, FaveError) as exc:
             _log.warning("code digest of %s: %s", function, exc)
+            with self._digest_lock:  # a refusal is remembered too: not one failing call per step
+                self._digests[function] = (now, None)
             return None
         h = hashlib.sha256(b"lambda\0" + str(config.get("CodeSha256", "")).encode())
         for layer in config.get("Layers") or ():

@@ -212,7 +212,8 @@ class FunctionPool:
             if self._closed:
                 return False
             self._queue.append(invocation)
-            start = self._need_slot()
+            # Every slot taken (a fan-out's usual case): no need to ask about another.
+            start = self._slots < self.limit and self._need_slot()
             if not start and self._idle:
                 self._cond.notify()
         if start:

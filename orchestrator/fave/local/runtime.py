@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fave_shared.errors import FaveError, NotFoundError
 
 from fave import cache
+from fave.completions import LocalEnvelope
 from fave.invoke.base import (
     MAX_ASYNC_PAYLOAD_BYTES,
     MAX_SYNC_PAYLOAD_BYTES,
@@ -403,25 +404,28 @@ class LocalRuntime:
         """``DestinationEnvelope(...).model_dump(mode="json")``, built as a plain dict.
 
         Validating through pydantic costs more than the rest of a thread-isolated invocation together;
-        tests/functional/test_local_runtime.py checks this dict round-trips through the model unchanged.
+        tests/functional/test_local_runtime.py checks this dict round-trips through the model unchanged. A
+        ``LocalEnvelope``: its payloads come from JSON here, so an orchestrator reading it checks only its event.
         """
-        return {
-            "version": "1.0",
-            "timestamp": _timestamp(),
-            "requestContext": {
-                "requestId": invocation.request_id,
-                "functionArn": self._arns[invocation.function],
-                "condition": condition,
-                "approximateInvokeCount": invocation.attempts,
-            },
-            "requestPayload": decode_json(invocation.payload),
-            "responseContext": {
-                "statusCode": 200,
-                "executedVersion": "$LATEST",
-                "functionError": "Unhandled" if outcome is not None and outcome.error else None,
-            },
-            "responsePayload": decode_json(outcome.body) if outcome is not None else None,
-        }
+        return LocalEnvelope(
+            {
+                "version": "1.0",
+                "timestamp": _timestamp(),
+                "requestContext": {
+                    "requestId": invocation.request_id,
+                    "functionArn": self._arns[invocation.function],
+                    "condition": condition,
+                    "approximateInvokeCount": invocation.attempts,
+                },
+                "requestPayload": decode_json(invocation.payload),
+                "responseContext": {
+                    "statusCode": 200,
+                    "executedVersion": "$LATEST",
+                    "functionError": "Unhandled" if outcome is not None and outcome.error else None,
+                },
+                "responsePayload": decode_json(outcome.body) if outcome is not None else None,
+            }
+        )
 
 
 class _Prewarmer:

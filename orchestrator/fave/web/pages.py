@@ -83,7 +83,7 @@ def request_page(request_id: str, api_base: str | None, banner: str | None) -> s
     <span id="grid-range" data-testid="grid-range" class="muted"></span>
   </div>
   <div class="grid-scroll"><table id="grid" data-testid="grid">
-    <thead><tr><th>item</th><th>status</th><th>attempts</th><th>duration</th><th>error</th></tr></thead>
+    <thead><tr><th>item</th><th>key</th><th>status</th><th>attempts</th><th>duration</th><th>error</th></tr></thead>
     <tbody id="grid-body"></tbody>
   </table></div>
   <p id="grid-empty" class="muted" hidden>No tasks on this page.</p>

@@ -184,7 +184,8 @@
 
   function fillRow(tr, r) {
     tr.dataset.status = r.status;
-    const [, statusCell, attempts, duration, error] = tr.children;
+    const [, keyCell, statusCell, attempts, duration, error] = tr.children;
+    keyCell.textContent = r.key ?? ""; // the item's key (declared field or content digest): user data, as text
     if (statusCell.firstChild?.dataset.status !== r.status) {
       clear(statusCell);
       statusCell.appendChild(statusBadge(r.status, "grid-status-badge"));
@@ -199,6 +200,7 @@
   function gridRow(r) {
     const tr = el("tr", { class: "clickable", "data-testid": "grid-row", "data-item": itemKey(r.item) }, [
       el("td", { "data-testid": "grid-item" }, r.item === null ? "(single)" : String(r.item)),
+      el("td", { class: "key-cell", "data-testid": "grid-key" }),
       el("td", { "data-testid": "grid-status-cell" }),
       el("td", { "data-testid": "grid-attempts" }),
       el("td", { "data-testid": "grid-duration" }),
@@ -264,7 +266,8 @@
     panel.dataset.stage = task.stage;
     panel.dataset.item = task.item === null ? "" : task.item;
     panel.dataset.status = task.status;
-    $("task-title").textContent = `${task.stage}${task.item === null ? "" : ` item ${task.item}`} · ${task.status} · attempt ${task.attempts}`;
+    const keyText = task.key == null ? "" : ` (key ${task.key})`;
+    $("task-title").textContent = `${task.stage}${task.item === null ? "" : ` item ${task.item}${keyText}`} · ${task.status} · attempt ${task.attempts}`;
     $("task-error").textContent = task.error ? `${task.error_type || "Error"}: ${task.error}` : "";
     $("task-traceback").textContent = task.traceback || "(no traceback)";
     $("task-history").textContent = task.history.length

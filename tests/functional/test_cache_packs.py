@@ -1,0 +1,132 @@
+"""The result cache in bulk for fanned-out stages (issue 13, requirement 2; ``fave.cache``'s packs): the
+benchmarks/incremental pipeline (plan -> N cached no-op tasks -> a cached fan-in) on the local runtime and a real
+store, twice. Invocations are the runtime's counters; store traffic is counted by kind of object and operation
+(``fave.cli.bench_incremental.Operations``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fave import cache
+from fave.cli.bench_incremental import INCREMENTAL_PIPELINE, Operations
+from fave.cli.main import main
+from fave.core.model import RequestState, RequestStatus
+from fave.local.orchestrator import local_orchestrator
+from fave_shared.store import LocalStore, ObjectStore, S3Store
+
+N = 120
+FUNCTIONS = {
+    "plan": "IncrementalPlanFunction",
+    "work": "IncrementalWorkFunction",
+    "reduce": "IncrementalReduceFunction",
+}
+
+
+def run(
+    store: ObjectStore, request: dict[str, Any], *, no_cache: bool = False
+) -> tuple[RequestState, dict[str, int], Operations]:
+    counted = Operations(store)
+    orchestrator = local_orchestrator(INCREMENTAL_PIPELINE, counted)
+    try:
+        state = orchestrator.create(request, no_cache=no_cache)
+        state = orchestrator.drive(state.request_id, tick_s=0.02)
+        stats = orchestrator.invoker.stats()  # type: ignore[union-attr]
+        invoked = {stage: stats[function].invocations for stage, function in FUNCTIONS.items()}
+        full = orchestrator.load(state.request_id, full=True)
+    finally:
+        orchestrator.close()
+    assert full.status is RequestStatus.COMPLETED
+    return full, invoked, counted
+
+
+def packs(store: ObjectStore) -> list[str]:
+    return list(store.list(cache.PACK_PREFIX))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+def test_a_changed_element_runs_alone_and_the_hits_come_from_one_pack_read(store: LocalStore) -> None:
+    first, invoked, _ = run(store, {"items": N})
+    assert invoked == {"plan": 1, "work": N, "reduce": 1}
+    assert len(packs(store)) == 1  # work's; reduce is a single task: its entry is enough
+
+    second, invoked, ops = run(store, {"items": N, "changed": [3, 77]})
+    assert invoked == {"plan": 1, "work": 2, "reduce": 1}
+    work = second.tasks["work"]
+    assert sorted(i for i, t in work.items() if not t.cached) == [3, 77]
+    hit = work[0]
+    assert hit.cached and hit.cached_from == first.request_id and hit.attempt == 0 and hit.output == {"id": 0, "v": 0}
+    assert second.stages["work"].succeeded == N and second.stages["work"].pending == 0
+    assert second.final == {"count": N, "changed": 2}
+    counts = ops.operations()
+    # 118 hits: one pack read, no entry read; the 2 misses and reduce look up their own entry, then write it.
+    assert counts["cache_pack"] == {"get": 1, "put": 1}
+    assert counts["cache_entry"] == {"get": 3, "put": 3}
+
+
+def test_elements_are_keyed_by_content_so_a_shifted_list_runs_only_its_new_element(store: LocalStore) -> None:
+    run(store, {"items": N})
+    second, invoked, _ = run(store, {"items": N, "first": 1})  # ids 1..N: every old one moved up by one
+    assert invoked["work"] == 1
+    assert [i for i, t in second.tasks["work"].items() if not t.cached] == [N - 1]
+
+
+def test_the_same_list_again_invokes_nothing_not_even_the_fan_in(store: LocalStore) -> None:
+    run(store, {"items": N})
+    _, invoked, ops = run(store, {"items": N})
+    assert invoked == {"plan": 1, "work": 0, "reduce": 0}
+    assert ops.operations()["cache_pack"] == {"get": 1}  # every row came from the pack: not written again
+
+
+def test_a_corrupt_or_missing_pack_is_a_miss_and_the_entries_still_answer(store: LocalStore) -> None:
+    run(store, {"items": N})
+    (pack,) = packs(store)
+    store.put(pack, b'{"v": 1, "rows": [')
+    state, invoked, ops = run(store, {"items": N})
+    assert invoked["work"] == 0 and all(t.cached for t in state.tasks["work"].values())
+    assert ops.operations()["cache_entry"]["get"] == N + 1  # every item the per-item way, and reduce
+    assert json.loads(store.get(pack).data)["v"] == 1  # the stage's run wrote a good one again
+    store.delete(pack)
+    _, invoked, _ = run(store, {"items": N, "changed": [5]})
+    assert invoked["work"] == 1
+
+
+def test_no_cache_looks_nothing_up_in_bulk_and_still_writes_the_pack(store: LocalStore) -> None:
+    run(store, {"items": N})
+    store.delete(packs(store)[0])
+    _, invoked, ops = run(store, {"items": N}, no_cache=True)
+    assert invoked["work"] == N
+    assert ops.operations()["cache_pack"] == {"put": 1}
+
+
+def test_packs_work_on_s3(moto_store: S3Store) -> None:
+    s3_store = moto_store  # the bench functions run as threads: in-process moto reaches them
+    run(s3_store, {"items": 40})
+    _, invoked, ops = run(s3_store, {"items": 40, "changed": [7]})
+    assert invoked == {"plan": 1, "work": 1, "reduce": 1}
+    assert ops.operations()["cache_pack"]["get"] == 1
+
+
+def test_fave_bench_incremental_counts_the_second_runs_invocations(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "incremental", "--items", "150", "--changed", "0.02", "--no-video", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["fanout"]
+    assert result["changed"] == 3
+    assert result["first"]["invoked"] == {"plan": 1, "work": 150, "reduce": 1}
+    assert result["second"]["invoked"] == {"plan": 1, "work": 3, "reduce": 1}
+    assert result["second"]["cached_tasks"] == 147
+    assert result["store_per_cached_task"]["by_kind"]["cache_pack"]["get"] == pytest.approx(1 / 147, abs=1e-4)
+
+
+@pytest.mark.parametrize("args", [["--items", "0"], ["--changed", "1.5"], ["--video", "/no/such.mp4"]])
+def test_fave_bench_incremental_refuses_bad_arguments_with_one_line(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "incremental", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fave: error:") and "\n" not in err
