@@ -1,8 +1,8 @@
 """The result cache: a ``cache: true`` stage's task whose key was seen before reuses the stored output.
 
-The key (``cache_key``) is the sha256 of the canonical JSON (sorted keys, compact) of::
+**Keys.** A single task's key (``cache_key``) is the sha256 of the canonical JSON (sorted keys, compact) of::
 
-    {"v": 1, "function": LOGICAL_ID, "code": CODE_DIGEST, "input": TASK_INPUT}
+    {"v": 2, "function": LOGICAL_ID, "code": CODE_DIGEST, "input": TASK_INPUT}
 
 ``CODE_DIGEST`` is the invoker's ``code_digest(function)`` (locally: the handler, the CodeUri tree and the
 layers it uses); ``TASK_INPUT`` is the task's whole input as the stage gets it (docs/stages.md): the request's
@@ -16,33 +16,47 @@ of the canonical JSON of the value it refers to, so equal content gives equal ke
 id, no pipeline name enter the key: requests of any pipeline running the same function on the same input share
 entries.
 
-An entry (``keys.cache_key``) is JSON ``{"v": 1, "output": ..., "source": REQUEST_ID, "stage": ..., "item":
-...}``, written once with a create-only put: the first writer wins, a concurrent writer's ``ConflictError``
-is ignored. An unreadable entry (missing, not JSON, not this shape) is a miss, never a failure; it is left in
-place (the create-only put cannot replace it: ``fave cache clear`` removes it).
+A task of a fanned-out stage is keyed in two parts (``item_keys``), so that what its 10,000 tasks share is
+hashed once per stage, not once per task: ``PACK = pack_id(...)``, the sha256 of the canonical JSON of
+``{"v": 2, "pack": true, "function", "code", "input": THE SHARED PARTS}`` (request, config, the needs taken
+whole), then the item key ``sha256(PACK, a NUL byte, canonical({"item": ITEM, "needs": {PER-ITEM NEEDS}}))``.
+``KEY_VERSION`` 2: the keys of version 1 (and their entries and packs) are never read again.
 
-**Fanned-out stages in bulk (packs).** One GET and one engine event per cached item would make a 10,000-item
-re-run cost a third of the first run. So for a fanned-out ``cache: true`` stage:
+**Single tasks: entries.** An entry (``keys.cache_key``) is JSON ``{"v": 2, "output": ..., "source":
+REQUEST_ID, "stage": ..., "item": null}``, written once with a create-only put: the first writer wins, a
+concurrent writer's ``ConflictError`` is ignored. An unreadable entry (missing, not JSON, not this shape) is a
+miss, never a failure; it is left in place (the create-only put cannot replace it: ``fave cache clear`` removes
+it). The task looks its entry up when it is invoked (one GET) and writes it when it succeeds (one PUT).
 
-* a *pack* (``cache/packs/PACK.json``, ``pack_object``) maps the item keys of one whole stage run to their
-  outputs: ``{"v": 1, "stage": ..., "source": REQUEST_ID, "rows": {ITEM_KEY: [OUTPUT, SOURCE], ...}}``.
-  ``PACK`` (``pack_id``) is the sha256 of the key parts that are the same for every item of the stage (function,
-  code, config, declared request fields, the outputs of the stages it needs whole), so the next run of the
-  stage on another list finds it. It is written (``WriteCachePack``) when the stage succeeds, with a row for
-  each item that succeeded, invoked or cached. A later writer **replaces** it (a plain put, last writer wins):
-  every row of any pack maps a key to an output computed for exactly that key, so whichever pack wins is
-  correct; packs only differ in coverage, and the latest run's list is the best guess for the next one
-  (merging would grow a pack without bound). It never replaces the per-item entries: those stay the truth and
-  the fallback.
-* when the stage's tasks are ready to dispatch for the first time, the engine asks (``CacheLookup``, raised
-  like ``MissingData``) for all of them at once; the service computes every item key (``item_keys``: the
-  shared parts serialised once), reads the pack (one GET), and restarts the decision with one
-  ``TasksCached(stage, {item: (output, source) | None})`` event. The engine records every hit SUCCEEDED
-  (cached, never invoked, attempt 0) in one pass that writes each touched task shard once; the items the pack
-  does not hold are dispatched as usual, and their invocation looks up the per-item entry first (one GET), so
-  an entry written by a request whose pack was replaced since is still a hit.
-* a missing, corrupt or foreign pack, or a row whose parked output is gone, is a miss, never a failure.
-* ``--no-cache`` asks nothing (``RequestState.no_cache``); a retried or reset task goes the per-item way.
+**Fanned-out stages: packs only.** One GET and one PUT per item made a 10,000-item first run 5 times the cost of
+the same fan-out uncached, and a re-run a fifth of the first. So a fanned-out stage's outputs are stored only
+in its *pack* (``cache/packs/PACK.json``, ``pack_object``): ``{"v": 2, "stage": ..., "source": REQUEST_ID,
+"rows": {ITEM_KEY: [OUTPUT, SOURCE], ...}}``, one object per ``PACK`` (same function, code, config, declared
+request fields and whole upstream outputs), so the next run of the stage on another list finds it.
+
+* *Lookup*: when the stage's tasks are ready to dispatch for the first time, the engine asks (``CacheLookup``,
+  raised like ``MissingData``) for all of them at once; the service computes every item key, reads the pack
+  (one GET) and restarts the decision with one ``TasksCached`` event. The hits are recorded SUCCEEDED (cached,
+  never invoked, attempt 0) in the decision that dispatches the misses, so their shards are written in the
+  same commit. The pack is the complete index of the stage's stored outputs, so a miss is not looked up again
+  when its task is invoked (no per-item GET). A task that no bulk lookup of this process answered (a request
+  resumed by another process, its outbox sent again) looks its own key up in the pack, read once per stage.
+* *Write*: when the stage *ends*, however it ends (succeeded; failed or cancelled with its request: what its
+  items computed is kept), the engine asks (``WriteCachePack``) to merge a row for each item that succeeded,
+  invoked or cached, into the pack (one PUT per stage run instead of one per item; nothing when every row
+  is in it already). Merged, not replaced: the rows of earlier runs that this run lacks are kept (a list that
+  comes back, or another list run meanwhile, still hits), oldest dropped first beyond ``PACK_ROWS_KEPT`` rows
+  or twice the run's, so a pack stays proportional to the lists it serves. A key already in it keeps its row
+  (the first writer wins, as for entries: the keys downstream made of that output keep answering).
+* *Concurrent writers*: the put is conditional on the etag the pack was read at (create-only when there was
+  none); a writer that lost the race reads the pack again and merges once more (``PACK_WRITE_ATTEMPTS``), so no
+  run's rows are lost; after that it gives up, and those items run again next time.
+* What it gives up: an item's output is shared with other requests when its stage ends, not when it succeeds
+  (a concurrent request running the same list recomputes it), and a pack lost or corrupted loses its rows:
+  a missing, corrupt or foreign pack, or a row whose parked output is gone, is a miss, never a failure, and
+  the stage's next run writes a good pack again.
+* ``--no-cache`` asks nothing (``RequestState.no_cache``) and still merges its rows; a reset stage is looked
+  up in bulk again when it restarts.
 """
 
 from __future__ import annotations
@@ -53,12 +67,12 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fave_shared import refs
-from fave_shared.errors import ConflictError, FaveError
+from fave_shared.errors import ConflictError, FaveError, NotFoundError
 from fave_shared.store import ObjectStore
 
 from fave.keys import CACHE_PREFIX
@@ -66,14 +80,21 @@ from fave.keys import cache_key as cache_object
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 _SKIP_DIRS = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".git"})
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""What ``json.dumps`` with these options builds on every call, built once (keys are made per task)."""
+
+
+_PACK_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical(value: Any) -> bytes:
     """Canonical JSON: sorted keys, compact separators, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def tree_digest(roots: Iterable[Path]) -> str:
@@ -168,51 +189,11 @@ def _head(function: str, code: str) -> bytes:
 _TAIL = b',"v":' + str(KEY_VERSION).encode() + b"}"
 
 
-def item_keys(
-    function: str,
-    code: str,
-    inputs: Mapping[int, Mapping[str, Any]],
-    shared_needs: Iterable[str],
-    load: Callable[[str], Any],
-) -> dict[int, str]:
-    """``cache_key(function, code, input, load)`` of many tasks of one stage at once, item -> key: the input
-    fields besides ``item`` and ``needs``, and the needs named in ``shared_needs``, are the same for every task
-    (taken from the first input) and are serialised once; only the item and its per-item needs are per task."""
-    if not inputs:
-        return {}
-    first = next(iter(inputs.values()))
-    shared = {name: _part(value, load) for name, value in first.items() if name not in ("item", "needs", POSITION)}
-    needs_of_first = first.get("needs")
-    common = frozenset(shared_needs)
-    shared_need_parts = {
-        name: _part(value, load)
-        for name, value in (needs_of_first.items() if isinstance(needs_of_first, Mapping) else ())
-        if name in common
-    }
-    head, sha256 = _head(function, code), hashlib.sha256
-    keys: dict[int, str] = {}
-    for item, task_input in inputs.items():
-        parts = dict(shared)
-        if "item" in task_input:
-            parts["item"] = _part(task_input["item"], load)
-        needs = task_input.get("needs")
-        if isinstance(needs, Mapping):
-            need_parts = dict(shared_need_parts)
-            for name, value in needs.items():
-                if name not in common:
-                    need_parts[name] = _part(value, load)
-            parts["needs"] = _joined(need_parts)
-        elif "needs" in task_input:
-            parts["needs"] = _part(needs, load)
-        keys[item] = sha256(head + _joined(parts) + _TAIL).hexdigest()
-    return keys
-
-
 def pack_id(
     function: str, code: str, task_input: Mapping[str, Any], item_needs: Iterable[str], load: Callable[[str], Any]
 ) -> str:
-    """The pack of a fanned-out stage's run: sha256 of the key parts every item shares (the input without its
-    item, position and per-item needs)."""
+    """The digest of the key parts every task of a fanned-out stage shares (the input without its item, position
+    and per-item needs): it names the stage's pack and enters every item key (``item_keys``)."""
     per_item = frozenset(item_needs)
     shared = {name: value for name, value in task_input.items() if name not in ("item", "needs", POSITION)}
     needs = task_input.get("needs")
@@ -224,7 +205,53 @@ def pack_id(
     return hashlib.sha256(body).hexdigest()
 
 
+def item_keys(
+    pack: str, inputs: Mapping[int, Mapping[str, Any]], item_needs: Iterable[str], load: Callable[[str], Any]
+) -> dict[int, str]:
+    """The key of each task of a fanned-out stage, item -> key: sha256 of the stage's ``pack_id`` and the
+    canonical JSON of ``{"item": ITEM, "needs": {PER_ITEM_NEED: OUTPUT}}`` (markers by content). The shared
+    parts are hashed once per stage (into ``pack``), not once per task; the position never enters."""
+    per_item = tuple(sorted(frozenset(item_needs)))
+    head = f'{pack}\0{{"item":'.encode()
+    sha256, encode = hashlib.sha256, _ENCODER.encode
+    keys: dict[int, str] = {}
+    if not per_item:  # the usual stage: its element alone (``_part`` inlined: this runs once per task)
+        tail = b',"needs":{}}'
+        for item, task_input in inputs.items():
+            data = encode(task_input.get("item")).encode()
+            if _MARKER in data:
+                data = canonical(content_input(task_input.get("item"), load))
+            keys[item] = sha256(head + data + tail).hexdigest()
+        return keys
+    for item, task_input in inputs.items():
+        needs = task_input.get("needs")
+        needs = needs if isinstance(needs, Mapping) else {}
+        parts = {name: _part(needs.get(name), load) for name in per_item}
+        body = _part(task_input.get("item"), load) + b',"needs":' + _joined(parts) + b"}"
+        keys[item] = sha256(head + body).hexdigest()
+    return keys
+
+
+Row = tuple[Any, str]
+"""A pack's row: (the output, the request whose invocation computed it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pack:
+    """A pack as read: its rows (item key -> row; malformed ones left out), whether any output in them may hold a
+    marker (a parked output: check it is still there before using it), and the etag it was read at (None: there
+    was none), so that a writer replaces exactly what it merged (``write_pack``)."""
+
+    rows: dict[str, Row] = field(default_factory=dict)
+    parked: bool = False
+    etag: str | None = None
+
+
 PACK_PREFIX = f"{CACHE_PREFIX}packs/"
+PACK_ROWS_KEPT = 20_000
+"""A pack keeps the rows of earlier runs that the latest run did not have, oldest dropped first, while it holds
+at most this many rows or twice the latest run's, whichever is more (see the module docs)."""
+PACK_WRITE_ATTEMPTS = 4
 
 
 def pack_object(pack: str) -> str:
@@ -234,36 +261,72 @@ def pack_object(pack: str) -> str:
     return f"{PACK_PREFIX}{pack}.json"
 
 
-def read_pack(store: ObjectStore, pack: str) -> tuple[dict[str, Entry], bool]:
-    """The rows of a pack, item key -> entry, and whether any output in it may hold a marker (a parked output:
-    check that it is still there before using it); ({}, False) when it is missing, unreadable or not a pack
-    (never raises a store or parse error). A malformed row is left out."""
+def read_pack(store: ObjectStore, pack: str) -> Pack:
+    """The pack: empty when it is missing, unreadable or not a pack (never raises a store or parse error; an
+    unreadable one keeps its etag, so that the next writer replaces it)."""
     try:
-        data = store.get(pack_object(pack)).data
-        doc = json.loads(data)
-    except (FaveError, ValueError, UnicodeDecodeError):
-        return {}, False
-    except Exception:  # a store backend's own error: no pack, the items go the per-item way
+        blob = store.get(pack_object(pack))
+    except FaveError:  # missing (or unreadable): no rows
+        return Pack()
+    except Exception:  # a store backend's own error: no pack, the items run
         log.warning("result cache: reading pack %s failed", pack, exc_info=True)
-        return {}, False
+        return Pack()
+    try:
+        doc = json.loads(blob.data)
+    except (ValueError, UnicodeDecodeError):
+        return Pack(etag=blob.etag)
     rows = doc.get("rows") if isinstance(doc, dict) and doc.get("v") == KEY_VERSION else None
     if not isinstance(rows, dict):
-        return {}, False
-    entries = {
-        key: Entry(row[0], row[1])
+        return Pack(etag=blob.etag)
+    good = {
+        key: (row[0], row[1])
         for key, row in rows.items()
         if isinstance(row, list) and len(row) == 2 and isinstance(row[1], str)
     }
-    return entries, _MARKER in data
+    return Pack(good, _MARKER in blob.data, blob.etag)
 
 
-def write_pack(store: ObjectStore, pack: str, rows: Mapping[str, tuple[Any, str]], *, source: str, stage: str) -> None:
-    """Write (or replace: the last writer wins, see the module docs) a pack of ``rows``: item key -> (output,
-    the request whose invocation computed it)."""
-    body = canonical(
-        {"v": KEY_VERSION, "stage": stage, "source": source, "rows": {key: list(row) for key, row in rows.items()}}
-    )
-    store.put(pack_object(pack), body, content_type="application/json")
+def merged_rows(old: Mapping[str, Row], new: Mapping[str, Row]) -> dict[str, Row]:
+    """``new``'s keys after those of ``old`` it lacks (the oldest of these dropped beyond the pack's bound,
+    ``PACK_ROWS_KEPT``); a key in both keeps ``old``'s row: the first writer wins, as for entries, so that the
+    keys downstream made of that output keep answering."""
+    room = max(PACK_ROWS_KEPT, 2 * len(new)) - len(new)
+    kept = [(key, row) for key, row in old.items() if key not in new]
+    if len(kept) > room:
+        kept = kept[len(kept) - room :]
+    merged = dict(kept)
+    get = old.get
+    for key, row in new.items():
+        merged[key] = get(key, row)
+    return merged
+
+
+def write_pack(
+    store: ObjectStore, pack: str, rows: Mapping[str, Row], *, source: str, stage: str, known: Pack | None
+) -> bool:
+    """Merge ``rows`` (item key -> row) into the pack and write it; ``known``: the pack as this process read it
+    (None: not read; then it is created, or read and merged if it exists). Nothing is written when every row is
+    in it already. Conditional (``if_match`` the etag read, create-only when there was none): a concurrent writer
+    makes it read the pack again and merge once more, so that no writer's rows are lost. False if it gave up
+    (then those rows run again next time: a miss, never a failure)."""
+    base = known
+    for _ in range(PACK_WRITE_ATTEMPTS):
+        old = base.rows if base is not None else {}
+        if base is not None and all(key in old for key in rows):
+            return True  # every row there already (a run wholly from this pack)
+        doc = {"v": KEY_VERSION, "stage": stage, "source": source, "rows": merged_rows(old, rows)}
+        body = _PACK_ENCODER.encode(doc).encode()  # nothing hashes it: unsorted (10,000 rows, written per run)
+        etag = base.etag if base is not None else None
+        try:
+            if etag is None:
+                store.put(pack_object(pack), body, if_none_match=True, content_type="application/json")
+            else:
+                store.put(pack_object(pack), body, if_match=etag, content_type="application/json")
+            return True
+        except (ConflictError, NotFoundError):  # written or removed since it was read: merge with what is there
+            base = read_pack(store, pack)
+    log.warning("result cache: the pack of %s kept changing; %d rows not written", stage, len(rows))
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,23 +364,39 @@ def write_entry(store: ObjectStore, key: str, output: Any, *, source: str, stage
 
 
 def stats(store: ObjectStore) -> dict[str, int]:
-    """Entries, packs and their bytes under ``cache/``."""
+    """Under ``cache/``: the cached results (``entries``: one per single-task entry, one per row of a pack),
+    the packs, and their bytes."""
     entries = packs = 0
     size = 0
     for key in store.list(CACHE_PREFIX):
-        if key.startswith(PACK_PREFIX):
-            packs += 1
-        else:
-            entries += 1
         with contextlib.suppress(FaveError):  # deleted meanwhile
-            size += len(store.get(key).data)
+            data = store.get(key).data
+            size += len(data)
+            if key.startswith(PACK_PREFIX):
+                packs += 1
+                entries += _rows_in(data)
+            else:
+                entries += 1
     return {"entries": entries, "packs": packs, "bytes": size}
 
 
+def _rows_in(data: bytes) -> int:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return 0
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    return len(rows) if isinstance(rows, dict) else 0
+
+
 def clear(store: ObjectStore) -> int:
-    """Delete every entry and pack; returns how many entries went (packs are an index of them)."""
+    """Delete every entry and pack; returns how many cached results went (``stats``' entries)."""
     count = 0
     for key in list(store.list(CACHE_PREFIX)):
+        if key.startswith(PACK_PREFIX):
+            with contextlib.suppress(FaveError):
+                count += _rows_in(store.get(key).data)
+        else:
+            count += 1
         store.delete(key)
-        count += not key.startswith(PACK_PREFIX)
     return count

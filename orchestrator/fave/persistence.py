@@ -224,13 +224,31 @@ _int_text = int.__repr__
 _float_text = float.__repr__
 
 
-def shard_json(stage: str, shard: int, version: int, tasks: Iterable[tuple[int, Task]]) -> bytes:
+def shard_json(
+    stage: str,
+    shard: int,
+    version: int,
+    tasks: Iterable[tuple[int, Task]],
+    memo: dict[int, tuple[Task, str]] | None = None,
+) -> bytes:
     """A task shard's bytes: exactly ``_dumps({"stage", "shard", "version", "tasks": {item: task_to_json(task)}})``,
     written a field at a time instead. The tasks of one step share their timestamps (dispatched, deadline,
     finished: the step's ``now``), and writing a float is most of what encoding a task costs, so each distinct
-    float is written once per shard. A shard of 128 tasks is rewritten at least twice per fan-out task."""
+    float is written once per shard. A shard of 128 tasks is rewritten at least twice per fan-out task.
+    ``memo``: item -> (the task, its member) as last written: a task that is the very same (immutable) object is
+    not encoded again (a re-run taking 9,900 of 10,000 tasks from the cache rewrites every shard for the 100
+    others)."""
     floats: dict[float, str] = {}
-    fields = ",".join([f'"{item}":{_object_json(task_to_json(task), floats, True)}' for item, task in tasks])
+    if memo is None:
+        fields = ",".join([f'"{item}":{_object_json(task_to_json(task), floats, True)}' for item, task in tasks])
+    else:
+        members = []
+        for item, task in tasks:
+            known = memo.get(item)
+            if known is None or known[0] is not task:
+                known = memo[item] = (task, f'"{item}":{_object_json(task_to_json(task), floats, True)}')
+            members.append(known[1])
+        fields = ",".join(members)
     head = f'{{"stage":{_ascii(stage)},"shard":{_int_text(shard)},"version":{_int_text(version)}'
     return f'{head},"tasks":{{{fields}}}}}'.encode()
 
@@ -289,6 +307,8 @@ class Handle:
     shard_tokens: dict[tuple[str, int], str] = field(default_factory=dict)
     fanout: set[str] = field(default_factory=set)
     """The fan-out lists whose item blocks are in the store."""
+    members: dict[str, dict[int, tuple[Task, str]]] = field(default_factory=dict)
+    """stage -> what ``shard_json`` last wrote for each task (its ``memo``)."""
 
 
 class Persistence:
@@ -516,7 +536,7 @@ class Persistence:
             stage_tasks = state.tasks.get(stage) or Map()
             lo, hi = shard * SHARD_SIZE, (shard + 1) * SHARD_SIZE
             in_shard = ((i, task) for i in range(lo, hi) if (task := stage_tasks.get(i)) is not None)
-            body = shard_json(stage, shard, version, in_shard)
+            body = shard_json(stage, shard, version, in_shard, handle.members.setdefault(stage, {}))
             self.store.put(key, body, if_none_match=True, content_type="application/json")
             written.append(key)
             old = tokens.get((stage, shard))
@@ -540,6 +560,8 @@ class Persistence:
         handle.head_etag = etag
         handle.shard_tokens = tokens
         handle.fanout = set(state.items)
+        if state.status.terminal:  # little is written after the end: not worth the memory
+            handle.members.clear()
         self._discard(superseded)
         return replace(state, version=version, changed=Map())
 

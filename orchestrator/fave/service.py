@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, cast
 
@@ -116,6 +116,16 @@ the rest stays in the outbox, and a continuation sends it. A function with a sho
 time instead (``handover_margin``): with 30 s of a 10 s function, no invocation could dispatch anything."""
 
 
+@dataclass
+class _BulkLookup:
+    """What a cached fanned-out stage's lookups read and computed in this process (``Orchestrator._bulk``)."""
+
+    pack: str
+    read: cache.Pack
+    keys: dict[int, str] = field(default_factory=dict)
+    """item -> key, for every task looked up (those not hits ran: their lookup is not made again)."""
+
+
 def handover_margin(time_at_start: float) -> float:
     """The margin for an invocation that started with ``time_at_start`` seconds: 30 s, or a third of a shorter
     budget (at least one invoke goes out in each, so a chain of continuations always makes progress)."""
@@ -191,13 +201,11 @@ class Orchestrator:
             WriteCache: Performer(Phase.AFTER_COMMIT, self._write_cache),
             WriteCachePack: Performer(Phase.AFTER_COMMIT, self._write_cache_pack),
         }
-        self._item_keys: dict[tuple[str, str], dict[int, str]] = {}
-        """(request, stage) -> item -> cache key, computed by a bulk lookup, reused by the pack (then dropped)."""
+        self._bulk: dict[tuple[str, str], _BulkLookup] = {}
+        """(request, stage) -> what the bulk lookups of a cached fanned-out stage read and computed: its pack and
+        the item keys, reused by its tasks' own lookups and by the pack's write (then dropped)."""
         self._task_keys: dict[tuple[str, str, int | None], str] = {}
         """(request, stage, item) -> the key an invocation's lookup computed, reused to store its output."""
-        self._pack_hits: dict[tuple[str, str], tuple[str, set[int]]] = {}
-        """(request, stage) -> (the pack a bulk lookup read, the items it answered): a stage whose every item came
-        from its pack does not write the same pack again."""
         self._uncached: set[str] = set()
         self._source_field = upload_field(pipeline)
         """The input field naming the request's source: the cache keys its content, not its name."""
@@ -350,9 +358,8 @@ class Orchestrator:
     def apply(self, request_id: str, events: Iterable[Event]) -> RequestState:
         """Apply events, commit (retrying on conflict by reloading), then perform the commands."""
         events = [self.prepare(request_id, e) for e in events]
-        if self._item_keys and any(isinstance(e, Reset) for e in events):  # the inputs they were made of go
-            self._item_keys = {k: v for k, v in self._item_keys.items() if k[0] != request_id}
-            self._pack_hits = {k: v for k, v in self._pack_hits.items() if k[0] != request_id}
+        if (self._bulk or self._task_keys) and any(isinstance(e, Reset) for e in events):  # their inputs go
+            self._bulk = {k: v for k, v in self._bulk.items() if k[0] != request_id}
             self._task_keys = {k: v for k, v in self._task_keys.items() if k[0] != request_id}
         for _ in range(MAX_CONFLICT_RETRIES):
             with self._sent_lock:
@@ -429,13 +436,17 @@ class Orchestrator:
             and refs.json_size(output) > INLINE_OUTPUT_LIMIT
         ):
             key = task_output_key(request_id, event.stage, event.item, event.attempt)
-            self.store.put(key, refs.dumps(output), content_type="application/json")
+            data = refs.dumps(output)
+            self.store.put(key, data, content_type="application/json")
+            plain = output if _MARKER_BYTES not in data else _UNKNOWN  # its lists need no reading back nor walk
             output = refs.marker(key, size=refs.utf8_size(output))
+        else:
+            plain = _UNKNOWN
         fanout: dict[str, tuple[Any, ...]] = {}
         for spec in self._fed_by.get(event.stage, ()):
             assert spec.for_each is not None
             try:
-                resolved = refs.resolve(self.store, output)
+                resolved = plain if plain is not _UNKNOWN else refs.resolve(self.store, output)
                 fanout[str(spec.for_each)] = tuple(spec.for_each.extract(resolved))
             except (ValueError, FaveError) as exc:
                 return TaskFailed(event.stage, event.item, event.attempt, "ValidationError", str(exc))
@@ -609,67 +620,90 @@ class Orchestrator:
         return str(code), value
 
     def _cache_lookup(self, state: RequestState, ask: CacheLookup) -> TasksCached:
-        """The answers to a ``CacheLookup``: every item key at once (``cache.item_keys``), then one read of the
-        stage's pack; a hit whose parked output is gone, and anything when the keys cannot be made, is None (the
-        task is dispatched and looks up its own entry). Never raises a store error: a miss is never a failure."""
+        """The answers to a ``CacheLookup``: the stage's pack id (its shared key parts, hashed once), every item
+        key (``cache.item_keys``), then the stage's pack, read once per request, stage and process. A hit whose
+        parked output is gone, and anything when the keys cannot be made, is None (the task runs). Never raises a
+        store error: a miss is never a failure."""
         answers: dict[int, tuple[Any, str] | None] = dict.fromkeys(ask.inputs)
         if self.invoker is None or not ask.inputs:
             return TasksCached(ask.stage, answers)
-        first = next(iter(ask.inputs.values()))
-        keyed = self._keyed(state, ask.stage, ask.function, first)
+        keyed = self._keyed(state, ask.stage, ask.function, ask.shared)
         if keyed is None:
             return TasksCached(ask.stage, answers)
         code, value = keyed
-        request = value["request"]
         load = lambda key: _PARKED.load(self.store, key)  # noqa: E731 - the same loader for every part
-        shared_needs = [name for name in (first.get("needs") or {}) if name not in ask.item_needs]
         try:
-            inputs = {item: {**task_input, "request": request} for item, task_input in ask.inputs.items()}
-            keys = cache.item_keys(ask.function, code, inputs, shared_needs, load)
             pack = cache.pack_id(ask.function, code, value, ask.item_needs, load)
+            keys = cache.item_keys(pack, ask.inputs, ask.item_needs, load)
         except (FaveError, TypeError, ValueError) as exc:
             _log.warning("result cache: no keys for the tasks of %s: %s", ask.function, exc)
             return TasksCached(ask.stage, answers)
-        if len(self._item_keys) >= 16:  # stages that never succeeded (their pack never written): forget them
-            self._item_keys.clear()
-            self._pack_hits.clear()
         memo = (state.request_id, ask.stage)
-        self._item_keys.setdefault(memo, {}).update(keys)
-        rows, parked = cache.read_pack(self.store, pack)
+        bulk = self._bulk.get(memo)
+        if bulk is None or bulk.pack != pack:
+            if len(self._bulk) >= 16:  # stages whose pack was never written (the request stopped): forget them
+                self._bulk.clear()
+            bulk = self._bulk[memo] = _BulkLookup(pack, cache.read_pack(self.store, pack))
+        bulk.keys.update(keys)
+        rows, parked = bulk.read.rows, bulk.read.parked
         for item, key in keys.items():
-            entry = rows.get(key)
-            if entry is not None and (not parked or self._parked_exist(entry.output)):
-                answers[item] = (entry.output, entry.source)
-        hits = {item for item, answer in answers.items() if answer is not None}
-        read, before = self._pack_hits.get(memo, (pack, set()))
-        self._pack_hits[memo] = (pack, before | hits if read == pack else hits)
+            row = rows.get(key)
+            if row is not None and (not parked or self._parked_exist(row[0])):
+                answers[item] = row
         return TasksCached(ask.stage, answers)
 
+    def _item_cache_hit(self, state: RequestState, command: Invoke) -> bool:
+        """The lookup of a task of a cached fanned-out stage, in its stage's pack (its outputs are stored only
+        there: ``fave.cache``). A task the stage's bulk lookup answered in this process was a miss then: nothing
+        to look up again. Otherwise (a retried or reset task, a request resumed by another process) the same
+        lookup for it alone, the pack read once per stage."""
+        assert command.item is not None
+        bulk = self._bulk.get((state.request_id, command.stage))
+        if bulk is not None and command.item in bulk.keys:
+            return False
+        item_needs = self.pipeline.stages[command.stage].item_needs
+        inputs = {command.item: command.input}
+        if bulk is not None:  # the stage's pack id and pack are known: only this task's key to make
+            try:
+                key = cache.item_keys(bulk.pack, inputs, item_needs, lambda k: _PARKED.load(self.store, k))
+            except (FaveError, TypeError, ValueError) as exc:
+                _log.warning("result cache: no key for a task of %s: %s", command.function, exc)
+                return False
+            bulk.keys.update(key)
+            row = bulk.read.rows.get(key[command.item])
+            answer = row if row is not None and (not bulk.read.parked or self._parked_exist(row[0])) else None
+        else:
+            ask = CacheLookup(command.stage, command.function, inputs, item_needs, command.input)
+            answer = self._cache_lookup(state, ask).answers.get(command.item)
+        if answer is None:
+            return False
+        output, source = answer
+        hit = TaskSucceeded(command.stage, command.item, command.attempt, output, cached_from=source)
+        self.inbox.put((state.request_id, hit))
+        return True
+
     def _write_cache_pack(self, state: RequestState, command: WriteCachePack) -> None:
-        """Store the pack of a cached fanned-out stage's run (``fave.cache``; a later run replaces it). The item
-        keys this process computed when the stage started are reused. A store error loses the pack, never the
-        request: the per-item entries still hold every result."""
+        """Merge the rows of a cached fanned-out stage's run into its pack (``fave.cache``). The pack and the item
+        keys this process read and computed when the stage started are reused. A store error loses the rows
+        (they run again next time), never the request."""
         if self.invoker is None or not command.rows:
             return
-        first = next(iter(command.rows.values()))[0]
-        keyed = self._keyed(state, command.stage, command.function, first)
+        keyed = self._keyed(state, command.stage, command.function, command.shared)
         if keyed is None:
             return
         code, value = keyed
-        request = value["request"]
         load = lambda key: _PARKED.load(self.store, key)  # noqa: E731
-        memo = (state.request_id, command.stage)
-        known = self._item_keys.pop(memo, {})
-        read, hits = self._pack_hits.pop(memo, ("", set()))
-        shared_needs = [name for name in (first.get("needs") or {}) if name not in command.item_needs]
+        bulk = self._bulk.pop((state.request_id, command.stage), None)
         try:
             pack = cache.pack_id(command.function, code, value, command.item_needs, load)
-            if pack == read and hits.issuperset(command.rows):
-                return  # every row came from this very pack: it holds them all already
-            missing = {item: {**row[0], "request": request} for item, row in command.rows.items() if item not in known}
-            keys = {**known, **cache.item_keys(command.function, code, missing, shared_needs, load)}
+            if bulk is not None and bulk.pack != pack:  # the code changed meanwhile: those keys are not this pack's
+                bulk = None
+            known = bulk.keys if bulk is not None else {}
+            missing = {item: row[0] for item, row in command.rows.items() if item not in known}
+            keys = {**known, **cache.item_keys(pack, missing, command.item_needs, load)} if missing else known
             rows = {keys[item]: (output, source) for item, (_, output, source) in command.rows.items()}
-            cache.write_pack(self.store, pack, rows, source=state.request_id, stage=command.stage)
+            read = bulk.read if bulk is not None else None
+            cache.write_pack(self.store, pack, rows, source=state.request_id, stage=command.stage, known=read)
         except (FaveError, TypeError, ValueError) as exc:
             _log.warning("result cache: writing the pack of %s failed: %s", command.stage, exc)
 
@@ -692,6 +726,8 @@ class Orchestrator:
         invocation. A missing or unreadable entry is a miss."""
         if self.invoker is None:
             return False
+        if command.item is not None and self.pipeline.stages[command.stage].fanned_out:
+            return self._item_cache_hit(state, command)
         key = self._cache_key(state, command.stage, command.function, command.input)
         if key is None:
             return False

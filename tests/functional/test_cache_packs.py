@@ -13,7 +13,7 @@ import pytest
 from fave import cache
 from fave.cli.bench_incremental import INCREMENTAL_PIPELINE, Operations
 from fave.cli.main import main
-from fave.core.model import RequestState, RequestStatus
+from fave.core.model import Invoke, RequestState, RequestStatus, TaskSucceeded
 from fave.local.orchestrator import local_orchestrator
 from fave_shared.store import LocalStore, ObjectStore, S3Store
 
@@ -65,9 +65,43 @@ def test_a_changed_element_runs_alone_and_the_hits_come_from_one_pack_read(store
     assert second.stages["work"].succeeded == N and second.stages["work"].pending == 0
     assert second.final == {"count": N, "changed": 2}
     counts = ops.operations()
-    # 118 hits: one pack read, no entry read; the 2 misses and reduce look up their own entry, then write it.
+    # 118 hits: one pack read, no entry read; the 2 misses are not looked up again (the pack is where work's
+    # outputs live) and go into it with one write; reduce, a single task, looks up its entry, then writes it.
     assert counts["cache_pack"] == {"get": 1, "put": 1}
-    assert counts["cache_entry"] == {"get": 3, "put": 3}
+    assert counts["cache_entry"] == {"get": 1, "put": 1}
+    rows = json.loads(store.get(packs(store)[0]).data)["rows"]
+    assert len(rows) == N + 2  # the first list's elements 3 and 77 are kept beside the changed ones
+    assert sorted(source for _, source in rows.values())[-2:] == [second.request_id] * 2
+
+
+def test_the_pack_keeps_earlier_lists_so_going_back_to_one_runs_nothing(store: LocalStore) -> None:
+    run(store, {"items": N})
+    run(store, {"items": N, "first": N})  # another N elements: merged into the same pack
+    _, invoked, ops = run(store, {"items": N})
+    assert invoked["work"] == 0 and ops.operations()["cache_pack"] == {"get": 1}
+    (pack,) = packs(store)
+    assert len(json.loads(store.get(pack).data)["rows"]) == 2 * N
+
+
+def test_a_pack_written_meanwhile_by_another_request_is_merged_not_replaced(store: LocalStore) -> None:
+    run(store, {"items": N})
+    (pack,) = packs(store)
+    original = store.get(pack)
+    ours = json.loads(original.data)
+    theirs = {**ours, "rows": {"f" * 64: [{"id": -1, "v": 0}, "01JOTHERREQUEST00000000000"]}}
+    # The writer read the pack at `original`; another request replaced it since: the conditional put fails, the
+    # writer reads it again and merges.
+    store.put(pack, json.dumps(theirs).encode())
+    pack_id = pack[len(cache.PACK_PREFIX) : -len(".json")]
+    read = cache.Pack({k: (r[0], r[1]) for k, r in ours["rows"].items()}, False, original.etag)
+    new = {"e" * 64: ({"id": -2, "v": 0}, "01JTHISREQUEST000000000000")}
+    assert cache.write_pack(store, pack_id, new, source="S", stage="work", known=read)
+    assert set(json.loads(store.get(pack).data)["rows"]) == {"f" * 64, "e" * 64}
+    assert cache.read_pack(store, pack_id).rows["e" * 64] == ({"id": -2, "v": 0}, "01JTHISREQUEST000000000000")
+    # Every row there already: nothing is written.
+    before = store.get(pack).etag
+    assert cache.write_pack(store, pack_id, new, source="S", stage="work", known=cache.read_pack(store, pack_id))
+    assert store.get(pack).etag == before
 
 
 def test_elements_are_keyed_by_content_so_a_shifted_list_runs_only_its_new_element(store: LocalStore) -> None:
@@ -84,17 +118,48 @@ def test_the_same_list_again_invokes_nothing_not_even_the_fan_in(store: LocalSto
     assert ops.operations()["cache_pack"] == {"get": 1}  # every row came from the pack: not written again
 
 
-def test_a_corrupt_or_missing_pack_is_a_miss_and_the_entries_still_answer(store: LocalStore) -> None:
+def test_a_corrupt_or_missing_pack_is_a_miss_never_a_failure_and_is_written_good_again(store: LocalStore) -> None:
     run(store, {"items": N})
     (pack,) = packs(store)
-    store.put(pack, b'{"v": 1, "rows": [')
+    store.put(pack, b'{"v": 2, "rows": [')
     state, invoked, ops = run(store, {"items": N})
-    assert invoked["work"] == 0 and all(t.cached for t in state.tasks["work"].values())
-    assert ops.operations()["cache_entry"]["get"] == N + 1  # every item the per-item way, and reduce
-    assert json.loads(store.get(pack).data)["v"] == 1  # the stage's run wrote a good one again
+    assert state.status is RequestStatus.COMPLETED
+    assert invoked["work"] == N and not any(t.cached for t in state.tasks["work"].values())
+    assert ops.operations()["cache_entry"]["get"] == 1  # reduce's own entry: no per-item lookups
+    assert len(json.loads(store.get(pack).data)["rows"]) == N  # the stage's run replaced it with a good one
     store.delete(pack)
     _, invoked, _ = run(store, {"items": N, "changed": [5]})
-    assert invoked["work"] == 1
+    assert invoked["work"] == N  # gone: every item runs, and the pack is there again
+    _, invoked, _ = run(store, {"items": N, "changed": [5]})
+    assert invoked["work"] == 0
+
+
+def test_a_task_no_bulk_lookup_answered_looks_itself_up_in_the_pack_read_once(store: LocalStore) -> None:
+    """A task dispatched without its stage's bulk lookup in this process (its request resumed elsewhere, the
+    outbox sent again) looks up its own key in the stage's pack: one read for every such task, no entry read."""
+    first, _, _ = run(store, {"items": N})
+    counted = Operations(store)
+    orchestrator = local_orchestrator(INCREMENTAL_PIPELINE, counted)
+    try:
+        state = orchestrator.load(first.request_id)
+        config = orchestrator.pipeline.stage_config("work", state.profile)
+
+        def invoke(item: int, element: dict[str, Any]) -> Invoke:
+            task_input = {"request": {}, "needs": {}, "config": config, "item": element, "index": item}
+            return Invoke("work", item, 1, FUNCTIONS["work"], "async", task_input)
+
+        assert orchestrator._cache_hit(state, invoke(5, {"id": 5, "v": 0}))
+        assert not orchestrator._cache_hit(state, invoke(6, {"id": 6, "v": 9}))  # not in the pack
+        assert orchestrator._cache_hit(state, invoke(200, {"id": 7, "v": 0}))  # by content, wherever it sits
+        hits = [orchestrator.inbox.get_nowait()[1], orchestrator.inbox.get_nowait()[1]]
+    finally:
+        orchestrator.close()
+    assert [(h.item, h.output, h.cached_from) for h in hits if isinstance(h, TaskSucceeded)] == [
+        (5, {"id": 5, "v": 0}, first.request_id),
+        (200, {"id": 7, "v": 0}, first.request_id),
+    ]
+    assert counted.operations()["cache_pack"] == {"get": 1}
+    assert "cache_entry" not in counted.operations()
 
 
 def test_no_cache_looks_nothing_up_in_bulk_and_still_writes_the_pack(store: LocalStore) -> None:

@@ -65,12 +65,17 @@ def cached(state: RequestState) -> dict[str, list[int]]:
 
 
 def entries(store: ObjectStore) -> dict[str, dict[str, Any]]:
-    """The per-item entries (not the packs of fanned-out stages: ``cache.PACK_PREFIX``)."""
-    return {
-        key: json.loads(store.get(key).data)
-        for key in store.list(CACHE_PREFIX)
-        if not key.startswith(cache.PACK_PREFIX)
-    }
+    """Every cached result: the single tasks' entries, and the rows of the fanned-out stages' packs (where their
+    outputs are stored, ``cache.PACK_PREFIX``) as ``PACK#ITEM_KEY`` -> an entry's fields."""
+    found: dict[str, dict[str, Any]] = {}
+    for key in store.list(CACHE_PREFIX):
+        doc = json.loads(store.get(key).data)
+        if not key.startswith(cache.PACK_PREFIX):
+            found[key] = doc
+            continue
+        for item_key, (output, source) in doc["rows"].items():
+            found[f"{key}#{item_key}"] = {"output": output, "source": source, "stage": doc["stage"]}
+    return found
 
 
 @pytest.fixture
@@ -169,28 +174,26 @@ def test_changed_function_code_misses_that_stage_and_only_outputs_that_changed_d
 
 def test_a_corrupt_or_missing_entry_is_a_miss_never_a_failure(store: LocalStore) -> None:
     run(store)
-    by_stage: dict[str, list[str]] = {}
-    for key, entry in sorted(entries(store).items()):
-        by_stage.setdefault(entry["stage"], []).append(key)
-    garbage = [b"{not json", b'{"v": 1}', b'["v", 1]', b"\xff\xfe"]
-    corrupt = dict(zip([*by_stage["shout"][:3], *by_stage["join"]], garbage, strict=True))
-    for key, data in corrupt.items():
-        store.put(key, data)
-    missing = by_stage["words"][0]
+    by_stage = {entry["stage"]: key for key, entry in entries(store).items() if "#" not in key}
+    garbage = [b"{not json", b'{"v": 2}', b'["v", 2]', b"\xff\xfe"]
+    for data in garbage:
+        store.put(by_stage["join"], data)
+        assert cache.read_entry(store, by_stage["join"].split("/")[-1].removesuffix(".json")) is None
+    missing = by_stage["words"]
     store.delete(missing)
-    for pack in store.list(cache.PACK_PREFIX):  # else the packs of shout and measure answer for those items
-        store.put(pack, b"{not json")
+    packs = {json.loads(store.get(key).data)["stage"]: key for key in store.list(cache.PACK_PREFIX)}
+    store.put(packs["measure"], b"{not json")  # shout's still answers for its items
 
     state, invoked = run(store)
     assert state.status is RequestStatus.COMPLETED
-    # words ran again (same output: shout's keys hold); the 3 shout items ran (new outputs: their measure
-    # items miss too), and join.
-    assert ran(state, invoked) == {"words": 1, "shout": 3, "measure": 3, "join": 1}
+    # words ran again (same output: shout's keys hold, its pack answers); measure's items ran (its pack is
+    # unreadable; same outputs), and join (its entry is unreadable).
+    assert ran(state, invoked) == {"words": 1, "shout": 0, "measure": len(WORDS), "join": 1}
     # A corrupt entry is ignored and left as it is (the create-only write cannot replace it); a missing one is
-    # written again by the task that missed it.
-    for key, data in corrupt.items():
-        assert store.get(key).data == data
+    # written again by the task that missed it; an unreadable pack is replaced by a good one.
+    assert store.get(by_stage["join"]).data == garbage[-1]
     assert json.loads(store.get(missing).data)["source"] == state.request_id
+    assert len(json.loads(store.get(packs["measure"]).data)["rows"]) == len(WORDS)
 
 
 def test_no_cache_runs_everything_and_keeps_the_entries_and_resume_keeps_it(store: LocalStore) -> None:

@@ -11,7 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fave.local.orchestrator import load_local_pipeline
+from fave.local.template import load_template
 from support import e2e
+from support.sam import translate_many
+from support.template_checks import check_iam, check_source_reads, check_upload_trigger, check_wiring
 
 
 def fave(*args: str) -> e2e.Result:
@@ -147,3 +151,12 @@ def test_the_scaffold_template_is_a_valid_sam_template(scaffold: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # And it passes the checks template.yaml passes: wired as its pipeline says, every role least privilege.
+    # The scaffold has no upload trigger: no function may read uploads/ or inputs/, nothing notifies of uploads.
+    (translated,) = translate_many([scaffold / "template.yaml"])
+    pipeline = load_local_pipeline(scaffold / "pipeline.yaml")
+    assert list(pipeline.stages) == ["hello", "count"]
+    assert check_wiring(translated, pipeline) == []
+    assert check_iam(translated, pipeline, load_template(scaffold / "template.yaml")) == []
+    assert check_source_reads(translated, pipeline) == []
+    assert check_upload_trigger(translated, pipeline) == []

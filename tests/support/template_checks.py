@@ -178,10 +178,18 @@ def stage_requirements(
 
 
 def stage_forbidden(
-    pipeline: Pipeline, template: Template, stage: str, bucket: str, stack: Stack, *, source_prefixes: Sequence[str]
+    pipeline: Pipeline,
+    template: Template,
+    stage: str,
+    bucket: str,
+    stack: Stack,
+    *,
+    source_prefixes: Sequence[str],
+    reads_sources: bool = True,
 ) -> list[Access]:
     """What the function of ``stage`` must not be able to do: write outside its own prefixes, or read outside
-    requests/ (and, for a first stage, the source prefixes)."""
+    requests/ (and, for a first stage of a pipeline with an upload trigger, ``reads_sources``, the source
+    prefixes: without one a request names no source, so no stage reads there)."""
     obj = f"arn:aws:s3:::{bucket}/"
     forbidden = [
         Access("s3:GetObject", f"{obj}{INDEX_PREFIX}{REQUEST_ID}", "the request index"),
@@ -195,7 +203,7 @@ def stage_forbidden(
             "s3:PutObject", f"arn:aws:s3:::other-bucket/{artifact_prefix(REQUEST_ID, stage, None)}x", "other bucket"
         ),
     ]
-    if pipeline.stages[stage].needs:  # only a first stage reads the request's source
+    if pipeline.stages[stage].needs or not reads_sources:  # only a first stage reads the request's source
         forbidden += [Access("s3:GetObject", f"{obj}{p}video.mp4", f"sources under {p}") for p in source_prefixes]
     own = {a.resource for a in _stage_writes(pipeline, template, stage, bucket)}
     for other in pipeline.stages:
@@ -265,9 +273,12 @@ def orchestrator_requirements(
             Access("s3:ListBucket", f"arn:aws:s3:::{bucket}", "tick lists active markers", {"s3:prefix": active}),
         ]
     needed += _lease_and_mailbox(bucket)
+    if upload_field(pipeline) is not None:  # the upload trigger reads the object's sidecar (and heads the object)
+        needed += [
+            Access("s3:GetObject", f"{obj}{upload_prefix}video.mp4", "the upload"),
+            Access("s3:GetObject", f"{obj}{upload_prefix}video.mp4.json", "the upload's sidecar"),
+        ]
     needed += [
-        Access("s3:GetObject", f"{obj}{upload_prefix}video.mp4", "the upload"),
-        Access("s3:GetObject", f"{obj}{upload_prefix}video.mp4.json", "the upload's sidecar"),
         # No s3:prefix in the context: what S3 checks to answer 404 (not 403) for a missing key.
         Access("s3:ListBucket", f"arn:aws:s3:::{bucket}", "404 for missing keys (conditional writes, heads)"),
     ]
@@ -277,11 +288,7 @@ def orchestrator_requirements(
         needed.append(
             Access("lambda:GetFunctionConfiguration", stack.arn(spec.function), f"code digest of {spec.function}")
         )
-    source_field = upload_field(pipeline)
-    if source_field is not None and any(
-        spec.cache and (spec.cache_request is None or source_field in spec.cache_request)
-        for spec in pipeline.stages.values()
-    ):  # the cache keys the request's source by its content: its ETag (fave.source_digest)
+    if _keys_the_source(pipeline):  # the cache keys the request's source by its content: its ETag
         needed += [Access("s3:GetObject", f"{obj}{prefix}video.mp4", "the source's ETag") for prefix in sources]
     if _app_constant("fave.app.context", "SELF_FUNCTION") == ORCHESTRATOR:
         needed.append(Access("lambda:InvokeFunction", stack.arn(ORCHESTRATOR), "its own step invocations"))
@@ -291,6 +298,16 @@ def orchestrator_requirements(
             for action in SQS_POLLER_ACTIONS
         ]
     return needed
+
+
+def _keys_the_source(pipeline: Pipeline) -> bool:
+    """Whether a cached stage's key takes the request's source field, which the orchestrator then keys by
+    the source object's ETag (``fave.source_digest``), wherever the source is."""
+    source_field = upload_field(pipeline)
+    return source_field is not None and any(
+        spec.cache and (spec.cache_request is None or source_field in spec.cache_request)
+        for spec in pipeline.stages.values()
+    )
 
 
 def _lease_and_mailbox(bucket: str) -> list[Access]:
@@ -321,7 +338,11 @@ def _lease_and_mailbox(bucket: str) -> list[Access]:
     return needed
 
 
-def orchestrator_forbidden(pipeline: Pipeline, bucket: str, stack: Stack, upload_prefix: str) -> list[Access]:
+def orchestrator_forbidden(
+    pipeline: Pipeline, bucket: str, stack: Stack, upload_prefix: str, sources: Sequence[str] = ()
+) -> list[Access]:
+    """What the orchestrator must not be able to do; ``sources``: the prefixes its settings accept a source
+    under, which it must not read when the pipeline has no upload trigger (no request names a source)."""
     obj = f"arn:aws:s3:::{bucket}/"
     forbidden = [
         Access("s3:PutObject", f"{obj}{upload_prefix}video.mp4", "uploads are the users'"),
@@ -337,6 +358,17 @@ def orchestrator_forbidden(pipeline: Pipeline, bucket: str, stack: Stack, upload
         ),
         Access("s3:GetObject", f"arn:aws:s3:::other-bucket/{state_key(REQUEST_ID)}", "other bucket"),
     ]
+    if upload_field(pipeline) is None:
+        forbidden += [
+            Access("s3:GetObject", f"{obj}{prefix}video.mp4", "no upload trigger: no request names a source")
+            for prefix in dict.fromkeys((*sources, upload_prefix))
+        ]
+    elif not _keys_the_source(pipeline):  # it reads a source only for its ETag; an upload for its sidecar
+        forbidden += [
+            Access("s3:GetObject", f"{obj}{prefix}video.mp4", "no cache key takes the source: only stages read it")
+            for prefix in sources
+            if prefix != upload_prefix
+        ]
     functions = {spec.function for spec in pipeline.stages.values()} | {ORCHESTRATOR}
     for lid in stack.resources:
         if stack.type_of(lid) == "AWS::Lambda::Function" and lid not in functions:
@@ -435,12 +467,27 @@ def source_prefixes(stack: Stack) -> tuple[str, ...]:
     return prefixes
 
 
+def upload_prefix(stack: Stack) -> str:
+    """The orchestrator's upload prefix, as ``fave.app`` reads it (``FAVE_UPLOAD_PREFIX``, else its default)."""
+    from fave.app.settings import Settings
+
+    prefix: str = Settings.from_env(orchestrator_env(stack)).upload_prefix
+    return prefix
+
+
+def read_sources(stack: Stack, pipeline: Pipeline) -> tuple[str, ...]:
+    """The prefixes a first stage reads the request's source under: ``source_prefixes`` for a pipeline with
+    an upload trigger (``fave.inputs.upload_field``); none without one, since then no field of a request
+    names a source (the API checks none, the upload handler refuses every object)."""
+    return source_prefixes(stack) if upload_field(pipeline) is not None else ()
+
+
 def check_source_reads(translated: Mapping[str, Any], pipeline: Pipeline) -> list[str]:
     """A first stage's role reads objects outside requests/ exactly under the source prefixes: the keys its
     GetObject statements allow there, as prefixes, equal ``source_prefixes`` (no more, no fewer)."""
     stack = Stack(translated)
     bucket_objects = f"arn:aws:s3:::{stack.physical_id('ArtifactsBucket')}/"
-    expected = sorted(source_prefixes(stack))
+    expected = sorted(read_sources(stack, pipeline))
     problems = []
     for stage, spec in pipeline.stages.items():
         if spec.needs or spec.function not in stack.resources:
@@ -466,8 +513,9 @@ def check_iam(translated: Mapping[str, Any], pipeline: Pipeline, template: Templ
     """Every function's role covers what its code does, and no more (see the module docstring)."""
     stack = Stack(translated)
     bucket = stack.physical_id("ArtifactsBucket")
-    upload_prefix = orchestrator_env(stack).get("FAVE_UPLOAD_PREFIX", "")
-    sources = source_prefixes(stack)
+    uploads = upload_prefix(stack)
+    accepted = source_prefixes(stack)
+    sources = read_sources(stack, pipeline)
     problems = check_no_wildcard_actions(stack)
     for stage, spec in pipeline.stages.items():
         if spec.function not in stack.resources:
@@ -477,13 +525,15 @@ def check_iam(translated: Mapping[str, Any], pipeline: Pipeline, template: Templ
         needed = stage_requirements(pipeline, template, stage, bucket, sources)
         if spec.mode == "async" and COMPLETIONS in stack.resources:
             needed.append(Access("sqs:SendMessage", stack.arn(COMPLETIONS), "its destination records"))
-        forbidden = stage_forbidden(pipeline, template, stage, bucket, stack, source_prefixes=sources)
+        forbidden = stage_forbidden(
+            pipeline, template, stage, bucket, stack, source_prefixes=accepted, reads_sources=bool(sources)
+        )
         problems += _check_role(spec.function, role, needed, forbidden)
     problems += _check_role(
         ORCHESTRATOR,
         function_role(stack, ORCHESTRATOR),
-        orchestrator_requirements(pipeline, bucket, stack, upload_prefix, sources),
-        orchestrator_forbidden(pipeline, bucket, stack, upload_prefix),
+        orchestrator_requirements(pipeline, bucket, stack, uploads, sources),
+        orchestrator_forbidden(pipeline, bucket, stack, uploads, accepted),
     )
     return problems
 
@@ -594,3 +644,27 @@ def check_completions(stack: Stack) -> list[str]:
             "(Lambda refuses the event source mapping)"
         )
     return problems
+
+
+def check_upload_trigger(translated: Mapping[str, Any], pipeline: Pipeline) -> list[str]:
+    """A pipeline with an upload trigger (``fave.inputs.upload_field``) is started by its bucket: one
+    notification of the orchestrator for objects created under its upload prefix (``FAVE_UPLOAD_PREFIX``, as
+    ``fave.app`` reads it). A pipeline without one has no such notification: the orchestrator would refuse
+    every object it named."""
+    stack = Stack(translated)
+    bucket = stack.resolve(stack.properties("ArtifactsBucket"))
+    notifications = [
+        config
+        for config in (bucket.get("NotificationConfiguration") or {}).get("LambdaConfigurations", [])
+        if config.get("Function") == stack.arn(ORCHESTRATOR)
+    ]
+    if upload_field(pipeline) is None:
+        return [
+            f"no upload trigger in the pipeline, but the bucket notifies {ORCHESTRATOR} of {n}" for n in notifications
+        ]
+    prefix = upload_prefix(stack)
+    expected = {"Event": "s3:ObjectCreated:*", "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": prefix}]}}}
+    found = [{k: v for k, v in n.items() if k != "Function"} for n in notifications]
+    if found != [expected]:
+        return [f"the upload trigger: the bucket notifies {ORCHESTRATOR} of {found}, not of {expected} (one)"]
+    return []

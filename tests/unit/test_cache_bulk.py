@@ -12,10 +12,12 @@ import pytest
 from fave.core.engine import Engine
 from fave.core.model import (
     CacheLookup,
+    Cancel,
     Invoke,
     RequestState,
     RequestStatus,
     Start,
+    TaskFailed,
     TasksCached,
     TaskStatus,
     TaskSucceeded,
@@ -122,3 +124,25 @@ def test_a_fresh_success_then_completes_the_stage_and_its_pack_names_this_reques
     (pack,) = [c for c in commands if isinstance(c, WriteCachePack)]
     assert pack.rows[3][1:] == ({"w": "d"}, state.request_id) and pack.rows[0][2] == "01JSOURCE"
     assert state.status is RequestStatus.RUNNING
+
+
+def test_a_fanned_out_stage_stores_its_outputs_in_its_pack_even_when_the_request_fails() -> None:
+    engine, state, commands = started()  # nothing in the cache: every work task is dispatched
+    work = {c.item: c for c in commands if isinstance(c, Invoke) and c.stage == "work"}
+    state, commands = decide(engine, state, [TaskSucceeded("work", 0, work[0].attempt, {"w": "a"})])
+    assert not [c for c in commands if isinstance(c, (WriteCache, WriteCachePack))]  # its pack, when it ends
+    failed = TaskFailed("work", 1, work[1].attempt, "ValueError", "no", terminal=True)
+    state, commands = decide(engine, state, [failed])
+    assert state.status is RequestStatus.FAILED
+    (pack,) = [c for c in commands if isinstance(c, WriteCachePack)]  # check had no success: no pack
+    assert pack.stage == "work" and pack.rows == {0: ({"item": "a", "needs": {}}, {"w": "a"}, state.request_id)}
+    assert pack.shared["item"] == "a" and pack.shared["needs"] == {}
+
+
+def test_a_cancelled_request_stores_what_its_fanned_out_stages_computed() -> None:
+    engine, state, commands = started()
+    work = {c.item: c for c in commands if isinstance(c, Invoke) and c.stage == "work"}
+    state, _ = decide(engine, state, [TaskSucceeded("work", 2, work[2].attempt, {"w": "c"})])
+    state, commands = decide(engine, state, [Cancel("enough")])
+    (pack,) = [c for c in commands if isinstance(c, WriteCachePack)]
+    assert pack.stage == "work" and sorted(pack.rows) == [2]

@@ -76,7 +76,7 @@ def test_a_per_item_task_is_keyed_by_its_element_not_by_its_position() -> None:
     assert key(value=without) == key()
 
 
-def test_item_keys_in_bulk_equal_the_keys_one_by_one() -> None:
+def test_item_keys_in_bulk_equal_the_keys_one_by_one_and_are_made_of_the_pack_id_and_the_element() -> None:
     parked = {"requests/A/stages/words/out.json": {"words": ["w"] * 50, "inner": {"$ref": "requests/A/x.json"}}}
     parked["requests/A/x.json"] = 'é\u2028 "$ref"'
 
@@ -91,9 +91,19 @@ def test_item_keys_in_bulk_equal_the_keys_one_by_one() -> None:
         )
         for i in range(5)
     }
-    bulk = cache.item_keys("F", CODE, inputs, ["words"], load)
-    assert bulk == {i: cache.cache_key("F", CODE, value, load) for i, value in inputs.items()}
+    pack = cache.pack_id("F", CODE, inputs[0], ["shout"], load)  # words is the same for every item
+    bulk = cache.item_keys(pack, inputs, ["shout"], load)
+    assert bulk == {i: cache.item_keys(pack, {i: value}, ["shout"], load)[i] for i, value in inputs.items()}
     assert len(set(bulk.values())) == 5
+    # The shared parts enter through the pack id: the same element under another function, code, config or
+    # whole upstream output gets another key; the position does not enter.
+    assert cache.pack_id("G", CODE, inputs[0], ["shout"], load) != pack
+    assert cache.pack_id("F", CODE, {**inputs[0], "config": {"suffix": "?"}}, ["shout"], load) != pack
+    assert cache.pack_id("F", CODE, {**inputs[1], "index": 7}, ["shout"], load) == pack
+    moved = cache.item_keys(pack, {9: {**inputs[2], "index": 9}}, ["shout"], load)
+    assert moved == {9: bulk[2]}
+    other_need = cache.item_keys(pack, {2: {**inputs[2], "needs": {"shout": {"n": 3}}}}, ["shout"], load)
+    assert other_need[2] != bulk[2]
 
 
 def test_one_upstream_output_changes_the_key() -> None:

@@ -71,3 +71,20 @@ def test_a_step_s_tasks_share_their_timestamps() -> None:
     tasks = [(0, running), (1, done), (2, running), (3, zero), (4, Task())]
     assert shard_json("work", 0, 7, tasks) == whole("work", 0, 7, tasks)
     assert b'"deadline":-0.0' in shard_json("work", 0, 7, tasks)
+
+
+@given(first=st.lists(TASKS, min_size=1, max_size=6), changed=st.lists(TASKS, min_size=1, max_size=6))
+def test_with_a_memo_the_same_bytes_and_an_unchanged_task_is_not_encoded_again(
+    first: list[Task], changed: list[Task]
+) -> None:
+    memo: dict[int, tuple[Task, str]] = {}
+    before = list(enumerate(first))
+    assert shard_json("work", 0, 1, before, memo) == whole("work", 0, 1, before)
+    members = {item: text for item, (_, text) in memo.items()}
+    # The next write of the shard: some tasks replaced by new objects (even equal ones), the rest the same.
+    after = [(i, changed[i] if i < len(changed) and i % 2 else task) for i, task in before]
+    assert shard_json("work", 0, 2, after, memo) == whole("work", 0, 2, after)
+    for item, task in after:
+        assert memo[item][0] is task
+        if task is first[item]:
+            assert memo[item][1] is members[item]  # reused, not written again

@@ -96,6 +96,10 @@ Description: fave pipeline {name} (fave new pipeline). Runs locally with `fave r
 # asynchronous stage's OnSuccess and OnFailure destinations point at it (fave refuses to load a pipeline whose
 # async stage would never report back). Each function runs under its own role: a stage reads requests/* and
 # writes only under requests/{{id}}/stages/<its stage>/. `fave new stage NAME` adds a stage at the markers.
+# No upload trigger (pipeline.yaml has no `trigger:`): no request names a source, so nothing reads uploads/.
+# Adding one takes, as in the fave examples (examples/sales/template.yaml): FAVE_UPLOAD_PREFIX and
+# FAVE_INPUT_PREFIXES in the orchestrator's environment, its S3 Upload event and ReadUploads statement, and
+# a ReadSources statement on the first stage's function.
 
 Globals:
   Function:
@@ -172,16 +176,31 @@ Resources:
                 - !Sub
                   - {arn}/idempotency/*
                   {_SUFFIX}
-            - Sid: LeasesMailboxAndShards  # a commit deletes what it replaced; a lease is released by deleting it
+            # Deletes are scoped to what the orchestrator replaces or releases: never state, results or a
+            # stage's artifacts. A commit deletes the task-shard versions it replaced; a lease is released,
+            # and an applied mailbox message removed, by deleting it; an active marker is dropped when done.
+            - Sid: SupersededShards
+              Effect: Allow
+              Action: s3:DeleteObject
+              Resource: !Sub
+                - {arn}/requests/*/metadata/tasks/*
+                {_SUFFIX}
+            - Sid: LeaseAndMailbox
               Effect: Allow
               Action: s3:DeleteObject
               Resource:
                 - !Sub
-                  - {arn}/requests/*
+                  - {arn}/requests/*/metadata/lease.json
                   {_SUFFIX}
                 - !Sub
-                  - {arn}/index/active/*
+                  - {arn}/requests/*/inbox/*
                   {_SUFFIX}
+            - Sid: ActiveMarkers
+              Effect: Allow
+              Action: s3:DeleteObject
+              Resource: !Sub
+                - {arn}/index/active/*
+                {_SUFFIX}
             - Sid: ListBucket  # also what makes S3 answer 404 rather than 403 for a missing key
               Effect: Allow
               Action: s3:ListBucket

@@ -702,13 +702,11 @@ class _Tx:
 
     def record_success(self, ev: TaskSucceeded, item: int, task: Task) -> None:
         """The task SUCCEEDED with the event's output, and the lists it fans out to are known. A task of a
-        ``cache: true`` stage that ran (not taken from the cache) has its output written to the cache."""
+        ``cache: true`` stage that ran (not taken from the cache) has its output written to the cache: its entry
+        now if it is a single task; a fanned-out stage's outputs go into its pack when it ends (``cache_pack``)."""
         spec = self.p.stages[ev.stage]
-        if spec.cache and ev.cached_from is None:
-            item_ref = item if spec.fanned_out else None
-            self.commands.append(
-                WriteCache(ev.stage, item_ref, spec.function, self.task_input(spec, item_ref), ev.output)
-            )
+        if spec.cache and ev.cached_from is None and not spec.fanned_out:
+            self.commands.append(WriteCache(ev.stage, None, spec.function, self.task_input(spec, None), ev.output))
         self.put(
             ev.stage,
             item,
@@ -1178,13 +1176,14 @@ class _Tx:
             if task is None or task.status is not TaskStatus.PENDING or task.attempt != task.stale_attempts:
                 continue
             if item not in answers:
-                ask[item] = self.task_input(spec, item)
+                ask[item] = {}
                 continue
             answer = answers[item]
             if answer is not None:
                 hits.append((item, task, answer))
         if ask:
-            raise CacheLookup(stage, spec.function, ask, spec.item_needs)
+            inputs = self.keyed_inputs(spec, ask)
+            raise CacheLookup(stage, spec.function, inputs, spec.item_needs, self.task_input(spec, next(iter(ask))))
         if hits:
             self.record_cached(spec, hits)
 
@@ -1230,16 +1229,40 @@ class _Tx:
         self.check_stage_done(stage)
 
     def cache_pack(self, spec: Stage) -> None:
-        """A cached fanned-out stage succeeded: ask for the pack of its run (every item that succeeded)."""
+        """A cached fanned-out stage ended (succeeded, or stopped with the request): ask for the pack of its run
+        (every item that succeeded: the pack is where its outputs are stored, ``fave.cache``)."""
         if not spec.cache or not spec.fanned_out:
             return
         self.require_all([spec.name])
-        rows: dict[int, tuple[Mapping[str, Any], Any, str]] = {}
-        for item, task in (self.tasks.get(spec.name) or _NO_TASKS).items():
-            if task.status is TaskStatus.SUCCEEDED:
-                rows[item] = (self.task_input(spec, item), task.output, task.cached_from or self.base.request_id)
-        if rows:
-            self.commands.append(WriteCachePack(spec.name, spec.function, spec.item_needs, rows))
+        done = {
+            item: (task.output, task.cached_from or self.base.request_id)
+            for item, task in (self.tasks.get(spec.name) or _NO_TASKS).items()
+            if task.status is TaskStatus.SUCCEEDED
+        }
+        if done:
+            keyed = self.keyed_inputs(spec, done)
+            rows = {item: (keyed[item], output, source) for item, (output, source) in done.items()}
+            shared = self.task_input(spec, next(iter(rows)))
+            self.commands.append(WriteCachePack(spec.name, spec.function, spec.item_needs, rows, shared))
+
+    def keyed_inputs(self, spec: Stage, items: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """What the cache keys of tasks of a fanned-out stage are made of besides the parts every task of it
+        shares: each one's element and per-item needs (``fave.cache.item_keys``), item -> ``{"item", "needs"}``.
+        In bulk: the list is looked up once, not per task (``task_input`` per task costs 3 times more)."""
+        name = str(spec.for_each)
+        elements = self.items[name]
+        block, chunks = elements.block, elements.blocks
+        item_needs = spec.item_needs
+        inputs: dict[int, dict[str, Any]] = {}
+        for item in items:
+            chunk = chunks.get(item // block)
+            element = chunk[item % block] if chunk is not None else elements.item(name, item)  # raises MissingData
+            needs: dict[str, Any] = {}
+            for need in item_needs:
+                task = self.get(need, item)
+                needs[need] = task.output if task else None
+            inputs[item] = {"item": element, "needs": needs}
+        return inputs
 
     def dispatch(self) -> None:
         """Start ready tasks, up to each stage's ``max_concurrency``."""
@@ -1347,6 +1370,8 @@ class _Tx:
         st = self.stage(failure.stage)
         self.set_stage(failure.stage, replace(st, status=StageStatus.FAILED, finished_at=self.now))
         self.stop_everything(StageStatus.FAILED)
+        if st.status is StageStatus.RUNNING and st.succeeded:  # what its items computed still goes to the cache
+            self.cache_pack(self.p.stages[failure.stage])
         self.notify(NotifyKind.REQUEST_FAILED, failure.stage, failure.item, failure.describe())
 
     def stop_everything(self, stage_status: StageStatus) -> None:
@@ -1376,6 +1401,8 @@ class _Tx:
                 if stage_status is StageStatus.FAILED and not st.failed:
                     status = StageStatus.CANCELLED
                 self.set_stage(stage, replace(st, status=status, finished_at=self.now))
+                if st.succeeded:  # what its items computed still goes to the cache
+                    self.cache_pack(self.p.stages[stage])
         self.ready = Map()
         self.retry_due = Map()
         self.running = Map()

@@ -535,9 +535,9 @@ CachedOutput = tuple[Any, str]
 @dataclass(frozen=True, slots=True)
 class TasksCached:
     """The result cache's answers for tasks of a fanned-out ``cache: true`` stage that ``CacheLookup`` asked
-    about: item -> a hit, or None (not found in bulk: the task is dispatched, and its invocation looks up its own
-    entry). Only this decision uses them: the hits among the stage's ready tasks are recorded SUCCEEDED (cached,
-    never invoked) when it dispatches; nothing of the event itself is persisted."""
+    about: item -> a hit, or None (not in the stage's pack: the task is dispatched). Only this decision uses
+    them: the hits among the stage's ready tasks are recorded SUCCEEDED (cached, never invoked) when it
+    dispatches; nothing of the event itself is persisted."""
 
     stage: str
     answers: Mapping[int, CachedOutput | None]
@@ -545,18 +545,26 @@ class TasksCached:
 
 class CacheLookup(Exception):  # noqa: N818 - not an error: a request for the result cache's answers
     """The decision is about to dispatch tasks of a fanned-out ``cache: true`` stage for the first time: the
-    caller looks them all up at once (``inputs``: item -> the task's input) and decides again from the same state
-    with a ``TasksCached`` event first (like ``MissingData``, the restarted decision is the same one, with the
-    answers). ``item_needs``: the needs that differ per item (the rest of an input is the same for all)."""
+    caller looks them all up at once and decides again from the same state with a ``TasksCached`` event first
+    (like ``MissingData``, the restarted decision is the same one, with the answers). ``inputs``: item -> what
+    its key is made of besides the shared parts, ``{"item": ..., "needs": {per-item needs}}`` (a whole input
+    will do); ``shared``: the whole input of one of the tasks (the parts every task shares are taken from it);
+    ``item_needs``: the needs that differ per item."""
 
     def __init__(
-        self, stage: str, function: str, inputs: Mapping[int, Mapping[str, Any]], item_needs: tuple[str, ...]
+        self,
+        stage: str,
+        function: str,
+        inputs: Mapping[int, Mapping[str, Any]],
+        item_needs: tuple[str, ...],
+        shared: Mapping[str, Any],
     ) -> None:
         super().__init__(f"look up {len(inputs)} tasks of stage {stage} in the result cache")
         self.stage = stage
         self.function = function
         self.inputs = inputs
         self.item_needs = item_needs
+        self.shared = shared
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,14 +656,18 @@ class WriteCache:
 
 @dataclass(frozen=True, slots=True)
 class WriteCachePack:
-    """A fanned-out ``cache: true`` stage succeeded: store the pack of its run (``fave.cache``: item key ->
-    output, for every item that succeeded, invoked or cached), so that the next run of the stage finds its hits
-    with one read. ``rows``: item -> (its input, its output, the request that computed it)."""
+    """A fanned-out ``cache: true`` stage ended (succeeded, or stopped with its request): merge the rows of its
+    run into its pack (``fave.cache``: item key -> output, for every item that succeeded, invoked or cached; the
+    only place its outputs are stored), so that the next run of the stage finds its hits with one read.
+    ``rows``: item -> (what its key is made of besides ``shared``: ``{"item": ..., "needs": {per-item needs}}``,
+    its output, the request that computed it); ``shared``: the whole input of one of its tasks (the parts every
+    task shares are taken from it)."""
 
     stage: str
     function: str
     item_needs: tuple[str, ...]
     rows: Mapping[int, tuple[Mapping[str, Any], Any, str]]
+    shared: Mapping[str, Any]
 
 
 Command = Invoke | WriteFinal | Notify | WriteCache | WriteCachePack

@@ -419,7 +419,7 @@ class FunctionPool:
 
     def _run_in_thread(self, invocation: Invocation, watch: _Watch) -> bool:
         """Run in this slot thread; False if the invocation timed out meanwhile (the slot is abandoned)."""
-        handler = self._thread_handler(invocation.request_id)
+        handler = self._handler or self._thread_handler(invocation.request_id)  # loaded: no call
         if isinstance(handler, Outcome):
             self._finish(invocation, handler)
             return True
