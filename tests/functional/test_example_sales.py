@@ -102,3 +102,27 @@ def test_a_csv_without_the_columns_fails_at_once_with_the_stage_traceback(tmp_pa
 def test_the_examples_own_stage_tests_pass() -> None:
     done = e2e.pytest_in(EXAMPLE)
     assert done.code == 0 and "5 passed" in done.stdout, done.stdout + done.stderr
+
+
+def test_every_stage_is_cached_on_the_fields_it_reads(tmp_path: Path) -> None:
+    """The same CSV again runs nothing; another ``currency`` runs report alone; the CSV's bytes changed under the
+    same name run everything again (load keys the source by its content)."""
+    csv_path = tmp_path / "sales.csv"
+    csv_path.write_bytes(SAMPLE.read_bytes())
+    store = str(tmp_path / "s")
+
+    def ran(*extra: str) -> dict[str, int]:
+        run = fave("run", str(csv_path), "--pipeline", str(PIPELINE), "--store", store, "--json", *extra)
+        assert run.code == 0 and run.json["status"] == "COMPLETED", run.describe()
+        counts = {}
+        for stage in ("load", "totals", "region", "report"):
+            page = fave("status", run.json["request_id"], "--stage", stage, "--store", store, "--json")
+            counts[stage] = sum(not row.get("cached") for row in page.json["items"])
+        return counts
+
+    regions = len(expected(SAMPLE, top=3)["order"])  # type: ignore[arg-type]
+    assert ran() == {"load": 1, "totals": 1, "region": regions, "report": 1}
+    assert ran() == {"load": 0, "totals": 0, "region": 0, "report": 0}
+    assert ran("--input", '{"currency": "USD"}') == {"load": 0, "totals": 0, "region": 0, "report": 1}
+    csv_path.write_bytes(SAMPLE.read_bytes() + b"2026-03-31,north,widget,1,1.00\n")
+    assert ran() == {"load": 1, "totals": 1, "region": 1, "report": 1}  # only north's list changed

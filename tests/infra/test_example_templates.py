@@ -30,6 +30,7 @@ from support.template_checks import (
 EXAMPLES = sorted(p.parent for p in (TEMPLATE.parent / "examples").glob("*/pipeline.yaml"))
 SALES = TEMPLATE.parent / "examples" / "sales"
 BUCKET = "arn:aws:s3:::fave-123456789012-us-east-1-51af3dc0"
+SOURCES = ("uploads/", "inputs/")
 
 
 def _sales_doc() -> dict[str, Any]:
@@ -129,6 +130,8 @@ def test_an_upload_trigger_without_its_wiring_is_reported(
     assert problems == [
         f"{ORCHESTRATOR} may not s3:GetObject on {BUCKET}/uploads/video.mp4 (the upload)",
         f"{ORCHESTRATOR} may not s3:GetObject on {BUCKET}/uploads/video.mp4.json (the upload's sidecar)",
+        # load's cache key takes the source by its content: the orchestrator reads its ETag
+        *(f"{ORCHESTRATOR} may not s3:GetObject on {BUCKET}/{p}video.mp4 (the source's ETag)" for p in SOURCES),
     ]
     (problem,) = check_upload_trigger(translated["no_upload_event"], sales)
     assert problem.startswith(f"the upload trigger: the bucket notifies {ORCHESTRATOR} of [], not of")
@@ -146,7 +149,11 @@ def test_without_an_upload_trigger_no_function_reads_sources_or_uploads(
             f"LoadFunction may s3:GetObject on {BUCKET}/{prefix}video.mp4 (sources under {prefix})"
             for prefix in ("uploads/", "inputs/")
         ),
-        f"{ORCHESTRATOR} may s3:GetObject on {BUCKET}/uploads/video.mp4 (no upload trigger: no request names a source)",
+        *(
+            f"{ORCHESTRATOR} may s3:GetObject on {BUCKET}/{prefix}video.mp4 (no upload trigger: no request names "
+            "a source)"
+            for prefix in SOURCES
+        ),
     ]
     assert check_source_reads(translated[SALES], untriggered) == [
         "stage load (LoadFunction) reads sources under ['inputs/', 'uploads/'], the orchestrator accepts them "
