@@ -97,6 +97,10 @@ def test_each_key_has_the_status_of_the_newest_request_that_had_it(two_runs: tup
     assert header.split()[:4] == ["STAGE", "KEY", "STATUS", "REQUEST"]
     assert line.split()[:4] == ["work", "b", "FAILED", second] and "TerminalError: entry b refused" in line
 
+    none = fave("items", "keyed", "--status", "cancelled", store=store)  # nothing: said on stderr, stdout empty
+    assert none.code == 0 and none.stdout == "", none.describe()
+    assert none.stderr.strip() == "no items with latest status CANCELLED in pipeline 'keyed'"
+
 
 def test_the_stage_view_shows_keys_and_takes_a_key_for_an_item(two_runs: tuple[Path, str, str]) -> None:
     store, _, second = two_runs

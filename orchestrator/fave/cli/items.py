@@ -74,6 +74,12 @@ def cmd_items(args: argparse.Namespace) -> int:
     rows = item_rows(store, name, stage=args.stage, status=args.status, known=known)
     if args.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-    else:
+    elif rows:
         _table(rows)
+    else:  # a person asking "which failed" gets an answer, on stderr (stdout stays empty for scripts)
+        wanted = f" with latest status {args.status.upper()}" if args.status else ""
+        print(
+            f"no items{wanted} in pipeline {name!r}" + (f", stage {args.stage!r}" if args.stage else ""),
+            file=sys.stderr,
+        )
     return 0
