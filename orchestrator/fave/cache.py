@@ -47,7 +47,8 @@ request fields and whole upstream outputs), so the next run of the stage on anot
   is in it already). Merged, not replaced: the rows of earlier runs that this run lacks are kept (a list that
   comes back, or another list run meanwhile, still hits), oldest dropped first beyond ``PACK_ROWS_KEPT`` rows
   or twice the run's, so a pack stays proportional to the lists it serves. A key already in it keeps its row
-  (the first writer wins, as for entries: the keys downstream made of that output keep answering).
+  (the first writer wins, as for entries: the keys downstream made of that output keep answering), unless
+  the lookup found that row's parked output gone: then the output computed again replaces it.
 * *Concurrent writers*: the put is conditional on the etag the pack was read at (create-only when there was
   none); a writer that lost the race reads the pack again and merges once more (``PACK_WRITE_ATTEMPTS``), so no
   run's rows are lost; after that it gives up, and those items run again next time.
@@ -66,7 +67,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,10 +287,11 @@ def read_pack(store: ObjectStore, pack: str) -> Pack:
     return Pack(good, _MARKER in blob.data, blob.etag)
 
 
-def merged_rows(old: Mapping[str, Row], new: Mapping[str, Row]) -> dict[str, Row]:
+def merged_rows(old: Mapping[str, Row], new: Mapping[str, Row], stale: Collection[str] = ()) -> dict[str, Row]:
     """``new``'s keys after those of ``old`` it lacks (the oldest of these dropped beyond the pack's bound,
     ``PACK_ROWS_KEPT``); a key in both keeps ``old``'s row: the first writer wins, as for entries, so that the
-    keys downstream made of that output keep answering."""
+    keys downstream made of that output keep answering. Except the ``stale`` keys: rows a lookup found useless
+    (their parked output is gone), which ``new`` replaces, else they would miss for good."""
     room = max(PACK_ROWS_KEPT, 2 * len(new)) - len(new)
     kept = [(key, row) for key, row in old.items() if key not in new]
     if len(kept) > room:
@@ -297,24 +299,32 @@ def merged_rows(old: Mapping[str, Row], new: Mapping[str, Row]) -> dict[str, Row
     merged = dict(kept)
     get = old.get
     for key, row in new.items():
-        merged[key] = get(key, row)
+        merged[key] = row if key in stale else get(key, row)
     return merged
 
 
 def write_pack(
-    store: ObjectStore, pack: str, rows: Mapping[str, Row], *, source: str, stage: str, known: Pack | None
+    store: ObjectStore,
+    pack: str,
+    rows: Mapping[str, Row],
+    *,
+    source: str,
+    stage: str,
+    known: Pack | None,
+    stale: Collection[str] = (),
 ) -> bool:
     """Merge ``rows`` (item key -> row) into the pack and write it; ``known``: the pack as this process read it
     (None: not read; then it is created, or read and merged if it exists). Nothing is written when every row is
     in it already. Conditional (``if_match`` the etag read, create-only when there was none): a concurrent writer
-    makes it read the pack again and merge once more, so that no writer's rows are lost. False if it gave up
-    (then those rows run again next time: a miss, never a failure)."""
+    makes it read the pack again and merge once more, so that no writer's rows are lost. ``stale``: keys whose
+    row in the pack is to be replaced (``merged_rows``). False if it gave up (then those rows run again next
+    time: a miss, never a failure)."""
     base = known
     for _ in range(PACK_WRITE_ATTEMPTS):
         old = base.rows if base is not None else {}
-        if base is not None and all(key in old for key in rows):
+        if base is not None and all(key in old and key not in stale for key in rows):
             return True  # every row there already (a run wholly from this pack)
-        doc = {"v": KEY_VERSION, "stage": stage, "source": source, "rows": merged_rows(old, rows)}
+        doc = {"v": KEY_VERSION, "stage": stage, "source": source, "rows": merged_rows(old, rows, stale)}
         body = _PACK_ENCODER.encode(doc).encode()  # nothing hashes it: unsorted (10,000 rows, written per run)
         etag = base.etag if base is not None else None
         try:

@@ -124,6 +124,8 @@ class _BulkLookup:
     read: cache.Pack
     keys: dict[int, str] = field(default_factory=dict)
     """item -> key, for every task looked up (those not hits ran: their lookup is not made again)."""
+    stale: set[str] = field(default_factory=set)
+    """Keys whose row was found but whose parked output is gone: the pack's write replaces them."""
 
 
 def handover_margin(time_at_start: float) -> float:
@@ -648,8 +650,12 @@ class Orchestrator:
         rows, parked = bulk.read.rows, bulk.read.parked
         for item, key in keys.items():
             row = rows.get(key)
-            if row is not None and (not parked or self._parked_exist(row[0])):
+            if row is None:
+                continue
+            if not parked or self._parked_exist(row[0]):
                 answers[item] = row
+            else:
+                bulk.stale.add(key)
         return TasksCached(ask.stage, answers)
 
     def _item_cache_hit(self, state: RequestState, command: Invoke) -> bool:
@@ -672,6 +678,8 @@ class Orchestrator:
             bulk.keys.update(key)
             row = bulk.read.rows.get(key[command.item])
             answer = row if row is not None and (not bulk.read.parked or self._parked_exist(row[0])) else None
+            if row is not None and answer is None:
+                bulk.stale.add(key[command.item])
         else:
             ask = CacheLookup(command.stage, command.function, inputs, item_needs, command.input)
             answer = self._cache_lookup(state, ask).answers.get(command.item)
@@ -702,8 +710,10 @@ class Orchestrator:
             missing = {item: row[0] for item, row in command.rows.items() if item not in known}
             keys = {**known, **cache.item_keys(pack, missing, command.item_needs, load)} if missing else known
             rows = {keys[item]: (output, source) for item, (_, output, source) in command.rows.items()}
-            read = bulk.read if bulk is not None else None
-            cache.write_pack(self.store, pack, rows, source=state.request_id, stage=command.stage, known=read)
+            read, stale = (bulk.read, bulk.stale) if bulk is not None else (None, set())
+            cache.write_pack(
+                self.store, pack, rows, source=state.request_id, stage=command.stage, known=read, stale=stale
+            )
         except (FaveError, TypeError, ValueError) as exc:
             _log.warning("result cache: writing the pack of %s failed: %s", command.stage, exc)
 

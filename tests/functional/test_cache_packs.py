@@ -15,7 +15,10 @@ from fave.cli.bench_incremental import INCREMENTAL_PIPELINE, Operations
 from fave.cli.main import main
 from fave.core.model import Invoke, RequestState, RequestStatus, TaskSucceeded
 from fave.local.orchestrator import local_orchestrator
+from fave.persistence import SHARD_SIZE, Persistence
+from fave.service import Orchestrator
 from fave_shared.store import LocalStore, ObjectStore, S3Store
+from support.pipelines import make_pipeline
 
 N = 120
 FUNCTIONS = {
@@ -195,3 +198,61 @@ def test_fave_bench_incremental_refuses_bad_arguments_with_one_line(
     assert main(["bench", "incremental", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fave: error:") and "\n" not in err
+
+
+WIDE = """
+    name: wide-cached
+    final: total
+    defaults: {timeout: 60s}
+    stages:
+      plan: {function: Plan, mode: async}
+      work: {function: Work, needs: [plan], for_each: plan.items, mode: async, cache: true}
+      total: {function: Total, needs: [work], mode: async}
+"""
+
+
+class Recorder:
+    """An invoker that records the tasks it was asked to run (nothing runs; no code digest: nothing is cached)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, int | None, int]] = []
+
+    def invoke_async(self, function: str, payload: Any) -> str:
+        task = json.loads(payload.data)["task"]
+        self.tasks.append((task["stage"], task["item"], task["attempt"]))
+        return "id"
+
+    def functions(self) -> frozenset[str]:
+        return frozenset({"Plan", "Work", "Total"})
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def test_a_stage_ending_in_a_fresh_process_loads_every_list_block_its_pack_needs_at_once(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = 5 * SHARD_SIZE + 7  # six blocks of the list
+    first = Recorder()
+    orchestrator = Orchestrator(make_pipeline(WIDE), store, first)  # type: ignore[arg-type]
+    request_id = orchestrator.create({}).request_id
+    ((_, _, plan),) = first.tasks
+    orchestrator.apply(request_id, [TaskSucceeded("plan", None, plan, {"items": list(range(items))})])
+    work = [(item, attempt) for stage, item, attempt in first.tasks if stage == "work"]
+    assert len(work) == items
+    orchestrator.apply(request_id, [TaskSucceeded("work", i, a, {"v": i}) for i, a in work[:-1]])
+
+    loads: list[tuple[int, int]] = []
+    real = Persistence.load_more
+
+    def counted(self: Persistence, state: Any, missing: Any) -> Any:
+        loads.append((len(missing.tasks), len(missing.items)))
+        return real(self, state, missing)
+
+    monkeypatch.setattr(Persistence, "load_more", counted)
+    fresh = Orchestrator(make_pipeline(WIDE), store, Recorder())  # type: ignore[arg-type]
+    last, attempt = work[-1]
+    state = fresh.apply(request_id, [TaskSucceeded("work", last, attempt, {"v": last})])
+    assert state.stages["work"].status.value == "SUCCEEDED"
+    # The pack's rows need every element of the list: its six blocks in one load, not one load per block.
+    assert [n for _, n in loads if n] == [items // SHARD_SIZE + 1]

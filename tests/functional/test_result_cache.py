@@ -318,3 +318,7 @@ def test_a_parked_output_is_cached_as_its_marker_and_a_missing_parked_object_is_
     assert third.status is RequestStatus.COMPLETED
     assert ran(third, invoked) == {"words": 0, "shout": 1, "measure": 1, "join": 1}
     assert third.tasks["measure"][fox].output["padding_seen"] == 20_000
+    # The output computed again took the place of the one whose object is gone: the next run takes it.
+    fourth, invoked = run(store, request)
+    assert ran(fourth, invoked) == dict.fromkeys(STAGES, 0)
+    assert fourth.tasks["shout"][fox].cached_from == third.request_id

@@ -1252,11 +1252,14 @@ class _Tx:
         name = str(spec.for_each)
         elements = self.items[name]
         block, chunks = elements.block, elements.blocks
+        wanted = list(items)
+        missing = {(name, b) for b in {item // block for item in wanted} if b not in chunks}
+        if missing:  # all at once: one load, not one per block
+            raise MissingData(items=frozenset(missing))
         item_needs = spec.item_needs
         inputs: dict[int, dict[str, Any]] = {}
-        for item in items:
-            chunk = chunks.get(item // block)
-            element = chunk[item % block] if chunk is not None else elements.item(name, item)  # raises MissingData
+        for item in wanted:
+            element = chunks[item // block][item % block]
             needs: dict[str, Any] = {}
             for need in item_needs:
                 task = self.get(need, item)
