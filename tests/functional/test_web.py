@@ -33,6 +33,7 @@ from fave.web.layout import layout
 from fave.web.timeline import BARS_PER_STAGE, SHARDS_PER_STAGE
 from fave_shared.store import Blob, LocalStore, ObjectStore
 from support import e2e
+from support.demo import DEMO as DEMO_PIPELINE
 from support.demo import TEXT, run_demo
 
 SCRIPT = "<script>alert(1)</script>"
@@ -213,6 +214,8 @@ def test_the_summary_has_the_stage_counts_and_the_dag_from_state_json_alone(demo
         "fanned_out": True,
     }
     assert stages["shout"]["for_each"] == "words.words" and stages["join"]["needs"] == ["measure", "shout"]
+    assert all(s["in_run"] for s in stages.values()) and summary["selection"] is None  # a whole run
+
     layout = summary["layout"]
     columns = {n["name"]: n["column"] for n in layout["nodes"]}
     assert columns == {"words": 0, "shout": 1, "measure": 2, "join": 3}
@@ -482,3 +485,25 @@ def test_an_unreadable_request_is_a_row_of_the_list_and_a_500_naming_it(tmp_path
         broken = fetch(f"{url}/ui/api/requests/{bad}")
         assert broken.status == 500 and bad in broken.json["error"] and "unreadable" in broken.json["error"]
         assert fetch(f"{url}/ui/requests/{bad}").status == 200  # the page, to say what is wrong
+
+
+def test_a_subset_runs_stages_outside_its_selection_are_marked_not_in_run(tmp_path: Path) -> None:
+    """``fave run --stage shout``: words and shout run, measure and join stay PENDING and are not owed."""
+    store = LocalStore(str(tmp_path / "store"))
+    orchestrator = local_orchestrator(DEMO_PIPELINE, store)
+    try:
+        state = orchestrator.create({"text": "a b"}, stages=("shout",))
+        state = orchestrator.drive(state.request_id, tick_s=0.02)
+    finally:
+        orchestrator.close()
+    assert state.status.value == "COMPLETED"
+    with served(store) as url:
+        summary = fetch(f"{url}/ui/api/requests/{state.request_id}").json
+    stages = {s["name"]: (s["status"], s["in_run"]) for s in summary["stages"]}
+    assert stages == {
+        "words": ("SUCCEEDED", True),
+        "shout": ("SUCCEEDED", True),
+        "measure": ("PENDING", False),
+        "join": ("PENDING", False),
+    }
+    assert summary["selection"] == {"stages": ["shout"], "runs": ["words", "shout"]}

@@ -91,6 +91,8 @@ def request_summary(store: ObjectStore, request_id: str) -> dict[str, Any]:
                 "duration_s": s.duration_s,
                 "needs": list(shape.get(name, {}).get("needs") or []),
                 "for_each": shape.get(name, {}).get("for_each"),
+                # A subset run (fave run --stage) leaves the stages outside its scope PENDING: not owed.
+                "in_run": not doc.scope or name in doc.scope,
             }
         )
     failure = doc.failure.model_dump() if doc.failure else None
@@ -105,6 +107,7 @@ def request_summary(store: ObjectStore, request_id: str) -> dict[str, Any]:
         "resumes": doc.resumes,
         "has_final": doc.status == RequestStatus.COMPLETED.value,
         "stages": stages,
+        "selection": {"stages": doc.selection, "runs": doc.scope or list(doc.stages)} if doc.selection else None,
         "layout": layout(list(doc.stages), shape),
     }
 

@@ -90,6 +90,7 @@
   }
 
   function detailLine(st) {
+    if (st.in_run === false) return "not selected";  // a subset run (fave run --stage) does not run it
     const parts = [];
     if (st.failed) parts.push(`${st.failed} failed`);
     if (st.running) parts.push(`${st.running} running`);
@@ -141,7 +142,7 @@
       const node = view.nodes.get(st.name);
       if (!node) continue;
       const { g, w } = node;
-      g.setAttribute("class", `node s-${st.status}${st.name === view.stage ? " selected" : ""}`);
+      g.setAttribute("class", `node s-${st.status}${st.in_run === false ? " not-in-run" : ""}${st.name === view.stage ? " selected" : ""}`);
       g.dataset.status = st.status;
       for (const key of ["total", "succeeded", "failed", "running", "pending", "skipped"]) g.dataset[key] = st[key] ?? "";
       g.querySelector(".counts").textContent = countsLine(st);
