@@ -127,7 +127,9 @@ LIBRARY_ROOTS = tuple(
 )
 
 
-_SKIPPED = {__file__, pathlib.__file__, os.__file__, tempfile.__file__}
+# "<frozen os>": os is frozen in 3.11+, so os.fdopen's own call to io.open names that file, not os.__file__ (hypothesis
+# saves a failing example, e.g. one over its deadline on a loaded machine, through mkstemp and os.fdopen).
+_SKIPPED = {__file__, pathlib.__file__, os.__file__, tempfile.__file__, "<frozen os>"}
 HYPOTHESIS_PACKAGE = os.path.dirname(hypothesis.__file__)
 
 
