@@ -196,6 +196,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = load_local_pipeline(args.pipeline)
     request_input = _request_input(args, pipeline)
     _check_stages(pipeline, args.stage or ())
+    if args.dry_run:  # before any store is opened: a plan writes nothing
+        return _dry_run(args, pipeline, request_input)
+    if args.items is not None:
+        raise UsageError("--items is for --dry-run (a run's fan-out sizes come from its stages' outputs)")
     store = open_any_store(store_uri(args.store))  # after the input is known good: a refusal stores nothing
     log = StoreLog(store, "fave run")  # the request's log in the store (fave logs)
     progress = Tee(terminal_progress(), log)
@@ -221,6 +225,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         orchestrator.close()
         _report_faults(orchestrator)
     return _finish(store, state, args.json)
+
+
+def _dry_run(args: argparse.Namespace, pipeline: Pipeline, request_input: dict[str, Any]) -> int:
+    """``fave run --dry-run``: the plan and its cost range (``fave.cli.dryrun``), nothing run or stored."""
+    from fave.cli.dryrun import dry_run
+    from fave.core.engine import Engine
+
+    if args.detach:
+        raise UsageError("--dry-run runs nothing: it cannot --detach")
+    if args.items is not None and args.items < 0:
+        raise UsageError(f"--items: must be >= 0, got {args.items}")
+    scope = Engine(pipeline).selection_scope(args.stage) if args.stage else ()
+    return dry_run(pipeline, request_input, items=args.items, stages=scope, as_json=args.json)
 
 
 def _check_stages(pipeline: Pipeline, stages: Sequence[str]) -> None:
@@ -750,6 +767,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
     run.add_argument("--detach", action="store_true", help=DETACH_HELP)
     run.add_argument("--json", action="store_true", help=JSON_HELP)
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the input and print the plan (stages, expected invocations, MemorySize, Timeout, an estimated "
+        "cost range) without running anything or opening the store",
+    )
+    run.add_argument(
+        "--items",
+        type=int,
+        metavar="N",
+        help="with --dry-run: the size assumed for every fan-out (it comes from an upstream stage's output)",
+    )
     run.add_argument(
         "--no-cache",
         action="store_true",
