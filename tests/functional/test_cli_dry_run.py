@@ -5,7 +5,6 @@ cost range) is printed, and nothing runs or is stored: the ``--store`` folder do
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,8 @@ DEMO = str(e2e.ROOT / "tests" / "fixtures" / "demo" / "pipeline.yaml")
 
 
 def fave(*args: str, store: Path) -> e2e.Result:
-    """``fave ARGS --store STORE`` from the repository root (the video pipeline.yaml is the default)."""
-    done = subprocess.run(
-        e2e.fave_command(*args, "--store", str(store)),
-        cwd=e2e.ROOT,
-        env=e2e.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return e2e.Result(done.returncode, done.stdout, done.stderr)
+    """``fave ARGS --store STORE`` from the repository root."""
+    return e2e.fave(*args, "--store", str(store), timeout=120)
 
 
 def refused(result: e2e.Result, store: Path, *needles: str) -> None:

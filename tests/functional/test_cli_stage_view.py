@@ -8,7 +8,6 @@ tests of this module (the HTTP view of the same pages: tests/functional/aws/test
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,8 @@ WORDS = [f"w{i}" for i in range(ITEMS)]
 
 
 def fave(*args: str, store: Path) -> e2e.Result:
-    done = subprocess.run(
-        e2e.fave_command(*args, "--store", str(store)),
-        cwd=e2e.ROOT,
-        env=e2e.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return e2e.Result(done.returncode, done.stdout, done.stderr)
+    """``fave ARGS --store STORE`` from the repository root."""
+    return e2e.fave(*args, "--store", str(store), timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ request; c keeps the status of the first request, the last one that had it.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -32,16 +31,8 @@ SECOND = [{"id": "a", "text": "x"}, {"id": "b", "text": "y2", "fail": True}]
 
 
 def fave(*args: str, store: Path) -> e2e.Result:
-    done = subprocess.run(
-        e2e.fave_command(*args, "--store", str(store)),
-        cwd=e2e.ROOT,
-        env=e2e.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return e2e.Result(done.returncode, done.stdout, done.stderr)
+    """``fave ARGS --store STORE`` from the repository root."""
+    return e2e.fave(*args, "--store", str(store), timeout=300)
 
 
 def run(store: Path, entries: list[Any]) -> dict[str, Any]:
