@@ -600,8 +600,7 @@ class Orchestrator:
         """(the function's code digest, the task's input as it enters the key: its request as the stage declares
         it), or None if the task cannot be cached (its code or its source's content is unknown)."""
         assert self.invoker is not None
-        digest_of = getattr(self.invoker, "code_digest", None)  # invokers written before the cache lack it
-        code = digest_of(function) if callable(digest_of) else None
+        code = self.code_digest(function)
         if code is None:
             if function not in self._uncached:
                 self._uncached.add(function)
@@ -619,7 +618,7 @@ class Orchestrator:
             if identity is None:
                 return None
             request[field] = {"uri": request[field], "content": identity}
-        return str(code), value
+        return code, value
 
     def _cache_lookup(self, state: RequestState, ask: CacheLookup) -> TasksCached:
         """The answers to a ``CacheLookup``: the stage's pack id (its shared key parts, hashed once), every item

@@ -17,6 +17,7 @@ from typing import Any
 
 from fave_shared.errors import ValidationError
 
+from fave.cli.main import _cut
 from fave.items import item_rows, pipeline_name
 from fave.local.orchestrator import open_any_store, store_uri
 
@@ -40,11 +41,6 @@ def _known_name(text: str) -> tuple[str, bool]:
 
 def _when(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _cut(text: str, width: int) -> str:
-    text = " ".join(text.split())  # one line, whatever it holds
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _table(rows: list[dict[str, Any]]) -> None:

@@ -411,11 +411,14 @@ _KEY_WIDTH = 16
 """Characters of an item key in a stage's rows (a content digest's 16; a longer declared key is cut)."""
 
 
+def _cut(text: str, width: int) -> str:
+    """``text`` on one line (its white space folded), at most ``width`` characters (cut with ``...``)."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _key_text(key: str | None) -> str:
-    if key is None:
-        return "-"
-    key = " ".join(key.split())  # one line, whatever it holds
-    return key if len(key) <= _KEY_WIDTH else key[: _KEY_WIDTH - 3] + "..."
+    return "-" if key is None else _cut(key, _KEY_WIDTH)
 
 
 def _print_rows(rows: list[dict[str, Any]], tracebacks: bool, *, keyed: bool = False) -> None:
