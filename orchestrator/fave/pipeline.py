@@ -53,6 +53,14 @@ Semantics:
   (strings and arrays), ``pattern`` (strings, a Python regular expression) and ``items`` (an array's element
   type). Field names: a letter or ``_``, then letters, digits, ``_`` or ``-``. ``profile`` is an option of
   every request whether or not it is declared. Without ``input:`` a request may be any JSON object.
+* ``operations:`` (optional; ``fave worker``, ``fave queue``, budgets): ``max_requests_in_flight`` (default 4: requests
+  of this pipeline running at once), ``stale_after`` (a keyed queue entry whose last success is older is queued
+  again), ``budget: {max_wall, max_invocations, max_cost_usd}`` (each optional: a request that exceeds one ends
+  FAILED ``budget_exceeded: <which>``; a request or queue entry may override it), ``alerts: {webhook, command,
+  queue_stuck_after (default 1h), throttle_sustained (default 5m)}``.
+* ``functions: {F: {max_concurrency: N}}`` (optional): at most N invocations of function F at once across every
+  request (the template's ``ReservedConcurrentExecutions`` on AWS must say the same). A stage's
+  ``max_concurrency`` stays per request.
 * ``trigger: {upload: {field: F}}``: the field that ``fave run SOURCE`` and an object uploaded under the
   upload prefix fill with the object's path or ``s3://`` URI. F must be a declared string field. Without
   ``input:`` it defaults to ``video_uri``; with ``input:`` and no trigger, uploads start nothing.
@@ -96,6 +104,7 @@ from fave.core.dag import (
     check_name,
 )
 from fave.core.durations import parse_duration
+from fave.core.operations import DEFAULT_MAX_REQUESTS_IN_FLIGHT, Alerts, Budget, Operations, OperationsError
 from fave.inputs import check_default, check_schema
 from fave.yamlsafe import YamlInputError, load_file
 
@@ -233,8 +242,38 @@ class _TriggerModel(BaseModel):
     upload: _UploadTriggerModel | None = None
 
 
+class _BudgetModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_wall: Any = None
+    max_invocations: StrictInt | None = Field(default=None, ge=1)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+
+
+class _AlertsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    webhook: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = None
+    command: Annotated[str, StringConstraints(min_length=1)] | None = None
+    queue_stuck_after: Any = "1h"
+    throttle_sustained: Any = "5m"
+
+
+class _OperationsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_requests_in_flight: StrictInt = Field(default=DEFAULT_MAX_REQUESTS_IN_FLIGHT, ge=1, le=10_000)
+    stale_after: Any = None
+    budget: _BudgetModel = Field(default_factory=_BudgetModel)
+    alerts: _AlertsModel = Field(default_factory=_AlertsModel)
+
+
+class _FunctionModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_concurrency: StrictInt = Field(ge=1, le=100_000)
+
+
 class _PipelineModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    operations: _OperationsModel = Field(default_factory=_OperationsModel)
+    functions: dict[str, _FunctionModel] = Field(default_factory=dict)
     name: str = "pipeline"
     template: str = "template.yaml"
     final: str | None = None
@@ -458,6 +497,45 @@ def _upload_field(trigger: _TriggerModel | None, schema: dict[str, Any] | None) 
     return field
 
 
+def budget_of(where: str, model: _BudgetModel) -> Budget:
+    """A budget from its file form (also a request's or queue entry's override, with ``where`` naming it)."""
+    try:
+        return Budget(
+            max_wall_s=None if model.max_wall is None else _duration(f"{where}.max_wall'", model.max_wall),
+            max_invocations=model.max_invocations,
+            max_cost_usd=model.max_cost_usd,
+        )
+    except OperationsError as exc:
+        raise DagError(where, exc.message) from None
+
+
+def _operations(model: _PipelineModel, functions: Collection[str]) -> Operations:
+    ops = model.operations
+    for function in model.functions:
+        if function not in functions:
+            raise DagError(f"field 'functions.{_clip(function)}'", "not a function of the template")
+    alerts = ops.alerts
+    try:
+        return Operations(
+            max_requests_in_flight=ops.max_requests_in_flight,
+            stale_after_s=None
+            if ops.stale_after is None
+            else _duration("field 'operations.stale_after'", ops.stale_after),
+            budget=budget_of("field 'operations.budget", ops.budget),
+            alerts=Alerts(
+                webhook=alerts.webhook,
+                command=alerts.command,
+                queue_stuck_after_s=_duration("field 'operations.alerts.queue_stuck_after'", alerts.queue_stuck_after),
+                throttle_sustained_s=_duration(
+                    "field 'operations.alerts.throttle_sustained'", alerts.throttle_sustained
+                ),
+            ),
+            function_caps={name: f.max_concurrency for name, f in model.functions.items()},
+        )
+    except OperationsError as exc:
+        raise DagError(exc.where, exc.message) from None
+
+
 def _located(name: str, exc: DagError) -> DagError:
     """A policy's own error (``field 'for_each'``) placed in its stage."""
     return (
@@ -498,6 +576,7 @@ def parse_pipeline(
                 stages.append(_stage(name, spec, defaults, functions, template.name))
             except DagError as exc:
                 raise _located(name, exc) from None
+        operations = _operations(model, functions)
         input_schema = _input_schema(model.input) if model.input is not None else None
         upload_field = _upload_field(model.trigger, input_schema)
         digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -511,6 +590,7 @@ def parse_pipeline(
             template_path=template,
             input_schema=input_schema,
             upload_field=upload_field,
+            operations=operations,
         )
     except DagError as exc:
         raise _fail(path, exc.where, exc.message) from None

@@ -269,7 +269,7 @@ DOCUMENT_ERRORS = [
     pytest.param(
         doc({"a": st(timeout="soon")}),
         "stage 'a', field 'timeout'",
-        "not a duration: 'soon' (use e.g. 500ms, 30s, 5m, 1h)",
+        "not a duration: 'soon' (use e.g. 500ms, 30s, 5m, 1h, 7d)",
         id="timeout-text",
     ),
     pytest.param(

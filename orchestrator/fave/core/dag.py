@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from fave.core.operations import Operations
+
 __all__ = [
     "DEFAULT_NON_RETRYABLE",
     "KEY_DIGEST_CHARS",
@@ -326,6 +328,9 @@ class Pipeline:
     ``input:``); None: any JSON object. Checked and applied by ``fave.inputs``: the core imports no validator."""
     upload_field: str | None = None
     """The input field an uploaded object's URI fills (pipeline.yaml ``trigger: {upload: {field: ...}}``)."""
+    operations: Operations = field(default_factory=Operations)
+    """Caps across requests, the default budget, staleness and alerts (pipeline.yaml ``operations:``,
+    ``functions:``)."""
 
     @classmethod
     def build(
@@ -340,6 +345,7 @@ class Pipeline:
         template_path: Path = Path("template.yaml"),
         input_schema: Mapping[str, Any] | None = None,
         upload_field: str | None = None,
+        operations: Operations | None = None,
     ) -> Pipeline:
         """Check the whole graph and derive what the engine needs; ``DagError`` naming where otherwise."""
         check_name("pipeline", name, "field 'name'")
@@ -380,6 +386,7 @@ class Pipeline:
             downstream=downstream,
             input_schema=input_schema,
             upload_field=upload_field,
+            operations=operations if operations is not None else Operations(),
         )
 
     def stage_config(self, stage: str, profile: str) -> dict[str, Any]:

@@ -1,12 +1,12 @@
-"""Human durations in pipeline.yaml: ``500ms``, ``30s``, ``5m``, ``1h``, ``1m30s`` or a bare number of seconds."""
+"""Human durations in pipeline.yaml: ``500ms``, ``30s``, ``5m``, ``1h``, ``7d``, ``1m30s`` or a bare number of seconds."""
 
 from __future__ import annotations
 
 import math
 import re
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: object) -> float:
@@ -22,7 +22,7 @@ def parse_duration(value: object) -> float:
         except ValueError:
             parts = _PART.findall(text)
             if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(f"not a duration: {_short(value)} (use e.g. 500ms, 30s, 5m, 1h)") from None
+                raise ValueError(f"not a duration: {_short(value)} (use e.g. 500ms, 30s, 5m, 1h, 7d)") from None
             seconds = sum(float(n) * _UNIT[u] for n, u in parts)
     else:
         raise ValueError(f"not a duration: {_short(value)}")

@@ -34,6 +34,7 @@ __all__ = [
     "RetryableInvocationError",
     "SharedJSON",
     "TerminalInvocationError",
+    "ThrottledInvocationError",
     "encode_payload",
     "invocation_is_terminal",
     "payload_json",
@@ -48,6 +49,12 @@ MAX_ASYNC_PAYLOAD_BYTES = 1024 * 1024
 
 class RetryableInvocationError(InvocationError, RetryableError):
     """The invoke call itself failed transiently (throttled, 5xx, connection lost): try again later."""
+
+
+class ThrottledInvocationError(RetryableInvocationError):
+    """The function is at its concurrency limit (Lambda's 429 TooManyRequestsException, EC2ThrottledException):
+    the invocation did not run. Not a task failure: the orchestrator re-queues the task without spending an
+    attempt and lowers that stage's in-flight cap (``TaskThrottled``)."""
 
 
 class TerminalInvocationError(InvocationError, TerminalError):
