@@ -28,6 +28,7 @@ from fave_shared.store import ObjectStore
 from immutables import Map
 from pydantic import ValidationError as PydanticValidationError
 
+from fave.core.budget import Ledger
 from fave.core.dag import Pipeline
 from fave.core.engine import Engine
 from fave.core.model import (
@@ -44,6 +45,7 @@ from fave.core.model import (
     Task,
     TaskStatus,
 )
+from fave.core.operations import Budget
 from fave.ids import validate_request_id
 from fave.keys import (
     INDEX_PREFIX,
@@ -216,6 +218,8 @@ def task_to_json(task: Task) -> dict[str, Any]:
         out["cached"] = True
     if task.cached_from is not None:
         out["cached_from"] = task.cached_from
+    if task.throttled:
+        out["throttled"] = task.throttled
     return out
 
 
@@ -296,6 +300,7 @@ def task_from_doc(doc: TaskDoc) -> Task:
         stale_attempts=doc.stale_attempts,
         cached=doc.cached,
         cached_from=doc.cached_from,
+        throttled=doc.throttled,
     )
 
 
@@ -368,6 +373,9 @@ class Persistence:
                 deadline_floor=sdoc.deadline_floor,
                 retry_blocks=Map(sdoc.retry_blocks),
                 fingerprint=_fingerprint(sdoc.fingerprint),
+                throttled=sdoc.throttled,
+                throttle_cap=sdoc.throttle_cap,
+                throttle_at=sdoc.throttle_at,
             )
             for shard, token in enumerate(sdoc.shard_tokens):
                 if token:
@@ -418,6 +426,9 @@ class Persistence:
             abandoned_until=doc.abandoned_until,
             selection=tuple(doc.selection),
             scope=tuple(doc.scope),
+            budget=Budget.from_dict(doc.budget),
+            budget_since=doc.budget_since,
+            ledger=Ledger.from_json(doc.ledger),
         )
         self._handles[request_id] = handle
         if legacy:
@@ -645,6 +656,9 @@ class Persistence:
                 deadline_floor=st.deadline_floor,
                 retry_blocks=dict(st.retry_blocks.items()),
                 fingerprint=_fingerprint_doc(st.fingerprint),
+                throttled=st.throttled,
+                throttle_cap=st.throttle_cap,
+                throttle_at=st.throttle_at,
             )
         failure = None
         if state.failure is not None:
@@ -684,6 +698,9 @@ class Persistence:
             no_cache=state.no_cache,
             selection=list(state.selection),
             scope=list(state.scope),
+            budget=state.budget.as_dict(),
+            budget_since=state.budget_since,
+            ledger=state.ledger.as_json(self.engine.rates),
         )
 
 

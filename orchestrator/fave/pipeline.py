@@ -509,6 +509,21 @@ def budget_of(where: str, model: _BudgetModel) -> Budget:
         raise DagError(where, exc.message) from None
 
 
+def parse_budget(value: Mapping[str, Any], where: str = "budget") -> Budget:
+    """A request's or queue entry's budget override, in pipeline.yaml's form (``{max_wall: 1h, max_invocations:
+    500, max_cost_usd: 2.5}``, each optional). ``ValidationError`` naming ``where`` and the field."""
+    try:
+        model = _BudgetModel.model_validate(value)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ValidationError(f"{where}.{field}: {first['msg']}") from None
+    try:
+        return budget_of(f"{where}", model)
+    except DagError as exc:
+        raise ValidationError(f"{exc.where.strip(chr(39))}: {exc.message}".replace("field ", "")) from None
+
+
 def _operations(model: _PipelineModel, functions: Collection[str]) -> Operations:
     ops = model.operations
     for function in model.functions:

@@ -32,8 +32,9 @@ from fave_shared import refs
 from fave_shared.errors import ConflictError, FaveError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 
-from fave import cache, completions
+from fave import cache, completions, history
 from fave.clock import Clock, SystemClock
+from fave.core.budget import Rates
 from fave.core.dag import Pipeline, Stage
 from fave.core.engine import Engine
 from fave.core.model import (
@@ -56,20 +57,32 @@ from fave.core.model import (
     Sent,
     StageStatus,
     Start,
+    StoreRequests,
     TaskFailed,
     TasksCached,
     TaskSucceeded,
+    TaskThrottled,
     Tick,
     WriteCache,
     WriteCachePack,
     WriteFinal,
 )
+from fave.core.operations import Budget
 from fave.ids import new_request_id, validate_request_id
 from fave.inputs import check_profile, upload_field
-from fave.invoke.base import EncodedPayload, Invoker, SharedJSON, invocation_is_terminal, task_payload
+from fave.invoke.base import (
+    EncodedPayload,
+    Invoker,
+    SharedJSON,
+    ThrottledInvocationError,
+    invocation_is_terminal,
+    task_payload,
+)
 from fave.keys import index_key, state_key, task_input_key, task_output_key
 from fave.lease import Leases
+from fave.meter import RequestMeter
 from fave.persistence import SHARD_SIZE, Persistence
+from fave.pricing import prices
 from fave.source_digest import source_identity
 
 _log = logging.getLogger(__name__)
@@ -163,18 +176,21 @@ class Orchestrator:
         dispatch_parallelism: int = 1,
         time_left: Callable[[], float] | None = None,
         handover_margin_s: float = HANDOVER_MARGIN_S,
+        rates: Rates | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
         self.invoker = invoker
         self.clock = clock or SystemClock()
-        self.engine = Engine(pipeline, change_block=SHARD_SIZE)
+        self.engine = Engine(pipeline, change_block=SHARD_SIZE, rates=rates or default_rates(invoker))
         # The stages whose for_each list a stage's output feeds (prepare resolves those lists).
         self._fed_by: dict[str, list[Stage]] = {}
         for spec in pipeline.stages.values():
             if spec.for_each is not None:
                 self._fed_by.setdefault(spec.for_each.source, []).append(spec)
-        self.persistence = Persistence(store, pipeline, self.engine)
+        # The persistence's traffic, tallied per request for its ledger (``StoreRequests``).
+        self.meter = RequestMeter(store)
+        self.persistence = Persistence(self.meter, pipeline, self.engine)
         self.on_notify = on_notify
         self.inbox: queue.SimpleQueue[tuple[str, Event]] = queue.SimpleQueue()
         self._states: dict[str, RequestState] = {}
@@ -227,6 +243,7 @@ class Orchestrator:
         request_id: str | None = None,
         no_cache: bool = False,
         stages: Iterable[str] = (),
+        budget: Budget | None = None,
     ) -> RequestState:
         """Validate the input, persist a new request (INIT) and, by default, start it.
 
@@ -239,6 +256,8 @@ class Orchestrator:
 
         ``stages``: a subset run (``fave run --stage``): only these stages and what they need run, and the request
         completes when they have succeeded. ``ValidationError`` naming an unknown stage, before anything is stored.
+
+        ``budget``: limits that replace the pipeline's ``operations.budget`` where they are set.
         """
         profile = str(request_input.get("profile") or "default")
         check_profile(self.pipeline, profile)
@@ -253,13 +272,13 @@ class Orchestrator:
         if request_id is None:
             request_id = new_request_id(now)
             state = self.engine.new_request(request_id, {**request_input, "profile": profile}, now, stages=selection)
-            state = replace(state, no_cache=no_cache) if no_cache else state
+            state = _with_options(state, no_cache, budget)
             self._states[request_id] = self.persistence.create(state)
         else:
             state = self.engine.new_request(
                 validate_request_id(request_id), {**request_input, "profile": profile}, now, stages=selection
             )
-            state = replace(state, no_cache=no_cache) if no_cache else state
+            state = _with_options(state, no_cache, budget)
             try:
                 self._states[request_id] = self.persistence.create(state)
             except ConflictError:
@@ -308,8 +327,10 @@ class Orchestrator:
     def cancel(self, request_id: str, reason: str = "cancelled by user") -> RequestState:
         return self.apply(request_id, [Cancel(reason)])
 
-    def resume(self, request_id: str) -> RequestState:
-        return self.apply(request_id, [Resume()])
+    def resume(self, request_id: str, *, budget: Budget | None = None) -> RequestState:
+        """Re-run what did not succeed; ``budget``: limits that replace the request's where set (raise them to
+        continue a request its budget stopped)."""
+        return self.apply(request_id, [Resume(budget=budget if budget is not None and budget.limited else None)])
 
     def reset(
         self, request_id: str, stages: Iterable[str], *, downstream: bool = False
@@ -367,6 +388,9 @@ class Orchestrator:
             with self._sent_lock:
                 sent = tuple(self._sent.get(request_id, ()))
             step_events = [Sent(sent), *events] if sent else events
+            puts, gets = self.meter.pending(request_id)
+            if puts or gets:
+                step_events = [StoreRequests(puts, gets), *step_events]
             try:
                 state, before, commands = self._decide(request_id, step_events)
             except ConflictError:  # a shard it needed was superseded: the state it had is stale
@@ -388,7 +412,12 @@ class Orchestrator:
                 # Someone else committed first (a cancel, another orchestrator): re-read and re-decide.
                 self._states.pop(request_id, None)
                 continue
+            if puts or gets:
+                self.meter.consume(request_id, puts, gets)
             self._states[request_id] = state
+            if state.status.terminal and not before.status.terminal:
+                # The run history (fave metrics) learns of every request that ends, whoever drove it.
+                history.record(self.store, state, self.pipeline.name, now=state.finished_at, rates=self.engine.rates)
             if sent:
                 with self._sent_lock:
                     del self._sent[request_id][: len(sent)]
@@ -565,6 +594,9 @@ class Orchestrator:
             return
         try:
             self.invoker.invoke_async(command.function, payload)
+        except ThrottledInvocationError as exc:  # it did not run: re-queued without spending an attempt
+            self.inbox.put((request_id, TaskThrottled(command.stage, command.item, command.attempt, str(exc))))
+            return
         except FaveError as exc:
             # No credentials, an unknown function: failed for good (not the retry policy's attempts).
             failed = TaskFailed(
@@ -820,6 +852,8 @@ class Orchestrator:
         try:
             result = self.invoker.invoke_sync(function, payload)
             self.inbox.put(completions.from_result(task, result.payload, result.function_error, payload))
+        except ThrottledInvocationError as exc:  # it did not run: re-queued without spending an attempt
+            self.inbox.put((task.request_id, TaskThrottled(task.stage, task.item, task.attempt, str(exc))))
         except Exception as exc:
             self.inbox.put(
                 (
@@ -993,6 +1027,30 @@ def _check_depth(request_input: Mapping[str, Any]) -> None:
             todo.extend((inner, depth + 1) for inner in value.values())
         elif isinstance(value, list | tuple):
             todo.extend((inner, depth + 1) for inner in value)
+
+
+def default_rates(invoker: Invoker | None) -> Rates:
+    """The ledger's prices (``fave.pricing``: ``FAVE_PRICES`` overrides them) and each function's MemorySize as
+    the invoker knows it (``memory_sizes()``: the local runtime reads the template); a function of unknown size is
+    priced at Lambda's default, 128 MB."""
+    p = prices()
+    sizes_of = getattr(invoker, "memory_sizes", None)
+    sizes = dict(sizes_of()) if callable(sizes_of) else {}
+    return Rates(
+        request_usd=p.lambda_request,
+        gb_second_usd=p.lambda_gb_second,
+        s3_put_usd=p.s3_put,
+        s3_get_usd=p.s3_get,
+        memory_mb=sizes,
+    )
+
+
+def _with_options(state: RequestState, no_cache: bool, budget: Budget | None) -> RequestState:
+    if no_cache:
+        state = replace(state, no_cache=True)
+    if budget is not None and budget.limited:
+        state = replace(state, budget=state.budget.merged(budget))
+    return state
 
 
 def _changed(before: RequestState, after: RequestState, commands: list[Command]) -> bool:

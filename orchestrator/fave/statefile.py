@@ -55,6 +55,8 @@ class TaskDoc(BaseModel):
     """The output came from the result cache (the function was not invoked)."""
     cached_from: str | None = None
     """The request whose invocation wrote that cache entry."""
+    throttled: int = 0
+    """Invocations refused as throttled (they spent no attempt)."""
 
 
 class ReadyDoc(BaseModel):
@@ -100,6 +102,11 @@ class StageDoc(BaseModel):
     retry_blocks: dict[int, float] = Field(default_factory=dict)
     fingerprint: FingerprintDoc | None = None
     """Recorded when the stage succeeded (absent: it has not, or it ran before fingerprints were recorded)."""
+    throttled: int = 0
+    """Invocations of its tasks refused as throttled."""
+    throttle_cap: float | None = None
+    """The in-flight cap throttling taught (``StageState.throttle_cap``)."""
+    throttle_at: float | None = None
 
 
 class FailureDoc(BaseModel):
@@ -150,6 +157,11 @@ class StateDoc(BaseModel):
     """``fave run --stage``: the stages named (empty: the whole pipeline)."""
     scope: list[str] = Field(default_factory=list)
     """A subset run's stages: the selection and what it needs (empty: every stage)."""
+    budget: dict[str, Any] = Field(default_factory=dict)
+    """The request's limits (``max_wall_s``, ``max_invocations``, ``max_cost_usd``; absent: none)."""
+    budget_since: float | None = None
+    ledger: dict[str, Any] = Field(default_factory=dict)
+    """What the request spent: invocations, billed_ms per function, gb_s, s3 requests, cost_usd (estimated)."""
 
 
 class ShardDoc(BaseModel):

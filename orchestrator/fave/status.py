@@ -89,6 +89,9 @@ def status_document(store: ObjectStore, request_id: str) -> dict[str, Any]:
         "final": final,
         "failure": doc.failure.reason if doc.failure else None,
         "cancel_reason": doc.cancel_reason,
+        # What the request spent (estimated: Lambda requests and GB-seconds, S3 requests) and its limits.
+        "ledger": doc.ledger or None,
+        "budget": doc.budget or None,
         "created_at": doc.created_at,
         "updated_at": doc.updated_at,
         "input": doc.input,

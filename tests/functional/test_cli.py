@@ -213,7 +213,8 @@ def test_a_second_driver_of_a_running_request_is_refused_and_dispatches_nothing(
     store = tmp_path / "store"
     logs = tmp_path / "run"
     env = e2e.child_env({"FAVE_STORE": str(store)})
-    run = e2e.start_fave(*demo_args(source, {"text": TEXT, "sleep_s": 0.5}, patient_demo), env=env, log_dir=logs)
+    # Slow enough that the two refused resumes are done while it still runs, even on a loaded machine.
+    run = e2e.start_fave(*demo_args(source, {"text": TEXT, "sleep_s": 1.5}, patient_demo), env=env, log_dir=logs)
     try:
         request_id = _request_id_from(logs / "stderr")
         wait_for(store, request_id, lambda d: d["stages"]["measure"]["running"] > 0, timeout=60)

@@ -244,13 +244,16 @@ def test_lost_deliveries_time_out_and_are_retried(local_store: ObjectStore, tmp_
     assert all(t.status.value != "SUCCEEDED" for t in state.tasks["shout"].values())
 
 
-def test_throttled_invokes_are_retried_until_the_request_completes(local_store: ObjectStore) -> None:
+def test_throttled_invokes_are_sent_again_without_spending_attempts(local_store: ObjectStore) -> None:
     plan = FaultPlan(FaultSpec(throttle=0.4, seed=2))
     _, state = drive_new(local_store, plan)
     assert state.status is RequestStatus.COMPLETED
     assert plan.counts()["throttle"] > 0
-    retried = [t for stage in state.tasks.values() for t in stage.values() if t.attempt > 1]
-    assert retried, "no task was throttled and retried"
+    tasks = [t for stage in state.tasks.values() for t in stage.values()]
+    throttled = [t for t in tasks if t.throttled]
+    assert sum(t.throttled for t in tasks) == plan.counts()["throttle"], "every throttle is on its task"
+    assert throttled and all(t.attempt == 1 and not t.history for t in throttled), "a throttle spent an attempt"
+    assert sum(st.throttled for st in state.stages.values()) == plan.counts()["throttle"]
     assert check_request(local_store, state.request_id, expected_final(), ["attempts", "missing"]) == []
 
 

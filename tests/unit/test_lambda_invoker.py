@@ -19,7 +19,12 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from fave.invoke import Invoker, LambdaInvoker
 from fave.invoke.aws import MAX_ASYNC_PAYLOAD_BYTES, MAX_SYNC_PAYLOAD_BYTES
-from fave.invoke.base import FunctionNotFoundError, RetryableInvocationError, TerminalInvocationError
+from fave.invoke.base import (
+    FunctionNotFoundError,
+    RetryableInvocationError,
+    TerminalInvocationError,
+    ThrottledInvocationError,
+)
 from fave_shared.errors import (
     FaveError,
     InvocationError,
@@ -99,7 +104,8 @@ def test_invoke_async_rejects_unexpected_status(client: Any, stubber: Stubber) -
 @pytest.mark.parametrize(
     ("code", "status", "expected", "category"),
     [
-        ("TooManyRequestsException", 429, RetryableInvocationError, RetryableError),
+        ("TooManyRequestsException", 429, ThrottledInvocationError, RetryableError),
+        ("EC2ThrottledException", 502, ThrottledInvocationError, RetryableError),
         ("ServiceException", 500, RetryableInvocationError, RetryableError),
         ("ResourceNotReadyException", 502, RetryableInvocationError, RetryableError),
         ("EC2UnexpectedException", 502, RetryableInvocationError, RetryableError),

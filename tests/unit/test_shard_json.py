@@ -41,6 +41,7 @@ TASKS = st.builds(
     stale_attempts=st.integers(min_value=0, max_value=2),
     cached=st.booleans(),
     cached_from=st.none() | TEXT,
+    throttled=st.integers(min_value=0, max_value=3),
 )
 
 

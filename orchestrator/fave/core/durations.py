@@ -1,4 +1,4 @@
-"""Human durations in pipeline.yaml: ``500ms``, ``30s``, ``5m``, ``1h``, ``7d``, ``1m30s`` or a bare number of seconds."""
+"""Human durations in pipeline.yaml: ``500ms``, ``30s``, ``5m``, ``1h``, ``7d``, ``1m30s`` or a number of seconds."""
 
 from __future__ import annotations
 

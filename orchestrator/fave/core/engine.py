@@ -24,6 +24,7 @@ from typing import Any
 
 from immutables import Map, MapMutation
 
+from fave.core.budget import BUDGET_EXCEEDED, Ledger, Rates, billed_ms, exceeded
 from fave.core.dag import Pipeline, Stage, ancestors
 from fave.core.model import (
     REF,
@@ -54,12 +55,14 @@ from fave.core.model import (
     StageState,
     StageStatus,
     Start,
+    StoreRequests,
     Task,
     TaskFailed,
     TaskKey,
     TasksCached,
     TaskStatus,
     TaskSucceeded,
+    TaskThrottled,
     Tick,
     WriteCache,
     WriteCachePack,
@@ -91,6 +94,9 @@ class _StageWork:
     deadline_floor: float | None
     retry_blocks: Map[int, float]
     fingerprint: Fingerprint | None
+    throttled: int
+    throttle_cap: float | None
+    throttle_at: float | None
 
     @classmethod
     def thaw(cls, st: StageState) -> _StageWork:
@@ -121,14 +127,16 @@ def unit_random(request_id: str, stage: str, item: int | None, attempt: int) -> 
 class Engine:
     """Decides what happens next for requests of one pipeline."""
 
-    def __init__(self, pipeline: Pipeline, *, change_block: int = 1) -> None:
+    def __init__(self, pipeline: Pipeline, *, change_block: int = 1, rates: Rates | None = None) -> None:
         """``change_block``: ``RequestState.changed`` names changed tasks in blocks of this many items of a
         stage (``(stage, item // change_block)``). The persistence that writes tasks in groups passes its group
-        size, so the set stays small (a 10,000-item fan-out changes 79 blocks of 128, not 10,000 entries)."""
+        size, so the set stays small (a 10,000-item fan-out changes 79 blocks of 128, not 10,000 entries).
+        ``rates``: prices and memory sizes, for ``max_cost_usd`` budgets (default: ``Rates()``)."""
         if change_block < 1:
             raise ValueError(f"change_block must be at least 1, got {change_block}")
         self.pipeline = pipeline
         self.change_block = change_block
+        self.rates = rates if rates is not None else Rates()
 
     def new_request(
         self, request_id: str, input: dict[str, Any], now: float, *, stages: Iterable[str] = ()
@@ -141,6 +149,7 @@ class Engine:
             request_id=request_id,
             input=dict(input),
             pipeline_digest=self.pipeline.digest,
+            budget=self.pipeline.operations.budget,
             created_at=now,
             updated_at=now,
             stages=Map({name: StageState() for name in self.pipeline.order}),
@@ -174,7 +183,7 @@ class Engine:
         """Apply one event. Returns the new state and the commands to perform (after committing it)."""
         return self.decide_all(state, (event,), now)
 
-    def decide_all(
+    def decide_all(  # noqa: PLR0912 - one branch per kind of event, in one place
         self, state: RequestState, events: Iterable[Event], now: float
     ) -> tuple[RequestState, list[Command]]:
         """Apply events in order, as one decision: the same result as folding ``decide`` over them at the
@@ -199,7 +208,14 @@ class Engine:
                     )
                 case Tick():
                     tx.tick()
+                case TaskThrottled():
+                    tx.task_throttled(event)
+                case StoreRequests():
+                    tx.ledger_add(puts=event.puts, gets=event.gets)
+                    tx.dispatch()  # which checks the budget first
                 case Resume():
+                    if event.budget is not None:
+                        tx.budget = tx.budget.merged(event.budget)
                     tx.resume()
                 case Cancel():
                     tx.cancel(event.reason)
@@ -386,6 +402,13 @@ class _Tx:
         self.unsent = state.unsent
         self.abandoned = state.abandoned
         self.abandoned_until = state.abandoned_until
+        self.budget = state.budget
+        self.budget_since = state.budget_since
+        # The ledger's counters while deciding (frozen into a Ledger by ``finish`` only if they changed).
+        self.invocations = state.ledger.invocations
+        self.billed: dict[str, int] | None = None  # copied from the ledger on the first bill
+        self.s3_puts = state.ledger.s3_puts
+        self.s3_gets = state.ledger.s3_gets
         self.commands: list[Command] = []
         # The result cache's answers for tasks of cached fanned-out stages (``TasksCached``): this decision only.
         self.answers: dict[str, Mapping[int, CachedOutput | None]] = {}
@@ -451,6 +474,9 @@ class _Tx:
             abandoned=self.abandoned,
             abandoned_until=self.abandoned_until if self.abandoned else None,
             updated_at=self.now if changed else self.base.updated_at,
+            budget=self.budget,
+            budget_since=self.budget_since,
+            ledger=self.frozen_ledger(),
         )
         commands = self.commands
         if self.status is not RequestStatus.RUNNING:
@@ -458,6 +484,31 @@ class _Tx:
             # out of retries in the same tick): a request that has ended invokes nothing.
             commands = [c for c in commands if not isinstance(c, Invoke)]
         return state, commands
+
+    def frozen_ledger(self) -> Ledger:
+        old = self.base.ledger
+        if (
+            self.billed is None
+            and self.invocations == old.invocations
+            and self.s3_puts == old.s3_puts
+            and self.s3_gets == old.s3_gets
+        ):
+            return old
+        billed = old.billed_ms if self.billed is None else Map(self.billed)
+        return Ledger(self.invocations, billed, self.s3_puts, self.s3_gets)
+
+    def ledger_add(self, *, puts: int = 0, gets: int = 0) -> None:
+        self.s3_puts += puts
+        self.s3_gets += gets
+
+    def bill(self, spec: Stage, task: Task) -> None:
+        """An attempt of ``task`` (RUNNING until now) ended: its run time goes to the ledger."""
+        if task.dispatched_at is None:
+            return
+        if self.billed is None:
+            self.billed = dict(self.base.ledger.billed_ms.items())
+        ms = billed_ms(max(0.0, self.now - task.dispatched_at))
+        self.billed[spec.function] = self.billed.get(spec.function, 0) + ms
 
     def stage(self, name: str) -> _StageWork:
         work = self.work.get(name)
@@ -597,6 +648,7 @@ class _Tx:
             return
         self.status = RequestStatus.RUNNING
         self.started_at = self.now
+        self.budget_since = self.now
         self.advance()
         self.dispatch()
 
@@ -616,6 +668,13 @@ class _Tx:
             or ev.attempt <= task.stale_attempts
         ):
             return
+        if task.status is TaskStatus.RUNNING and ev.cached_from is None:
+            spec = self.p.stages[ev.stage]
+            self.bill(spec, task)
+            st = self.stage(ev.stage)
+            if st.throttle_cap is not None:  # additive increase: one more in flight per cap's worth of successes
+                cap = st.throttle_cap + 1.0 / st.throttle_cap
+                st.throttle_cap = None if spec.max_concurrency is not None and cap >= spec.max_concurrency else cap
         self.record_success(ev, item, task)
         self.after_item_done(ev.stage, item)
         if ev.fanout or self.stage(ev.stage).status is not StageStatus.RUNNING:
@@ -641,8 +700,9 @@ class _Tx:
         # Only the current attempt's failure counts: a late failure of a timed-out attempt is stale.
         if task is None or task.status is not TaskStatus.RUNNING or attempt != task.attempt:
             return
-        task = self.with_failed_attempt(task, error_type, message, traceback)
         spec = self.p.stages[stage]
+        self.bill(spec, task)
+        task = self.with_failed_attempt(task, error_type, message, traceback)
         jitter = unit_random(self.base.request_id, stage, item_, task.attempt)
         decision = spec.retry.decide(task.attempt - task.budget_base, error_type, jitter, terminal=terminal)
         if decision.retry:
@@ -684,6 +744,44 @@ class _Tx:
                 return
             self.after_item_done(stage, item)
             self.advance()
+        self.dispatch()
+
+    def task_throttled(self, ev: TaskThrottled) -> None:
+        """The invocation did not run (its function is at its concurrency limit): the task is PENDING again with
+        its attempt given back, waits ``throttle_delay``, and the stage's in-flight cap is halved once per
+        round (a throttle of a task dispatched before the last decrease was sent under the old cap)."""
+        item = _key(ev.item)
+        if self.status is not RequestStatus.RUNNING:
+            task = self.in_flight_when_ended(ev.stage, item, ev.attempt)
+            if task is not None:  # it never ran: nothing more will come of it
+                self.invocations -= 1
+                self.put(ev.stage, item, evolve(task, deadline=None, throttled=task.throttled + 1))
+                self.abandoned -= 1
+            return
+        task = self.get(ev.stage, item)
+        if task is None or task.status is not TaskStatus.RUNNING or ev.attempt != task.attempt:
+            return
+        st = self.stage(ev.stage)
+        st.throttled += 1
+        if st.throttle_at is None or (task.dispatched_at is not None and task.dispatched_at > st.throttle_at):
+            cap = st.throttle_cap if st.throttle_cap is not None else float(st.running)
+            st.throttle_cap = max(1.0, cap / 2)
+            st.throttle_at = self.now
+        self.invocations -= 1
+        delay = throttle_delay(task.throttled, unit_random(self.base.request_id, ev.stage, ev.item, task.throttled))
+        self.put(
+            ev.stage,
+            item,
+            evolve(
+                task,
+                status=TaskStatus.PENDING,
+                attempt=task.attempt - 1,
+                deadline=None,
+                retry_at=self.now + delay,
+                throttled=task.throttled + 1,
+            ),
+        )
+        self.notify(NotifyKind.THROTTLED, ev.stage, ev.item, ev.message)
         self.dispatch()
 
     def with_failed_attempt(self, task: Task, error_type: str, message: str, traceback: str | None) -> Task:
@@ -733,6 +831,7 @@ class _Tx:
         task = self.in_flight_when_ended(ev.stage, item, ev.attempt)
         if task is None:
             return
+        self.bill(self.p.stages[ev.stage], task)
         self.record_success(ev, item, task)
         self.abandoned -= 1
 
@@ -743,6 +842,7 @@ class _Tx:
         task = self.in_flight_when_ended(stage, item, attempt)
         if task is None:
             return
+        self.bill(self.p.stages[stage], task)
         task = self.with_failed_attempt(task, error_type, message, traceback)
         self.put(stage, item, evolve(task, deadline=None, error_type=error_type, error=message))
         self.abandoned -= 1
@@ -891,6 +991,9 @@ class _Tx:
                 deadline_floor=None,
                 retry_blocks=Map(),
                 fingerprint=None,
+                throttled=st.throttled,
+                throttle_cap=None,
+                throttle_at=None,
             ),
         )
         blocks = -(-(st.total or 0) // self.block) if fanned_out else 1
@@ -924,6 +1027,7 @@ class _Tx:
         self.cancel_reason = None
         self.finished_at = None
         self.started_at = self.started_at or self.now
+        self.budget_since = self.now
         self.resumes += 1
         self.abandoned = 0  # their attempts are superseded by the ones this resume starts
         self.abandoned_until = None
@@ -1271,6 +1375,8 @@ class _Tx:
         """Start ready tasks, up to each stage's ``max_concurrency``."""
         if self.status is not RequestStatus.RUNNING:
             return
+        if self.budget.limited and self.over_budget():
+            return
         for stage, ready in list(self.ready.items()):
             if not ready:
                 continue
@@ -1278,8 +1384,17 @@ class _Tx:
             room = len(ready)
             if spec.max_concurrency is not None:
                 room = min(room, spec.max_concurrency - self.stage(stage).running)
+            cap = self.stage(stage).throttle_cap
+            if cap is not None:
+                room = min(room, int(cap) - self.stage(stage).running)
             if room <= 0:
                 continue
+            limit = self.budget.max_invocations
+            if limit is not None:
+                if self.invocations >= limit:
+                    self.over_budget(dispatching=True)
+                    return
+                room = min(room, limit - self.invocations)
             picked, remaining = ready.take(room)
             self.ready = self.ready.set(stage, remaining)
             for item in picked:
@@ -1287,6 +1402,24 @@ class _Tx:
             outbox = self.unsent.get(stage, _NO_READY)
             if (added := outbox.add_all(picked)) is not outbox:
                 self.unsent = self.unsent.set(stage, added)
+
+    def over_budget(self, *, dispatching: bool = False) -> bool:
+        """End the request FAILED ``budget_exceeded: <limit>`` if it has reached a limit of its budget (every
+        finished output is kept; a resume with a raised budget continues)."""
+        which = exceeded(
+            self.budget,
+            self.frozen_ledger(),
+            self.engine.rates,
+            self.budget_since,
+            self.now,
+            dispatching=dispatching,
+        )
+        if which is None:
+            return False
+        running = [name for name in self.p.order if self.stage(name).status is StageStatus.RUNNING]
+        stage = running[0] if running else self.p.final
+        self.fail_request(Failure(stage, None, BUDGET_EXCEEDED, f"{BUDGET_EXCEEDED}: {which}"))
+        return True
 
     def start_task(self, spec: Stage, item: int, *, outbox: bool = True) -> None:
         """Dispatch a PENDING task; ``outbox=False``: the caller puts it in the outbox (all of a step's at once)."""
@@ -1308,6 +1441,7 @@ class _Tx:
         )
         if outbox:
             self.unsent = self.unsent.set(spec.name, self.unsent.get(spec.name, _NO_READY).add(item))
+        self.invocations += 1
         self.invoke(spec, item, attempt)
 
     def invoke(self, spec: Stage, item: int, attempt: int) -> None:
@@ -1335,6 +1469,7 @@ class _Tx:
             for item in outbox.items():
                 task = self.get(stage, item)
                 if task is not None and task.status is TaskStatus.RUNNING:
+                    self.invocations += 1  # it may be the first time it goes out, or a duplicate: both billed
                     self.invoke(spec, item, task.attempt)
                 else:  # ended meanwhile
                     self.unsent = self.unsent.set(stage, self.unsent[stage].remove(item))
@@ -1410,6 +1545,19 @@ class _Tx:
         self.retry_due = Map()
         self.running = Map()
         self.earliest_deadline = None
+
+
+THROTTLE_BASE_S = 0.05
+THROTTLE_MAX_S = 2.0
+
+
+def throttle_delay(throttled_before: int, jitter: float) -> float:
+    """How long a throttled task waits before it may be dispatched again: doubling from ``THROTTLE_BASE_S`` with
+    each throttle of the same task, up to ``THROTTLE_MAX_S``, jittered over its upper half (so tasks throttled
+    together do not come back together). The in-flight cap, not this delay, sets the pace; the delay keeps a
+    function that stays saturated (by other requests) from being asked again at once."""
+    delay = min(THROTTLE_MAX_S, THROTTLE_BASE_S * 2.0 ** min(throttled_before, 10))
+    return delay * (0.5 + 0.5 * jitter)
 
 
 def _ready_of(items: list[int]) -> ReadySet:

@@ -14,6 +14,9 @@ from typing import Any, TypeVar
 
 from immutables import Map
 
+from fave.core.budget import Ledger
+from fave.core.operations import Budget
+
 
 class RequestStatus(StrEnum):
     INIT = "INIT"
@@ -97,6 +100,8 @@ class Task:
     """The output was taken from the result cache (``cache: true`` stages): the function was not invoked."""
     cached_from: str | None = None
     """The request whose invocation wrote the cache entry this task's output came from."""
+    throttled: int = 0
+    """Invocations of this task refused as throttled (they did not run and spent no attempt)."""
 
 
 TRACEBACK_LINES = 40
@@ -150,6 +155,14 @@ class StageState:
     """A fanned-out stage: block -> the earliest ``retry_at`` of a PENDING task in it (blocks with none absent)."""
     fingerprint: Fingerprint | None = None
     """Recorded when the stage succeeds (None: it has not, or it ran before fave recorded them)."""
+    throttled: int = 0
+    """Invocations of the stage's tasks refused as throttled (``TaskThrottled``)."""
+    throttle_cap: float | None = None
+    """The in-flight cap that throttling taught (additive increase, multiplicative decrease); None: none, only
+    ``max_concurrency`` applies."""
+    throttle_at: float | None = None
+    """When the cap was last lowered: a throttle of a task dispatched before then was sent under the old cap
+    and does not lower it again (one decrease per round, as TCP does)."""
 
     def count(self, status: TaskStatus) -> int:
         return int(getattr(self, status.value.lower()))
@@ -412,6 +425,13 @@ class RequestState:
     written); persisted, so a resume keeps it."""
     selection: tuple[str, ...] = ()
     """The stages ``fave run --stage`` named (empty: the whole pipeline). Persisted: resume and reset keep it."""
+    budget: Budget = field(default_factory=Budget)
+    """The request's limits: the pipeline's ``operations.budget`` with the request's overrides (a resume may
+    raise them)."""
+    ledger: Ledger = field(default_factory=Ledger)
+    """What the request has spent so far (``fave.core.budget``)."""
+    budget_since: float | None = None
+    """When ``max_wall`` started counting: the latest start or resume."""
     scope: tuple[str, ...] = ()
     """A subset run: the selected stages and every stage they need, directly or not, in pipeline order; the
     request runs these and no other, and completes when they have all succeeded. Empty: every stage (also when
@@ -475,13 +495,36 @@ class TaskFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskThrottled:
+    """An invocation of a task was refused because its function is at its concurrency limit (Lambda's 429):
+    it did not run. The task waits and is dispatched again without spending an attempt, and its stage's
+    in-flight cap is lowered (``StageState.throttle_cap``)."""
+
+    stage: str
+    item: int | None
+    attempt: int
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRequests:
+    """S3 requests the orchestrator made for a request since the last one of these (its ledger counts them)."""
+
+    puts: int = 0
+    gets: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: start due retries, time out overdue tasks, dispatch."""
 
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """Re-run everything that did not succeed (after a crash, a failure or a code fix)."""
+    """Re-run everything that did not succeed (after a crash, a failure or a code fix). ``budget``: limits that
+    replace the request's where they are set (a request stopped by its budget continues with a raised one)."""
+
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -576,7 +619,21 @@ class CodeDigests:
     digests: Mapping[str, str | None]
 
 
-Event = Start | TaskSucceeded | TaskFailed | Tick | Resume | Cancel | Reset | Sent | Resend | TasksCached | CodeDigests
+Event = (
+    Start
+    | TaskSucceeded
+    | TaskFailed
+    | TaskThrottled
+    | StoreRequests
+    | Tick
+    | Resume
+    | Cancel
+    | Reset
+    | Sent
+    | Resend
+    | TasksCached
+    | CodeDigests
+)
 
 
 # ---- commands -----------------------------------------------------------------------------------------
@@ -613,6 +670,8 @@ class NotifyKind(StrEnum):
     REQUEST_FAILED = "request_failed"
     REQUEST_CANCELLED = "request_cancelled"
     REQUEST_RESUMED = "request_resumed"
+    THROTTLED = "throttled"
+    """An invocation was refused as throttled: counted (metrics, alerts), not a line each."""
 
     @property
     def is_trouble(self) -> bool:

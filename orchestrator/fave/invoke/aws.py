@@ -3,8 +3,10 @@
 Logical ids (template.yaml) map to deployed function names, normally from ``FAVE_FUNCTION_<LogicalId>``
 environment variables set by the stack (``from_env``). botocore failures are wrapped into fave errors:
 
-* throttling, 5xx that are not configuration problems, dropped connections and timeouts →
-  ``RetryableInvocationError`` (a ``RetryableError``);
+* throttling (429 ``TooManyRequestsException``, ``EC2ThrottledException``) → ``ThrottledInvocationError``: the
+  invocation did not run, and the orchestrator re-queues the task without spending an attempt;
+* 5xx that are not configuration problems, dropped connections and timeouts → ``RetryableInvocationError`` (a
+  ``RetryableError``);
 * no AWS credentials (or only part of them) → ``TerminalInvocationError`` saying so: the orchestrator fails the
   task at once (``invocation_is_terminal``), never spends its retries on a call that cannot be signed;
 * ``ResourceNotFoundException`` → ``FunctionNotFoundError`` (a ``NotFoundError``);
@@ -36,6 +38,7 @@ from fave.invoke.base import (
     InvokeResult,
     RetryableInvocationError,
     TerminalInvocationError,
+    ThrottledInvocationError,
     encode_payload,
 )
 
@@ -59,15 +62,14 @@ _log = logging.getLogger(__name__)
 # retries on, re-send) a synchronous invocation that is still running.
 _READ_TIMEOUT_S = 910
 
+# The function (or the account) is at its concurrency or rate limit: the invocation did not run. The engine
+# re-queues the task without spending an attempt and lowers the stage's in-flight cap (TaskThrottled).
+_THROTTLE_CODES = frozenset({"TooManyRequestsException", "ThrottlingException", "Throttling", "EC2ThrottledException"})
 _RETRYABLE_CODES = frozenset(
     {
-        "TooManyRequestsException",
-        "ThrottlingException",
-        "Throttling",
         "ServiceException",
         "ResourceNotReadyException",
         "ResourceConflictException",  # the function is being updated
-        "EC2ThrottledException",
         "EC2UnexpectedException",
         "ENILimitReachedException",
         "SubnetIPAddressLimitReachedException",
@@ -235,7 +237,9 @@ def wrap_lambda_error(error: ClientError | BotoCoreError, function: str) -> Fave
         return FunctionNotFoundError(message)
     if code in _VALIDATION_CODES:
         return ValidationError(message)
-    if code in _RETRYABLE_CODES or status == 429:
+    if code in _THROTTLE_CODES or status == 429:
+        return ThrottledInvocationError(message)
+    if code in _RETRYABLE_CODES:
         return RetryableInvocationError(message)
     if status >= 500 and not code.startswith(_TERMINAL_5XX_PREFIXES):
         return RetryableInvocationError(message)

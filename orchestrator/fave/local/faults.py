@@ -10,7 +10,7 @@ A spec (``FAVE_FAULTS`` or ``--faults``) names what to inject, every key optiona
 * ``delay=LO-HI``: every destination delivery waits a uniform LO..HI (``0-2s``, ``100ms-1s``; ``2s`` means
   ``0-2s``; a bare low bound takes the high bound's unit), so completions arrive late and out of order.
 * ``throttle=P``: an invoke is refused as Lambda refuses it when throttled (429 TooManyRequestsException),
-  with the error the ``LambdaInvoker`` raises for it (``RetryableInvocationError``).
+  with the error the ``LambdaInvoker`` raises for it (``ThrottledInvocationError``).
 * ``crash_after_effect=P``: after each effect of the driver (a store write or delete: task shard, state.json
   commit, final.json, artifact; an invoke, sync or async) the driver process dies, before its next commit.
 * ``seed=N``: the decisions' seed (default: random, so two runs differ).
@@ -50,7 +50,7 @@ from fave_shared.errors import ValidationError
 from fave_shared.store import Blob, ObjectStore
 
 from fave.core.durations import parse_duration
-from fave.invoke.base import RetryableInvocationError
+from fave.invoke.base import ThrottledInvocationError
 
 __all__ = [
     "CRASH_EXIT_CODE",
@@ -235,7 +235,7 @@ class FaultPlan:
         """Raise what the ``LambdaInvoker`` raises when Lambda answers 429, if this invoke is throttled."""
         if self.spec.throttle and self._draw("throttle", f"{function}/{key}") < self.spec.throttle:
             self._record("throttle")
-            raise RetryableInvocationError(
+            raise ThrottledInvocationError(
                 f"{function}: TooManyRequestsException (429): Rate Exceeded. (injected by {ENV_VAR} throttle)"
             )
 
