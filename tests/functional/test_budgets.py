@@ -28,7 +28,8 @@ def test_an_invocation_budget_stops_the_request_and_a_raised_one_continues_it(tm
     state = state_of(store, request_id)
     assert state["status"] == "FAILED"
     assert state["failure"]["error_type"] == "budget_exceeded"
-    assert state["failure"]["message"] == "budget_exceeded: max_invocations"
+    assert state["failure"]["message"] == "max_invocations"
+    assert state["failure"]["reason"].endswith("failed: budget_exceeded: max_invocations")
     assert state["budget"] == {"max_invocations": 6}
     ledger = state["ledger"]
     assert ledger["invocations"] == 6  # words + five: the sixth was the last one the budget allowed

@@ -23,6 +23,7 @@ from fave.invoke.base import (
     FunctionNotFoundError,
     RetryableInvocationError,
     TerminalInvocationError,
+    ThrottledInvocationError,
 )
 from fave.local.runtime import LocalRuntime
 from fave.local.template import Template
@@ -210,10 +211,18 @@ def test_invocations_run_in_parallel_up_to_the_limit(make_runtime: MakeRuntime) 
         assert elapsed < 1.5, elapsed  # one after another would take 2 s
         assert runtime.stats()["Sleepy"].cold_starts == 4
 
-        # ReservedConcurrentExecutions: 1 wins over max_environments: extra invocations queue for it.
-        queued = list(pool.map(lambda _: runtime.invoke_sync("Counter", {}).payload, range(6)))
-    assert len({r["pid"] for r in queued}) == 1
-    assert sorted(r["calls"] for r in queued) == [1, 2, 3, 4, 5, 6]
+        # ReservedConcurrentExecutions: 1 wins over max_environments: one environment, and a synchronous
+        # invoke while another is in flight is throttled as Lambda throttles it (tests/functional/
+        # test_function_caps.py); those that ran, ran one after another in that one environment.
+        def counter(_: int) -> dict[str, Any] | None:
+            try:
+                return runtime.invoke_sync("Counter", {}).payload
+            except ThrottledInvocationError:
+                return None
+
+        ran = [r for r in pool.map(counter, range(6)) if r is not None]
+    assert len({r["pid"] for r in ran}) == 1
+    assert sorted(r["calls"] for r in ran) == list(range(1, len(ran) + 1))
 
 
 # -- asynchronous invocations and destinations ---------------------------------------------------------------

@@ -424,6 +424,8 @@ def test_http_api_routes_and_iam_auth_by_default(translated: dict[str, Any]) -> 
             ("/requests/{id}/resume", "POST"),
             ("/requests/{id}/reset", "POST"),
             ("/requests/{id}/cancel", "POST"),
+            ("/queue", "POST"),
+            ("/queue", "GET"),
             ("/openapi.json", "GET"),
             ("/docs", "GET"),
         }

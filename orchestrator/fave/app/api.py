@@ -25,6 +25,11 @@
   and not succeeded.
 * ``POST /requests/{request_id}/cancel`` body ``{reason?}`` → 200 with the status, applied at once, or 202
   ``"queued": true`` when another invocation holds the request (it applies it); 409 if it had ended.
+* ``POST /queue`` body ``{entries: [{input, priority?, key?, at?, every_s?, max_attempts?}], priority?}`` → 202
+  ``{entries: [{id, key, status, duplicate}], added}``: the pipeline's admission queue (``fave.queue``), every
+  input checked first (400 naming ``entries[i].input.FIELD``, nothing added). ``GET /queue?status=&limit=`` →
+  200 ``{entries, stats, truncated}``. The schedule tick and each request's end admit from it
+  (``fave.app.queue_doors.drain``).
 * ``GET /openapi.json`` → this API's OpenAPI 3.1 document (each route's real status codes and bodies, as the
   ``responses=`` below declare them); ``GET /docs`` → Swagger UI on it, a self-contained page
   (``fave.app.openapi``).
@@ -53,6 +58,7 @@ from fave.app.idempotency import IdempotencyKeyReusedError, IdempotencyKeys, fin
 from fave.app.models import CancelRequest, ResetRequest, request_input
 from fave.app.observability import current_meter, logger
 from fave.app.openapi import answers, docs_page, document
+from fave.app.queue_doors import LIST_LIMIT, QueueBatch, add_entries, queue_listing
 from fave.app.runner import invocation_runner
 from fave.app.sources import check_source, store_bucket
 from fave.core.dag import Pipeline
@@ -224,6 +230,29 @@ def cancel_request(
     return Response(
         202 if submitted.posted else 200, content_types.APPLICATION_JSON, {**doc, "queued": bool(submitted.posted)}
     )
+
+
+@app.post("/queue", responses=answers("queue_add", 400, 413, 503))
+def add_to_queue(body: Annotated[QueueBatch, Body()]) -> Response[dict[str, Any]]:
+    """Queue entries, all or none: every input is checked as ``POST /requests`` checks its body first
+    (``fave.app.queue_doors``); an entry whose key an open entry has is not added (its id is returned)."""
+    entries = add_entries(current(), body)
+    added = sum(1 for e in entries if not e.duplicate)
+    logger.info("queued", extra={"added": added, "entries": len(entries)})
+    rows = [{"id": e.id, "key": e.key, "status": e.status, "duplicate": e.duplicate} for e in entries]
+    return Response(202, content_types.APPLICATION_JSON, {"entries": rows, "added": added})
+
+
+@app.get("/queue", responses=answers("queue", 400, 503))
+def get_queue(
+    status: Annotated[
+        str | None, Query(max_length=64, description="QUEUED, CLAIMED, RUNNING, DONE, FAILED, comma-separated")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=LIST_LIMIT, description="entries at most, in claim order")] = 100,
+) -> dict[str, Any]:
+    """The queue's entries (priority, then oldest) and its stats (depth by priority, oldest age, drain time)."""
+    wanted = [s.strip() for s in status.split(",") if s.strip()] if status else None
+    return queue_listing(current(), wanted, limit)
 
 
 @app.get("/openapi.json", include_in_schema=False)

@@ -7,9 +7,10 @@ Two things are put right after generation (``document``):
 * Powertools adds a 422 ``HTTPValidationError`` to every route of a resolver with validation on; fave answers a
   request that fails validation with a 400 ``{message, errors}`` (``fave.app.api._bad_request``), so those
   generated 422s are taken out: the only 422 left is ``POST /requests``'s reused ``Idempotency-Key``;
-* ``POST /requests``'s body is the loaded pipeline's ``input:`` (``Pipeline.input_schema``, a JSON Schema of
-  an object) when it declares one without ``$ref`` (a reference inside it would not resolve inside the OpenAPI
-  document), with ``profile`` added when the schema does not declare it; any JSON object otherwise.
+* ``POST /requests``'s body (and each ``POST /queue`` entry's ``input``) is the loaded pipeline's ``input:``
+  (``Pipeline.input_schema``, a JSON Schema of an object) when it declares one without ``$ref`` (a reference
+  inside it would not resolve inside the OpenAPI document), with ``profile`` added when the schema does not
+  declare it; any JSON object otherwise.
 
 ``/docs`` is a page of our own around the Swagger UI files that ship inside Powertools (``swagger-ui-bundle.min.js``
 and ``swagger-ui.min.css``), inlined, with the document inlined too: the page loads nothing from another host (no
@@ -83,6 +84,16 @@ _STATUS_DOC: dict[str, Any] = {
         "final": {"description": "the last stage's output once COMPLETED"},
         "failure": {"type": ["string", "null"]},
         "cancel_reason": {"type": ["string", "null"]},
+        "ledger": {
+            "type": ["object", "null"],
+            "description": "what the request spent: invocations, billed_ms per function, gb_s, s3_requests, "
+            "cost_usd (an estimate at public prices)",
+        },
+        "budget": {
+            "type": ["object", "null"],
+            "description": "its limits (max_wall_s, max_invocations, max_cost_usd); past one it ends FAILED "
+            "budget_exceeded",
+        },
         "input": {"type": "object"},
     },
     "additionalProperties": True,
@@ -133,8 +144,41 @@ def _queued(base: dict[str, Any], *, status_url: bool = False) -> dict[str, Any]
     return schema
 
 
+_QUEUE_ADDED: dict[str, Any] = {
+    "type": "object",
+    "required": ["entries", "added"],
+    "properties": {
+        "entries": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "status", "duplicate"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "key": {"type": ["string", "null"]},
+                    "status": {"type": "string"},
+                    "duplicate": {"type": "boolean", "description": "true: an open entry had this key; its id"},
+                },
+            },
+        },
+        "added": {"type": "integer", "description": "entries added (duplicates are not)"},
+    },
+}
+_QUEUE: dict[str, Any] = {
+    "type": "object",
+    "description": "the pipeline's admission queue: entries in claim order and stats (`fave queue list/stats --json`)",
+    "required": ["pipeline", "entries", "truncated", "stats"],
+    "properties": {
+        "pipeline": {"type": "string"},
+        "entries": {"type": "array", "items": {"type": "object"}},
+        "truncated": {"type": "boolean", "description": "true: more entries than limit"},
+        "stats": {"type": "object", "description": "depth by priority, oldest age, estimated drain time"},
+    },
+}
+
+
 _ERRORS: dict[int, str] = {
-    400: "a bad body, parameter, header or request id (the message names it)",
+    400: "a bad body, parameter, header or request id (the message names it, e.g. entries[3].input.video_uri)",
     404: "no such request (or stage)",
     409: "the request's state forbids it",
     413: "a body over 64 KB",
@@ -148,6 +192,8 @@ _SUCCESSES: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {
     "stage": {200: ("one page of the stage's items", _STAGE_PAGE)},
     "resume": {202: ("accepted: a step invocation resumes it", _queued(_STATUS_DOC, status_url=True))},
     "reset": {200: ("the stages' tasks are PENDING again: a resume re-runs them", _RESET)},
+    "queue_add": {202: ("queued (all of them; duplicates by key name the open entry)", _QUEUE_ADDED)},
+    "queue": {200: ("the queue's entries and stats", _QUEUE)},
     "cancel": {
         200: ("cancelled at once", _queued(_STATUS_DOC)),
         202: ("accepted: the invocation that holds the request cancels it", _queued(_STATUS_DOC)),
@@ -210,6 +256,9 @@ def document(app: APIGatewayHttpResolver, *, server: str, pipeline: Pipeline | N
         description = f"the input of pipeline '{pipeline.name if pipeline else ''}' (its pipeline.yaml input:)"
         start["requestBody"]["description"] = description
         start["requestBody"]["content"]["application/json"]["schema"] = body
+    entry = doc.get("components", {}).get("schemas", {}).get("QueueEntryIn", {}).get("properties", {})
+    if body is not None and "input" in entry:  # POST /queue: each entry's input is a POST /requests body
+        entry["input"] = {**copy.deepcopy(body), "description": entry["input"].get("description", "")}
     return doc
 
 

@@ -17,6 +17,10 @@ request's mailbox (``fave.app.exclusive``) for the holder and returns.
 ``ActiveRequests`` keeps ``index/active/{id}`` markers for the requests that are not finished, so the
 schedule tick visits those only (not every request ever made). The tick also starts a request still in INIT
 (its kick was lost) and collects what crashed steps left behind.
+
+The tick and every request's end also drain the pipeline's admission queue (``drain_queue``: ``fave queue``,
+``POST /queue``), admitting up to ``operations.max_requests_in_flight`` requests by the same path as
+``POST /requests``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from fave.app.context import SELF_FUNCTION, AppContext, current, lambda_context
 from fave.app.exclusive import Mailbox
 from fave.app.observability import Meter, MeteredInvoker, current_meter, logger
 from fave.core.model import Cancel, Command, Event, RequestState, RequestStatus, Resend, Resume, Start, Tick
+from fave.core.operations import Budget
 from fave.ids import request_id_time, validate_request_id
 from fave.keys import ACTIVE_PREFIX, active_key
 from fave.lease import LEASE_TTL_S, Keeper, Leases
@@ -72,7 +77,7 @@ class MeteredOrchestrator(Orchestrator):
 
     def __init__(self, *args: Any, meter: Meter, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.meter = meter
+        self.app_meter = meter  # not self.meter: that is the orchestrator's own RequestMeter (S3 request counts)
         self._baseline: dict[str, int] = {}
 
     def load(self, request_id: str, *, full: bool = False) -> RequestState:
@@ -82,7 +87,7 @@ class MeteredOrchestrator(Orchestrator):
 
     def perform(self, state: RequestState, commands: list[Command]) -> None:
         done = _succeeded(state)
-        self.meter.count("TasksSucceeded", done - self._baseline.get(state.request_id, 0))
+        self.app_meter.count("TasksSucceeded", done - self._baseline.get(state.request_id, 0))
         self._baseline[state.request_id] = done
         super().perform(state, commands)
 
@@ -145,21 +150,25 @@ class Runner:
         self.active = ActiveRequests(context.store)
         self.leases = Leases(context.store, context.clock)
         self.mailbox = Mailbox(context.store)
+        self._draining = False
 
     def load(self, request_id: str) -> RequestState:
         """The request's state, fresh from the store (no lease needed to read)."""
         logger.set_correlation_id(request_id)
         return self.orchestrator.load(request_id)
 
-    def create(self, request_input: Mapping[str, Any], request_id: str) -> RequestState:
+    def create(
+        self, request_input: Mapping[str, Any], request_id: str, *, budget: Budget | None = None
+    ) -> RequestState:
         """Record request ``request_id`` in INIT (or find it: a retry after a crash, a duplicate event) and
-        kick its first step if it has not started. Runs no stage: returns in a few store requests."""
+        kick its first step if it has not started. Runs no stage: returns in a few store requests. ``budget``:
+        a queue entry's override of the pipeline's."""
         logger.set_correlation_id(request_id)
         try:
             state = self.orchestrator.load(request_id)
         except NotFoundError:
             self.active.add(request_id)  # before the request exists: a tick can then never miss it
-            state = self.orchestrator.create(request_input, request_id=request_id, start=False)
+            state = self.orchestrator.create(request_input, request_id=request_id, start=False, budget=budget)
         if state.status is RequestStatus.INIT:
             self.kick(request_id)
         return state
@@ -271,7 +280,28 @@ class Runner:
             except Exception as exc:
                 logger.exception("tick: request failed to advance", extra={"request_id": request_id})
                 statuses[request_id] = f"ERROR: {type(exc).__name__}"
+        self.drain_queue()
         return statuses
+
+    def drain_queue(self) -> dict[str, int] | None:
+        """Admit from the pipeline's admission queue up to ``max_requests_in_flight`` (``fave.app.queue_doors``):
+        on every schedule tick and whenever a request ends. Never fails the caller: the next tick tries again.
+        Not re-entered: a request admitted here whose first step runs inline (no self-invoker) may end inside."""
+        if self._draining:
+            return None
+        from fave.app.queue_doors import drain
+
+        self._draining = True
+        try:
+            done = drain(self)
+            if done["admitted"] or done["finished"]:
+                logger.info("queue drained", extra=done)
+            return done
+        except Exception:
+            logger.exception("queue drain failed: the next tick tries again")
+            return None
+        finally:
+            self._draining = False
 
     # ---- under the lease ------------------------------------------------------------------------------
 
@@ -315,6 +345,7 @@ class Runner:
             self.active.discard(state.request_id)
             with contextlib.suppress(FaveError):  # best effort: garbage is never read
                 self.orchestrator.collect_garbage(state.request_id)
+            self.drain_queue()  # a slot is free: its queue entry ends and the next one is admitted
         return state
 
 

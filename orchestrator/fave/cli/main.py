@@ -2,7 +2,8 @@
 
 Exit codes: 0 request COMPLETED (or command succeeded), 1 request FAILED or CANCELLED, 2 bad input
 (one line on stderr naming the problem), 124 ``fave wait --timeout`` ran out, 130 interrupted (Ctrl-C: the
-line names the request to resume).
+line names the request to resume), 143 terminated (SIGTERM to ``fave run``/``resume``: the same, after the step in
+progress commits; ``fave worker`` exits 0 on SIGTERM).
 
 Start-up is part of every command's time (``fave bench startup``): this module imports only what the
 parser needs, and each command imports what it uses (``fave status`` no runtime, ``fave run`` no boto3).
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from fave_shared.store import ObjectStore
 
     from fave.core.dag import Pipeline
+    from fave.core.operations import Budget
     from fave.service import Orchestrator
 
 #: ``fave.local.orchestrator.DEFAULT_PIPELINE`` and ``fave.status.UNREADABLE``, spelled here so that building
@@ -40,7 +42,7 @@ UNREADABLE = "UNREADABLE"
 DESCRIPTION = "fave: run, watch, resume and cancel requests of a pipeline, on one machine or against S3."
 EPILOG = (
     "Exit codes: 0 the request COMPLETED (or the command succeeded), 1 it FAILED or was CANCELLED, 2 bad input "
-    "(one line naming the problem), 124 fave wait --timeout ran out, 130 interrupted. "
+    "(one line naming the problem), 124 fave wait --timeout ran out, 130 interrupted, 143 terminated (SIGTERM). "
     "'fave COMMAND --help' describes a command."
 )
 
@@ -76,6 +78,12 @@ def _print_status(doc: dict[str, Any]) -> None:
         print(f"failure: {doc['failure']}")
     if doc["cancel_reason"]:
         print(f"cancelled: {doc['cancel_reason']}")
+    ledger = doc.get("ledger")
+    if ledger and doc["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+        print(
+            f"spent: {ledger['invocations']} invocation(s), {ledger['gb_s']:.3f} GB-s, "
+            f"{ledger['s3_requests']} S3 request(s), about ${ledger['cost_usd']:.6f}"
+        )
     if doc["final"] is not None:
         from fave.keys import final_key
 
@@ -190,6 +198,7 @@ def _request_input(args: argparse.Namespace, pipeline: Pipeline) -> dict[str, An
 def cmd_run(args: argparse.Namespace) -> int:
     from fave.cli.progress import terminal_progress
     from fave.cli.runlog import StoreLog, Tee
+    from fave.cli.stopping import terminate_between_steps
     from fave.local.orchestrator import load_local_pipeline, local_orchestrator, open_any_store, store_uri
     from fave.status import status_document
 
@@ -200,13 +209,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _dry_run(args, pipeline, request_input)
     if args.items is not None:
         raise UsageError("--items is for --dry-run (a run's fan-out sizes come from its stages' outputs)")
+    budget = _budget_args(args)
     store = open_any_store(store_uri(args.store))  # after the input is known good: a refusal stores nothing
     log = StoreLog(store, "fave run")  # the request's log in the store (fave logs)
     progress = Tee(terminal_progress(), log)
     orchestrator = local_orchestrator(pipeline, store, on_notify=progress.notify, faults=args.faults)
     _announce_faults(orchestrator)
     try:
-        state = orchestrator.create(request_input, start=False, no_cache=args.no_cache, stages=args.stage or ())
+        state = orchestrator.create(
+            request_input, start=False, no_cache=args.no_cache, stages=args.stage or (), budget=budget
+        )
         args.active_request = state.request_id  # for the Ctrl-C hint
         if args.detach:
             _spawn_driver(state.request_id, store.uri, str(pipeline.path), args.faults)
@@ -217,14 +229,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
         _tell(f"request {state.request_id}")
         log.begin(state.request_id)
-        with orchestrator.hold(state.request_id):
+        with terminate_between_steps(progress) as on_step, orchestrator.hold(state.request_id):
             orchestrator.apply(state.request_id, [Start()])
-            state = orchestrator.drive(state.request_id, on_step=progress)
+            state = orchestrator.drive(state.request_id, on_step=on_step)
     finally:
         progress.close()
         orchestrator.close()
         _report_faults(orchestrator)
     return _finish(store, state, args.json)
+
+
+def _budget_args(args: argparse.Namespace) -> Budget | None:
+    """``--max-wall``, ``--max-invocations``, ``--max-cost-usd`` as a budget override (None: none given)."""
+    given = {
+        name: value
+        for name, value in (
+            ("max_wall", args.max_wall),
+            ("max_invocations", args.max_invocations),
+            ("max_cost_usd", args.max_cost_usd),
+        )
+        if value is not None
+    }
+    if not given:
+        return None
+    from fave.pipeline import parse_budget
+
+    try:
+        return parse_budget(given, "budget")
+    except ValidationError as exc:
+        field, _, why = str(exc).removeprefix("budget.").partition(":")
+        raise UsageError(f"--{field.replace('_', '-')}:{why}") from None
 
 
 def _dry_run(args: argparse.Namespace, pipeline: Pipeline, request_input: dict[str, Any]) -> int:
@@ -463,11 +497,13 @@ def _print_item(page: dict[str, Any], row: dict[str, Any]) -> None:
 def cmd_resume(args: argparse.Namespace) -> int:
     from fave.cli.progress import terminal_progress
     from fave.cli.runlog import StoreLog, Tee
+    from fave.cli.stopping import terminate_between_steps
     from fave.clock import SystemClock
     from fave.lease import Leases
     from fave.local.orchestrator import load_local_pipeline, local_orchestrator, open_any_store, store_uri
     from fave.status import status_document
 
+    budget = _budget_args(args)
     store = open_any_store(store_uri(args.store))
     doc = status_document(store, args.request_id)
     pipeline_path = args.pipeline or doc["pipeline"] or DEFAULT_PIPELINE
@@ -492,9 +528,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
             if state.status is RequestStatus.INIT:
                 state = orchestrator.apply(args.request_id, [Start()])
             elif not state.nothing_to_resume:  # a COMPLETED request has, after a reset
-                state = orchestrator.resume(args.request_id)
+                state = orchestrator.resume(args.request_id, budget=budget)
             _tell(f"request {state.request_id}")
-            state = orchestrator.drive(args.request_id, on_step=progress)
+            with terminate_between_steps(progress) as on_step:
+                state = orchestrator.drive(args.request_id, on_step=on_step)
     finally:
         progress.close()
         orchestrator.close()
@@ -619,6 +656,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return serve_ui(args)
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from fave.cli.metrics import cmd_metrics as metrics
+
+    return metrics(args)
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     from fave.cli.graph import render_mermaid, render_text
     from fave.local.orchestrator import load_local_pipeline
@@ -699,6 +742,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from fave.cli.worker import cmd_worker as worker
+
+    return worker(args)
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from fave.cli.queue import cmd_queue as queue
+
+    return queue(args)
+
+
 # ---- parser -----------------------------------------------------------------------------------------
 
 
@@ -750,6 +805,13 @@ def build_parser() -> argparse.ArgumentParser:
             "(default $FAVE_FAULTS; 'none' turns them off)",
         )
 
+    def budget_opts(p: argparse.ArgumentParser, resume: bool = False) -> None:
+        which = "raise the request's" if resume else "override the pipeline's operations.budget"
+        group = p.add_argument_group(f"budget ({which}; the request ends FAILED budget_exceeded past one)")
+        group.add_argument("--max-wall", metavar="DURATION", help="e.g. 30m: wall time from the (re)start")
+        group.add_argument("--max-invocations", type=int, metavar="N", help="stage invocations in all")
+        group.add_argument("--max-cost-usd", type=float, metavar="USD", help="estimated Lambda + S3 cost in all")
+
     run = sub.add_parser(
         "run",
         help="start a request and drive it to the end",
@@ -794,6 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only this stage and the stages it needs, directly or not (repeat for several); the request "
         "completes when they have succeeded, and its final.json holds their outputs keyed by stage",
     )
+    budget_opts(run)
     faults_opt(run)
     store_opt(run)
     run.set_defaults(func=cmd_run)
@@ -831,6 +894,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--pipeline", help="pipeline file (default: the one the request was made with)")
     resume.add_argument("--detach", action="store_true", help=DETACH_HELP)
     resume.add_argument("--json", action="store_true", help=JSON_HELP)
+    budget_opts(resume, resume=True)
     faults_opt(resume)
     store_opt(resume)
     resume.set_defaults(func=cmd_resume)
@@ -967,6 +1031,18 @@ def build_parser() -> argparse.ArgumentParser:
     store_opt(ui)
     ui.set_defaults(func=cmd_ui)
 
+    metrics = sub.add_parser(
+        "metrics",
+        help="throughput, latency, failures and cost from the run history",
+        description="Requests completed and failed, throughput per day, per-stage p50/p95 task duration, retry "
+        "and failure rates, queue depth and estimated cost, from the store's run history.",
+    )
+    metrics.add_argument("--since", default="7d", help="the window, back from now: e.g. 24h, 7d (default 7d)")
+    metrics.add_argument("--pipeline", help="only this pipeline: its file (pipeline.yaml) or its name")
+    metrics.add_argument("--json", action="store_true", help="print the numbers as JSON on stdout (stable keys)")
+    store_opt(metrics)
+    metrics.set_defaults(func=cmd_metrics)
+
     graph = sub.add_parser("graph", help="draw the pipeline's DAG", description="Draw a pipeline's DAG.")
     graph.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
     graph.add_argument(
@@ -1019,6 +1095,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tick", type=float, metavar="SECONDS", help="tick every SECONDS instead of the template's TickSchedule"
     )
     serve.set_defaults(func=cmd_serve)
+
+    from fave.cli.queue import add_parser as add_queue_parser  # its module imports nothing more at this point
+
+    add_queue_parser(sub, store_opt, cmd_queue)
+
+    from fave.cli.worker import add_worker_parser  # its module imports nothing more at this point
+
+    add_worker_parser(sub, store_opt, cmd_worker)
 
     chaos = sub.add_parser(
         "chaos", help="run a pipeline repeatedly under injected faults and check its invariants (exit 1 if broken)"
@@ -1173,9 +1257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _tell(f"fave: error: {exc}".splitlines()[0])
         return 1 if isinstance(exc, CorruptStateError) else 2  # corrupt: the request is broken, not the command line
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM between two steps (fave.cli.stopping)
         _tell(_interrupted(args))
-        return 130
+        return int(getattr(exc, "exit_code", 130))
     except BrokenPipeError:
         # The reader of our output went away (`fave list | head -1`): nothing left to tell it, and no traceback.
         # /dev/null takes the place of the closed pipe so the interpreter's final flush does not fail again.

@@ -195,6 +195,12 @@ Resources:
                 - !Sub
                   - {arn}/requests/*/inbox/*
                   {_SUFFIX}
+            - Sid: AdmissionQueue  # fave.queue: entries and index markers; the tick drains it
+              Effect: Allow
+              Action: [s3:GetObject, s3:PutObject, s3:DeleteObject]
+              Resource: !Sub
+                - {arn}/queue/*
+                {_SUFFIX}
             - Sid: ActiveMarkers
               Effect: Allow
               Action: s3:DeleteObject

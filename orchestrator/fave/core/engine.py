@@ -1418,7 +1418,8 @@ class _Tx:
             return False
         running = [name for name in self.p.order if self.stage(name).status is StageStatus.RUNNING]
         stage = running[0] if running else self.p.final
-        self.fail_request(Failure(stage, None, BUDGET_EXCEEDED, f"{BUDGET_EXCEEDED}: {which}"))
+        # error type and message read "budget_exceeded: max_invocations" in the failure's description
+        self.fail_request(Failure(stage, None, BUDGET_EXCEEDED, which))
         return True
 
     def start_task(self, spec: Stage, item: int, *, outbox: bool = True) -> None:

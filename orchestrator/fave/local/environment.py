@@ -22,10 +22,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fave.local import worker
 from fave.local.template import ACCOUNT_ID
+
+if TYPE_CHECKING:
+    from fave.local.forkserver import ForkedProcess, ForkServer
 
 _WORKER = str(Path(worker.__file__).resolve())
 #: Lambda's init phase limit. A slower init is given up to the function timeout instead (Lambda retries a
@@ -79,19 +82,24 @@ class ProcessEnvironment:
         env: dict[str, str],
         sys_path: list[str],
         context: dict[str, str],
+        forks: ForkServer | None = None,
     ) -> None:
         child_in, self._to_child = os.pipe()
         self._from_child, child_out = os.pipe()
+        self.process: subprocess.Popen[bytes] | ForkedProcess
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-P", _WORKER, str(child_in), str(child_out)],
-                pass_fds=(child_in, child_out),
-                env=env,
-                cwd=code_uri,
-                stdin=subprocess.DEVNULL,
-                # Own process group: Ctrl-C reaches the parent, which then closes its environments.
-                process_group=0,
-            )
+            if forks is not None:  # the same worker, forked from a warm interpreter (fave.local.forkserver)
+                self.process = forks.start(env=env, cwd=code_uri, pass_fds=(child_in, child_out))
+            else:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-P", _WORKER, str(child_in), str(child_out)],
+                    pass_fds=(child_in, child_out),
+                    env=env,
+                    cwd=code_uri,
+                    stdin=subprocess.DEVNULL,
+                    # Own process group: Ctrl-C reaches the parent, which then closes its environments.
+                    process_group=0,
+                )
         except BaseException:
             for fd in (self._to_child, self._from_child):
                 os.close(fd)
@@ -108,12 +116,20 @@ class ProcessEnvironment:
         self._lock = threading.Lock()
         self._busy = False
         self._stopping = False
+        #: ``cpu_demand()`` and ``time.monotonic()`` when the runtime last accounted for this environment's CPU
+        #: (its pool's business).
+        self.cpu_mark: float | None = None
+        self.time_mark = 0.0
         self._init = json.dumps({"handler": handler, "sys_path": sys_path, "context": context}).encode()
 
     @property
     def pid(self) -> int:
         """The worker's process id."""
         return self.process.pid
+
+    def cpu_demand(self) -> float | None:
+        """Seconds the worker has run or waited to run so far (``process_cpu_demand``); None if unknown."""
+        return process_cpu_demand(self.process.pid)
 
     def wait_ready(self, request_id: str, timeout_s: float) -> Outcome | None:
         """Wait for the init phase; None when ready, else the outcome to report (environment lost)."""
@@ -216,6 +232,36 @@ class ProcessEnvironment:
 
     def __repr__(self) -> str:
         return f"<ProcessEnvironment pid={self.pid} returncode={self.process.returncode}>"
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_demand(pid: int) -> float | None:
+    """Seconds process ``pid`` has been on a CPU *or runnable and waiting for one*, plus the CPU time of the
+    children it waited for (a handler that runs ffmpeg spends its CPU there). None where /proc cannot say
+    (not Linux, the process is gone).
+
+    Waiting counts because it is demand too: a CPU-bound worker on a machine busy with other work runs only
+    part of the time, and its CPU time alone would make it look half idle. From /proc/<pid>/schedstat
+    (nanoseconds: time on CPU, time waiting on a run queue); without one, /proc/<pid>/stat's CPU time, in
+    clock ticks (10 ms: coarser than one short invocation, fine summed over many)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # The fields after the ")" that closes the command name (which may hold spaces): state is the
+            # first, utime, stime, cutime and cstime the 12th to 15th.
+            fields = f.read().rpartition(b")")[2].split()
+        ticks = [int(v) for v in fields[11:15]]
+        children = (ticks[2] + ticks[3]) / _CLOCK_TICKS
+        try:
+            with open(f"/proc/{pid}/schedstat", "rb") as f:
+                on_cpu, waiting = (int(v) for v in f.read().split()[:2])
+            own = (on_cpu + waiting) / 1e9
+        except (OSError, ValueError):
+            own = (ticks[0] + ticks[1]) / _CLOCK_TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+    return own + children
 
 
 def context_info(function_name: str, memory_mb: int, region: str, log_stream: str) -> dict[str, Any]:

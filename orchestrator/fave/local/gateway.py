@@ -105,6 +105,8 @@ DEFAULT_ROUTES = (
     Route("POST", "/requests/{id}/resume"),
     Route("POST", "/requests/{id}/reset"),
     Route("POST", "/requests/{id}/cancel"),
+    Route("POST", "/queue"),
+    Route("GET", "/queue"),
     Route("GET", "/openapi.json"),
     Route("GET", "/docs"),
 )

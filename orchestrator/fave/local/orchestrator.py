@@ -91,6 +91,12 @@ def local_orchestrator(
     invoked, the runtime pre-warms the functions of the later stages in DAG order while cores are free
     (``LocalRuntime(prewarm=...)``; ``runtime_options`` may override it).
 
+    Limits (``runtime_options`` may override them): the pipeline's ``functions:`` caps are the runtime's
+    ``function_caps`` (across every request this orchestrator drives; a synchronous invoke beyond one is
+    throttled, as Lambda throttles at ReservedConcurrentExecutions), and a function without one may scale
+    to as many environments as its stages' largest ``max_concurrency`` asks for (``environment_limits``;
+    ``UNCAPPED_ENVIRONMENTS`` for a stage without one), while the machine has the CPU for them.
+
     ``faults`` (``fave.local.faults``): a plan, a spec or its text; None reads ``$FAVE_FAULTS``. When it injects
     anything, the runtime applies it to deliveries and invokes and the store is wrapped so that its writes are
     crash points (``fault_plan(orchestrator)`` returns the plan); otherwise nothing is wrapped.
@@ -114,6 +120,9 @@ def local_orchestrator(
     options = dict(runtime_options or {})
     # The first environment of each function is started ahead, in DAG order, while cores are free.
     options.setdefault("prewarm", list(dict.fromkeys(pipeline.stages[name].function for name in pipeline.order)))
+    options.setdefault("function_caps", dict(pipeline.operations.function_caps))
+    if "max_environments" not in options:  # an explicit one is a choice of concurrency for every function
+        options.setdefault("environment_limits", environment_limits(pipeline))
     env = {"FAVE_STORE": store.uri, **options.pop("env_overrides", {})}
     orchestrator.invoker = LocalRuntime(
         template,
@@ -123,6 +132,22 @@ def local_orchestrator(
         **options,
     )
     return orchestrator
+
+
+UNCAPPED_ENVIRONMENTS = 32
+"""Environments a function may scale to locally for a stage without ``max_concurrency`` (Lambda would go to
+the account's limit, 1,000 by default; here each is a process with its interpreter and imports)."""
+
+
+def environment_limits(pipeline: Pipeline) -> dict[str, int]:
+    """Per function of the pipeline's stages, the most invocations one request may have in flight at once:
+    its stages' largest ``max_concurrency`` (``UNCAPPED_ENVIRONMENTS`` for a stage without one)."""
+    limits: dict[str, int] = {}
+    for name in pipeline.order:
+        stage = pipeline.stages[name]
+        want = stage.max_concurrency if stage.max_concurrency is not None else UNCAPPED_ENVIRONMENTS
+        limits[stage.function] = max(limits.get(stage.function, 1), want)
+    return limits
 
 
 def _plan(faults: FaultPlan | FaultSpec | str | None) -> FaultPlan | None:

@@ -11,11 +11,23 @@ thread-isolation timeout, or ``close``) is the one that reports its outcome, exa
 
 ``CoreGate`` (optional, shared by the pools of one runtime): on Lambda every environment brings its own CPU,
 locally they all share this machine's cores. With a gate, a process pool starts its first environment at
-once, but one beyond its first only while fewer slots than the gate's cores are active (starting or running
-an invocation), and only after ``SCALE_UP_DELAY_S``, so the other functions of the same orchestrator step get
-their first environments before one function takes a second core. Otherwise the invocation waits for a warm
-environment of its function, which is cheaper than a cold start (interpreter, imports, model load) competing
-for busy cores. A pool whose scale-up was refused is asked again as soon as a slot anywhere goes idle.
+once, but one beyond its first only after ``SCALE_UP_DELAY_S`` (so the other functions of the same
+orchestrator step get their first environments before one function takes a second core), and only while
+the machine has a core for it: fewer slots than the gate's cores are active (starting or running an
+invocation), or the CPU the active slots *use* leaves room for one more cold start. Otherwise the invocation
+waits for a warm environment of its function, which is cheaper than a cold start (interpreter, imports,
+model load) competing for busy cores. A pool whose scale-up was refused is asked again as soon as a slot
+anywhere goes idle or ends its cold start, or a function's CPU estimate changes.
+
+The CPU a slot uses is measured, not assumed: each pool that may scale beyond the gate's cores reads its
+workers' CPU demand (``environment.process_cpu_demand``: time on a CPU or waiting for one) after every
+invocation, and every ``SAMPLE_S`` from the invocations still running while its scale-up is refused (an LLM
+call of 30 s need not end before the function's figure is known). It keeps ``share``, the demand per second
+of busy environment, and ``cold_share``, the same for its cold starts (both 1.0 until measured). A slot
+starting or in a cold start counts for its function's ``cold_share``, a running one for its ``share``. So an
+I/O-bound function (API calls, LLM requests, sleeps: a share of a few percent) scales up to its limit while a
+CPU-bound one (share ~1) stays near the core count, as before; a function whose cold start is cheap (forked,
+a light module) starts several at once, one that loads a model one or two at a time.
 """
 
 from __future__ import annotations
@@ -95,7 +107,7 @@ class ScalesUp(Protocol):
 
 
 class CoreGate:
-    """Counts the active process slots of every pool sharing it, against ``cores`` (see the module docs).
+    """Weighs the active process slots of every pool sharing it against ``cores`` (see the module docs).
 
     Lock order: a pool's lock may be held while calling ``add``/``later``/``refuse`` (they take only the
     gate's own lock or the timer's); pools are called back on the timer thread, with no lock held.
@@ -106,6 +118,10 @@ class CoreGate:
     claim their functions' first environments, so a function does not take a second core before another
     function that has none got its first."""
 
+    SLACK = 0.5
+    """Cores beyond ``cores`` the estimated load may reach with a new cold start: two cold starts at once on
+    two cores while I/O-bound slots run beside them, never a third CPU-bound environment on two cores."""
+
     def __init__(self, cores: int, timer: Timer) -> None:
         if cores < 1:
             raise ValueError(f"cores must be at least 1, got {cores}")
@@ -114,24 +130,44 @@ class CoreGate:
         self._lock = threading.Lock()
         self._active = 0
         self._refused: dict[int, ScalesUp] = {}
+        self._pools: list[FunctionPool] = []
 
     @property
     def active(self) -> int:
         """Slots starting or running an invocation right now."""
         return self._active
 
-    def has_room(self) -> bool:
-        return self._active < self.cores
+    def register(self, pool: FunctionPool) -> None:
+        """``pool`` shares this gate: its slots count in ``load``."""
+        with self._lock:
+            self._pools.append(pool)
+
+    def load(self) -> float:
+        """Cores the active slots are estimated to use (``FunctionPool.cpu_load``)."""
+        return sum(pool.cpu_load() for pool in self._pools)
+
+    def has_room(self, cost: float = 1.0) -> bool:
+        """Room for one more environment that uses ``cost`` cores: fewer active slots than cores, or enough
+        of the cores idle."""
+        return self._active < self.cores or self.load() + cost <= self.cores + self.SLACK
 
     def add(self, delta: int) -> None:
         """A slot became active (+1) or idle / gone (-1)."""
         with self._lock:
             self._active += delta
-            if delta >= 0 or not self._refused or self._active >= self.cores:
+            if delta >= 0 or not self._refused:
                 return
+        self.poke()
+
+    def poke(self) -> None:
+        """The load went down (a slot idle, a cold start done, a lower CPU estimate): ask the refused again."""
+        if not self._refused:  # the usual case, read without the lock: a refusal racing it is asked later
+            return
+        with self._lock:
             refused = list(self._refused.values())
             self._refused.clear()
-        self._timer.call_at(time.monotonic(), lambda: _scale_up(refused))
+        if refused:
+            self._timer.call_at(time.monotonic(), lambda: _scale_up(refused))
 
     def later(self, pool: FunctionPool) -> None:
         """Ask ``pool`` to decide on another environment ``SCALE_UP_DELAY_S`` from now."""
@@ -167,7 +203,29 @@ class _Watch:
 
 
 class FunctionPool:
-    """Runs one function's invocations, ``limit`` at a time, in warm environments."""
+    """Runs one function's invocations, ``limit`` at a time, in warm environments.
+
+    ``explicit``: the limit is one the function was given (ReservedConcurrentExecutions, a pipeline's
+    ``functions:`` cap), which ``admit`` enforces the way Lambda does, rather than how many environments
+    this machine affords it."""
+
+    SHARE_MIN = 0.02
+    """The least CPU share a running slot counts for, however idle it measured: the parent's own work for each
+    invocation (pipes, JSON, the orchestrator) is not in the workers' figures."""
+
+    SHARE_HORIZON_S = 2.0
+    """Seconds of busy environment time the CPU estimate remembers (older figures are halved away), so that
+    it follows a function whose work changes (a batch of cache hits, then real work)."""
+
+    SHARE_MIN_BUSY_S = 0.04
+    """Busy environment time measured before the estimate replaces the full-core default."""
+
+    SAMPLE_S = 0.25
+    """How often a refused pool measures its running invocations."""
+
+    COLD_SHARE_MIN = 0.2
+    """The least a cold start counts for: the parent's side of it (fork, pipes, the init frame) is not in the
+    environment's figures either."""
 
     def __init__(
         self,
@@ -178,9 +236,11 @@ class FunctionPool:
         start_process: Callable[[], ProcessEnvironment],
         thread_context: dict[str, str],
         gate: CoreGate | None = None,
+        explicit: bool = False,
     ) -> None:
         self.spec = spec
         self.limit = limit
+        self.explicit = explicit
         self._timeout = float(spec.timeout_s)
         self._threads_mode = spec.local_isolation == "thread"
         # Thread isolation is for trivial handlers: their slots cost no cold start worth gating.
@@ -203,14 +263,40 @@ class FunctionPool:
         self._counts = {"invocations": 0, "cold_starts": 0, "timeouts": 0, "errors": 0, "async_retries": 0}
         self._handler: Handler | None = None  # thread isolation: the function's module, loaded once
         self._load_lock = threading.Lock()
+        # CPU accounting (module docs): only a gated pool allowed more environments than the gate has cores
+        # reads its workers' /proc figures; the others never scale past the cores, and never pay for it.
+        self._measure = self._gate is not None and limit > self._gate.cores
+        self._cold = 0  # slots in a cold start (interpreter, imports): a full core each
+        self._cpu_s = 0.0  # CPU demand measured over ...
+        self._busy_s = 0.0  # ... this much busy environment time (both decayed together)
+        self.share = 1.0
+        """Estimated cores one running environment of this function uses (1.0 until measured)."""
+        self.cold_share = 1.0
+        """Estimated cores one cold start of this function uses (1.0 until measured)."""
+        self._cpu_lock = threading.Lock()  # the environments' marks: a slot thread and the sampler both read
+        self._busy: set[ProcessEnvironment] = set()  # environments running an invocation (under _cpu_lock)
+        self._sample_pending = False
+        if self._gate is not None:
+            self._gate.register(self)
 
     # -- submitting ---------------------------------------------------------------------------------------
 
     def submit(self, invocation: Invocation) -> bool:
         """Queue an invocation; False if the pool is closed."""
+        return self._submit(invocation, refuse_at_limit=False) is not None
+
+    def admit(self, invocation: Invocation) -> bool | None:
+        """``submit``, except that a pool with an ``explicit`` limit refuses (None) an invocation that would
+        exceed it, counting those queued and running: what Lambda does to a synchronous invoke of a function
+        at its reserved concurrency (an asynchronous one it queues, as ``submit`` does)."""
+        return self._submit(invocation, refuse_at_limit=self.explicit)
+
+    def _submit(self, invocation: Invocation, *, refuse_at_limit: bool) -> bool | None:
         with self._lock:
             if self._closed:
                 return False
+            if refuse_at_limit and len(self._queue) + len(self._running) >= self.limit:
+                return None
             self._queue.append(invocation)
             # Every slot taken (a fan-out's usual case): no need to ask about another.
             start = self._slots < self.limit and self._need_slot()
@@ -249,8 +335,14 @@ class FunctionPool:
         with self._lock:
             self._scale_pending = False
             while self._wants_slot():
-                if self._gate is not None and self._slots and not self._gate.has_room():
+                # What the newcomer will use: its cold start, then its invocations (a cheap fork of a
+                # CPU-bound function is still a core once it runs).
+                cost = max(self.cold_share, self.share)
+                if self._gate is not None and self._slots and not self._gate.has_room(cost):
                     self._gate.refuse(self)  # meanwhile the queue drains through the warm environment(s)
+                    if self._measure and not self._sample_pending:
+                        self._sample_pending = True
+                        self._timer.call_at(time.monotonic() + self.SAMPLE_S, self._sample)
                     break
                 self._claim_slot()
                 starts += 1
@@ -265,7 +357,7 @@ class FunctionPool:
         with self._lock:
             if self._threads_mode or self._closed or self._slots:
                 return True
-            if self._gate is not None and not self._gate.has_room():
+            if self._gate is not None and not self._gate.has_room(max(self.cold_share, self.share)):
                 return False
             self._claim_slot()
         self._start_slot(warm=True)
@@ -288,6 +380,53 @@ class FunctionPool:
         """A snapshot of the counters."""
         with self._lock:
             return FunctionStats(**self._counts)
+
+    # -- CPU accounting (module docs) ---------------------------------------------------------------------
+
+    def cpu_load(self) -> float:
+        """Cores this function's active slots are estimated to use: a full one per slot starting or in a cold
+        start, ``share`` per slot running an invocation. Read without the lock (by the gate, which may be
+        called under another pool's lock): a moment's stale figure only shifts a decision by one event."""
+        cold = self._starting + self._cold
+        running = self._slots - self._idle - cold
+        return cold * self.cold_share + max(0, running) * self.share
+
+    def _sample(self) -> None:
+        """The timer's call while a scale-up is refused: measure the invocations in flight so far."""
+        with self._lock:
+            self._sample_pending = False
+        with self._cpu_lock:
+            busy = list(self._busy)
+        for environment in busy:
+            self._account(environment)
+
+    def _account(self, environment: ProcessEnvironment, *, done: bool = False) -> None:
+        """Add the CPU ``environment`` used since its marks, over the busy time since then; ``done``: its
+        invocation ended (no longer sampled)."""
+        with self._cpu_lock:
+            if done:
+                self._busy.discard(environment)
+            elif environment not in self._busy:
+                return  # ended meanwhile: its slot accounted for it
+            now = environment.cpu_demand()
+            clock = time.monotonic()
+            mark, environment.cpu_mark = environment.cpu_mark, now
+            busy_s, environment.time_mark = clock - environment.time_mark, clock
+        if now is None or mark is None:
+            return
+        with self._lock:
+            self._cpu_s += max(0.0, now - mark)
+            self._busy_s += busy_s
+            if self._busy_s > self.SHARE_HORIZON_S:
+                self._cpu_s /= 2
+                self._busy_s /= 2
+            if self._busy_s < self.SHARE_MIN_BUSY_S:
+                return
+            before = self.share
+            assert self._gate is not None  # measured only when gated
+            self.share = min(float(self._gate.cores), max(self.SHARE_MIN, self._cpu_s / self._busy_s))
+        if self.share < before:
+            self._gate.poke()
 
     # -- slots --------------------------------------------------------------------------------------------
 
@@ -366,8 +505,24 @@ class FunctionPool:
 
     # -- process isolation --------------------------------------------------------------------------------
 
-    def _cold_start(self, request_id: str) -> ProcessEnvironment | Outcome:
-        """A new environment through its init phase, or the outcome to report for ``request_id``."""
+    def _cold_start(self, request_id: str, *, starting: bool = False) -> ProcessEnvironment | Outcome:
+        """A new environment through its init phase, or the outcome to report for ``request_id``.
+
+        ``starting``: the slot still counts as starting (pre-warming), which ``cpu_load`` weighs already."""
+        cold = 0 if starting else 1
+        with self._lock:
+            self._cold += cold
+        try:
+            started = self._init_environment(request_id)
+        finally:
+            with self._lock:
+                self._cold -= cold
+        if self._gate is not None:
+            self._gate.poke()  # one full core less in use
+        return started
+
+    def _init_environment(self, request_id: str) -> ProcessEnvironment | Outcome:
+        began = time.monotonic()
         try:
             environment = self._start_process()
         except OSError as e:
@@ -382,11 +537,19 @@ class FunctionPool:
         if failed is not None:
             self._discard(environment)
             return failed
+        if self._measure:
+            # The environment's demand so far is its cold start's (a forked one counts from the fork): that
+            # is the cold share; later invocations are measured from here.
+            environment.cpu_mark = demand = environment.cpu_demand()
+            if demand is not None:
+                measured = min(1.0, max(self.COLD_SHARE_MIN, demand / max(time.monotonic() - began, 1e-3)))
+                with self._lock:
+                    self.cold_share = (self.cold_share + measured) / 2
         return environment
 
     def _warm_up(self) -> ProcessEnvironment | None:
         """``prewarm``'s environment; None if its init failed (the first invocation then reports why)."""
-        started = self._cold_start("prewarm")
+        started = self._cold_start("prewarm", starting=True)
         if isinstance(started, Outcome):
             log.debug("%s: pre-warming failed; the first invocation starts it again", self.spec.logical_id)
             return None
@@ -402,7 +565,18 @@ class FunctionPool:
                 self._finish(invocation, started)
                 return None
             environment = started
-        outcome = environment.invoke(invocation.request_id, invocation.payload, self._timeout)
+        if self._measure:
+            with self._cpu_lock:
+                environment.time_mark = time.monotonic()
+                self._busy.add(environment)
+            outcome = environment.invoke(invocation.request_id, invocation.payload, self._timeout)
+            if outcome.env_lost:
+                with self._cpu_lock:
+                    self._busy.discard(environment)
+            else:
+                self._account(environment, done=True)
+        else:
+            outcome = environment.invoke(invocation.request_id, invocation.payload, self._timeout)
         if outcome.env_lost:
             # Gone before the outcome is reported, so a caller that sees it also sees the next one cold.
             self._discard(environment)

@@ -4,13 +4,20 @@ What behaves like Lambda:
 
 * Execution environments: per function, warm worker processes (``process`` isolation, the default), each
   serving one invocation at a time and reused across invocations, so a handler module (and the models it
-  loads at import) is imported once per environment. Concurrency per function is its
-  ``ReservedConcurrentExecutions``, else ``max_environments``, else ``os.cpu_count()``; extra invocations
-  queue (Lambda would throttle a synchronous call instead; queueing keeps local runs simple).
+  loads at import) is imported once per environment. Concurrency per function is the smaller of its
+  ``ReservedConcurrentExecutions`` and its ``function_caps`` entry (a pipeline's ``functions:`` caps, across
+  every request this runtime serves) when either is set, else its ``environment_limits`` entry (what the
+  pipeline's stages may ask of it at once), else ``max_environments``, else ``os.cpu_count()``.
+* Throttling: at an explicit limit (reserved concurrency or a cap) a synchronous invoke is refused as Lambda
+  refuses it, with ``ThrottledInvocationError`` (429 TooManyRequestsException), counting the invocations
+  queued and running; an asynchronous one queues (Lambda queues events and retries throttles itself). A
+  function without an explicit limit never throttles: its invocations queue.
 * Unlike Lambda's, these environments share one machine's cores. Unless ``max_environments`` is given, a
-  function starts an environment beyond its first only while fewer environments than ``cores`` (default
-  ``os.cpu_count()``) are starting or busy, across all functions; otherwise its invocations wait for its
-  warm environment instead of paying a cold start on a saturated machine (``pool.CoreGate``).
+  function starts an environment beyond its first only while the machine has a core for it: fewer
+  environments than ``cores`` (default ``os.cpu_count()``) are starting or busy, across all functions, or
+  the CPU the busy ones are measured to use leaves room for a cold start (``pool.CoreGate``). So an
+  I/O-bound function scales up to its limit and a CPU-bound one stays near the core count; otherwise its
+  invocations wait for a warm environment instead of paying a cold start on a saturated machine.
 * ``prewarm`` (with the gate only): functions in the order they will be needed. When one of them is first
   invoked, the runtime starts the first environment of each function after it in that list, one at a time
   and only while a core is free, so their interpreter start and imports overlap the running stages instead
@@ -74,9 +81,12 @@ from fave.invoke.base import (
     InvokeResult,
     RetryableInvocationError,
     TerminalInvocationError,
+    ThrottledInvocationError,
     encode_payload,
 )
 from fave.local.environment import Outcome, ProcessEnvironment, context_info
+from fave.local.forkserver import ForkServer
+from fave.local.forkserver import available as forkserver_available
 from fave.local.pool import CoreGate, FunctionPool, FunctionStats, Invocation
 from fave.local.template import FunctionSpec, Template, load_template
 from fave.local.timer import Timer
@@ -114,10 +124,20 @@ class LocalRuntime:
         cores: int | None = None,
         prewarm: Sequence[str] = (),
         faults: FaultPlan | None = None,
+        function_caps: Mapping[str, int] = _EMPTY,
+        environment_limits: Mapping[str, int] = _EMPTY,
+        fork_environments: bool = True,
     ) -> None:
         if max_environments is not None and max_environments < 1:
             raise ValueError(f"max_environments must be at least 1, got {max_environments}")
         self.template = template if isinstance(template, Template) else load_template(template)
+        for option, limits in (("function_caps", function_caps), ("environment_limits", environment_limits)):
+            unknown = [name for name in limits if name not in self.template.functions]
+            if unknown:
+                raise ValueError(f"{option}: no function {', '.join(unknown)} in {self.template.path}")
+            low = {name: n for name, n in limits.items() if n < 1}
+            if low:
+                raise ValueError(f"{option}: must be at least 1, got {low}")
         self._env_overrides = dict(env_overrides)
         self._function_env = {lid: dict(env) for lid, env in function_env.items()}
         self._destinations = dict(destination_handlers)
@@ -126,6 +146,8 @@ class LocalRuntime:
         # invoke. None (the default) costs one attribute test per invoke and per delivery.
         self._faults = faults
         self._region = _region({**os.environ, **self._env_overrides})
+        # Environments forked from a warm interpreter (~2 ms) rather than started from scratch (~40 ms of CPU).
+        self._forks = ForkServer() if fork_environments and forkserver_available() else None
         self._timer = Timer("fave-local-timer")
         self._request_id = _RequestIds()
         self._lock = threading.Lock()
@@ -140,13 +162,15 @@ class LocalRuntime:
         for lid, spec in self.template.functions.items():
             context = context_info(lid, spec.memory_mb, self._region, _log_stream())
             self._arns[lid] = f"{context['invoked_function_arn']}:$LATEST"
+            explicit = [n for n in (spec.reserved_concurrency, function_caps.get(lid)) if n is not None]
             self._pools[lid] = FunctionPool(
                 spec,
-                spec.reserved_concurrency if spec.reserved_concurrency is not None else default_limit,
+                min(explicit) if explicit else environment_limits.get(lid, default_limit),
                 timer=self._timer,
                 start_process=functools.partial(self._start_process, spec),
                 thread_context=context,
                 gate=self.gate,
+                explicit=bool(explicit),
             )
             own = self._function_env.get(lid, {})
             missing = [
@@ -170,6 +194,9 @@ class LocalRuntime:
                 f"function_env: {', '.join(threaded)} run in thread isolation, which has no own environment"
             )
         self._prewarm = _Prewarmer(self.gate, [self._pools[name] for name in prewarm]) if self.gate else None
+        processes = any(self.template.functions[name].local_isolation == "process" for name in prewarm)
+        if self._forks is not None and processes:  # functions to start ahead: the zygote first, meanwhile
+            self._forks.prestart()
 
     # -- Invoker ------------------------------------------------------------------------------------------
 
@@ -181,7 +208,13 @@ class LocalRuntime:
             faults.check_alive()
             faults.throttle(function, _fault_key(payload))
         invocation = _SyncInvocation(self._request_id(), encode_payload(payload, MAX_SYNC_PAYLOAD_BYTES))
-        if not pool.submit(invocation):
+        admitted = pool.admit(invocation)
+        if admitted is None:
+            raise ThrottledInvocationError(
+                f"{function}: Rate Exceeded (TooManyRequestsException): {pool.limit} invocations in flight, its "
+                "concurrency limit"
+            )
+        if not admitted:
             raise TerminalInvocationError("the local runtime is closed")
         if self._prewarm is not None and not self._prewarm.started:
             self._prewarm.start_after(pool)  # after submit: this function's own environment comes first
@@ -229,6 +262,10 @@ class LocalRuntime:
         """The logical ids of the template's functions."""
         return frozenset(self.template.functions)
 
+    def memory_sizes(self) -> dict[str, int]:
+        """Each function's MemorySize (the template's): what a request's ledger prices its GB-seconds at."""
+        return {lid: spec.memory_mb for lid, spec in self.template.functions.items()}
+
     def code_digest(self, function: str) -> str | None:
         """sha256 over the function's handler, its CodeUri tree and the trees of the layers it uses (in order;
         ``__pycache__`` and compiled files skipped), computed once per function: the result cache's view of
@@ -261,6 +298,8 @@ class LocalRuntime:
         deadline = time.monotonic() + _CLOSE_S
         for pool in self._pools.values():
             pool.join(deadline)
+        if self._forks is not None:  # last: it reports how the environments ended
+            self._forks.close()
 
     def __enter__(self) -> LocalRuntime:
         return self
@@ -286,6 +325,10 @@ class LocalRuntime:
         started and entries ``held`` now. A busy thread slot schedules one watchdog per timeout period,
         however many invocations it runs."""
         return {"scheduled": self._timer.scheduled, "held": self._timer.size()}
+
+    def limits(self) -> dict[str, int]:
+        """Per function, how many of its invocations run at once (see the module docs)."""
+        return {lid: pool.limit for lid, pool in self._pools.items()}
 
     def environment_pids(self) -> dict[str, list[int]]:
         """Per function, the process ids of its live worker processes."""
@@ -329,6 +372,7 @@ class LocalRuntime:
             env=env,
             sys_path=_child_sys_path(spec),
             context=context_info(spec.logical_id, spec.memory_mb, region, log_stream),
+            forks=self._forks,
         )
 
     def _async_finished(self, invocation: _AsyncInvocation, outcome: Outcome) -> None:

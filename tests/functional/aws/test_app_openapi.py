@@ -25,6 +25,7 @@ from fave.app.http_guard import MAX_BODY_BYTES
 from fave.invoke import LambdaInvoker
 from fave.keys import state_key
 from fave.lease import Leases
+from fave.queue import AdmissionQueue
 from fave_shared.store import S3Store
 from support.app_lambda import DEMO, OrchestratorLambda, configure_app
 from support.declared_input import WORDS_INPUT, demo_with_input, serve
@@ -157,6 +158,8 @@ REAL_ANSWERS = {
     "POST /requests/{id}/resume": {202, 400, 404, 409, 413, 500, 503},
     "POST /requests/{id}/reset": {200, 400, 404, 409, 413, 500, 503},
     "POST /requests/{id}/cancel": {200, 202, 400, 404, 409, 413, 500, 503},
+    "POST /queue": {202, 400, 413, 503},
+    "GET /queue": {200, 400, 503},
 }
 
 
@@ -264,6 +267,16 @@ def test_each_documented_answer_is_what_a_real_request_gets(
         assert busy in check(route, call(lam, route, path.format(busy)), 500)["message"]
     assert busy in check(reset, call(lam, reset, f"/requests/{busy}/reset", body=join), 500)["message"]
 
+    # The admission queue: an entry added (and removed at once: no tick or request's end may admit it here).
+    queue_add, queue_list = "POST /queue", "GET /queue"
+    added = check(queue_add, call(lam, queue_add, body={"entries": [{"input": words, "key": "openapi"}]}), 202)
+    pipeline = check(queue_list, call(lam, queue_list), 200)["pipeline"]
+    AdmissionQueue(lam.store, pipeline).remove(added["entries"][0]["id"])
+    refused = check(queue_add, call(lam, queue_add, body={"entries": [{"input": {"video_uri": 5}}]}), 400)
+    assert refused["errors"][0]["field"] == "entries[0].input.video_uri"
+    check(queue_add, call(lam, queue_add, body=BIG), 413)
+    check(queue_list, call(lam, queue_list, query="status=nope"), 400)
+
     # A function deployed without its FAVE_FUNCTION_* names: 500 configuration error.
     import fave.app
 
@@ -288,6 +301,8 @@ def test_each_documented_answer_is_what_a_real_request_gets(
     ):
         check(route, call(lam, route, path.format(running)), 503)
     check(reset, call(lam, reset, f"/requests/{running}/reset", body=join), 503)
+    check(queue_add, call(lam, queue_add, body={"entries": [{"input": words}]}), 503)
+    check(queue_list, call(lam, queue_list), 503)
 
     documented = {(route, int(code)) for route, op in answers.operations.items() for code in op["responses"]}
     assert answers.seen == documented
