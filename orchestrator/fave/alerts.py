@@ -34,7 +34,7 @@ from fave_shared.store import ObjectStore
 from fave.core.model import RequestState, RequestStatus
 from fave.keys import alert_sent_key
 
-__all__ = ["BUDGET_EXCEEDED", "Alert", "Alerter"]
+__all__ = ["BUDGET_EXCEEDED", "Alert", "Alerter", "queue_alert", "request_alert", "throttle_alert"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,87 @@ class Alert:
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": self.text}}],
             "fave": {"event": self.event, "id": self.id, "at": self.at, **self.fields},
         }
+
+    def to_json(self) -> dict[str, Any]:
+        """The alert as JSON (what the Lambda orchestrator sends itself to deliver it: ``fave.app.alerts_doors``)."""
+        return {"event": self.event, "id": self.id, "text": self.text, "fields": dict(self.fields), "at": self.at}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Alert:
+        """``ValueError`` naming the field for a document ``to_json`` did not write."""
+        for name in ("event", "id", "text"):
+            if not isinstance(doc.get(name), str) or not doc[name]:
+                raise ValueError(f"{name}: expected a non-empty string")
+        fields = doc.get("fields", {})
+        if not isinstance(fields, Mapping):
+            raise ValueError("fields: expected an object")
+        at = doc.get("at", 0.0)
+        if not isinstance(at, (int, float)) or isinstance(at, bool):
+            raise ValueError("at: expected a number")
+        return cls(doc["event"], doc["id"], doc["text"], dict(fields), float(at))
+
+
+# ---- what an event is (pure: the worker's Alerter and the Lambda orchestrator both use these) -----------------
+
+
+def request_alert(state: RequestState, pipeline: str | None) -> Alert | None:
+    """The alert for a request that ended: ``budget_exceeded`` or ``request_failed``; None unless it FAILED."""
+    if state.status is not RequestStatus.FAILED:
+        return None
+    failure = state.failure
+    error_type = failure.error_type if failure is not None else "unknown"
+    message = failure.message if failure is not None else ""
+    budget = error_type == BUDGET_EXCEEDED or message.startswith(BUDGET_EXCEEDED)
+    event = "budget_exceeded" if budget else "request_failed"
+    where = failure.describe() if failure is not None else "failed"
+    named = f" ({pipeline})" if pipeline else ""
+    head = "budget exceeded" if budget else "failed"
+    return Alert(
+        event,
+        f"{event}:{state.request_id}:{state.resumes}",
+        f":rotating_light: fave request `{state.request_id}`{named} {head}: {where}"[:2900],
+        {
+            "pipeline": pipeline,
+            "request_id": state.request_id,
+            "error_type": error_type,
+            "message": message[:1000],
+            "stage": failure.stage if failure is not None else None,
+        },
+    )
+
+
+def queue_alert(stats: Any, pipeline: str | None, stuck_after_s: float, now: float) -> Alert | None:
+    """The alert for a queue whose oldest due entry (``fave.queue.QueueStats`` or its JSON) waited longer than
+    ``stuck_after_s``; None if none did. Named by the stuck entry, so once per stuck entry."""
+
+    def get(name: str) -> Any:
+        return stats.get(name) if isinstance(stats, Mapping) else getattr(stats, name, None)
+
+    age = get("oldest_age_s")
+    if age is None or float(age) < stuck_after_s:
+        return None
+    oldest = get("oldest_id") or f"t{round(now - float(age))}"
+    depth = get("depth")
+    name = pipeline or "-"
+    return Alert(
+        "queue_stuck",
+        f"queue_stuck:{name}:{oldest}",
+        f":hourglass: fave queue of `{name}` is stuck: its oldest entry has waited "
+        f"{float(age) / 60:.0f} min ({depth} waiting)",
+        {"pipeline": pipeline, "oldest_age_s": float(age), "depth": depth, "oldest": oldest},
+    )
+
+
+def throttle_alert(pipeline: str | None, request_id: str, stage: str, *, first: float, now: float, count: int) -> Alert:
+    """The alert for a streak of throttles of ``stage`` that began at ``first``: once per streak."""
+    name = pipeline or "-"
+    return Alert(
+        "throttle_sustained",
+        f"throttle_sustained:{name}:{stage}:{round(first)}",
+        f":snail: fave stage `{stage}` of `{name}` has been throttled for "
+        f"{(now - first) / 60:.0f} min ({count} throttled invocations)",
+        {"pipeline": pipeline, "request_id": request_id, "stage": stage, "throttles": count, "since": first},
+    )
 
 
 @dataclass
@@ -131,30 +212,9 @@ class Alerter:
     def request_ended(self, state: RequestState) -> None:
         """A request reached a terminal status: alert if it failed (its budget, or anything else)."""
         try:
-            if state.status is not RequestStatus.FAILED:
-                return
-            failure = state.failure
-            error_type = failure.error_type if failure is not None else "unknown"
-            message = failure.message if failure is not None else ""
-            budget = error_type == BUDGET_EXCEEDED or message.startswith(BUDGET_EXCEEDED)
-            event = "budget_exceeded" if budget else "request_failed"
-            where = failure.describe() if failure is not None else "failed"
-            pipeline = f" ({self.pipeline})" if self.pipeline else ""
-            head = "budget exceeded" if budget else "failed"
-            self._fire(
-                Alert(
-                    event,
-                    f"{event}:{state.request_id}:{state.resumes}",
-                    f":rotating_light: fave request `{state.request_id}`{pipeline} {head}: {where}"[:2900],
-                    {
-                        "pipeline": self.pipeline,
-                        "request_id": state.request_id,
-                        "error_type": error_type,
-                        "message": message[:1000],
-                        "stage": failure.stage if failure is not None else None,
-                    },
-                )
-            )
+            alert = request_alert(state, self.pipeline)
+            if alert is not None:
+                self._fire(alert)
         except Exception:
             log.exception("alerts: could not look at request %s", getattr(state, "request_id", "?"))
 
@@ -162,26 +222,9 @@ class Alerter:
         """The admission queue's stats (``fave.queue.QueueStats``): alert if its oldest due entry has waited
         longer than ``queue_stuck_after_s``. Once per stuck entry (named by the time it became due)."""
         try:
-
-            def get(name: str) -> Any:
-                return stats.get(name) if isinstance(stats, Mapping) else getattr(stats, name, None)
-
-            age = get("oldest_age_s")
-            if age is None or float(age) < self.queue_stuck_after_s:
-                return
-            now = self.clock()
-            oldest = get("oldest_id") or f"t{round(now - float(age))}"
-            depth = get("depth")
-            pipeline = self.pipeline or "-"
-            self._fire(
-                Alert(
-                    "queue_stuck",
-                    f"queue_stuck:{pipeline}:{oldest}",
-                    f":hourglass: fave queue of `{pipeline}` is stuck: its oldest entry has waited "
-                    f"{float(age) / 60:.0f} min ({depth} waiting)",
-                    {"pipeline": self.pipeline, "oldest_age_s": float(age), "depth": depth, "oldest": oldest},
-                )
-            )
+            alert = queue_alert(stats, self.pipeline, self.queue_stuck_after_s, self.clock())
+            if alert is not None:
+                self._fire(alert)
         except Exception:
             log.exception("alerts: could not look at the queue's stats")
 
@@ -201,21 +244,8 @@ class Alerter:
             streak.count += n
             if now - streak.first < self.throttle_sustained_s:
                 return
-            pipeline = self.pipeline or "-"
             self._fire(
-                Alert(
-                    "throttle_sustained",
-                    f"throttle_sustained:{pipeline}:{stage}:{round(streak.first)}",
-                    f":snail: fave stage `{stage}` of `{pipeline}` has been throttled for "
-                    f"{(now - streak.first) / 60:.0f} min ({streak.count} throttled invocations)",
-                    {
-                        "pipeline": self.pipeline,
-                        "request_id": request_id,
-                        "stage": stage,
-                        "throttles": streak.count,
-                        "since": streak.first,
-                    },
-                )
+                throttle_alert(self.pipeline, request_id, stage, first=streak.first, now=now, count=streak.count)
             )
         except Exception:
             log.exception("alerts: could not count throttles of %s", stage)

@@ -257,3 +257,11 @@ def test_long_io_bound_invocations_are_measured_while_they_run(
     first_end = min(p["end"] for p in payloads)
     assert sum(p["start"] < first_end for p in payloads) > 2
     wait_until_idle(runtime)
+
+
+def test_cpu_spent_in_a_child_process_counts(runtimes: list[LocalRuntime], cores_template: Template) -> None:
+    # The handler waits while its child spins (ffmpeg's way): the worker itself is idle, its child is not.
+    runtime = runtime_with(runtimes, cores_template, environment_limits={"Spinny": 8}, cores=2)
+    payloads = call_all(runtime, [("Spinny", {"s": 0.5, "child": True})] * 8)
+    assert most_at_once(payloads) <= 3
+    wait_until_idle(runtime)

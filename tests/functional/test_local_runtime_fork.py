@@ -64,3 +64,24 @@ def test_closing_the_runtime_leaves_no_process_behind(runtime_template: Template
     for pid in [*pids, zygote]:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_killed_zygote_is_replaced_and_its_environments_still_end_cleanly(runtime_template: Template) -> None:
+    with LocalRuntime(runtime_template, env_overrides={"BUCKET": "b"}) as runtime:
+        warm = runtime.invoke_sync("Sleepy", {"s": 0}).payload["pid"]
+        forks = runtime._forks
+        assert forks is not None and forks._zygote is not None
+        old = forks._zygote
+        old.kill()
+        old.wait()
+        # The warm environment outlives its zygote; one killed for its timeout ends without it.
+        assert runtime.invoke_sync("Sleepy", {"s": 0}).payload["pid"] == warm
+        timed_out = runtime.invoke_sync("Sleepy", {"s": 3}).payload  # Timeout: 1
+        assert timed_out["errorType"] == "Sandbox.Timedout"
+        # A new environment comes from a new zygote.
+        assert runtime.invoke_sync("Sleepy", {"s": 0}).payload["pid"] != warm
+        assert forks._zygote is not old
+        pids = [pid for pids in runtime.environment_pids().values() for pid in pids]
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -19,6 +19,7 @@ ITEMS = 200
 def test_a_fan_out_onto_a_function_reserved_at_two_backs_off_and_every_task_succeeds(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     throttles: list[float] = []
+    in_flight: list[tuple[float, int]] = []  # (when, the stage's RUNNING tasks) after every step of the driver
 
     def notes(_request_id: str, note: Notify, _state: RequestState) -> None:
         if note.kind is NotifyKind.THROTTLED:
@@ -28,7 +29,11 @@ def test_a_fan_out_onto_a_function_reserved_at_two_backs_off_and_every_task_succ
     try:
         created = orchestrator.create({"items": ITEMS, "sleep_s": 0.02})
         started = time.monotonic()
-        orchestrator.drive(created.request_id, tick_s=0.02)
+        orchestrator.drive(
+            created.request_id,
+            tick_s=0.02,
+            on_step=lambda s: in_flight.append((time.monotonic(), s.stages["work"].running)),
+        )
         ended = time.monotonic()
         state = orchestrator.load(created.request_id, full=True)
     finally:
@@ -44,8 +49,11 @@ def test_a_fan_out_onto_a_function_reserved_at_two_backs_off_and_every_task_succ
     # The function never ran more than its reservation (the runtime enforces it; this checks the fixture).
     spans = sorted((t.output["started"], t.output["ended"]) for t in tasks)
     assert max(sum(1 for s, e in spans if s <= at < e) for at, _ in spans) <= 2
-    # The cap came down near the reservation: 32 in flight would be refused 30 at a time all run long.
-    assert work.throttle_cap is not None and work.throttle_cap <= 4
-    # And it stayed there: throttling is a burst at the start, then rare (a probe now and then).
+    # What the orchestrator keeps in flight converges near the reservation: 32 at first, then about 2 (2 running
+    # plus now and then a probe that is refused), never 32 again.
+    second_half = [n for at, n in in_flight if at > started + (ended - started) / 2 and n]
+    assert second_half and sum(second_half) / len(second_half) <= 3.0, second_half
+    assert max(second_half) <= 4, second_half
+    # Throttles come as a burst at the start, then as probes, at most about one per two successes.
     late = [at for at in throttles if at > started + (ended - started) / 2]
-    assert len(late) <= max(10, len(throttles) // 4), (len(late), len(throttles))
+    assert len(late) <= ITEMS // 4, (len(late), len(throttles))

@@ -164,7 +164,7 @@ def test_bad_worker_options_exit_2_in_one_line(tmp_path: Path) -> None:
 
 def test_fave_run_on_sigterm_commits_its_step_names_the_resume_and_exits_143(tmp_path: Path) -> None:
     store, book = tmp_path / "store", tmp_path / "ledger.txt"
-    request = {"name": "run", "items": 12, "sleep_ms": 400, "ledger": str(book)}
+    request = {"name": "run", "items": 24, "sleep_ms": 500, "ledger": str(book)}
     running = subprocess.Popen(
         e2e.fave_command("run", "--pipeline", str(PIPELINE), "--input", json.dumps(request), "--store", str(store)),
         cwd=e2e.ROOT,
@@ -193,7 +193,7 @@ def test_fave_run_on_sigterm_commits_its_step_names_the_resume_and_exits_143(tmp
     resumed = e2e.fave("resume", request_id, "--store", str(store), "--json", timeout=300)
     assert resumed.code == 0 and resumed.json["status"] == "COMPLETED", resumed.describe()
     counts = Counter(item for _, item, _ in ledger(book))
-    assert set(counts) == set(range(12))
+    assert set(counts) == set(range(24))
     assert [item for item in before if counts[item] > 1] == []  # what had succeeded did not run again
 
 

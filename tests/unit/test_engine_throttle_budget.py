@@ -177,3 +177,38 @@ def test_ledger_json_round_trip() -> None:
     doc = h.state.ledger.as_json(Rates())
     assert Ledger.from_json(doc) == h.state.ledger
     assert doc["s3_requests"] == 10 and doc["invocations"] == 9
+
+
+def test_a_budget_stop_does_not_wait_for_what_it_dispatched_and_never_sent() -> None:
+    # plan + three work items use four of five invocations; a success frees room for two more tasks (the next work
+    # item, post of item 0): the first takes the last invocation, the second stops the request, and the decision
+    # sends nothing, so the request waits only for the two work items really in flight.
+    h = Harness(make_pipeline(FANOUT_BUDGET))
+    (plan,) = h.invokes(h.send(Start()))
+    work = h.invokes(h.succeed(plan, {"items": list(range(10))}))
+    assert len(work) == 3
+    commands = h.succeed(work[0], {"v": 0})
+    assert h.state.status is RequestStatus.FAILED and h.state.failure is not None
+    assert h.state.failure.message == "max_invocations"
+    assert h.invokes(commands) == []
+    assert h.state.abandoned == 2
+    assert h.state.ledger.invocations == 4
+    in_flight = [
+        (stage, item)
+        for stage, tasks in h.state.tasks.items()
+        for item, t in tasks.items()
+        if t.status is TaskStatus.CANCELLED and t.deadline is not None
+    ]
+    assert sorted(in_flight) == sorted(("work", w.item) for w in work[1:])
+
+
+FANOUT_BUDGET = """
+    name: fanout
+    final: reduce
+    operations: {budget: {max_invocations: 5}}
+    stages:
+      plan: {function: Plan, mode: sync}
+      work: {function: Work, needs: [plan], for_each: plan.items, mode: async, max_concurrency: 3}
+      post: {function: Post, needs: [work], for_each: plan.items, mode: async}
+      reduce: {function: Reduce, needs: [post], mode: sync}
+"""

@@ -4,10 +4,13 @@
 
 * API Gateway HTTP API (payload 2.0) → the HTTP API (``fave.app.api``): ``POST /requests``,
   ``GET /requests/{id}``, ``GET /requests/{id}/stages/{stage}``, ``POST /requests/{id}/resume``,
-  ``POST /requests/{id}/cancel``, and its description, ``GET /openapi.json`` and ``GET /docs``;
+  ``POST /requests/{id}/reset``, ``POST /requests/{id}/cancel``, the admission queue (``POST /queue``,
+  ``GET /queue``: ``fave.app.queue_doors``), and its description, ``GET /openapi.json`` and ``GET /docs``;
 * S3 event records (``eventSource: aws:s3``) → the upload trigger (``fave.app.uploads``);
 * a Lambda destination record (``requestContext.condition``, ``requestPayload``) → a stage's completion;
-* an EventBridge ``Scheduled Event`` → a tick of every unfinished request (timeouts, due retries);
+* an EventBridge ``Scheduled Event`` → a tick of every unfinished request (timeouts, due retries), then the
+  admission queue's drain and the time-based alerts;
+* ``{"fave_alert": {...}}`` (its own asynchronous self-invoke) → an alert's delivery (``fave.app.alerts_doors``);
 * anything else → ``ValidationError`` naming what was expected.
 
 ``http_handler``, ``s3_handler``, ``destination_handler`` and ``tick_handler`` handle one kind each.

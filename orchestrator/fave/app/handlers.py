@@ -70,12 +70,12 @@ def lambda_entry(body: Handler) -> Handler:
 
 EXPECTED = (
     "expected an HTTP API 2.0 request, S3 or SQS event records, a Lambda destination record, an EventBridge "
-    "Scheduled Event or a fave step"
+    "Scheduled Event, a fave step or a fave alert"
 )
 
 
 def kind_of(event: Any) -> str:
-    """``http``, ``step``, ``s3``, ``sqs`` (a batch of completions), ``destination`` or ``tick``;
+    """``http``, ``step``, ``alert``, ``s3``, ``sqs`` (a batch of completions), ``destination`` or ``tick``;
     ``ValidationError`` for anything else."""
     if not isinstance(event, dict):
         raise ValidationError(f"unrecognised event (a JSON {type(event).__name__}): {EXPECTED}")
@@ -88,6 +88,8 @@ def kind_of(event: Any) -> str:
         return "http"
     if event.get("fave") == "step":
         return "step"
+    if "fave_alert" in event:
+        return "alert"
     records = event.get("Records")
     if isinstance(records, list) and any(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records):
         return "s3"  # malformed records among them are skipped one by one (fave.app.uploads)
@@ -167,6 +169,14 @@ def _tick(event: Event, context: Any) -> Any:
     return {"ticked": invocation_runner().tick_all()}
 
 
+def _alert(event: Event, context: Any) -> Any:
+    """An alert the orchestrator fired (``fave.app.alerts_doors``): delivered now; raises if the webhook did not
+    take it, so that Lambda retries the event and then keeps it in the dead-letter queue."""
+    from fave.app.alerts_doors import ALERT_EVENT, deliver
+
+    return deliver(current(), event.get(ALERT_EVENT))
+
+
 _BY_KIND: dict[str, Handler] = {
     "http": _http,
     "s3": _s3,
@@ -174,6 +184,7 @@ _BY_KIND: dict[str, Handler] = {
     "tick": _tick,
     "step": _step,
     "sqs": _sqs,
+    "alert": _alert,
 }
 
 

@@ -20,7 +20,9 @@ schedule tick visits those only (not every request ever made). The tick also sta
 
 The tick and every request's end also drain the pipeline's admission queue (``drain_queue``: ``fave queue``,
 ``POST /queue``), admitting up to ``operations.max_requests_in_flight`` requests by the same path as
-``POST /requests``.
+``POST /requests``. Both also fire ``operations.alerts`` (``fave.app.alerts_doors``: a failed request at its
+end; a stuck queue and sustained throttling at the tick), handed to an asynchronous invocation of this
+function: never delivered here.
 """
 
 from __future__ import annotations
@@ -265,11 +267,13 @@ class Runner:
         One request's failure (even an unreadable state) is logged and does not stop the others.
         """
         statuses: dict[str, str] = {}
+        states: dict[str, RequestState | None] = {}  # for the alerts (fave.app.alerts_doors)
         for request_id in self.active.ids():
             try:
                 validate_request_id(request_id)
                 submitted = self.submit(request_id, [Tick()], post_if_busy=False)
                 statuses[request_id] = submitted.state.status.value if submitted.state is not None else "BUSY"
+                states[request_id] = submitted.state
             except NotFoundError:
                 if self.context.clock.now() - request_id_time(request_id) > ORPHAN_AFTER_S:
                     self.active.discard(request_id)
@@ -281,6 +285,9 @@ class Runner:
                 logger.exception("tick: request failed to advance", extra={"request_id": request_id})
                 statuses[request_id] = f"ERROR: {type(exc).__name__}"
         self.drain_queue()
+        from fave.app.alerts_doors import on_tick
+
+        on_tick(self.context, states)  # queue stuck, sustained throttling: fired, never delivered here
         return statuses
 
     def drain_queue(self) -> dict[str, int] | None:
@@ -346,6 +353,9 @@ class Runner:
             with contextlib.suppress(FaveError):  # best effort: garbage is never read
                 self.orchestrator.collect_garbage(state.request_id)
             self.drain_queue()  # a slot is free: its queue entry ends and the next one is admitted
+            from fave.app.alerts_doors import request_ended
+
+            request_ended(self.context, state)  # fired (an async self-invoke delivers it), never delivered here
         return state
 
 

@@ -671,6 +671,12 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from fave.cli.export import run_export
+
+    return run_export(args)
+
+
 def cmd_chaos(args: argparse.Namespace) -> int:
     from fave.cli.chaos import default_store_dir, run_chaos
     from fave.local.faults import ENV_VAR, parse_faults
@@ -1049,6 +1055,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["text", "mermaid"], default="text", help="text (default) or a mermaid flowchart"
     )
     graph.set_defaults(func=cmd_graph)
+
+    export = sub.add_parser(
+        "export",
+        help="write the pipeline as a Step Functions state machine (ASL)",
+        description="Write a pipeline as another engine's definition, and say what maps exactly, approximately "
+        "or not at all (docs/export.md).",
+    )
+    export.add_argument("--format", required=True, help="asl: an Amazon States Language state machine (JSON)")
+    export.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
+    export.add_argument("-o", "--output", metavar="PATH", help="write the definition here (default: stdout)")
+    export.add_argument(
+        "--sam",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="also write a copy of the pipeline's template.yaml with the state machine in it, beside it "
+        "(default template.asl.yaml); the ARNs become DefinitionSubstitutions",
+    )
+    export.add_argument("--distributed", action="store_true", help="fan-outs as DISTRIBUTED Maps (default INLINE)")
+    export.add_argument(
+        "--distributed-above",
+        type=int,
+        metavar="N",
+        help="a fan-out over more than N items runs as a DISTRIBUTED Map, a shorter one INLINE",
+    )
+    export.add_argument("--json", action="store_true", help="print the mapping table (and the definition) as JSON")
+    export.set_defaults(func=cmd_export)
 
     invoke = sub.add_parser(
         "invoke",

@@ -176,6 +176,9 @@ Resources:
                 - !Sub
                   - {arn}/idempotency/*
                   {_SUFFIX}
+                - !Sub
+                  - {arn}/alerts/sent/*
+                  {_SUFFIX}
             # Deletes are scoped to what the orchestrator replaces or releases: never state, results or a
             # stage's artifacts. A commit deletes the task-shard versions it replaced; a lease is released,
             # and an applied mailbox message removed, by deleting it; an active marker is dropped when done.

@@ -10,20 +10,21 @@ input is just ``{"request": {...}}``. The execution's name is the request id the
 its output is the final stage's output (fave's final.json).
 
 The state document while it runs: ``request``, ``store``, ``functions``, ``request_id``, ``configs`` (each stage's
-config for the request's profile, chosen by a Choice state at the start) and ``results`` (each stage's output by
-name; the stages of a per-item group under one key holding their lists).
+config for the request's profile, chosen by a Choice state at the start), ``results`` (a Task's ``{"output": ...}``
+by stage name, a Map's list, a chained group's ``{stage: list}`` under one key), ``raw`` and ``count`` (scratch:
+a chained group's per-item results, and list lengths for Choice states).
 
 Shape: single-task stages are Task states; per-item stages over one list that join item by item form one Map
-whose ItemProcessor runs them in order for each item; the graph of those units is split into series and
-parallel parts (Parallel branches); a part that is not series-parallel runs in a topological order (``notes``
-says so).
+whose ItemProcessor runs them for each item (series and parallel again, over ``item_needs``); the graph of those
+units is split into series and parallel parts (Parallel branches); a part that is not series-parallel runs in a
+topological order (``notes`` says so).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,8 +34,6 @@ from fave.export.mapping import Row
 __all__ = ["AslExport", "AslOptions", "export_asl", "function_arn_parameter"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-STAGE_FAILED = "StageFailed"
-"""The Error of every Fail state the export adds (its Cause names the stage)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +42,9 @@ class AslOptions:
     """Where the function ARNs (and the store) come from: the execution input, or DefinitionSubstitutions."""
     distributed: bool = False
     """Every fan-out as a DISTRIBUTED Map (child executions, tolerated failures) instead of INLINE."""
+    distributed_above: int | None = None
+    """A fan-out over more items than this runs as a DISTRIBUTED Map, a smaller one INLINE (both are in the
+    machine; a Choice on the list's length picks one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +76,9 @@ class _Unit:
     per_item: bool
 
 
-def _units(p: Pipeline) -> tuple[list[_Unit], dict[str, str]]:
-    """The units in topological order and the unit of each stage. Per-item stages joined item by item (over
-    the same list) are one group: union-find over ``item_needs``."""
+def _units(p: Pipeline, *, grouped: bool = True) -> tuple[list[_Unit], dict[str, str]]:
+    """The units and the unit of each stage. Per-item stages joined item by item (over the same list) are one
+    group: union-find over ``item_needs`` (``grouped=False``: every stage a unit of its own)."""
     parent = {n: n for n in p.order}
 
     def find(n: str) -> str:
@@ -86,7 +88,7 @@ def _units(p: Pipeline) -> tuple[list[_Unit], dict[str, str]]:
         return n
 
     for name, s in p.stages.items():
-        for dep in s.item_needs:
+        for dep in s.item_needs if grouped else ():
             parent[find(name)] = find(dep)
     members: dict[str, list[str]] = {}
     for name in p.order:
@@ -126,9 +128,50 @@ def _unit_deps(p: Pipeline, units: Sequence[_Unit], unit_of: Mapping[str, str]) 
     return deps
 
 
+def _ordered(units: Sequence[_Unit], deps: Mapping[str, set[str]]) -> list[_Unit] | None:
+    """``units`` in a topological order of ``deps`` (stable), or None when they have a cycle."""
+    by_name = {u.name: u for u in units}
+    state: dict[str, int] = {}
+    out: list[_Unit] = []
+
+    def visit(name: str) -> bool:
+        if state.get(name) == 2:
+            return True
+        if state.get(name) == 1:
+            return False
+        state[name] = 1
+        if not all(visit(d) for d in sorted(deps[name], key=list(by_name).index)):
+            return False
+        state[name] = 2
+        out.append(by_name[name])
+        return True
+
+    return out if all(visit(u.name) for u in units) else None
+
+
+def _planned_units(p: Pipeline, notes: list[str]) -> tuple[list[_Unit], dict[str, str], dict[str, set[str]]]:
+    """The units in a topological order, their deps, and the unit of each stage. A group of per-item stages
+    that a single-task stage sits in the middle of (c needs a item by item and b, b needs all of a) cannot be
+    one Map: then every per-item stage is a Map of its own, taking its per-item needs by index."""
+    units, unit_of = _units(p)
+    deps = _unit_deps(p, units, unit_of)
+    ordered = _ordered(units, deps)
+    if ordered is None:
+        units, unit_of = _units(p, grouped=False)
+        deps = _unit_deps(p, units, unit_of)
+        ordered = _ordered(units, deps)
+        assert ordered is not None  # the pipeline's own DAG has no cycle
+        notes.append(
+            "per-item stages chained item by item with a single-task stage between them: each is a Map of its "
+            "own (the later one waits for the whole earlier one anyway, through the single-task stage)"
+        )
+    return ordered, unit_of, deps
+
+
 # ---- series-parallel plan ----------------------------------------------------------------------------
 
 _Step = tuple[str, Any]  # ("unit", name) | ("seq", [steps]) | ("par", [steps])
+_Leaf = Callable[[str, dict[str, Any]], tuple[str, list[dict[str, Any]]]]
 
 
 def _closure(names: Sequence[str], deps: Mapping[str, set[str]]) -> dict[str, set[str]]:
@@ -197,6 +240,11 @@ def _plan(names: Sequence[str], deps: Mapping[str, set[str]], notes: list[str]) 
 # ---- states --------------------------------------------------------------------------------------------
 
 
+def _state_name(text: str, limit: int = 80) -> str:
+    """ASL state names have 80 characters at most."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _link(exits: Sequence[dict[str, Any]], name: str) -> None:
     """Point the states that end a part at ``name``: a Choice by its Default, any other by Next."""
     for state in exits:
@@ -237,6 +285,8 @@ class _Builder:
     notes: list[str]
     substitutions: dict[str, str] = field(default_factory=dict)
     parallels: int = 0
+    tag: str = ""
+    """Appended to the names of the states being made (the DISTRIBUTED copy of a Map)."""
 
     # -- where things are in the state document --
 
@@ -257,12 +307,12 @@ class _Builder:
             return {"FunctionName": "${" + name + "}"}
         return {"FunctionName.$": _key("$.functions", function)}
 
-    def caught(self, states: dict[str, Any], what: str, *, wrap: bool = True) -> list[dict[str, Any]]:
+    def caught(self, states: dict[str, Any], what: str, *, cause: str | None = None) -> list[dict[str, Any]]:
         """A Catch of every error to a Fail state naming ``what``, which keeps the error's name and says
-        which stage it came from in the cause (``wrap=False``: the cause as it is, already saying so)."""
-        name = f"{what} failed"
-        cause = f"States.Format('{what} failed: {{}}', $.error.Cause)" if wrap else "$.error.Cause"
-        states[name] = {"Type": "Fail", "Comment": f"{what} failed", "ErrorPath": "$.error.Error", "CausePath": cause}
+        which stage it came from in the cause (``cause``; None: the cause as it is, already saying so)."""
+        name = _state_name(f"{what} failed")
+        path = f"States.Format('{cause} failed: {{}}', $.error.Cause)" if cause else "$.error.Cause"
+        states[name] = {"Type": "Fail", "Comment": f"{what} failed", "ErrorPath": "$.error.Error", "CausePath": path}
         return [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": name}]
 
     def terminal_check(self, s: Stage, states: dict[str, Any], output: str) -> dict[str, Any]:
@@ -270,7 +320,7 @@ class _Builder:
         a successful invoke for Step Functions; fave fails the task at once, without retrying, and so does
         this."""
         error = _key(output, "$fave_error")
-        fail = f"stage {s.name} failed (terminal)"
+        fail = f"{s.name}{self.tag}: terminal error"
         states[fail] = {
             "Type": "Fail",
             "Comment": "the stage returned a terminal error result",
@@ -278,7 +328,7 @@ class _Builder:
             "CausePath": f"States.Format('stage {s.name} failed: {{}}', {error}.errorMessage)",
         }
         choice = {"Type": "Choice", "Choices": [{"Variable": error, "IsPresent": True, "Next": fail}]}
-        states[f"{s.name} terminal?"] = choice
+        states[f"{s.name}{self.tag}: terminal check"] = choice
         return choice
 
     # -- one stage --
@@ -311,10 +361,10 @@ class _Builder:
         retry = retriers(s.retry)
         if retry:
             state["Retry"] = retry
-        state["Catch"] = self.caught(states, f"stage {s.name}")
-        states[s.name] = state
+        state["Catch"] = self.caught(states, s.name + self.tag, cause=f"stage {s.name}")
+        states[s.name + self.tag] = state
         check = self.terminal_check(s, states, paths[s.name])
-        state["Next"] = f"{s.name} terminal?"
+        state["Next"] = f"{s.name}{self.tag}: terminal check"
         return check
 
     def single(self, s: Stage, states: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -323,7 +373,82 @@ class _Builder:
 
     # -- a per-item group --
 
-    def map_state(self, unit: _Unit, states: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    def fan_out(self, unit: _Unit, states: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        """The Map(s) of a unit, then (a chained group) the states making one list per stage of its results."""
+        start, exits = self.maps(unit, states)
+        if len(unit.stages) == 1:
+            return start, exits
+        first, ends = self.collect(unit, states)
+        _link(exits, first)
+        return start, ends
+
+    def collect(self, unit: _Unit, states: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        """A chained group's Map gives a list of ``{stage: {"output": ...}}``, one per item; downstream stages
+        want one list per stage. ``$[*].stage.output`` is that list, but an interpreter may unwrap a single
+        match to its value (moto's does): so the length picks ``[]``, ``States.Array(...[0]...)`` or the
+        wildcard, which agree on every engine."""
+        raw = _key("$.raw", unit.name)
+        target = _key("$.results", unit.name)
+        count, choose = _state_name(f"{unit.name}: count results"), _state_name(f"{unit.name}: one list per stage")
+        none, one, many = (_state_name(f"{unit.name}: {k}") for k in ("no item", "one item", "items"))
+        states[count] = {
+            "Type": "Pass",
+            "Parameters": {"n.$": f"States.ArrayLength({raw})"},
+            "ResultPath": "$.count",
+            "Next": choose,
+        }
+        states[choose] = {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.count.n", "NumericEquals": 0, "Next": none},
+                {"Variable": "$.count.n", "NumericEquals": 1, "Next": one},
+            ],
+            "Default": many,
+        }
+        stages = unit.stages
+        states[none] = {"Type": "Pass", "Result": {n: [] for n in stages}, "ResultPath": target}
+        states[one] = {
+            "Type": "Pass",
+            "Parameters": {f"{n}.$": f"States.Array({_key(_key(f'{raw}[0]', n), 'output')})" for n in stages},
+            "ResultPath": target,
+        }
+        states[many] = {
+            "Type": "Pass",
+            "Parameters": {f"{n}.$": _key(_key(f"{raw}[*]", n), "output") for n in stages},
+            "ResultPath": target,
+        }
+        return count, [states[none], states[one], states[many]]
+
+    def maps(self, unit: _Unit, states: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        """A Map, INLINE or DISTRIBUTED as the options say; with ``distributed_above``, both, and a Choice on
+        the list's length (``States.ArrayLength``) between them."""
+        above = self.options.distributed_above
+        if self.options.distributed or above is None:
+            return self.map_state(unit, states, distributed=self.options.distributed)
+        inline, exits = self.map_state(unit, states, distributed=False)
+        self.tag = " (distributed)"  # state names are unique in the whole machine: the second copy's differ
+        try:
+            distributed, more = self.map_state(unit, states, distributed=True)
+        finally:
+            self.tag = ""
+        fe = self.p.stages[unit.stages[0]].for_each
+        assert fe is not None
+        count, choose = _state_name(f"{unit.name}: count items"), _state_name(f"{unit.name}: inline or distributed")
+        states[count] = {
+            "Type": "Pass",
+            "Parameters": {"n.$": f"States.ArrayLength({self.items_path(fe.source, fe.path)})"},
+            "ResultPath": "$.count",
+            "Next": choose,
+        }
+        states[choose] = {
+            "Type": "Choice",
+            "Comment": f"more than {above} items: a DISTRIBUTED Map",
+            "Choices": [{"Variable": "$.count.n", "NumericGreaterThan": above, "Next": distributed}],
+            "Default": inline,
+        }
+        return count, exits + more
+
+    def map_state(self, unit: _Unit, states: dict[str, Any], *, distributed: bool) -> tuple[str, list[dict[str, Any]]]:
         first = self.p.stages[unit.stages[0]]
         assert first.for_each is not None
         fe = first.for_each
@@ -333,6 +458,9 @@ class _Builder:
             for need in s.whole_needs:
                 if need != fe.source:
                     outer[need] = self.outer_path(need)
+            for need in s.item_needs:
+                if need not in unit.stages:  # a per-item need in a Map of its own: this item's entry
+                    outer[need] = f"States.ArrayGetItem({self.outer_path(need)}, $$.Map.Item.Index)"
         selector: dict[str, Any] = {
             "item.$": "$$.Map.Item.Value",
             "index.$": "$$.Map.Item.Index",
@@ -348,36 +476,43 @@ class _Builder:
         inner_paths = {n: _key("$.outer", n) for n in outer}
         inner_paths.update({n: _key(_key("$.results", n), "output") for n in unit.stages})
         inner: dict[str, Any] = {}
-        exits: list[dict[str, Any]] = []
-        for name in unit.stages:
-            check = self.task(self.p.stages[name], inner, inner_paths, per_item=True)
-            _link(exits, name)
-            exits = [check]
+
+        def leaf(name: str, states: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+            return name + self.tag, [self.task(self.p.stages[name], states, inner_paths, per_item=True)]
+
+        # Within an item, the group's stages are a DAG of their own (item_needs): series and parallel again.
+        item_deps = {n: set(self.p.stages[n].item_needs) for n in unit.stages}
+        plan = _plan(list(unit.stages), item_deps, self.notes)
+        start, exits = self.emit(plan, inner, [], leaf)
         single = len(unit.stages) == 1
-        done = f"{unit.name} item done"
-        inner[done] = {"Type": "Pass", "OutputPath": inner_paths[unit.stages[0]] if single else "$.results", "End": True}
+        done = _state_name(f"{unit.name}{self.tag}: item done")
+        inner[done] = {
+            "Type": "Pass",
+            "OutputPath": inner_paths[unit.stages[0]] if single else "$.results",
+            "End": True,
+        }
         _link(exits, done)
         caps = [self.p.stages[n].max_concurrency for n in unit.stages]
         given = [c for c in caps if c is not None]
-        mode = "DISTRIBUTED" if self.options.distributed else "INLINE"
+        mode = "DISTRIBUTED" if distributed else "INLINE"
         config: dict[str, Any] = {"Mode": mode}
         if mode == "DISTRIBUTED":
             config["ExecutionType"] = "STANDARD"
-        label = f"each {fe} ({', '.join(unit.stages)})"
+        label = _state_name(f"each {fe} ({', '.join(unit.stages)})", 72 - len(self.tag)) + self.tag
         state: dict[str, Any] = {
             "Type": "Map",
             "Comment": f"per item of {fe}: " + ", then ".join(unit.stages),
             "ItemsPath": self.items_path(str(fe.source), fe.path),
             "ItemSelector": selector,
-            "ItemProcessor": {"ProcessorConfig": config, "StartAt": unit.stages[0], "States": inner},
+            "ItemProcessor": {"ProcessorConfig": config, "StartAt": start, "States": inner},
             "ResultPath": _key("$.results", unit.name),
         }
         if given:
             state["MaxConcurrency"] = min(given)
-            if len(set(caps)) > 1:
+            if len(set(caps)) > 1 and not self.tag:
                 self.notes.append(f"{label}: MaxConcurrency {min(given)} is the smallest of the stages' caps")
-        if not single:
-            state["ResultSelector"] = {f"{n}.$": _key(_key("$[*]", n), "output") for n in unit.stages}
+        if not single:  # the items' {stage: {"output": ...}}, made into one list per stage by `collect`
+            state["ResultPath"] = _key("$.raw", unit.name)
         tolerated = [self.p.stages[n].completion for n in unit.stages if self.p.stages[n].completion.tolerates_any]
         if tolerated and mode == "DISTRIBUTED":
             policy = tolerated[0]
@@ -385,11 +520,11 @@ class _Builder:
                 state["ToleratedFailurePercentage"] = policy.percent
             else:
                 state["ToleratedFailureCount"] = policy.count
-            if len(tolerated) > 1:
+            if len(tolerated) > 1 and not self.tag:
                 self.notes.append(f"{label}: one tolerated_failures for the group (the first stage's)")
         # An item's failure already names its stage (the Fail states inside); a tolerated-failure threshold
         # (States.ExceedToleratedFailureThreshold) names the Map.
-        state["Catch"] = self.caught(states, label, wrap=False)
+        state["Catch"] = self.caught(states, label)
         states[label] = state
         return label, [state]
 
@@ -401,22 +536,24 @@ class _Builder:
 
     # -- series and parallel --
 
-    def emit(self, step: _Step, states: dict[str, Any], done: list[str]) -> tuple[str, list[dict[str, Any]]]:
-        """Add ``step``'s states; return its first state's name and the states that still need a Next.
-        ``done``: the result keys written so far (grows)."""
+    def unit(self, name: str, states: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        unit = self.units[name]
+        return self.fan_out(unit, states) if unit.per_item else self.single(self.p.stages[unit.stages[0]], states)
+
+    def emit(
+        self, step: _Step, states: dict[str, Any], done: list[str], leaf: _Leaf
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """Add ``step``'s states (a leaf's by ``leaf``); return its first state's name and the states that still
+        need a Next. ``done``: the result keys written so far (grows)."""
         kind, value = step
         if kind == "unit":
-            unit = self.units[value]
-            start, exits = (
-                self.map_state(unit, states) if unit.per_item else self.single(self.p.stages[unit.stages[0]], states)
-            )
-            done.append(unit.name)
-            return start, exits
+            done.append(value)
+            return leaf(value, states)
         if kind == "seq":
             start = ""
             exits: list[dict[str, Any]] = []
             for sub in value:
-                first, ends = self.emit(sub, states, done)
+                first, ends = self.emit(sub, states, done, leaf)
                 _link(exits, first)
                 start = start or first
                 exits = ends
@@ -429,7 +566,7 @@ class _Builder:
         for index, sub in enumerate(value):
             inner: dict[str, Any] = {}
             mine = list(before)  # a branch gets the whole state: what it passes on includes these
-            first, ends = self.emit(sub, inner, mine)
+            first, ends = self.emit(sub, inner, mine, leaf)
             end = f"{name} branch {index + 1} done"
             inner[end] = {"Type": "Pass", "End": True}
             _link(ends, end)
@@ -484,16 +621,21 @@ def _profiles(p: Pipeline, states: dict[str, Any], first: str) -> str:
 def export_asl(p: Pipeline, options: AslOptions = AslOptions()) -> AslExport:
     """The state machine for ``p`` and the table of what it maps."""
     notes: list[str] = []
-    units, unit_of = _units(p)
-    deps = _unit_deps(p, units, unit_of)
+    units, unit_of, deps = _planned_units(p, notes)
     plan = _plan([u.name for u in units], deps, notes)
     builder = _Builder(p, options, unit_of, {u.name: u for u in units}, notes)
     states: dict[str, Any] = {}
-    body_start, exits = builder.emit(plan, states, [])
+    body_start, exits = builder.emit(plan, states, [], builder.unit)
     done = "final output"
-    states[done] = {"Type": "Succeed", "OutputPath": builder.outer_path(p.final)}
+    # A Pass, not a Succeed with OutputPath: validators disagree on whether a Succeed state takes one.
+    states[done] = {"Type": "Pass", "OutputPath": builder.outer_path(p.final), "End": True}
     _link(exits, done)
-    prepare: dict[str, Any] = {"request.$": "$.request", "request_id.$": "$$.Execution.Name", "results": {}}
+    prepare: dict[str, Any] = {
+        "request.$": "$.request",
+        "request_id.$": "$$.Execution.Name",
+        "results": {},
+        "raw": {},  # a chained group's Map results, before `collect` makes them one list per stage
+    }
     if options.arns == "input":
         prepare["store.$"] = "$.store"
         prepare["functions.$"] = "$.functions"
@@ -501,11 +643,13 @@ def export_asl(p: Pipeline, options: AslOptions = AslOptions()) -> AslExport:
         prepare["store"] = "${FaveStore}"
         builder.substitutions["FaveStore"] = "FaveStore"
     states["start"] = {"Type": "Pass", "Parameters": prepare, "Next": _profiles(p, states, body_start)}
-    definition = {
+    definition: dict[str, Any] = {
         "Comment": f"fave pipeline '{p.name}' ({p.digest[:12]}), exported by fave export --format asl",
         "StartAt": "start",
         "States": states,
     }
+    if p.operations.budget.max_wall_s is not None:  # the nearest thing to a wall-clock budget
+        definition["TimeoutSeconds"] = _seconds(p.operations.budget.max_wall_s)
     return AslExport(definition, tuple(asl_rows(p, options, notes)), tuple(notes), dict(builder.substitutions))
 
 
@@ -520,53 +664,133 @@ def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str]) -> list[Row
     tolerated = any(s.completion.tolerates_any for s in stages)
     ops = p.operations
     serial = [n for n in notes if "series-parallel" in n]
+    capped = [n for n in notes if "MaxConcurrency" in n]
+    split = [n for n in notes if "Map of its own" in n]
     return [
-        Row("sync stage", "exact", "Task arn:aws:states:::lambda:invoke with fave's stage event as Payload; "
-            "output = ResultSelector $.Payload", any(s.mode == "sync" for s in stages)),
-        Row("async stage", "approximate", "invoked synchronously by the Task (Step Functions waits; event mode "
+        Row(
+            "sync stage",
+            "exact",
+            "Task arn:aws:states:::lambda:invoke with fave's stage event as Payload; output = ResultSelector $.Payload",
+            any(s.mode == "sync" for s in stages),
+        ),
+        Row(
+            "async stage",
+            "approximate",
+            "invoked synchronously by the Task (Step Functions waits; event mode "
             "'sync', so the SDK's sync size limits apply), not through Lambda destinations",
-            any(s.mode == "async" for s in stages)),
-        Row("needs (series / parallel)", "approximate" if serial else "exact",
-            "Parallel branches for stages whose needs are met together" + "".join("; " + n for n in serial), True),
-        Row("for_each fan-out", "exact", "Map over the list (ItemsPath), item and index from $$.Map.Item",
-            bool(fanned)),
-        Row("per-item chaining", "exact", "one Map whose ItemProcessor runs the chained stages item by item",
-            bool(groups)),
-        Row("Map mode", "exact", "DISTRIBUTED (child executions; items and results travel in the state, no "
-            "ItemReader/ResultWriter: the list is an upstream stage's output, and downstream stages need the "
-            "outputs in the state, 256 KiB at most)" if options.distributed else "INLINE (40 concurrent "
-            "iterations at most; --distributed for more)", bool(fanned)),
-        Row("retry", "exact" if whole_intervals else "approximate",
+            any(s.mode == "async" for s in stages),
+        ),
+        Row(
+            "needs (series / parallel)",
+            "approximate" if serial else "exact",
+            "Parallel branches for stages whose needs are met together" + "".join("; " + n for n in serial),
+            True,
+        ),
+        Row(
+            "for_each fan-out", "exact", "Map over the list (ItemsPath), item and index from $$.Map.Item", bool(fanned)
+        ),
+        Row(
+            "per-item chaining",
+            "exact",
+            "one Map whose ItemProcessor runs the chained stages item by item" + "".join("; " + n for n in split),
+            bool(groups),
+        ),
+        Row(
+            "Map mode",
+            "exact",
+            "DISTRIBUTED (child executions; items and results travel in the state: no ItemReader/ResultWriter, "
+            "docs/export.md says why)"
+            if options.distributed
+            else f"INLINE up to {options.distributed_above} items, DISTRIBUTED above (a Choice on the list's "
+            "States.ArrayLength)"
+            if options.distributed_above is not None
+            else "INLINE (40 concurrent iterations at most; --distributed for more)",
+            bool(fanned),
+        ),
+        Row(
+            "retry",
+            "exact" if whole_intervals else "approximate",
             "Retry: non_retryable first with MaxAttempts 0, then States.ALL with IntervalSeconds, MaxAttempts, "
-            "BackoffRate, MaxDelaySeconds, JitterStrategy" + ("" if whole_intervals else
-                                                             "; intervals rounded up to whole seconds (>= 1)"),
-            True),
-        Row("terminal error result", "none", "a returned {'$fave_error': ...} is a successful invoke for Step "
-            "Functions: it flows on as output (fave fails the task at once)", True),
-        Row("timeout", "exact" if whole_timeouts else "approximate",
-            "TimeoutSeconds per attempt" + ("" if whole_timeouts else ", rounded up to whole seconds"), True),
-        Row("max_concurrency", "exact", "Map MaxConcurrency (the smallest in a per-item group)",
-            any(s.max_concurrency for s in stages)),
-        Row("tolerated_failures", "approximate" if options.distributed else "none",
-            "ToleratedFailureCount/Percentage on the DISTRIBUTED Map (a failed item is not a null downstream)"
-            if options.distributed else "INLINE Map has no tolerated failures: any failed item fails the stage "
-            "(use --distributed)", tolerated),
-        Row("per-item skip downstream", "none", "a failed item fails its whole iteration: no null for it "
-            "downstream", bool(groups) and tolerated),
-        Row("failure", "exact", "Catch States.ALL -> a Fail state (Error StageFailed) naming the stage", True),
+            "BackoffRate, MaxDelaySeconds, JitterStrategy"
+            + ("" if whole_intervals else "; intervals rounded up to whole seconds (>= 1)"),
+            True,
+        ),
+        Row(
+            "terminal error result",
+            "exact",
+            "a Choice after each Task: a returned {'$fave_error': ...} goes "
+            "to a Fail state with its errorType, without a retry",
+            True,
+        ),
+        Row(
+            "timeout",
+            "exact" if whole_timeouts else "approximate",
+            "TimeoutSeconds per attempt" + ("" if whole_timeouts else ", rounded up to whole seconds"),
+            True,
+        ),
+        Row(
+            "max_concurrency",
+            "approximate" if capped else "exact",
+            "Map MaxConcurrency" + "".join("; " + n for n in capped),
+            any(s.max_concurrency for s in stages),
+        ),
+        Row(
+            "tolerated_failures",
+            "approximate" if options.distributed or options.distributed_above is not None else "none",
+            "ToleratedFailureCount/Percentage on the DISTRIBUTED Map; a failed item is left out of the list "
+            "downstream stages get (fave gives null at its position)"
+            + ("; the INLINE one (a short list) tolerates none" if options.distributed_above is not None else "")
+            if options.distributed or options.distributed_above is not None
+            else "INLINE Map has no tolerated failures: any failed item fails the stage (use --distributed)",
+            tolerated,
+        ),
+        Row(
+            "per-item skip downstream",
+            "none",
+            "a failed item fails its whole iteration: no null for it downstream",
+            bool(groups) and tolerated,
+        ),
+        Row(
+            "failure",
+            "exact",
+            "Catch States.ALL -> a Fail state keeping the error's name, its cause "
+            "naming the stage ('stage NAME failed: ...')",
+            True,
+        ),
         Row("profiles", "exact", "Choice on request.profile -> Pass setting each stage's merged config", True),
         Row("final stage", "exact", "the execution's output is the final stage's output (final.json)", True),
         Row("task.attempt", "exact", "States.MathAdd($$.State.RetryCount, 1)", True),
-        Row("request input schema / defaults", "none", "give the request as fave would pass it (defaults "
-            "applied); nothing checks it", p.input_schema is not None),
+        Row(
+            "request input schema / defaults",
+            "none",
+            "give the request as fave would pass it (defaults applied); nothing checks it",
+            p.input_schema is not None,
+        ),
         Row("result cache", "none", "every stage runs", any(s.cache for s in stages)),
-        Row("for_each key", "none", "items are named by position only", any(s.for_each and s.for_each.key
-                                                                             for s in stages)),
-        Row("budget", "none", "no wall/invocation/cost stop (the execution's own TimeoutSeconds is the nearest)",
-            ops.budget != type(ops.budget)()),
-        Row("function caps (functions:)", "none", "use the functions' reserved concurrency",
-            bool(ops.function_caps)),
+        Row(
+            "for_each key",
+            "none",
+            "items are named by position only",
+            any(s.for_each and s.for_each.key for s in stages),
+        ),
+        Row(
+            "budget max_wall",
+            "approximate",
+            "the machine's TimeoutSeconds: the execution fails States.Timeout (fave: FAILED budget_exceeded)",
+            ops.budget.max_wall_s is not None,
+        ),
+        Row(
+            "budget max_invocations, max_cost_usd",
+            "none",
+            "nothing counts invocations or cost in the machine",
+            ops.budget.max_invocations is not None or ops.budget.max_cost_usd is not None,
+        ),
+        Row("function caps (functions:)", "none", "use the functions' reserved concurrency", bool(ops.function_caps)),
         Row("max_requests_in_flight, stale_after, alerts", "none", "fave's queue and worker only", False),
-        Row("large payloads (markers)", "approximate", "the state holds every output: 256 KiB per state "
-            "(fave keeps large outputs in the store)", True),
+        Row(
+            "large payloads (markers)",
+            "approximate",
+            "the state holds every output: 256 KiB per state (fave keeps large outputs in the store)",
+            True,
+        ),
     ]

@@ -128,7 +128,8 @@ class ProcessEnvironment:
         return self.process.pid
 
     def cpu_demand(self) -> float | None:
-        """Seconds the worker has run or waited to run so far (``process_cpu_demand``); None if unknown."""
+        """Seconds the worker (and its children) ran or waited to run so far (``process_cpu_demand``); None
+        if unknown."""
         return process_cpu_demand(self.process.pid)
 
     def wait_ready(self, request_id: str, timeout_s: float) -> Outcome | None:
@@ -238,30 +239,53 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def process_cpu_demand(pid: int) -> float | None:
-    """Seconds process ``pid`` has been on a CPU *or runnable and waiting for one*, plus the CPU time of the
-    children it waited for (a handler that runs ffmpeg spends its CPU there). None where /proc cannot say
-    (not Linux, the process is gone).
+    """Seconds process ``pid`` has used a CPU *or waited, runnable, for one*: every thread's CPU time (ended
+    threads included), the CPU time of the children it waited for (a handler that runs ffmpeg), and the same
+    for the children still running, down its process tree. None where /proc cannot say (not Linux, the
+    process is gone).
 
     Waiting counts because it is demand too: a CPU-bound worker on a machine busy with other work runs only
-    part of the time, and its CPU time alone would make it look half idle. From /proc/<pid>/schedstat
-    (nanoseconds: time on CPU, time waiting on a run queue); without one, /proc/<pid>/stat's CPU time, in
-    clock ticks (10 ms: coarser than one short invocation, fine summed over many)."""
+    part of the time, and its CPU time alone would make it look half idle. CPU time comes from
+    /proc/<pid>/stat (clock ticks, 10 ms: coarser than one short invocation, exact summed over many; and, unlike
+    /proc/<pid>/schedstat, it counts every thread: PyAV, torch and BLAS handlers decode and compute on several),
+    the waiting from each live thread's /proc/<pid>/task/<tid>/schedstat (nanoseconds)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            # The fields after the ")" that closes the command name (which may hold spaces): state is the
-            # first, utime, stime, cutime and cstime the 12th to 15th.
-            fields = f.read().rpartition(b")")[2].split()
-        ticks = [int(v) for v in fields[11:15]]
-        children = (ticks[2] + ticks[3]) / _CLOCK_TICKS
-        try:
-            with open(f"/proc/{pid}/schedstat", "rb") as f:
-                on_cpu, waiting = (int(v) for v in f.read().split()[:2])
-            own = (on_cpu + waiting) / 1e9
-        except (OSError, ValueError):
-            own = (ticks[0] + ticks[1]) / _CLOCK_TICKS
+        return _demand(pid, 0)
     except (OSError, ValueError, IndexError):
         return None
-    return own + children
+
+
+def _demand(pid: int, depth: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        # The fields after the ")" that closes the command name (which may hold spaces): state is the first,
+        # utime, stime, cutime and cstime the 12th to 15th.
+        fields = f.read().rpartition(b")")[2].split()
+    demand = sum(int(v) for v in fields[11:15]) / _CLOCK_TICKS
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return demand
+    for tid in threads:
+        task = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(f"{task}/schedstat", "rb") as f:
+                demand += int(f.read().split()[1]) / 1e9  # time runnable, waiting for a CPU
+            if depth < _MAX_DEPTH:
+                with open(f"{task}/children", "rb") as f:
+                    children = f.read().split()
+            else:
+                children = []
+        except (OSError, ValueError, IndexError):  # the thread ended meanwhile, or no such file here
+            continue
+        for child in children:
+            try:
+                demand += _demand(int(child), depth + 1)
+            except (OSError, ValueError, IndexError):  # ended meanwhile: its time is in cutime next read
+                continue
+    return demand
+
+
+_MAX_DEPTH = 3  # worker -> ffmpeg -> its helpers: deep enough
 
 
 def context_info(function_name: str, memory_mb: int, region: str, log_stream: str) -> dict[str, Any]:

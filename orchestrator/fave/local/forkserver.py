@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import queue
+import select
 import signal
 import socket
 import subprocess
@@ -53,10 +54,13 @@ class ForkedProcess:
         except OSError:  # it did end (a failed start): its status is on its way
             self._pidfd = None
         self._pidfd_lock = threading.Lock()
+        self._killed = False
+        self._code: int | None = None  # known without the zygote (it died before reporting)
 
     @property
     def returncode(self) -> int | None:
-        return self._server.status(self.pid)
+        code = self._server.status(self.pid)
+        return code if code is not None else self._code
 
     def poll(self) -> int | None:
         return self.returncode
@@ -67,10 +71,13 @@ class ForkedProcess:
                 return
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+                self._killed = True
 
     def wait(self, timeout: float | None = None) -> int:
         """The exit status once the zygote reported it; ``subprocess.TimeoutExpired`` after ``timeout``."""
         code = self._server.wait(self.pid, timeout)
+        if code is None and self._server.lost:
+            code = self._wait_alone(timeout)
         if code is None:
             raise subprocess.TimeoutExpired([_ZYGOTE], timeout or 0.0)
         with self._pidfd_lock:
@@ -78,6 +85,19 @@ class ForkedProcess:
                 os.close(self._pidfd)
                 self._pidfd = None
         return code
+
+    def _wait_alone(self, timeout: float | None) -> int | None:
+        """The zygote is gone (killed): no status will come. Wait for the exit on the pidfd; its status is
+        unknown, so say -SIGKILL if we killed it, else 1."""
+        with self._pidfd_lock:
+            pidfd = self._pidfd
+        if pidfd is not None:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if not poller.poll(None if timeout is None else timeout * 1000):
+                return None
+        self._code = -signal.SIGKILL if self._killed else 1
+        return self._code
 
 
 class ForkServer:
@@ -116,6 +136,12 @@ class ForkServer:
         with self._cond:
             return self._exits.get(pid)
 
+    @property
+    def lost(self) -> bool:
+        """The zygote ended while the runtime was open (killed): no exit status will come any more."""
+        with self._cond:
+            return self._sock is not None and self._reader is None
+
     def wait(self, pid: int, timeout: float | None) -> int | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -152,8 +178,12 @@ class ForkServer:
         with self._cond:
             if self._closed:
                 raise OSError("the local fork server is closed")
-            if self._sock is not None:
+            if self._sock is not None and self._reader is not None:
                 return self._sock
+            if self._sock is not None:  # the zygote died: start another (its orphans are init's to reap)
+                self._sock.close()
+                self._sock = None
+                self._replies = queue.Queue()  # without the dead reader's last word
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._zygote = subprocess.Popen(

@@ -24,7 +24,8 @@ workers' CPU demand (``environment.process_cpu_demand``: time on a CPU or waitin
 invocation, and every ``SAMPLE_S`` from the invocations still running while its scale-up is refused (an LLM
 call of 30 s need not end before the function's figure is known). It keeps ``share``, the demand per second
 of busy environment, and ``cold_share``, the same for its cold starts (both 1.0 until measured). A slot
-starting or in a cold start counts for its function's ``cold_share``, a running one for its ``share``. So an
+starting or in a cold start counts for its function's ``cold_share``, a running one for its ``share``, and a
+newcomer for the larger of the two (a cheap fork of a CPU-bound function is a full core once it runs). So an
 I/O-bound function (API calls, LLM requests, sleeps: a share of a few percent) scales up to its limit while a
 CPU-bound one (share ~1) stays near the core count, as before; a function whose cold start is cheap (forked,
 a light module) starts several at once, one that loads a model one or two at a time.

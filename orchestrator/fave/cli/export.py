@@ -1,0 +1,114 @@
+"""``fave export --format asl``: write the pipeline as another engine's definition and say what maps.
+
+The definition goes to ``-o PATH`` (stdout without it); the table of what mapped exactly, approximately or not
+at all goes to stderr (with ``--json``: everything as one JSON document on stdout). ``--sam [PATH]`` also writes
+a copy of the pipeline's template.yaml with the state machine in it (default ``template.asl.yaml`` beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fave.cli.main import UsageError, _json_out, _tell
+
+FORMATS = ("asl",)
+SAM_DEFAULT = "template.asl.yaml"
+
+
+def _store_bucket(resources: dict[str, Any]) -> str:
+    """The logical id of the bucket that is the store: ``ArtifactsBucket`` (fave's templates), or the only
+    ``AWS::S3::Bucket``."""
+    if resources.get("ArtifactsBucket", {}).get("Type") == "AWS::S3::Bucket":
+        return "ArtifactsBucket"
+    buckets = [lid for lid, r in resources.items() if isinstance(r, dict) and r.get("Type") == "AWS::S3::Bucket"]
+    if len(buckets) != 1:
+        raise UsageError(
+            f"--sam: cannot tell the store's bucket: name it ArtifactsBucket (the template has "
+            f"{len(buckets)} AWS::S3::Bucket resources)"
+        )
+    return buckets[0]
+
+
+def _sam_path(value: str, template: Path) -> Path:
+    path = template.parent / SAM_DEFAULT if value == "" else Path(value)
+    # The copy keeps the template's relative CodeUri / ContentUri paths: it must sit beside it.
+    if path.resolve().parent != template.resolve().parent:
+        raise UsageError(f"--sam: write the copy beside {template} (its CodeUri paths are relative), got {value}")
+    if path.resolve() == template.resolve():
+        raise UsageError(f"--sam: {value} is the template itself: name a copy, e.g. {SAM_DEFAULT}")
+    return path
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from fave.export.asl import AslOptions, export_asl
+    from fave.export.mapping import render
+    from fave.local.orchestrator import load_local_pipeline
+
+    if args.format not in FORMATS:
+        raise UsageError(f"export: --format must be one of {', '.join(FORMATS)}, got {args.format!r}")
+    if args.distributed_above is not None and args.distributed_above < 0:
+        raise UsageError(f"--distributed-above: must be >= 0, got {args.distributed_above}")
+    if args.distributed and args.distributed_above is not None:
+        raise UsageError("--distributed makes every fan-out DISTRIBUTED: give it or --distributed-above, not both")
+    pipeline = load_local_pipeline(args.pipeline)
+    sam_path = _sam_path(args.sam, pipeline.template_path) if args.sam is not None else None
+    options = AslOptions(
+        arns="substitutions" if sam_path else "input",
+        distributed=args.distributed,
+        distributed_above=args.distributed_above,
+    )
+    exported = export_asl(pipeline, options)
+    text = json.dumps(exported.definition, indent=2, ensure_ascii=False) + "\n"
+    written: dict[str, str] = {}
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"-o: cannot write {args.output}: {exc.strerror or exc}") from None
+        written["definition"] = str(args.output)
+    if sam_path is not None:
+        from fave.export.sam import with_state_machine
+        from fave.local.template import load_yaml
+
+        source = pipeline.template_path.read_text(encoding="utf-8")
+        resources = dict(load_yaml(source).get("Resources") or {})
+        try:
+            copy, lid = with_state_machine(
+                source,
+                pipeline=pipeline.name,
+                definition=exported.definition,
+                substitutions=exported.substitutions,
+                bucket=_store_bucket(resources),
+                resources=resources,
+                distributed=args.distributed or args.distributed_above is not None,
+            )
+        except ValueError as exc:
+            raise UsageError(f"--sam: {pipeline.template_path}: {exc}") from None
+        sam_path.write_text(copy, encoding="utf-8")
+        written["sam"] = str(sam_path)
+        written["state_machine"] = lid
+    if args.json:
+        doc: dict[str, Any] = {
+            "format": args.format,
+            "pipeline": pipeline.name,
+            "written": written,
+            "mapping": [row.to_json() for row in exported.rows],
+            "notes": list(exported.notes),
+        }
+        if not args.output:
+            doc["definition"] = exported.definition
+        _json_out(doc)
+        return 0
+    if not args.output:
+        sys.stdout.write(text)
+    for what, where in written.items():
+        if what != "state_machine":
+            _tell(f"fave: wrote {where}" + (f" (state machine {written['state_machine']})" if what == "sam" else ""))
+    _tell(render(exported.rows))
+    for note in exported.notes:
+        _tell(f"note: {note}")
+    return 0

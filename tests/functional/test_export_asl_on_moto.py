@@ -1,0 +1,437 @@
+"""``fave export --format asl`` verified by running (issue 15, requirements 1 and 2): the exported state machine
+runs on moto's Step Functions with its real ASL interpreter (``execute_state_machine``), its ``lambda:invoke``
+tasks routed to fave's local runtime over the pipeline's own template.yaml by a botocore ``before-call`` hook
+(moto runs Lambda code only in Docker), so the SAME stage functions run; the execution's output must equal
+``fave run``'s final.json for the same request. The definitions also pass an ASL validator (cfn-lint's E3601
+schema of state machine definitions), and the ``--sam`` copy of template.yaml passes ``sam validate --lint`` and
+cfn-lint (.venv-sam).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fave.local.runtime import LocalRuntime
+from support import e2e
+from support.sam import SAM_VENV
+
+pytest.importorskip("antlr4", reason="moto's Step Functions interpreter needs moto[stepfunctions] (antlr4)")
+pytest.importorskip("jsonpath_ng", reason="moto's Step Functions interpreter needs moto[stepfunctions]")
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "tests" / "fixtures" / "demo" / "pipeline.yaml"
+SALES = ROOT / "examples" / "sales"
+WEEKLY = ROOT / "examples" / "weekly"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+REQUEST_ID = "01M8D4S70VJ0XHPQ8DFCEG1K38"
+CFN_LINT = SAM_VENV / "bin" / "cfn-lint"
+SAM = SAM_VENV / "bin" / "sam"
+
+
+def function_arn(function: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}"
+
+
+class Machines:
+    """moto's Step Functions (executing) with Lambda invokes answered by a LocalRuntime."""
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        import boto3
+
+        self.runtime = runtime
+        self.invoked: list[tuple[str, dict[str, Any]]] = []
+        self.sfn = boto3.client("stepfunctions", region_name=REGION)
+
+    def invoke(self, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+        """botocore ``before-call.lambda.Invoke``: run the function named by the ARN in the URL on the local
+        runtime and answer as Lambda's Invoke does (Payload, FunctionError on a function error)."""
+        from botocore.awsrequest import AWSResponse
+        from botocore.response import StreamingBody
+
+        name = urllib.parse.unquote(params["url_path"].split("/functions/", 1)[1].split("/", 1)[0])
+        function = name.split(":function:", 1)[1].split(":")[0] if ":function:" in name else name
+        payload = json.loads(params["body"])
+        self.invoked.append((function, payload))
+        result = self.runtime.invoke_sync(function, payload)
+        body = json.dumps(result.payload).encode()
+        parsed: dict[str, Any] = {
+            "StatusCode": 200,
+            "Payload": StreamingBody(io.BytesIO(body), len(body)),
+            "ResponseMetadata": {"HTTPStatusCode": 200, "RequestId": result.request_id, "HTTPHeaders": {}},
+        }
+        if result.function_error:
+            parsed["FunctionError"] = result.function_error
+        return AWSResponse(f"https://lambda.{REGION}.amazonaws.com", 200, {}, None), parsed
+
+    def run(self, definition: dict[str, Any], machine_input: dict[str, Any], name: str = REQUEST_ID) -> dict[str, Any]:
+        """Create the machine, start an execution named ``name``, wait for its end; its describe_execution."""
+        arn = self.sfn.create_state_machine(
+            name=f"fave-{time.monotonic_ns()}",
+            definition=json.dumps(definition),
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/fave-export",
+        )["stateMachineArn"]
+        execution = self.sfn.start_execution(stateMachineArn=arn, name=name, input=json.dumps(machine_input))
+        deadline = time.monotonic() + 120
+        while True:
+            described: dict[str, Any] = self.sfn.describe_execution(executionArn=execution["executionArn"])
+            if described["status"] != "RUNNING" or time.monotonic() > deadline:
+                return described
+            time.sleep(0.05)
+
+    def maps_entered(self, execution_arn: str) -> set[str]:
+        events = self.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+        return {e["stateEnteredEventDetails"]["name"] for e in events if e["type"] == "MapStateEntered"}
+
+
+@pytest.fixture
+def machines() -> Iterator[Callable[[Path], Machines]]:
+    """moto's Step Functions (executing state machines) for the test; ``machines(pipeline_file)`` answers its
+    Lambda invokes with a LocalRuntime over that pipeline's template."""
+    import boto3
+    from fave.local.orchestrator import load_local_pipeline
+    from moto import mock_aws
+
+    opened: list[Machines] = []
+
+    def open_for(pipeline: Path) -> Machines:
+        runtime = LocalRuntime(load_local_pipeline(pipeline).template_path)
+        m = Machines(runtime)
+        assert boto3.DEFAULT_SESSION is not None
+        boto3.DEFAULT_SESSION.events.register("before-call.lambda.Invoke", m.invoke)
+        opened.append(m)
+        return m
+
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        previous = boto3.DEFAULT_SESSION
+        boto3.setup_default_session()  # moto's interpreter makes its Lambda clients from the default session
+        try:
+            yield open_for
+        finally:
+            for m in opened:
+                boto3.DEFAULT_SESSION.events.unregister("before-call.lambda.Invoke", m.invoke)
+                m.runtime.close()
+            boto3.DEFAULT_SESSION = previous
+
+
+def export(pipeline: Path, out: Path, *flags: str) -> dict[str, Any]:
+    """``fave export --format asl`` through the CLI; the definition it wrote, and the table it printed."""
+    done = e2e.fave("export", "--format", "asl", "--pipeline", str(pipeline), "-o", str(out), *flags, "--json")
+    assert done.code == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    assert report["written"]["definition"] == str(out)
+    definition: dict[str, Any] = json.loads(out.read_text())
+    return definition
+
+
+def fave_run(pipeline: Path, request: dict[str, Any], store: Path, profile: str = "default") -> tuple[dict, Any]:
+    """``fave run`` to its end: the request as fave passed it to the stages (state.json's input), and its
+    final.json (None when the request failed) with its state."""
+    e2e.fave("run", "--pipeline", str(pipeline), "--input", json.dumps(request), "--profile", profile,
+             "--store", str(store), "--json")  # fmt: skip
+    (state_file,) = store.glob("requests/*/metadata/state.json")
+    state = json.loads(state_file.read_text())
+    final = state_file.with_name("final.json")
+    return state, json.loads(final.read_text()) if final.exists() else None
+
+
+def machine_input(state: dict[str, Any], functions: set[str] | frozenset[str], store: Path) -> dict[str, Any]:
+    return {"request": state["input"], "store": str(store), "functions": {f: function_arn(f) for f in functions}}
+
+
+def functions_of(pipeline: Path) -> frozenset[str]:
+    from fave.local.orchestrator import load_local_pipeline
+
+    return load_local_pipeline(pipeline).functions
+
+
+@dataclass(frozen=True)
+class Case:
+    pipeline: Path
+    request: dict[str, Any]
+    profile: str = "default"
+    flags: tuple[str, ...] = ()
+    error: str | None = None
+    cause: str = ""
+    map_ran: str | None = None
+
+
+DEMO_MAP = "each words.words (shout, measure)"
+SALES_CSV = str(SALES / "data" / "sales.csv")
+RUNS = [
+    pytest.param(Case(DEMO, {"text": "the quick brown fox"}, map_ran=DEMO_MAP), id="demo"),
+    # One item and none: a chained group's results are still one list per stage (docs/export.md, "collect").
+    pytest.param(Case(DEMO, {"text": "solo"}, map_ran=DEMO_MAP), id="demo-one-item"),
+    pytest.param(Case(DEMO, {"text": ""}), id="demo-no-item"),
+    # A failed first attempt is retried by the Retrier; the stage sees attempt 2 (join reports attempts).
+    pytest.param(Case(DEMO, {"text": "a bb ccc", "fail": {"bb": 1}}, "loud"), id="demo-retry-loud-profile"),
+    pytest.param(
+        Case(DEMO, {"text": "one two three four"}, flags=("--distributed",), map_ran=DEMO_MAP), id="demo-distributed"
+    ),
+    # Above 3 items the DISTRIBUTED copy of the Map runs, at 3 or fewer the INLINE one (checked below).
+    pytest.param(
+        Case(
+            DEMO,
+            {"text": "one two three four"},
+            flags=("--distributed-above", "3"),
+            map_ran=f"{DEMO_MAP} (distributed)",
+        ),
+        id="demo-above-3",
+    ),
+    pytest.param(
+        Case(DEMO, {"text": "one two three"}, flags=("--distributed-above", "3"), map_ran=DEMO_MAP), id="demo-up-to-3"
+    ),
+    pytest.param(Case(SALES / "pipeline.yaml", {"source": SALES_CSV}), id="sales"),
+    pytest.param(
+        Case(SALES / "pipeline.yaml", {"source": SALES_CSV, "top": 2, "currency": "USD"}, "strict", ("--distributed",)),
+        id="sales-distributed-strict",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", RUNS)
+def test_the_exported_machine_gives_fave_run_s_final_output(
+    case: Case, machines: Callable[[Path], Machines], tmp_path: Path
+) -> None:
+    state, final = fave_run(case.pipeline, case.request, tmp_path / "fave", case.profile)
+    assert state["status"] == "COMPLETED" and final is not None
+    definition = export(case.pipeline, tmp_path / "machine.asl.json", *case.flags)
+    sfn = machines(case.pipeline)
+    described = sfn.run(definition, machine_input(state, functions_of(case.pipeline), tmp_path / "sfn"))
+    assert described["status"] == "SUCCEEDED", (described.get("error"), described.get("cause"))
+    assert json.loads(described["output"]) == final
+    # The stages saw fave's event: the execution's name as the request id, the stages fave ran, attempts from 1.
+    stages = {p["task"]["stage"] for _, p in sfn.invoked}
+    assert stages == {name for name, stage in state["stages"].items() if stage["total"]}
+    assert {p["task"]["request_id"] for _, p in sfn.invoked} == {REQUEST_ID}
+    assert min(p["task"]["attempt"] for _, p in sfn.invoked) == 1
+    if case.map_ran is not None:
+        assert sfn.maps_entered(described["executionArn"]) == {case.map_ran}
+
+
+def test_weekly_with_a_keyed_per_item_chain(machines: Callable[[Path], Machines], tmp_path: Path) -> None:
+    catalogue = json.loads((WEEKLY / "data" / "week1.json").read_text())
+    catalogue["entries"] = catalogue["entries"][:12]  # moto's interpreter takes ~50 ms a state: keep it short
+    source = tmp_path / "week.json"
+    source.write_text(json.dumps(catalogue))
+    pipeline = WEEKLY / "pipeline.yaml"
+    state, final = fave_run(pipeline, {"catalogue": str(source)}, tmp_path / "fave")
+    assert final is not None
+    definition = export(pipeline, tmp_path / "machine.asl.json")
+    described = machines(pipeline).run(definition, machine_input(state, functions_of(pipeline), tmp_path / "sfn"))
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert json.loads(described["output"]) == final
+
+
+FAILURES = [
+    # Raised on every attempt: retried, then the Catch names the stage and keeps the error's type.
+    pytest.param(Case(DEMO, {"text": "a bb", "fail": {"bb": 9}}, error="ValueError", cause="stage shout failed: "),
+                 id="retries"),
+    # A terminal error result (returned, not raised): no retry, the stage's own error type.
+    pytest.param(Case(DEMO, {"text": "a bb", "bad_word": "bb"}, error="TerminalError",
+                      cause="stage shout failed: 'bb' can never be shouted"), id="terminal"),
+    # load refuses a CSV without the columns it needs (written by the test at {tmp}).
+    pytest.param(Case(SALES / "pipeline.yaml", {"source": "{tmp}/bad.csv"}, error="ValidationError",
+                      cause="stage load failed: source: missing column"), id="sales-terminal"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", FAILURES)
+def test_a_failed_stage_fails_the_execution_as_it_fails_the_request(
+    case: Case, machines: Callable[[Path], Machines], tmp_path: Path
+) -> None:
+    request = json.loads(json.dumps(case.request).replace("{tmp}", str(tmp_path)))
+    if "source" in request:
+        Path(request["source"]).write_text("day,amount\n1,2\n")
+    state, final = fave_run(case.pipeline, request, tmp_path / "fave")
+    assert state["status"] == "FAILED" and final is None
+    assert state["failure"]["error_type"] == case.error
+    definition = export(case.pipeline, tmp_path / "machine.asl.json")
+    sfn = machines(case.pipeline)
+    described = sfn.run(definition, machine_input(state, functions_of(case.pipeline), tmp_path / "sfn"))
+    assert described["status"] == "FAILED"
+    assert described["error"] == case.error
+    assert described["cause"].startswith(case.cause), described["cause"]
+    failed = state["failure"]["stage"]
+    item = 1 if failed == "shout" else None  # "bb", the failing word; load is a single task
+    tries = [p["task"]["attempt"] for _, p in sfn.invoked if (p["task"]["stage"], p["task"]["item"]) == (failed, item)]
+    # As fave: 1 + max_attempts (2) attempts of a raised error, one of a terminal error result.
+    assert sorted(tries) == ([1, 2, 3] if case.error == "ValueError" else [1])
+
+
+def _require(tool: Path) -> Path:
+    if not tool.exists():
+        pytest.skip(f"{SAM_VENV.name} is missing: `./dev setup` creates it from requirements/sam.txt")
+    return tool
+
+
+def _as_cloudformation(definition: dict[str, Any]) -> dict[str, Any]:
+    import re
+
+    placeholders = sorted(set(re.findall(r"\$\{(\w+)\}", json.dumps(definition))))
+    props = {"RoleArn": f"arn:aws:iam::{ACCOUNT}:role/r", "Definition": definition}
+    if placeholders:
+        props["DefinitionSubstitutions"] = {name: "x" for name in placeholders}
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {"Machine": {"Type": "AWS::StepFunctions::StateMachine", "Properties": props}},
+    }
+
+
+def _cfn_lint(*paths: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(_require(CFN_LINT)), *map(str, paths)], capture_output=True, text=True,
+                          timeout=300, check=False, cwd=cwd)  # fmt: skip
+
+
+def test_every_export_passes_an_asl_validator(tmp_path: Path) -> None:
+    """cfn-lint's E3601 checks a state machine's Definition against its ASL schema (states, fields, their
+    types and ranges); a definition broken on purpose shows it does."""
+    from fave.export.asl import AslOptions, export_asl
+    from fave.local.orchestrator import load_local_pipeline
+
+    files = []
+    for pipeline in (DEMO, SALES / "pipeline.yaml", WEEKLY / "pipeline.yaml", ROOT / "pipeline.yaml"):
+        loaded = load_local_pipeline(pipeline)
+        for options in (AslOptions(), AslOptions(distributed=True), AslOptions(distributed_above=100)):
+            definition = export_asl(loaded, options).definition
+            path = tmp_path / f"{pipeline.parent.name}-{len(files)}.json"
+            path.write_text(json.dumps(_as_cloudformation(definition)))
+            files.append(path)
+    done = _cfn_lint(*files)
+    assert done.returncode == 0, done.stdout + done.stderr
+    broken = json.loads(files[0].read_text())
+    states = broken["Resources"]["Machine"]["Properties"]["Definition"]["States"]
+    states["words"]["Retry"][0]["MaxAttempts"] = -1
+    states["words"]["Unknown"] = 1
+    files[0].write_text(json.dumps(broken))
+    done = _cfn_lint(files[0])
+    assert done.returncode != 0 and done.stdout.count("E3601") == 2, done.stdout
+
+
+def test_the_sam_copy_passes_sam_validate_and_cfn_lint(tmp_path: Path) -> None:
+    """examples/sales copied with its relative paths intact (../../shared, ../../orchestrator), exported with
+    ``--sam``: the copy beside its template.yaml holds the state machine and passes both linters."""
+    sam = _require(SAM)
+    (tmp_path / "examples").mkdir()
+    shutil.copytree(SALES, tmp_path / "examples" / "sales", ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    for folder in ("shared", "orchestrator"):
+        (tmp_path / folder).symlink_to(ROOT / folder)
+    pipeline = tmp_path / "examples" / "sales" / "pipeline.yaml"
+    # Both kinds of Map behind the length Choice: the role must also start its own child executions.
+    done = e2e.fave("export", "--format", "asl", "--pipeline", str(pipeline), "--sam", "--distributed-above", "100")
+    assert done.code == 0, done.stderr
+    copy = pipeline.with_name("template.asl.yaml")
+    assert "SalesStateMachine" in done.stderr and copy.exists()
+    from fave.local.template import load_yaml
+
+    doc = load_yaml(copy.read_text())
+    original = load_yaml((SALES / "template.yaml").read_text())
+    assert set(doc["Resources"]) == {*original["Resources"], "SalesStateMachine"}
+    props = doc["Resources"]["SalesStateMachine"]["Properties"]
+    assert props["Definition"]["States"]["load"]["Parameters"]["FunctionName"] == "${LoadFunctionArn}"
+    assert props["DefinitionSubstitutions"]["LoadFunctionArn"] == {"Fn::GetAtt": ["LoadFunction", "Arn"]}
+    statements = [st["Sid"] for policy in props["Policies"] for st in policy.get("Statement", [])]
+    assert statements == ["DistributedMapChildren", "DistributedMapRuns"]
+    validated = subprocess.run(
+        [str(sam), "validate", "--lint", "-t", str(copy)],
+        env={**e2e.child_env(), "SAM_CLI_TELEMETRY": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    linted = _cfn_lint(copy)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_export_prints_the_mapping_table_on_stderr_and_the_definition_on_stdout() -> None:
+    done = e2e.fave("export", "--format", "asl", "--pipeline", str(DEMO))
+    assert done.code == 0, done.stderr
+    assert json.loads(done.stdout)["StartAt"] == "start"
+    assert "per-item chaining" in done.stderr and "exact" in done.stderr
+    assert "note: each words.words (shout, measure): MaxConcurrency 2" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--format", "airflow"], "export: --format must be one of asl, got 'airflow'"),
+        ([], "the following arguments are required: --format"),
+        (["--format", "asl", "--sam", "/nowhere/else.yaml"], "--sam: write the copy beside"),
+        (["--format", "asl", "--pipeline", "/no/such/pipeline.yaml"], "/no/such/pipeline.yaml"),
+        (["--format", "asl", "--pipeline", str(DEMO), "-o", "/no/such/dir/m.json"], "-o: cannot write"),
+        (["--format", "asl", "--distributed-above", "-1"], "--distributed-above: must be >= 0, got -1"),
+        (["--format", "asl", "--distributed-above", "x"], "--distributed-above: invalid int value: 'x'"),
+        (["--format", "asl", "--distributed", "--distributed-above", "5"], "not both"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(argv: list[str], message: str) -> None:
+    done = e2e.fave("export", *argv)
+    assert done.code == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_docs_export_md_lists_every_row_of_the_table() -> None:
+    """docs/export.md's table has a row for every feature the export reports, named alike."""
+    from fave.export.asl import AslOptions, asl_rows
+    from fave.local.orchestrator import load_local_pipeline
+
+    doc = (ROOT / "docs" / "export.md").read_text()
+    documented = {line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| ")}
+
+    for options in (AslOptions(), AslOptions(distributed=True)):
+        for row in asl_rows(load_local_pipeline(DEMO), options, ()):
+            assert row.feature in documented, row.feature
+
+
+def test_tolerated_failures_on_a_distributed_map_leave_the_failed_item_out(
+    machines: Callable[[Path], Machines], tmp_path: Path
+) -> None:
+    """The documented gap (docs/export.md, "tolerated_failures"): the request and the execution both succeed
+    with one item of three failed, but where fave passes null at the failed item's position, the Map's result
+    list (on moto) has no entry for it."""
+    text = DEMO.read_text().replace("template: template.yaml", f"template: {DEMO.with_name('template.yaml')}")
+    text = text.replace("    max_concurrency: 2\n", "    max_concurrency: 2\n    tolerated_failures: 1\n")
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(text)
+    state, final = fave_run(pipeline, {"text": "a bb ccc", "bad_word": "bb"}, tmp_path / "fave")
+    assert final == {"text": "A! CCC!", "total_length": 6, "missing": [1], "attempts": [1, 0, 1]}
+    definition = export(pipeline, tmp_path / "machine.asl.json", "--distributed")
+    described = machines(pipeline).run(definition, machine_input(state, functions_of(pipeline), tmp_path / "sfn"))
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert json.loads(described["output"]) == {"text": "A! CCC!", "total_length": 6, "missing": [], "attempts": [1, 1]}
+
+
+def test_a_chain_with_a_single_task_stage_in_between_runs_as_maps_of_their_own(
+    machines: Callable[[Path], Machines], tmp_path: Path
+) -> None:
+    """measure needs shout item by item and `again`, which needs every shout: no one Map can hold shout and
+    measure, so each is a Map of its own and measure takes its item's shout by index (States.ArrayGetItem)."""
+    text = DEMO.read_text().replace("template: template.yaml", f"template: {DEMO.with_name('template.yaml')}")
+    text = text.replace(
+        "  measure: {function: MeasureFunction, needs: [shout],",
+        "  again: {function: WordsFunction, needs: [shout], mode: sync}\n"
+        "  measure: {function: MeasureFunction, needs: [shout, again],",
+    )
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(text)
+    state, final = fave_run(pipeline, {"text": "one two three"}, tmp_path / "fave")
+    assert final is not None and final["text"] == "ONE! TWO! THREE!"
+    definition = export(pipeline, tmp_path / "machine.asl.json")
+    sfn = machines(pipeline)
+    described = sfn.run(definition, machine_input(state, functions_of(pipeline), tmp_path / "sfn"))
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert json.loads(described["output"]) == final
+    assert sfn.maps_entered(described["executionArn"]) == {"each words.words (shout)", "each words.words (measure)"}
