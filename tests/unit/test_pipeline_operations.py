@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from fave.core.operations import DEFAULT_MAX_REQUESTS_IN_FLIGHT, Alerts, Budget
 from fave.pipeline import PipelineError, parse_pipeline
 
