@@ -99,3 +99,14 @@ def test_the_ttl_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert LambdaInvoker(None, {}).code_digest_ttl_s == 5
     monkeypatch.setenv("FAVE_CODE_DIGEST_TTL", "soon")
     assert LambdaInvoker(None, {}).code_digest_ttl_s == 30
+
+
+def test_memory_sizes_price_the_ledger_from_the_deployed_configuration(lam: Any) -> None:
+    # The ledger's GB-seconds use each function's MemorySize; the same GetFunctionConfiguration gives it.
+    lam.update_function_configuration(FunctionName="fave-echo", MemorySize=1769)
+    invoker = LambdaInvoker(lam, {"Echo": "fave-echo", "Gone": "fave-gone"})
+    assert invoker.memory_sizes() == {"Echo": 1769}  # a function Lambda does not describe is left out
+    from fave.service import default_rates
+
+    rates = default_rates(invoker)
+    assert rates.memory_of("Echo") == 1769 and rates.memory_of("Gone") == rates.default_memory_mb

@@ -21,6 +21,7 @@ from fave_shared.store import ObjectStore, S3Store, open_store
 
 from fave.app.settings import Settings
 from fave.clock import Clock, SystemClock
+from fave.core.budget import Rates
 from fave.core.dag import Pipeline
 from fave.invoke.base import Invoker
 from fave.pipeline import PipelineError, load_pipeline
@@ -64,6 +65,7 @@ class AppContext:
         self._invoker = invoker
         self._clock = clock
         self._s3_client = s3_client
+        self._rates: Rates | None = None
         self._lock = threading.RLock()
 
     @property
@@ -90,6 +92,18 @@ class AppContext:
 
                 self._invoker = LambdaInvoker.from_env()
             return self._invoker
+
+    @property
+    def rates(self) -> Rates:
+        """The ledger's prices and each stage function's MemorySize (``fave.service.default_rates``), once per
+        execution environment: on Lambda the sizes come from GetFunctionConfiguration, the calls the result
+        cache's code digests make anyway."""
+        with self._lock:
+            if self._rates is None:
+                from fave.service import default_rates
+
+                self._rates = default_rates(self.invoker)
+            return self._rates
 
     @property
     def self_invoker(self) -> Invoker | None:

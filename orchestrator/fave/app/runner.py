@@ -148,6 +148,7 @@ class Runner:
             time_left=_time_left,
             # This invocation's time at its start sets the margin: a short Timeout keeps a third, not 30 s.
             handover_margin_s=handover_margin(_time_left()),
+            rates=context.rates,
         )
         self.active = ActiveRequests(context.store)
         self.leases = Leases(context.store, context.clock)

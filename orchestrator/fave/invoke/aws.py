@@ -108,6 +108,7 @@ class LambdaInvoker:
         self.function_names = dict(function_names)
         self.code_digest_ttl_s = _seconds(os.environ.get("FAVE_CODE_DIGEST_TTL"), 30.0)
         self._digests: dict[str, tuple[float, str | None]] = {}
+        self._memory: dict[str, int] = {}  # MemorySize per function, from the same GetFunctionConfiguration
         self._digest_lock = threading.Lock()
 
     @classmethod
@@ -200,7 +201,21 @@ class LambdaInvoker:
         digest = h.hexdigest()
         with self._digest_lock:
             self._digests[function] = (now, digest)
+            if isinstance(config.get("MemorySize"), int):
+                self._memory[function] = config["MemorySize"]
         return digest
+
+    def memory_sizes(self) -> dict[str, int]:
+        """Each deployed function's MemorySize (what a request's ledger prices its GB-seconds at), read with the
+        ``GetFunctionConfiguration`` call ``code_digest`` makes; a function Lambda does not describe (denied,
+        throttled) is left out and priced at Lambda's default."""
+        for function in sorted(self.function_names):
+            with self._digest_lock:
+                known = function in self._memory or function in self._digests
+            if not known:
+                self.code_digest(function)
+        with self._digest_lock:
+            return dict(self._memory)
 
     def close(self) -> None:
         """Close the client's connection pool (only if this invoker created the client). Idempotent."""
