@@ -9,30 +9,17 @@ import shlex
 import threading
 from pathlib import Path
 
-import pytest
 from fave.alerts import Alerter
 from fave.core.model import Failure, RequestState, RequestStatus, StageState
 from fave.history import SEAL_MARGIN_S, day_end, day_of, read, record
 from fave.keys import history_pack_key
 from fave_shared.store import ObjectStore
 from immutables import Map
-from support.tiers import contract_backends
 
 TIMEOUT = 120
 # (summaries, readers): the HTTP server does ~100 requests/s here, the local store thousands.
 LOAD = {"local": (120, 3), "server": (12, 2), "localstack": (12, 2)}
 T0 = 1_772_323_200.0 + 3600.0  # 2026-03-01 01:00 UTC
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "shared_store" in metafunc.fixturenames:
-        metafunc.parametrize("shared_store", contract_backends(metafunc.config, ["local", "server"]), indirect=True)
-
-
-@pytest.fixture
-def shared_store(request: pytest.FixtureRequest) -> ObjectStore:
-    backend: ObjectStore = request.getfixturevalue(f"{request.param}_store")
-    return backend
 
 
 def _id(n: int) -> str:

@@ -5,43 +5,18 @@ get the same entry, every entry is claimed by exactly one of them, and adders ra
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pytest
 from fave.queue import AdmissionQueue
 from fave_shared.store import ObjectStore
-from support.tiers import contract_backends
+from support.threads import in_threads
 
 T = TypeVar("T")
 TIMEOUT = 120
 # (workers, entries): the HTTP server does ~100 requests/s here, the local store thousands.
 LOAD = {"local": (8, 60), "server": (4, 12), "localstack": (4, 12)}
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "shared_store" in metafunc.fixturenames:
-        metafunc.parametrize("shared_store", contract_backends(metafunc.config, ["local", "server"]), indirect=True)
-
-
-@pytest.fixture
-def shared_store(request: pytest.FixtureRequest) -> ObjectStore:
-    backend: ObjectStore = request.getfixturevalue(f"{request.param}_store")
-    return backend
-
-
-def _in_threads(n: int, work: Callable[[int], T]) -> list[T]:
-    barrier = threading.Barrier(n)
-
-    def start_together(i: int) -> T:
-        barrier.wait(timeout=TIMEOUT)
-        return work(i)
-
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(start_together, range(n), timeout=TIMEOUT))
 
 
 def test_workers_claiming_at_once_never_share_an_entry(
@@ -58,7 +33,7 @@ def test_workers_claiming_at_once_never_share_an_entry(
             mine.extend(e.id for e in claimed)
         return mine
 
-    per_worker = _in_threads(workers, drain)
+    per_worker = in_threads(workers, drain)
     counts = Counter(i for mine in per_worker for i in mine)
     assert set(counts) == ids
     assert max(counts.values()) == 1, [i for i, c in counts.items() if c > 1]
@@ -70,7 +45,7 @@ def test_workers_claiming_at_once_never_share_an_entry(
 def test_adders_racing_on_one_key_make_one_entry(shared_store: ObjectStore, request: pytest.FixtureRequest) -> None:
     workers, _ = LOAD[request.node.callspec.params["shared_store"]]
     queue = AdmissionQueue(shared_store, "sales")
-    added = _in_threads(workers, lambda w: queue.add({"n": w}, key="sku-1"))
+    added = in_threads(workers, lambda w: queue.add({"n": w}, key="sku-1"))
     assert len({e.id for e in added}) == 1
     assert sum(not e.duplicate for e in added) == 1
     [entry] = queue.list()

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +22,7 @@ import pytest
 from fave_shared.errors import ConflictError
 from fave_shared.store import LocalStore, ObjectStore, get_json, put_json
 from support.stores import cas_increment, local_cas_worker, local_create_worker
-from support.tiers import contract_backends
+from support.threads import in_threads
 
 T = TypeVar("T")
 KEY = "requests/r1/metadata/counter.json"
@@ -33,36 +32,12 @@ PROCESSES = 4
 TIMEOUT = 60  # seconds; a hang (a lock never released) fails the test instead of the whole run
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # Parametrized here rather than by fixture params, which are fixed before the command line (--tier) is read.
-    if "shared_store" in metafunc.fixturenames:
-        metafunc.parametrize("shared_store", contract_backends(metafunc.config, ["local", "server"]), indirect=True)
-
-
-@pytest.fixture
-def shared_store(request: pytest.FixtureRequest) -> ObjectStore:
-    """A store whose conditional writes are atomic under concurrency (LocalStack alone on tier localstack)."""
-    backend: ObjectStore = request.getfixturevalue(f"{request.param}_store")
-    return backend
-
-
 @pytest.fixture(scope="module")
 def spawn_pool() -> Iterator[Pool]:
     """A warm pool of spawned processes (spawn: nothing inherited, each child opens its own store)."""
     with multiprocessing.get_context("spawn").Pool(PROCESSES) as pool:
         pool.map(abs, range(PROCESSES))  # pay the interpreter start-up before any test's clock starts
         yield pool
-
-
-def _in_threads(n: int, work: Callable[[int], T]) -> list[T]:
-    barrier = threading.Barrier(n)
-
-    def start_together(i: int) -> T:
-        barrier.wait(timeout=TIMEOUT)
-        return work(i)
-
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(start_together, range(n), timeout=TIMEOUT))
 
 
 def _assert_counter(store: ObjectStore, workers: list[str], per_worker: int) -> None:
@@ -75,7 +50,7 @@ def _assert_counter(store: ObjectStore, workers: list[str], per_worker: int) -> 
 def test_cas_counter_from_threads(shared_store: ObjectStore, request: pytest.FixtureRequest) -> None:
     threads, per_thread = THREAD_LOAD[request.node.callspec.params["shared_store"]]
     put_json(shared_store, KEY, {"n": 0, "log": []}, if_none_match=True)
-    conflicts = _in_threads(threads, lambda t: cas_increment(shared_store, KEY, f"t{t}", per_thread))
+    conflicts = in_threads(threads, lambda t: cas_increment(shared_store, KEY, f"t{t}", per_thread))
     _assert_counter(shared_store, [f"t{t}" for t in range(threads)], per_thread)
     # Not a correctness condition, but without contention the test above proves nothing.
     assert sum(conflicts) > 0, "no compare-and-swap ever lost a race: the test did not exercise contention"
@@ -91,7 +66,7 @@ def test_create_only_has_one_winner_from_threads(shared_store: ObjectStore) -> N
             return False
         return True
 
-    won = _in_threads(threads, create)
+    won = in_threads(threads, create)
     assert won.count(True) == 1
     assert shared_store.get("race/once").data == f"t{won.index(True)}".encode()
 
@@ -100,7 +75,7 @@ def test_local_cas_counter_from_threads_with_separate_instances(tmp_path: Path) 
     # Each thread opens its own LocalStore on the same root, as separate processes would.
     root = tmp_path / "store"
     put_json(LocalStore(root), KEY, {"n": 0, "log": []})
-    _in_threads(6, lambda t: cas_increment(LocalStore(root), KEY, f"t{t}", 20))
+    in_threads(6, lambda t: cas_increment(LocalStore(root), KEY, f"t{t}", 20))
     _assert_counter(LocalStore(root), [f"t{t}" for t in range(6)], 20)
 
 

@@ -272,9 +272,18 @@ def demo_runtime(tier_backend: TierBackend, demo_destinations: DestinationSwitch
         runtime.close()
 
 
-def configure_app(lam: OrchestratorLambda, tier: Tier, pipeline: Path = DEMO) -> None:
+def configure_app(
+    lam: OrchestratorLambda,
+    tier: Tier,
+    pipeline: Path = DEMO,
+    *,
+    invoker: Any = None,
+    self_invoker_of: Any = None,
+) -> None:
     """Point ``fave.app`` at the tier's store, the pipeline (the demo's), the runtime and ``lam.clock``: as the
-    orchestrator function sees them (on tier iam, through its own role; ``lam.store`` stays the test's)."""
+    orchestrator function sees them (on tier iam, through its own role; ``lam.store`` stays the test's).
+    ``invoker``: the stage invoker instead of the tier's over ``lam.runtime``; ``self_invoker_of``: what the
+    orchestrator's self-invokes go to instead of ``lam``."""
     import fave.app
 
     settings = fave.app.Settings(
@@ -289,10 +298,10 @@ def configure_app(lam: OrchestratorLambda, tier: Tier, pipeline: Path = DEMO) ->
         settings=settings,
         store=tier.orchestrator_store,
         pipeline=pipeline,
-        invoker=tier.orchestrator_invoker(lam.runtime),
+        invoker=invoker if invoker is not None else tier.orchestrator_invoker(lam.runtime),
         clock=lam.clock,
         s3_client=tier.orchestrator_s3_client,
-        self_invoker=tier.orchestrator_self_invoker(lam),
+        self_invoker=tier.orchestrator_self_invoker(self_invoker_of if self_invoker_of is not None else lam),
     )
 
 

@@ -26,7 +26,7 @@ from fave.invoke.base import Invoker, ThrottledInvocationError
 from fave.keys import alert_sent_key
 from fave.queue import AdmissionQueue
 from fave_shared.store.jsonio import get_json
-from support.app_lambda import DEMO, ORCHESTRATOR, OrchestratorLambda
+from support.app_lambda import DEMO, ORCHESTRATOR, OrchestratorLambda, configure_app
 from support.events import load_event, tick_event
 from support.tiers import Tier
 
@@ -175,7 +175,6 @@ def alerting(orchestrator_lambda: OrchestratorLambda, tier: Tier, tmp_path: Path
     ``webhook``, self-invoking through ``LambdaAsync``, its shout function behind ``Reserved``."""
 
     def serve(**operations: Any) -> tuple[OrchestratorLambda, LambdaAsync, Reserved]:
-        import fave.app
 
         lam = orchestrator_lambda
         raw = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
@@ -187,23 +186,7 @@ def alerting(orchestrator_lambda: OrchestratorLambda, tier: Tier, tmp_path: Path
         path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
         async_lambda = LambdaAsync(lam)
         reserved = Reserved(tier.orchestrator_invoker(lam.runtime))
-        settings = fave.app.Settings(
-            store_uri=tier.store.uri,
-            pipeline_path=path,
-            upload_prefix=tier.upload_prefix,
-            input_prefixes=(tier.input_prefix,),
-            default_query="find the words",
-            default_profile="default",
-        )
-        fave.app.configure(
-            settings=settings,
-            store=tier.orchestrator_store,
-            pipeline=path,
-            invoker=reserved,
-            clock=lam.clock,
-            s3_client=tier.orchestrator_s3_client,
-            self_invoker=tier.orchestrator_self_invoker(async_lambda),
-        )
+        configure_app(lam, tier, path, invoker=reserved, self_invoker_of=async_lambda)
         return lam, async_lambda, reserved
 
     return serve
