@@ -446,7 +446,10 @@ class Persistence:
             state = replace(state, final=final_task.output if final_task else None)
         if legacy:
             return self.engine.rebuild_indexes(state, now)
-        state = self.engine.index_loaded(state, {})
+        # Single-task stages are loaded whole: their running deadline and pending retry go into the indexes a
+        # tick reads (without them a reloaded request never retried a failed single task, nor timed one out).
+        single = {name: tasks[name] for name in tasks if not self.pipeline.stages[name].fanned_out}
+        state = self.engine.index_loaded(state, single)
         return replace(state, earliest_deadline=_earliest(self.pipeline, state))
 
     def load_more(self, state: RequestState, missing: MissingData) -> RequestState:

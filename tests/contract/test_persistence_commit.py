@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from fave.core.dag import Pipeline
 from fave.core.engine import Engine
-from fave.core.model import Event, RequestState, Start, TaskStatus, TaskSucceeded
+from fave.core.model import Event, Invoke, RequestState, Start, TaskFailed, TaskStatus, TaskSucceeded, Tick
 from fave.keys import state_key
-from fave.persistence import Persistence, read_stage_tasks
+from fave.persistence import SHARD_SIZE, Persistence, read_stage_tasks
 from fave_shared.errors import ConflictError
 from fave_shared.store import ObjectStore
 from support.pipelines import make_pipeline
@@ -146,3 +146,25 @@ def test_the_shards_of_a_step_that_crashed_are_collected_and_a_step_in_progress_
     assert len(list(store.list(prefix))) == 4  # 3 committed + the step in progress
     reloaded = Persistence(store, pipeline, Engine(pipeline)).load(state.request_id, NOW)
     assert reloaded.stages["work"].succeeded == 1  # nothing committed was touched
+
+
+def test_a_reloaded_request_still_sees_its_single_tasks_retries_and_deadlines(store: ObjectStore) -> None:
+    # A driver that reloads a request every step (the Lambda orchestrator, fave serve) ticks from the loaded
+    # state: a single task's pending retry and running deadline must be in its indexes, or the retry never
+    # starts and the timeout never fires.
+    pipeline = make_pipeline(PIPELINE)
+    # Grouped as the service groups tasks (an engine of another block size reloads as a legacy state, whole).
+    persistence = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE))
+    state = persistence.create(persistence.engine.new_request("01J0000000000000000000TEST", {}, NOW))
+    state = step(persistence, state, Start())
+    state = step(persistence, state, TaskFailed("plan", None, 1, "Boom", "first attempt"))
+    plan = state.task("plan")
+    assert plan is not None and plan.status is TaskStatus.PENDING and plan.retry_at is not None
+    reloaded = persistence.load(state.request_id, NOW)
+    assert reloaded.retry_due.get(("plan", 0)) == plan.retry_at
+    after, commands = persistence.engine.decide(reloaded, Tick(), plan.retry_at + 0.001)
+    assert [c.attempt for c in commands if isinstance(c, Invoke)] == [2]
+    running = persistence.commit(after)
+    again = persistence.load(running.request_id, plan.retry_at)
+    task = again.task("plan")
+    assert task is not None and again.running.get(("plan", 0)) == task.deadline is not None

@@ -366,7 +366,7 @@ def test_export_prints_the_mapping_table_on_stderr_and_the_definition_on_stdout(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--format", "airflow"], "export: --format must be one of asl, got 'airflow'"),
+        (["--format", "bpmn"], "got 'bpmn'"),
         ([], "the following arguments are required: --format"),
         (["--format", "asl", "--sam", "/nowhere/else.yaml"], "--sam: write the copy beside"),
         (["--format", "asl", "--pipeline", "/no/such/pipeline.yaml"], "/no/such/pipeline.yaml"),

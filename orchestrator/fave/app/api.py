@@ -30,6 +30,10 @@
   input checked first (400 naming ``entries[i].input.FIELD``, nothing added). ``GET /queue?status=&limit=`` →
   200 ``{entries, stats, truncated}``. The schedule tick and each request's end admit from it
   (``fave.app.queue_doors.drain``).
+* ``POST /callbacks/{request_id}?stage=&item=&attempt=`` → 200 ``{request_id, status}``: an OpenFaaS gateway's
+  asynchronous outcome (``FAVE_INVOKER=openfaas``; ``fave.app.callbacks``), applied as a Lambda destination
+  record would be (a duplicate or late one changes nothing); 404 for an unknown request. Not in the OpenAPI
+  document nor in template.yaml (only a queue worker calls it).
 * ``GET /openapi.json`` → this API's OpenAPI 3.1 document (each route's real status codes and bodies, as the
   ``responses=`` below declare them); ``GET /docs`` → Swagger UI on it, a self-contained page
   (``fave.app.openapi``).
@@ -253,6 +257,27 @@ def get_queue(
     """The queue's entries (priority, then oldest) and its stats (depth by priority, oldest age, drain time)."""
     wanted = [s.strip() for s in status.split(",") if s.strip()] if status else None
     return queue_listing(current(), wanted, limit)
+
+
+@app.post("/callbacks/<request_id>", include_in_schema=False)
+def openfaas_callback(request_id: RequestId) -> Response[dict[str, Any]]:
+    """An OpenFaaS asynchronous invocation's outcome (``fave.app.callbacks``): applied like a Lambda destination
+    record, through the same completion path. Left out of the OpenAPI document and of template.yaml: only an
+    OpenFaaS gateway's queue worker calls it (``fave.local.gateway.OPENFAAS_ONLY_ROUTES``)."""
+    from fave import completions
+    from fave.app.callbacks import destination_record
+
+    request_id = _request_id(request_id)
+    logger.set_correlation_id(request_id)
+    event = app.current_event
+    headers = {k.lower(): v for k, v in (event.headers or {}).items()}
+    body = event.decoded_body or ""
+    record = destination_record(request_id, event.query_string_parameters or {}, headers, body.encode())
+    _, completion = completions.from_envelope(record)
+    submitted = invocation_runner().submit(request_id, [completion])  # 404 for an unknown request
+    current_meter().count("CallbacksApplied")
+    status = submitted.state.status.value if submitted.state is not None else None
+    return Response(200, content_types.APPLICATION_JSON, {"request_id": request_id, "status": status})
 
 
 @app.get("/openapi.json", include_in_schema=False)

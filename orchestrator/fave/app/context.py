@@ -12,6 +12,7 @@ never a 400 that would blame the caller.
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,12 +86,26 @@ class AppContext:
 
     @property
     def invoker(self) -> Invoker:
-        """The stage invoker: ``LambdaInvoker`` over ``FAVE_FUNCTION_<LogicalId>`` names."""
+        """The stage invoker: ``LambdaInvoker`` over ``FAVE_FUNCTION_<LogicalId>`` names, or with
+        ``FAVE_INVOKER=openfaas`` an ``OpenFaaSInvoker`` on ``GATEWAY_URL`` (``fave.invoke.openfaas``)."""
         with self._lock:
             if self._invoker is None:
-                from fave.invoke.aws import LambdaInvoker
+                kind = os.environ.get("FAVE_INVOKER", "lambda").strip().lower() or "lambda"
+                if kind == "openfaas":
+                    from fave.invoke.openfaas import OpenFaaSInvoker
 
-                self._invoker = LambdaInvoker.from_env()
+                    try:
+                        self._invoker = OpenFaaSInvoker.from_env()
+                    except ValidationError as exc:
+                        raise ConfigurationError(f"configuration error: {exc}") from None
+                elif kind == "lambda":
+                    from fave.invoke.aws import LambdaInvoker
+
+                    self._invoker = LambdaInvoker.from_env()
+                else:
+                    raise ConfigurationError(
+                        f"configuration error: FAVE_INVOKER: expected lambda or openfaas, got {kind!r}"
+                    )
             return self._invoker
 
     @property

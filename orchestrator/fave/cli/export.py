@@ -15,7 +15,7 @@ from typing import Any
 
 from fave.cli.main import UsageError, _json_out, _tell
 
-FORMATS = ("asl",)
+FORMATS = ("asl", "airflow", "openfaas", "prefect", "dagster")
 SAM_DEFAULT = "template.asl.yaml"
 
 
@@ -43,6 +43,140 @@ def _sam_path(value: str, template: Path) -> Path:
     return path
 
 
+def _run_airflow(args: argparse.Namespace) -> int:
+    """``--format airflow``: the DAG file (fave.export.airflow) to -o or stdout, the table to stderr."""
+    from fave.export.airflow import export_airflow
+    from fave.export.mapping import render
+    from fave.local.orchestrator import load_local_pipeline
+
+    if args.sam is not None or args.distributed or args.distributed_above is not None:
+        raise UsageError("--sam, --distributed and --distributed-above are for --format asl")
+    pipeline = load_local_pipeline(args.pipeline)
+    exported = export_airflow(pipeline, template=str(pipeline.template_path.resolve()))
+    if args.output:
+        try:
+            Path(args.output).write_text(exported.source, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"-o: cannot write {args.output}: {exc.strerror or exc}") from None
+    if args.json:
+        doc: dict[str, Any] = {
+            "format": args.format,
+            "pipeline": pipeline.name,
+            "dag_id": exported.dag_id,
+            "final_task": exported.final_task,
+            "written": {"definition": str(args.output)} if args.output else {},
+            "mapping": [row.to_json() for row in exported.rows],
+            "notes": list(exported.notes),
+        }
+        if not args.output:
+            doc["definition"] = exported.source
+        _json_out(doc)
+        return 0
+    if args.output:
+        _tell(f"fave: wrote {args.output} (DAG {exported.dag_id})")
+    else:
+        sys.stdout.write(exported.source)
+    _tell(render(exported.rows))
+    for note in exported.notes:
+        _tell(f"note: {note}")
+    return 0
+
+
+def _run_python_flow(args: argparse.Namespace) -> int:
+    """``--format prefect|dagster``: the flow / job file (fave.export.prefect, .dagster) to -o or stdout, the
+    table to stderr."""
+    from fave.export.mapping import render
+    from fave.local.orchestrator import load_local_pipeline
+
+    if args.sam is not None or args.distributed or args.distributed_above is not None:
+        raise UsageError("--sam, --distributed and --distributed-above are for --format asl")
+    pipeline = load_local_pipeline(args.pipeline)
+    template = str(pipeline.template_path.resolve())  # the file runs from anywhere: FAVE_EXPORT_CALL=local
+    if args.format == "prefect":
+        from fave.export.prefect import export_prefect as export
+    else:
+        from fave.export.dagster import export_dagster as export
+    exported = export(pipeline, template=template)
+    if args.output:
+        try:
+            Path(args.output).write_text(exported.source, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"-o: cannot write {args.output}: {exc.strerror or exc}") from None
+    if args.json:
+        doc: dict[str, Any] = {
+            "format": args.format,
+            "pipeline": pipeline.name,
+            "written": {"definition": str(args.output)} if args.output else {},
+            "mapping": [row.to_json() for row in exported.rows],
+            "notes": list(exported.notes),
+        }
+        if not args.output:
+            doc["definition"] = exported.source
+        _json_out(doc)
+        return 0
+    if args.output:
+        _tell(f"fave: wrote {args.output}")
+    else:
+        sys.stdout.write(exported.source)
+    _tell(render(exported.rows))
+    for note in exported.notes:
+        _tell(f"note: {note}")
+    return 0
+
+
+def _run_openfaas(args: argparse.Namespace) -> int:
+    """``--format openfaas``: a faas-cli stack.yml (fave.export.openfaas) to -o or stdout; with -o, each
+    function's python3-http handler folder beside it. The gateway: GATEWAY_URL / OPENFAAS_URL, else the default."""
+    import os
+
+    import yaml
+
+    from fave.export.mapping import render
+    from fave.export.openfaas import DEFAULT_GATEWAY, FunctionFacts, export_openfaas, write_bundle
+    from fave.local.orchestrator import load_local_pipeline
+    from fave.local.template import load_template
+
+    if args.sam is not None or args.distributed or args.distributed_above is not None:
+        raise UsageError("--sam, --distributed and --distributed-above are for --format asl")
+    pipeline = load_local_pipeline(args.pipeline)
+    template = load_template(pipeline.template_path)
+    facts = {
+        lid: FunctionFacts(f.handler, f.code_uri, f.timeout_s, f.memory_mb, dict(f.environment), f.layers)
+        for lid, f in template.functions.items()
+    }
+    gateway = os.environ.get("GATEWAY_URL") or os.environ.get("OPENFAAS_URL") or DEFAULT_GATEWAY
+    try:
+        exported = export_openfaas(pipeline, facts, gateway=gateway)
+    except ValueError as exc:
+        raise UsageError(f"export: {exc}") from None
+    text = yaml.safe_dump(exported.stack, sort_keys=False, default_flow_style=False)
+    written: list[str] = []
+    if args.output:
+        try:
+            written = [str(p) for p in write_bundle(Path(args.output), exported, facts, text)]
+        except OSError as exc:
+            raise UsageError(f"-o: cannot write {args.output}: {exc.strerror or exc}") from None
+    if args.json:
+        doc: dict[str, Any] = {
+            "format": args.format,
+            "pipeline": pipeline.name,
+            "written": {"definition": str(args.output), "handlers": written[1:]} if args.output else {},
+            "functions": dict(exported.names),
+            "mapping": [row.to_json() for row in exported.rows],
+            "notes": list(exported.notes),
+        }
+        if not args.output:
+            doc["definition"] = exported.stack
+        _json_out(doc)
+        return 0
+    if args.output:
+        _tell(f"fave: wrote {args.output} and {len(written) - 1} handler folders beside it")
+    else:
+        sys.stdout.write(text)
+    _tell(render(exported.rows))
+    return 0
+
+
 def run_export(args: argparse.Namespace) -> int:
     from fave.export.asl import AslOptions, export_asl
     from fave.export.mapping import render
@@ -50,6 +184,12 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.format not in FORMATS:
         raise UsageError(f"export: --format must be one of {', '.join(FORMATS)}, got {args.format!r}")
+    if args.format == "airflow":
+        return _run_airflow(args)
+    if args.format == "openfaas":
+        return _run_openfaas(args)
+    if args.format in ("prefect", "dagster"):
+        return _run_python_flow(args)
     if args.distributed_above is not None and args.distributed_above < 0:
         raise UsageError(f"--distributed-above: must be >= 0, got {args.distributed_above}")
     if args.distributed and args.distributed_above is not None:

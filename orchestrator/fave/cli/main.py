@@ -1062,7 +1062,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a pipeline as another engine's definition, and say what maps exactly, approximately "
         "or not at all (docs/export.md).",
     )
-    export.add_argument("--format", required=True, help="asl: an Amazon States Language state machine (JSON)")
+    export.add_argument(
+        "--format",
+        required=True,
+        help="asl: an Amazon States Language state machine (JSON); airflow: an Airflow 3 DAG file (Python); "
+        "openfaas: a faas-cli stack.yml (with -o, a python3-http handler folder per function beside it); "
+        "prefect: a Prefect 3 flow file (Python); dagster: a Dagster job file (Python)",
+    )
     export.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline file (default pipeline.yaml)")
     export.add_argument("-o", "--output", metavar="PATH", help="write the definition here (default: stdout)")
     export.add_argument(

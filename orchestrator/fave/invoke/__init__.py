@@ -2,10 +2,12 @@
 
 * ``Invoker`` / ``InvokeResult``: the protocol (``fave.invoke.base``).
 * ``LambdaInvoker``: AWS Lambda through an injected boto3 client (``fave.invoke.aws``).
+* ``OpenFaaSInvoker``: an OpenFaaS gateway over HTTP (``fave.invoke.openfaas``; ``FAVE_INVOKER=openfaas``).
 * The local backend, ``fave.local.runtime.LocalRuntime``, lives with the local Lambda emulator (never shipped
   to Lambda).
 
-``LambdaInvoker`` is imported on first use, so ``import fave.invoke`` pulls in neither pydantic nor boto3.
+``LambdaInvoker`` and ``OpenFaaSInvoker`` are imported on first use, so ``import fave.invoke`` pulls in neither
+pydantic nor boto3.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fave.invoke.base import (
 
 if TYPE_CHECKING:
     from fave.invoke.aws import LambdaInvoker
+    from fave.invoke.openfaas import OpenFaaSInvoker
 
 __all__ = [
     "MAX_ASYNC_PAYLOAD_BYTES",
@@ -33,12 +36,16 @@ __all__ = [
     "InvokeResult",
     "Invoker",
     "LambdaInvoker",
+    "OpenFaaSInvoker",
     "RetryableInvocationError",
     "TerminalInvocationError",
 ]
 
 
+_LAZY = {"LambdaInvoker": "fave.invoke.aws", "OpenFaaSInvoker": "fave.invoke.openfaas"}
+
+
 def __getattr__(name: str) -> Any:
-    if name != "LambdaInvoker":
+    if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return importlib.import_module("fave.invoke.aws").LambdaInvoker
+    return getattr(importlib.import_module(_LAZY[name]), name)

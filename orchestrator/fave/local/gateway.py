@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_ROUTES",
     "INTEGRATION_TIMEOUT_S",
     "MAX_BODY_BYTES",
+    "OPENFAAS_ONLY_ROUTES",
     "Gateway",
     "Route",
     "http_event",
@@ -109,7 +110,14 @@ DEFAULT_ROUTES = (
     Route("GET", "/queue"),
     Route("GET", "/openapi.json"),
     Route("GET", "/docs"),
+    Route("POST", "/callbacks/{id}"),
 )
+
+#: The routes of DEFAULT_ROUTES that template.yaml leaves out: ``POST /callbacks/{id}`` is where an OpenFaaS
+#: gateway's queue worker delivers asynchronous outcomes (``FAVE_INVOKER=openfaas``); a deployment on AWS takes
+#: them from Lambda destinations instead and is never called back, and template.yaml has no room to spare under
+#: its size limit (tests/functional/test_yaml_files.py). ``fave serve`` adds them to the template's own routes.
+OPENFAAS_ONLY_ROUTES = (Route("POST", "/callbacks/{id}"),)
 
 
 def _pattern(path: str) -> re.Pattern[str]:

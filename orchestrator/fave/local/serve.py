@@ -59,7 +59,7 @@ from fave_shared.store import LocalStore, ObjectStore, S3Store, open_store
 from fave.invoke.base import Invoker, InvokeResult
 from fave.keys import ACTIVE_PREFIX, lease_key
 from fave.lease import LEASE_TTL_S
-from fave.local.gateway import DEFAULT_ROUTES, Gateway, Route, http_event, routes_of
+from fave.local.gateway import DEFAULT_ROUTES, OPENFAAS_ONLY_ROUTES, Gateway, Route, http_event, routes_of
 from fave.local.lambda_api import LambdaApi
 from fave.local.queues import EventSourceMapping, LocalQueue, QueueMessage, invoking
 from fave.local.runtime import LocalRuntime
@@ -265,7 +265,9 @@ class LocalServices:
             self.folder = None
             self.bucket = store.removeprefix("s3://").split("/", 1)[0]
             self.store_uri = store
-        self.routes: tuple[Route, ...] = routes_of(template, self.orchestrator) or DEFAULT_ROUTES
+        routes = routes_of(template, self.orchestrator) or DEFAULT_ROUTES
+        # An OpenFaaS gateway calls back here whatever the template declares (gateway.OPENFAAS_ONLY_ROUTES).
+        self.routes: tuple[Route, ...] = routes + tuple(r for r in OPENFAAS_ONLY_ROUTES if r not in routes)
         self.upload_prefix, self.upload_event = upload_filter(template, self.orchestrator)
         template_tick, self.tick_source = tick_schedule(template, self.orchestrator)
         self.tick_s = template_tick if tick_s is None else tick_s
