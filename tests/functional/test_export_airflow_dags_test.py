@@ -70,6 +70,8 @@ class DagRun:
     """(stage, map index) -> (state, try number) of every task instance (a task in a group: by its own id)."""
     started: dict[tuple[str, int], str]
     """(stage, map index) -> when its last try started."""
+    ended: dict[tuple[str, int], str]
+    """(stage, map index) -> when its last try ended."""
 
 
 @pytest.fixture
@@ -93,10 +95,14 @@ def airflow(migrated: Path, tmp_path: Path) -> Iterator[Any]:
             final = (report["final_task"],)
             rows = db.execute("SELECT value FROM xcom WHERE task_id = ? AND key = 'return_value'", final)
             values = [json.loads(v) for (v,) in rows.fetchall()]
-            tis = db.execute("SELECT task_id, map_index, state, try_number, start_date FROM task_instance").fetchall()
-        states = {(t.rsplit(".", 1)[-1], m): (s, n) for t, m, s, n, _ in tis}
-        started = {(t.rsplit(".", 1)[-1], m): when for t, m, _, _, when in tis}
-        return DagRun(ran.returncode == 0, ran.stdout + ran.stderr, values[0] if values else None, states, started)
+            tis = db.execute(
+                "SELECT task_id, map_index, state, try_number, start_date, end_date FROM task_instance"
+            ).fetchall()
+        states = {(t.rsplit(".", 1)[-1], m): (s, n) for t, m, s, n, _, _ in tis}
+        started = {(t.rsplit(".", 1)[-1], m): when for t, m, _, _, when, _ in tis}
+        ended = {(t.rsplit(".", 1)[-1], m): when for t, m, _, _, _, when in tis}
+        final = values[0] if values else None
+        return DagRun(ran.returncode == 0, ran.stdout + ran.stderr, final, states, started, ended)
 
     yield run
 
@@ -132,9 +138,11 @@ def test_the_exported_dag_gives_fave_run_s_final_output(
     assert run.final == final
     if "fail" in request_:  # the retried item ran twice, as a second try of the same mapped task instance
         assert ("shout", 1) in run.states and run.states[("shout", 1)] == ("success", 2)
-        # Per-item chaining without a barrier: the other items' measure ran before shout's retry of item 1.
-        assert run.started[("measure", 0)] < run.started[("shout", 1)]
-        assert run.started[("measure", 2)] < run.started[("shout", 1)]
+        # Per-item chaining without a barrier: the other items' measure started before shout of item 1 had
+        # ended (its retry waits out a delay first); behind a barrier they could only start after it. (Not before
+        # the retry started: on a loaded machine the scheduler may start the retry first.)
+        assert run.started[("measure", 0)] < run.ended[("shout", 1)]
+        assert run.started[("measure", 2)] < run.ended[("shout", 1)]
 
 
 def test_a_stage_that_keeps_failing_fails_the_run_naming_it(airflow: Any, tmp_path: Path) -> None:

@@ -282,9 +282,13 @@ def test_distributed_maps_carry_the_tolerated_failures() -> None:
     assert {r.feature: r.fidelity for r in inline.rows}["tolerated_failures"] == "none"
     distributed = export_asl(p, AslOptions(distributed=True))
     check_well_formed(distributed.definition)
-    maps = {s["ItemsPath"]: s for _, _, s in walk(distributed.definition["States"]) if s["Type"] == "Map"}
-    assert maps["$.results.a.output.items"]["ToleratedFailurePercentage"] == 10
-    assert maps["$.results.a.output.other"]["ToleratedFailureCount"] == 2
+    maps = {
+        n: s
+        for _, n, s in walk(distributed.definition["States"])
+        if s["Type"] == "Map" and s["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    }
+    assert maps["each a.items (b)"]["ToleratedFailurePercentage"] == 10
+    assert maps["each a.other (c)"]["ToleratedFailureCount"] == 2
     for m in maps.values():
         assert m["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
         # A child execution has its own name: the request id travels in the items.
@@ -389,14 +393,20 @@ def test_distributed_above_a_size_puts_both_maps_behind_a_choice_on_the_list_len
     choose = top[count["Next"]]
     (rule,) = choose["Choices"]
     assert rule["Variable"] == "$.count.n" and rule["NumericGreaterThan"] == 100
-    inline, distributed = top[choose["Default"]], top[rule["Next"]]
+    inline, put = top[choose["Default"]], top[rule["Next"]]
+    assert put["Resource"] == "arn:aws:states:::aws-sdk:s3:putObject"  # its items, for its ItemReader
+    distributed = top[put["Next"]]
     assert inline["ItemProcessor"]["ProcessorConfig"]["Mode"] == "INLINE"
     assert distributed["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
-    assert inline["Next"] == distributed["Next"] == "shout_items: count results"  # then one list per stage
-    assert inline["ResultPath"] == distributed["ResultPath"]
+    assert inline["Next"] == "shout_items: count results"  # then one list per stage
+    # The DISTRIBUTED copy's items wrote their outputs to the store: lists of markers follow it instead.
+    assert distributed["Next"] == "shout_items (distributed): shout markers"
+    assert distributed["ResultPath"] is None and "ItemsPath" not in distributed
     assert {n for n, s in distributed["ItemProcessor"]["States"].items() if s["Type"] == "Task"} == {
         "shout (distributed)",
         "measure (distributed)",
+        "shout_items (distributed): keep shout",
+        "shout_items (distributed): keep measure",
     }
     assert len(exported.notes) == 1  # the MaxConcurrency note, once for the two copies
 
@@ -423,3 +433,122 @@ def test_a_single_task_stage_inside_a_chain_splits_it_into_maps_taking_their_ite
     assert outer == {"b.$": "$.results.b.output", "a.$": "States.ArrayGetItem($.results.a, $$.Map.Item.Index)"}
     (row,) = [r for r in exported.rows if r.feature == "per-item chaining"]
     assert row.fidelity == "exact" and "Map of its own" in row.how
+
+
+def _path(top: dict[str, Any], start: str, stop: str) -> list[str]:
+    """The names from ``start`` following each state's Next (a Choice's Default) until ``stop``."""
+    out, name = [], start
+    while name != stop:
+        out.append(name)
+        name = top[name].get("Next") or top[name]["Default"]
+    return out
+
+
+def test_a_distributed_map_reads_its_items_from_s3_and_passes_its_outputs_by_reference() -> None:
+    """The demo's chained group, --distributed: the items go to the store for the Map's ItemReader; each item
+    writes its outputs to the store; then one list of $ref markers per stage, in item order, and the results
+    hold a $ref to each list (the stage SDK resolves both)."""
+    exported = export_asl(demo(), AslOptions(distributed=True))
+    machine = exported.definition
+    check_well_formed(machine)
+    top = machine["States"]
+    # The store's bucket and prefix, once, before the profiles: one Pass per prefix depth behind a Choice.
+    assert top["start"]["Next"] == "store parts"
+    split = top["store bucket and prefix"]
+    assert [c["And"][1]["NumericEquals"] for c in split["Choices"]] == list(range(2, 9))
+    assert top["store prefix of 0 folders"]["Parameters"]["prefix"] == ""
+    assert top["store prefix of 2 folders"]["Parameters"]["prefix.$"] == (
+        "States.Format('{}/{}/', States.ArrayGetItem($.s3.parts, 2), States.ArrayGetItem($.s3.parts, 3))"
+    )
+    assert split["Default"] == "store not on S3" and top["store not on S3"]["Type"] == "Fail"
+    assert {top[n]["Next"] for n in top if n.startswith("store prefix of")} == {"choose profile"}
+    chain = _path(top, "shout_items: items to the store", "join")
+    assert chain == [
+        "shout_items: items to the store",
+        "each words.words (shout, measure)",
+        "shout_items: shout markers",
+        "shout_items: shout list to the store",
+        "shout_items: measure markers",
+        "shout_items: measure list to the store",
+        "shout_items: outputs by reference",
+    ]
+    folder = "requests/{}/export/shout_items"
+    put = top["shout_items: items to the store"]
+    assert put["Resource"] == "arn:aws:states:::aws-sdk:s3:putObject"
+    assert put["Parameters"] == {
+        "Bucket.$": "$.s3.bucket",
+        "Key.$": f"States.Format('{{}}{folder}/items.json', $.s3.prefix, $.request_id)",
+        "Body.$": "States.JsonToString($.results.words.output.words)",
+    }
+    each = top["each words.words (shout, measure)"]
+    assert "ItemsPath" not in each and each["ResultPath"] is None
+    assert each["ItemReader"] == {
+        "Resource": "arn:aws:states:::s3:getObject",
+        "ReaderConfig": {"InputType": "JSON"},
+        "Parameters": {"Bucket.$": "$.s3.bucket", "Key.$": put["Parameters"]["Key.$"]},
+    }
+    assert each["ItemSelector"]["item.$"] == "$$.Map.Item.Value" and each["ItemSelector"]["s3.$"] == "$.s3"
+    inner = each["ItemProcessor"]["States"]
+    assert _path(inner, "shout_items: keep shout", "shout_items: item done") == [
+        "shout_items: keep shout",
+        "shout_items: keep measure",
+    ]
+    keep = inner["shout_items: keep measure"]["Parameters"]
+    assert keep["Key.$"] == f"States.Format('{{}}{folder}/measure/{{}}.json', $.s3.prefix, $.request_id, $.index)"
+    assert keep["Body.$"] == "States.JsonToString($.results.measure.output)"
+    assert inner["shout_items: item done"] == {"Type": "Pass", "Result": {}, "End": True}
+    markers = top["shout_items: shout markers"]
+    assert markers["ItemsPath"] == "$.results.words.output.words"  # one marker per item, in item order
+    assert markers["ItemSelector"] == {
+        "$ref.$": f"States.Format('{folder}/shout/{{}}.json', $.request_id, $$.Map.Item.Index)"
+    }
+    assert (
+        top["shout_items: shout list to the store"]["Parameters"]["Body.$"] == "States.JsonToString($.raw.shout_items)"
+    )
+    refs = top["shout_items: outputs by reference"]
+    assert refs["ResultPath"] == "$.results.shout_items"
+    assert refs["Parameters"]["measure"] == {"$ref.$": f"States.Format('{folder}/measure.json', $.request_id)"}
+    # join takes the lists where they are: now $ref markers, which the SDK resolves.
+    assert top["join"]["Parameters"]["Payload"]["input"]["needs"] == {
+        "measure.$": "$.results.shout_items.measure",
+        "shout.$": "$.results.shout_items.shout",
+    }
+    # Without a DISTRIBUTED Map the machine does not touch S3 (nor need the store there).
+    assert "s3" not in json.dumps(export_asl(demo()).definition)
+
+
+def test_a_failed_item_of_a_tolerating_distributed_map_writes_null_for_its_outputs_first() -> None:
+    p = build(
+        stage("a"),
+        stage("b", "a", for_each=ForEach.parse("a.items"), completion=CompletionPolicy(count=1)),
+        stage("d", "b"),
+    )
+    inner = export_asl(p, AslOptions(distributed=True)).definition["States"]["each a.items (b)"]["ItemProcessor"]
+    states = inner["States"]
+    for fail in ("b failed", "b: terminal error"):  # the names Catches and the terminal check point to
+        assert states[fail]["Type"] == "Task" and states[fail]["Parameters"]["Body"] == "null"
+        assert states[states[fail]["Next"]]["Type"] == "Fail"
+    assert states["b"]["Catch"][0]["Next"] == "b failed"
+    # Without tolerated failures a failed item fails at once: nothing to write.
+    strict = build(stage("a"), stage("b", "a", for_each=ForEach.parse("a.items")), stage("d", "b"))
+    inner = export_asl(strict, AslOptions(distributed=True)).definition["States"]["each a.items (b)"]
+    assert inner["ItemProcessor"]["States"]["b failed"]["Type"] == "Fail"
+
+
+def test_a_distributed_map_whose_list_the_machine_needs_keeps_its_results_in_the_state() -> None:
+    """A list the machine itself reads (another Map's items, a per-item need taken by index) must be the list
+    itself: the Map still reads its items from S3 but returns its outputs, as INLINE does."""
+    each = ForEach.parse("a0.items")
+    p = build(
+        stage("a0"),
+        stage("a", "a0", for_each=each),
+        stage("b", "a"),
+        stage("c", "a", "b", for_each=each),  # takes its item's a by index: States.ArrayGetItem on the list
+        stage("d", "c"),
+    )
+    top = export_asl(p, AslOptions(distributed=True)).definition["States"]
+    a, c = top["each a0.items (a)"], top["each a0.items (c)"]
+    assert "ItemReader" in a and a["ResultPath"] == "$.results.a"
+    assert not any(n.startswith("a:") and n.endswith("markers") for n in top)
+    assert c["ItemSelector"]["outer"]["a.$"] == "States.ArrayGetItem($.results.a, $$.Map.Item.Index)"
+    assert c["ResultPath"] is None and "c: c markers" in top  # nothing in the machine reads c's list

@@ -285,6 +285,8 @@ class _Builder:
     notes: list[str]
     substitutions: dict[str, str] = field(default_factory=dict)
     parallels: int = 0
+    s3: bool = False
+    """Whether a DISTRIBUTED Map keeps its items (and results) on S3: the store's bucket and prefix are needed."""
     tag: str = ""
     """Appended to the names of the states being made (the DISTRIBUTED copy of a Map)."""
 
@@ -375,12 +377,12 @@ class _Builder:
 
     def fan_out(self, unit: _Unit, states: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         """The Map(s) of a unit, then (a chained group) the states making one list per stage of its results."""
-        start, exits = self.maps(unit, states)
-        if len(unit.stages) == 1:
-            return start, exits
+        start, exits, done = self.maps(unit, states)
+        if len(unit.stages) == 1 or not exits:
+            return start, exits + done
         first, ends = self.collect(unit, states)
         _link(exits, first)
-        return start, ends
+        return start, ends + done
 
     def collect(self, unit: _Unit, states: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         """A chained group's Map gives a list of ``{stage: {"output": ...}}``, one per item; downstream stages
@@ -419,12 +421,17 @@ class _Builder:
         }
         return count, [states[none], states[one], states[many]]
 
-    def maps(self, unit: _Unit, states: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    def maps(self, unit: _Unit, states: dict[str, Any]) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
         """A Map, INLINE or DISTRIBUTED as the options say; with ``distributed_above``, both, and a Choice on
-        the list's length (``States.ArrayLength``) between them."""
+        the list's length (``States.ArrayLength``) between them. Its first state, the states whose results a
+        chained group must still ``collect``, and those that end with the results in place (a DISTRIBUTED Map
+        whose outputs went to S3)."""
         above = self.options.distributed_above
-        if self.options.distributed or above is None:
-            return self.map_state(unit, states, distributed=self.options.distributed)
+        if not self.options.distributed and above is None:
+            return *self.map_state(unit, states, distributed=False), []
+        if self.options.distributed:
+            start, exits = self.map_state(unit, states, distributed=True)
+            return (start, [], exits) if self.offloaded(unit) else (start, exits, [])
         inline, exits = self.map_state(unit, states, distributed=False)
         self.tag = " (distributed)"  # state names are unique in the whole machine: the second copy's differ
         try:
@@ -446,7 +453,7 @@ class _Builder:
             "Choices": [{"Variable": "$.count.n", "NumericGreaterThan": above, "Next": distributed}],
             "Default": inline,
         }
-        return count, exits + more
+        return (count, exits, more) if self.offloaded(unit) else (count, exits + more, [])
 
     def map_state(self, unit: _Unit, states: dict[str, Any], *, distributed: bool) -> tuple[str, list[dict[str, Any]]]:
         first = self.p.stages[unit.stages[0]]
@@ -473,6 +480,9 @@ class _Builder:
         }
         if self.options.arns == "input":
             selector["functions.$"] = "$.functions"
+        offload = distributed and self.offloaded(unit)
+        if offload:
+            selector["s3.$"] = "$.s3"
         inner_paths = {n: _key("$.outer", n) for n in outer}
         inner_paths.update({n: _key(_key("$.results", n), "output") for n in unit.stages})
         inner: dict[str, Any] = {}
@@ -486,12 +496,18 @@ class _Builder:
         start, exits = self.emit(plan, inner, [], leaf)
         single = len(unit.stages) == 1
         done = _state_name(f"{unit.name}{self.tag}: item done")
-        inner[done] = {
-            "Type": "Pass",
-            "OutputPath": inner_paths[unit.stages[0]] if single else "$.results",
-            "End": True,
-        }
-        _link(exits, done)
+        if offload:
+            # Each output to its own object: the parent lists their markers in item order (``offload``).
+            inner[done] = {"Type": "Pass", "Result": {}, "End": True}
+            outputs = {n: inner_paths[n] for n in unit.stages}
+            _link(exits, self.keep_outputs(unit, inner, done, outputs, f"{unit.name}{self.tag}: keep"))
+        else:
+            inner[done] = {
+                "Type": "Pass",
+                "OutputPath": inner_paths[unit.stages[0]] if single else "$.results",
+                "End": True,
+            }
+            _link(exits, done)
         caps = [self.p.stages[n].max_concurrency for n in unit.stages]
         given = [c for c in caps if c is not None]
         mode = "DISTRIBUTED" if distributed else "INLINE"
@@ -499,10 +515,11 @@ class _Builder:
         if mode == "DISTRIBUTED":
             config["ExecutionType"] = "STANDARD"
         label = _state_name(f"each {fe} ({', '.join(unit.stages)})", 72 - len(self.tag)) + self.tag
+        items = self.items_path(str(fe.source), fe.path)
         state: dict[str, Any] = {
             "Type": "Map",
             "Comment": f"per item of {fe}: " + ", then ".join(unit.stages),
-            "ItemsPath": self.items_path(str(fe.source), fe.path),
+            "ItemsPath": items,
             "ItemSelector": selector,
             "ItemProcessor": {"ProcessorConfig": config, "StartAt": start, "States": inner},
             "ResultPath": _key("$.results", unit.name),
@@ -526,7 +543,123 @@ class _Builder:
         # (States.ExceedToleratedFailureThreshold) names the Map.
         state["Catch"] = self.caught(states, label)
         states[label] = state
-        return label, [state]
+        if not distributed:
+            return label, [state]
+        if tolerated and offload:
+            # A failed item's outputs are null, as fave passes them downstream: every Fail state of the item
+            # first writes null for each stage of the group (the state keeps the name the Catches point to).
+            for name in [n for n, st in inner.items() if st["Type"] == "Fail"]:
+                moved = _state_name(f"{name}, after nulls")
+                inner[moved] = inner.pop(name)
+                head = self.keep_outputs(unit, inner, moved, dict.fromkeys(unit.stages), f"{name}: null")
+                inner[name] = inner.pop(head)
+        return self.offload(unit, states, label, state, items=items, offload=offload)
+
+    # -- a DISTRIBUTED Map's items and results on S3 --
+
+    def offloaded(self, unit: _Unit) -> bool:
+        """Whether a DISTRIBUTED Map of ``unit`` leaves its outputs on S3 (downstream stages get a ``$ref``
+        marker, which the stage SDK resolves): not when the machine itself reads the list (another Map's
+        items, a per-item need taken by index; the final stage is never per-item)."""
+        inside = set(unit.stages)
+        wanted: set[str] = set()
+        for s in self.p.stages.values():
+            if s.for_each is not None:
+                wanted.add(str(s.for_each.source))
+            wanted.update(n for n in s.item_needs if self.unit_of[n] != self.unit_of[s.name])
+        return not inside & wanted
+
+    def s3_key(self, unit: _Unit, tail: str, *args: str, absolute: bool = True) -> str:
+        """``States.Format`` of a key under the request's export folder for ``unit``:
+        ``{prefix}requests/{request_id}/export/{unit}/{tail}`` (``tail`` holds ``{}`` for ``args``);
+        without the store's prefix (``absolute=False``) for a ``$ref`` marker, which names a key in the store."""
+        text = f"requests/{{}}/export/{unit.name}/{tail}"
+        head = ["$.s3.prefix"] if absolute else []
+        return f"States.Format('{'{}' if absolute else ''}{text}', {', '.join([*head, '$.request_id', *args])})"
+
+    def put(self, key: str, body: str | None, then: str, comment: str) -> dict[str, Any]:
+        """A Task writing ``body`` (a path or an intrinsic giving a JSON value; None: JSON null) at ``key``."""
+        return {
+            "Type": "Task",
+            "Comment": comment,
+            "Resource": "arn:aws:states:::aws-sdk:s3:putObject",
+            "Parameters": {
+                "Bucket.$": "$.s3.bucket",
+                "Key.$": key,
+                **({"Body": "null"} if body is None else {"Body.$": f"States.JsonToString({body})"}),
+            },
+            "ResultPath": None,
+            "Retry": [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 1, "MaxAttempts": 3, "BackoffRate": 2}],
+            "Next": then,
+        }
+
+    def keep_outputs(
+        self, unit: _Unit, inner: dict[str, Any], then: str, outputs: Mapping[str, str | None], label: str
+    ) -> str:
+        """In a DISTRIBUTED Map's item: a Task per stage writing its output (None: null) to
+        ``.../export/{unit}/{stage}/{index}.json``, chained to ``then``; the first one's name."""
+        nxt = then
+        for stage in reversed(unit.stages):
+            name = _state_name(f"{label} {stage}")
+            key = self.s3_key(unit, f"{stage}/{{}}.json", "$.index")
+            inner[name] = self.put(key, outputs[stage], nxt, f"item's {stage} output to the store")
+            nxt = name
+        return nxt
+
+    def offload(
+        self, unit: _Unit, states: dict[str, Any], label: str, state: dict[str, Any], *, items: str, offload: bool
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """A DISTRIBUTED Map reads its items from S3 (a Task writes them first: ``ItemReader``); when
+        ``offload``, its items wrote their outputs there, and each stage's list becomes one object of ``$ref``
+        markers to the items' outputs, in item order, which the results hold as ``{"$ref": key}``."""
+        self.s3 = True
+        del state["ItemsPath"]
+        state["ItemReader"] = {
+            "Resource": "arn:aws:states:::s3:getObject",
+            "ReaderConfig": {"InputType": "JSON"},
+            "Parameters": {"Bucket.$": "$.s3.bucket", "Key.$": self.s3_key(unit, "items.json")},
+        }
+        head = _state_name(f"{unit.name}{self.tag}: items to the store")
+        states[head] = self.put(self.s3_key(unit, "items.json"), items, label, "the Map's items, for its ItemReader")
+        if not offload:
+            return head, [state]
+        # No ResultWriter: each item writes its own outputs (keep_outputs) and returns {}, so the Map's result is
+        # a few bytes an item, dropped here. (moto reads a ResultWriter's Parameters paths from the results,
+        # Step Functions from the state: no dynamic bucket works on both.)
+        state["ResultPath"] = None
+        previous = state
+        for stage in unit.stages:
+            markers = _state_name(f"{unit.name}{self.tag}: {stage} markers")
+            keep = _state_name(f"{unit.name}{self.tag}: {stage} list to the store")
+            previous["Next"] = markers
+            states[markers] = {
+                "Type": "Map",
+                "Comment": f"a $ref marker to each item's {stage} output, in item order",
+                "ItemsPath": items,
+                "ItemSelector": {
+                    "$ref.$": self.s3_key(unit, f"{stage}/{{}}.json", "$$.Map.Item.Index", absolute=False)
+                },
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": _state_name(f"{markers} marker"),
+                    "States": {_state_name(f"{markers} marker"): {"Type": "Pass", "End": True}},
+                },
+                "ResultPath": _key("$.raw", unit.name),
+                "Next": keep,
+            }
+            states[keep] = previous = self.put(
+                self.s3_key(unit, f"{stage}.json"), _key("$.raw", unit.name), "", f"{stage}'s list of markers"
+            )
+        done = _state_name(f"{unit.name}{self.tag}: outputs by reference")
+        previous["Next"] = done
+        refs = {n: {"$ref.$": self.s3_key(unit, f"{n}.json", absolute=False)} for n in unit.stages}
+        states[done] = {
+            "Type": "Pass",
+            "Comment": "downstream stages get each list as a $ref marker (the stage SDK resolves it)",
+            "Parameters": refs[unit.stages[0]] if len(unit.stages) == 1 else refs,
+            "ResultPath": _key("$.results", unit.name),
+        }
+        return head, [states[done]]
 
     def items_path(self, source: str, path: Sequence[str]) -> str:
         out = self.outer_path(source)
@@ -618,6 +751,57 @@ def _profiles(p: Pipeline, states: dict[str, Any], first: str) -> str:
     return "choose profile"
 
 
+STORE_DEPTH = 6
+"""The most folders a store's prefix may have for a DISTRIBUTED Map (no intrinsic joins a list back)."""
+
+
+def _store_parts(states: dict[str, Any], then: str) -> str:
+    """States splitting ``store`` (``s3://bucket[/prefix]``) into ``s3.bucket`` and ``s3.prefix`` (``""`` or
+    ending in '/') for the S3 Tasks of DISTRIBUTED Maps. ``States.StringSplit`` drops empty parts, so
+    ``s3://b/p/q`` gives ``["s3:", "b", "p", "q"]``; the prefix is joined again by a ``States.Format`` per
+    depth (a Choice on the number of parts), up to ``STORE_DEPTH`` folders."""
+    states["store parts"] = {
+        "Type": "Pass",
+        "Parameters": {"parts.$": "States.StringSplit($.store, '/')"},
+        "ResultPath": "$.s3",
+        "Next": "store parts counted",
+    }
+    states["store parts counted"] = {
+        "Type": "Pass",
+        "Parameters": {"parts.$": "$.s3.parts", "n.$": "States.ArrayLength($.s3.parts)"},
+        "ResultPath": "$.s3",
+        "Next": "store bucket and prefix",
+    }
+    states["store not on S3"] = {
+        "Type": "Fail",
+        "Error": "StoreNotOnS3",
+        "Cause": f"a DISTRIBUTED Map keeps its items and results in the store: it must be s3://bucket[/prefix] "
+        f"with at most {STORE_DEPTH} folders in the prefix",
+    }
+    choices: list[dict[str, Any]] = []
+    bucket = "States.ArrayGetItem($.s3.parts, 1)"
+    for depth in range(STORE_DEPTH + 1):
+        name = f"store prefix of {depth} folders"
+        parts = [f"States.ArrayGetItem($.s3.parts, {2 + i})" for i in range(depth)]
+        fields: dict[str, Any] = {"bucket.$": bucket}
+        if depth:
+            fields["prefix.$"] = f"States.Format('{'{}/' * depth}', {', '.join(parts)})"
+        else:
+            fields["prefix"] = ""
+        states[name] = {"Type": "Pass", "Parameters": fields, "ResultPath": "$.s3", "Next": then}
+        choices.append(
+            {
+                "And": [
+                    {"Variable": "$.s3.parts[0]", "StringEquals": "s3:"},
+                    {"Variable": "$.s3.n", "NumericEquals": 2 + depth},
+                ],
+                "Next": name,
+            }
+        )
+    states["store bucket and prefix"] = {"Type": "Choice", "Choices": choices, "Default": "store not on S3"}
+    return "store parts"
+
+
 def export_asl(p: Pipeline, options: AslOptions = AslOptions()) -> AslExport:
     """The state machine for ``p`` and the table of what it maps."""
     notes: list[str] = []
@@ -642,7 +826,12 @@ def export_asl(p: Pipeline, options: AslOptions = AslOptions()) -> AslExport:
     else:
         prepare["store"] = "${FaveStore}"
         builder.substitutions["FaveStore"] = "FaveStore"
-    states["start"] = {"Type": "Pass", "Parameters": prepare, "Next": _profiles(p, states, body_start)}
+    profiles = _profiles(p, states, body_start)
+    states["start"] = {
+        "Type": "Pass",
+        "Parameters": prepare,
+        "Next": _store_parts(states, profiles) if builder.s3 else profiles,
+    }
     definition: dict[str, Any] = {
         "Comment": f"fave pipeline '{p.name}' ({p.digest[:12]}), exported by fave export --format asl",
         "StartAt": "start",
@@ -698,8 +887,8 @@ def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str]) -> list[Row
         Row(
             "Map mode",
             "exact",
-            "DISTRIBUTED (child executions; items and results travel in the state: no ItemReader/ResultWriter, "
-            "docs/export.md says why)"
+            "DISTRIBUTED (child executions; items read from the store by an ItemReader, each item's outputs "
+            "written to the store and passed on as $ref lists: needs an s3:// store, docs/export.md)"
             if options.distributed
             else f"INLINE up to {options.distributed_above} items, DISTRIBUTED above (a Choice on the list's "
             "States.ArrayLength)"
@@ -737,8 +926,9 @@ def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str]) -> list[Row
         Row(
             "tolerated_failures",
             "approximate" if options.distributed or options.distributed_above is not None else "none",
-            "ToleratedFailureCount/Percentage on the DISTRIBUTED Map; a failed item is left out of the list "
-            "downstream stages get (fave gives null at its position)"
+            "ToleratedFailureCount/Percentage on the DISTRIBUTED Map; a failed item writes null for its outputs, "
+            "as fave passes them (a chained group: null for every stage of the item, where fave keeps the "
+            "outputs of the stages before the failed one)"
             + ("; the INLINE one (a short list) tolerates none" if options.distributed_above is not None else "")
             if options.distributed or options.distributed_above is not None
             else "INLINE Map has no tolerated failures: any failed item fails the stage (use --distributed)",
@@ -790,7 +980,9 @@ def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str]) -> list[Row
         Row(
             "large payloads (markers)",
             "approximate",
-            "the state holds every output: 256 KiB per state (fave keeps large outputs in the store)",
+            "the state holds every output: 256 KiB per state (fave keeps large outputs in the store); a "
+            "DISTRIBUTED Map's outputs stay in the store, the state holds a $ref marker per item while it lists "
+            "them",
             True,
         ),
     ]

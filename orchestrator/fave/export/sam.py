@@ -90,6 +90,8 @@ def with_state_machine(
             f"{p}          Effect: Allow",
             f"{p}          Action: [states:DescribeExecution, states:StopExecution]",
             f'{p}          Resource: !Sub "{execution}"',
+            # The DISTRIBUTED Map's items and its outputs go through the store (asl.py): read and write it.
+            f"{p}    - S3CrudPolicy: {{BucketName: !Ref {bucket}}}",
         ]
     block = "\n".join(lines) + "\n\n"
     cut = found.end() + 1
