@@ -46,76 +46,53 @@ def _sam_path(value: str, template: Path) -> Path:
 def _run_airflow(args: argparse.Namespace) -> int:
     """``--format airflow``: the DAG file (fave.export.airflow) to -o or stdout, the table to stderr."""
     from fave.export.airflow import export_airflow
-    from fave.export.mapping import render
-    from fave.local.orchestrator import load_local_pipeline
 
-    if args.sam is not None or args.distributed or args.distributed_above is not None:
-        raise UsageError("--sam, --distributed and --distributed-above are for --format asl")
-    pipeline = load_local_pipeline(args.pipeline)
-    exported = export_airflow(pipeline, template=str(pipeline.template_path.resolve()))
-    if args.output:
-        try:
-            Path(args.output).write_text(exported.source, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"-o: cannot write {args.output}: {exc.strerror or exc}") from None
-    if args.json:
-        doc: dict[str, Any] = {
-            "format": args.format,
-            "pipeline": pipeline.name,
-            "dag_id": exported.dag_id,
-            "final_task": exported.final_task,
-            "written": {"definition": str(args.output)} if args.output else {},
-            "mapping": [row.to_json() for row in exported.rows],
-            "notes": list(exported.notes),
-        }
-        if not args.output:
-            doc["definition"] = exported.source
-        _json_out(doc)
-        return 0
-    if args.output:
-        _tell(f"fave: wrote {args.output} (DAG {exported.dag_id})")
-    else:
-        sys.stdout.write(exported.source)
-    _tell(render(exported.rows))
-    for note in exported.notes:
-        _tell(f"note: {note}")
-    return 0
+    return _run_python_file(args, export_airflow)
 
 
 def _run_python_flow(args: argparse.Namespace) -> int:
     """``--format prefect|dagster``: the flow / job file (fave.export.prefect, .dagster) to -o or stdout, the
     table to stderr."""
+    if args.format == "prefect":
+        from fave.export.prefect import export_prefect as export
+    else:
+        from fave.export.dagster import export_dagster as export
+    return _run_python_file(args, export)
+
+
+def _run_python_file(args: argparse.Namespace, export: Any) -> int:
+    """An export that is one Python file for its engine (``export(pipeline, template=...)`` -> the source, the
+    mapping rows, notes; an Airflow DAG also its ``dag_id`` and ``final_task``): to -o or stdout, the table to
+    stderr, or all of it as JSON."""
     from fave.export.mapping import render
     from fave.local.orchestrator import load_local_pipeline
 
     if args.sam is not None or args.distributed or args.distributed_above is not None:
         raise UsageError("--sam, --distributed and --distributed-above are for --format asl")
     pipeline = load_local_pipeline(args.pipeline)
-    template = str(pipeline.template_path.resolve())  # the file runs from anywhere: FAVE_EXPORT_CALL=local
-    if args.format == "prefect":
-        from fave.export.prefect import export_prefect as export
-    else:
-        from fave.export.dagster import export_dagster as export
-    exported = export(pipeline, template=template)
+    # The template's absolute path: the file runs from anywhere (FAVE_EXPORT_CALL=local).
+    exported = export(pipeline, template=str(pipeline.template_path.resolve()))
+    dag_id = getattr(exported, "dag_id", None)
     if args.output:
         try:
             Path(args.output).write_text(exported.source, encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"-o: cannot write {args.output}: {exc.strerror or exc}") from None
     if args.json:
-        doc: dict[str, Any] = {
-            "format": args.format,
-            "pipeline": pipeline.name,
-            "written": {"definition": str(args.output)} if args.output else {},
-            "mapping": [row.to_json() for row in exported.rows],
-            "notes": list(exported.notes),
-        }
+        doc: dict[str, Any] = {"format": args.format, "pipeline": pipeline.name}
+        if dag_id is not None:
+            doc.update(dag_id=dag_id, final_task=exported.final_task)
+        doc.update(
+            written={"definition": str(args.output)} if args.output else {},
+            mapping=[row.to_json() for row in exported.rows],
+            notes=list(exported.notes),
+        )
         if not args.output:
             doc["definition"] = exported.source
         _json_out(doc)
         return 0
     if args.output:
-        _tell(f"fave: wrote {args.output}")
+        _tell(f"fave: wrote {args.output}" + (f" (DAG {dag_id})" if dag_id is not None else ""))
     else:
         sys.stdout.write(exported.source)
     _tell(render(exported.rows))
