@@ -154,6 +154,7 @@ class Runner:
         self.leases = Leases(context.store, context.clock)
         self.mailbox = Mailbox(context.store)
         self._draining = False
+        self._ended: set[str] = set()  # requests this invocation ended: their queue drain and alerts are due
 
     def load(self, request_id: str) -> RequestState:
         """The request's state, fresh from the store (no lease needed to read)."""
@@ -257,6 +258,9 @@ class Runner:
                 self.mailbox.remove(keys)
             finally:
                 keeper.stop_and_release()
+            if request_id in self._ended and state is not None:
+                self._ended.discard(request_id)
+                self._after_end(state)  # with the lease let go: a reset or resume of it is not refused as busy
             if not self.mailbox.keys(request_id):
                 return Submitted(state, ())
         return Submitted(state, tuple(posted))
@@ -321,12 +325,18 @@ class Runner:
         also collects the shard objects of steps that crashed before committing.
         """
         state = self.orchestrator.load(request_id)
+        was_over = state.status.terminal
         if any(isinstance(event, Tick) for event in events):
             self.orchestrator.collect_garbage_after_next_commit(request_id)
         # A new holder first sends what the last one dispatched but did not record as sent (the outbox).
         applied = [Resend(), *self._adapt(state, events), Tick()]
         state = self._settle(self.orchestrator.apply(request_id, applied))
-        state = self.orchestrator.flush_sent(request_id) or state  # before letting go of the request
+        flushed = self.orchestrator.flush_sent(request_id)  # before letting go of the request
+        if flushed is not None:
+            # Recording what was sent decides too (a budget may stop the request there): an end is an end.
+            state = self._settle(flushed) if flushed.status.terminal and not state.status.terminal else flushed
+        if state.status.terminal and not was_over:
+            self._ended.add(request_id)
         if request_id in self.orchestrator.handover:  # out of time mid-dispatch: a continuation sends the rest
             self.orchestrator.handover.discard(request_id)
             self.kick(request_id)
@@ -353,11 +363,14 @@ class Runner:
             self.active.discard(state.request_id)
             with contextlib.suppress(FaveError):  # best effort: garbage is never read
                 self.orchestrator.collect_garbage(state.request_id)
-            self.drain_queue()  # a slot is free: its queue entry ends and the next one is admitted
-            from fave.app.alerts_doors import request_ended
-
-            request_ended(self.context, state)  # fired (an async self-invoke delivers it), never delivered here
         return state
+
+    def _after_end(self, state: RequestState) -> None:
+        """What follows a request's end in the invocation that ended it, once its lease is let go."""
+        self.drain_queue()  # a slot is free: its queue entry ends and the next one is admitted
+        from fave.app.alerts_doors import request_ended
+
+        request_ended(self.context, state)  # fired (an async self-invoke delivers it), never delivered here
 
 
 def invocation_runner() -> Runner:
