@@ -177,11 +177,15 @@ class Orchestrator:
         time_left: Callable[[], float] | None = None,
         handover_margin_s: float = HANDOVER_MARGIN_S,
         rates: Rates | None = None,
+        record_history: bool = True,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
         self.invoker = invoker
         self.clock = clock or SystemClock()
+        # The run history (fave metrics) learns of every request that ends here, unless the caller records it
+        # itself (the Lambda runner does, once the request's lease is let go).
+        self.record_history = record_history
         self.engine = Engine(pipeline, change_block=SHARD_SIZE, rates=rates or default_rates(invoker))
         # The stages whose for_each list a stage's output feeds (prepare resolves those lists).
         self._fed_by: dict[str, list[Stage]] = {}
@@ -415,7 +419,7 @@ class Orchestrator:
             if puts or gets:
                 self.meter.consume(request_id, puts, gets)
             self._states[request_id] = state
-            if state.status.terminal and not before.status.terminal:
+            if self.record_history and state.status.terminal and not before.status.terminal:
                 # The run history (fave metrics) learns of every request that ends, whoever drove it.
                 history.record(self.store, state, self.pipeline.name, now=state.finished_at, rates=self.engine.rates)
             if sent:

@@ -149,6 +149,7 @@ class Runner:
             # This invocation's time at its start sets the margin: a short Timeout keeps a third, not 30 s.
             handover_margin_s=handover_margin(_time_left()),
             rates=context.rates,
+            record_history=False,  # _after_end records it, with the lease let go
         )
         self.active = ActiveRequests(context.store)
         self.leases = Leases(context.store, context.clock)
@@ -213,6 +214,7 @@ class Runner:
             keeper.stop_and_release()
         if state.status.terminal:
             self.active.discard(request_id)
+            self._after_end(state)  # its history, its queue entry; a cancel fires no alert
         return Submitted(state)
 
     def reset(self, request_id: str, stages: list[str], *, downstream: bool) -> tuple[RequestState, dict[str, int]]:
@@ -367,6 +369,15 @@ class Runner:
 
     def _after_end(self, state: RequestState) -> None:
         """What follows a request's end in the invocation that ended it, once its lease is let go."""
+        from fave import history
+
+        history.record(
+            self.context.store,
+            state,
+            self.context.pipeline.name,
+            now=state.finished_at,
+            rates=self.orchestrator.engine.rates,
+        )
         self.drain_queue()  # a slot is free: its queue entry ends and the next one is admitted
         from fave.app.alerts_doors import request_ended
 
