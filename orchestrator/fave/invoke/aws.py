@@ -19,7 +19,6 @@ Payload size limits are checked before sending (``MAX_SYNC_PAYLOAD_BYTES``, ``MA
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -39,6 +38,7 @@ from fave.invoke.base import (
     RetryableInvocationError,
     TerminalInvocationError,
     ThrottledInvocationError,
+    decode_response,
     encode_payload,
 )
 
@@ -153,7 +153,7 @@ class LambdaInvoker:
         except (ClientError, BotoCoreError) as e:
             raise wrap_lambda_error(e, function) from e
         return InvokeResult(
-            payload=_decode(raw),
+            payload=decode_response(raw),
             function_error=response.get("FunctionError"),
             request_id=response.get("ResponseMetadata", {}).get("RequestId", ""),
         )
@@ -259,12 +259,3 @@ def wrap_lambda_error(error: ClientError | BotoCoreError, function: str) -> Fave
     if status >= 500 and not code.startswith(_TERMINAL_5XX_PREFIXES):
         return RetryableInvocationError(message)
     return TerminalInvocationError(message)
-
-
-def _decode(raw: bytes) -> Any:
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:  # a handler may return raw bytes (Lambda passes them through)
-        return raw.decode("utf-8", errors="replace")

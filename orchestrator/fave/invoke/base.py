@@ -35,6 +35,7 @@ __all__ = [
     "SharedJSON",
     "TerminalInvocationError",
     "ThrottledInvocationError",
+    "decode_response",
     "encode_payload",
     "invocation_is_terminal",
     "payload_json",
@@ -63,6 +64,17 @@ class TerminalInvocationError(InvocationError, TerminalError):
 
 class FunctionNotFoundError(InvocationError, NotFoundError):
     """No function with that logical id (template) or physical name (AWS)."""
+
+
+def decode_response(raw: bytes) -> Any:
+    """A function's answer as the caller gets it: JSON decoded, None for nothing, and text that is not JSON as
+    text (Lambda passes a handler's raw bytes through; an OpenFaaS function may answer plain text)."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", errors="replace")
 
 
 def invocation_is_terminal(error: BaseException) -> bool:

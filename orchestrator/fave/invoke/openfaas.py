@@ -42,7 +42,6 @@ import base64
 import hashlib
 import hmac
 import http.client
-import json
 import os
 import re
 import threading
@@ -61,6 +60,7 @@ from fave.invoke.base import (
     RetryableInvocationError,
     TerminalInvocationError,
     ThrottledInvocationError,
+    decode_response,
     encode_payload,
 )
 
@@ -220,7 +220,7 @@ class OpenFaaSInvoker:
         name = self._name(function)
         data = encode_payload(payload, MAX_SYNC_PAYLOAD_BYTES)
         status, headers, body = self._post(function, f"/function/{name}", data, {})
-        decoded = _decode(body)
+        decoded = decode_response(body)
         request_id = headers.get("x-call-id", "")
         if 200 <= status < 300:
             return InvokeResult(payload=decoded, request_id=request_id)
@@ -322,12 +322,3 @@ def _http_error(function: str, name: str, status: int, body: bytes) -> FaveError
     if status == 413:
         return ValidationError(message)
     return TerminalInvocationError(message)
-
-
-def _decode(raw: bytes) -> Any:
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:  # a function may answer text; passed through as Lambda passes raw bytes
-        return raw.decode("utf-8", errors="replace")
