@@ -243,14 +243,23 @@ def shard_json(
     not encoded again (a re-run taking 9,900 of 10,000 tasks from the cache rewrites every shard for the 100
     others)."""
     floats: dict[float, str] = {}
+    # A decision gives the tasks it starts together one (immutable) RUNNING task object: its text is written once.
+    texts: dict[int, str] = {}
+
+    def text(task: Task) -> str:
+        known = texts.get(id(task))
+        if known is None:
+            known = texts[id(task)] = _object_json(task_to_json(task), floats, True)
+        return known
+
     if memo is None:
-        fields = ",".join([f'"{item}":{_object_json(task_to_json(task), floats, True)}' for item, task in tasks])
+        fields = ",".join([f'"{item}":{text(task)}' for item, task in tasks])
     else:
         members = []
         for item, task in tasks:
             known = memo.get(item)
             if known is None or known[0] is not task:
-                known = memo[item] = (task, f'"{item}":{_object_json(task_to_json(task), floats, True)}')
+                known = memo[item] = (task, f'"{item}":{text(task)}')
             members.append(known[1])
         fields = ",".join(members)
     head = f'{{"stage":{_ascii(stage)},"shard":{_int_text(shard)},"version":{_int_text(version)}'

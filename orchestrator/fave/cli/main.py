@@ -1169,6 +1169,9 @@ def build_parser() -> argparse.ArgumentParser:
     fanout = bench_sub.add_parser("fanout", help="start -> N no-op async tasks -> fan-in")
     fanout.add_argument("--items", type=int, default=1000, help="tasks of the fan-out (default 1000)")
     fanout.add_argument("--store", help="DIR, s3://bucket[/prefix] or 'moto' (in-process moto S3)")
+    fanout.add_argument(
+        "--repeat", type=int, default=1, help="run it K times and report the run of median CPU per task (default 1)"
+    )
     fanout.add_argument("--json", action="store_true", help=bench_json)
     fanout.set_defaults(func=cmd_bench)
     incremental = bench_sub.add_parser(

@@ -415,6 +415,10 @@ class _Tx:
         # Per stage, the request and config parts of its tasks' inputs (shared by the Invoke commands of one
         # decision: nothing changes a command's input once made).
         self.inputs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        # Tasks are immutable: the PENDING tasks of a fan-out are one object, and starting them in one decision
+        # (same ``now``, same timeout) gives equal RUNNING tasks, so they share one too. Keyed by the PENDING
+        # task's id and the timeout; the PENDING task is held so that its id is not reused meanwhile.
+        self._started: dict[tuple[int, float], tuple[Task, Task]] = {}
 
     # ---- plumbing ------------------------------------------------------------------------------------
 
@@ -1451,10 +1455,12 @@ class _Tx:
         task = self.get(spec.name, item)
         assert task is not None and task.status is TaskStatus.PENDING
         attempt = task.attempt + 1
-        self.put(
-            spec.name,
-            item,
-            evolve(
+        key = (id(task), spec.timeout_s)
+        known = self._started.get(key)
+        if known is not None and known[0] is task:
+            running = known[1]
+        else:
+            running = evolve(
                 task,
                 status=TaskStatus.RUNNING,
                 attempt=attempt,
@@ -1462,8 +1468,9 @@ class _Tx:
                 first_dispatched_at=task.first_dispatched_at or self.now,
                 deadline=self.now + spec.timeout_s,
                 retry_at=None,
-            ),
-        )
+            )
+            self._started[key] = (task, running)
+        self.put(spec.name, item, running)
         if outbox:
             self.unsent = self.unsent.set(spec.name, self.unsent.get(spec.name, _NO_READY).add(item))
         self.invocations += 1

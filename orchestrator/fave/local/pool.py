@@ -19,6 +19,15 @@ waits for a warm environment of its function, which is cheaper than a cold start
 model load) competing for busy cores. A pool whose scale-up was refused is asked again as soon as a slot
 anywhere goes idle or ends its cold start, or a function's CPU estimate changes.
 
+Thread isolation has no gate (no cold start worth one), but its slots share this process's GIL: beyond one
+slot per core, another thread helps only handlers that wait (I/O, sleeps), and costs a CPU-bound one lock
+hand-offs and context switches (a 10,000-item fan-out of a no-op handler spent more CPU on 32 threads than on
+2). So a thread pool starts up to ``THREAD_CORES`` slots at once and more only once its handlers are seen to
+wait: the median of their last calls' wall times is ``THREAD_WAIT_S`` or more, or a call has been running for
+``THREAD_STUCK_S``. A median, since a call that lost the GIL to another thread takes a switch interval (5-20 ms)
+however quick it is, and waiting for the GIL is what more threads cannot cure. A refused scale-up looks again
+every ``THREAD_WAIT_S`` while work is queued.
+
 The CPU a slot uses is measured, not assumed: each pool that may scale beyond the gate's cores reads its
 workers' CPU demand (``environment.process_cpu_demand``: time on a CPU or waiting for one) after every
 invocation, and every ``SAMPLE_S`` from the invocations still running while its scale-up is refused (an LLM
@@ -36,6 +45,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -224,6 +234,18 @@ class FunctionPool:
     SAMPLE_S = 0.25
     """How often a refused pool measures its running invocations."""
 
+    THREAD_CORES = os.cpu_count() or 1
+    """Thread slots a thread-isolated function starts at once (more once its handlers wait: module docs)."""
+
+    THREAD_WAIT_S = 0.005
+    """Thread-isolated handler calls this long (the median of the last ``THREAD_CALLS``) are taken to wait on
+    something, so another thread slot lets the queue move meanwhile."""
+
+    THREAD_STUCK_S = 0.1
+    """A thread-isolated call running this long waits on something (or computes for long): another slot helps."""
+
+    THREAD_CALLS = 8
+
     COLD_SHARE_MIN = 0.2
     """The least a cold start counts for: the parent's side of it (fork, pipes, the init frame) is not in the
     environment's figures either."""
@@ -246,7 +268,9 @@ class FunctionPool:
         self._threads_mode = spec.local_isolation == "thread"
         # Thread isolation is for trivial handlers: their slots cost no cold start worth gating.
         self._gate = None if self._threads_mode else gate
-        self._scale_pending = False  # a gated scale-up decision is scheduled
+        self._scale_pending = False  # a gated scale-up decision (or a thread pool's look again) is scheduled
+        self._calls: deque[float] = deque(maxlen=self.THREAD_CALLS)  # thread isolation: recent calls' wall times
+        self._watches: set[_Watch] = set()  # thread isolation: what each slot runs
         self._timer = timer
         self._start_process = start_process
         self._thread_context = thread_context
@@ -311,6 +335,11 @@ class FunctionPool:
         # Caller holds the lock. Start a slot only if the idle and starting ones cannot take everything.
         if not self._wants_slot():
             return False
+        if self._threads_mode and self._slots >= self.THREAD_CORES and not self._threads_wait():
+            if not self._scale_pending:  # look again in a moment, even if nothing else is submitted
+                self._scale_pending = True
+                self._timer.call_at(time.monotonic() + self.THREAD_WAIT_S, self._grow_threads)
+            return False
         if self._gate is not None and self._slots:
             # Another environment of a function that has one: decided a moment later (CoreGate).
             if not self._scale_pending:
@@ -328,6 +357,29 @@ class FunctionPool:
         self._slots += 1
         self._starting += 1
         return True
+
+    def _threads_wait(self) -> bool:
+        """Whether this thread pool's handlers wait (lock held; module docs)."""
+        calls = sorted(self._calls)
+        if len(calls) >= 2 and calls[len(calls) // 2] >= self.THREAD_WAIT_S:
+            return True
+        since = time.monotonic() - self.THREAD_STUCK_S + self._timeout  # a call started before: its deadline
+        running = self._running
+        for watch in self._watches:
+            current = watch.current
+            if current is not None and current[1] <= since and running.get(id(current[0])) is current[0]:
+                return True
+        return False
+
+    def _grow_threads(self) -> None:
+        """The timer's look again at a thread pool whose scale-up was refused (module docs)."""
+        starts = 0
+        with self._lock:
+            self._scale_pending = False
+            while self._need_slot():
+                starts += 1
+        for _ in range(starts):
+            self._start_slot()
 
     def scale_up(self) -> None:
         """Called back by the gate: start the environments queued work still needs while a core is free (or
@@ -435,6 +487,9 @@ class FunctionPool:
         environment: ProcessEnvironment | None = None
         abandoned = False
         watch = _Watch(self) if self._threads_mode else None
+        if watch is not None:
+            with self._lock:
+                self._watches.add(watch)
         try:
             if warm:
                 # Still "starting" meanwhile: an invocation arriving now waits for this environment.
@@ -470,6 +525,8 @@ class FunctionPool:
                 self._discard(environment)
             with self._lock:
                 self._threads.discard(threading.current_thread())
+                if watch is not None:
+                    self._watches.discard(watch)
                 if not abandoned:
                     self._slots -= 1
                 if self._gate is not None:
@@ -613,6 +670,7 @@ class FunctionPool:
             outcome = exit_outcome(invocation.request_id, code)
         else:
             outcome = Outcome(body, error=not ok)
+        self._calls.append(time.monotonic() - deadline + self._timeout)  # what decides whether more threads help
         return self._finish(invocation, outcome)
 
     def _watchdog(self, watch: _Watch) -> None:
