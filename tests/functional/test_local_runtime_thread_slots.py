@@ -64,14 +64,22 @@ def test_quick_handlers_get_one_thread_per_core_not_the_limit(
 def test_handlers_that_wait_get_threads_up_to_the_limit(
     runtime: LocalRuntime, envelopes: queue.SimpleQueue[dict[str, Any]]
 ) -> None:
-    # Each sleeps: with one thread per core the 16 would take 8 rounds; more threads let them wait together.
-    assert run_all(runtime, envelopes, [{"n": n, "sleep": 0.3} for n in range(16)]) == LIMIT
+    # Each sleeps: with one thread per core the 24 would take 12 rounds; once a few calls were seen to wait,
+    # the rest wait together.
+    assert run_all(runtime, envelopes, [{"n": n, "sleep": 0.1} for n in range(24)]) == LIMIT
     assert runtime.stats()["EchoThread"].timeouts == 0
+
+
+def test_one_long_call_is_enough_to_add_threads(
+    runtime: LocalRuntime, envelopes: queue.SimpleQueue[dict[str, Any]]
+) -> None:
+    # Nothing has finished yet (no calls to judge by): calls running for THREAD_STUCK_S are waiting on something.
+    assert run_all(runtime, envelopes, [{"n": n, "sleep": 0.6} for n in range(LIMIT)]) == LIMIT
 
 
 def test_a_pool_that_grew_for_waiting_handlers_keeps_its_threads_for_quick_ones(
     runtime: LocalRuntime, envelopes: queue.SimpleQueue[dict[str, Any]]
 ) -> None:
     # Threads already started serve whatever comes next (warm slots); none are added for quick work.
-    assert run_all(runtime, envelopes, [{"n": n, "sleep": 0.2} for n in range(LIMIT)]) == LIMIT
+    assert run_all(runtime, envelopes, [{"n": n, "sleep": 0.1} for n in range(24)]) == LIMIT
     assert run_all(runtime, envelopes, [{"n": n} for n in range(500)]) == LIMIT

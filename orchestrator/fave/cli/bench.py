@@ -150,12 +150,14 @@ def fanout(items: int, store: ObjectStore, *, baseline: bool = True) -> dict[str
 
 
 def fanout_repeated(items: int, spec: str | None, repeat: int) -> dict[str, Any]:
-    """``fanout`` ``repeat`` times, each in a fresh store (the given one: each a request of its own), and the run of
-    median CPU per task, with every run's CPU per task and wall under ``runs``: one run on a shared 2-core machine
-    moves by tens of percent (other processes, the disk), a median of several moves much less."""
+    """``fanout`` ``repeat`` times in one store (each run a request of its own, as in a project's store) and the
+    run of median CPU per task, with every run's CPU per task and wall under ``runs``: one run on a shared 2-core
+    machine moves by tens of percent (other processes, the disk), a median of several moves much less. One store,
+    not one per run: deleting a run's files just before the next run makes that run's file creations slower on an
+    unjournaled ext4 (its inode allocator steps over recently deleted inodes), which is not the next run's cost."""
     results = []
-    for _ in range(repeat):
-        with _bench_store(spec) as store:
+    with _bench_store(spec) as store:
+        for _ in range(repeat):
             results.append(fanout(items, store))
     if repeat == 1:
         return results[0]

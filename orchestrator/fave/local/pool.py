@@ -23,10 +23,12 @@ Thread isolation has no gate (no cold start worth one), but its slots share this
 slot per core, another thread helps only handlers that wait (I/O, sleeps), and costs a CPU-bound one lock
 hand-offs and context switches (a 10,000-item fan-out of a no-op handler spent more CPU on 32 threads than on
 2). So a thread pool starts up to ``THREAD_CORES`` slots at once and more only once its handlers are seen to
-wait: the median of their last calls' wall times is ``THREAD_WAIT_S`` or more, or a call has been running for
-``THREAD_STUCK_S``. A median, since a call that lost the GIL to another thread takes a switch interval (5-20 ms)
-however quick it is, and waiting for the GIL is what more threads cannot cure. A refused scale-up looks again
-every ``THREAD_WAIT_S`` while work is queued.
+wait: each of their last few calls took ``THREAD_WAIT_S`` or more (wall time), or a call has been running for
+``THREAD_STUCK_S``. Each call, not their average: a call that lost the GIL to another thread takes a switch
+interval or more (5-20 ms) however quick it is, and waiting for the GIL is what more threads cannot cure; a
+quick handler has some calls that ran through. (Telling a wait for the GIL from a wait for I/O any sooner would
+take the kernel's view of each thread: a starved process and a GIL queue both look idle from inside.) A
+refused scale-up looks again every ``THREAD_WAIT_S`` while work is queued.
 
 The CPU a slot uses is measured, not assumed: each pool that may scale beyond the gate's cores reads its
 workers' CPU demand (``environment.process_cpu_demand``: time on a CPU or waiting for one) after every
@@ -238,10 +240,10 @@ class FunctionPool:
     """Thread slots a thread-isolated function starts at once (more once its handlers wait: module docs)."""
 
     THREAD_WAIT_S = 0.005
-    """Thread-isolated handler calls this long (the median of the last ``THREAD_CALLS``) are taken to wait on
-    something, so another thread slot lets the queue move meanwhile."""
+    """Thread-isolated handler calls this long (each of the last ``THREAD_CALLS``, at least 3) are taken to wait
+    on something, so another thread slot lets the queue move meanwhile."""
 
-    THREAD_STUCK_S = 0.1
+    THREAD_STUCK_S = 0.25
     """A thread-isolated call running this long waits on something (or computes for long): another slot helps."""
 
     THREAD_CALLS = 8
@@ -335,11 +337,13 @@ class FunctionPool:
         # Caller holds the lock. Start a slot only if the idle and starting ones cannot take everything.
         if not self._wants_slot():
             return False
-        if self._threads_mode and self._slots >= self.THREAD_CORES and not self._threads_wait():
-            if not self._scale_pending:  # look again in a moment, even if nothing else is submitted
-                self._scale_pending = True
+        if self._threads_mode and self._slots >= self.THREAD_CORES:
+            if self._scale_pending:  # the timer looks in a moment: not at every one of a burst's submits
+                return False
+            if not self._threads_wait():
+                self._scale_pending = True  # look again in a moment, even if nothing else is submitted
                 self._timer.call_at(time.monotonic() + self.THREAD_WAIT_S, self._grow_threads)
-            return False
+                return False
         if self._gate is not None and self._slots:
             # Another environment of a function that has one: decided a moment later (CoreGate).
             if not self._scale_pending:
@@ -360,10 +364,10 @@ class FunctionPool:
 
     def _threads_wait(self) -> bool:
         """Whether this thread pool's handlers wait (lock held; module docs)."""
-        calls = sorted(self._calls)
-        if len(calls) >= 2 and calls[len(calls) // 2] >= self.THREAD_WAIT_S:
+        calls = self._calls
+        if len(calls) >= 3 and min(calls) >= self.THREAD_WAIT_S:
             return True
-        since = time.monotonic() - self.THREAD_STUCK_S + self._timeout  # a call started before: its deadline
+        since = time.monotonic() - self.THREAD_STUCK_S + self._timeout  # a call started before then: its deadline
         running = self._running
         for watch in self._watches:
             current = watch.current
