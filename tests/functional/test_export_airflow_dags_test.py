@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from support import e2e
-from support.engines import engine_python
+from support.engines import engine_python, fave_run
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "tests" / "fixtures" / "demo" / "pipeline.yaml"
@@ -105,16 +105,6 @@ def airflow(migrated: Path, tmp_path: Path) -> Iterator[Any]:
         return DagRun(ran.returncode == 0, ran.stdout + ran.stderr, final, states, started, ended)
 
     yield run
-
-
-def fave_run(pipeline: Path, request: dict[str, Any], store: Path, profile: str = "default") -> tuple[dict, Any]:
-    """``fave run`` to its end: state.json (its ``input`` is the request as the stages get it) and final.json."""
-    e2e.fave("run", "--pipeline", str(pipeline), "--input", json.dumps(request), "--profile", profile,
-             "--store", str(store), "--json")  # fmt: skip
-    (state_file,) = store.glob("requests/*/metadata/state.json")
-    state = json.loads(state_file.read_text())
-    final = state_file.with_name("final.json")
-    return state, json.loads(final.read_text()) if final.exists() else None
 
 
 CASES = [  # the demo with the default profile: the lambda caller's test below

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from fave.local.runtime import LocalRuntime
 from support import e2e
+from support.engines import fave_run
 from support.sam import SAM_VENV
 
 pytest.importorskip("antlr4", reason="moto's Step Functions interpreter needs moto[stepfunctions] (antlr4)")
@@ -160,19 +161,20 @@ def export(pipeline: Path, out: Path, *flags: str) -> dict[str, Any]:
     return definition
 
 
-def fave_run(pipeline: Path, request: dict[str, Any], store: Path, profile: str = "default") -> tuple[dict, Any]:
-    """``fave run`` to its end: the request as fave passed it to the stages (state.json's input), and its
-    final.json (None when the request failed) with its state."""
-    e2e.fave("run", "--pipeline", str(pipeline), "--input", json.dumps(request), "--profile", profile,
-             "--store", str(store), "--json")  # fmt: skip
-    (state_file,) = store.glob("requests/*/metadata/state.json")
-    state = json.loads(state_file.read_text())
-    final = state_file.with_name("final.json")
-    return state, json.loads(final.read_text()) if final.exists() else None
-
-
 def machine_input(state: dict[str, Any], functions: set[str] | frozenset[str], store: Path | str) -> dict[str, Any]:
     return {"request": state["input"], "store": str(store), "functions": {f: function_arn(f) for f in functions}}
+
+
+def demo_variant(tmp_path: Path, *edits: tuple[str, str]) -> Path:
+    """The demo pipeline with each ``(old, new)`` text replaced (each must be there), written to the test's
+    folder with its template named by absolute path."""
+    text = DEMO.read_text().replace("template: template.yaml", f"template: {DEMO.with_name('template.yaml')}")
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(text)
+    return pipeline
 
 
 def functions_of(pipeline: Path) -> frozenset[str]:
@@ -268,15 +270,15 @@ def test_the_exported_machine_gives_fave_run_s_final_output(
     assert stages == {name for name, stage in state["stages"].items() if stage["total"]}
     assert {p["task"]["request_id"] for _, p in sfn.invoked} == {REQUEST_ID}
     assert min(p["task"]["attempt"] for _, p in sfn.invoked) == 1
-    if case.map_ran is not None:  # besides the INLINE Maps listing a DISTRIBUTED one's outputs (_check_the_store)
-        entered = sfn.maps_entered(described["executionArn"])
-        assert {name for name in entered if not name.endswith(" markers")} == {case.map_ran}
+    if case.map_ran is not None:
+        assert sfn.maps_entered(described["executionArn"]) == {case.map_ran}
 
 
 def _check_the_store(sfn: Machines, store: str, distributed: bool) -> None:
     """A DISTRIBUTED Map's items (its ItemReader's) and each per-item stage's outputs are in the
-    store, under the request's export folder; the stage after it got each list as ONE ``$ref`` marker to a
-    list of markers to the items' outputs, in item order. An INLINE Map writes nothing there."""
+    store, under the request's export folder; the stage after it got each list as ONE list marker,
+    ``{"$ref": ".../{stage}/[0:N].json"}``, standing for the items' outputs in item order (no list of
+    markers anywhere: the state holds O(1) per stage). An INLINE Map writes nothing there."""
     prefix = store.removeprefix(f"s3://{BUCKET}").strip("/")
     prefix = f"{prefix}/" if prefix else ""
     export = f"requests/{REQUEST_ID}/export/"
@@ -297,15 +299,17 @@ def _check_the_store(sfn: Machines, store: str, distributed: bool) -> None:
     first = next(iter(per_item.values()))
     assert objects[items_key] == [first[i] for i in range(len(first))]
     assert later
+    from fave_shared import refs
+
     for payload in later:
         for stage in per_item:
             if stage not in payload["input"]["needs"]:
                 continue
-            key = f"{export}{unit}/{stage}.json"
-            assert payload["input"]["needs"][stage] == {"$ref": key}
-            markers = objects[prefix + key]
-            assert markers == [{"$ref": f"{export}{unit}/{stage}/{i}.json"} for i in range(len(first))]
-            assert all(prefix + m["$ref"] in objects for m in markers)
+            given = payload["input"]["needs"][stage]
+            assert given == {"$ref": f"{export}{unit}/{stage}/[0:{len(first)}].json"}
+            assert refs.list_keys(given) == [f"{export}{unit}/{stage}/{i}.json" for i in range(len(first))]
+            assert all(prefix + key in objects for key in refs.list_keys(given) or ())
+            assert f"{prefix}{export}{unit}/{stage}.json" not in objects
 
 
 def test_weekly_with_a_keyed_per_item_chain(machines: Callable[[Path], Machines], tmp_path: Path) -> None:
@@ -358,6 +362,14 @@ def test_a_failed_stage_fails_the_execution_as_it_fails_the_request(
     assert sorted(tries) == ([1, 2, 3] if case.error == "ValueError" else [1])
 
 
+def every_state(machine: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every state of a machine, inside Parallel branches and Map ItemProcessors too."""
+    for state in machine["States"].values():
+        yield state
+        for inner in [*state.get("Branches", []), *([state["ItemProcessor"]] if "ItemProcessor" in state else [])]:
+            yield from every_state(inner)
+
+
 def _require(tool: Path) -> Path:
     if not tool.exists():
         pytest.skip(f"{SAM_VENV.name} is missing: `./dev setup` creates it from requirements/sam.txt")
@@ -391,7 +403,12 @@ def test_every_export_passes_an_asl_validator(tmp_path: Path) -> None:
     files = []
     for pipeline in (DEMO, SALES / "pipeline.yaml", WEEKLY / "pipeline.yaml", ROOT / "pipeline.yaml"):
         loaded = load_local_pipeline(pipeline)
-        for options in (AslOptions(), AslOptions(distributed=True), AslOptions(distributed_above=100)):
+        for options in (
+            AslOptions(),
+            AslOptions(distributed=True),
+            AslOptions(distributed_above=100),
+            AslOptions(arns="substitutions", distributed=True),  # with a ResultWriter
+        ):
             definition = export_asl(loaded, options).definition
             path = tmp_path / f"{pipeline.parent.name}-{len(files)}.json"
             path.write_text(json.dumps(_as_cloudformation(definition)))
@@ -430,10 +447,14 @@ def test_the_sam_copy_passes_sam_validate_and_cfn_lint(tmp_path: Path) -> None:
     assert props["Definition"]["States"]["load"]["Parameters"]["FunctionName"] == "${LoadFunctionArn}"
     assert props["DefinitionSubstitutions"]["LoadFunctionArn"] == {"Fn::GetAtt": ["LoadFunction", "Arn"]}
     statements = [st["Sid"] for policy in props["Policies"] for st in policy.get("Statement", [])]
-    assert statements == ["DistributedMapChildren", "DistributedMapRuns"]
+    assert statements == ["DistributedMapChildren", "DistributedMapRuns", "DistributedMapResultWriter"]
+    # The ResultWriter's bucket: the store's, by name.
+    writers = [st["ResultWriter"] for st in every_state(props["Definition"]) if "ResultWriter" in st]
+    assert writers and all(w["Parameters"]["Bucket"] == "${FaveBucket}" for w in writers)
     # The DISTRIBUTED Map writes its items and outputs to the store's bucket: the role may read and write it.
     bucket = props["DefinitionSubstitutions"]["FaveStore"]["Fn::Sub"].removeprefix("s3://${").removesuffix("}")
     assert {"S3CrudPolicy": {"BucketName": {"Ref": bucket}}} in props["Policies"]
+    assert props["DefinitionSubstitutions"]["FaveBucket"] == {"Ref": bucket}
     validated = subprocess.run(
         [str(sam), "validate", "--lint", "-t", str(copy)],
         env={**e2e.child_env(), "SAM_CLI_TELEMETRY": "0"},
@@ -466,6 +487,10 @@ def test_export_prints_the_mapping_table_on_stderr_and_the_definition_on_stdout(
         (["--format", "asl", "--distributed-above", "-1"], "--distributed-above: must be >= 0, got -1"),
         (["--format", "asl", "--distributed-above", "x"], "--distributed-above: invalid int value: 'x'"),
         (["--format", "asl", "--distributed", "--distributed-above", "5"], "not both"),
+        (["--format", "asl", "--result-writer", "bucket/x"], "--result-writer: expected s3://bucket[/prefix]"),
+        (["--format", "asl", "--result-writer", "s3://bkt/it's"], '--result-writer: the prefix "it\'s" may hold'),
+        (["--format", "asl", "--result-writer", "s3://b", "--sam"], "give one or the other"),
+        (["--format", "prefect", "--result-writer", "s3://bucket"], "are for --format asl"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv: list[str], message: str) -> None:
@@ -495,10 +520,9 @@ def test_tolerated_failures_on_a_distributed_map_give_null_at_the_failed_item_as
     failed, and the stage after the Map gets null at the failed item's position, as fave passes it: the failed
     item's child execution writes null for its outputs before it fails (the Map's own result list, in the
     state, would have no entry for it)."""
-    text = DEMO.read_text().replace("template: template.yaml", f"template: {DEMO.with_name('template.yaml')}")
-    text = text.replace("    max_concurrency: 2\n", "    max_concurrency: 2\n    tolerated_failures: 1\n")
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(text)
+    pipeline = demo_variant(
+        tmp_path, ("    max_concurrency: 2\n", "    max_concurrency: 2\n    tolerated_failures: 1\n")
+    )
     state, final = fave_run(pipeline, {"text": "a bb ccc", "bad_word": "bb"}, tmp_path / "fave")
     assert final == {"text": "A! CCC!", "total_length": 6, "missing": [1], "attempts": [1, 0, 1]}
     definition = export(pipeline, tmp_path / "machine.asl.json", "--distributed")
@@ -516,14 +540,14 @@ def test_a_chain_with_a_single_task_stage_in_between_runs_as_maps_of_their_own(
 ) -> None:
     """measure needs shout item by item and `again`, which needs every shout: no one Map can hold shout and
     measure, so each is a Map of its own and measure takes its item's shout by index (States.ArrayGetItem)."""
-    text = DEMO.read_text().replace("template: template.yaml", f"template: {DEMO.with_name('template.yaml')}")
-    text = text.replace(
-        "  measure: {function: MeasureFunction, needs: [shout],",
-        "  again: {function: WordsFunction, needs: [shout], mode: sync}\n"
-        "  measure: {function: MeasureFunction, needs: [shout, again],",
+    pipeline = demo_variant(
+        tmp_path,
+        (
+            "  measure: {function: MeasureFunction, needs: [shout],",
+            "  again: {function: WordsFunction, needs: [shout], mode: sync}\n"
+            "  measure: {function: MeasureFunction, needs: [shout, again],",
+        ),
     )
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(text)
     state, final = fave_run(pipeline, {"text": "one two three"}, tmp_path / "fave")
     assert final is not None and final["text"] == "ONE! TWO! THREE!"
     definition = export(pipeline, tmp_path / "machine.asl.json")
@@ -532,3 +556,141 @@ def test_a_chain_with_a_single_task_stage_in_between_runs_as_maps_of_their_own(
     assert described["status"] == "SUCCEEDED", described.get("cause")
     assert json.loads(described["output"]) == final
     assert sfn.maps_entered(described["executionArn"]) == {"each words.words (shout)", "each words.words (measure)"}
+
+
+def _history(sfn: Machines, execution_arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    token: dict[str, str] = {}
+    while True:
+        page = sfn.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000, **token)
+        events += page["events"]
+        if not page.get("nextToken"):
+            return events
+        token = {"nextToken": page["nextToken"]}
+
+
+def largest_state(sfn: Machines, execution_arn: str) -> int:
+    """Bytes of the largest state document the parent execution passed between its states (each state's
+    input as entered and output as exited, from its history)."""
+    sizes = [0]
+    for event in _history(sfn, execution_arn):
+        for details, field in (("stateEnteredEventDetails", "input"), ("stateExitedEventDetails", "output")):
+            if field in event.get(details, {}):
+                sizes.append(len(event[details][field].encode()))
+    return max(sizes)
+
+
+def _fast_demo(tmp_path: Path) -> Path:
+    """The demo pipeline without its MaxConcurrency 2 (moto runs a DISTRIBUTED Map's children a few at a time
+    anyway) and measure's 2 s timeout (a busy machine may take longer: moto then trips over its own
+    States.Timeout in the child's Fail state), beside the test's files."""
+    return demo_variant(tmp_path, ("    max_concurrency: 2\n", ""), (" mode: async, timeout: 2s}", " mode: async}"))
+
+
+def test_a_distributed_map_keeps_the_state_the_same_size_whatever_its_items(
+    machines: Callable[[Path], Machines], tmp_path: Path
+) -> None:
+    """The largest state of the parent execution grows from 20 items to 200 by the request's text, the words
+    list and the final output, which the state holds anyway (the request, the upstream and the final stages'
+    outputs), and by nothing per item: each per-item stage's outputs are ONE list marker whatever the count
+    (before: one ``{"$ref"}`` marker per item in the state, ~90 bytes each, which capped a DISTRIBUTED Map near
+    2,500 items). The output still equals ``fave run``'s."""
+    pipeline = _fast_demo(tmp_path)
+    definition = export(pipeline, tmp_path / "machine.asl.json", "--distributed")
+    sfn = machines(pipeline)
+    grown: dict[int, int] = {}
+    events: dict[int, int] = {}
+    for n in (20, 200):
+        request = {"text": " ".join(f"w{i}" for i in range(n))}
+        state, final = fave_run(pipeline, request, tmp_path / f"fave-{n}")
+        assert final is not None and final["text"] == " ".join(f"W{i}!" for i in range(n))
+        name = f"{REQUEST_ID[:-3]}{n:03d}"
+        described = sfn.run(definition, machine_input(state, functions_of(pipeline), f"s3://{BUCKET}/n"), name)
+        assert described["status"] == "SUCCEEDED", described.get("cause")
+        assert json.loads(described["output"]) == final
+        inherent = sum(
+            len(json.dumps(v, separators=(",", ":"))) for v in (request["text"], request["text"].split(), final)
+        )
+        largest = largest_state(sfn, described["executionArn"])
+        grown[n], events[n] = largest - inherent, len(_history(sfn, described["executionArn"]))
+        # docs/export.md quotes these (pytest -s shows them).
+        print(f"{n} items: largest state {largest} bytes ({inherent} of them held anyway), {events[n]} events")
+    # What is left once those are taken off: the same but for the digits of
+    # the count in the markers ("[0:200]" against "[0:20]") and in ids; a marker per item would add ~16 KiB.
+    assert abs(grown[200] - grown[20]) < 64, grown
+    # Nor does the parent's history grow per item (before: an INLINE Map of ~4 events per item made the list).
+    assert events[200] == events[20], events
+
+
+def test_the_sam_machine_s_result_writer_puts_the_map_run_s_manifest_in_the_store(
+    machines: Callable[[Path], Machines], tmp_path: Path
+) -> None:
+    """With ``--sam`` the store's bucket is a DefinitionSubstitution, known before the run: the DISTRIBUTED
+    Map has a ResultWriter under ``requests/{id}/export/{unit}/results/``. Run here with the substitutions
+    CloudFormation would make. moto writes the manifest only, with no result files (``ResultFiles`` empty:
+    docs/export.md, the gap), where Step Functions also writes the children's inputs and outputs; downstream
+    stages read the per-item objects either way, so the output is still ``fave run``'s."""
+    from fave.export.asl import RESULTS_BUCKET, AslOptions, export_asl
+    from fave.local.orchestrator import load_local_pipeline
+
+    pipeline = _fast_demo(tmp_path)
+    state, final = fave_run(pipeline, {"text": "one two three"}, tmp_path / "fave")
+    exported = export_asl(load_local_pipeline(pipeline), AslOptions(arns="substitutions", distributed=True))
+    values = {name: function_arn(f) for name, f in exported.substitutions.items()}
+    values.update({"FaveStore": f"s3://{BUCKET}", RESULTS_BUCKET: BUCKET})
+    text = json.dumps(exported.definition)
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
+    definition = json.loads(text)
+    (writer,) = [st["ResultWriter"] for st in every_state(definition) if "ResultWriter" in st]
+    assert writer["Parameters"]["Bucket"] == BUCKET
+    sfn = machines(pipeline)
+    described = sfn.run(definition, {"request": state["input"]})
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert json.loads(described["output"]) == final
+    results = f"requests/{REQUEST_ID}/export/shout_items/results/"
+    written = sfn.objects(results)
+    (key,) = written
+    run_id = key.removeprefix(results).removesuffix("/manifest.json")
+    assert key == f"{results}{run_id}/manifest.json"
+    manifest = written[key]
+    assert manifest["DestinationBucket"] == BUCKET
+    assert manifest["MapRunArn"].endswith(run_id) and ":mapRun:" in manifest["MapRunArn"]
+    assert manifest["ResultFiles"] == {"FAILED": [], "PENDING": [], "SUCCEEDED": []}  # moto: no result files
+    # The per-item objects the next stage read are there beside it.
+    assert set(sfn.objects(f"requests/{REQUEST_ID}/export/shout_items/shout/")) == {
+        f"requests/{REQUEST_ID}/export/shout_items/shout/{i}.json" for i in range(3)
+    }
+
+
+def test_result_writer_names_a_bucket_known_at_export_time_without_sam(
+    machines: Callable[[Path], Machines], tmp_path: Path
+) -> None:
+    """``--result-writer s3://bucket/prefix``: the DISTRIBUTED Map of a plain export (the store comes with the
+    execution input) gets a ResultWriter with that bucket, its results under the prefix; the table says "exact".
+    On moto: the manifest lands there (with no result files, moto's gap) and the output is still ``fave run``'s."""
+    pipeline = _fast_demo(tmp_path)
+    state, final = fave_run(pipeline, {"text": "one two three"}, tmp_path / "fave")
+    out = tmp_path / "machine.asl.json"
+    done = e2e.fave(
+        "export", "--format", "asl", "--pipeline", str(pipeline), "-o", str(out), "--distributed",
+        "--result-writer", f"s3://{BUCKET}/runs/", "--json",
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    rows = {row["feature"]: row for row in json.loads(done.stdout)["mapping"]}
+    assert rows["Map run results (ResultWriter)"]["mapping"] == "exact"
+    definition = json.loads(out.read_text())
+    (writer,) = [st["ResultWriter"] for st in every_state(definition) if "ResultWriter" in st]
+    assert writer["Parameters"]["Bucket"] == BUCKET
+    sfn = machines(pipeline)
+    described = sfn.run(definition, machine_input(state, functions_of(pipeline), f"s3://{BUCKET}/store"))
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert json.loads(described["output"]) == final
+    results = f"runs/requests/{REQUEST_ID}/export/shout_items/results/"
+    (key,) = sfn.objects(results)
+    assert key.endswith("/manifest.json")
+    assert sfn.objects(results)[key]["DestinationBucket"] == BUCKET
+    # The items' own objects are in the store (its prefix), where the next stage read them.
+    assert set(sfn.objects(f"store/requests/{REQUEST_ID}/export/shout_items/shout/")) == {
+        f"store/requests/{REQUEST_ID}/export/shout_items/shout/{i}.json" for i in range(3)
+    }

@@ -399,8 +399,8 @@ def test_distributed_above_a_size_puts_both_maps_behind_a_choice_on_the_list_len
     assert inline["ItemProcessor"]["ProcessorConfig"]["Mode"] == "INLINE"
     assert distributed["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
     assert inline["Next"] == "shout_items: count results"  # then one list per stage
-    # The DISTRIBUTED copy's items wrote their outputs to the store: lists of markers follow it instead.
-    assert distributed["Next"] == "shout_items (distributed): shout markers"
+    # The DISTRIBUTED copy's items wrote their outputs to the store: a list marker per stage follows it instead.
+    assert distributed["Next"] == "shout_items (distributed): outputs by reference"
     assert distributed["ResultPath"] is None and "ItemsPath" not in distributed
     assert {n for n, s in distributed["ItemProcessor"]["States"].items() if s["Type"] == "Task"} == {
         "shout (distributed)",
@@ -446,8 +446,8 @@ def _path(top: dict[str, Any], start: str, stop: str) -> list[str]:
 
 def test_a_distributed_map_reads_its_items_from_s3_and_passes_its_outputs_by_reference() -> None:
     """The demo's chained group, --distributed: the items go to the store for the Map's ItemReader; each item
-    writes its outputs to the store; then one list of $ref markers per stage, in item order, and the results
-    hold a $ref to each list (the stage SDK resolves both)."""
+    writes its outputs to the store; then the results hold one list marker per stage, ``.../[0:N].json`` with N
+    the items' count (the stage SDK resolves it to the list, in item order): nothing per item in the state."""
     exported = export_asl(demo(), AslOptions(distributed=True))
     machine = exported.definition
     check_well_formed(machine)
@@ -466,10 +466,6 @@ def test_a_distributed_map_reads_its_items_from_s3_and_passes_its_outputs_by_ref
     assert chain == [
         "shout_items: items to the store",
         "each words.words (shout, measure)",
-        "shout_items: shout markers",
-        "shout_items: shout list to the store",
-        "shout_items: measure markers",
-        "shout_items: measure list to the store",
         "shout_items: outputs by reference",
     ]
     folder = "requests/{}/export/shout_items"
@@ -497,17 +493,16 @@ def test_a_distributed_map_reads_its_items_from_s3_and_passes_its_outputs_by_ref
     assert keep["Key.$"] == f"States.Format('{{}}{folder}/measure/{{}}.json', $.s3.prefix, $.request_id, $.index)"
     assert keep["Body.$"] == "States.JsonToString($.results.measure.output)"
     assert inner["shout_items: item done"] == {"Type": "Pass", "Result": {}, "End": True}
-    markers = top["shout_items: shout markers"]
-    assert markers["ItemsPath"] == "$.results.words.output.words"  # one marker per item, in item order
-    assert markers["ItemSelector"] == {
-        "$ref.$": f"States.Format('{folder}/shout/{{}}.json', $.request_id, $$.Map.Item.Index)"
-    }
-    assert (
-        top["shout_items: shout list to the store"]["Parameters"]["Body.$"] == "States.JsonToString($.raw.shout_items)"
-    )
     refs = top["shout_items: outputs by reference"]
     assert refs["ResultPath"] == "$.results.shout_items"
-    assert refs["Parameters"]["measure"] == {"$ref.$": f"States.Format('{folder}/measure.json', $.request_id)"}
+    count = "States.ArrayLength($.results.words.output.words)"
+    assert refs["Parameters"]["measure"] == {
+        "$ref.$": f"States.Format('{folder}/measure/[0:{{}}].json', $.request_id, {count})"
+    }
+    # No ResultWriter without --sam: the store's bucket is only known at run time (the table says why).
+    assert "ResultWriter" not in each
+    (row,) = [r for r in exported.rows if r.feature == "Map run results (ResultWriter)"]
+    assert row.fidelity == "none" and row.used and "run time" in row.how
     # join takes the lists where they are: now $ref markers, which the SDK resolves.
     assert top["join"]["Parameters"]["Payload"]["input"]["needs"] == {
         "measure.$": "$.results.shout_items.measure",
@@ -549,6 +544,28 @@ def test_a_distributed_map_whose_list_the_machine_needs_keeps_its_results_in_the
     top = export_asl(p, AslOptions(distributed=True)).definition["States"]
     a, c = top["each a0.items (a)"], top["each a0.items (c)"]
     assert "ItemReader" in a and a["ResultPath"] == "$.results.a"
-    assert not any(n.startswith("a:") and n.endswith("markers") for n in top)
+    assert "a: outputs by reference" not in top
     assert c["ItemSelector"]["outer"]["a.$"] == "States.ArrayGetItem($.results.a, $$.Map.Item.Index)"
-    assert c["ResultPath"] is None and "c: c markers" in top  # nothing in the machine reads c's list
+    assert c["ResultPath"] is None and "c: outputs by reference" in top  # nothing in the machine reads c's list
+
+
+def test_with_sam_a_distributed_map_writes_its_run_results_to_the_store_s_bucket() -> None:
+    """``--sam`` knows the store's bucket before the run (a DefinitionSubstitution): the DISTRIBUTED Map gets a
+    ResultWriter there, with no path into the state (Step Functions and moto read those from different
+    documents); the Map's own result is still dropped and downstream still gets the list markers."""
+    exported = export_asl(demo(), AslOptions(arns="substitutions", distributed=True))
+    each = exported.definition["States"]["each words.words (shout, measure)"]
+    assert each["ResultWriter"] == {
+        "Resource": "arn:aws:states:::s3:putObject",
+        "Parameters": {
+            "Bucket": "${FaveBucket}",
+            "Prefix.$": "States.Format('requests/{}/export/shout_items/results', $$.Execution.Name)",
+        },
+    }
+    assert each["ResultPath"] is None and each["Next"] == "shout_items: outputs by reference"
+    assert exported.substitutions["FaveBucket"] == "FaveBucket"
+    (row,) = [r for r in exported.rows if r.feature == "Map run results (ResultWriter)"]
+    assert row.fidelity == "exact"
+    # An INLINE Map has none (nor would a DISTRIBUTED one whose list the machine reads itself).
+    inline = export_asl(demo(), AslOptions(arns="substitutions"))
+    assert "ResultWriter" not in json.dumps(inline.definition) and "FaveBucket" not in inline.substitutions

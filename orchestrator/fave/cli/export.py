@@ -33,6 +33,11 @@ def _store_bucket(resources: dict[str, Any]) -> str:
     return buckets[0]
 
 
+def _asl_only(args: argparse.Namespace) -> None:
+    if args.sam is not None or args.distributed or args.distributed_above is not None or args.result_writer:
+        raise UsageError("--sam, --distributed, --distributed-above and --result-writer are for --format asl")
+
+
 def _sam_path(value: str, template: Path) -> Path:
     path = template.parent / SAM_DEFAULT if value == "" else Path(value)
     # The copy keeps the template's relative CodeUri / ContentUri paths: it must sit beside it.
@@ -67,8 +72,7 @@ def _run_python_file(args: argparse.Namespace, export: Any) -> int:
     from fave.export.mapping import render
     from fave.local.orchestrator import load_local_pipeline
 
-    if args.sam is not None or args.distributed or args.distributed_above is not None:
-        raise UsageError("--sam, --distributed and --distributed-above are for --format asl")
+    _asl_only(args)
     pipeline = load_local_pipeline(args.pipeline)
     # The template's absolute path: the file runs from anywhere (FAVE_EXPORT_CALL=local).
     exported = export(pipeline, template=str(pipeline.template_path.resolve()))
@@ -113,8 +117,7 @@ def _run_openfaas(args: argparse.Namespace) -> int:
     from fave.local.orchestrator import load_local_pipeline
     from fave.local.template import load_template
 
-    if args.sam is not None or args.distributed or args.distributed_above is not None:
-        raise UsageError("--sam, --distributed and --distributed-above are for --format asl")
+    _asl_only(args)
     pipeline = load_local_pipeline(args.pipeline)
     template = load_template(pipeline.template_path)
     facts = {
@@ -155,7 +158,7 @@ def _run_openfaas(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from fave.export.asl import AslOptions, export_asl
+    from fave.export.asl import AslOptions, export_asl, result_location
     from fave.export.mapping import render
     from fave.local.orchestrator import load_local_pipeline
 
@@ -173,10 +176,17 @@ def run_export(args: argparse.Namespace) -> int:
         raise UsageError("--distributed makes every fan-out DISTRIBUTED: give it or --distributed-above, not both")
     pipeline = load_local_pipeline(args.pipeline)
     sam_path = _sam_path(args.sam, pipeline.template_path) if args.sam is not None else None
+    if args.result_writer and args.sam is not None:
+        raise UsageError("--result-writer: with --sam the results go to the stack's bucket: give one or the other")
+    try:
+        results = result_location(args.result_writer) if args.result_writer else None
+    except ValueError as exc:
+        raise UsageError(f"--result-writer: {exc}") from None
     options = AslOptions(
         arns="substitutions" if sam_path else "input",
         distributed=args.distributed,
         distributed_above=args.distributed_above,
+        results=results,
     )
     exported = export_asl(pipeline, options)
     text = json.dumps(exported.definition, indent=2, ensure_ascii=False) + "\n"

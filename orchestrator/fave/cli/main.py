@@ -1086,6 +1086,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="a fan-out over more than N items runs as a DISTRIBUTED Map, a shorter one INLINE",
     )
+    export.add_argument(
+        "--result-writer",
+        metavar="s3://BUCKET[/PREFIX]",
+        help="give DISTRIBUTED Maps a ResultWriter putting the map run's manifest and results there, under "
+        "PREFIX/requests/{id}/export/{group}/results/ (with --sam: the stack's bucket, by default)",
+    )
     export.add_argument("--json", action="store_true", help="print the mapping table (and the definition) as JSON")
     export.set_defaults(func=cmd_export)
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fave.core.dag import Pipeline, Stage
-from fave.export.mapping import Row
+from fave.export.mapping import Row, Wording, common_rows
 
 __all__ = ["AirflowExport", "dag_id", "export_airflow"]
 
@@ -363,18 +363,8 @@ def airflow_rows(p: Pipeline, notes: Sequence[str]) -> list[Row]:
         Row("profiles", "exact", "CONFIGS per profile in the file, chosen by request.profile at run time", True),
         Row("final stage", "exact", "the final stage's task returns the final output (its XCom)", True),
         Row("task.attempt", "exact", "the task instance's try_number", True),
-        Row(
-            "request input schema / defaults",
-            "none",
-            "give the request as fave would pass it (defaults applied) in the run's conf",
-            p.input_schema is not None,
-        ),
-        Row("result cache", "none", "every stage runs", any(s.cache for s in stages)),
-        Row(
-            "for_each key",
-            "none",
-            "items are named by map index only",
-            any(s.for_each and s.for_each.key for s in stages),
+        *common_rows(
+            p, Wording(request=" in the run's conf", items="map index only", queue=" (max_active_runs is the nearest)")
         ),
         Row(
             "budget max_wall",
@@ -393,12 +383,6 @@ def airflow_rows(p: Pipeline, notes: Sequence[str]) -> list[Row]:
             "none",
             "use an Airflow pool or the functions' reserved concurrency",
             bool(ops.function_caps),
-        ),
-        Row(
-            "max_requests_in_flight, stale_after, alerts",
-            "none",
-            "fave's queue and worker only (max_active_runs is the nearest)",
-            False,
         ),
         Row(
             "large payloads (markers)",

@@ -45,6 +45,27 @@ class AslOptions:
     distributed_above: int | None = None
     """A fan-out over more items than this runs as a DISTRIBUTED Map, a smaller one INLINE (both are in the
     machine; a Choice on the list's length picks one)."""
+    results: tuple[str, str] | None = None
+    """(bucket, key prefix) for DISTRIBUTED Maps' ResultWriter, known at export time (``--result-writer``);
+    with ``arns="substitutions"`` and none given: the stack's bucket (``RESULTS_BUCKET``)."""
+
+
+_SAFE_PREFIX = re.compile(r"[A-Za-z0-9!_.*()/-]*")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def result_location(uri: str) -> tuple[str, str]:
+    """``s3://bucket[/prefix]`` as (bucket, prefix ending in '/' or empty); ValueError saying what is wrong. The
+    prefix goes into a ``States.Format`` template: S3's safe characters only (no braces, quotes, backslashes)."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"expected s3://bucket[/prefix], got {uri!r}")
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise ValueError(f"{bucket!r} is not an S3 bucket name")
+    if not _SAFE_PREFIX.fullmatch(prefix):
+        raise ValueError(f"the prefix {prefix!r} may hold only letters, digits and !_.*()/-")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,7 +518,7 @@ class _Builder:
         single = len(unit.stages) == 1
         done = _state_name(f"{unit.name}{self.tag}: item done")
         if offload:
-            # Each output to its own object: the parent lists their markers in item order (``offload``).
+            # Each output to its own object, by index: the parent passes them on as one list marker (``offload``).
             inner[done] = {"Type": "Pass", "Result": {}, "End": True}
             outputs = {n: inner_paths[n] for n in unit.stages}
             _link(exits, self.keep_outputs(unit, inner, done, outputs, f"{unit.name}{self.tag}: keep"))
@@ -610,8 +631,8 @@ class _Builder:
         self, unit: _Unit, states: dict[str, Any], label: str, state: dict[str, Any], *, items: str, offload: bool
     ) -> tuple[str, list[dict[str, Any]]]:
         """A DISTRIBUTED Map reads its items from S3 (a Task writes them first: ``ItemReader``); when
-        ``offload``, its items wrote their outputs there, and each stage's list becomes one object of ``$ref``
-        markers to the items' outputs, in item order, which the results hold as ``{"$ref": key}``."""
+        ``offload``, its items wrote their outputs there, and the results hold, for each stage, one list marker
+        ``{"$ref": ".../{stage}/[0:N].json"}`` to them (fave_shared.refs): O(1) in the state whatever N."""
         self.s3 = True
         del state["ItemsPath"]
         state["ItemReader"] = {
@@ -623,43 +644,45 @@ class _Builder:
         states[head] = self.put(self.s3_key(unit, "items.json"), items, label, "the Map's items, for its ItemReader")
         if not offload:
             return head, [state]
-        # No ResultWriter: each item writes its own outputs (keep_outputs) and returns {}, so the Map's result is
-        # a few bytes an item, dropped here. (moto reads a ResultWriter's Parameters paths from the results,
-        # Step Functions from the state: no dynamic bucket works on both.)
+        # Each item writes its own outputs (keep_outputs) and returns {}: the Map's result is dropped here.
         state["ResultPath"] = None
-        previous = state
-        for stage in unit.stages:
-            markers = _state_name(f"{unit.name}{self.tag}: {stage} markers")
-            keep = _state_name(f"{unit.name}{self.tag}: {stage} list to the store")
-            previous["Next"] = markers
-            states[markers] = {
-                "Type": "Map",
-                "Comment": f"a $ref marker to each item's {stage} output, in item order",
-                "ItemsPath": items,
-                "ItemSelector": {
-                    "$ref.$": self.s3_key(unit, f"{stage}/{{}}.json", "$$.Map.Item.Index", absolute=False)
-                },
-                "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "INLINE"},
-                    "StartAt": _state_name(f"{markers} marker"),
-                    "States": {_state_name(f"{markers} marker"): {"Type": "Pass", "End": True}},
-                },
-                "ResultPath": _key("$.raw", unit.name),
-                "Next": keep,
-            }
-            states[keep] = previous = self.put(
-                self.s3_key(unit, f"{stage}.json"), _key("$.raw", unit.name), "", f"{stage}'s list of markers"
-            )
+        writer = self.result_writer(unit)
+        if writer is not None:
+            state["ResultWriter"] = writer
         done = _state_name(f"{unit.name}{self.tag}: outputs by reference")
-        previous["Next"] = done
-        refs = {n: {"$ref.$": self.s3_key(unit, f"{n}.json", absolute=False)} for n in unit.stages}
+        state["Next"] = done
+        count = f"States.ArrayLength({items})"
+        refs = {n: {"$ref.$": self.s3_key(unit, f"{n}/[0:{{}}].json", count, absolute=False)} for n in unit.stages}
         states[done] = {
             "Type": "Pass",
-            "Comment": "downstream stages get each list as a $ref marker (the stage SDK resolves it)",
+            "Comment": "downstream stages get each stage's outputs as one list marker, {'$ref': '.../[0:N].json'}"
+            " (the stage SDK resolves it to the list of the items' objects, in order)",
             "Parameters": refs[unit.stages[0]] if len(unit.stages) == 1 else refs,
             "ResultPath": _key("$.results", unit.name),
         }
         return head, [states[done]]
+
+    def result_writer(self, unit: _Unit) -> dict[str, Any] | None:
+        """The Map run's manifest and result files (each child's input and output, by status: for inspection
+        and redrive) under ``requests/{request_id}/export/{unit}/results/``, when the bucket is known before
+        the run: a DefinitionSubstitution (``--sam``). Its Parameters take no path into the state: Step
+        Functions reads such paths from the Map's input, moto from its results; the context object
+        (``$$.Execution.Name``) is the same on both. The store's bucket and prefix from the execution input
+        (no ``--sam``) are only known at run time: no ResultWriter then (the table says so)."""
+        if self.options.results is not None:
+            bucket, prefix = self.options.results
+        elif self.options.arns == "substitutions":
+            self.substitutions[RESULTS_BUCKET] = RESULTS_BUCKET
+            bucket, prefix = "${" + RESULTS_BUCKET + "}", ""
+        else:
+            return None
+        return {
+            "Resource": "arn:aws:states:::s3:putObject",
+            "Parameters": {
+                "Bucket": bucket,
+                "Prefix.$": f"States.Format('{prefix}requests/{{}}/export/{unit.name}/results', $$.Execution.Name)",
+            },
+        }
 
     def items_path(self, source: str, path: Sequence[str]) -> str:
         out = self.outer_path(source)
@@ -750,6 +773,9 @@ def _profiles(p: Pipeline, states: dict[str, Any], first: str) -> str:
     states["choose profile"] = {"Type": "Choice", "Choices": choices, "Default": "unknown profile"}
     return "choose profile"
 
+
+RESULTS_BUCKET = "FaveBucket"
+"""The DefinitionSubstitution naming the store's bucket (``--sam``), for a DISTRIBUTED Map's ResultWriter."""
 
 STORE_DEPTH = 6
 """The most folders a store's prefix may have for a DISTRIBUTED Map (no intrinsic joins a list back)."""
@@ -843,7 +869,7 @@ def export_asl(p: Pipeline, options: AslOptions = AslOptions()) -> AslExport:
 
 
 def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str]) -> list[Row]:
-    from fave.export.mapping import Row
+    from fave.export.mapping import Row, Wording, common_rows
 
     stages = list(p.stages.values())
     fanned = [s for s in stages if s.fanned_out]
@@ -855,6 +881,7 @@ def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str]) -> list[Row
     serial = [n for n in notes if "series-parallel" in n]
     capped = [n for n in notes if "MaxConcurrency" in n]
     split = [n for n in notes if "Map of its own" in n]
+    writes_results = options.results is not None or options.arns == "substitutions"
     return [
         Row(
             "sync stage",
@@ -888,13 +915,27 @@ def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str]) -> list[Row
             "Map mode",
             "exact",
             "DISTRIBUTED (child executions; items read from the store by an ItemReader, each item's outputs "
-            "written to the store and passed on as $ref lists: needs an s3:// store, docs/export.md)"
+            "written to the store and passed on as one list marker per stage: needs an s3:// store, "
+            "docs/export.md)"
             if options.distributed
             else f"INLINE up to {options.distributed_above} items, DISTRIBUTED above (a Choice on the list's "
             "States.ArrayLength)"
             if options.distributed_above is not None
             else "INLINE (40 concurrent iterations at most; --distributed for more)",
             bool(fanned),
+        ),
+        Row(
+            "Map run results (ResultWriter)",
+            "exact" if writes_results else "none",
+            "the DISTRIBUTED Map's ResultWriter puts the run's manifest and result files "
+            + ("in the store's bucket" if options.results is None else f"in s3://{options.results[0]}")
+            + ", under requests/{id}/export/{group}/results/ (inspection, redrive); downstream reads the items' "
+            "own objects"
+            if writes_results
+            else "no ResultWriter: the store's bucket comes with the execution input, known only at run time, and "
+            "a ResultWriter's bucket cannot be read from the state alike on Step Functions and moto; "
+            "--result-writer s3://bucket[/prefix] or --sam (the stack's bucket) names it and adds one",
+            bool(fanned) and (options.distributed or options.distributed_above is not None),
         ),
         Row(
             "retry",
@@ -950,19 +991,7 @@ def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str]) -> list[Row
         Row("profiles", "exact", "Choice on request.profile -> Pass setting each stage's merged config", True),
         Row("final stage", "exact", "the execution's output is the final stage's output (final.json)", True),
         Row("task.attempt", "exact", "States.MathAdd($$.State.RetryCount, 1)", True),
-        Row(
-            "request input schema / defaults",
-            "none",
-            "give the request as fave would pass it (defaults applied); nothing checks it",
-            p.input_schema is not None,
-        ),
-        Row("result cache", "none", "every stage runs", any(s.cache for s in stages)),
-        Row(
-            "for_each key",
-            "none",
-            "items are named by position only",
-            any(s.for_each and s.for_each.key for s in stages),
-        ),
+        *common_rows(p, Wording(request="; nothing checks it")),
         Row(
             "budget max_wall",
             "approximate",
@@ -976,13 +1005,12 @@ def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str]) -> list[Row
             ops.budget.max_invocations is not None or ops.budget.max_cost_usd is not None,
         ),
         Row("function caps (functions:)", "none", "use the functions' reserved concurrency", bool(ops.function_caps)),
-        Row("max_requests_in_flight, stale_after, alerts", "none", "fave's queue and worker only", False),
         Row(
             "large payloads (markers)",
             "approximate",
             "the state holds every output: 256 KiB per state (fave keeps large outputs in the store); a "
-            "DISTRIBUTED Map's outputs stay in the store, the state holds a $ref marker per item while it lists "
-            "them",
+            "DISTRIBUTED Map's outputs stay in the store, the state holds one list marker per stage "
+            "({'$ref': '.../[0:N].json'}) whatever the number of items",
             True,
         ),
     ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pprint
 
 from fave.core.dag import Pipeline, Stage
-from fave.export.mapping import Row
+from fave.export.mapping import Row, Wording, common_rows
 from fave.export.prefect import PythonExport
 from fave.export.pyflow import RUNTIME, FlowPlan, PlanUnit, identifier, plan
 
@@ -270,19 +270,7 @@ def dagster_rows(p: Pipeline, notes: tuple[str, ...]) -> list[Row]:
         Row("profiles", "exact", "request.profile picks each stage's merged config (PIPELINE['configs'])"),
         Row("final stage", "exact", "the final op's output (final.json)"),
         Row("task.attempt", "exact", "context.retry_number + 1"),
-        Row(
-            "request input schema / defaults",
-            "none",
-            "give the request as fave would pass it (defaults applied)",
-            p.input_schema is not None,
-        ),
-        Row("result cache", "none", "every stage runs", any(s.cache for s in stages)),
-        Row(
-            "for_each key",
-            "none",
-            "items are named by position (mapping_key)",
-            any(s.for_each and s.for_each.key for s in stages),
-        ),
+        *common_rows(p, Wording(items="position (mapping_key)")),
         Row(
             "budgets (max_wall, max_invocations, max_cost_usd)",
             "none",
@@ -297,5 +285,4 @@ def dagster_rows(p: Pipeline, notes: tuple[str, ...]) -> list[Row]:
             "a dagster/concurrency_key pool per function with the instance's pool limit (not generated)",
             bool(ops.function_caps),
         ),
-        Row("max_requests_in_flight, stale_after, alerts", "none", "fave's queue and worker only", False),
     ]

@@ -19,7 +19,7 @@ import pprint
 from dataclasses import dataclass
 
 from fave.core.dag import Pipeline, Stage
-from fave.export.mapping import Row
+from fave.export.mapping import Row, Wording, common_rows
 from fave.export.pyflow import RUNTIME, FlowPlan, PlanUnit, identifier, plan, retry_delays
 
 __all__ = ["PythonExport", "export_prefect", "prefect_rows"]
@@ -243,24 +243,7 @@ def prefect_rows(p: Pipeline, notes: tuple[str, ...]) -> list[Row]:
         Row("profiles", "exact", "request.profile picks each stage's merged config (PIPELINE['configs'])"),
         Row("final stage", "exact", "the flow returns the final stage's output (final.json)"),
         Row("task.attempt", "exact", "prefect.runtime.task_run.run_count"),
-        Row(
-            "request input schema / defaults",
-            "none",
-            "give the request as fave would pass it (defaults applied)",
-            p.input_schema is not None,
-        ),
-        Row(
-            "result cache",
-            "none",
-            "every stage runs (Prefect's own cache_policy is not set)",
-            any(s.cache for s in stages),
-        ),
-        Row(
-            "for_each key",
-            "none",
-            "items are named by position only",
-            any(s.for_each and s.for_each.key for s in stages),
-        ),
+        *common_rows(p, Wording(cache=" (Prefect's own cache_policy is not set)")),
         Row(
             "budgets (max_wall, max_invocations, max_cost_usd)",
             "none",
@@ -275,5 +258,4 @@ def prefect_rows(p: Pipeline, notes: tuple[str, ...]) -> list[Row]:
             "create a Prefect global concurrency limit per function and wrap calls (not generated)",
             bool(ops.function_caps),
         ),
-        Row("max_requests_in_flight, stale_after, alerts", "none", "fave's queue and worker only", False),
     ]

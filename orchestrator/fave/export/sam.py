@@ -13,6 +13,8 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from fave.export.asl import RESULTS_BUCKET
+
 __all__ = ["logical_id", "with_state_machine"]
 
 _RESOURCES = re.compile(r"^Resources:[ \t]*(#.*)?$", re.MULTILINE)
@@ -50,13 +52,15 @@ def with_state_machine(
 ) -> tuple[str, str]:
     """``template`` with the state machine added, and its logical id. ``substitutions``: placeholder ->
     function logical id (``FaveStore`` -> the store); ``bucket``: the logical id of the store's bucket;
-    ``resources``: the template's logical ids. ``ValueError`` when the template has no ``Resources:`` line."""
+    ``resources``: the template's logical ids. ``ValueError`` when the template has no ``Resources:`` line.
+    ``FaveBucket`` (a DISTRIBUTED Map's ResultWriter, fave.export.asl) is the bucket's name."""
     found = _RESOURCES.search(template)
     if found is None:
         raise ValueError("the template has no top-level 'Resources:' line")
     ind = _indent_of_resources(template, found.start())
     lid = logical_id(pipeline, resources)
-    functions = sorted(f for name, f in substitutions.items() if name != "FaveStore")
+    store = {"FaveStore", RESULTS_BUCKET}  # the rest are function ARNs
+    functions = sorted(f for name, f in substitutions.items() if name not in store)
     body = json.dumps(definition, indent=2, ensure_ascii=False)
     p = ind * 2  # the resource's properties
     lines = [
@@ -70,8 +74,9 @@ def with_state_machine(
         f"{p}  Definition:",
         *(f"{p}    {line}" for line in body.splitlines()),
         f"{p}  DefinitionSubstitutions:",
-        *(f"{p}    {name}: !GetAtt {f}.Arn" for name, f in sorted(substitutions.items()) if name != "FaveStore"),
+        *(f"{p}    {name}: !GetAtt {f}.Arn" for name, f in sorted(substitutions.items()) if name not in store),
         f'{p}    FaveStore: !Sub "s3://${{{bucket}}}"',
+        *([f"{p}    {RESULTS_BUCKET}: !Ref {bucket}"] if RESULTS_BUCKET in substitutions else []),
         f"{p}  Policies:",
         *(f"{p}    - LambdaInvokePolicy: {{FunctionName: !Ref {f}}}" for f in functions),
     ]
@@ -92,6 +97,15 @@ def with_state_machine(
             f'{p}          Resource: !Sub "{execution}"',
             # The DISTRIBUTED Map's items and its outputs go through the store (asl.py): read and write it.
             f"{p}    - S3CrudPolicy: {{BucketName: !Ref {bucket}}}",
+        ]
+    if RESULTS_BUCKET in substitutions:
+        # A ResultWriter writes its result files by multipart upload (Step Functions' documented policy).
+        lines += [
+            f"{p}    - Statement:",
+            f"{p}        - Sid: DistributedMapResultWriter",
+            f"{p}          Effect: Allow",
+            f"{p}          Action: [s3:ListMultipartUploadParts, s3:AbortMultipartUpload]",
+            f'{p}          Resource: !Sub "arn:${{AWS::Partition}}:s3:::${{{bucket}}}/*"',
         ]
     block = "\n".join(lines) + "\n\n"
     cut = found.end() + 1
