@@ -47,11 +47,6 @@ def expected_final(words: list[str] = WORDS) -> dict[str, Any]:
 
 
 @pytest.fixture
-def envelopes() -> queue.Queue[dict[str, Any]]:
-    return queue.Queue()
-
-
-@pytest.fixture
 def runtime_with(envelopes: queue.Queue[dict[str, Any]]) -> Iterator[Callable[[FaultPlan], LocalRuntime]]:
     runtimes: list[LocalRuntime] = []
 

@@ -38,12 +38,6 @@ MakeRuntime = Callable[..., LocalRuntime]
 
 
 @pytest.fixture
-def envelopes() -> queue.Queue[dict[str, Any]]:
-    """Where the FanIn / DoneQueue destination handlers put what they receive."""
-    return queue.Queue()
-
-
-@pytest.fixture
 def make_runtime(
     runtime_template: Template, envelopes: queue.Queue[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[MakeRuntime]:

@@ -21,25 +21,27 @@ WAIT_S = 15
 LIMIT = 8
 
 
+_BEFORE: set[threading.Thread] = set()
+
+
 def slot_threads() -> int:
-    return sum(t.name == "fave-local-EchoThread" for t in threading.enumerate())
-
-
-@pytest.fixture
-def envelopes() -> queue.SimpleQueue[dict[str, Any]]:
-    return queue.SimpleQueue()
+    """This test's runtime's slot threads: those of EchoThread started since the runtime was (a timed-out slot of
+    an earlier test in this process may still be running its handler)."""
+    return sum(t.name == "fave-local-EchoThread" and t not in _BEFORE for t in threading.enumerate())
 
 
 @pytest.fixture
 def runtime(
-    runtime_template: Template, envelopes: queue.SimpleQueue[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    runtime_template: Template, envelopes: queue.Queue[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[LocalRuntime]:
     monkeypatch.setattr(FunctionPool, "THREAD_CORES", 2)  # whatever this machine has
+    _BEFORE.clear()
+    _BEFORE.update(threading.enumerate())
     with LocalRuntime(runtime_template, destination_handlers={"FanIn": envelopes.put}, max_environments=LIMIT) as rt:
         yield rt
 
 
-def run_all(runtime: LocalRuntime, envelopes: queue.SimpleQueue[dict[str, Any]], events: list[dict[str, Any]]) -> int:
+def run_all(runtime: LocalRuntime, envelopes: queue.Queue[dict[str, Any]], events: list[dict[str, Any]]) -> int:
     """Invoke every event at once, wait for all of them; the most slot threads seen meanwhile."""
     ids = {runtime.invoke_async("EchoThread", event) for event in events}
     most = 0
@@ -56,13 +58,13 @@ def run_all(runtime: LocalRuntime, envelopes: queue.SimpleQueue[dict[str, Any]],
 
 
 def test_quick_handlers_get_one_thread_per_core_not_the_limit(
-    runtime: LocalRuntime, envelopes: queue.SimpleQueue[dict[str, Any]]
+    runtime: LocalRuntime, envelopes: queue.Queue[dict[str, Any]]
 ) -> None:
     assert run_all(runtime, envelopes, [{"n": n} for n in range(3_000)]) <= 2
 
 
 def test_handlers_that_wait_get_threads_up_to_the_limit(
-    runtime: LocalRuntime, envelopes: queue.SimpleQueue[dict[str, Any]]
+    runtime: LocalRuntime, envelopes: queue.Queue[dict[str, Any]]
 ) -> None:
     # Each sleeps: with one thread per core the 24 would take 12 rounds; once a few calls were seen to wait,
     # the rest wait together.
@@ -70,15 +72,13 @@ def test_handlers_that_wait_get_threads_up_to_the_limit(
     assert runtime.stats()["EchoThread"].timeouts == 0
 
 
-def test_one_long_call_is_enough_to_add_threads(
-    runtime: LocalRuntime, envelopes: queue.SimpleQueue[dict[str, Any]]
-) -> None:
+def test_one_long_call_is_enough_to_add_threads(runtime: LocalRuntime, envelopes: queue.Queue[dict[str, Any]]) -> None:
     # Nothing has finished yet (no calls to judge by): calls running for THREAD_STUCK_S are waiting on something.
     assert run_all(runtime, envelopes, [{"n": n, "sleep": 0.6} for n in range(LIMIT)]) == LIMIT
 
 
 def test_a_pool_that_grew_for_waiting_handlers_keeps_its_threads_for_quick_ones(
-    runtime: LocalRuntime, envelopes: queue.SimpleQueue[dict[str, Any]]
+    runtime: LocalRuntime, envelopes: queue.Queue[dict[str, Any]]
 ) -> None:
     # Threads already started serve whatever comes next (warm slots); none are added for quick work.
     assert run_all(runtime, envelopes, [{"n": n, "sleep": 0.1} for n in range(24)]) == LIMIT

@@ -23,12 +23,7 @@ TIMEOUT_S = 1.0  # EchoThread's Timeout
 
 
 @pytest.fixture
-def envelopes() -> queue.SimpleQueue[dict[str, Any]]:
-    return queue.SimpleQueue()
-
-
-@pytest.fixture
-def runtime(runtime_template: Template, envelopes: queue.SimpleQueue[dict[str, Any]]) -> Iterator[LocalRuntime]:
+def runtime(runtime_template: Template, envelopes: queue.Queue[dict[str, Any]]) -> Iterator[LocalRuntime]:
     with LocalRuntime(runtime_template, destination_handlers={"FanIn": envelopes.put}, max_environments=1) as rt:
         yield rt
 
@@ -46,7 +41,7 @@ def error_type(result: InvokeResult) -> str:
 
 
 def test_a_busy_slot_sets_one_watchdog_per_timeout_not_one_timer_per_invocation(
-    runtime: LocalRuntime, envelopes: queue.SimpleQueue[dict[str, Any]]
+    runtime: LocalRuntime, envelopes: queue.Queue[dict[str, Any]]
 ) -> None:
     count = 2_000
     before = runtime.timer_stats()["scheduled"]
@@ -64,7 +59,7 @@ def test_a_busy_slot_sets_one_watchdog_per_timeout_not_one_timer_per_invocation(
 
 
 def test_each_invocation_times_out_at_its_own_deadline(
-    runtime: LocalRuntime, envelopes: queue.SimpleQueue[dict[str, Any]]
+    runtime: LocalRuntime, envelopes: queue.Queue[dict[str, Any]]
 ) -> None:
     # Quick invocations for longer than the timeout: the watchdog set for the first one fires while later ones
     # run, and must look again at whatever runs then rather than time it out.

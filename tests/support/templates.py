@@ -1,7 +1,9 @@
 """template.yaml fixtures, read once per session with ``fave.local.template.load_template``:
 
 * ``template``         - the repository's template.yaml (what ``fave run`` and ``sam build`` read);
-* ``runtime_template`` - tests/fixtures/runtime/template.yaml, the local runtime's test functions.
+* ``runtime_template`` - tests/fixtures/runtime/template.yaml, the local runtime's test functions;
+* ``envelopes``        - a queue for what its ``FanIn`` destination receives (``destination_handlers={"FanIn":
+  envelopes.put}``).
 
 Both resolve ``AWS::Region`` as ``us-east-1`` (the tests' fake region), not from the environment of whichever
 test happens to ask first. A ``Template`` is shared: derive a changed copy with ``dataclasses.replace``, never
@@ -11,8 +13,9 @@ installed (``./dev py312``).
 
 from __future__ import annotations
 
+import queue
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -40,3 +43,9 @@ def runtime_template() -> Template:
     from fave.local.template import load_template
 
     return load_template(RUNTIME_TEMPLATE, region=REGION)
+
+
+@pytest.fixture
+def envelopes() -> queue.Queue[dict[str, Any]]:
+    """Where a local runtime's destination handlers (``FanIn``, ``DoneQueue``) put the records they receive."""
+    return queue.Queue()
