@@ -1,5 +1,5 @@
-"""How many threads a thread-isolated function gets: one per core while its handlers compute, up to its limit
-once they wait (``FunctionPool.THREAD_CORES`` / ``THREAD_WAIT_S``, fave.local.pool's module docs).
+"""How many threads a thread-isolated function gets: one while its handlers compute, up to its limit once they
+wait (``FunctionPool.THREAD_START`` / ``THREAD_WAIT_S``, fave.local.pool's module docs).
 
 Real handlers (tests/fixtures/runtime/functions/threaded: EchoThread, which echoes or sleeps) in a real
 LocalRuntime; the threads counted are the slot threads the pool started (named after the function).
@@ -31,10 +31,7 @@ def slot_threads() -> int:
 
 
 @pytest.fixture
-def runtime(
-    runtime_template: Template, envelopes: queue.Queue[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LocalRuntime]:
-    monkeypatch.setattr(FunctionPool, "THREAD_CORES", 2)  # whatever this machine has
+def runtime(runtime_template: Template, envelopes: queue.Queue[dict[str, Any]]) -> Iterator[LocalRuntime]:
     _BEFORE.clear()
     _BEFORE.update(threading.enumerate())
     with LocalRuntime(runtime_template, destination_handlers={"FanIn": envelopes.put}, max_environments=LIMIT) as rt:
@@ -57,16 +54,16 @@ def run_all(runtime: LocalRuntime, envelopes: queue.Queue[dict[str, Any]], event
     return max(most, slot_threads())
 
 
-def test_quick_handlers_get_one_thread_per_core_not_the_limit(
+def test_quick_handlers_get_one_thread_not_the_limit(
     runtime: LocalRuntime, envelopes: queue.Queue[dict[str, Any]]
 ) -> None:
-    assert run_all(runtime, envelopes, [{"n": n} for n in range(3_000)]) <= 2
+    assert run_all(runtime, envelopes, [{"n": n} for n in range(3_000)]) == FunctionPool.THREAD_START == 1
 
 
 def test_handlers_that_wait_get_threads_up_to_the_limit(
     runtime: LocalRuntime, envelopes: queue.Queue[dict[str, Any]]
 ) -> None:
-    # Each sleeps: with one thread per core the 24 would take 12 rounds; once a few calls were seen to wait,
+    # Each sleeps: on one thread the 24 would take 24 rounds; once a few calls were seen to wait,
     # the rest wait together.
     assert run_all(runtime, envelopes, [{"n": n, "sleep": 0.1} for n in range(24)]) == LIMIT
     assert runtime.stats()["EchoThread"].timeouts == 0
