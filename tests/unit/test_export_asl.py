@@ -5,12 +5,13 @@ mapping, profiles, substitutions, and the SAM copy. tests/functional/test_export
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fave.core.dag import CompletionPolicy, ForEach, Pipeline, RetryPolicy, Stage
-from fave.export.asl import AslOptions, export_asl, retriers
+from fave.export.asl import AslOptions, export_asl, result_location, retriers
 from fave.export.mapping import render
 from fave.export.sam import logical_id, with_state_machine
 from fave.local.template import load_yaml
@@ -569,3 +570,43 @@ def test_with_sam_a_distributed_map_writes_its_run_results_to_the_store_s_bucket
     # An INLINE Map has none (nor would a DISTRIBUTED one whose list the machine reads itself).
     inline = export_asl(demo(), AslOptions(arns="substitutions"))
     assert "ResultWriter" not in json.dumps(inline.definition) and "FaveBucket" not in inline.substitutions
+
+
+def test_result_writer_names_a_bucket_given_at_export_time() -> None:
+    """``--result-writer s3://bucket/prefix`` (AslOptions.results): a static bucket, the prefix in front of the
+    request's key, on each DISTRIBUTED Map whose outputs go on by reference (not on one whose list the machine
+    reads itself)."""
+    exported = export_asl(demo(), AslOptions(distributed=True, results=result_location("s3://my-bucket/runs/")))
+    each = exported.definition["States"]["each words.words (shout, measure)"]
+    assert each["ResultWriter"]["Parameters"] == {
+        "Bucket": "my-bucket",
+        "Prefix.$": "States.Format('runs/requests/{}/export/shout_items/results', $$.Execution.Name)",
+    }
+    (row,) = [r for r in exported.rows if r.feature == "Map run results (ResultWriter)"]
+    assert (row.fidelity, row.used) == ("exact", True) and "s3://my-bucket" in row.how
+    # A list the machine reads (c takes its item's a by index) stays in the state: no ResultWriter on a's Map.
+    each_a = ForEach.parse("a0.items")
+    p = build(
+        stage("a0"),
+        stage("a", "a0", for_each=each_a),
+        stage("b", "a"),
+        stage("c", "a", "b", for_each=each_a),
+        stage("d", "c"),
+    )
+    top = export_asl(p, AslOptions(distributed=True, results=("my-bucket", ""))).definition["States"]
+    assert "ResultWriter" not in top["each a0.items (a)"] and "ResultWriter" in top["each a0.items (c)"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("bucket", "expected s3://bucket[/prefix]"),
+        ("s3://B", "is not an S3 bucket name"),
+        ("s3://bucket/a{b}", "may hold only"),
+    ],
+)
+def test_result_location_refuses_what_a_state_machine_cannot_take(uri: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        result_location(uri)
+    assert result_location("s3://bucket") == ("bucket", "")
+    assert result_location("s3://bucket/a/b/") == ("bucket", "a/b/")

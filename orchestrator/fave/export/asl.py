@@ -310,6 +310,8 @@ class _Builder:
     """Whether a DISTRIBUTED Map keeps its items (and results) on S3: the store's bucket and prefix are needed."""
     tag: str = ""
     """Appended to the names of the states being made (the DISTRIBUTED copy of a Map)."""
+    result_writers: int = 0
+    """DISTRIBUTED Maps given a ResultWriter so far."""
 
     # -- where things are in the state document --
 
@@ -649,6 +651,7 @@ class _Builder:
         writer = self.result_writer(unit)
         if writer is not None:
             state["ResultWriter"] = writer
+            self.result_writers += 1
         done = _state_name(f"{unit.name}{self.tag}: outputs by reference")
         state["Next"] = done
         count = f"States.ArrayLength({items})"
@@ -865,10 +868,13 @@ def export_asl(p: Pipeline, options: AslOptions = AslOptions()) -> AslExport:
     }
     if p.operations.budget.max_wall_s is not None:  # the nearest thing to a wall-clock budget
         definition["TimeoutSeconds"] = _seconds(p.operations.budget.max_wall_s)
-    return AslExport(definition, tuple(asl_rows(p, options, notes)), tuple(notes), dict(builder.substitutions))
+    rows = asl_rows(p, options, notes, result_writers=builder.result_writers)
+    return AslExport(definition, tuple(rows), tuple(notes), dict(builder.substitutions))
 
 
-def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str]) -> list[Row]:
+def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str], *, result_writers: int = 0) -> list[Row]:
+    """The mapping table; ``result_writers``: how many DISTRIBUTED Maps got a ResultWriter (none when every
+    DISTRIBUTED list is read by the machine itself, which keeps it in the state)."""
     from fave.export.mapping import Row, Wording, common_rows
 
     stages = list(p.stages.values())
@@ -935,7 +941,9 @@ def asl_rows(p: Pipeline, options: AslOptions, notes: Sequence[str]) -> list[Row
             else "no ResultWriter: the store's bucket comes with the execution input, known only at run time, and "
             "a ResultWriter's bucket cannot be read from the state alike on Step Functions and moto; "
             "--result-writer s3://bucket[/prefix] or --sam (the stack's bucket) names it and adds one",
-            bool(fanned) and (options.distributed or options.distributed_above is not None),
+            result_writers > 0
+            if writes_results
+            else bool(fanned) and (options.distributed or options.distributed_above is not None),
         ),
         Row(
             "retry",
