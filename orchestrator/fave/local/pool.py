@@ -19,17 +19,17 @@ waits for a warm environment of its function, which is cheaper than a cold start
 model load) competing for busy cores. A pool whose scale-up was refused is asked again as soon as a slot
 anywhere goes idle or ends its cold start, or a function's CPU estimate changes.
 
-Thread isolation has no gate (no cold start worth one), but its slots share this process's GIL: beyond one
-slot per core, another thread helps only handlers that wait (I/O, sleeps), and costs a CPU-bound one lock
-hand-offs and context switches (a 10,000-item fan-out of a no-op handler spent more CPU on 32 threads than on
-2). So a thread pool starts ``THREAD_START`` slot (one: Python code runs one thread at a time, cores or not)
-and more only once its handlers are seen to
-wait: each of their last few calls took ``THREAD_WAIT_S`` or more (wall time), or a call has been running for
-``THREAD_STUCK_S``. Each call, not their average: a call that lost the GIL to another thread takes a switch
-interval or more (5-20 ms) however quick it is, and waiting for the GIL is what more threads cannot cure; a
-quick handler has some calls that ran through. (Telling a wait for the GIL from a wait for I/O any sooner would
-take the kernel's view of each thread: a starved process and a GIL queue both look idle from inside.) A
-refused scale-up looks again every ``THREAD_WAIT_S`` while work is queued.
+Thread isolation has no gate (no cold start worth one), but its slots share this process's GIL: another
+thread helps only handlers that wait (I/O, sleeps), and costs a CPU-bound one lock hand-offs and context
+switches (a 10,000-item fan-out of a no-op handler spent more CPU on 32 threads than on 2, and more on 2 than
+on 1). So a thread pool starts ``THREAD_START`` slot (one: Python code runs one thread at a time, cores or not)
+and more only once its handlers are seen to wait: each of their last few calls took ``THREAD_WAIT_S`` or more
+(wall time), or a call has been running for ``THREAD_STUCK_S``. Each call, not their average: a call that lost
+the GIL to another thread takes a switch interval or more (5-20 ms) however quick it is, and waiting for the GIL
+is what more threads cannot cure; a quick handler has some calls that ran through. (Telling a wait for the GIL
+from a wait for I/O any sooner would take the kernel's view of each thread: a starved process and a GIL queue
+both look idle from inside.) A refused scale-up looks again every ``THREAD_WAIT_S`` while work is queued. A
+burst of submits to a busy thread pool queues without the pool's lock (``_queue_without_lock``: a lock convoy).
 
 The CPU a slot uses is measured, not assumed: each pool that may scale beyond the gate's cores reads its
 workers' CPU demand (``environment.process_cpu_demand``: time on a CPU or waiting for one) after every
@@ -250,6 +250,7 @@ class FunctionPool:
     """A thread-isolated call running this long waits on something (or computes for long): another slot helps."""
 
     THREAD_CALLS = 8
+    """Recent thread-isolated calls whose wall times ``THREAD_WAIT_S`` is checked against."""
 
     COLD_SHARE_MIN = 0.2
     """The least a cold start counts for: the parent's side of it (fork, pipes, the init frame) is not in the
