@@ -20,11 +20,9 @@ from typing import Any
 
 import pytest
 from support import e2e
-from support.engines import engine_python, fave_run
+from support.engines import DEMO, SALES, engine_python, fave_run, local_lambda_api
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "tests" / "fixtures" / "demo" / "pipeline.yaml"
-SALES = ROOT / "examples" / "sales"
 REQUEST_ID = "01M8D4S70VJ0XHPQ8DFCEG1K38"
 
 
@@ -164,24 +162,10 @@ def test_the_cli_writes_the_file_and_refuses_asl_flags(tmp_path: Path) -> None:
 def test_the_lambda_caller_invokes_the_functions_through_lambda_s_invoke_api(airflow: Any, tmp_path: Path) -> None:
     """FAVE_EXPORT_CALL=lambda (the default): boto3's Invoke with the ARNs of the run's conf, here answered by
     fave's local Lambda API (AWS_ENDPOINT_URL_LAMBDA) over the demo's template; a retried failure included."""
-    from fave.local.lambda_api import LambdaApi
-    from fave.local.orchestrator import load_local_pipeline
-    from fave.local.runtime import LocalRuntime
-
     request = {"text": "a bb", "fail": {"bb": 1}}
     state, final = fave_run(DEMO, request, tmp_path / "fave")
     assert final is not None
-    pipeline = load_local_pipeline(DEMO)
-    functions = {f: f"arn:aws:lambda:us-east-1:123456789012:function:{f}" for f in pipeline.functions}
-    with LocalRuntime(pipeline.template_path) as runtime, LambdaApi(runtime) as api:
-        env = {
-            "FAVE_EXPORT_CALL": "lambda",
-            "FAVE_BIN": "/nonexistent/fave",  # not the local caller
-            "AWS_ENDPOINT_URL_LAMBDA": api.url,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-        }
+    with local_lambda_api(DEMO) as (env, functions):
         run: DagRun = airflow(DEMO, state["input"], functions=functions, env=env)
     assert run.ok, run.log[-4000:]
     assert run.final == final

@@ -11,12 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.engines import engine_python, export_file, fave_run, run_exported
-
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "tests" / "fixtures" / "demo" / "pipeline.yaml"
-SALES = ROOT / "examples" / "sales"
-KEYED = ROOT / "tests" / "fixtures" / "keyed" / "pipeline.yaml"  # work: tolerated_failures 1, no retry
+from support.engines import (
+    DEMO,
+    KEYED,
+    SALES,
+    assert_gives_fave_run_s_output,
+    engine_python,
+    export_file,
+    fave_run,
+    local_lambda_api,
+    run_exported,
+)
 
 
 def run_job(pipeline: Path, request: dict[str, Any], tmp: Path) -> Any:
@@ -43,13 +48,7 @@ def test_the_job_gives_fave_run_s_final_output(
 ) -> None:
     state, final = fave_run(pipeline, request_, tmp_path / "fave", profile)
     assert state["status"] == "COMPLETED" and final is not None
-    ran = run_job(pipeline, state["input"], tmp_path)
-    assert ran.code == 0, ran.stderr[-3000:]
-    assert ran.output == final
-    if "fail" in request_:
-        assert final["attempts"] == [1, 2, 1]  # the retry happened, and the stage saw attempt 2
-    if pipeline == KEYED:
-        assert final == {"done": ["a", "c"]}
+    assert_gives_fave_run_s_output(run_job(pipeline, state["input"], tmp_path), final, pipeline, request_)
 
 
 @pytest.mark.parametrize(
@@ -89,25 +88,11 @@ def test_the_lambda_caller_invokes_the_functions_through_lambda_s_invoke_api(tmp
     fave's local Lambda API (AWS_ENDPOINT_URL_LAMBDA) over the demo's template; a retried failure included."""
     import json
 
-    from fave.local.lambda_api import LambdaApi
-    from fave.local.orchestrator import load_local_pipeline
-    from fave.local.runtime import LocalRuntime
-
     engine_python("dagster")
     state, final = fave_run(DEMO, {"text": "a bb", "fail": {"bb": 1}}, tmp_path / "fave")
     assert final is not None and final["attempts"] == [1, 2]
     export_file("dagster", DEMO, tmp_path / "job.py")
-    pipeline = load_local_pipeline(DEMO)
-    functions = {f: f"arn:aws:lambda:us-east-1:123456789012:function:{f}" for f in pipeline.functions}
-    with LocalRuntime(pipeline.template_path) as runtime, LambdaApi(runtime) as api:
-        env = {
-            "FAVE_EXPORT_CALL": "lambda",
-            "FAVE_BIN": "/nonexistent/fave",  # not the local caller
-            "AWS_ENDPOINT_URL_LAMBDA": api.url,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-        }
+    with local_lambda_api(DEMO) as (env, functions):
         ran = run_exported(
             "dagster", tmp_path / "job.py", state["input"], tmp_path / "job-store",
             extra_env=env, args=("--functions", json.dumps(functions)),

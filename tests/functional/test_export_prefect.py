@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.engines import engine_python, export_file, fave_run, prefect_server, run_exported
-
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "tests" / "fixtures" / "demo" / "pipeline.yaml"
-SALES = ROOT / "examples" / "sales"
-KEYED = ROOT / "tests" / "fixtures" / "keyed" / "pipeline.yaml"  # work: tolerated_failures 1, no retry
+from support.engines import (
+    DEMO,
+    KEYED,
+    SALES,
+    assert_gives_fave_run_s_output,
+    engine_python,
+    export_file,
+    fave_run,
+    prefect_server,
+    run_exported,
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +58,7 @@ def test_the_flow_gives_fave_run_s_final_output(
     state, final = fave_run(pipeline, request_, tmp_path / "fave", profile)
     assert state["status"] == "COMPLETED" and final is not None
     ran = run_flow(pipeline, state["input"], tmp_path, api_url)
-    assert ran.code == 0, ran.stderr[-3000:]
-    assert ran.output == final
-    if "fail" in request_:
-        assert final["attempts"] == [1, 2, 1]  # the retry happened, and the stage saw attempt 2
-    if pipeline == KEYED:
-        assert final == {"done": ["a", "c"]}
+    assert_gives_fave_run_s_output(ran, final, pipeline, request_)
 
 
 @pytest.mark.parametrize(

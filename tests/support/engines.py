@@ -23,6 +23,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FAVE = ROOT / ".venv" / "bin" / "fave"
 
+DEMO = ROOT / "tests" / "fixtures" / "demo" / "pipeline.yaml"
+SALES = ROOT / "examples" / "sales"
+KEYED = ROOT / "tests" / "fixtures" / "keyed" / "pipeline.yaml"  # work: tolerated_failures 1, no retry
+
 ENGINES: Mapping[str, str] = {
     # engine -> the module whose import says it is installed
     "prefect": "prefect",
@@ -174,3 +178,37 @@ def export_file(fmt: str, pipeline: Path, out: Path) -> dict[str, Any]:
     report: dict[str, Any] = json.loads(done.stdout)
     assert report["written"] == {"definition": str(out)}
     return report
+
+
+def assert_gives_fave_run_s_output(ran: Ran, final: Any, pipeline: Path, request: Mapping[str, Any]) -> None:
+    """The exported file ran to the end with ``fave run``'s final output; with the demo's ``fail`` the retry
+    happened (the stage saw attempt 2), and the keyed pipeline's tolerated failure left its two other items."""
+    assert ran.code == 0, ran.stderr[-3000:]
+    assert ran.output == final
+    if "fail" in request:
+        assert final["attempts"] == [1, 2, 1]
+    if pipeline == KEYED:
+        assert final == {"done": ["a", "c"]}
+
+
+@contextlib.contextmanager
+def local_lambda_api(pipeline: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    """fave's local Lambda API over ``pipeline``'s template, running: the environment an exported file calls it
+    with through boto3's Invoke (``FAVE_EXPORT_CALL=lambda``, ``AWS_ENDPOINT_URL_LAMBDA``), and an ARN per
+    function of the pipeline."""
+    from fave.local.lambda_api import LambdaApi
+    from fave.local.orchestrator import load_local_pipeline
+    from fave.local.runtime import LocalRuntime
+
+    loaded = load_local_pipeline(pipeline)
+    functions = {f: f"arn:aws:lambda:us-east-1:123456789012:function:{f}" for f in loaded.functions}
+    with LocalRuntime(loaded.template_path) as runtime, LambdaApi(runtime) as api:
+        env = {
+            "FAVE_EXPORT_CALL": "lambda",
+            "FAVE_BIN": "/nonexistent/fave",  # not the local caller
+            "AWS_ENDPOINT_URL_LAMBDA": api.url,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+        yield env, functions

@@ -275,9 +275,7 @@ def dagster_rows(p: Pipeline, notes: tuple[str, ...]) -> list[Row]:
             "budgets (max_wall, max_invocations, max_cost_usd)",
             "none",
             "nothing counts them in the job (a run tag dagster/max_runtime is the nearest to max_wall)",
-            ops.budget.max_wall_s is not None
-            or ops.budget.max_invocations is not None
-            or ops.budget.max_cost_usd is not None,
+            ops.budget.limited,
         ),
         Row(
             "function caps (functions:)",

@@ -248,9 +248,7 @@ def prefect_rows(p: Pipeline, notes: tuple[str, ...]) -> list[Row]:
             "budgets (max_wall, max_invocations, max_cost_usd)",
             "none",
             "nothing counts them in the flow",
-            ops.budget.max_wall_s is not None
-            or ops.budget.max_invocations is not None
-            or ops.budget.max_cost_usd is not None,
+            ops.budget.limited,
         ),
         Row(
             "function caps (functions:)",
