@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fave.cli.main import UsageError, _json_out, _tell
+
+if TYPE_CHECKING:
+    from fave.export.mapping import Row
 
 FORMATS = ("asl", "airflow", "openfaas", "prefect", "dagster")
 SAM_DEFAULT = "template.asl.yaml"
@@ -31,6 +35,25 @@ def _store_bucket(resources: dict[str, Any]) -> str:
             f"{len(buckets)} AWS::S3::Bucket resources)"
         )
     return buckets[0]
+
+
+def _json_report(
+    args: argparse.Namespace,
+    pipeline: str,
+    written: Mapping[str, Any],
+    *,
+    rows: Sequence[Row],
+    notes: Sequence[str],
+    definition: Any,
+    **extra: Any,
+) -> int:
+    """``--json``: the export as one JSON document on stdout, the definition itself only without ``-o``."""
+    doc: dict[str, Any] = {"format": args.format, "pipeline": pipeline, **extra, "written": dict(written)}
+    doc.update(mapping=[row.to_json() for row in rows], notes=list(notes))
+    if not args.output:
+        doc["definition"] = definition
+    _json_out(doc)
+    return 0
 
 
 def _asl_only(args: argparse.Namespace) -> None:
@@ -83,18 +106,11 @@ def _run_python_file(args: argparse.Namespace, export: Any) -> int:
         except OSError as exc:
             raise UsageError(f"-o: cannot write {args.output}: {exc.strerror or exc}") from None
     if args.json:
-        doc: dict[str, Any] = {"format": args.format, "pipeline": pipeline.name}
-        if dag_id is not None:
-            doc.update(dag_id=dag_id, final_task=exported.final_task)
-        doc.update(
-            written={"definition": str(args.output)} if args.output else {},
-            mapping=[row.to_json() for row in exported.rows],
-            notes=list(exported.notes),
+        extra = {} if dag_id is None else {"dag_id": dag_id, "final_task": exported.final_task}
+        written = {"definition": str(args.output)} if args.output else {}
+        return _json_report(
+            args, pipeline.name, written, rows=exported.rows, notes=exported.notes, definition=exported.source, **extra
         )
-        if not args.output:
-            doc["definition"] = exported.source
-        _json_out(doc)
-        return 0
     if args.output:
         _tell(f"fave: wrote {args.output}" + (f" (DAG {dag_id})" if dag_id is not None else ""))
     else:
@@ -137,18 +153,16 @@ def _run_openfaas(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"-o: cannot write {args.output}: {exc.strerror or exc}") from None
     if args.json:
-        doc: dict[str, Any] = {
-            "format": args.format,
-            "pipeline": pipeline.name,
-            "written": {"definition": str(args.output), "handlers": written[1:]} if args.output else {},
-            "functions": dict(exported.names),
-            "mapping": [row.to_json() for row in exported.rows],
-            "notes": list(exported.notes),
-        }
-        if not args.output:
-            doc["definition"] = exported.stack
-        _json_out(doc)
-        return 0
+        files = {"definition": str(args.output), "handlers": written[1:]} if args.output else {}
+        return _json_report(
+            args,
+            pipeline.name,
+            files,
+            rows=exported.rows,
+            notes=exported.notes,
+            definition=exported.stack,
+            functions=dict(exported.names),
+        )
     if args.output:
         _tell(f"fave: wrote {args.output} and {len(written) - 1} handler folders beside it")
     else:
@@ -219,17 +233,9 @@ def run_export(args: argparse.Namespace) -> int:
         written["sam"] = str(sam_path)
         written["state_machine"] = lid
     if args.json:
-        doc: dict[str, Any] = {
-            "format": args.format,
-            "pipeline": pipeline.name,
-            "written": written,
-            "mapping": [row.to_json() for row in exported.rows],
-            "notes": list(exported.notes),
-        }
-        if not args.output:
-            doc["definition"] = exported.definition
-        _json_out(doc)
-        return 0
+        return _json_report(
+            args, pipeline.name, written, rows=exported.rows, notes=exported.notes, definition=exported.definition
+        )
     if not args.output:
         sys.stdout.write(text)
     for what, where in written.items():
