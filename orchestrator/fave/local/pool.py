@@ -458,8 +458,16 @@ class FunctionPool:
             target=self._slot, args=(warm,), name=f"fave-local-{self.spec.logical_id}", daemon=True
         )
         with self._lock:
+            if self._closed:  # claimed before close() (a timer's look, a gate's call back): nothing starts now
+                self._slots -= 1
+                self._starting -= 1
+                if self._gate is not None:
+                    self._gate.add(-1)
+                return
             self._threads.add(thread)
-        thread.start()
+            # Started under the lock, so close()/join() never see a thread that has not started (another thread,
+            # the timer's, may start one while this one closes the pool). start() returns before _slot runs.
+            thread.start()
 
     def count_retry(self) -> None:
         """Record an async retry (scheduled by the runtime)."""
