@@ -39,7 +39,7 @@ from support.e2e import (
     start_fave,
     wait_for,
 )
-from support.stores import make_s3_client
+from support.stores import make_s3_client, threaded_moto_server
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -225,15 +225,8 @@ BUCKET = "fave-e2e"
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
     """A ThreadedMotoServer of this module's own (no other test resets it under a running pipeline)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with threaded_moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

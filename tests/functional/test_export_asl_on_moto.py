@@ -25,6 +25,7 @@ from fave.local.runtime import LocalRuntime
 from support import e2e
 from support.engines import fave_run
 from support.sam import SAM_VENV
+from support.stores import threaded_moto_server
 
 pytest.importorskip("antlr4", reason="moto's Step Functions interpreter needs moto[stepfunctions] (antlr4)")
 pytest.importorskip("jsonpath_ng", reason="moto's Step Functions interpreter needs moto[stepfunctions]")
@@ -106,15 +107,8 @@ class Machines:
 def s3_endpoint() -> Iterator[str]:
     """A moto server in this process: it shares moto's backends with ``mock_aws``, so the stage functions
     (processes of the local runtime) read the bucket the machine writes (a DISTRIBUTED Map's ``$ref`` lists)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with threaded_moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ moto and boto3 are imported inside the fixtures, so test sessions that never use
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import urllib.request
 from collections.abc import Iterator
@@ -129,6 +130,21 @@ def moto_server() -> Iterator[str]:
     # moto's conditional PUT alone is check-then-act and lost an update under threads once.
     with S3Server("127.0.0.1", 0) as server:  # port 0: a free port
         yield server.url
+
+
+@contextlib.contextmanager
+def threaded_moto_server() -> Iterator[str]:
+    """moto's ``ThreadedMotoServer`` in this process, on a free port: its endpoint URL. It shares moto's backends
+    with ``mock_aws`` in this process (what a test's own server is for, rather than the session's ``moto_server``)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
 
 
 def reset_moto_server(endpoint: str) -> None:
