@@ -33,8 +33,8 @@ burst of submits to a busy thread pool queues without the pool's lock (``_queue_
 
 The CPU a slot uses is measured, not assumed: each pool that may scale beyond the gate's cores reads its
 workers' CPU demand (``environment.process_cpu_demand``: time on a CPU or waiting for one) after every
-invocation, and every ``SAMPLE_S`` from the invocations still running while its scale-up is refused (an LLM
-call of 30 s need not end before the function's figure is known). It keeps ``share``, the demand per second
+invocation, and every ``SAMPLE_BUSY_S`` from the invocations still running (an LLM call of 30 s need not end
+before the function's figure is known, and a child process's wait for a CPU is seen only while it lives). It keeps ``share``, the demand per second
 of busy environment, and ``cold_share``, the same for its cold starts (both 1.0 until measured). A slot
 starting or in a cold start counts for its function's ``cold_share``, a running one for its ``share``, and a
 newcomer for the larger of the two (a cheap fork of a CPU-bound function is a full core once it runs). So an
@@ -236,6 +236,13 @@ class FunctionPool:
 
     SAMPLE_S = 0.25
     """How often a refused pool measures its running invocations."""
+
+    SAMPLE_BUSY_S = 0.1
+    """How often a measured pool reads its running invocations' demand, refused or not. A child process's wait
+    for a CPU is seen only while the child lives (/proc forgets it when the handler reaps the child: a handler
+    that runs ffmpeg waits for it before returning), so a figure taken only when the invocation ends would count
+    a CPU-bound child on a busy machine as its CPU time alone, and let more environments in than there are
+    cores. Readings are added up as increases only, so each child counts for the most it was seen to demand."""
 
     THREAD_START = 1
     """Thread slots a thread-isolated function starts at once (more once its handlers wait: module docs). One: a
@@ -489,14 +496,25 @@ class FunctionPool:
         running = self._slots - self._idle - cold
         return cold * self.cold_share + max(0, running) * self.share
 
+    def _arm_sample(self, delay_s: float) -> None:
+        """Have the timer measure the invocations in flight ``delay_s`` from now (unless a look is due already)."""
+        with self._lock:
+            if self._sample_pending or self._closed:
+                return
+            self._sample_pending = True
+        self._timer.call_at(time.monotonic() + delay_s, self._sample)
+
     def _sample(self) -> None:
-        """The timer's call while a scale-up is refused: measure the invocations in flight so far."""
+        """The timer's call while invocations run (``SAMPLE_BUSY_S``) or a scale-up is refused: measure the
+        invocations in flight so far, and look again while some still run."""
         with self._lock:
             self._sample_pending = False
         with self._cpu_lock:
             busy = list(self._busy)
         for environment in busy:
             self._account(environment)
+        if busy:
+            self._arm_sample(self.SAMPLE_BUSY_S)
 
     def _account(self, environment: ProcessEnvironment, *, done: bool = False) -> None:
         """Add the CPU ``environment`` used since its marks, over the busy time since then; ``done``: its
@@ -675,6 +693,7 @@ class FunctionPool:
             with self._cpu_lock:
                 environment.time_mark = time.monotonic()
                 self._busy.add(environment)
+            self._arm_sample(self.SAMPLE_BUSY_S)
             outcome = environment.invoke(invocation.request_id, invocation.payload, self._timeout)
             if outcome.env_lost:
                 with self._cpu_lock:
