@@ -75,6 +75,7 @@ __all__ = [
     "queue_running_prefix",
     "request_prefix",
     "shard_key",
+    "shard_object_key",
     "state_key",
     "task_input_key",
     "task_output_key",
@@ -124,6 +125,14 @@ def shard_key(request_id: str, stage: str, shard: int, token: str) -> str:
     """The object holding one version of a task shard (``token`` from state.json's ``shard_tokens``)."""
     suffix = f".{token}" if token else ""  # "": the fixed key of state files written before tokens
     return f"{tasks_prefix(request_id)}{stage}/{shard:05d}{suffix}.json"
+
+
+def shard_object_key(request_id: str, stage: str, shard: int, entry: str) -> str:
+    """The object holding the committed version of task shard ``shard``, from its state.json entry
+    (``StageDoc.shard_tokens``): ``TOKEN``, its own object (``shard_key``), or ``TOKEN@HOME``, a *segment*: the
+    object of shard HOME written by the same commit, which holds this shard too (``persistence.SEGMENT_SHARDS``)."""
+    token, _, home = entry.partition("@")
+    return shard_key(request_id, stage, int(home) if home else shard, token)
 
 
 def parse_shard_key(key: str) -> tuple[str, int, str] | None:

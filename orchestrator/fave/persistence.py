@@ -55,11 +55,13 @@ from fave.keys import (
     items_key,
     parse_shard_key,
     shard_key,
+    shard_object_key,
     state_key,
     tasks_prefix,
 )
 from fave.statefile import (
     SCHEMA_VERSION,
+    SEGMENT_HEAD,
     FailureDoc,
     FingerprintDoc,
     PipelineRefDoc,
@@ -68,6 +70,7 @@ from fave.statefile import (
     StageDoc,
     StateDoc,
     TaskDoc,
+    parse_shards,
 )
 
 INPUT_INLINE_LIMIT = 4096
@@ -78,6 +81,23 @@ INPUT_INLINE_LIMIT = 4096
 SHARD_SIZE = 128
 """Tasks of a fanned-out stage are persisted in objects of this many items: a completion rewrites a bounded
 object, never one that grows with the fan-out."""
+
+LIST_BLOCK = 2048
+"""Items per object of a fan-out list made now (``Engine(list_block=...)``; recorded per list in state.json, so
+lists written with another size, 128 before schema 3, still read): a 10,000-item list is 5 objects, not 79. A
+decision that needs one item (a per-item downstream task's input, a retry's) reads one block: bounded."""
+
+
+def list_block(doc: StateDoc, for_each: str) -> int:
+    """Items per block object of the fan-out list ``for_each`` of the request ``doc`` describes."""
+    return doc.fanout_blocks.get(for_each, SHARD_SIZE)
+
+
+SEGMENT_SHARDS = 16
+"""The most changed shards of a stage one commit writes in one object (a segment, ``statefile.SegmentDoc``). A
+step that changes many shards (a fan-out dispatched, a batch of completions, a re-run's cache hits) writes a
+few objects instead of one per shard: on the local store each object is a file creation (and later a delete),
+on S3 a billed PUT. Bounded, so a decision that needs one shard reads at most this many (16 x 128 tasks)."""
 
 
 class CorruptStateError(TerminalError):
@@ -112,24 +132,28 @@ def committed_shards(store: ObjectStore, doc: StateDoc, stage: str) -> Iterator[
     """``(shard, token, document)`` of each committed task shard of ``stage``, as of the state.json ``doc``.
 
     Raises ``_SupersededError`` when a newer commit has replaced (and deleted) one: read state.json again
-    (``_consistent`` does)."""
+    (``_consistent`` does). A segment (several shards in one object) is read once."""
     sdoc = doc.stages.get(stage)
     if sdoc is None:
         return
+    objects: dict[str, dict[int, ShardDoc]] = {}
     for shard in range(sdoc.shards):
         token = sdoc.shard_tokens[shard] if shard < len(sdoc.shard_tokens) else ""
         if not token and sdoc.shard_tokens:
             continue  # never written: every task of the shard is still PENDING
-        try:
-            blob = store.get(shard_key(doc.request_id, stage, shard, token))
-        except NotFoundError:
-            if token:
-                raise _SupersededError from None
-            continue  # a state file from before tokens, whose shard was never written
-        try:
-            shard_doc = ShardDoc.model_validate_json(blob.data)
-        except PydanticValidationError:
-            raise CorruptStateError(f"request {doc.request_id}: task shard {stage}/{shard} is unreadable") from None
+        key = shard_object_key(doc.request_id, stage, shard, token)
+        held = objects.get(key)
+        if held is None:
+            try:
+                blob = store.get(key)
+            except NotFoundError:
+                if token:
+                    raise _SupersededError from None
+                continue  # a state file from before tokens, whose shard was never written
+            held = objects[key] = _shards_of(doc.request_id, stage, shard, blob.data)
+        shard_doc = held.get(shard)
+        if shard_doc is None:
+            raise CorruptStateError(f"request {doc.request_id}: task shard {stage}/{shard} is missing from {key}")
         yield shard, token, shard_doc
 
 
@@ -444,11 +468,10 @@ class Persistence:
             state = replace(state, items=self._legacy_fanout_items(state))
             handle.fanout = set()  # written in blocks by the next commit
         else:
-            block = self.engine.change_block
-            lists = {fe: FanoutList(total, block) for fe, total in doc.fanout.items()}
+            lists = {fe: FanoutList(total, list_block(doc, fe)) for fe, total in doc.fanout.items()}
             state = replace(state, items=Map(lists))
             if full:
-                wanted = frozenset((fe, b) for fe, total in doc.fanout.items() for b in range(-(-total // block)))
+                wanted = frozenset((fe, b) for fe, fan in lists.items() for b in range(-(-fan.total // fan.block)))
                 state = self._load_items(state, wanted)
         if state.status is RequestStatus.COMPLETED:
             final_task = state.task(self.pipeline.final)
@@ -471,6 +494,7 @@ class Persistence:
         block = self.engine.change_block
         loaded: dict[str, dict[int, Task]] = {}
         partial = state.partial
+        objects: dict[str, dict[int, ShardDoc]] = {}  # a segment holding several wanted shards is read once
         for stage, b in sorted(missing.tasks):
             if stage not in partial or b in partial[stage]:
                 continue
@@ -479,11 +503,18 @@ class Persistence:
             token = handle.shard_tokens.get((stage, shard), "")
             found: dict[int, TaskDoc] = {}
             if token:
-                try:
-                    blob = self.store.get(shard_key(state.request_id, stage, shard, token))
-                except NotFoundError:
-                    raise ConflictError(f"request {state.request_id}: a newer commit replaced its state") from None
-                found = _shard_doc(state.request_id, stage, shard, blob.data).tasks
+                key = shard_object_key(state.request_id, stage, shard, token)
+                held = objects.get(key)
+                if held is None:
+                    try:
+                        blob = self.store.get(key)
+                    except NotFoundError:
+                        raise ConflictError(f"request {state.request_id}: a newer commit replaced its state") from None
+                    held = objects[key] = _shards_of(state.request_id, stage, shard, blob.data)
+                shard_doc = held.get(shard)
+                if shard_doc is None:
+                    raise CorruptStateError(f"request {state.request_id}: task shard {stage}/{shard} is missing")
+                found = shard_doc.tasks
             tasks = loaded.setdefault(stage, {})
             for i in range(lo, hi):
                 doc = found.get(i)
@@ -553,19 +584,32 @@ class Persistence:
                 continue
             for b, chunk in fanout.blocks.items():  # a new list is wholly in memory
                 self.store.put(items_key(state.request_id, key, b), _dumps(list(chunk)), content_type=_JSON)
-        for stage, shard in self._changed_shards(state):
+        replaced: set[str] = set()
+        for stage, shards in self._changed_segments(state):
             token = f"{version:06d}{secrets.token_hex(_TOKEN_HEX // 2)}"
-            key = shard_key(state.request_id, stage, shard, token)
+            home = shards[0]
+            key = shard_key(state.request_id, stage, home, token)
             stage_tasks = state.tasks.get(stage) or Map()
-            lo, hi = shard * SHARD_SIZE, (shard + 1) * SHARD_SIZE
-            in_shard = ((i, task) for i in range(lo, hi) if (task := stage_tasks.get(i)) is not None)
-            body = shard_json(stage, shard, version, in_shard, handle.members.setdefault(stage, {}))
-            self.store.put(key, body, if_none_match=True, content_type="application/json")
+            memo = handle.members.setdefault(stage, {})
+            bodies = []
+            for shard in shards:
+                lo, hi = shard * SHARD_SIZE, (shard + 1) * SHARD_SIZE
+                in_shard = ((i, task) for i in range(lo, hi) if (task := stage_tasks.get(i)) is not None)
+                bodies.append(shard_json(stage, shard, version, in_shard, memo))
+                old = tokens.get((stage, shard))
+                if old is not None:
+                    replaced.add(shard_object_key(state.request_id, stage, shard, old))
+                tokens[(stage, shard)] = token if shard == home else f"{token}@{home}"
+            self.store.put(key, _segment(shards, bodies), if_none_match=True, content_type="application/json")
             written.append(key)
-            old = tokens.get((stage, shard))
-            if old is not None:
-                superseded.append(shard_key(state.request_id, stage, shard, old))
-            tokens[(stage, shard)] = token
+        if replaced:  # an object is garbage once no shard's entry names it (a segment may still hold some)
+            stages = {stage for stage, _ in self._changed_shards(state)}
+            replaced.difference_update(
+                shard_object_key(state.request_id, stage, shard, entry)
+                for (stage, shard), entry in tokens.items()
+                if stage in stages
+            )
+            superseded.extend(sorted(replaced))
         doc = self.to_doc(replace(state, version=version), tokens)
         data = doc.model_dump_json(exclude_none=False).encode()
         try:
@@ -594,6 +638,17 @@ class Persistence:
         block = self.engine.change_block
         return sorted({(stage, b * block // SHARD_SIZE) for stage, b in state.changed if stage in fanned_out})
 
+    def _changed_segments(self, state: RequestState) -> list[tuple[str, list[int]]]:
+        """The changed shards, grouped per stage into objects of up to ``SEGMENT_SHARDS`` (in shard order)."""
+        by_stage: dict[str, list[int]] = {}
+        for stage, shard in self._changed_shards(state):
+            by_stage.setdefault(stage, []).append(shard)
+        return [
+            (stage, shards[i : i + SEGMENT_SHARDS])
+            for stage, shards in by_stage.items()
+            for i in range(0, len(shards), SEGMENT_SHARDS)
+        ]
+
     def _discard(self, keys: list[str]) -> None:
         # Unreferenced shard objects are never read; deleting them only saves space, so a failure is harmless.
         for key in keys:
@@ -613,7 +668,7 @@ class Persistence:
         writes version + 1, so its shards are never taken for garbage."""
         doc, _ = self.read_doc(request_id)
         committed = {
-            shard_key(request_id, stage, shard, token)
+            shard_object_key(request_id, stage, shard, token)
             for stage, sdoc in doc.stages.items()
             for shard, token in enumerate(sdoc.shard_tokens)
             if token
@@ -705,6 +760,7 @@ class Persistence:
             resumes=state.resumes,
             stages=stages,
             fanout={key: len(fanout) for key, fanout in state.items.items()},
+            fanout_blocks={key: fanout.block for key, fanout in state.items.items()},
             abandoned=state.abandoned,
             abandoned_until=state.abandoned_until,
             no_cache=state.no_cache,
@@ -747,11 +803,20 @@ def _earliest(pipeline: Pipeline, state: RequestState) -> float | None:
     return min(candidates, default=None)
 
 
-def _shard_doc(request_id: str, stage: str, shard: int, data: bytes) -> ShardDoc:
+def _shards_of(request_id: str, stage: str, shard: int, data: bytes) -> dict[int, ShardDoc]:
+    """The shards of a task-shard object (a segment's, or one shard's); ``CorruptStateError`` if unreadable."""
     try:
-        return ShardDoc.model_validate_json(data)
+        return parse_shards(data)
     except PydanticValidationError:
         raise CorruptStateError(f"request {request_id}: task shard {stage}/{shard} is unreadable") from None
+
+
+def _segment(shards: list[int], bodies: list[bytes]) -> bytes:
+    """One shard's bytes as they are, or several shards' in a segment (``statefile.SegmentDoc``)."""
+    if len(bodies) == 1:
+        return bodies[0]
+    members = b",".join(b'"%d":%s' % (shard, body) for shard, body in zip(shards, bodies, strict=True))
+    return SEGMENT_HEAD + b"{" + members + b"}}"
 
 
 def list_request_ids(store: ObjectStore) -> list[str]:
@@ -767,9 +832,11 @@ def list_request_ids(store: ObjectStore) -> list[str]:
 
 __all__ = [
     "INPUT_INLINE_LIMIT",
+    "LIST_BLOCK",
     "CorruptStateError",
     "Persistence",
     "committed_shards",
+    "list_block",
     "list_request_ids",
     "parse_state",
     "read_stage_tasks",

@@ -81,7 +81,7 @@ from fave.invoke.base import (
 from fave.keys import index_key, state_key, task_input_key, task_output_key
 from fave.lease import Leases
 from fave.meter import RequestMeter
-from fave.persistence import SHARD_SIZE, Persistence
+from fave.persistence import LIST_BLOCK, SHARD_SIZE, Persistence
 from fave.pricing import prices
 from fave.source_digest import source_identity
 
@@ -186,7 +186,9 @@ class Orchestrator:
         # The run history (fave metrics) learns of every request that ends here, unless the caller records it
         # itself (the Lambda runner does, once the request's lease is let go).
         self.record_history = record_history
-        self.engine = Engine(pipeline, change_block=SHARD_SIZE, rates=rates or default_rates(invoker))
+        self.engine = Engine(
+            pipeline, change_block=SHARD_SIZE, list_block=LIST_BLOCK, rates=rates or default_rates(invoker)
+        )
         # The stages whose for_each list a stage's output feeds (prepare resolves those lists).
         self._fed_by: dict[str, list[Stage]] = {}
         for spec in pipeline.stages.values():

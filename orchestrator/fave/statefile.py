@@ -5,12 +5,15 @@ status, counts and timings, the tasks of single-task stages, the failure reason.
 ``requests/{id}/metadata/tasks/{stage}/{shard}.{token}.json`` (``ShardDoc``): the tasks of a fanned-out
 stage, ``persistence.SHARD_SIZE`` items per object, so a completion rewrites a bounded object, never one that
 grows with N. Each write is a new object; state.json names the committed one (``StageDoc.shard_tokens``).
-``requests/{id}/metadata/items/{for_each}/{block}.json``: a fan-out list in blocks of ``SHARD_SIZE`` items,
-written once when the list is made, read a block at a time.
+``requests/{id}/metadata/items/{for_each}/{block}.json``: a fan-out list in blocks of ``StateDoc.fanout_blocks``
+items (``persistence.LIST_BLOCK``; 128 before schema 3), written once when the list is made, read a block at a
+time.
 
-Schema 2 (this version) persists what a decision needs to run on a head alone: each fanned-out stage's ready
-set, deadline floor and retry blocks, and the fan-out lists' lengths. A schema-1 file is read whole and its
-indexes rebuilt.
+Schema 3 (this version) lets one object hold several shards of a stage that one commit changed (a *segment*,
+``SegmentDoc``; its shards' entries in ``shard_tokens`` read ``TOKEN@HOME``, ``keys.shard_object_key``): a
+commit that changes 79 shards writes 5 objects, not 79. Schema 2 persists what a decision needs to run on a
+head alone: each fanned-out stage's ready set, deadline floor and retry blocks, and the fan-out lists' lengths.
+A schema-1 file is read whole and its indexes rebuilt.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class AttemptDoc(BaseModel):
@@ -148,6 +151,9 @@ class StateDoc(BaseModel):
     stages: dict[str, StageDoc]
     fanout: dict[str, int] = Field(default_factory=dict)
     """Length of each fan-out list (``for_each``) made so far; its items are in ``metadata/items/``."""
+    fanout_blocks: dict[str, int] = Field(default_factory=dict)
+    """Items per block object of each fan-out list (``FanoutList.block``); a list not named here (a schema-2
+    file) has blocks of 128 (``persistence.SHARD_SIZE``)."""
     abandoned: int = 0
     """Attempts still running when the request ended, not reported yet (``RequestState.abandoned``)."""
     abandoned_until: float | None = None
@@ -171,3 +177,25 @@ class ShardDoc(BaseModel):
     shard: int
     version: int
     tasks: dict[int, TaskDoc]
+
+
+class SegmentDoc(BaseModel):
+    """Task shards of one stage that one commit wrote together, in one object (``persistence.SEGMENT_SHARDS``):
+    ``{"shards": {shard: ShardDoc}}``, at the key of its first shard."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    shards: dict[int, ShardDoc]
+
+
+SEGMENT_HEAD = b'{"shards":'
+"""How a segment's bytes begin (a single shard's begin with its ``stage``): persistence writes both."""
+
+
+def parse_shards(data: bytes) -> dict[int, ShardDoc]:
+    """The shards a task-shard object holds, by shard: a segment's, or a single shard's own. Raises pydantic's
+    ``ValidationError`` if the bytes are not one of the two."""
+    if data.startswith(SEGMENT_HEAD):
+        return SegmentDoc.model_validate_json(data).shards
+    doc = ShardDoc.model_validate_json(data)
+    return {doc.shard: doc}

@@ -32,9 +32,9 @@ from pydantic import ValidationError as PydanticValidationError
 from fave.core.dag import KEY_DIGEST_CHARS, DagError, ForEach
 from fave.core.model import RequestStatus
 from fave.ids import validate_request_id
-from fave.keys import final_key, items_key, shard_key, state_key
-from fave.persistence import SHARD_SIZE, CorruptStateError, list_request_ids, parse_state
-from fave.statefile import ShardDoc, StageDoc, StateDoc, TaskDoc
+from fave.keys import final_key, items_key, shard_object_key, state_key
+from fave.persistence import SHARD_SIZE, CorruptStateError, list_block, list_request_ids, parse_state
+from fave.statefile import StageDoc, StateDoc, TaskDoc, parse_shards
 
 __all__ = [
     "MAX_PAGE_LIMIT",
@@ -241,15 +241,18 @@ def read_shard(store: ObjectStore, doc: StateDoc, stage: str, sdoc: StageDoc, sh
     if not token and sdoc.shard_tokens:
         return {}
     try:
-        blob = store.get(shard_key(doc.request_id, stage, shard, token))
+        blob = store.get(shard_object_key(doc.request_id, stage, shard, token))
     except NotFoundError:
         if token:
             raise _Superseded from None
         return {}  # a state file from before tokens, whose shard was never written
     try:
-        return ShardDoc.model_validate_json(blob.data).tasks
+        shard_doc = parse_shards(blob.data).get(shard)
     except PydanticValidationError:
-        raise CorruptStateError(f"request {doc.request_id}: task shard {stage}/{shard} is unreadable") from None
+        shard_doc = None
+    if shard_doc is None:
+        raise CorruptStateError(f"request {doc.request_id}: task shard {stage}/{shard} is unreadable")
+    return shard_doc.tasks
 
 
 def read_state(store: ObjectStore, request_id: str) -> StateDoc:
@@ -278,8 +281,8 @@ _DIGEST_KEY = re.compile(f"[0-9a-f]{{{KEY_DIGEST_CHARS}}}")
 
 
 class ItemKeys:
-    """The keys of a fanned-out stage's items, read from its fan-out list a block (``SHARD_SIZE`` items) at a
-    time and kept per block: a page reads the blocks its rows fall in, no more. A key that cannot be derived
+    """The keys of a fanned-out stage's items, read from its fan-out list a block (``persistence.list_block``
+    items) at a time and kept per block: a page reads the blocks its rows fall in, no more. A key that cannot be derived
     (a list not made yet, a missing block, a state file from another pipeline) is None: the index still
     names the item."""
 
@@ -295,6 +298,7 @@ class ItemKeys:
         except DagError:
             self.for_each = None
         self.total = doc.fanout.get(str(self.for_each)) if self.for_each is not None else None
+        self.block = list_block(doc, str(self.for_each))
         self._blocks: dict[int, list[Any] | None] = {}
 
     def _block(self, block: int) -> list[Any] | None:
@@ -311,8 +315,8 @@ class ItemKeys:
         """Item ``item``'s key, or None."""
         if self.for_each is None or self.total is None or not 0 <= item < self.total:
             return None
-        chunk = self._block(item // SHARD_SIZE)
-        offset = item % SHARD_SIZE
+        chunk = self._block(item // self.block)
+        offset = item % self.block
         if chunk is None or offset >= len(chunk):
             return None
         try:
@@ -327,10 +331,10 @@ class ItemKeys:
             return None
         if self.for_each.key is None and not _DIGEST_KEY.fullmatch(key):
             return None  # not a content digest: no need to read the list (``--item 140`` is an index)
-        for block in range(-(-self.total // SHARD_SIZE)):
+        for block in range(-(-self.total // self.block)):
             chunk = self._block(block)
             for offset, element in enumerate(chunk or ()):
-                item = block * SHARD_SIZE + offset
+                item = block * self.block + offset
                 try:
                     if self.for_each.key_of(element, item) == key:
                         return item

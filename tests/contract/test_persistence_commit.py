@@ -13,9 +13,19 @@ from typing import Any
 import pytest
 from fave.core.dag import Pipeline
 from fave.core.engine import Engine
-from fave.core.model import Event, Invoke, RequestState, Start, TaskFailed, TaskStatus, TaskSucceeded, Tick
+from fave.core.model import (
+    Event,
+    Invoke,
+    MissingData,
+    RequestState,
+    Start,
+    TaskFailed,
+    TaskStatus,
+    TaskSucceeded,
+    Tick,
+)
 from fave.keys import state_key
-from fave.persistence import SHARD_SIZE, Persistence, read_stage_tasks
+from fave.persistence import SEGMENT_SHARDS, SHARD_SIZE, Persistence, read_stage_tasks
 from fave_shared.errors import ConflictError
 from fave_shared.store import ObjectStore
 from support.pipelines import make_pipeline
@@ -38,8 +48,13 @@ def pipeline(tmp_path: Path) -> Pipeline:
 
 
 def step(persistence: Persistence, state: RequestState, *events: Event) -> RequestState:
-    state, _ = persistence.engine.decide_all(state, events, NOW)
-    return persistence.commit(state)
+    while True:  # as the service does: load the blocks a decision asks for, and decide again
+        try:
+            decided, _ = persistence.engine.decide_all(state, events, NOW)
+        except MissingData as missing:
+            state = persistence.load_more(state, missing)
+            continue
+        return persistence.commit(decided)
 
 
 def fanned_out(store: ObjectStore, pipeline: Pipeline) -> tuple[Persistence, RequestState]:
@@ -115,13 +130,60 @@ def test_a_crash_between_shard_writes_and_the_commit_shows_nothing_of_the_step(
 
 def test_superseded_shards_are_deleted_and_state_names_the_live_ones(store: ObjectStore, pipeline: Pipeline) -> None:
     persistence, state = fanned_out(store, pipeline)
-    for item in (0, 1, 130):
-        state = step(persistence, state, done(item))
     prefix = f"requests/{state.request_id}/metadata/tasks/work/"
+    assert len(list(store.list(prefix))) == 1  # the dispatch changed the 3 shards: one segment holds them
+    for item in (0, 1, 128, 129):
+        state = step(persistence, state, done(item))
     live = sorted(store.list(prefix))
-    assert len(live) == 3  # one object per shard, whatever the number of commits
+    # Shards 0 and 1 were rewritten on their own (their last versions only are kept); the segment stays for
+    # shard 2, which no commit changed since.
+    assert len(live) == 3
     raw = store.get(state_key(state.request_id)).data.decode()
     assert all(key.rsplit("/", 1)[1].split(".")[1] in raw for key in live)
+    assert statuses(store, state.request_id)[129] == "SUCCEEDED"
+    assert statuses(store, state.request_id)[299] == "RUNNING"
+
+
+def test_a_segment_goes_when_no_shard_is_left_in_it(store: ObjectStore, pipeline: Pipeline) -> None:
+    persistence, state = fanned_out(store, pipeline)
+    prefix = f"requests/{state.request_id}/metadata/tasks/work/"
+    (segment,) = store.list(prefix)
+    state = step(persistence, state, done(0))  # shard 0 leaves the segment; 1 and 2 are still read from it
+    assert segment in set(store.list(prefix))
+    reloaded = Persistence(store, pipeline, Engine(pipeline)).load(state.request_id, NOW, full=True)
+    assert reloaded.tasks["work"][0].status is TaskStatus.SUCCEEDED
+    assert reloaded.tasks["work"][200].status is TaskStatus.RUNNING
+    state = step(persistence, state, done(130), done(280))  # shards 1 and 2 in a new segment: the old one is empty
+    live = set(store.list(prefix))
+    assert segment not in live and len(live) == 2
+    assert statuses(store, state.request_id)[280] == "SUCCEEDED"
+
+
+def test_a_step_that_changes_many_shards_writes_few_objects_and_loads_back(
+    store: ObjectStore, pipeline: Pipeline
+) -> None:
+    items = SHARD_SIZE * (2 * SEGMENT_SHARDS + 3)  # 35 shards: segments of 16, 16 and 3
+    persistence = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE))
+    state = persistence.create(persistence.engine.new_request("01J0000000000000000000TEST", {}, NOW))
+    state = step(persistence, state, Start())
+    listing = tuple(range(items))
+    state = step(persistence, state, TaskSucceeded("plan", None, 1, {"items": list(listing)}, {"plan.items": listing}))
+    prefix = f"requests/{state.request_id}/metadata/tasks/work/"
+    assert len(list(store.list(prefix))) == 3
+    finished = [done(i) for i in range(0, items, 7)]  # touches every shard
+    state = step(persistence, state, *finished)
+    assert len(list(store.list(prefix))) == 3
+    fresh = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE))
+    whole = fresh.load(state.request_id, NOW, full=True)
+    ok = {e.item for e in finished}
+    assert {i for i, t in whole.tasks["work"].items() if t.status is TaskStatus.SUCCEEDED} == ok
+    assert whole.stages["work"].succeeded == len(ok)
+    # A decision that needs one late block reads it from its segment alone (partial loads).
+    head = fresh.load(state.request_id, NOW)
+    late = items - 1
+    after = step(fresh, head, done(late))
+    assert after.stages["work"].succeeded == len(ok) + (late not in ok)
+    assert statuses(store, state.request_id)[late] == "SUCCEEDED"
 
 
 def test_the_shards_of_a_step_that_crashed_are_collected_and_a_step_in_progress_is_not(
@@ -129,10 +191,12 @@ def test_the_shards_of_a_step_that_crashed_are_collected_and_a_step_in_progress_
 ) -> None:
     _, state = fanned_out(store, pipeline)
     doomed = Persistence(CrashBeforeCommit(store), pipeline, Engine(pipeline))  # type: ignore[arg-type]
+    prefix = f"requests/{state.request_id}/metadata/tasks/work/"
+    committed = set(store.list(prefix))  # one segment: the dispatch changed the 3 shards together
     with pytest.raises(SystemExit):
         step(doomed, doomed.load(state.request_id, NOW), done(0), done(200))  # shards 0 and 1, never committed
-    prefix = f"requests/{state.request_id}/metadata/tasks/work/"
-    assert len(list(store.list(prefix))) == 5  # 3 committed + 2 orphans
+    orphans = set(store.list(prefix)) - committed
+    assert len(orphans) == 1  # the two shards in one segment
     survivor = Persistence(store, pipeline, Engine(pipeline))
     # Until the next commit, the orphans cannot be told from the shards of a step still in progress.
     assert survivor.collect_garbage(state.request_id) == []
@@ -142,8 +206,9 @@ def test_the_shards_of_a_step_that_crashed_are_collected_and_a_step_in_progress_
     store.put(in_progress, b"{}")
     collected = survivor.collect_garbage(state.request_id)
 
-    assert len(collected) == 2 and in_progress not in collected
-    assert len(list(store.list(prefix))) == 4  # 3 committed + the step in progress
+    assert collected == sorted(orphans) and in_progress not in collected
+    # The first segment (still holding shards 0 and 2), shard 1's new object, and the step in progress.
+    assert len(list(store.list(prefix))) == 3
     reloaded = Persistence(store, pipeline, Engine(pipeline)).load(state.request_id, NOW)
     assert reloaded.stages["work"].succeeded == 1  # nothing committed was touched
 

@@ -15,7 +15,7 @@ from fave.cli.bench_incremental import INCREMENTAL_PIPELINE, Operations
 from fave.cli.main import main
 from fave.core.model import Invoke, RequestState, RequestStatus, TaskSucceeded
 from fave.local.orchestrator import local_orchestrator
-from fave.persistence import SHARD_SIZE, Persistence
+from fave.persistence import LIST_BLOCK, Persistence
 from fave.service import Orchestrator
 from fave_shared.store import LocalStore, ObjectStore, S3Store
 from support.pipelines import make_pipeline
@@ -232,7 +232,7 @@ class Recorder:
 def test_a_stage_ending_in_a_fresh_process_loads_every_list_block_its_pack_needs_at_once(
     store: LocalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    items = 5 * SHARD_SIZE + 7  # six blocks of the list
+    items = 2 * LIST_BLOCK + 7  # three blocks of the list
     first = Recorder()
     orchestrator = Orchestrator(make_pipeline(WIDE), store, first)  # type: ignore[arg-type]
     request_id = orchestrator.create({}).request_id
@@ -254,5 +254,5 @@ def test_a_stage_ending_in_a_fresh_process_loads_every_list_block_its_pack_needs
     last, attempt = work[-1]
     state = fresh.apply(request_id, [TaskSucceeded("work", last, attempt, {"v": last})])
     assert state.stages["work"].status.value == "SUCCEEDED"
-    # The pack's rows need every element of the list: its six blocks in one load, not one load per block.
-    assert [n for _, n in loads if n] == [items // SHARD_SIZE + 1]
+    # The pack's rows need every element of the list: its three blocks in one load, not one load per block.
+    assert [n for _, n in loads if n] == [items // LIST_BLOCK + 1]

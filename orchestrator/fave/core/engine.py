@@ -127,15 +127,22 @@ def unit_random(request_id: str, stage: str, item: int | None, attempt: int) -> 
 class Engine:
     """Decides what happens next for requests of one pipeline."""
 
-    def __init__(self, pipeline: Pipeline, *, change_block: int = 1, rates: Rates | None = None) -> None:
+    def __init__(
+        self, pipeline: Pipeline, *, change_block: int = 1, list_block: int | None = None, rates: Rates | None = None
+    ) -> None:
         """``change_block``: ``RequestState.changed`` names changed tasks in blocks of this many items of a
         stage (``(stage, item // change_block)``). The persistence that writes tasks in groups passes its group
         size, so the set stays small (a 10,000-item fan-out changes 79 blocks of 128, not 10,000 entries).
+        ``list_block``: the items per block of the fan-out lists this engine makes (``FanoutList.block``; default
+        ``change_block``), which persistence stores a block per object.
         ``rates``: prices and memory sizes, for ``max_cost_usd`` budgets (default: ``Rates()``)."""
         if change_block < 1:
             raise ValueError(f"change_block must be at least 1, got {change_block}")
+        if list_block is not None and list_block < 1:
+            raise ValueError(f"list_block must be at least 1, got {list_block}")
         self.pipeline = pipeline
         self.change_block = change_block
+        self.list_block = list_block if list_block is not None else change_block
         self.rates = rates if rates is not None else Rates()
 
     def new_request(
@@ -297,8 +304,9 @@ class Engine:
                     for b in blocks:
                         wanted.add((stage, b))
                         wanted.update((need, b) for need in spec.item_needs)
-                        if spec.for_each is not None:
-                            items.add((str(spec.for_each), b))
+                    fan = state.items.get(str(spec.for_each)) if spec.for_each is not None else None
+                    if fan is not None:  # a list's blocks need not be the task blocks' size
+                        items.update((str(spec.for_each), item // fan.block) for item in outbox.items())
             elif isinstance(event, (Resume, Cancel)):
                 for stage in state.partial:
                     total = state.stages[stage].total or 0
@@ -850,7 +858,7 @@ class _Tx:
             ),
         )
         for for_each, values in ev.fanout.items():
-            self.items = self.items.set(for_each, FanoutList.whole(tuple(values), self.block))
+            self.items = self.items.set(for_each, FanoutList.whole(tuple(values), self.engine.list_block))
 
     def late_success(self, ev: TaskSucceeded) -> None:
         """A success after the request ended: kept (a resume will not run it again); the request's and the

@@ -31,16 +31,16 @@ from a wait for I/O any sooner would take the kernel's view of each thread: a st
 both look idle from inside.) A refused scale-up looks again every ``THREAD_WAIT_S`` while work is queued. A
 burst of submits to a busy thread pool queues without the pool's lock (``_queue_without_lock``: a lock convoy).
 
-The CPU a slot uses is measured, not assumed: each pool that may scale beyond the gate's cores reads its
-workers' CPU demand (``environment.process_cpu_demand``: time on a CPU or waiting for one) after every
-invocation, and every ``SAMPLE_BUSY_S`` from the invocations still running (an LLM call of 30 s need not end
-before the function's figure is known, and a child process's wait for a CPU is seen only while it lives). It keeps ``share``, the demand per second
-of busy environment, and ``cold_share``, the same for its cold starts (both 1.0 until measured). A slot
+The CPU a slot uses is measured, not assumed: each pool that may scale beyond the gate's cores reads its workers'
+CPU demand (``environment.process_cpu_demand``: time on a CPU or waiting for one) after every invocation, and
+every ``SAMPLE_BUSY_S`` from the invocations still running (an LLM call of 30 s need not end before the function's
+figure is known, and a child process's wait for a CPU is seen only while it lives). It keeps ``share``, the demand
+per second of busy environment, and ``cold_share``, the same for its cold starts (both 1.0 until measured). A slot
 starting or in a cold start counts for its function's ``cold_share``, a running one for its ``share``, and a
 newcomer for the larger of the two (a cheap fork of a CPU-bound function is a full core once it runs). So an
 I/O-bound function (API calls, LLM requests, sleeps: a share of a few percent) scales up to its limit while a
-CPU-bound one (share ~1) stays near the core count, as before; a function whose cold start is cheap (forked,
-a light module) starts several at once, one that loads a model one or two at a time.
+CPU-bound one (share ~1) stays near the core count, as before; a function whose cold start is cheap (forked, a
+light module) starts several at once, one that loads a model one or two at a time.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from fave_shared.errors import NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 
 from fave.keys import items_key, request_prefix, task_input_key
-from fave.persistence import SHARD_SIZE
+from fave.persistence import SHARD_SIZE, list_block
 from fave.statefile import StateDoc, TaskDoc
 from fave.status import read_shard, read_state, retrying, stage_of, stage_page
 
@@ -59,11 +59,12 @@ def _shown(store: ObjectStore, request_id: str, value: Any) -> Any:
 def _fanout_item(store: ObjectStore, doc: StateDoc, for_each: str | None, item: int | None) -> Any:
     if not for_each or item is None or for_each not in doc.fanout:
         return None
+    size = list_block(doc, for_each)
     try:
-        block = json.loads(store.get(items_key(doc.request_id, for_each, item // SHARD_SIZE)).data)
+        block = json.loads(store.get(items_key(doc.request_id, for_each, item // size)).data)
     except (NotFoundError, ValueError):
         return None
-    offset = item % SHARD_SIZE
+    offset = item % size
     return block[offset] if isinstance(block, list) and offset < len(block) else None
 
 
