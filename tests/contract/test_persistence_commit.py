@@ -7,10 +7,12 @@ counts, the stage status and the dispatches that follow from it were never commi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fave import persistence as persistence_module
 from fave.core.dag import Pipeline
 from fave.core.engine import Engine
 from fave.core.model import (
@@ -25,7 +27,7 @@ from fave.core.model import (
     Tick,
 )
 from fave.keys import state_key
-from fave.persistence import SEGMENT_SHARDS, SHARD_SIZE, Persistence, read_stage_tasks
+from fave.persistence import LIST_BLOCK, SEGMENT_SHARDS, SHARD_SIZE, Persistence, read_stage_tasks
 from fave_shared.errors import ConflictError
 from fave_shared.store import ObjectStore
 from support.pipelines import make_pipeline
@@ -233,3 +235,32 @@ def test_a_reloaded_request_still_sees_its_single_tasks_retries_and_deadlines(st
     again = persistence.load(running.request_id, plan.retry_at)
     task = again.task("plan")
     assert task is not None and again.running.get(("plan", 0)) == task.deadline is not None
+
+
+def test_a_request_stored_in_the_schema_2_layout_still_loads_and_commits(
+    store: ObjectStore, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Schema 2: one object per shard, fan-out lists in blocks of 128, no ``fanout_blocks`` in state.json.
+    monkeypatch.setattr(persistence_module, "SEGMENT_SHARDS", 1)
+    old = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE, list_block=SHARD_SIZE))
+    state = old.create(old.engine.new_request("01J0000000000000000000TEST", {}, NOW))
+    state = step(old, state, Start())
+    listing = tuple(range(ITEMS))
+    state = step(old, state, TaskSucceeded("plan", None, 1, {"items": list(listing)}, {"plan.items": listing}))
+    doc = json.loads(store.get(state_key(state.request_id)).data)
+    del doc["fanout_blocks"]
+    doc["schema_version"] = 2
+    store.put(state_key(state.request_id), json.dumps(doc).encode())
+    prefix = f"requests/{state.request_id}/metadata/"
+    assert len(list(store.list(prefix + "tasks/work/"))) == 3 and len(list(store.list(prefix + "items/"))) == 3
+    monkeypatch.undo()
+
+    new = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE, list_block=LIST_BLOCK))
+    state = step(new, new.load(state.request_id, NOW), done(5), done(290))
+    assert state.stages["work"].succeeded == 2
+    whole = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE)).load(
+        state.request_id, NOW, full=True
+    )
+    assert whole.items["plan.items"].block == SHARD_SIZE
+    assert [whole.items["plan.items"].item("plan.items", i) for i in (0, 200, 299)] == [0, 200, 299]
+    assert {i for i, t in whole.tasks["work"].items() if t.status is TaskStatus.SUCCEEDED} == {5, 290}
