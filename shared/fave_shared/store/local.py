@@ -41,7 +41,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from operator import itemgetter
 from pathlib import Path
 
@@ -123,6 +123,11 @@ class _MissingError(Exception):
     """A directory on the way to a key does not exist (or is an object): nothing to read there."""
 
 
+class _PrunedError(RetryableError):
+    """A directory the walk had just opened was removed (a delete of another key pruned it, under another lock
+    stripe) before a directory could be made inside it: walk again from the root."""
+
+
 class LocalStore:
     """An ``ObjectStore`` backed by a directory; safe across threads and processes on one machine."""
 
@@ -185,7 +190,11 @@ class LocalStore:
                 for _ in range(_REPLACE_ATTEMPTS):
                     # Only a write that will happen makes directories: an if_match on a missing object must not
                     # leave empty ones behind (they would collide with a later object of their name).
-                    with self._directories(dirs, key, "put", create=if_match is None) as chain:
+                    with ExitStack() as walk:
+                        try:
+                            chain = walk.enter_context(self._directories(dirs, key, "put", create=if_match is None))
+                        except _PrunedError:
+                            continue  # a concurrent delete pruned a directory on the way: walk again
                         if chain is None:
                             raise NotFoundError(f"local store {self._root}: if_match on missing object {key!r}")
                         parent = chain[-1]
@@ -317,6 +326,9 @@ class LocalStore:
                     os.mkdir(name, 0o777, dir_fd=parent)
                 except FileExistsError:
                     pass  # made by a concurrent writer (or it is a file or a link: the next open says which)
+                except FileNotFoundError:
+                    gone = "/".join(path[:-1])  # the parent we had opened: a delete pruned it since
+                    raise _PrunedError(f"local store {self._root}: {op} {key!r}: {gone!r} was pruned") from None
                 except OSError as e:
                     raise self._error(e, op, key) from e
             except NotADirectoryError:  # a file, a FIFO or a link (O_DIRECTORY | O_NOFOLLOW on a link)
