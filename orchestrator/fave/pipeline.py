@@ -129,7 +129,10 @@ class PipelineError(ValidationError):
 
 
 class _RetryModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build (every model here): a validator is built on first use, not at import. A load validates
+    # _PipelineModel (whose validator covers the models inside it) and builds the defaults' few: the other
+    # validators were ~10 ms of every `fave run`'s start-up, built for nothing (fave bench startup).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     max_attempts: int = Field(default=2, ge=0, le=100)
     interval: Any = 1.0
     backoff_rate: float = Field(default=2.0, ge=1.0, le=100.0)
@@ -141,20 +144,20 @@ class _RetryModel(BaseModel):
 class _CacheModel(BaseModel):
     """``cache: {request: [FIELD, ...]}``: cached, with only these request fields in the key."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     request: list[Annotated[str, StringConstraints(min_length=1)]]
 
 
 class _ForEachModel(BaseModel):
     """``for_each: {from: STAGE.FIELD, key: FIELD}`` (``for_each: STAGE.FIELD`` is ``{from: STAGE.FIELD}``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     from_: str = Field(alias="from")
     key: str | None = None
 
 
 class _StageModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     function: str
     needs: list[str] = Field(default_factory=list)
     mode: Literal["sync", "async"] = "async"
@@ -185,7 +188,7 @@ class _StageModel(BaseModel):
 
 
 class _DefaultsModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     timeout: Any = "5m"
     retry: _RetryModel = Field(default_factory=_RetryModel)
     cache: StrictBool = False
@@ -202,7 +205,7 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 class _FieldModel(BaseModel):
     """One field of ``input: {fields: ...}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     type: FieldType = "any"
     required: bool = False
     default: Any = None
@@ -219,7 +222,7 @@ class _FieldModel(BaseModel):
 class _FieldsModel(BaseModel):
     """``input: {fields: {NAME: FIELD}, additional: false}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     fields: dict[str, _FieldModel]
     additional: bool = False
 
@@ -233,24 +236,24 @@ class _FieldsModel(BaseModel):
 
 
 class _UploadTriggerModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     field: str
 
 
 class _TriggerModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     upload: _UploadTriggerModel | None = None
 
 
 class _BudgetModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     max_wall: Any = None
     max_invocations: StrictInt | None = Field(default=None, ge=1)
     max_cost_usd: float | None = Field(default=None, gt=0)
 
 
 class _AlertsModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     webhook: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = None
     command: Annotated[str, StringConstraints(min_length=1)] | None = None
     queue_stuck_after: Any = "1h"
@@ -258,7 +261,7 @@ class _AlertsModel(BaseModel):
 
 
 class _OperationsModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     max_requests_in_flight: StrictInt = Field(default=DEFAULT_MAX_REQUESTS_IN_FLIGHT, ge=1, le=10_000)
     stale_after: Any = None
     budget: _BudgetModel = Field(default_factory=_BudgetModel)
@@ -266,12 +269,12 @@ class _OperationsModel(BaseModel):
 
 
 class _FunctionModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     max_concurrency: StrictInt = Field(ge=1, le=100_000)
 
 
 class _PipelineModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     operations: _OperationsModel = Field(default_factory=_OperationsModel)
     functions: dict[str, _FunctionModel] = Field(default_factory=dict)
     name: str = "pipeline"

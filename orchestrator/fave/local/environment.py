@@ -16,7 +16,6 @@ import json
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +27,8 @@ from fave.local import worker
 from fave.local.template import ACCOUNT_ID
 
 if TYPE_CHECKING:
+    import subprocess
+
     from fave.local.forkserver import ForkedProcess, ForkServer
 
 _WORKER = str(Path(worker.__file__).resolve())
@@ -91,6 +92,8 @@ class ProcessEnvironment:
             if forks is not None:  # the same worker, forked from a warm interpreter (fave.local.forkserver)
                 self.process = forks.start(env=env, cwd=code_uri, pass_fds=(child_in, child_out))
             else:
+                import subprocess  # here: a run whose functions all run in threads never needs it
+
                 self.process = subprocess.Popen(
                     [sys.executable, "-P", _WORKER, str(child_in), str(child_out)],
                     pass_fds=(child_in, child_out),
@@ -210,6 +213,8 @@ class ProcessEnvironment:
         return b"".join(chunks)
 
     def _reap(self) -> int | None:
+        import subprocess
+
         try:
             return self.process.wait(timeout=_GRACEFUL_EXIT_S)
         except subprocess.TimeoutExpired:  # closed its pipe but still running: not a usable environment

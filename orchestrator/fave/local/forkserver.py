@@ -24,12 +24,14 @@ import queue
 import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["ForkServer", "ForkedProcess", "available"]
 
@@ -75,6 +77,8 @@ class ForkedProcess:
 
     def wait(self, timeout: float | None = None) -> int:
         """The exit status once the zygote reported it; ``subprocess.TimeoutExpired`` after ``timeout``."""
+        import subprocess  # in the functions that use it: a runtime whose functions run in threads never does
+
         code = self._server.wait(self.pid, timeout)
         if code is None and self._server.lost:
             code = self._wait_alone(timeout)
@@ -162,6 +166,8 @@ class ForkServer:
         if sock is not None:
             sock.shutdown(socket.SHUT_WR)
         if zygote is not None:
+            import subprocess
+
             try:
                 zygote.wait(timeout=5.0)
             except subprocess.TimeoutExpired:
@@ -184,6 +190,8 @@ class ForkServer:
                 self._sock.close()
                 self._sock = None
                 self._replies = queue.Queue()  # without the dead reader's last word
+        import subprocess
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._zygote = subprocess.Popen(
