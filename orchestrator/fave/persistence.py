@@ -305,6 +305,8 @@ def _object_json(value: dict[str, Any], floats: dict[float, str], outer: bool) -
                 floats[field_value] = text
         elif kind is int:
             text = _int_text(field_value)
+        elif kind is bool:  # a cached task's ``cached``: 9,900 rows of a re-run, not worth an encoder call each
+            text = "true" if field_value else "false"
         elif isinstance(field_value, str):  # the status is a StrEnum: written as its value
             text = _ascii(field_value)
         elif outer and kind is dict and len(field_value) <= 8:
