@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import gc
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +33,7 @@ with open(sys.argv[1], "w") as out:
 
 def imported_by(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
     out = tmp_path / "probe.json"
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(out), *args],
-        cwd=ROOT,
-        env=e2e.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = e2e.python_probe(_PROBE, str(out), *args)
     assert out.exists(), done.stderr
     doc = json.loads(out.read_text())
     return doc["code"], set(doc["modules"])

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,15 +83,7 @@ RUN_CLI_MODULES = {"fave.cli", "fave.cli.main", "fave.cli.progress", "fave.cli.r
 
 def run_probe(tmp_path: Path, *args: str) -> dict[str, Any]:
     out = tmp_path / "probe.json"
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(out), *args],
-        cwd=ROOT,
-        env=e2e.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = e2e.python_probe(_PROBE, str(out), *args)
     assert out.exists(), done.stderr
     doc: dict[str, Any] = json.loads(out.read_text())
     return doc
@@ -173,15 +163,7 @@ def test_the_command_leaves_its_objects_to_the_exit_and_a_caller_of_main_keeps_i
     # The interpreter's shutdown does not collect over what the command leaves alive (frozen first)...
     out = tmp_path / "command.json"
     probe = f"OUT = {str(out)!r}\n" + _COMMAND_PROBE
-    done = subprocess.run(
-        [sys.executable, "-c", probe, "-", "graph", "--pipeline", str(CHAIN)],
-        cwd=ROOT,
-        env=e2e.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = e2e.python_probe(probe, "-", "graph", "--pipeline", str(CHAIN))
     assert done.returncode == 0, done.stderr
     doc = json.loads(out.read_text())
     assert doc["code"] == 0 and doc["frozen"] > 1000

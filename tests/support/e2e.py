@@ -53,6 +53,19 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _python(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """This interpreter on ``args`` in ``cwd`` with ``child_env()``, output captured."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def python_probe(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -c CODE ARGS...`` in a fresh interpreter from the repository root: what a test runs to look at a
+    process from the inside (the modules it imported, its collector at exit)."""
+    return _python(["-c", code, *args], ROOT, timeout)
+
+
 def fave_command(*args: str) -> list[str]:
     """``python -m fave.cli.main ARGS`` with this interpreter (the venv's, whatever PATH says)."""
     return [sys.executable, "-m", "fave.cli.main", *args]
@@ -88,15 +101,7 @@ def fave(*args: str, env: Mapping[str, str] | None = None, timeout: float = RUN_
 
 def pytest_in(folder: Path, timeout: float = 120) -> Result:
     """``pytest -q`` on ``folder``'s tests (a pipeline folder's own), run from that folder as its user would."""
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        cwd=folder,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    done = _python(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], folder, timeout)
     return Result(done.returncode, done.stdout, done.stderr)
 
 
