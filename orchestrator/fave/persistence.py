@@ -141,19 +141,12 @@ def committed_shards(store: ObjectStore, doc: StateDoc, stage: str) -> Iterator[
         token = sdoc.shard_tokens[shard] if shard < len(sdoc.shard_tokens) else ""
         if not token and sdoc.shard_tokens:
             continue  # never written: every task of the shard is still PENDING
-        key = shard_object_key(doc.request_id, stage, shard, token)
-        held = objects.get(key)
-        if held is None:
-            try:
-                blob = store.get(key)
-            except NotFoundError:
-                if token:
-                    raise _SupersededError from None
-                continue  # a state file from before tokens, whose shard was never written
-            held = objects[key] = _shards_of(doc.request_id, stage, shard, blob.data)
-        shard_doc = held.get(shard)
-        if shard_doc is None:
-            raise CorruptStateError(f"request {doc.request_id}: task shard {stage}/{shard} is missing from {key}")
+        try:
+            shard_doc = read_shard_object(store, doc.request_id, stage, shard, token, objects=objects)
+        except NotFoundError:
+            if token:
+                raise _SupersededError from None
+            continue  # a state file from before tokens, whose shard was never written
         yield shard, token, shard_doc
 
 
@@ -505,18 +498,10 @@ class Persistence:
             token = handle.shard_tokens.get((stage, shard), "")
             found: dict[int, TaskDoc] = {}
             if token:
-                key = shard_object_key(state.request_id, stage, shard, token)
-                held = objects.get(key)
-                if held is None:
-                    try:
-                        blob = self.store.get(key)
-                    except NotFoundError:
-                        raise ConflictError(f"request {state.request_id}: a newer commit replaced its state") from None
-                    held = objects[key] = _shards_of(state.request_id, stage, shard, blob.data)
-                shard_doc = held.get(shard)
-                if shard_doc is None:
-                    raise CorruptStateError(f"request {state.request_id}: task shard {stage}/{shard} is missing")
-                found = shard_doc.tasks
+                try:
+                    found = read_shard_object(self.store, state.request_id, stage, shard, token, objects=objects).tasks
+                except NotFoundError:
+                    raise ConflictError(f"request {state.request_id}: a newer commit replaced its state") from None
             tasks = loaded.setdefault(stage, {})
             for i in range(lo, hi):
                 doc = found.get(i)
@@ -587,7 +572,8 @@ class Persistence:
             for b, chunk in fanout.blocks.items():  # a new list is wholly in memory
                 self.store.put(items_key(state.request_id, key, b), _dumps(list(chunk)), content_type=_JSON)
         replaced: set[str] = set()
-        for stage, shards in self._changed_segments(state):
+        segments = self._changed_segments(state)
+        for stage, shards in segments:
             token = f"{version:06d}{secrets.token_hex(_TOKEN_HEX // 2)}"
             home = shards[0]
             key = shard_key(state.request_id, stage, home, token)
@@ -605,7 +591,7 @@ class Persistence:
             self.store.put(key, _segment(shards, bodies), if_none_match=True, content_type="application/json")
             written.append(key)
         if replaced:  # an object is garbage once no shard's entry names it (a segment may still hold some)
-            stages = {stage for stage, _ in self._changed_shards(state)}
+            stages = {stage for stage, _ in segments}
             replaced.difference_update(
                 shard_object_key(state.request_id, stage, shard, entry)
                 for (stage, shard), entry in tokens.items()
@@ -805,12 +791,24 @@ def _earliest(pipeline: Pipeline, state: RequestState) -> float | None:
     return min(candidates, default=None)
 
 
-def _shards_of(request_id: str, stage: str, shard: int, data: bytes) -> dict[int, ShardDoc]:
-    """The shards of a task-shard object (a segment's, or one shard's); ``CorruptStateError`` if unreadable."""
-    try:
-        return parse_shards(data)
-    except PydanticValidationError:
-        raise CorruptStateError(f"request {request_id}: task shard {stage}/{shard} is unreadable") from None
+def read_shard_object(
+    store: ObjectStore, request_id: str, stage: str, shard: int, entry: str, *, objects: dict[str, dict[int, ShardDoc]]
+) -> ShardDoc:
+    """Task shard ``shard`` from the object its state.json ``entry`` names, each object read once per ``objects``
+    (a segment holds several shards). ``NotFoundError`` if the object is gone; ``CorruptStateError`` if it is
+    unreadable or does not hold the shard."""
+    key = shard_object_key(request_id, stage, shard, entry)
+    held = objects.get(key)
+    if held is None:
+        data = store.get(key).data
+        try:
+            held = objects[key] = parse_shards(data)
+        except PydanticValidationError:
+            raise CorruptStateError(f"request {request_id}: task shard {stage}/{shard} is unreadable") from None
+    shard_doc = held.get(shard)
+    if shard_doc is None:
+        raise CorruptStateError(f"request {request_id}: task shard {stage}/{shard} is missing from {key}")
+    return shard_doc
 
 
 def _segment(shards: list[int], bodies: list[bytes]) -> bytes:
@@ -841,5 +839,6 @@ __all__ = [
     "list_block",
     "list_request_ids",
     "parse_state",
+    "read_shard_object",
     "read_stage_tasks",
 ]

@@ -27,14 +27,20 @@ from typing import Any, TypeVar
 
 from fave_shared.errors import ConflictError, NotFoundError, ValidationError
 from fave_shared.store import ObjectStore, get_json
-from pydantic import ValidationError as PydanticValidationError
 
 from fave.core.dag import KEY_DIGEST_CHARS, DagError, ForEach
 from fave.core.model import RequestStatus
 from fave.ids import validate_request_id
-from fave.keys import final_key, items_key, shard_object_key, state_key
-from fave.persistence import SHARD_SIZE, CorruptStateError, list_block, list_request_ids, parse_state
-from fave.statefile import StageDoc, StateDoc, TaskDoc, parse_shards
+from fave.keys import final_key, items_key, state_key
+from fave.persistence import (
+    SHARD_SIZE,
+    CorruptStateError,
+    list_block,
+    list_request_ids,
+    parse_state,
+    read_shard_object,
+)
+from fave.statefile import StageDoc, StateDoc, TaskDoc
 
 __all__ = [
     "MAX_PAGE_LIMIT",
@@ -241,18 +247,11 @@ def read_shard(store: ObjectStore, doc: StateDoc, stage: str, sdoc: StageDoc, sh
     if not token and sdoc.shard_tokens:
         return {}
     try:
-        blob = store.get(shard_object_key(doc.request_id, stage, shard, token))
+        return read_shard_object(store, doc.request_id, stage, shard, token, objects={}).tasks
     except NotFoundError:
         if token:
             raise _Superseded from None
         return {}  # a state file from before tokens, whose shard was never written
-    try:
-        shard_doc = parse_shards(blob.data).get(shard)
-    except PydanticValidationError:
-        shard_doc = None
-    if shard_doc is None:
-        raise CorruptStateError(f"request {doc.request_id}: task shard {stage}/{shard} is unreadable")
-    return shard_doc.tasks
 
 
 def read_state(store: ObjectStore, request_id: str) -> StateDoc:
