@@ -234,11 +234,9 @@ class FunctionPool:
     SHARE_MIN_BUSY_S = 0.04
     """Busy environment time measured before the estimate replaces the full-core default."""
 
-    SAMPLE_S = 0.25
-    """How often a refused pool measures its running invocations."""
-
     SAMPLE_BUSY_S = 0.1
-    """How often a measured pool reads its running invocations' demand, refused or not. A child process's wait
+    """How often a measured pool reads its running invocations' demand (a refused scale-up waits on these
+    figures too). A child process's wait
     for a CPU is seen only while the child lives (/proc forgets it when the handler reaps the child: a handler
     that runs ffmpeg waits for it before returning), so a figure taken only when the invocation ends would count
     a CPU-bound child on a busy machine as its CPU time alone, and let more environments in than there are
@@ -436,10 +434,9 @@ class FunctionPool:
                 # CPU-bound function is still a core once it runs).
                 cost = max(self.cold_share, self.share)
                 if self._gate is not None and self._slots and not self._gate.has_room(cost):
-                    self._gate.refuse(self)  # meanwhile the queue drains through the warm environment(s)
-                    if self._measure and not self._sample_pending:
-                        self._sample_pending = True
-                        self._timer.call_at(time.monotonic() + self.SAMPLE_S, self._sample)
+                    # Meanwhile the queue drains through the warm environment(s), whose demand is sampled while
+                    # they run (SAMPLE_BUSY_S): a lower figure pokes the gate, which asks again.
+                    self._gate.refuse(self)
                     break
                 self._claim_slot()
                 starts += 1
@@ -505,8 +502,8 @@ class FunctionPool:
         self._timer.call_at(time.monotonic() + delay_s, self._sample)
 
     def _sample(self) -> None:
-        """The timer's call while invocations run (``SAMPLE_BUSY_S``) or a scale-up is refused: measure the
-        invocations in flight so far, and look again while some still run."""
+        """The timer's call while invocations run (``SAMPLE_BUSY_S``): measure the invocations in flight so far,
+        and look again while some still run."""
         with self._lock:
             self._sample_pending = False
         with self._cpu_lock:
