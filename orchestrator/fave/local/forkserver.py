@@ -33,10 +33,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import subprocess
 
+    from fave.local.preload import Preload
+
 __all__ = ["ForkServer", "ForkedProcess", "available"]
 
 _ZYGOTE = str(Path(__file__).with_name("zygote.py"))
-_START_S = 10.0
+_START_S = 30.0
+"""How long a fork may take to be answered: the zygote may be importing a preload (~0.5 s) first."""
 
 
 def available() -> bool:
@@ -116,6 +119,7 @@ class ForkServer:
         self._zygote: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
+        self._preload: Preload | None = None
 
     def start(self, *, env: dict[str, str], cwd: Path, pass_fds: tuple[int, int]) -> ForkedProcess:
         """Fork an environment whose request and reply pipes are ``pass_fds`` (ours to close after)."""
@@ -125,11 +129,22 @@ class ForkServer:
             try:
                 sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", pass_fds).tobytes())])
                 reply = self._replies.get(timeout=_START_S)
+                if self._preload is not None and "pid" in reply:  # after the first fork: it did not wait for them
+                    preload, self._preload = self._preload, None
+                    plan = {"preload": preload.modules, "env": preload.env, "path": preload.path}
+                    sock.send(json.dumps(plan).encode())
             except (OSError, queue.Empty) as e:
                 raise OSError(f"the local fork server did not start an environment: {e!r}") from e
         if "pid" not in reply:
             raise OSError(f"the local fork server could not fork: {reply.get('error')}")
         return ForkedProcess(self, int(reply["pid"]))
+
+    def preload(self, plan: Preload) -> None:
+        """Have the zygote import ``plan``'s modules right after it forks its next environment (``fave.local.preload``):
+        later environments are forked with them imported. Only the functions ``plan`` accepts may be forked after
+        that (the runtime starts the others the classic way)."""
+        with self._lock:
+            self._preload = plan
 
     def prestart(self) -> None:
         """Start the zygote now (it imports in the background), so the first environment does not wait for it."""

@@ -94,6 +94,7 @@ from fave.local.worker import decode_json
 
 if TYPE_CHECKING:
     from fave.local.faults import FaultPlan
+    from fave.local.preload import Preload
 
 __all__ = ["DestinationHandler", "FunctionStats", "LocalRuntime"]
 
@@ -127,6 +128,7 @@ class LocalRuntime:
         function_caps: Mapping[str, int] = _EMPTY,
         environment_limits: Mapping[str, int] = _EMPTY,
         fork_environments: bool = True,
+        preload: bool = True,
     ) -> None:
         if max_environments is not None and max_environments < 1:
             raise ValueError(f"max_environments must be at least 1, got {max_environments}")
@@ -195,8 +197,14 @@ class LocalRuntime:
             )
         self._prewarm = _Prewarmer(self.gate, [self._pools[name] for name in prewarm]) if self.gate else None
         processes = any(self.template.functions[name].local_isolation == "process" for name in prewarm)
+        self._preload: Preload | None = None
         if self._forks is not None and processes:  # functions to start ahead: the zygote first, meanwhile
             self._forks.prestart()
+            # and the libraries they share, imported once (fave.local.preload; FAVE_LOCAL_PRELOAD=0 turns it off)
+            if preload and os.environ.get("FAVE_LOCAL_PRELOAD", "1") != "0":
+                self._preload = self._plan_preload([self._pools[name].spec for name in prewarm])
+                if self._preload is not None:
+                    self._forks.preload(self._preload)
 
     # -- Invoker ------------------------------------------------------------------------------------------
 
@@ -351,9 +359,24 @@ class LocalRuntime:
             raise RetryableInvocationError(f"{function}: throttled (ReservedConcurrentExecutions is 0)")
         return pool
 
+    def _variables(self, spec: FunctionSpec) -> dict[str, str]:
+        """The variables a function's environments get beyond this process's own and Lambda's."""
+        return {**spec.environment, **self._env_overrides, **self._function_env.get(spec.logical_id, {})}
+
+    def _plan_preload(self, specs: list[FunctionSpec]) -> Preload | None:
+        from fave.local.preload import plan_preload  # here: it reads the handlers with ast, only when forking
+
+        every = list(self.template.functions.values())
+        variables = {spec.logical_id: self._variables(spec) for spec in every}
+        try:
+            return plan_preload(specs, every, variables, _parent_sys_path())
+        except Exception:  # reading the handlers' imports is an optimisation: never a reason not to run
+            log.warning("local runtime: no shared imports for the environments", exc_info=True)
+            return None
+
     def _start_process(self, spec: FunctionSpec) -> ProcessEnvironment:
         log_stream = _log_stream()
-        env = {**os.environ, **spec.environment, **self._env_overrides, **self._function_env.get(spec.logical_id, {})}
+        env = {**os.environ, **self._variables(spec)}
         env["AWS_REGION"] = region = _region(env)
         env.setdefault("AWS_DEFAULT_REGION", region)
         env.update(
@@ -372,7 +395,8 @@ class LocalRuntime:
             env=env,
             sys_path=_child_sys_path(spec),
             context=context_info(spec.logical_id, spec.memory_mb, region, log_stream),
-            forks=self._forks,
+            # A function that may not share the preloaded zygote's imports starts the classic way.
+            forks=self._forks if self._preload is None or self._preload.accepts(spec.logical_id) else None,
         )
 
     def _async_finished(self, invocation: _AsyncInvocation, outcome: Outcome) -> None:
@@ -604,9 +628,10 @@ def _log_stream() -> str:
 def _child_sys_path(spec: FunctionSpec) -> list[str]:
     """The function's folders first, then this process's path (absolute: the child has another cwd)."""
     paths = [str(p) for p in spec.python_path if p.is_dir()]
+    return paths + [entry for entry in _parent_sys_path() if entry not in paths]
+
+
+def _parent_sys_path() -> list[str]:
+    """This process's ``sys.path``, absolute (a child has another working directory)."""
     cwd = os.getcwd()
-    for entry in sys.path:
-        absolute = str(Path(cwd, entry)) if entry else cwd
-        if absolute not in paths:
-            paths.append(absolute)
-    return paths
+    return list(dict.fromkeys(str(Path(cwd, entry)) if entry else cwd for entry in sys.path))

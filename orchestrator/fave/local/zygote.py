@@ -11,6 +11,9 @@ Protocol, over a SOCK_SEQPACKET socket (one message per packet):
   environment's request pipe (read end) and reply pipe (write end). The zygote forks; the child becomes
   exactly what ``python -P worker.py FD_IN FD_OUT`` would be (its own process group, working directory and
   ``os.environ``, then ``worker.serve``); the zygote answers ``{"pid": N}`` (or ``{"error": "..."}``).
+* parent → zygote, at most once, after the first fork: JSON ``{"preload": [MODULE, ...], "env": {...}, "path":
+  [...]}`` without descriptors or reply: the zygote sets those variables and ``sys.path`` and imports the modules,
+  so every later fork has them (``fave.local.preload``); the first environment never waits for them.
 * zygote → parent, whenever a child ends: ``{"exit": pid, "status": code}``, ``code`` as ``Popen.returncode``
   reports it (negative: killed by that signal). The parent has no other way to learn it: the environments
   are the zygote's children, not its own.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import importlib
 import importlib.util
 import json
 import os
@@ -58,6 +62,7 @@ def _child(worker: Any, request: dict[str, Any], fd_in: int, fd_out: int, privat
         for fd in private:
             os.close(fd)
         signal.set_wakeup_fd(-1)
+        _reseed()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setpgid(0, 0)  # like Popen(process_group=0): Ctrl-C reaches the parent, which closes environments
         os.chdir(request["cwd"])
@@ -78,6 +83,26 @@ def _child(worker: Any, request: dict[str, Any], fd_in: int, fd_out: int, privat
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _preload(request: dict[str, Any]) -> None:
+    """Import the modules that the next environments share (``fave.local.preload``), under the variables and
+    path they share. A module that fails to import is left to each environment (which reports its error)."""
+    os.environ.update(request.get("env") or {})
+    sys.path[:] = list(request.get("path") or sys.path)
+    for name in request["preload"]:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+
+
+def _reseed() -> None:
+    """A fork starts with the zygote's random state: draw fresh seeds, as a new interpreter does. ``random``
+    reseeds itself at fork (``os.register_at_fork``); numpy's global generator, if the zygote imported numpy,
+    does not."""
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        with contextlib.suppress(Exception):
+            numpy_random.seed()
 
 
 def _reap(sock: socket.socket) -> int:
@@ -124,6 +149,9 @@ def main(sock_fd: int) -> int:
             continue
         try:
             request = json.loads(data)
+            if "preload" in request:  # no descriptors, no reply: imports shared by the next forks
+                _preload(request)
+                continue
             fd_in, fd_out = fds
             pid = os.fork()
         except Exception as e:
