@@ -17,6 +17,7 @@ from support.engines import (
     KEYED,
     SALES,
     assert_gives_fave_run_s_output,
+    demo_variant,
     engine_python,
     export_file,
     fave_run,
@@ -55,6 +56,8 @@ def run_flow(pipeline: Path, request: dict[str, Any], tmp: Path, api_url: str) -
 def test_the_flow_gives_fave_run_s_final_output(
     pipeline: Path, request_: dict[str, Any], profile: str, tmp_path: Path, api_url: str
 ) -> None:
+    if pipeline == DEMO:  # measure's 2 s timeout, not a Prefect worker's start-up under load, is tested elsewhere
+        pipeline = demo_variant(tmp_path / "pipeline")
     state, final = fave_run(pipeline, request_, tmp_path / "fave", profile)
     assert state["status"] == "COMPLETED" and final is not None
     ran = run_flow(pipeline, state["input"], tmp_path, api_url)
@@ -74,9 +77,10 @@ def test_the_flow_gives_fave_run_s_final_output(
 def test_a_stage_that_keeps_failing_fails_the_flow_naming_it(
     request_: dict[str, Any], said: str, retried: bool, tmp_path: Path, api_url: str
 ) -> None:
-    state, final = fave_run(DEMO, request_, tmp_path / "fave")
+    demo = demo_variant(tmp_path / "pipeline")  # item a's measure must not time out first under load
+    state, final = fave_run(demo, request_, tmp_path / "fave")
     assert state["status"] == "FAILED" and final is None
-    ran = run_flow(DEMO, state["input"], tmp_path, api_url)
+    ran = run_flow(demo, state["input"], tmp_path, api_url)
     assert ran.code == 1
     assert f"fave export: the flow failed: {said}" in ran.stderr
     assert ("Retry 2/2" in ran.stderr) is retried  # Prefect's own log of its retries

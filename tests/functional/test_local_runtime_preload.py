@@ -51,6 +51,18 @@ def test_later_environments_share_the_zygotes_imports_and_the_rest_import_their_
     assert len({second["draw"], third["draw"], first["draw"]}) == 3
 
 
+def test_what_an_import_printed_in_the_zygote_is_printed_once(
+    template: Template, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preloaded library that prints at import prints once, in the zygote: the forks do not inherit its
+    unflushed buffer (stdout to a file or pipe is block-buffered) and print it again."""
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # buffered, as when fave's output goes to a pipe
+    seen(template)
+    # The zygote, First (started before the preload) and OtherSetting (started the classic way); OwnCopy's copy
+    # prints nothing; Second and Third imported nothing themselves.
+    assert capfd.readouterr().out.count("preload_lib imported") == 3
+
+
 def test_without_the_preload_every_environment_imports_its_own(template: Template) -> None:
     out = seen(template, preload=False)
     assert all(o["imported_by"] == o["pid"] for o in out.values())

@@ -93,6 +93,10 @@ def _preload(request: dict[str, Any]) -> None:
     for name in request["preload"]:
         with contextlib.suppress(Exception):
             importlib.import_module(name)
+    # Else what an import printed would sit in every fork's buffer, and each would print it again.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def _reseed() -> None:
