@@ -71,7 +71,8 @@ def test_without_the_preload_every_environment_imports_its_own(template: Templat
 
 def test_the_preload_is_what_two_functions_import_outside_their_code(template: Template) -> None:
     spec = template.functions["First"]
-    # numpy and the layer's library; json and os are the standard library, helper is its own module.
+    # numpy (imported by its own module helper, which is followed) and the layer's library; json and os are the
+    # standard library.
     assert handler_imports(spec) == {"numpy", "preload_lib"}
     variables = {lid: dict(s.environment) for lid, s in template.functions.items()}
     every = list(template.functions.values())
