@@ -102,8 +102,9 @@ def test_wait_for_an_unknown_or_malformed_id_exits_2(tmp_path: Path) -> None:
 def test_wait_timeout_exits_124_and_follow_ends_with_the_request(tmp_path: Path, source: Path) -> None:
     store = tmp_path / "store"
     env = e2e.child_env({"FAVE_STORE": str(store)})
-    # measure sleeps 0.5 s a word with at most 2 in flight: the request runs for seconds.
-    request_id = detach(source, {"text": TEXT, "sleep_s": 0.5}, env)
+    # measure's environments start at once (an I/O-bound function scales to its limit), so the words run together:
+    # one of them sleeps 1.5 s (under measure's 2 s timeout), so the stage is seen part-way (8/9) for that long.
+    request_id = detach(source, {"text": TEXT, "sleep_s": 1.5, "slow_word": "lazy"}, env)
     follower = subprocess.Popen(
         e2e.fave_command("logs", request_id, "-f"),
         cwd=e2e.ROOT,
