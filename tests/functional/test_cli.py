@@ -152,9 +152,11 @@ def wait_for(store: Path, request_id: str, predicate: Any, timeout: float) -> di
 
 @pytest.fixture
 def patient_demo(tmp_path: Path) -> Path:
-    """The demo pipeline with a 60 s timeout on measure: its slow items queue for the machine's few warm
-    environments (the local runtime scales up only while a core is free) and must not time out waiting."""
-    text = DEMO.read_text().replace("timeout: 2s", "timeout: 60s")
+    """The demo pipeline with measure at most 2 at a time and a 60 s timeout: its slow items queue for two warm
+    environments (an I/O-bound function would otherwise scale to all its items at once: the fan-out would end in
+    one step, where these tests need it under way for seconds) and must not time out waiting."""
+    text = DEMO.read_text().replace("mode: async, timeout: 2s}", "mode: async, timeout: 60s, max_concurrency: 2}")
+    assert "max_concurrency: 2}" in text, "the demo pipeline changed"
     text = text.replace("template: template.yaml", f"template: {DEMO.parent / 'template.yaml'}")
     path = tmp_path / "patient-demo.yaml"
     path.write_text(text)

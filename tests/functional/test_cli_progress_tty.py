@@ -84,9 +84,10 @@ def terminal_env(store: Path, **extra: str) -> dict[str, str]:
 def test_a_terminal_gets_live_bars_with_counts_elapsed_and_eta_and_stdout_stays_json(
     tmp_path: Path, source: Path
 ) -> None:
-    # measure sleeps 0.2 s a word: its row is seen part-way with a real estimate.
+    # measure's items run together; one word sleeps 1.5 s, so its row is seen part-way (8/9) with a real estimate.
     code, terminal, stdout = run_on_terminal(
-        demo_args(source, {"text": TEXT, "sleep_s": 0.2}, "--json"), terminal_env(tmp_path / "store")
+        demo_args(source, {"text": TEXT, "sleep_s": 1.5, "slow_word": "lazy"}, "--json"),
+        terminal_env(tmp_path / "store"),
     )
     assert code == 0, terminal.decode(errors="replace")[-3000:]
     doc = json.loads(stdout)  # nothing but the document on stdout: no escape codes, no bars

@@ -87,7 +87,8 @@ def test_warm_environments_are_reused(local_store: ObjectStore) -> None:
 
 def test_cancel_from_another_orchestrator_stops_the_run(local_store: ObjectStore) -> None:
     driver = demo_orchestrator(local_store)
-    state = driver.create({"text": TEXT, "sleep_s": 0.3})
+    # measure's items run together (an I/O-bound function scales to them): 1 s each keeps it running past 0.5 s.
+    state = driver.create({"text": TEXT, "sleep_s": 1.0})
     result: dict[str, object] = {}
     thread = threading.Thread(
         target=lambda: result.setdefault("state", driver.drive(state.request_id, tick_s=0.02, poll_s=0.1))
