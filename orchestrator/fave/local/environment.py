@@ -114,6 +114,8 @@ class ProcessEnvironment:
         self._poll = select.poll()
         self._poll.register(self._from_child, select.POLLIN)
         self._closed = False
+        #: It has run an invocation (the pool times first invocations apart: lazy loads, first-call set-up).
+        self.served = False
         # ``_busy``/``_stopping`` let ``interrupt`` (another thread) kill only an environment that is in
         # flight, and keep one from starting an invocation after the runtime began to close.
         self._lock = threading.Lock()

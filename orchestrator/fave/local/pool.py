@@ -41,6 +41,12 @@ newcomer for the larger of the two (a cheap fork of a CPU-bound function is a fu
 I/O-bound function (API calls, LLM requests, sleeps: a share of a few percent) scales up to its limit while a
 CPU-bound one (share ~1) stays near the core count, as before; a function whose cold start is cheap (forked, a
 light module) starts several at once, one that loads a model one or two at a time.
+
+And only if it pays off (``_pays_off``): another environment of a function that has one must get to queued work
+sooner than a busy one would, i.e. its cold start (plus what a first invocation costs over a warm one), as measured
+for the function, is shorter than the last queued invocation's wait. A core being free is not enough: one clip
+left for a model-loading function finishes sooner on the warm environment than on a new one, whose cold start
+also takes CPU from everything else. Asked again whenever more work is submitted.
 """
 
 from __future__ import annotations
@@ -193,6 +199,11 @@ class CoreGate:
             self._refused[id(pool)] = pool
 
 
+def _averaged(known: float | None, seen: float) -> float:
+    """A running figure that follows the latest values (half weight each), the first one as it is."""
+    return seen if known is None else (known + seen) / 2
+
+
 def _scale_up(pools: list[ScalesUp]) -> None:
     for pool in pools:
         pool.scale_up()
@@ -309,6 +320,11 @@ class FunctionPool:
         """Estimated cores one running environment of this function uses (1.0 until measured)."""
         self.cold_share = 1.0
         """Estimated cores one cold start of this function uses (1.0 until measured)."""
+        # Whether another environment pays off (``_pays_off``): wall seconds, averaged, None until seen.
+        self._cold_s: float | None = None  # a cold start (init)
+        self._first_s: float | None = None  # an environment's first invocation (lazy loads, first-call set-up)
+        self._warm_s: float | None = None  # any later invocation
+        self._since: dict[int, float] = {}  # environment (id) -> when its running invocation started
         self._cpu_lock = threading.Lock()  # the environments' marks: a slot thread and the sampler both read
         self._busy: set[ProcessEnvironment] = set()  # environments running an invocation (under _cpu_lock)
         self._sample_pending = False
@@ -433,6 +449,8 @@ class FunctionPool:
                 # What the newcomer will use: its cold start, then its invocations (a cheap fork of a
                 # CPU-bound function is still a core once it runs).
                 cost = max(self.cold_share, self.share)
+                if self._slots and not self._pays_off():
+                    break  # the warm environments take the queue sooner; asked again when more is submitted
                 if self._gate is not None and self._slots and not self._gate.has_room(cost):
                     # Meanwhile the queue drains through the warm environment(s), whose demand is sampled while
                     # they run (SAMPLE_BUSY_S): a lower figure pokes the gate, which asks again.
@@ -442,6 +460,22 @@ class FunctionPool:
                 starts += 1
         for _ in range(starts):
             self._start_slot()
+
+    def _pays_off(self) -> bool:
+        """(Lock held.) Whether another environment would start on queued work sooner than the busy ones get to
+        it: its cold start plus what a first invocation costs over a warm one (as measured for this function) is
+        shorter than the last queued invocation's wait, the time until the first busy environment is expected to
+        free up plus the rest of the queue shared among them. Unmeasured (no cold start or no warm invocation seen
+        yet): yes. A CPU-bound function on a busy machine loses a cold start's CPU for nothing otherwise: on the
+        video pipeline a second transcribe environment for the last clip cost ~0.4 s of the run."""
+        if self._gate is None or self._cold_s is None or self._warm_s is None or not self._since:
+            return True
+        warm_s = self._warm_s
+        cost = self._cold_s + max(0.0, (self._first_s or warm_s) - warm_s)
+        now = time.monotonic()
+        free_in = min(max(0.0, warm_s - (now - began)) for began in self._since.values())
+        waiting = len(self._queue) - self._idle - self._starting
+        return cost < free_in + max(0, waiting - 1) * warm_s / len(self._since)
 
     def prewarm(self) -> bool:
         """Start this function's first environment ahead of any invocation (process isolation only).
@@ -658,6 +692,9 @@ class FunctionPool:
         if failed is not None:
             self._discard(environment)
             return failed
+        if self._gate is not None:
+            with self._lock:
+                self._cold_s = _averaged(self._cold_s, time.monotonic() - began)
         if self._measure:
             # The environment's demand so far is its cold start's (a forked one counts from the fork): that
             # is the cold share; later invocations are measured from here.
@@ -686,6 +723,25 @@ class FunctionPool:
                 self._finish(invocation, started)
                 return None
             environment = started
+        if self._gate is None:
+            return self._invoke_on(invocation, environment)
+        began = time.monotonic()
+        with self._lock:
+            self._since[id(environment)] = began
+        try:
+            return self._invoke_on(invocation, environment)
+        finally:
+            took = time.monotonic() - began
+            with self._lock:
+                self._since.pop(id(environment), None)
+                if environment.served:
+                    self._warm_s = _averaged(self._warm_s, took)
+                else:
+                    self._first_s = _averaged(self._first_s, took)
+            environment.served = True
+
+    def _invoke_on(self, invocation: Invocation, environment: ProcessEnvironment) -> ProcessEnvironment | None:
+        """``_run_in_process`` on a started environment."""
         if self._measure:
             with self._cpu_lock:
                 environment.time_mark = time.monotonic()
@@ -699,12 +755,13 @@ class FunctionPool:
                 self._account(environment, done=True)
         else:
             outcome = environment.invoke(invocation.request_id, invocation.payload, self._timeout)
+        kept: ProcessEnvironment | None = environment
         if outcome.env_lost:
             # Gone before the outcome is reported, so a caller that sees it also sees the next one cold.
             self._discard(environment)
-            environment = None
+            kept = None
         self._finish(invocation, outcome)
-        return environment
+        return kept
 
     def _discard(self, environment: ProcessEnvironment) -> None:
         environment.close()
