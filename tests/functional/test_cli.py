@@ -22,7 +22,7 @@ from fave.status import status_document
 from fave_shared.errors import NotFoundError
 from fave_shared.store import LocalStore
 from support import e2e
-from support.demo import DEMO, TEXT
+from support.demo import DEMO, MEASURE_2S, TEXT, demo_variant
 
 LONG_TEXT = " ".join(f"{w}{i}" for i in range(3) for w in TEXT.split())  # 27 words
 
@@ -155,12 +155,7 @@ def patient_demo(tmp_path: Path) -> Path:
     """The demo pipeline with measure at most 2 at a time and a 60 s timeout: its slow items queue for two warm
     environments (an I/O-bound function would otherwise scale to all its items at once: the fan-out would end in
     one step, where these tests need it under way for seconds) and must not time out waiting."""
-    text = DEMO.read_text().replace("mode: async, timeout: 2s}", "mode: async, timeout: 60s, max_concurrency: 2}")
-    assert "max_concurrency: 2}" in text, "the demo pipeline changed"
-    text = text.replace("template: template.yaml", f"template: {DEMO.parent / 'template.yaml'}")
-    path = tmp_path / "patient-demo.yaml"
-    path.write_text(text)
-    return path
+    return demo_variant(tmp_path / "patient-demo", (MEASURE_2S, "mode: async, timeout: 60s, max_concurrency: 2}"))
 
 
 def test_sigkill_during_fanout_then_resume_gives_the_same_final(

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from support import e2e
-from support.engines import DEMO, SALES, demo_variant, engine_python, fave_run, local_lambda_api
+from support.demo import MEASURE_2S, RETRY, demo_variant
+from support.engines import DEMO, SALES, engine_python, fave_run, local_lambda_api
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUEST_ID = "01M8D4S70VJ0XHPQ8DFCEG1K38"
@@ -122,8 +123,10 @@ def test_the_exported_dag_gives_fave_run_s_final_output(
     if pipeline == DEMO:
         # measure's 2 s timeout is room for a loaded machine; with a retry, a fixed 2 s delay before it, so the other
         # items' measure starting during shout's retry is seen whatever the load (50 ms with full jitter: not always).
-        retry = "{max_attempts: 2, interval: 2s, backoff_rate: 1, jitter: none}" if "fail" in request_ else None
-        pipeline = demo_variant(tmp_path / "pipeline", retry=retry)
+        edits = [(MEASURE_2S, "mode: async, timeout: 20s}")]
+        if "fail" in request_:
+            edits.append((RETRY, "retry: {max_attempts: 2, interval: 2s, backoff_rate: 1, jitter: none}"))
+        pipeline = demo_variant(tmp_path / "pipeline", *edits)
     state, final = fave_run(pipeline, request_, tmp_path / "fave", profile)
     assert state["status"] == "COMPLETED" and final is not None
     run: DagRun = airflow(pipeline, state["input"])

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from fave.local.runtime import LocalRuntime
 from support import e2e
+from support.demo import demo_variant
 from support.engines import fave_run
 from support.sam import SAM_VENV
 from support.stores import threaded_moto_server
@@ -157,18 +158,6 @@ def export(pipeline: Path, out: Path, *flags: str) -> dict[str, Any]:
 
 def machine_input(state: dict[str, Any], functions: set[str] | frozenset[str], store: Path | str) -> dict[str, Any]:
     return {"request": state["input"], "store": str(store), "functions": {f: function_arn(f) for f in functions}}
-
-
-def demo_variant(tmp_path: Path, *edits: tuple[str, str]) -> Path:
-    """The demo pipeline with each ``(old, new)`` text replaced (each must be there), written to the test's
-    folder with its template named by absolute path."""
-    text = DEMO.read_text().replace("template: template.yaml", f"template: {DEMO.with_name('template.yaml')}")
-    for old, new in edits:
-        assert old in text, old
-        text = text.replace(old, new)
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(text)
-    return pipeline
 
 
 def functions_of(pipeline: Path) -> frozenset[str]:

@@ -12,18 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.demo import MEASURE_2S, demo_variant
 from support.engines import (
     DEMO,
     KEYED,
     SALES,
     assert_gives_fave_run_s_output,
-    demo_variant,
     engine_python,
     export_file,
     fave_run,
     prefect_server,
     run_exported,
 )
+
+ROOMY_MEASURE = "mode: async, timeout: 20s}"
+"""measure's 2 s timeout (fave's own timeout tests) raised: a ``fave invoke`` process per task can take that long to
+start under load."""
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,7 @@ def test_the_flow_gives_fave_run_s_final_output(
     pipeline: Path, request_: dict[str, Any], profile: str, tmp_path: Path, api_url: str
 ) -> None:
     if pipeline == DEMO:  # measure's 2 s timeout, not a Prefect worker's start-up under load, is tested elsewhere
-        pipeline = demo_variant(tmp_path / "pipeline")
+        pipeline = demo_variant(tmp_path / "pipeline", (MEASURE_2S, ROOMY_MEASURE))
     state, final = fave_run(pipeline, request_, tmp_path / "fave", profile)
     assert state["status"] == "COMPLETED" and final is not None
     ran = run_flow(pipeline, state["input"], tmp_path, api_url)
@@ -77,7 +81,9 @@ def test_the_flow_gives_fave_run_s_final_output(
 def test_a_stage_that_keeps_failing_fails_the_flow_naming_it(
     request_: dict[str, Any], said: str, retried: bool, tmp_path: Path, api_url: str
 ) -> None:
-    demo = demo_variant(tmp_path / "pipeline")  # item a's measure must not time out first under load
+    demo = demo_variant(
+        tmp_path / "pipeline", (MEASURE_2S, ROOMY_MEASURE)
+    )  # item a's measure must not time out first under load
     state, final = fave_run(demo, request_, tmp_path / "fave")
     assert state["status"] == "FAILED" and final is None
     ran = run_flow(demo, state["input"], tmp_path, api_url)

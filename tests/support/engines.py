@@ -156,24 +156,6 @@ def prefect_server(home: Path, timeout: float = 90) -> Iterator[str]:
         log.close()
 
 
-def demo_variant(tmp: Path, *, retry: str | None = None) -> Path:
-    """The demo pipeline (same functions and template) with room for a loaded machine, written under ``tmp``:
-    measure's 2 s timeout (there for fave's own timeout tests) raised to 20 s, since an engine that calls each
-    stage through a ``fave invoke`` process can take that long to start one under load; ``retry``: another
-    ``defaults.retry`` (e.g. a fixed delay long enough that what runs during it is seen whatever the load)."""
-    text = DEMO.read_text()
-    text = text.replace("template: template.yaml", f"template: {DEMO.parent / 'template.yaml'}")
-    text = text.replace("mode: async, timeout: 2s}", "mode: async, timeout: 20s}")
-    if retry is not None:
-        default = "retry: {max_attempts: 2, interval: 50ms, backoff_rate: 2, jitter: full}"
-        text = text.replace(default, f"retry: {retry}")
-    assert "timeout: 20s}" in text and (retry is None or f"retry: {retry}" in text), "the demo pipeline changed"
-    tmp.mkdir(parents=True, exist_ok=True)
-    variant = tmp / "pipeline.yaml"
-    variant.write_text(text)
-    return variant
-
-
 def fave_run(pipeline: Path, request: Mapping[str, Any], store: Path, profile: str = "default") -> tuple[dict, Any]:
     """``fave run`` to its end: its state.json (``input`` is the request as fave passed it to the stages) and its
     final.json (None when the request failed)."""
