@@ -24,9 +24,8 @@ import contextlib
 import json
 import logging
 import os
-import socket
+import secrets
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,7 +42,7 @@ log = logging.getLogger("fave.lease")
 
 #: How long a lease lasts without renewal: the longest a dead holder can block its request.
 LEASE_TTL_S = 30.0
-_HOST = socket.gethostname()
+_HOST = os.uname().nodename  # socket.gethostname(), without importing socket on every command's path
 
 
 class LeaseHeldError(ConflictError):
@@ -91,7 +90,7 @@ class Leases:
     def try_acquire(self, request_id: str, duration_s: float = LEASE_TTL_S) -> Lease | None:
         """The lease on ``request_id`` for ``duration_s`` seconds, or None if someone else holds it."""
         key = lease_key(request_id)
-        owner = uuid.uuid4().hex
+        owner = secrets.token_hex(16)
         for _ in range(3):
             now = self.clock.now()
             lease = Lease(request_id, owner, now + duration_s, ttl_s=duration_s)

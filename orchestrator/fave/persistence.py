@@ -26,7 +26,6 @@ from fave_shared import refs
 from fave_shared.errors import ConflictError, FaveError, NotFoundError, TerminalError, ValidationError
 from fave_shared.store import ObjectStore
 from immutables import Map
-from pydantic import ValidationError as PydanticValidationError
 
 from fave.core.budget import Ledger
 from fave.core.dag import Pipeline
@@ -62,6 +61,7 @@ from fave.keys import (
 from fave.statefile import (
     SCHEMA_VERSION,
     SEGMENT_HEAD,
+    DocError,
     FailureDoc,
     FingerprintDoc,
     PipelineRefDoc,
@@ -107,13 +107,9 @@ class CorruptStateError(TerminalError):
 def parse_state(request_id: str, data: bytes) -> StateDoc:
     """state.json's document; ``CorruptStateError`` naming the request if it is unreadable or foreign."""
     try:
-        doc = StateDoc.model_validate_json(data)
-    except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "document"
-        raise CorruptStateError(
-            f"request {request_id}: state.json is unreadable ({where}: {first.get('msg')})"
-        ) from None
+        doc = StateDoc.from_json(data)
+    except DocError as exc:
+        raise CorruptStateError(f"request {request_id}: state.json is unreadable ({exc})") from None
     if doc.schema_version > SCHEMA_VERSION:
         raise CorruptStateError(
             f"request {request_id}: state.json has schema version {doc.schema_version}; this fave reads "
@@ -599,7 +595,7 @@ class Persistence:
             )
             superseded.extend(sorted(replaced))
         doc = self.to_doc(replace(state, version=version), tokens)
-        data = doc.model_dump_json(exclude_none=False).encode()
+        data = _dumps(doc.to_dict())
         try:
             if handle.head_etag is None:
                 etag = self.store.put(
@@ -705,7 +701,7 @@ class Persistence:
                 duration_s=duration,
                 shards=shards,
                 shard_tokens=[shard_tokens.get((name, shard), "") for shard in range(shards)],
-                task=TaskDoc.model_validate(task_to_json(task)) if task is not None and not spec.fanned_out else None,
+                task=TaskDoc.from_dict(task_to_json(task)) if task is not None and not spec.fanned_out else None,
                 ready=_ready_doc(state.ready.get(name)),
                 unsent=_ready_doc(state.unsent.get(name)),
                 deadline_floor=st.deadline_floor,
@@ -803,7 +799,7 @@ def read_shard_object(
         data = store.get(key).data
         try:
             held = objects[key] = parse_shards(data)
-        except PydanticValidationError:
+        except DocError:
             raise CorruptStateError(f"request {request_id}: task shard {stage}/{shard} is unreadable") from None
     shard_doc = held.get(shard)
     if shard_doc is None:

@@ -1,4 +1,4 @@
-"""The JSON documents that persist a request (pydantic at the boundary).
+"""The JSON documents that persist a request: frozen dataclasses, read through a small typed decoder.
 
 ``requests/{id}/metadata/state.json`` (``StateDoc``): input, pipeline digest, request status, per-stage
 status, counts and timings, the tasks of single-task stages, the failure reason.
@@ -14,18 +14,202 @@ Schema 3 (this version) lets one object hold several shards of a stage that one 
 commit that changes 79 shards writes 5 objects, not 79. Schema 2 persists what a decision needs to run on a
 head alone: each fanned-out stage's ready set, deadline floor and retry blocks, and the fan-out lists' lengths.
 A schema-1 file is read whole and its indexes rebuilt.
+
+Why not pydantic, as at the other boundaries: these are fave's own documents, written and read only by fave, and
+every command that shows a request reads them. Importing pydantic and building these models was ~100 ms of the
+~0.3 s a ``fave run`` took from exec to exit (issue 10's target: 0.25 s). The decoder checks what pydantic checked
+here (each field's JSON type, required fields; ints accepted for floats, digit strings for integer keys; unknown
+fields ignored) and names the first bad field's path (``DocError``), so a corrupt file is still refused whole.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+import json
+import types
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar, Union, cast, get_args, get_origin
 
 SCHEMA_VERSION = 3
 
+_D = TypeVar("_D", bound="Doc")
 
-class AttemptDoc(BaseModel):
+
+class DocError(ValueError):
+    """A document that is not JSON or not this schema: ``loc`` the path of the first bad field, ``msg`` why."""
+
+    def __init__(self, loc: tuple[str | int, ...], msg: str) -> None:
+        super().__init__(f"{'.'.join(str(p) for p in loc) or 'document'}: {msg}")
+        self.loc = loc
+        self.msg = msg
+
+
+class _WrongTypeError(Exception):
+    """A value of the wrong JSON type; the decoder adds where it was."""
+
+
+class Doc:
+    """The decoding and encoding every document shares (fields in declaration order, like the JSON)."""
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @classmethod
+    def from_json(cls: type[_D], data: bytes | str) -> _D:
+        """The document in ``data``; ``DocError`` if it is not JSON or not this schema."""
+        try:
+            value = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            raise DocError((), f"invalid JSON ({exc})") from None
+        return cls.from_dict(value)
+
+    @classmethod
+    def from_dict(cls: type[_D], value: Any) -> _D:
+        """The document a parsed JSON value describes; ``DocError`` naming the first bad field."""
+        return cast(_D, _decoder(cls)(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON value of the document: every field, nested documents as objects."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Doc):
+        return value.to_dict()
+    if type(value) is list:
+        return [_plain(v) for v in value]
+    if type(value) is dict:
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# ---- the decoder: one checker per annotation, built on first use ------------------------------------------
+
+
+def _scalar(kind: type, what: str) -> Any:
+    def check(value: Any) -> Any:
+        if type(value) is kind:
+            return value
+        raise _WrongTypeError(what)
+
+    return check
+
+
+def _str(value: Any) -> str:
+    if type(value) is str:
+        return value
+    if isinstance(value, str):  # a StrEnum (a task's status, from persistence): its value
+        return str.__str__(value)
+    raise _WrongTypeError("a string")
+
+
+def _float(value: Any) -> float:
+    kind = type(value)
+    if kind is float:
+        return value  # type: ignore[no-any-return]
+    if kind is int:
+        return float(value)
+    raise _WrongTypeError("a number")
+
+
+def _any(value: Any) -> Any:
+    return value
+
+
+def _int_key(key: str) -> int:
+    try:
+        return int(key)
+    except ValueError:
+        raise _WrongTypeError(f"integer keys, found {key[:32]!r}") from None
+
+
+def _checker(annotation: Any) -> Any:
+    """A function of a JSON value returning the field's value or raising ``_WrongTypeError`` / ``DocError`` (nested)."""
+    if annotation is Any:
+        return _any
+    if annotation is float:
+        return _float
+    if annotation is str:
+        return _str
+    if annotation in (int, bool):
+        return _scalar(annotation, "an integer" if annotation is int else "a boolean")
+    if isinstance(annotation, type) and issubclass(annotation, Doc):
+        return _decoder(annotation)
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        inner = _checker(next(a for a in args if a is not type(None)))
+        return lambda value: None if value is None else inner(value)
+    if origin is list:
+        item = _checker(args[0])
+
+        def check_list(value: Any) -> list[Any]:
+            if type(value) is not list:
+                raise _WrongTypeError("a list")
+            out = []
+            for i, v in enumerate(value):
+                out.append(_located(item, v, i))
+            return out
+
+        return check_list
+    if origin is dict and args[0] in (str, int):
+        number_keys, member = args[0] is int, _checker(args[1])
+
+        def check_dict(value: Any) -> dict[Any, Any]:
+            if type(value) is not dict:
+                raise _WrongTypeError("an object")
+            if member is _any and not number_keys:
+                return value
+            return {(_int_key(k) if number_keys else k): _located(member, v, k) for k, v in value.items()}
+
+        return check_dict
+    raise TypeError(f"statefile: no decoder for {annotation!r}")
+
+
+def _located(check: Any, value: Any, where: str | int) -> Any:
+    try:
+        return check(value)
+    except _WrongTypeError as exc:
+        raise DocError((where,), f"expected {exc}") from None
+    except DocError as exc:
+        raise DocError((where, *exc.loc), exc.msg) from None
+
+
+_DECODERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def _decoder(cls: type) -> Callable[[Any], Any]:
+    """``cls``'s decoder (built once): each present field checked, absent ones defaulted, required ones refused."""
+    known = _DECODERS.get(cls)
+    if known is not None:
+        return known
+    specs = []
+    for f in fields(cls):
+        required = f.default is MISSING and f.default_factory is MISSING
+        specs.append((f.name, _checker(f.type), required))
+
+    def decode(value: Any) -> Any:
+        if type(value) is not dict:
+            raise DocError((), "expected an object")
+        given = {}
+        for name, check, required in specs:
+            if name in value:
+                try:
+                    given[name] = check(value[name])
+                except _WrongTypeError as exc:
+                    raise DocError((name,), f"expected {exc}") from None
+                except DocError as exc:
+                    raise DocError((name, *exc.loc), exc.msg) from None
+            elif required:
+                raise DocError((name,), "field required")
+        return cls(**given)
+
+    _DECODERS[cls] = decode
+    return decode
+
+
+# ---- the documents -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptDoc(Doc):
     """``core.model.Attempt``: a failed attempt (``n`` its number)."""
 
     n: int
@@ -35,8 +219,9 @@ class AttemptDoc(BaseModel):
     error: str
 
 
-class TaskDoc(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskDoc(Doc):
+    """``core.model.Task`` as persisted (``persistence.task_to_json`` leaves fields at their default out)."""
 
     status: str = "PENDING"
     attempt: int = 0
@@ -49,7 +234,7 @@ class TaskDoc(BaseModel):
     error_type: str | None = None
     error: str | None = None
     output: Any = None
-    history: list[AttemptDoc] = Field(default_factory=list)
+    history: list[AttemptDoc] = field(default_factory=list)
     """The attempts that failed, oldest first (absent when none did)."""
     traceback: str | None = None
     stale_attempts: int = 0
@@ -62,25 +247,28 @@ class TaskDoc(BaseModel):
     """Invocations refused as throttled (they spent no attempt)."""
 
 
-class ReadyDoc(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadyDoc(Doc):
     """``core.model.ReadySet``: the run ``lo..hi-1`` and the sparse items."""
 
     lo: int = 0
     hi: int = 0
-    extra: list[int] = Field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
 
 
-class FingerprintDoc(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FingerprintDoc(Doc):
     """``core.model.Fingerprint``: what the stage's output was made with (``fave rerun`` compares it)."""
 
     function: str
     code: str | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
     for_each: str | None = None
 
 
-class StageDoc(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageDoc(Doc):
+    """One stage of ``StateDoc.stages``: its status, counts, times, and where its task shards are."""
 
     status: str = "PENDING"
     fanned_out: bool = False
@@ -95,14 +283,14 @@ class StageDoc(BaseModel):
     finished_at: float | None = None
     duration_s: float | None = None
     shards: int = 0
-    shard_tokens: list[str] = Field(default_factory=list)
+    shard_tokens: list[str] = field(default_factory=list)
     """Which version of each task shard is committed (see persistence.shard_key); "" = never written."""
     task: TaskDoc | None = None
     ready: ReadyDoc | None = None
     unsent: ReadyDoc | None = None
     """The outbox: items dispatched whose invocation is not yet recorded as sent."""
     deadline_floor: float | None = None
-    retry_blocks: dict[int, float] = Field(default_factory=dict)
+    retry_blocks: dict[int, float] = field(default_factory=dict)
     fingerprint: FingerprintDoc | None = None
     """Recorded when the stage succeeded (absent: it has not, or it ran before fingerprints were recorded)."""
     throttled: int = 0
@@ -112,7 +300,8 @@ class StageDoc(BaseModel):
     throttle_at: float | None = None
 
 
-class FailureDoc(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailureDoc(Doc):
     stage: str
     item: int | None = None
     key: str | None = None
@@ -123,15 +312,17 @@ class FailureDoc(BaseModel):
     reason: str = ""
 
 
-class PipelineRefDoc(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineRefDoc(Doc):
     name: str
     digest: str
     path: str = ""
-    shape: dict[str, Any] = Field(default_factory=dict)
+    shape: dict[str, Any] = field(default_factory=dict)
 
 
-class StateDoc(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateDoc(Doc):
+    """``metadata/state.json``: the commit point of a request."""
 
     schema_version: int = SCHEMA_VERSION
     request_id: str
@@ -149,9 +340,9 @@ class StateDoc(BaseModel):
     version: int = 0
     resumes: int = 0
     stages: dict[str, StageDoc]
-    fanout: dict[str, int] = Field(default_factory=dict)
+    fanout: dict[str, int] = field(default_factory=dict)
     """Length of each fan-out list (``for_each``) made so far; its items are in ``metadata/items/``."""
-    fanout_blocks: dict[str, int] = Field(default_factory=dict)
+    fanout_blocks: dict[str, int] = field(default_factory=dict)
     """Items per block object of each fan-out list (``FanoutList.block``); a list not named here (a schema-2
     file) has blocks of 128 (``persistence.SHARD_SIZE``)."""
     abandoned: int = 0
@@ -159,19 +350,20 @@ class StateDoc(BaseModel):
     abandoned_until: float | None = None
     no_cache: bool = False
     """``fave run --no-cache``: no result-cache lookups for this request."""
-    selection: list[str] = Field(default_factory=list)
+    selection: list[str] = field(default_factory=list)
     """``fave run --stage``: the stages named (empty: the whole pipeline)."""
-    scope: list[str] = Field(default_factory=list)
+    scope: list[str] = field(default_factory=list)
     """A subset run's stages: the selection and what it needs (empty: every stage)."""
-    budget: dict[str, Any] = Field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
     """The request's limits (``max_wall_s``, ``max_invocations``, ``max_cost_usd``; absent: none)."""
     budget_since: float | None = None
-    ledger: dict[str, Any] = Field(default_factory=dict)
+    ledger: dict[str, Any] = field(default_factory=dict)
     """What the request spent: invocations, billed_ms per function, gb_s, s3 requests, cost_usd (estimated)."""
 
 
-class ShardDoc(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardDoc(Doc):
+    """One task shard: ``persistence.SHARD_SIZE`` tasks of a fanned-out stage, by item."""
 
     stage: str
     shard: int
@@ -179,11 +371,10 @@ class ShardDoc(BaseModel):
     tasks: dict[int, TaskDoc]
 
 
-class SegmentDoc(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SegmentDoc(Doc):
     """Task shards of one stage that one commit wrote together, in one object (``persistence.SEGMENT_SHARDS``):
     ``{"shards": {shard: ShardDoc}}``, at the key of its first shard."""
-
-    model_config = ConfigDict(extra="ignore")
 
     shards: dict[int, ShardDoc]
 
@@ -193,9 +384,9 @@ SEGMENT_HEAD = b'{"shards":'
 
 
 def parse_shards(data: bytes) -> dict[int, ShardDoc]:
-    """The shards a task-shard object holds, by shard: a segment's, or a single shard's own. Raises pydantic's
-    ``ValidationError`` if the bytes are not one of the two."""
+    """The shards a task-shard object holds, by shard: a segment's, or a single shard's own. Raises ``DocError`` if
+    the bytes are not one of the two."""
     if data.startswith(SEGMENT_HEAD):
-        return SegmentDoc.model_validate_json(data).shards
-    doc = ShardDoc.model_validate_json(data)
+        return SegmentDoc.from_json(data).shards
+    doc = ShardDoc.from_json(data)
     return {doc.shard: doc}

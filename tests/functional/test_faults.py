@@ -205,7 +205,7 @@ def test_every_completion_delivered_twice_is_counted_once(local_store: ObjectSto
     )
     assert len(successes) == 2 * len(WORDS) and set(successes.values()) == {2}  # shout, measure: every one twice
     assert check_request(local_store, state.request_id, expected_final(), ["attempts", "missing"]) == []
-    doc = StateDoc.model_validate_json(local_store.get(state_key(state.request_id)).data)
+    doc = StateDoc.from_json(local_store.get(state_key(state.request_id)).data)
     assert doc.stages["shout"].succeeded == doc.stages["measure"].succeeded == len(WORDS)
 
 
@@ -277,7 +277,7 @@ def only_request(store: ObjectStore) -> str:
 
 def orphan_shards(store: ObjectStore, request_id: str) -> list[str]:
     """Task-shard objects that state.json does not name (what a step leaves when it dies before committing)."""
-    doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
+    doc = StateDoc.from_json(store.get(state_key(request_id)).data)
     named = {
         f"{stage}/{shard:05d}.{token}.json"
         for stage, sdoc in doc.stages.items()
@@ -324,7 +324,7 @@ def test_a_crash_after_an_effect_then_resume_completes(local_store: ObjectStore,
             orchestrator.close()
     assert plan.crashed_after is not None and plan.crashed_after.startswith(prefix)
     request_id = only_request(local_store)
-    doc = StateDoc.model_validate_json(local_store.get(state_key(request_id)).data)
+    doc = StateDoc.from_json(local_store.get(state_key(request_id)).data)
     assert doc.status == "RUNNING"  # nothing after the crash point was committed
     if prefix == "task shard write":
         assert orphan_shards(local_store, request_id), "the crashed step's shard should be written but not committed"

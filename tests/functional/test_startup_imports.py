@@ -93,7 +93,10 @@ def loaded(modules: list[str], *packages: str) -> list[str]:
     return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in packages))
 
 
-def test_run_of_the_chain_imports_no_other_command_and_no_process_tools(tmp_path: Path) -> None:
+def test_run_of_the_chain_imports_no_other_command_and_no_process_tools(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAVE_PARSE_CACHE", "0")  # the first run of a pipeline: validated (test_parse_cache: later)
     store = tmp_path / "store"
     doc = run_probe(tmp_path, "run", str(CHAIN), "--pipeline", str(CHAIN), "--store", str(store), "--json")
     assert doc["code"] == 0

@@ -85,7 +85,7 @@ def test_run_stage_runs_only_the_chain_it_needs_and_resume_keeps_the_selection(t
     # final.json: the selected stages' outputs keyed by stage (a fanned-out one as the list of its items').
     assert [item["word"] for item in doc["final"]["shout"]] == [w.upper() + "!" for w in WORDS]
     assert attempts(store, request_id) == {"words": [1], "shout": [1] * len(WORDS), "measure": [], "join": []}
-    persisted = StateDoc.model_validate_json(state_bytes(store, request_id))
+    persisted = StateDoc.from_json(state_bytes(store, request_id))
     assert persisted.selection == ["shout"] and persisted.scope == ["words", "shout"]
 
     text = fave("status", request_id, store=store)

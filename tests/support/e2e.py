@@ -189,7 +189,7 @@ class StoreView:
         self.store = store
 
     def state(self, request_id: str) -> StateDoc:
-        return StateDoc.model_validate_json(self.store.get(state_key(request_id)).data)
+        return StateDoc.from_json(self.store.get(state_key(request_id)).data)
 
     def final(self, request_id: str) -> Any:
         return json.loads(self.store.get(final_key(request_id)).data)

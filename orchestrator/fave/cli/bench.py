@@ -186,7 +186,7 @@ def stage_times(store: ObjectStore, request_id: str) -> dict[str, dict[str, Any]
     ``span_s`` (stage start to end), ``tasks``, ``busy_s`` (sum of task dispatch-to-finish times, each task's
     last attempt) and ``max_task_s``. Dispatch-to-finish includes the time a task waits for a free execution
     environment and its cold start."""
-    doc = StateDoc.model_validate_json(store.get(state_key(request_id)).data)
+    doc = StateDoc.from_json(store.get(state_key(request_id)).data)
     out: dict[str, dict[str, Any]] = {}
     for name, stage in doc.stages.items():
         tasks = list(read_stage_tasks(store, request_id, name).values())

@@ -13,8 +13,8 @@ from fave_shared.store import ObjectStore, open_store
 
 from fave.core.dag import Pipeline
 from fave.core.model import Notify, RequestState
+from fave.local.parsed import parsed
 from fave.local.template import load_template_once, template_functions
-from fave.pipeline import PipelineError, load_pipeline
 from fave.service import Orchestrator
 
 if TYPE_CHECKING:
@@ -62,18 +62,30 @@ def load_local_pipeline(path: str | Path) -> Pipeline:
 
     Also refuses (``PipelineError``, one line naming the stage and the function) an asynchronous stage whose
     function's OnSuccess and OnFailure destinations do not both lead back to the orchestrator: its results
-    would never arrive, and the stage would wait for its timeout on every attempt."""
-    pipeline = load_pipeline(path, functions=template_functions)
+    would never arrive, and the stage would wait for its timeout on every attempt.
+
+    An unchanged file (and template) is not validated again: ``fave.local.parsed`` keeps the result."""
+    pipeline = parsed("pipeline", Path(path).resolve(), lambda: _validated(Path(path)))
     template = load_template_once(pipeline.template_path)
     for name in pipeline.order:
         spec = pipeline.stages[name]
         problem = template.completion_problem(spec.function) if spec.mode == "async" else None
         if problem is not None:
+            from fave.pipeline import PipelineError
+
             raise PipelineError(
                 f"{pipeline.path}: stage '{name}', field 'mode': async, but function {spec.function} in "
                 f"{template.path.name} has {problem}"
             )
     return pipeline
+
+
+def _validated(path: Path) -> tuple[Pipeline, list[Path]]:
+    """The pipeline at ``path`` validated (pydantic: imported only here) and the template it was checked against."""
+    from fave.pipeline import load_pipeline
+
+    pipeline = load_pipeline(path, functions=template_functions)
+    return pipeline, [pipeline.template_path]
 
 
 def local_orchestrator(

@@ -95,7 +95,7 @@ def request_summary(store: ObjectStore, request_id: str) -> dict[str, Any]:
                 "in_run": not doc.scope or name in doc.scope,
             }
         )
-    failure = doc.failure.model_dump() if doc.failure else None
+    failure = doc.failure.to_dict() if doc.failure else None
     return {
         **_row(doc),
         "now": time.time(),

@@ -1,0 +1,203 @@
+"""``fave.local.parsed``: a validated pipeline kept between commands. A command that reads an unchanged
+pipeline.yaml does not validate it again (nor import pydantic); any change to what it was made from (the file,
+its template, fave's own code) is seen; a bad or foreign entry is never used; failures are never kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fave.local import parsed as parse_cache
+from fave.local.orchestrator import load_local_pipeline
+from fave.pipeline import PipelineError
+from support import e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAIN = ROOT / "benchmarks" / "chain"
+
+_PROBE = """
+import json, sys
+from fave.cli.main import main
+try:
+    code = main(sys.argv[2:])
+except SystemExit as exc:
+    code = exc.code
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
+"""
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    where = tmp_path / "cache"
+    monkeypatch.setenv("FAVE_CACHE_DIR", str(where))
+    monkeypatch.delenv("FAVE_PARSE_CACHE", raising=False)
+    return where / "parsed"
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Path:
+    folder = tmp_path / "chain"
+    shutil.copytree(CHAIN, folder)
+    return folder / "pipeline.yaml"
+
+
+class Counting:
+    """A parse function that says how often it ran."""
+
+    def __init__(self, path: Path, depends: tuple[Path, ...] = ()) -> None:
+        self.path, self.depends, self.calls = path, depends, 0
+
+    def __call__(self) -> tuple[Any, list[Path]]:
+        self.calls += 1
+        return {"text": self.path.read_text(), "call": self.calls}, list(self.depends)
+
+
+def test_a_second_run_of_the_same_pipeline_neither_validates_it_nor_imports_pydantic(
+    cache: Path, chain: Path, tmp_path: Path
+) -> None:
+    runs = []
+    for n in range(2):
+        out = tmp_path / f"probe{n}.json"
+        args = ("run", str(chain), "--pipeline", str(chain), "--store", str(tmp_path / "store"), "--json")
+        done = e2e.python_probe(_PROBE, str(out), *args)
+        assert out.exists(), done.stderr
+        runs.append(json.loads(out.read_text()))
+    assert [run["code"] for run in runs] == [0, 0]
+    assert "fave.pipeline" in runs[0]["modules"] and "pydantic" in runs[0]["modules"]  # validated the first time
+    assert not {"fave.pipeline", "pydantic"} & set(runs[1]["modules"])  # then taken from the cache
+    assert len(list(cache.glob("*.pickle"))) == 1
+
+
+def test_the_cached_pipeline_equals_the_validated_one_and_follows_its_file(cache: Path, chain: Path) -> None:
+    first = load_local_pipeline(chain)
+    assert load_local_pipeline(chain) == first
+    chain.write_text(chain.read_text().replace("name: bench-chain", "name: renamed"))
+    assert load_local_pipeline(chain).name == "renamed"  # another file: validated again
+    assert len(list(cache.glob("*.pickle"))) == 2
+
+
+def test_an_edited_template_is_seen(cache: Path, chain: Path) -> None:
+    load_local_pipeline(chain)
+    template = chain.with_name("template.yaml")
+    template.write_text(template.read_text().replace("NoopFunction:", "OtherFunction:"))
+    with pytest.raises(PipelineError, match="NoopFunction"):
+        load_local_pipeline(chain)
+
+
+def test_a_failure_is_never_kept(cache: Path, chain: Path) -> None:
+    chain.write_text(chain.read_text().replace("needs: [a]", "needs: [nowhere]"))
+    for _ in range(2):
+        with pytest.raises(PipelineError, match="nowhere"):
+            load_local_pipeline(chain)
+    assert not cache.exists() or not list(cache.glob("*.pickle"))
+
+
+def test_a_hit_a_changed_file_and_a_changed_dependency(cache: Path, tmp_path: Path) -> None:
+    source, extra = tmp_path / "source.txt", tmp_path / "extra.txt"
+    source.write_text("one")
+    extra.write_text("x")
+    parse = Counting(source, (extra,))
+    assert parse_cache.parsed("test", source, parse)["call"] == 1
+    assert parse_cache.parsed("test", source, parse)["call"] == 1 and parse.calls == 1
+    source.write_text("two")
+    assert parse_cache.parsed("test", source, parse) == {"text": "two", "call": 2}
+    extra.write_text("y")
+    assert parse_cache.parsed("test", source, parse)["call"] == 3
+    extra.unlink()
+    assert parse_cache.parsed("test", source, parse)["call"] == 4  # a dependency gone: parsed (and not kept)
+    assert parse_cache.parsed("test", source, parse)["call"] == 5
+
+
+def test_a_changed_fave_module_is_seen(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = tmp_path / "module.py"
+    module.write_text("x = 1\n")
+    stamp = os.stat(module)
+    monkeypatch.setattr(parse_cache, "_modules", lambda: ((str(module), stamp.st_size, stamp.st_mtime_ns),))
+    source = tmp_path / "source.txt"
+    source.write_text("one")
+    parse = Counting(source)
+    parse_cache.parsed("test", source, parse)
+    parse_cache.parsed("test", source, parse)
+    assert parse.calls == 1
+    module.write_text("x = 22\n")  # fave upgraded, or a fix to the loader
+    parse_cache.parsed("test", source, parse)
+    assert parse.calls == 2
+
+
+def test_a_corrupt_or_foreign_entry_is_a_miss_and_is_replaced(cache: Path, tmp_path: Path) -> None:
+    source = tmp_path / "source.txt"
+    source.write_text("one")
+    parse = Counting(source)
+    parse_cache.parsed("test", source, parse)
+    (entry,) = cache.glob("*.pickle")
+    for junk in (b"", b"not a pickle", pickle.dumps(("another", "shape"))):
+        entry.write_bytes(junk)
+        assert parse_cache.parsed("test", source, parse)["text"] == "one"
+    assert parse.calls == 4
+    assert parse_cache.parsed("test", source, parse)["call"] == 4  # the last miss wrote a good entry again
+
+
+def test_an_entry_others_can_write_is_never_unpickled(cache: Path, tmp_path: Path) -> None:
+    source = tmp_path / "source.txt"
+    source.write_text("one")
+    parse = Counting(source)
+    parse_cache.parsed("test", source, parse)
+    (entry,) = cache.glob("*.pickle")
+    entry.chmod(0o666)
+    parse_cache.parsed("test", source, parse)
+    assert parse.calls == 2
+    entry.chmod(0o600)
+    cache.chmod(0o777)
+    parse_cache.parsed("test", source, parse)
+    assert parse.calls == 3
+    cache.chmod(0o700)
+
+
+def test_turned_off_nothing_is_written(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAVE_PARSE_CACHE", "0")
+    source = tmp_path / "source.txt"
+    source.write_text("one")
+    parse = Counting(source)
+    parse_cache.parsed("test", source, parse)
+    parse_cache.parsed("test", source, parse)
+    assert parse.calls == 2 and not cache.exists()
+
+
+def test_an_unwritable_cache_is_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("FAVE_CACHE_DIR", str(blocker))  # cannot hold a directory
+    source = tmp_path / "source.txt"
+    source.write_text("one")
+    parse = Counting(source)
+    assert parse_cache.parsed("test", source, parse)["text"] == "one"
+    assert parse_cache.parsed("test", source, parse)["call"] == 2
+
+
+def test_only_the_newest_entries_are_kept(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parse_cache, "KEEP", 3)
+    source = tmp_path / "source.txt"
+    for n in range(6):
+        source.write_text(f"version {n}")
+        parse_cache.parsed("test", source, Counting(source))
+        os.utime(next(iter(sorted(cache.glob("*.pickle"), key=os.path.getmtime))), ns=(n, n))  # oldest stays old
+    assert len(list(cache.glob("*.pickle"))) == 3
+
+
+def test_the_file_changing_while_parsed_keeps_nothing(cache: Path, tmp_path: Path) -> None:
+    source = tmp_path / "source.txt"
+    source.write_text("one")
+
+    def parse() -> tuple[str, list[Path]]:
+        text = source.read_text()
+        source.write_text("two")  # an editor saving meanwhile
+        return text, []
+
+    assert parse_cache.parsed("test", source, parse) == "one"
+    assert not list(cache.glob("*.pickle"))
