@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,19 @@ def test_a_changed_fave_module_is_seen(cache: Path, tmp_path: Path, monkeypatch:
     assert parse.calls == 2
 
 
+def test_another_checkout_of_fave_has_entries_of_its_own(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source.txt"
+    source.write_text("one")
+    parse = Counting(source)
+    parse_cache.parsed("test", source, parse)
+    monkeypatch.setattr(parse_cache, "_code_roots", lambda: "/elsewhere/fave/__init__.py")
+    parse_cache.parsed("test", source, parse)
+    parse_cache.parsed("test", source, parse)
+    assert parse.calls == 2 and len(list(cache.glob("*.pickle"))) == 2
+
+
 def test_a_corrupt_or_foreign_entry_is_a_miss_and_is_replaced(cache: Path, tmp_path: Path) -> None:
     source = tmp_path / "source.txt"
     source.write_text("one")
@@ -201,3 +215,13 @@ def test_the_file_changing_while_parsed_keeps_nothing(cache: Path, tmp_path: Pat
 
     assert parse_cache.parsed("test", source, parse) == "one"
     assert not list(cache.glob("*.pickle"))
+
+
+def test_a_pipe_is_read_once_by_its_parser_and_never_kept(cache: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipeline.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=("one",))
+    writer.start()
+    assert parse_cache.parsed("test", fifo, Counting(fifo))["text"] == "one"  # the cache did not swallow it
+    writer.join(timeout=10)
+    assert not cache.exists() or not list(cache.glob("*.pickle"))

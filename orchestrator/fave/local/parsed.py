@@ -2,12 +2,12 @@
 pipeline.yaml takes its validated ``Pipeline`` from here instead of validating it again, and so never imports
 pydantic (~90 ms of the ~0.3 s a three-stage ``fave run`` took from exec to exit; issue 10's target is 0.25 s).
 
-An entry is found by what it was parsed from: the kind, the file's path and bytes, and the Python version. It
-records the other files the result depends on (a pipeline: its template, whose functions it names) with a digest
-of their bytes, and the size and mtime of every fave module loaded when it was made (the code that parsed it and
-the classes it is made of). It is used only if all of those are unchanged; anything else (no entry, a stale or
-unreadable one, a directory that cannot be written) parses the file as before and stores the result. Failures
-are never stored: a bad file is parsed, and refused, every time.
+An entry is found by what it was parsed from: the kind, the file's path and bytes, the Python version and where
+fave's packages are loaded from. It records the other files the result depends on (a pipeline: its template,
+whose functions it names) with a digest of their bytes, and the size and mtime of every fave module loaded when it
+was made (the code that parsed it and the classes it is made of). It is used only if all of those are unchanged;
+anything else (no entry, a stale or unreadable one, a directory that cannot be written) parses the file as before
+and stores the result. Failures are never stored: a bad file is parsed, and refused, every time.
 
 Where: ``$FAVE_CACHE_DIR``, else ``$XDG_CACHE_HOME/fave``, else ``~/.cache/fave``; under ``parsed/``, at most
 ``KEEP`` entries (the oldest go). ``FAVE_PARSE_CACHE=0`` turns it off. Entries are pickles, read only from a
@@ -53,8 +53,18 @@ def _digest(data: bytes) -> str:
 
 
 def _key(kind: str, path: Path, data: bytes) -> str:
-    head = f"{_FORMAT}\0{kind}\0{path}\0{sys.version}\0".encode()
+    head = f"{_FORMAT}\0{kind}\0{path}\0{sys.version}\0{_code_roots()}\0".encode()
     return _digest(head + data)[:40]
+
+
+def _code_roots() -> str:
+    """Where this process's fave comes from: two checkouts (or a checkout and an install) never share an entry,
+    even for the same pipeline file (one's classes may not unpickle the other's objects)."""
+    roots = []
+    for name in ("fave", "fave_shared"):
+        module = sys.modules.get(name)
+        roots.append(str(getattr(module, "__file__", None) or getattr(module, "__path__", "")))
+    return "\0".join(roots)
 
 
 def _modules() -> tuple[tuple[str, int, int], ...]:
@@ -107,10 +117,13 @@ def parsed(kind: str, path: Path, parse: Callable[[], tuple[_T, Sequence[Path]]]
     ``parse`` reads ``path`` itself and returns (the result, the other files it read); its exceptions pass
     through and nothing is stored (a missing or unreadable file is ``parse``'s to report)."""
     where = cache_dir()
+    data = None
     try:
-        data = path.read_bytes() if where is not None and path.stat().st_size <= MAX_BYTES else None
+        st = path.stat()
+        if where is not None and stat.S_ISREG(st.st_mode) and st.st_size <= MAX_BYTES:  # not a pipe: read once
+            data = path.read_bytes()
     except OSError:
-        data = None
+        pass
     if where is None or data is None:
         return parse()[0]
     entry = where / f"{_key(kind, path, data)}.pickle"
