@@ -7,7 +7,6 @@ they are benchmarks, the README has them).
 from __future__ import annotations
 
 import gc
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +17,9 @@ from support import e2e
 ROOT = Path(__file__).resolve().parents[2]
 CHAIN = ROOT / "benchmarks" / "chain" / "pipeline.yaml"
 
-# Runs fave's main() in a fresh interpreter, then writes its exit code and every module it imported.
-_PROBE = """
-import json, sys
-from fave.cli.main import main
-try:
-    code = main(sys.argv[2:])
-except SystemExit as exc:
-    code = exc.code
-with open(sys.argv[1], "w") as out:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
-"""
-
 
 def imported_by(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
-    out = tmp_path / "probe.json"
-    done = e2e.python_probe(_PROBE, str(out), *args)
-    assert out.exists(), done.stderr
-    doc = json.loads(out.read_text())
-    return doc["code"], set(doc["modules"])
+    return e2e.cli_modules(tmp_path / "probe.json", *args)
 
 
 def loaded(modules: set[str], *packages: str) -> list[str]:

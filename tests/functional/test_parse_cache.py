@@ -4,7 +4,6 @@ its template, fave's own code) is seen; a bad or foreign entry is never used; fa
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shutil
@@ -20,17 +19,6 @@ from support import e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAIN = ROOT / "benchmarks" / "chain"
-
-_PROBE = """
-import json, sys
-from fave.cli.main import main
-try:
-    code = main(sys.argv[2:])
-except SystemExit as exc:
-    code = exc.code
-with open(sys.argv[1], "w") as out:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
-"""
 
 
 @pytest.fixture
@@ -62,16 +50,11 @@ class Counting:
 def test_a_second_run_of_the_same_pipeline_neither_validates_it_nor_imports_pydantic(
     cache: Path, chain: Path, tmp_path: Path
 ) -> None:
-    runs = []
-    for n in range(2):
-        out = tmp_path / f"probe{n}.json"
-        args = ("run", str(chain), "--pipeline", str(chain), "--store", str(tmp_path / "store"), "--json")
-        done = e2e.python_probe(_PROBE, str(out), *args)
-        assert out.exists(), done.stderr
-        runs.append(json.loads(out.read_text()))
-    assert [run["code"] for run in runs] == [0, 0]
-    assert "fave.pipeline" in runs[0]["modules"] and "pydantic" in runs[0]["modules"]  # validated the first time
-    assert not {"fave.pipeline", "pydantic"} & set(runs[1]["modules"])  # then taken from the cache
+    args = ("run", str(chain), "--pipeline", str(chain), "--store", str(tmp_path / "store"), "--json")
+    (first_code, first), (second_code, second) = (e2e.cli_modules(tmp_path / f"probe{n}.json", *args) for n in (1, 2))
+    assert (first_code, second_code) == (0, 0)
+    assert {"fave.pipeline", "pydantic"} <= first  # validated the first time
+    assert not {"fave.pipeline", "pydantic"} & second  # then taken from the cache
     assert len(list(cache.glob("*.pickle"))) == 1
 
 

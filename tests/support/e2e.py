@@ -66,6 +66,27 @@ def python_probe(code: str, *args: str, timeout: float = 120) -> subprocess.Comp
     return _python(["-c", code, *args], ROOT, timeout)
 
 
+_MODULES_PROBE = """
+import json, sys
+from fave.cli.main import main
+try:
+    code = main(sys.argv[2:])
+except SystemExit as exc:
+    code = exc.code
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
+"""
+
+
+def cli_modules(out: Path, *args: str) -> tuple[int, set[str]]:
+    """Run fave's ``main(ARGS)`` in a fresh interpreter: (its exit code, every module it imported). ``out``: a
+    scratch file for the probe's report."""
+    done = python_probe(_MODULES_PROBE, str(out), *args)
+    assert out.exists(), done.stderr
+    doc = json.loads(out.read_text())
+    return doc["code"], set(doc["modules"])
+
+
 def fave_command(*args: str) -> list[str]:
     """``python -m fave.cli.main ARGS`` with this interpreter (the venv's, whatever PATH says)."""
     return [sys.executable, "-m", "fave.cli.main", *args]
