@@ -15,6 +15,7 @@ left out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from fave_shared.errors import NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 
 from fave.persistence import SHARD_SIZE, CorruptStateError
-from fave.statefile import StateDoc, TaskDoc
+from fave.statefile import ShardDoc, StateDoc, TaskDoc
 from fave.status import ItemKeys, read_shard, request_states, retrying
 from fave.yamlsafe import YamlInputError, load_file
 
@@ -104,8 +105,9 @@ class ItemsQuery:
             return []
         keys = ItemKeys(self.store, doc, stage)
         found = []
+        objects: dict[str, Mapping[int, ShardDoc]] = {}
         for shard in range(-(-sdoc.total // SHARD_SIZE)):
-            tasks = read_shard(self.store, doc, stage, sdoc, shard)
+            tasks = read_shard(self.store, doc, stage, sdoc, shard, objects=objects)
             for item in range(shard * SHARD_SIZE, min((shard + 1) * SHARD_SIZE, sdoc.total)):
                 key = keys.key(item)
                 if key is not None:

@@ -18,7 +18,7 @@ import contextlib
 import json
 import math
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -132,7 +132,7 @@ def committed_shards(store: ObjectStore, doc: StateDoc, stage: str) -> Iterator[
     sdoc = doc.stages.get(stage)
     if sdoc is None:
         return
-    objects: dict[str, dict[int, ShardDoc]] = {}
+    objects: dict[str, Mapping[int, ShardDoc]] = {}
     for shard in range(sdoc.shards):
         token = sdoc.shard_tokens[shard] if shard < len(sdoc.shard_tokens) else ""
         if not token and sdoc.shard_tokens:
@@ -485,7 +485,7 @@ class Persistence:
         block = self.engine.change_block
         loaded: dict[str, dict[int, Task]] = {}
         partial = state.partial
-        objects: dict[str, dict[int, ShardDoc]] = {}  # a segment holding several wanted shards is read once
+        objects: dict[str, Mapping[int, ShardDoc]] = {}  # a segment holding several wanted shards is read once
         for stage, b in sorted(missing.tasks):
             if stage not in partial or b in partial[stage]:
                 continue
@@ -788,20 +788,25 @@ def _earliest(pipeline: Pipeline, state: RequestState) -> float | None:
 
 
 def read_shard_object(
-    store: ObjectStore, request_id: str, stage: str, shard: int, entry: str, *, objects: dict[str, dict[int, ShardDoc]]
+    store: ObjectStore,
+    request_id: str,
+    stage: str,
+    shard: int,
+    entry: str,
+    *,
+    objects: dict[str, Mapping[int, ShardDoc]],
 ) -> ShardDoc:
     """Task shard ``shard`` from the object its state.json ``entry`` names, each object read once per ``objects``
     (a segment holds several shards). ``NotFoundError`` if the object is gone; ``CorruptStateError`` if it is
     unreadable or does not hold the shard."""
     key = shard_object_key(request_id, stage, shard, entry)
     held = objects.get(key)
-    if held is None:
-        data = store.get(key).data
-        try:
-            held = objects[key] = parse_shards(data)
-        except DocError:
-            raise CorruptStateError(f"request {request_id}: task shard {stage}/{shard} is unreadable") from None
-    shard_doc = held.get(shard)
+    try:
+        if held is None:
+            held = objects[key] = parse_shards(store.get(key).data)
+        shard_doc = held.get(shard)  # a segment decodes the shard asked for, now
+    except DocError:
+        raise CorruptStateError(f"request {request_id}: task shard {stage}/{shard} is unreadable") from None
     if shard_doc is None:
         raise CorruptStateError(f"request {request_id}: task shard {stage}/{shard} is missing from {key}")
     return shard_doc

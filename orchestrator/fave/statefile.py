@@ -24,7 +24,7 @@ fields ignored) and names the first bad field's path (``DocError``), so a corrup
 
 import json
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar, Union, cast, get_args, get_origin
 
@@ -412,10 +412,48 @@ SEGMENT_HEAD = b'{"shards":'
 """How a segment's bytes begin (a single shard's begin with its ``stage``): persistence writes both."""
 
 
-def parse_shards(data: bytes) -> dict[int, ShardDoc]:
-    """The shards a task-shard object holds, by shard: a segment's, or a single shard's own. Raises ``DocError`` if
-    the bytes are not one of the two."""
-    if data.startswith(SEGMENT_HEAD):
-        return SegmentDoc.from_json(data).shards
-    doc = ShardDoc.from_json(data)
-    return {doc.shard: doc}
+def parse_shards(data: bytes) -> Mapping[int, ShardDoc]:
+    """The shards a task-shard object holds, by shard: a single shard's own, or a segment's, each of whose
+    shards is decoded when first asked for (a reader wants one shard of up to ``persistence.SEGMENT_SHARDS``: a
+    completion on Lambda, a page of the web view). Raises ``DocError`` if the bytes are not one of the two; a
+    segment's bad shard raises it when asked for."""
+    if not data.startswith(SEGMENT_HEAD):
+        doc = ShardDoc.from_json(data)
+        return {doc.shard: doc}
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DocError((), f"invalid JSON ({exc})") from None
+    shards = value.get("shards") if type(value) is dict else None
+    if type(shards) is not dict:
+        raise DocError(("shards",), "expected an object")
+    try:
+        return _Segment({int(k): v for k, v in shards.items()})
+    except ValueError:
+        raise DocError(("shards",), "expected integer keys") from None
+
+
+class _Segment(Mapping[int, ShardDoc]):
+    """A segment's shards by number, each decoded (and kept) when first asked for."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: dict[int, Any]) -> None:
+        self._raw = raw
+        self._decoded: dict[int, ShardDoc] = {}
+
+    def __getitem__(self, shard: int) -> ShardDoc:
+        doc = self._decoded.get(shard)
+        if doc is None:
+            value = self._raw[shard]
+            try:
+                doc = self._decoded[shard] = ShardDoc.from_dict(value)
+            except DocError as exc:
+                raise DocError(("shards", shard, *exc.loc), exc.msg) from None
+        return doc
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)

@@ -40,7 +40,7 @@ from fave.persistence import (
     parse_state,
     read_shard_object,
 )
-from fave.statefile import StageDoc, StateDoc, TaskDoc
+from fave.statefile import ShardDoc, StageDoc, StateDoc, TaskDoc
 
 __all__ = [
     "MAX_PAGE_LIMIT",
@@ -241,13 +241,24 @@ def stage_of(doc: StateDoc, request_id: str, stage: str) -> StageDoc:
     return sdoc
 
 
-def read_shard(store: ObjectStore, doc: StateDoc, stage: str, sdoc: StageDoc, shard: int) -> Mapping[int, TaskDoc]:
-    """The committed tasks of one shard as of ``doc`` (a shard never written: none, all PENDING)."""
+def read_shard(
+    store: ObjectStore,
+    doc: StateDoc,
+    stage: str,
+    sdoc: StageDoc,
+    shard: int,
+    *,
+    objects: dict[str, Mapping[int, ShardDoc]] | None = None,
+) -> Mapping[int, TaskDoc]:
+    """The committed tasks of one shard as of ``doc`` (a shard never written: none, all PENDING). ``objects``:
+    the shard objects read so far, for a caller that reads several shards of the same ``doc`` (a segment holds
+    up to 16: it is then read once)."""
     token = sdoc.shard_tokens[shard] if shard < len(sdoc.shard_tokens) else ""
     if not token and sdoc.shard_tokens:
         return {}
     try:
-        return read_shard_object(store, doc.request_id, stage, shard, token, objects={}).tasks
+        held = {} if objects is None else objects
+        return read_shard_object(store, doc.request_id, stage, shard, token, objects=held).tasks
     except NotFoundError:
         if token:
             raise _Superseded from None
@@ -362,9 +373,10 @@ def _page_once(
     keys = ItemKeys(store, doc, stage)
     rows: list[dict[str, Any]] = []
     item = first
+    objects: dict[str, Mapping[int, ShardDoc]] = {}
     while item < total and len(rows) < limit and budget > 0:
         shard = item // SHARD_SIZE
-        tasks = read_shard(store, doc, stage, sdoc, shard)
+        tasks = read_shard(store, doc, stage, sdoc, shard, objects=objects)
         budget -= 1
         end = min((shard + 1) * SHARD_SIZE, total)
         while item < end and len(rows) < limit:

@@ -264,3 +264,45 @@ def test_a_request_stored_in_the_schema_2_layout_still_loads_and_commits(
     assert whole.items["plan.items"].block == SHARD_SIZE
     assert [whole.items["plan.items"].item("plan.items", i) for i in (0, 200, 299)] == [0, 200, 299]
     assert {i for i, t in whole.tasks["work"].items() if t.status is TaskStatus.SUCCEEDED} == {5, 290}
+
+
+class GetCounting:
+    """A store that counts the reads of each key."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.gets: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get(self, key: str) -> Any:
+        self.gets[key] = self.gets.get(key, 0) + 1
+        return self.inner.get(key)
+
+
+def test_a_page_over_a_segments_shards_reads_it_once(store: ObjectStore, pipeline: Pipeline) -> None:
+    from fave.status import stage_page
+
+    _, state = fanned_out(store, pipeline)  # the dispatch wrote the 3 shards as one segment
+    counting = GetCounting(store)
+    page = stage_page(counting, state.request_id, "work", limit=ITEMS)  # type: ignore[arg-type]
+    assert len(page["items"]) == ITEMS and {row["status"] for row in page["items"]} == {"RUNNING"}
+    segment_reads = [n for key, n in counting.gets.items() if "/metadata/tasks/work/" in key]
+    assert segment_reads == [1]  # not once per shard
+
+
+def test_a_bad_shard_in_a_segment_fails_only_who_asks_for_it(store: ObjectStore, pipeline: Pipeline) -> None:
+    _, state = fanned_out(store, pipeline)
+    (key,) = store.list(f"requests/{state.request_id}/metadata/tasks/work/")
+    segment = json.loads(store.get(key).data)
+    segment["shards"]["2"]["tasks"]["256"]["attempt"] = "one"  # shard 2 is corrupt, 0 and 1 are fine
+    store.put(key, json.dumps(segment).encode())
+    objects: dict[str, Any] = {}
+    raw = json.loads(store.get(state_key(state.request_id)).data)
+    token = raw["stages"]["work"]["shard_tokens"][0]
+    shard0 = persistence_module.read_shard_object(store, state.request_id, "work", 0, token, objects=objects)
+    assert shard0.tasks[0].status == "RUNNING"
+    entry = raw["stages"]["work"]["shard_tokens"][2]
+    with pytest.raises(persistence_module.CorruptStateError, match="work/2 is unreadable"):
+        persistence_module.read_shard_object(store, state.request_id, "work", 2, entry, objects=objects)

@@ -167,3 +167,19 @@ def test_a_missing_required_field_is_named() -> None:
     del value["stages"]
     with pytest.raises(DocError, match=r"^stages: field required$"):
         StateDoc.from_json(json.dumps(value))
+
+
+def test_a_segments_shards_are_decoded_when_asked_for() -> None:
+    good = ShardDoc(stage="a", shard=0, version=1, tasks={0: TASK})
+    value = {"shards": {"0": good.to_dict(), "1": {"stage": "a", "shard": 1, "version": 1, "tasks": {"128": 5}}}}
+    shards = parse_shards(json.dumps(value).encode())
+    assert sorted(shards) == [0, 1] and len(shards) == 2
+    assert shards[0] == good and shards.get(0) is shards[0]  # decoded once
+    with pytest.raises(DocError, match=r"^shards\.1\.tasks\.128: expected an object$"):
+        shards.get(1)
+
+
+@pytest.mark.parametrize("data", [b'{"shards": []}', b'{"shards": {"x": {}}}', b'{"shards": {'])
+def test_what_is_not_a_segment_is_refused_whole(data: bytes) -> None:
+    with pytest.raises(DocError):
+        parse_shards(data)

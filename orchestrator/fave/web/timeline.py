@@ -9,12 +9,13 @@ own bar (from state.json) always spans all of its tasks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fave_shared.store import ObjectStore
 
 from fave.persistence import SHARD_SIZE
-from fave.statefile import StateDoc, TaskDoc
+from fave.statefile import ShardDoc, StateDoc, TaskDoc
 from fave.status import read_shard, read_state, retrying
 
 __all__ = ["BARS_PER_STAGE", "SHARDS_PER_STAGE", "timeline"]
@@ -53,8 +54,9 @@ def _stage_bars(store: ObjectStore, doc: StateDoc, stage: str) -> dict[str, Any]
     shards = -(-total // SHARD_SIZE)
     bars: list[dict[str, Any]] = []
     chosen = _spread(shards, SHARDS_PER_STAGE)
+    objects: dict[str, Mapping[int, ShardDoc]] = {}
     for shard in chosen:
-        tasks = read_shard(store, doc, stage, sdoc, shard)
+        tasks = read_shard(store, doc, stage, sdoc, shard, objects=objects)
         for item in range(shard * SHARD_SIZE, min((shard + 1) * SHARD_SIZE, total)):
             found = tasks.get(item)
             if found is not None and found.dispatched_at is not None:
