@@ -187,6 +187,18 @@ def test_only_the_newest_entries_are_kept(cache: Path, tmp_path: Path, monkeypat
     assert len(list(cache.glob("*.pickle"))) == 3
 
 
+def test_a_dead_writers_temporary_file_goes_once_it_is_old(cache: Path, tmp_path: Path) -> None:
+    source = tmp_path / "source.txt"
+    source.write_text("one")
+    cache.mkdir(parents=True, mode=0o700)
+    old, young = cache / ".dead.tmp", cache / ".writing.tmp"
+    for file in (old, young):
+        file.write_bytes(b"half")
+    os.utime(old, ns=(0, 0))
+    parse_cache.parsed("test", source, Counting(source))  # a write prunes
+    assert not old.exists() and young.exists()
+
+
 def test_the_file_changing_while_parsed_keeps_nothing(cache: Path, tmp_path: Path) -> None:
     source = tmp_path / "source.txt"
     source.write_text("one")

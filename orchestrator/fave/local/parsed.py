@@ -23,6 +23,7 @@ import pickle
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -173,13 +174,20 @@ def _store(where: Path, entry: Path, value: Any) -> None:
         return  # a cache that cannot be written is no cache: the file is parsed every time
 
 
+_STALE_TMP_NS = 3600 * 10**9
+"""A temporary file this old was left by a writer that died before renaming it."""
+
+
 def _prune(where: Path) -> None:
     entries = []
+    now = time.time_ns()
     with os.scandir(where) as listing:
         for item in listing:
-            if item.name.endswith(".pickle"):
-                with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):
+                if item.name.endswith(".pickle"):
                     entries.append((item.stat().st_mtime_ns, item.path))
+                elif item.name.endswith(".tmp") and now - item.stat().st_mtime_ns > _STALE_TMP_NS:
+                    os.unlink(item.path)
     if len(entries) <= KEEP:
         return
     entries.sort()
