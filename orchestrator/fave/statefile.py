@@ -56,7 +56,7 @@ class Doc:
         """The document in ``data``; ``DocError`` if it is not JSON or not this schema."""
         try:
             value = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
             raise DocError((), f"invalid JSON ({exc})") from None
         return cls.from_dict(value)
 
@@ -66,18 +66,40 @@ class Doc:
         return cast(_D, _decoder(cls)(value))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON value of the document: every field, nested documents as objects."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        """The JSON value of the document: every field, nested documents as objects. Values of other types are
+        used as they are (an output is not walked: it may be large or deep)."""
+        return {name: convert(getattr(self, name)) for name, convert in _encoder(type(self))}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Doc):
-        return value.to_dict()
-    if type(value) is list:
-        return [_plain(v) for v in value]
-    if type(value) is dict:
-        return {k: _plain(v) for k, v in value.items()}
+def _same(value: Any) -> Any:
     return value
+
+
+def _converter(annotation: Any) -> Callable[[Any], Any]:
+    """How a field's value becomes JSON: documents (and lists, maps of them) as objects, the rest as it is."""
+    if isinstance(annotation, type) and issubclass(annotation, Doc):
+        return lambda value: None if value is None else value.to_dict()
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _converter(inner[0]) if len(inner) == 1 else _same
+    if origin is list and args and _converter(args[0]) is not _same:
+        item = _converter(args[0])
+        return lambda value: [item(v) for v in value]
+    if origin is dict and len(args) == 2 and _converter(args[1]) is not _same:
+        member = _converter(args[1])
+        return lambda value: {k: member(v) for k, v in value.items()}
+    return _same
+
+
+_ENCODERS: dict[type, tuple[tuple[str, Callable[[Any], Any]], ...]] = {}
+
+
+def _encoder(cls: type) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    known = _ENCODERS.get(cls)
+    if known is None:
+        known = _ENCODERS[cls] = tuple((f.name, _converter(f.type)) for f in fields(cls))
+    return known
 
 
 # ---- the decoder: one checker per annotation, built on first use ------------------------------------------
@@ -105,7 +127,10 @@ def _float(value: Any) -> float:
     if kind is float:
         return value  # type: ignore[no-any-return]
     if kind is int:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise _WrongTypeError("a number within a float's range") from None
     raise _WrongTypeError("a number")
 
 
@@ -422,7 +447,7 @@ def parse_shards(data: bytes) -> Mapping[int, ShardDoc]:
         return {doc.shard: doc}
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
         raise DocError((), f"invalid JSON ({exc})") from None
     shards = value.get("shards") if type(value) is dict else None
     if type(shards) is not dict:

@@ -42,9 +42,10 @@ class Counting:
     def __init__(self, path: Path, depends: tuple[Path, ...] = ()) -> None:
         self.path, self.depends, self.calls = path, depends, 0
 
-    def __call__(self) -> tuple[Any, list[Path]]:
+    def __call__(self) -> tuple[Any, list[tuple[Path, bytes]]]:
         self.calls += 1
-        return {"text": self.path.read_text(), "call": self.calls}, list(self.depends)
+        read = [(file, file.read_bytes()) for file in self.depends if file.exists()]  # what it could read
+        return {"text": self.path.read_text(), "call": self.calls}, read
 
 
 def test_a_second_run_of_the_same_pipeline_neither_validates_it_nor_imports_pydantic(
@@ -94,8 +95,7 @@ def test_a_hit_a_changed_file_and_a_changed_dependency(cache: Path, tmp_path: Pa
     extra.write_text("y")
     assert parse_cache.parsed("test", source, parse)["call"] == 3
     extra.unlink()
-    assert parse_cache.parsed("test", source, parse)["call"] == 4  # a dependency gone: parsed (and not kept)
-    assert parse_cache.parsed("test", source, parse)["call"] == 5
+    assert parse_cache.parsed("test", source, parse)["call"] == 4  # a dependency gone: parsed again
 
 
 def test_a_changed_fave_module_is_seen(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,7 +203,7 @@ def test_the_file_changing_while_parsed_keeps_nothing(cache: Path, tmp_path: Pat
     source = tmp_path / "source.txt"
     source.write_text("one")
 
-    def parse() -> tuple[str, list[Path]]:
+    def parse() -> tuple[str, list[tuple[Path, bytes]]]:
         text = source.read_text()
         source.write_text("two")  # an editor saving meanwhile
         return text, []
@@ -220,3 +220,56 @@ def test_a_pipe_is_read_once_by_its_parser_and_never_kept(cache: Path, tmp_path:
     assert parse_cache.parsed("test", fifo, Counting(fifo))["text"] == "one"  # the cache did not swallow it
     writer.join(timeout=10)
     assert not cache.exists() or not list(cache.glob("*.pickle"))
+
+
+def test_a_template_reached_through_a_link_that_is_repointed_is_seen(cache: Path, chain: Path) -> None:
+    folder = chain.parent
+    (folder / "template.yaml").rename(folder / "a.yaml")
+    other = (folder / "a.yaml").read_text().replace("NoopFunction:", "OtherFunction:")
+    (folder / "b.yaml").write_text(other)
+    (folder / "template.yaml").symlink_to("a.yaml")
+    assert load_local_pipeline(chain).template_path.name == "a.yaml"
+    (folder / "template.yaml").unlink()
+    (folder / "template.yaml").symlink_to("b.yaml")  # the same bytes of pipeline.yaml, another template
+    with pytest.raises(PipelineError, match="NoopFunction"):
+        load_local_pipeline(chain)
+
+
+def test_a_template_saved_while_the_pipeline_is_validated_is_not_trusted(
+    cache: Path, chain: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fave.local import orchestrator as local_orchestrator
+
+    template = chain.with_name("template.yaml")
+    real = local_orchestrator.template_functions
+
+    def saving_meanwhile(path: Path) -> frozenset[str]:
+        functions = real(path)  # validated against this version...
+        template.write_text(template.read_text().replace("NoopFunction:", "OtherFunction:"))  # ...then it changes
+        return functions
+
+    monkeypatch.setattr(local_orchestrator, "template_functions", saving_meanwhile)
+    load_local_pipeline(chain)
+    monkeypatch.setattr(local_orchestrator, "template_functions", real)
+    with pytest.raises(PipelineError, match="NoopFunction"):  # not the entry made against the old version
+        load_local_pipeline(chain)
+
+
+def test_no_home_directory_is_no_cache(monkeypatch: pytest.MonkeyPatch, chain: Path) -> None:
+    for name in ("FAVE_CACHE_DIR", "XDG_CACHE_HOME", "FAVE_PARSE_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert parse_cache.cache_dir() is None
+    assert load_local_pipeline(chain).name == "bench-chain"
+
+
+def test_an_entry_is_stamped_with_the_validating_libraries_too(cache: Path, chain: Path) -> None:
+    load_local_pipeline(chain)
+    (entry,) = cache.glob("*.pickle")
+    _, _, modules, _ = pickle.loads(entry.read_bytes())
+    stamped = {Path(file).parts[-2] for file, _, _ in modules}
+    assert {"pydantic", "yaml"} <= stamped  # an upgrade of either is seen

@@ -183,3 +183,28 @@ def test_a_segments_shards_are_decoded_when_asked_for() -> None:
 def test_what_is_not_a_segment_is_refused_whole(data: bytes) -> None:
     with pytest.raises(DocError):
         parse_shards(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"request_id": "r", "status": "S", "input": {}, "pipeline": {"name": "p", "digest": "d"}, '
+        b'"created_at": 1' + b"0" * 400 + b', "updated_at": 2, "stages": {}}',
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+    ids=["a time beyond a float", "nested too deep"],
+)
+def test_a_corrupt_document_is_a_doc_error_whatever_breaks(data: bytes) -> None:
+    with pytest.raises(DocError):
+        StateDoc.from_json(data)
+
+
+def test_writing_a_document_does_not_walk_its_outputs() -> None:
+    deep: list[Any] = []
+    for _ in range(5000):  # deeper than the interpreter's recursion limit: a walk would fail
+        deep = [deep]
+    task = TaskDoc(status="SUCCEEDED", output={"deep": deep})
+    doc = state(stages={"a": StageDoc(task=task)})
+    written = doc.to_dict()
+    assert written["stages"]["a"]["task"]["output"] is task.output  # handed over as it is
+    assert written["stages"]["a"]["task"]["status"] == "SUCCEEDED" and written["pipeline"]["name"] == "p"

@@ -65,7 +65,8 @@ def load_local_pipeline(path: str | Path) -> Pipeline:
     would never arrive, and the stage would wait for its timeout on every attempt.
 
     An unchanged file (and template) is not validated again: ``fave.local.parsed`` keeps the result."""
-    pipeline = parsed("pipeline", Path(path).resolve(), lambda: _validated(Path(path)))
+    resolved = Path(path).resolve()
+    pipeline = parsed("pipeline", resolved, lambda: _validated(resolved))
     template = load_template_once(pipeline.template_path)
     for name in pipeline.order:
         spec = pipeline.stages[name]
@@ -80,12 +81,23 @@ def load_local_pipeline(path: str | Path) -> Pipeline:
     return pipeline
 
 
-def _validated(path: Path) -> tuple[Pipeline, list[Path]]:
-    """The pipeline at ``path`` validated (pydantic: imported only here) and the template it was checked against."""
+def _validated(path: Path) -> tuple[Pipeline, list[tuple[Path, bytes]]]:
+    """The pipeline at ``path`` validated (pydantic: imported only here), and its template: by the path its
+    ``template:`` names (a symbolic link may be repointed later) with the bytes it had before validating."""
     from fave.pipeline import load_pipeline
+    from fave.yamlsafe import YamlInputError, load_file
 
+    try:
+        raw = load_file(path)
+        name = raw.get("template", "template.yaml") if isinstance(raw, dict) else "template.yaml"
+        given = path.parent / str(name)
+        before = given.read_bytes()
+    except (OSError, YamlInputError):
+        given, before = None, b""  # load_pipeline says what is wrong
     pipeline = load_pipeline(path, functions=template_functions)
-    return pipeline, [pipeline.template_path]
+    if given is None or os.path.realpath(given) != str(pipeline.template_path):
+        given, before = pipeline.template_path, b"\0unread"  # never matches: the entry is never used
+    return pipeline, [(given, before)]
 
 
 def local_orchestrator(

@@ -34,7 +34,7 @@ KEEP = 256
 MAX_BYTES = 1 << 20
 """Larger files are parsed without the cache (their parser applies its own limits)."""
 
-_FORMAT = 1
+_FORMAT = 2
 _T = TypeVar("_T")
 
 
@@ -45,7 +45,10 @@ def cache_dir() -> Path | None:
     base = os.environ.get("FAVE_CACHE_DIR")
     if not base:
         xdg = os.environ.get("XDG_CACHE_HOME")
-        base = str(Path(xdg) / "fave") if xdg else str(Path.home() / ".cache" / "fave")
+        try:
+            base = str(Path(xdg) / "fave") if xdg else str(Path.home() / ".cache" / "fave")
+        except RuntimeError:  # no HOME and no passwd entry (a container run as an arbitrary uid): no cache
+            return None
     return Path(base) / "parsed"
 
 
@@ -68,11 +71,16 @@ def _code_roots() -> str:
     return "\0".join(roots)
 
 
+_VALIDATING = ("fave", "fave_shared", "pydantic", "pydantic_core", "yaml", "fastjsonschema", "immutables")
+"""Packages whose loaded modules an entry is stamped with: fave's code and the libraries that validate with it or
+make up its objects (an upgrade rewrites their files)."""
+
+
 def _modules() -> tuple[tuple[str, int, int], ...]:
-    """(file, size, mtime_ns) of every fave module loaded now: the code that made an entry and its classes."""
+    """(file, size, mtime_ns) of every module of ``_VALIDATING`` loaded now: the code that made an entry."""
     stamps = []
     for name, module in list(sys.modules.items()):
-        if name.partition(".")[0] not in ("fave", "fave_shared"):
+        if name.partition(".")[0] not in _VALIDATING:
             continue
         file = getattr(module, "__file__", None)
         if file:
@@ -93,10 +101,12 @@ def _unchanged(stamps: tuple[tuple[str, int, int], ...]) -> bool:
     return True
 
 
-def _same_files(files: tuple[tuple[str, str], ...]) -> bool:
-    for file, digest in files:
+def _same_files(files: tuple[tuple[str, str, str], ...]) -> bool:
+    """Each dependency, reached by the path its parser used, is still the same file (a symbolic link on the way
+    may have been repointed) with the same bytes."""
+    for given, real, digest in files:
         try:
-            if _digest(Path(file).read_bytes()) != digest:
+            if os.path.realpath(given) != real or _digest(Path(given).read_bytes()) != digest:
                 return False
         except OSError:
             return False
@@ -112,11 +122,16 @@ def _private(path: Path) -> bool:
     return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def parsed(kind: str, path: Path, parse: Callable[[], tuple[_T, Sequence[Path]]]) -> _T:
+Depends = Sequence[tuple[Path, bytes]]
+"""The other files a parse read: each by the path it was reached by, with its bytes as read before parsing (or
+earlier): a file that changes during the parse then no longer matches its entry."""
+
+
+def parsed(kind: str, path: Path, parse: Callable[[], tuple[_T, Depends]]) -> _T:
     """What ``parse()`` returns first, from the cache when neither ``path`` nor anything it depends on changed.
 
-    ``parse`` reads ``path`` itself and returns (the result, the other files it read); its exceptions pass
-    through and nothing is stored (a missing or unreadable file is ``parse``'s to report)."""
+    ``parse`` reads ``path`` itself and returns (the result, the other files it read: ``Depends``); its exceptions
+    pass through and nothing is stored (a missing or unreadable file is ``parse``'s to report)."""
     where = cache_dir()
     data = None
     try:
@@ -132,14 +147,13 @@ def parsed(kind: str, path: Path, parse: Callable[[], tuple[_T, Sequence[Path]]]
     if found is not None:
         return found  # type: ignore[no-any-return]
     result, depends = parse()
-    files = []
     try:
         if path.read_bytes() != data:
             return result  # changed while it was parsed: which version the result is of is unknown
-        files = [(str(file), _digest(Path(file).read_bytes())) for file in depends]
+        files = tuple((str(given), os.path.realpath(given), _digest(read)) for given, read in depends)
     except OSError:
         return result
-    _store(where, entry, (_FORMAT, tuple(files), _modules(), result))
+    _store(where, entry, (_FORMAT, files, _modules(), result))
     return result
 
 
