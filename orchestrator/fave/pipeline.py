@@ -617,7 +617,8 @@ def parse_pipeline(
 def load_pipeline(path: str | Path, *, functions: Functions) -> Pipeline:
     """Read and validate the pipeline file at ``path``. ``functions``: the logical ids that exist, or a callable
     given the pipeline's template path that returns them (a ``FaveError`` it raises becomes a PipelineError on
-    field 'template'). Raises ``PipelineError`` naming file, stage and field."""
+    field 'template'); the path as the pipeline names it, in its folder (not resolved: a caller that keeps the
+    result can tell a symbolic link repointed later). Raises ``PipelineError`` naming file, stage and field."""
     path = Path(path).resolve()
     try:
         raw = load_file(path)
@@ -626,10 +627,11 @@ def load_pipeline(path: str | Path, *, functions: Functions) -> Pipeline:
     except YamlInputError as exc:
         raise PipelineError(str(exc)) from None
     template_name = raw.get("template", "template.yaml") if isinstance(raw, dict) else "template.yaml"
-    template_path = (path.parent / str(template_name)).resolve()
+    named = path.parent / str(template_name)
+    template_path = named.resolve()
     if callable(functions):
         try:
-            functions = functions(template_path)
+            functions = functions(named)
         except FaveError as exc:  # a missing or unrunnable template: still one PipelineError
             raise _fail(path, "field 'template'", str(exc)) from None
     return parse_pipeline(raw, functions, path=path, template_path=template_path)

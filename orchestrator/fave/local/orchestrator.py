@@ -83,21 +83,20 @@ def load_local_pipeline(path: str | Path) -> Pipeline:
 
 def _validated(path: Path) -> tuple[Pipeline, list[tuple[Path, bytes]]]:
     """The pipeline at ``path`` validated (pydantic: imported only here), and its template: by the path its
-    ``template:`` names (a symbolic link may be repointed later) with the bytes it had before validating."""
+    ``template:`` names (a symbolic link may be repointed later), with the bytes it had when its functions were
+    read, before validating."""
     from fave.pipeline import load_pipeline
-    from fave.yamlsafe import YamlInputError, load_file
 
-    try:
-        raw = load_file(path)
-        name = raw.get("template", "template.yaml") if isinstance(raw, dict) else "template.yaml"
-        given = path.parent / str(name)
-        before = given.read_bytes()
-    except (OSError, YamlInputError):
-        given, before = None, b""  # load_pipeline says what is wrong
-    pipeline = load_pipeline(path, functions=template_functions)
-    if given is None or os.path.realpath(given) != str(pipeline.template_path):
-        given, before = pipeline.template_path, b"\0unread"  # never matches: the entry is never used
-    return pipeline, [(given, before)]
+    read: list[tuple[Path, bytes]] = []
+
+    def functions(template: Path) -> frozenset[str]:
+        try:
+            read.append((template, template.read_bytes()))
+        except OSError:  # template_functions says why; should it not, the entry is never used
+            read.append((template, b"\0unread"))
+        return template_functions(template)
+
+    return load_pipeline(path, functions=functions), read
 
 
 def local_orchestrator(
