@@ -54,11 +54,7 @@ class Doc:
     @classmethod
     def from_json(cls: type[_D], data: bytes | str) -> _D:
         """The document in ``data``; ``DocError`` if it is not JSON or not this schema."""
-        try:
-            value = json.loads(data)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
-            raise DocError((), f"invalid JSON ({exc})") from None
-        return cls.from_dict(value)
+        return cls.from_dict(_loads(data))
 
     @classmethod
     def from_dict(cls: type[_D], value: Any) -> _D:
@@ -69,6 +65,14 @@ class Doc:
         """The JSON value of the document: every field, nested documents as objects. Values of other types are
         used as they are (an output is not walked: it may be large or deep)."""
         return {name: convert(getattr(self, name)) for name, convert in _encoder(type(self))}
+
+
+def _loads(data: bytes | str) -> Any:
+    """``json.loads``; ``DocError`` if ``data`` is not JSON (nor UTF-8, nor shallow enough to parse)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+        raise DocError((), f"invalid JSON ({exc})") from None
 
 
 def _same(value: Any) -> Any:
@@ -445,17 +449,14 @@ def parse_shards(data: bytes) -> Mapping[int, ShardDoc]:
     if not data.startswith(SEGMENT_HEAD):
         doc = ShardDoc.from_json(data)
         return {doc.shard: doc}
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
-        raise DocError((), f"invalid JSON ({exc})") from None
+    value = _loads(data)
     shards = value.get("shards") if type(value) is dict else None
     if type(shards) is not dict:
         raise DocError(("shards",), "expected an object")
     try:
-        return _Segment({int(k): v for k, v in shards.items()})
-    except ValueError:
-        raise DocError(("shards",), "expected integer keys") from None
+        return _Segment({_int_key(k): v for k, v in shards.items()})
+    except _WrongTypeError as exc:
+        raise DocError(("shards",), f"expected {exc}") from None
 
 
 class _Segment(Mapping[int, ShardDoc]):
