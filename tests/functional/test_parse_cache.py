@@ -36,6 +36,14 @@ def chain(tmp_path: Path) -> Path:
     return folder / "pipeline.yaml"
 
 
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """A file to parse, holding "one"."""
+    file = tmp_path / "source.txt"
+    file.write_text("one")
+    return file
+
+
 class Counting:
     """A parse function that says how often it ran."""
 
@@ -98,13 +106,13 @@ def test_a_hit_a_changed_file_and_a_changed_dependency(cache: Path, tmp_path: Pa
     assert parse_cache.parsed("test", source, parse)["call"] == 4  # a dependency gone: parsed again
 
 
-def test_a_changed_fave_module_is_seen(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_changed_fave_module_is_seen(
+    cache: Path, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     module = tmp_path / "module.py"
     module.write_text("x = 1\n")
     stamp = os.stat(module)
     monkeypatch.setattr(parse_cache, "_modules", lambda: ((str(module), stamp.st_size, stamp.st_mtime_ns),))
-    source = tmp_path / "source.txt"
-    source.write_text("one")
     parse = Counting(source)
     parse_cache.parsed("test", source, parse)
     parse_cache.parsed("test", source, parse)
@@ -115,10 +123,8 @@ def test_a_changed_fave_module_is_seen(cache: Path, tmp_path: Path, monkeypatch:
 
 
 def test_another_checkout_of_fave_has_entries_of_its_own(
-    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    source: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = tmp_path / "source.txt"
-    source.write_text("one")
     parse = Counting(source)
     parse_cache.parsed("test", source, parse)
     monkeypatch.setattr(parse_cache, "_code_roots", lambda: "/elsewhere/fave/__init__.py")
@@ -127,9 +133,7 @@ def test_another_checkout_of_fave_has_entries_of_its_own(
     assert parse.calls == 2 and len(list(cache.glob("*.pickle"))) == 2
 
 
-def test_a_corrupt_or_foreign_entry_is_a_miss_and_is_replaced(cache: Path, tmp_path: Path) -> None:
-    source = tmp_path / "source.txt"
-    source.write_text("one")
+def test_a_corrupt_or_foreign_entry_is_a_miss_and_is_replaced(cache: Path, source: Path) -> None:
     parse = Counting(source)
     parse_cache.parsed("test", source, parse)
     (entry,) = cache.glob("*.pickle")
@@ -140,9 +144,7 @@ def test_a_corrupt_or_foreign_entry_is_a_miss_and_is_replaced(cache: Path, tmp_p
     assert parse_cache.parsed("test", source, parse)["call"] == 4  # the last miss wrote a good entry again
 
 
-def test_an_entry_others_can_write_is_never_unpickled(cache: Path, tmp_path: Path) -> None:
-    source = tmp_path / "source.txt"
-    source.write_text("one")
+def test_an_entry_others_can_write_is_never_unpickled(cache: Path, source: Path) -> None:
     parse = Counting(source)
     parse_cache.parsed("test", source, parse)
     (entry,) = cache.glob("*.pickle")
@@ -156,22 +158,18 @@ def test_an_entry_others_can_write_is_never_unpickled(cache: Path, tmp_path: Pat
     cache.chmod(0o700)
 
 
-def test_turned_off_nothing_is_written(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_turned_off_nothing_is_written(source: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAVE_PARSE_CACHE", "0")
-    source = tmp_path / "source.txt"
-    source.write_text("one")
     parse = Counting(source)
     parse_cache.parsed("test", source, parse)
     parse_cache.parsed("test", source, parse)
     assert parse.calls == 2 and not cache.exists()
 
 
-def test_an_unwritable_cache_is_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unwritable_cache_is_no_cache(source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("FAVE_CACHE_DIR", str(blocker))  # cannot hold a directory
-    source = tmp_path / "source.txt"
-    source.write_text("one")
     parse = Counting(source)
     assert parse_cache.parsed("test", source, parse)["text"] == "one"
     assert parse_cache.parsed("test", source, parse)["call"] == 2
@@ -187,9 +185,7 @@ def test_only_the_newest_entries_are_kept(cache: Path, tmp_path: Path, monkeypat
     assert len(list(cache.glob("*.pickle"))) == 3
 
 
-def test_a_dead_writers_temporary_file_goes_once_it_is_old(cache: Path, tmp_path: Path) -> None:
-    source = tmp_path / "source.txt"
-    source.write_text("one")
+def test_a_dead_writers_temporary_file_goes_once_it_is_old(cache: Path, source: Path) -> None:
     cache.mkdir(parents=True, mode=0o700)
     old, young = cache / ".dead.tmp", cache / ".writing.tmp"
     for file in (old, young):
@@ -199,9 +195,7 @@ def test_a_dead_writers_temporary_file_goes_once_it_is_old(cache: Path, tmp_path
     assert not old.exists() and young.exists()
 
 
-def test_the_file_changing_while_parsed_keeps_nothing(cache: Path, tmp_path: Path) -> None:
-    source = tmp_path / "source.txt"
-    source.write_text("one")
+def test_the_file_changing_while_parsed_keeps_nothing(cache: Path, source: Path) -> None:
 
     def parse() -> tuple[str, list[tuple[Path, bytes]]]:
         text = source.read_text()
