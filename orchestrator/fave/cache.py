@@ -66,9 +66,11 @@ import contextlib
 import hashlib
 import json
 import logging
+import operator
 import os
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -236,16 +238,59 @@ def item_keys(
 Row = tuple[Any, str]
 """A pack's row: (the output, the request whose invocation computed it)."""
 
+PACK_FORMAT = 3
+"""The layout of a pack object (its ``"v"``): 3 = the arrays below; 2 = ``{"rows": {KEY: [OUTPUT, SOURCE]}}``, still
+read. Independent of ``KEY_VERSION`` (what a key is the digest of)."""
 
-@dataclass(frozen=True, slots=True)
+_KEY_LEN = 64
+_NO_KEY = "-" * _KEY_LEN
+"""The key slot of a list position whose item has no output (it failed): no key is ever this."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Pack:
-    """A pack as read: its rows (item key -> row; malformed ones left out), whether any output in them may hold a
-    marker (a parked output: check it is still there before using it), and the etag it was read at (None: there
-    was none), so that a writer replaces exactly what it merged (``write_pack``)."""
+    """A pack as read, as arrays with a row per stored output: ``keys`` (64 hex digits per row, concatenated),
+    ``outputs``, ``source_of`` (an index into ``sources``: the request that computed it; -1: the row is a list
+    position with no output), and ``elements``: the list the pack was last written for, whose positions are
+    its first ``len(elements)`` rows, in order (a run on the same list, or one that changed a few elements,
+    finds its hits by comparing elements, without a key per item: ``bulk_rows``). ``parked``: whether any output
+    may hold a marker (a parked output: check it is still there before using it); ``etag``: what it was read at
+    (None: there was none), so that a writer replaces exactly what it merged (``write_pack``)."""
 
-    rows: dict[str, Row] = field(default_factory=dict)
+    keys: str = ""
+    outputs: list[Any] = field(default_factory=list)
+    source_of: list[int] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    elements: list[Any] = field(default_factory=list)
     parked: bool = False
     etag: str | None = None
+    _index: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.outputs)
+
+    def key(self, row: int) -> str:
+        return self.keys[row * _KEY_LEN : (row + 1) * _KEY_LEN]
+
+    def index(self) -> dict[str, int]:
+        """Key -> row (made when first asked for; a row whose ``source_of`` is -1 has no output)."""
+        if not self._index and self.outputs:
+            keys = self.keys
+            slots = [keys[i : i + _KEY_LEN] for i in range(0, len(keys), _KEY_LEN)]
+            self._index.update(zip(slots, range(len(self)), strict=True))
+            self._index.pop(_NO_KEY, None)  # list positions with no output
+        return self._index
+
+    def row(self, key: str) -> Row | None:
+        r = self.index().get(key, -1)
+        return None if r < 0 or self.source_of[r] < 0 else (self.outputs[r], self.sources[self.source_of[r]])
+
+    @property
+    def rows(self) -> dict[str, Row]:
+        """Every stored output by key (tools and tests; lookups use ``row`` and ``bulk_rows``)."""
+        source_of = self.source_of
+        outputs, sources = self.outputs, self.sources
+        return {key: (outputs[r], sources[source_of[r]]) for key, r in self.index().items() if source_of[r] >= 0}
 
 
 PACK_PREFIX = f"{CACHE_PREFIX}packs/"
@@ -274,17 +319,76 @@ def read_pack(store: ObjectStore, pack: str) -> Pack:
         return Pack()
     try:
         doc = json.loads(blob.data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return Pack(etag=blob.etag)
-    rows = doc.get("rows") if isinstance(doc, dict) and doc.get("v") == KEY_VERSION else None
-    if not isinstance(rows, dict):
-        return Pack(etag=blob.etag)
-    good = {
-        key: (row[0], row[1])
-        for key, row in rows.items()
-        if isinstance(row, list) and len(row) == 2 and isinstance(row[1], str)
-    }
-    return Pack(good, _MARKER in blob.data, blob.etag)
+    parked = _MARKER in blob.data
+    read = _pack_arrays(doc, parked, blob.etag) if isinstance(doc, dict) else None
+    return read if read is not None else Pack(etag=blob.etag)
+
+
+def _pack_arrays(doc: dict[str, Any], parked: bool, etag: str) -> Pack | None:
+    """A pack document as arrays (format 3, or 2's rows); None when it is not a well-formed one."""
+    if doc.get("v") == KEY_VERSION and isinstance(doc.get("rows"), dict):  # format 2: rows by key, no list
+        good = [
+            (key, row[0], row[1])
+            for key, row in doc["rows"].items()
+            if _is_key(key) and isinstance(row, list) and len(row) == 2 and isinstance(row[1], str)
+        ]
+        named = sorted({source for _, _, source in good})
+        at = {source: n for n, source in enumerate(named)}
+        return Pack(
+            keys="".join(k for k, _, _ in good),
+            outputs=[o for _, o, _ in good],
+            source_of=[at[s] for _, _, s in good],
+            sources=named,
+            parked=parked,
+            etag=etag,
+        )
+    if doc.get("v") != PACK_FORMAT:
+        return None
+    keys, outputs, source_of = doc.get("keys"), doc.get("outputs"), doc.get("from")
+    sources, elements = doc.get("sources"), doc.get("list")
+    if not (
+        isinstance(keys, str)
+        and isinstance(outputs, list)
+        and isinstance(source_of, list)
+        and isinstance(sources, list)
+        and isinstance(elements, list)
+    ):
+        return None
+    rows = len(outputs)
+    if len(keys) != rows * _KEY_LEN or len(source_of) != rows or len(elements) > rows:
+        return None
+    if not all(isinstance(s, str) for s in sources):
+        return None
+    limit = len(sources)
+    if not all(type(n) is int and -1 <= n < limit for n in source_of):
+        return None
+    return Pack(keys, outputs, source_of, sources, elements, parked=parked, etag=etag)
+
+
+def _is_key(key: Any) -> bool:
+    return isinstance(key, str) and len(key) == _KEY_LEN and key != _NO_KEY
+
+
+def bulk_rows(pack: Pack, elements: Sequence[Any], keys_of: Callable[[list[int]], Mapping[int, str]]) -> list[int]:
+    """The pack's row holding each element's output, by position (-1: none). An element equal to the one at its
+    position in the list the pack was last written for has that row (no key made: a weekly list that changed
+    1% compares 10,000 elements and hashes 100); the others are looked up by key (``keys_of(positions)``: their
+    item keys), so an element that moved, or came back, still hits."""
+    previous = pack.elements
+    same = min(len(elements), len(previous))
+    source_of = pack.source_of
+    equal = list(map(operator.eq, elements[:same], previous[:same]))
+    rows = [i if equal[i] and source_of[i] >= 0 else -1 for i in range(same)]
+    rows.extend(repeat(-1, len(elements) - same))
+    others = [i for i, r in enumerate(rows) if r < 0]
+    if others and pack.outputs:
+        index = pack.index()
+        for i, key in keys_of(others).items():
+            r = index.get(key, -1)
+            rows[i] = r if r >= 0 and source_of[r] >= 0 else -1
+    return rows
 
 
 def merged_rows(old: Mapping[str, Row], new: Mapping[str, Row], stale: Collection[str] = ()) -> dict[str, Row]:
@@ -303,28 +407,108 @@ def merged_rows(old: Mapping[str, Row], new: Mapping[str, Row], stale: Collectio
     return merged
 
 
+@dataclass(frozen=True, slots=True)
+class PackRun:
+    """What a stage's run puts in its pack: per position of its list, the item's key (None: no output), output and
+    source; ``elements``: that list (None: not a run whose positions may be compared, e.g. a stage with per-item
+    needs, whose keys are not its elements alone)."""
+
+    keys: Sequence[str | None]
+    outputs: Sequence[Any]
+    sources: Sequence[str | None]
+    elements: Sequence[Any] | None = None
+
+    @classmethod
+    def of_rows(cls, rows: Mapping[str, Row]) -> PackRun:
+        return cls(list(rows), [row[0] for row in rows.values()], [row[1] for row in rows.values()])
+
+
+def _merged(old: Pack | None, run: PackRun, stale: Collection[str]) -> dict[str, Any] | None:
+    """The format-3 document of ``old`` with ``run`` merged in (``merged_rows``' rules; the run's list first,
+    in order); None when it would hold nothing new (every row there already, for the same list)."""
+    index = old.index() if old is not None else {}
+    o_out = old.outputs if old is not None else []
+    o_from = old.source_of if old is not None else []
+    o_sources = old.sources if old is not None else []
+    keys, outputs, sources = run.keys, run.outputs, run.sources
+    if (
+        old is not None
+        and not stale
+        and (run.elements is None or list(run.elements) == old.elements)
+        and all(key is None or key in index for key in keys)
+    ):
+        return None
+    table: dict[str, int] = {}
+    out_keys: list[str] = []
+    out_outputs: list[Any] = []
+    out_from: list[int] = []
+    seen: set[str] = set()
+    listed = run.elements is not None
+    for key, fresh, computed_by in zip(keys, outputs, sources, strict=True):
+        if key is None or key in seen:  # no output; or a key already placed (the same element twice)
+            if listed:
+                out_keys.append(_NO_KEY)
+                out_outputs.append(None)
+                out_from.append(-1)
+            continue
+        seen.add(key)
+        r = index.get(key, -1)
+        if r >= 0 and o_from[r] >= 0 and key not in stale:  # the first writer wins
+            output, source = o_out[r], o_sources[o_from[r]]
+        else:
+            output, source = fresh, computed_by or ""
+        n = table.get(source)
+        if n is None:
+            n = table[source] = len(table)
+        out_keys.append(key)
+        out_outputs.append(output)
+        out_from.append(n)
+    written = len(seen)
+    room = max(PACK_ROWS_KEPT, 2 * written) - written
+    kept = [r for key, r in index.items() if key not in seen and o_from[r] >= 0]
+    if len(kept) > room:
+        kept = sorted(kept)[len(kept) - room :]
+    for r in sorted(kept):
+        source = o_sources[o_from[r]]
+        n = table.get(source)
+        if n is None:
+            n = table[source] = len(table)
+        out_keys.append(old.key(r) if old is not None else "")
+        out_outputs.append(o_out[r])
+        out_from.append(n)
+    return {
+        "v": PACK_FORMAT,
+        "sources": list(table),
+        "keys": "".join(out_keys),
+        "from": out_from,
+        "outputs": out_outputs,
+        "list": list(run.elements) if run.elements is not None else [],
+    }
+
+
 def write_pack(
     store: ObjectStore,
     pack: str,
-    rows: Mapping[str, Row],
+    rows: Mapping[str, Row] | PackRun,
     *,
     source: str,
     stage: str,
     known: Pack | None,
     stale: Collection[str] = (),
 ) -> bool:
-    """Merge ``rows`` (item key -> row) into the pack and write it; ``known``: the pack as this process read it
-    (None: not read; then it is created, or read and merged if it exists). Nothing is written when every row is
-    in it already. Conditional (``if_match`` the etag read, create-only when there was none): a concurrent writer
-    makes it read the pack again and merge once more, so that no writer's rows are lost. ``stale``: keys whose
-    row in the pack is to be replaced (``merged_rows``). False if it gave up (then those rows run again next
-    time: a miss, never a failure)."""
+    """Merge ``rows`` (item key -> row, or a ``PackRun``) into the pack and write it; ``known``: the pack as this
+    process read it (None: not read; then it is created, or read and merged if it exists). Nothing is written
+    when every row is in it already (for the same list). Conditional (``if_match`` the etag read, create-only
+    when there was none): a concurrent writer makes it read the pack again and merge once more, so that no
+    writer's rows are lost. ``stale``: keys whose row in the pack is to be replaced (``merged_rows``). False if
+    it gave up (then those rows run again next time: a miss, never a failure)."""
+    run = rows if isinstance(rows, PackRun) else PackRun.of_rows(rows)
     base = known
     for _ in range(PACK_WRITE_ATTEMPTS):
-        old = base.rows if base is not None else {}
-        if base is not None and all(key in old and key not in stale for key in rows):
+        doc = _merged(base, run, stale)
+        if doc is None:
             return True  # every row there already (a run wholly from this pack)
-        doc = {"v": KEY_VERSION, "stage": stage, "source": source, "rows": merged_rows(old, rows, stale)}
+        doc = {"stage": stage, "source": source, **doc}
         body = _PACK_ENCODER.encode(doc).encode()  # nothing hashes it: unsorted (10,000 rows, written per run)
         etag = base.etag if base is not None else None
         try:
@@ -335,7 +519,7 @@ def write_pack(
             return True
         except (ConflictError, NotFoundError):  # written or removed since it was read: merge with what is there
             base = read_pack(store, pack)
-    log.warning("result cache: the pack of %s kept changing; %d rows not written", stage, len(rows))
+    log.warning("result cache: the pack of %s kept changing; %d rows not written", stage, len(run.keys))
     return False
 
 
@@ -393,10 +577,10 @@ def stats(store: ObjectStore) -> dict[str, int]:
 def _rows_in(data: bytes) -> int:
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return 0
-    rows = doc.get("rows") if isinstance(doc, dict) else None
-    return len(rows) if isinstance(rows, dict) else 0
+    read = _pack_arrays(doc, False, "") if isinstance(doc, dict) else None
+    return len(read.rows) if read is not None else 0
 
 
 def clear(store: ObjectStore) -> int:

@@ -183,9 +183,12 @@ def _attempt_durations(task: Task) -> Iterator[float]:
         yield max(0.0, task.finished_at - task.dispatched_at)
 
 
-def summarize_stage(tasks: Iterable[Task]) -> StageSummary:
+def summarize_stage(tasks: Iterable[Task], cached_in_bulk: int = 0) -> StageSummary:
+    """``cached_in_bulk``: tasks taken from the cache in bulk and not among ``tasks`` (``CachedItems``): each is
+    one SUCCEEDED, cached task that made no attempt."""
     counts = [0] * (len(DURATION_BUCKETS) + 1)
-    n = succeeded = failed = cached = attempts = retries = failed_attempts = 0
+    n = succeeded = cached = cached_in_bulk
+    failed = attempts = retries = failed_attempts = 0
     total = 0.0
     ended_ok, ended_failed = TaskStatus.SUCCEEDED, TaskStatus.FAILED
     buckets = DURATION_BUCKETS
@@ -245,9 +248,14 @@ def summarize(
         resumes=state.resumes,
         error_type=failure.error_type if failure is not None else None,
         failure=failure.message[:300] if failure is not None else state.cancel_reason,
-        stages={name: summarize_stage(tasks.get(name, ())) for name in state.stages},
+        stages={name: summarize_stage(tasks.get(name, ()), _in_bulk(state, name)) for name in state.stages},
         ledger=dict(ledger) if isinstance(ledger, Mapping) else None,
     )
+
+
+def _in_bulk(state: RequestState, stage: str) -> int:
+    bulk = getattr(state, "bulk_cached", {}).get(stage)
+    return bulk.count if bulk is not None else 0
 
 
 def quantile(buckets: Iterable[int], q: float) -> float | None:

@@ -32,6 +32,7 @@ from fave.core.dag import Pipeline
 from fave.core.engine import Engine
 from fave.core.model import (
     Attempt,
+    CachedItems,
     Failure,
     FanoutList,
     Fingerprint,
@@ -247,6 +248,8 @@ def shard_json(
     version: int,
     tasks: Iterable[tuple[int, Task]],
     memo: dict[int, tuple[Task, str]] | None = None,
+    *,
+    cached: str = "",
 ) -> bytes:
     """A task shard's bytes: exactly ``_dumps({"stage", "shard", "version", "tasks": {item: task_to_json(task)}})``,
     written a field at a time instead. The tasks of one step share their timestamps (dispatched, deadline,
@@ -254,7 +257,7 @@ def shard_json(
     float is written once per shard. A shard of 128 tasks is rewritten at least twice per fan-out task.
     ``memo``: item -> (the task, its member) as last written: a task that is the very same (immutable) object is
     not encoded again (a re-run taking 9,900 of 10,000 tasks from the cache rewrites every shard for the 100
-    others)."""
+    others). ``cached``: the shard's cached section (``cached_section``), written after its tasks."""
     floats: dict[float, str] = {}
     # A decision gives the tasks it starts together one (immutable) RUNNING task object: its text is written once.
     texts: dict[int, str] = {}
@@ -276,7 +279,25 @@ def shard_json(
             members.append(known[1])
         fields = ",".join(members)
     head = f'{{"stage":{_ascii(stage)},"shard":{_int_text(shard)},"version":{_int_text(version)}'
-    return f'{head},"tasks":{{{fields}}}}}'.encode()
+    return f'{head},"tasks":{{{fields}}}{cached}}}'.encode()
+
+
+def cached_section(bulk: CachedItems, lo: int, hi: int) -> str:
+    """``,"cached":{...}`` (``statefile.CachedDoc``) for the items from ``lo`` to ``hi`` (excluded) that ``bulk``
+    holds; empty when it holds none of them. One encoder call for the whole section."""
+    held = bulk.source_of[lo:hi]
+    picked = [k for k, n in enumerate(held) if n >= 0]
+    if not picked:
+        return ""
+    outputs = bulk.outputs[lo:hi]
+    doc = {
+        "at": bulk.at,
+        "sources": list(bulk.sources),
+        "items": [lo + k for k in picked],
+        "outputs": [outputs[k] for k in picked],
+        "source_of": [held[k] for k in picked],
+    }
+    return ',"cached":' + _ENCODER.encode(doc)
 
 
 def _object_json(value: dict[str, Any], floats: dict[float, str], outer: bool) -> str:
@@ -338,6 +359,8 @@ class Handle:
     """The fan-out lists whose item blocks are in the store."""
     members: dict[str, dict[int, tuple[Task, str]]] = field(default_factory=dict)
     """stage -> what ``shard_json`` last wrote for each task (its ``memo``)."""
+    sections: dict[tuple[str, int], tuple[CachedItems, str]] = field(default_factory=dict)
+    """(stage, shard) -> the cached section last written for it, and the record it was made of."""
 
 
 class Persistence:
@@ -575,11 +598,18 @@ class Persistence:
             key = shard_key(state.request_id, stage, home, token)
             stage_tasks = state.tasks.get(stage) or Map()
             memo = handle.members.setdefault(stage, {})
+            bulk = state.bulk_cached.get(stage)
             bodies = []
             for shard in shards:
                 lo, hi = shard * SHARD_SIZE, (shard + 1) * SHARD_SIZE
                 in_shard = ((i, task) for i in range(lo, hi) if (task := stage_tasks.get(i)) is not None)
-                bodies.append(shard_json(stage, shard, version, in_shard, memo))
+                section = ""
+                if bulk is not None:  # the same record's section is encoded once, however often the shard is written
+                    known = handle.sections.get((stage, shard))
+                    if known is None or known[0] is not bulk:
+                        known = handle.sections[(stage, shard)] = (bulk, cached_section(bulk, lo, hi))
+                    section = known[1]
+                bodies.append(shard_json(stage, shard, version, in_shard, memo, cached=section))
                 old = tokens.get((stage, shard))
                 if old is not None:
                     replaced.add(shard_object_key(state.request_id, stage, shard, old))
@@ -613,6 +643,7 @@ class Persistence:
         handle.fanout = set(state.items)
         if state.status.terminal:  # little is written after the end: not worth the memory
             handle.members.clear()
+            handle.sections.clear()
         self._discard(superseded)
         return replace(state, version=version, changed=Map())
 

@@ -38,6 +38,7 @@ from fave.core.budget import Rates
 from fave.core.dag import Pipeline, Stage
 from fave.core.engine import Engine
 from fave.core.model import (
+    CachedItems,
     CacheLookup,
     Cancel,
     CodeDigests,
@@ -139,6 +140,9 @@ class _BulkLookup:
     """item -> key, for every task looked up (those not hits ran: their lookup is not made again)."""
     stale: set[str] = field(default_factory=set)
     """Keys whose row was found but whose parked output is gone: the pack's write replaces them."""
+    rows: list[int] | None = None
+    """A bulk lookup's (``CacheLookup.elements``): the pack's row of each item (-1: a miss). Every item was
+    answered then: none is looked up again when it is invoked."""
 
 
 def handover_margin(time_at_start: float) -> float:
@@ -476,7 +480,8 @@ class Orchestrator:
             data = refs.dumps(output)
             self.store.put(key, data, content_type="application/json")
             plain = output if _MARKER_BYTES not in data else _UNKNOWN  # its lists need no reading back nor walk
-            output = refs.marker(key, size=refs.utf8_size(output))
+            # Its size as a payload carries it (UTF-8, not escaped): the bytes just written, unless they escape some.
+            output = refs.marker(key, size=len(data) if b"\\u" not in data else refs.utf8_size(output))
         else:
             plain = _UNKNOWN
         fanout: dict[str, tuple[Any, ...]] = {}
@@ -663,6 +668,8 @@ class Orchestrator:
         key (``cache.item_keys``), then the stage's pack, read once per request, stage and process. A hit whose
         parked output is gone, and anything when the keys cannot be made, is None (the task runs). Never raises a
         store error: a miss is never a failure."""
+        if ask.elements is not None:
+            return self._bulk_cache_lookup(state, ask, ask.elements)
         answers: dict[int, tuple[Any, str] | None] = dict.fromkeys(ask.inputs)
         if self.invoker is None or not ask.inputs:
             return TasksCached(ask.stage, answers)
@@ -684,9 +691,9 @@ class Orchestrator:
                 self._bulk.clear()
             bulk = self._bulk[memo] = _BulkLookup(pack, cache.read_pack(self.store, pack))
         bulk.keys.update(keys)
-        rows, parked = bulk.read.rows, bulk.read.parked
+        read, parked = bulk.read, bulk.read.parked
         for item, key in keys.items():
-            row = rows.get(key)
+            row = read.row(key)
             if row is None:
                 continue
             if not parked or self._parked_exist(row[0]):
@@ -695,6 +702,51 @@ class Orchestrator:
                 bulk.stale.add(key)
         return TasksCached(ask.stage, answers)
 
+    def _bulk_cache_lookup(self, state: RequestState, ask: CacheLookup, elements: tuple[Any, ...]) -> TasksCached:
+        """The answer to a bulk ``CacheLookup``: every item of a stage starting afresh, as arrays. The stage's pack
+        is read once; an element equal to the one at its position in the list the pack was written for takes
+        that row without a key being made (``cache.bulk_rows``); the others are keyed and looked up by key."""
+        count = len(elements)
+        nothing = TasksCached(ask.stage, {}, bulk=CachedItems(0.0, (), (-1,) * count, (None,) * count, 0))
+        if self.invoker is None:
+            return nothing
+        keyed = self._keyed(state, ask.stage, ask.function, ask.shared)
+        if keyed is None:
+            return nothing
+        code, value = keyed
+        load = lambda key: _PARKED.load(self.store, key)  # noqa: E731
+        try:
+            pack = cache.pack_id(ask.function, code, value, ask.item_needs, load)
+        except (FaveError, TypeError, ValueError) as exc:
+            _log.warning("result cache: no keys for the tasks of %s: %s", ask.function, exc)
+            return nothing
+        if len(self._bulk) >= 16:
+            self._bulk.clear()
+        bulk = self._bulk[(state.request_id, ask.stage)] = _BulkLookup(pack, cache.read_pack(self.store, pack))
+
+        def keys_of(positions: list[int]) -> dict[int, str]:
+            made = cache.item_keys(pack, {i: {"item": elements[i]} for i in positions}, (), load)
+            bulk.keys.update(made)
+            return made
+
+        read = bulk.read
+        try:
+            rows = cache.bulk_rows(read, elements, keys_of)
+        except (FaveError, TypeError, ValueError) as exc:
+            _log.warning("result cache: no keys for the tasks of %s: %s", ask.function, exc)
+            rows = [-1] * count
+        if read.parked:  # a row whose parked output is gone is a miss, and the pack's write replaces it
+            for i, r in enumerate(rows):
+                if r >= 0 and not self._parked_exist(read.outputs[r]):
+                    bulk.stale.add(read.key(r))
+                    rows[i] = -1
+        bulk.rows = rows
+        source_of, outputs = read.source_of, read.outputs
+        held = tuple(source_of[r] if r >= 0 else -1 for r in rows)
+        found = tuple(outputs[r] if r >= 0 else None for r in rows)
+        hits = count - held.count(-1)
+        return TasksCached(ask.stage, {}, bulk=CachedItems(0.0, tuple(read.sources), held, found, hits))
+
     def _item_cache_hit(self, state: RequestState, command: Invoke) -> bool:
         """The lookup of a task of a cached fanned-out stage, in its stage's pack (its outputs are stored only
         there: ``fave.cache``). A task the stage's bulk lookup answered in this process was a miss then: nothing
@@ -702,7 +754,7 @@ class Orchestrator:
         lookup for it alone, the pack read once per stage."""
         assert command.item is not None
         bulk = self._bulk.get((state.request_id, command.stage))
-        if bulk is not None and command.item in bulk.keys:
+        if bulk is not None and (bulk.rows is not None or command.item in bulk.keys):
             return False
         item_needs = self.pipeline.stages[command.stage].item_needs
         inputs = {command.item: command.input}
@@ -713,7 +765,7 @@ class Orchestrator:
                 _log.warning("result cache: no key for a task of %s: %s", command.function, exc)
                 return False
             bulk.keys.update(key)
-            row = bulk.read.rows.get(key[command.item])
+            row = bulk.read.row(key[command.item])
             answer = row if row is not None and (not bulk.read.parked or self._parked_exist(row[0])) else None
             if row is not None and answer is None:
                 bulk.stale.add(key[command.item])
@@ -731,7 +783,7 @@ class Orchestrator:
         """Merge the rows of a cached fanned-out stage's run into its pack (``fave.cache``). The pack and the item
         keys this process read and computed when the stage started are reused. A store error loses the rows
         (they run again next time), never the request."""
-        if self.invoker is None or not command.rows:
+        if self.invoker is None or not (command.rows or command.bulk):
             return
         keyed = self._keyed(state, command.stage, command.function, command.shared)
         if keyed is None:
@@ -746,13 +798,50 @@ class Orchestrator:
             known = bulk.keys if bulk is not None else {}
             missing = {item: row[0] for item, row in command.rows.items() if item not in known}
             keys = {**known, **cache.item_keys(pack, missing, command.item_needs, load)} if missing else known
-            rows = {keys[item]: (output, source) for item, (_, output, source) in command.rows.items()}
             read, stale = (bulk.read, bulk.stale) if bulk is not None else (None, set())
+            run: cache.PackRun | dict[str, cache.Row]
+            if command.elements:
+                run = self._pack_run(command, pack, keys, bulk, load)
+            else:
+                run = {keys[item]: (output, source) for item, (_, output, source) in command.rows.items()}
             cache.write_pack(
-                self.store, pack, rows, source=state.request_id, stage=command.stage, known=read, stale=stale
+                self.store, pack, run, source=state.request_id, stage=command.stage, known=read, stale=stale
             )
         except (FaveError, TypeError, ValueError) as exc:
             _log.warning("result cache: writing the pack of %s failed: %s", command.stage, exc)
+
+    @staticmethod
+    def _pack_run(
+        command: WriteCachePack,
+        pack: str,
+        keys: Mapping[int, str],
+        bulk: _BulkLookup | None,
+        load: Callable[[str], Any],
+    ) -> cache.PackRun:
+        """A stage's run as its pack keeps it: per position of its list, the key, output and source (None where
+        the item did not succeed). The keys of items taken from the cache in bulk are the pack's rows' (those
+        its lookup in this process found), else made from their elements."""
+        elements = command.elements
+        count = len(elements)
+        out_keys: list[str | None] = [None] * count
+        outputs: list[Any] = [None] * count
+        sources: list[str | None] = [None] * count
+        held = command.bulk
+        if held is not None and len(held.source_of) == count:
+            outputs = list(held.outputs)
+            names, source_of = held.sources, held.source_of
+            sources = [names[n] if n >= 0 else None for n in source_of]
+            rows = bulk.rows if bulk is not None else None
+            if rows is not None and len(rows) == count and bulk is not None:
+                read = bulk.read
+                out_keys = [read.key(r) if n >= 0 and r >= 0 else None for n, r in zip(source_of, rows, strict=True)]
+            else:  # another process looked them up: their keys are made again
+                made = cache.item_keys(pack, {i: {"item": elements[i]} for i in held.items()}, (), load)
+                for i, key in made.items():
+                    out_keys[i] = key
+        for item, (_, output, source) in command.rows.items():
+            out_keys[item], outputs[item], sources[item] = keys[item], output, source
+        return cache.PackRun(out_keys, outputs, sources, elements)
 
     def _source_of(self, request_id: str, uri: str) -> str | None:
         """The content identity of the request's source (``fave.source_digest``), looked up once per request

@@ -25,7 +25,7 @@ fields ignored) and names the first bad field's path (``DocError``), so a corrup
 import json
 import types
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, ClassVar, TypeVar, Union, cast, get_args, get_origin
 
 SCHEMA_VERSION = 3
@@ -420,13 +420,45 @@ class StateDoc(Doc):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CachedDoc(Doc):
+    """Tasks of a shard taken from the result cache in bulk (``core.model.CachedItems``), as arrays: item
+    ``items[n]`` SUCCEEDED at ``at``, cached, its output ``outputs[n]``, computed by ``sources[source_of[n]]``.
+    Readers see them as tasks (``ShardDoc.tasks``); a task row for the same item wins."""
+
+    at: float
+    sources: list[str]
+    items: list[int]
+    outputs: list[Any]
+    source_of: list[int]
+
+    def tasks(self) -> dict[int, TaskDoc]:
+        items, outputs, source_of, sources = self.items, self.outputs, self.source_of, self.sources
+        if not len(items) == len(outputs) == len(source_of):
+            raise DocError(("cached",), "items, outputs and source_of differ in length")
+        if not all(0 <= n < len(sources) for n in source_of):
+            raise DocError(("cached", "source_of"), "names no source")
+        return {
+            item: TaskDoc(status="SUCCEEDED", finished_at=self.at, output=output, cached=True, cached_from=sources[n])
+            for item, output, n in zip(items, outputs, source_of, strict=True)
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
 class ShardDoc(Doc):
-    """One task shard: ``persistence.SHARD_SIZE`` tasks of a fanned-out stage, by item."""
+    """One task shard: ``persistence.SHARD_SIZE`` tasks of a fanned-out stage, by item (with those of its
+    ``cached`` section: ``with_cached``)."""
 
     stage: str
     shard: int
     version: int
     tasks: dict[int, TaskDoc]
+    cached: CachedDoc | None = None
+
+    def with_cached(self) -> "ShardDoc":
+        """The shard with its cached section's tasks among its ``tasks`` (how every reader sees it)."""
+        if self.cached is None:
+            return self
+        return replace(self, tasks={**self.cached.tasks(), **self.tasks}, cached=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -447,7 +479,7 @@ def parse_shards(data: bytes) -> Mapping[int, ShardDoc]:
     completion on Lambda, a page of the web view). Raises ``DocError`` if the bytes are not one of the two; a
     segment's bad shard raises it when asked for."""
     if not data.startswith(SEGMENT_HEAD):
-        doc = ShardDoc.from_json(data)
+        doc = ShardDoc.from_json(data).with_cached()
         return {doc.shard: doc}
     value = _loads(data)
     shards = value.get("shards") if type(value) is dict else None
@@ -473,7 +505,7 @@ class _Segment(Mapping[int, ShardDoc]):
         if doc is None:
             value = self._raw[shard]
             try:
-                doc = self._decoded[shard] = ShardDoc.from_dict(value)
+                doc = self._decoded[shard] = ShardDoc.from_dict(value).with_cached()
             except DocError as exc:
                 raise DocError(("shards", shard, *exc.loc), exc.msg) from None
         return doc

@@ -6,16 +6,18 @@ store, twice. Invocations are the runtime's counters; store traffic is counted b
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fave import cache
+from fave import cache, history
 from fave.cli.bench_incremental import INCREMENTAL_PIPELINE, Operations
 from fave.cli.main import main
 from fave.core.model import Invoke, RequestState, RequestStatus, TaskSucceeded
+from fave.keys import tasks_prefix
 from fave.local.orchestrator import local_orchestrator
-from fave.persistence import LIST_BLOCK, Persistence
+from fave.persistence import LIST_BLOCK, Persistence, read_stage_tasks
 from fave.service import Orchestrator
 from fave_shared.store import LocalStore, ObjectStore, S3Store
 from support.pipelines import make_pipeline
@@ -49,6 +51,14 @@ def packs(store: ObjectStore) -> list[str]:
     return list(store.list(cache.PACK_PREFIX))
 
 
+def pack_id(key: str) -> str:
+    return key[len(cache.PACK_PREFIX) : -len(".json")]
+
+
+def rows_of(store: ObjectStore, key: str) -> dict[str, cache.Row]:
+    return cache.read_pack(store, pack_id(key)).rows
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "store")
@@ -72,7 +82,7 @@ def test_a_changed_element_runs_alone_and_the_hits_come_from_one_pack_read(store
     # outputs live) and go into it with one write; reduce, a single task, looks up its entry, then writes it.
     assert counts["cache_pack"] == {"get": 1, "put": 1}
     assert counts["cache_entry"] == {"get": 1, "put": 1}
-    rows = json.loads(store.get(packs(store)[0]).data)["rows"]
+    rows = rows_of(store, packs(store)[0])
     assert len(rows) == N + 2  # the first list's elements 3 and 77 are kept beside the changed ones
     assert sorted(source for _, source in rows.values())[-2:] == [second.request_id] * 2
 
@@ -81,29 +91,33 @@ def test_the_pack_keeps_earlier_lists_so_going_back_to_one_runs_nothing(store: L
     run(store, {"items": N})
     run(store, {"items": N, "first": N})  # another N elements: merged into the same pack
     _, invoked, ops = run(store, {"items": N})
-    assert invoked["work"] == 0 and ops.operations()["cache_pack"] == {"get": 1}
+    # Every element found by its key; the pack is written again only to remember this list (for the next run's
+    # comparison by position), with the same rows.
+    assert invoked["work"] == 0 and ops.operations()["cache_pack"] == {"get": 1, "put": 1}
     (pack,) = packs(store)
-    assert len(json.loads(store.get(pack).data)["rows"]) == 2 * N
+    assert len(rows_of(store, pack)) == 2 * N
+    _, invoked, ops = run(store, {"items": N})
+    assert invoked["work"] == 0 and ops.operations()["cache_pack"] == {"get": 1}
 
 
 def test_a_pack_written_meanwhile_by_another_request_is_merged_not_replaced(store: LocalStore) -> None:
     run(store, {"items": N})
     (pack,) = packs(store)
-    original = store.get(pack)
-    ours = json.loads(original.data)
-    theirs = {**ours, "rows": {"f" * 64: [{"id": -1, "v": 0}, "01JOTHERREQUEST00000000000"]}}
-    # The writer read the pack at `original`; another request replaced it since: the conditional put fails, the
-    # writer reads it again and merges.
+    read = cache.read_pack(store, pack_id(pack))
+    assert len(read.rows) == N
+    # The writer read the pack at `read.etag`; another request replaced it since (with an older fave's format 2,
+    # still read): the conditional put fails, the writer reads it again and merges.
+    theirs = {"v": 2, "rows": {"f" * 64: [{"id": -1, "v": 0}, "01JOTHERREQUEST00000000000"]}}
     store.put(pack, json.dumps(theirs).encode())
-    pack_id = pack[len(cache.PACK_PREFIX) : -len(".json")]
-    read = cache.Pack({k: (r[0], r[1]) for k, r in ours["rows"].items()}, False, original.etag)
     new = {"e" * 64: ({"id": -2, "v": 0}, "01JTHISREQUEST000000000000")}
-    assert cache.write_pack(store, pack_id, new, source="S", stage="work", known=read)
-    assert set(json.loads(store.get(pack).data)["rows"]) == {"f" * 64, "e" * 64}
-    assert cache.read_pack(store, pack_id).rows["e" * 64] == ({"id": -2, "v": 0}, "01JTHISREQUEST000000000000")
+    assert cache.write_pack(store, pack_id(pack), new, source="S", stage="work", known=read)
+    assert set(rows_of(store, pack)) == {"f" * 64, "e" * 64}
+    assert rows_of(store, pack)["e" * 64] == ({"id": -2, "v": 0}, "01JTHISREQUEST000000000000")
     # Every row there already: nothing is written.
     before = store.get(pack).etag
-    assert cache.write_pack(store, pack_id, new, source="S", stage="work", known=cache.read_pack(store, pack_id))
+    assert cache.write_pack(
+        store, pack_id(pack), new, source="S", stage="work", known=cache.read_pack(store, pack_id(pack))
+    )
     assert store.get(pack).etag == before
 
 
@@ -129,7 +143,7 @@ def test_a_corrupt_or_missing_pack_is_a_miss_never_a_failure_and_is_written_good
     assert state.status is RequestStatus.COMPLETED
     assert invoked["work"] == N and not any(t.cached for t in state.tasks["work"].values())
     assert ops.operations()["cache_entry"]["get"] == 1  # reduce's own entry: no per-item lookups
-    assert len(json.loads(store.get(pack).data)["rows"]) == N  # the stage's run replaced it with a good one
+    assert len(rows_of(store, pack)) == N  # the stage's run replaced it with a good one
     store.delete(pack)
     _, invoked, _ = run(store, {"items": N, "changed": [5]})
     assert invoked["work"] == N  # gone: every item runs, and the pack is there again
@@ -256,3 +270,65 @@ def test_a_stage_ending_in_a_fresh_process_loads_every_list_block_its_pack_needs
     assert state.stages["work"].status.value == "SUCCEEDED"
     # The pack's rows need every element of the list: its three blocks in one load, not one load per block.
     assert [n for _, n in loads if n] == [items // LIST_BLOCK + 1]
+
+
+def test_cached_items_are_stored_as_a_compact_section_and_every_reader_sees_them_as_tasks(store: LocalStore) -> None:
+    """The 118 hits of a re-run are held as arrays (``CachedItems``) and written in their shards' ``cached``
+    section, not as 118 task rows; state files, status readers, the history and a reload all see 120 tasks."""
+    first, _, _ = run(store, {"items": N})
+    second, invoked, _ = run(store, {"items": N, "changed": [3, 77]})
+    assert invoked["work"] == 2
+    rows = sections = 0
+    for key in store.list(tasks_prefix(second.request_id)):
+        if "/work/" not in key:
+            continue
+        doc = json.loads(store.get(key).data)
+        for shard in doc["shards"].values() if "shards" in doc else [doc]:
+            rows += len(shard["tasks"])
+            sections += len(shard.get("cached", {}).get("items", []))
+    assert (rows, sections) == (2, N - 2)
+    docs = read_stage_tasks(store, second.request_id, "work")
+    assert len(docs) == N and sorted(i for i, d in docs.items() if not d.cached) == [3, 77]
+    assert docs[0].status == "SUCCEEDED" and docs[0].cached_from == first.request_id
+    assert docs[0].output == {"id": 0, "v": 0} and docs[3].output == {"id": 3, "v": 1}
+    assert all(t.cached for i, t in second.tasks["work"].items() if i not in (3, 77))  # a full load: tasks
+    (summary,) = [
+        s for s in history.read_day(store, history.day_of(time.time())).items if s.request_id == second.request_id
+    ]
+    work = summary.stages["work"]
+    assert (work.tasks, work.succeeded, work.cached, work.attempts) == (N, N, N - 2, 2)
+
+
+def test_a_pack_compares_the_next_list_by_position_and_keys_only_what_differs(store: LocalStore) -> None:
+    run(store, {"items": N})
+    (key,) = packs(store)
+    read = cache.read_pack(store, pack_id(key))
+    elements = [{"id": i, "v": 0} for i in range(N)]
+    assert read.elements == elements and len(read) == N
+    made: list[list[int]] = []
+
+    def keys_of(positions: list[int]) -> dict[int, str]:
+        made.append(positions)
+        # the key an element has: the row of the same element (row i holds element i), or one never stored
+        return {i: read.key(changed[i]["id"]) if changed[i]["v"] == 0 else "0" * 64 for i in positions}
+
+    changed = [*elements[:5], {"id": 5, "v": 9}, elements[7], elements[6], *elements[8:]]
+    rows = cache.bulk_rows(read, changed, keys_of)
+    assert made == [[5, 6, 7]]  # the changed element and the two that swapped places: keyed; the rest compared
+    assert rows[:5] == [0, 1, 2, 3, 4] and rows[5] == -1 and rows[6:8] == [7, 6] and rows[8:] == list(range(8, N))
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"v": 3, "keys": "ab", "outputs": [1], "from": [0], "sources": ["R"], "list": []},  # a key of 2 digits
+        {"v": 3, "keys": "a" * 64, "outputs": [1], "from": [1], "sources": ["R"], "list": []},  # no source 1
+        {"v": 3, "keys": "a" * 64, "outputs": [1], "from": [0], "sources": ["R"], "list": [1, 2]},  # list > rows
+        {"v": 3, "keys": "a" * 64, "outputs": [1], "from": [0], "sources": [7], "list": []},  # not a request id
+        {"v": 9, "rows": {}},
+    ],
+)
+def test_a_malformed_pack_is_read_as_no_pack(store: LocalStore, doc: dict[str, Any]) -> None:
+    store.put(cache.pack_object("c" * 64), json.dumps(doc).encode())
+    read = cache.read_pack(store, "c" * 64)
+    assert len(read) == 0 and read.rows == {} and read.etag is not None

@@ -64,6 +64,11 @@ def cached(state: RequestState) -> dict[str, list[int]]:
     return {stage: sorted(item for item, task in tasks.items() if task.cached) for stage, tasks in state.tasks.items()}
 
 
+def pack_rows(store: ObjectStore, key: str) -> dict[str, cache.Row]:
+    """A pack object's rows (item key -> (output, source)), as ``cache.read_pack`` reads them."""
+    return cache.read_pack(store, key[len(cache.PACK_PREFIX) : -len(".json")]).rows
+
+
 def entries(store: ObjectStore) -> dict[str, dict[str, Any]]:
     """Every cached result: the single tasks' entries, and the rows of the fanned-out stages' packs (where their
     outputs are stored, ``cache.PACK_PREFIX``) as ``PACK#ITEM_KEY`` -> an entry's fields."""
@@ -73,7 +78,7 @@ def entries(store: ObjectStore) -> dict[str, dict[str, Any]]:
         if not key.startswith(cache.PACK_PREFIX):
             found[key] = doc
             continue
-        for item_key, (output, source) in doc["rows"].items():
+        for item_key, (output, source) in pack_rows(store, key).items():
             found[f"{key}#{item_key}"] = {"output": output, "source": source, "stage": doc["stage"]}
     return found
 
@@ -193,7 +198,7 @@ def test_a_corrupt_or_missing_entry_is_a_miss_never_a_failure(store: LocalStore)
     # written again by the task that missed it; an unreadable pack is replaced by a good one.
     assert store.get(by_stage["join"]).data == garbage[-1]
     assert json.loads(store.get(missing).data)["source"] == state.request_id
-    assert len(json.loads(store.get(packs["measure"]).data)["rows"]) == len(WORDS)
+    assert len(pack_rows(store, packs["measure"])) == len(WORDS)
 
 
 def test_no_cache_runs_everything_and_keeps_the_entries_and_resume_keeps_it(store: LocalStore) -> None:

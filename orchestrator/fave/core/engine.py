@@ -30,6 +30,7 @@ from fave.core.model import (
     REF,
     TIMEOUT_ERROR,
     Attempt,
+    CachedItems,
     CachedOutput,
     CacheLookup,
     Cancel,
@@ -234,6 +235,8 @@ class Engine:
                     tx.resend()
                 case TasksCached():
                     tx.answers[event.stage] = {**tx.answers.get(event.stage, {}), **event.answers}
+                    if event.bulk is not None:
+                        tx.bulk_answers[event.stage] = event.bulk
                 case CodeDigests():
                     tx.code.update(event.digests)
         return tx.finish()
@@ -420,6 +423,9 @@ class _Tx:
         self.commands: list[Command] = []
         # The result cache's answers for tasks of cached fanned-out stages (``TasksCached``): this decision only.
         self.answers: dict[str, Mapping[int, CachedOutput | None]] = {}
+        self.bulk_answers: dict[str, CachedItems] = {}  # a bulk lookup's (``TasksCached.bulk``): this decision only
+        # Tasks taken from the cache in bulk, held as arrays (``CachedItems``): ``get`` reads through them.
+        self.bulk = state.bulk_cached
         # Per stage, the request and config parts of its tasks' inputs (shared by the Invoke commands of one
         # decision: nothing changes a command's input once made).
         self.inputs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -465,6 +471,7 @@ class _Tx:
             or self.ready is not self.base.ready
             or self.retry_due is not self.base.retry_due
             or self.abandoned != self.base.abandoned
+            or self.bulk is not self.base.bulk_cached
         )
         state = replace(
             self.base,
@@ -477,6 +484,7 @@ class _Tx:
             final=self.final,
             stages=self.stages,
             tasks=self.tasks,
+            bulk_cached=self.bulk,
             items=self.items,
             ready=self.ready,
             retry_due=self.retry_due,
@@ -559,9 +567,27 @@ class _Tx:
             raise MissingData(tasks=frozenset({(stage, item // self.block)}))
         changing = self._changing.get(stage)
         if changing is not None:
-            return changing.get(item)
-        stage_tasks = self._tasks.get(stage)
-        return None if stage_tasks is None else stage_tasks.get(item)
+            task = changing.get(item)
+        else:
+            stage_tasks = self._tasks.get(stage)
+            task = None if stage_tasks is None else stage_tasks.get(item)
+        if task is None and self.bulk and (bulk := self.bulk.get(stage)) is not None and bulk.has(item):
+            return bulk.task(item)
+        return task
+
+    def materialise(self, stage: str) -> None:
+        """The stage's tasks taken from the cache in bulk become ``Task`` objects in its map (what reads or
+        rewrites every task of a stage expects: a reset, a rebuild of the indexes)."""
+        bulk = self.bulk.get(stage)
+        if bulk is None:
+            return
+        stage_tasks = self.tasks.get(stage) or _NO_TASKS
+        with stage_tasks.mutate() as tasks:
+            for item in bulk.items():
+                if item not in tasks:
+                    tasks[item] = bulk.task(item)
+            self.tasks = self.tasks.set(stage, tasks.finish())
+        self.bulk = self.bulk.delete(stage)
 
     def require_all(self, stages: Iterable[str]) -> None:
         """Every task of ``stages`` must be loaded (a decision that looks at all of them: resume, cancel, a
@@ -597,6 +623,10 @@ class _Tx:
         if changing is None:
             changing = self._changing[stage] = (self._tasks.get(stage) or _NO_TASKS).mutate()
         old = changing.get(item)
+        if old is None and self.bulk and (bulk := self.bulk.get(stage)) is not None and bulk.has(item):
+            old = bulk.task(item)  # it leaves the bulk record: the map holds it from now on
+            rest = bulk.without(item)
+            self.bulk = self.bulk.delete(stage) if rest is None else self.bulk.set(stage, rest)
         changing[item] = task
         status = task.status
         was = None if old is None else old.status
@@ -992,6 +1022,7 @@ class _Tx:
 
     def reset_stage(self, name: str) -> None:
         st = self.stage(name)
+        self.materialise(name)
         stage_tasks = self.tasks.get(name) or _NO_TASKS
         if not stage_tasks and st.status is StageStatus.PENDING:
             return  # never started: nothing to reset
@@ -1106,6 +1137,8 @@ class _Tx:
 
     def rebuild(self) -> None:
         """Every derived index from scratch, from a wholly loaded state (an old state file)."""
+        for stage in list(self.bulk.keys()):
+            self.materialise(stage)
         self.ready = Map()
         self.retry_due = Map()
         self.running = Map()
@@ -1245,6 +1278,12 @@ class _Tx:
             return task.output if task is not None else None
         self.require_all([name])
         stage_tasks = self.tasks.get(name) or Map()
+        bulk = self.bulk.get(name)
+        if bulk is not None:  # the cached items' outputs as they are, then the tasks'
+            held = list(bulk.outputs)
+            for i, task in stage_tasks.items():
+                held[i] = task.output if task.status is TaskStatus.SUCCEEDED else None
+            return held
         outputs = []
         for i in range(self.stage(name).total or 0):
             task = stage_tasks.get(i)
@@ -1276,26 +1315,71 @@ class _Tx:
         previous: Map[int, Task] = _NO_TASKS
         if st.total:  # run before and reset (``Reset``): its tasks keep counting their attempts
             self.require_all([name])
+            self.materialise(name)
             previous = self.tasks.get(name) or _NO_TASKS
+        bulk = None if previous else self.bulk_lookup(spec, items)
+        hits = 0
         # Bulk-create the fan-out: one map build instead of N persistent updates. All of it is in memory now.
         if previous:
             fresh = {i: previous.get(i) or pending for i in range(total)}
             self.tasks = self.tasks.set(
                 name, Map({i: t if t.status is TaskStatus.PENDING else pending for i, t in fresh.items()})
             )
+        elif bulk is not None and bulk.count:  # the hits stay arrays (``CachedItems``); only the misses are tasks
+            misses = [i for i, source in enumerate(bulk.source_of) if source < 0]
+            hits = total - len(misses)
+            self.tasks = self.tasks.set(name, Map(dict.fromkeys(misses, pending)))
+            self.bulk = self.bulk.set(name, CachedItems(self.now, bulk.sources, bulk.source_of, bulk.outputs, hits))
         else:
             self.tasks = self.tasks.set(name, Map({i: pending for i in range(total)}))
         if name in self.partial:
             self.partial = self.partial.delete(name)
-        self.set_stage(name, replace(st, status=StageStatus.RUNNING, total=total, pending=total, started_at=self.now))
+        self.set_stage(
+            name,
+            replace(
+                st,
+                status=StageStatus.RUNNING,
+                total=total,
+                pending=total - hits,
+                succeeded=st.succeeded + hits,
+                started_at=self.now,
+            ),
+        )
         self.touched.update((name, b) for b in range((total + self.block - 1) // self.block))
         self.notify(NotifyKind.STAGE_STARTED, name, detail=f"{total} items")
         if spec.item_needs:
             self.refresh_readiness(name)
+        elif hits:
+            self.ready = self.ready.set(name, _ready_of(misses))
         else:
             self.ready = self.ready.set(name, ReadySet(0, total))
-        self.take_cached(spec, self.ready.get(name, _NO_READY).items())
+        if bulk is None:  # a bulk answer answered every item: the misses are not looked up again
+            self.take_cached(spec, self.ready.get(name, _NO_READY).items())
         self.check_stage_done(name)
+
+    def bulk_lookup(self, spec: Stage, fanout: FanoutList) -> CachedItems | None:
+        """The result cache's answer for every item of a cached fanned-out stage starting afresh, asked for at once
+        with the whole list (``CacheLookup.elements``): the service compares it with the list the stage's pack
+        was last written for, so that a re-run of a list that barely changed costs no key per item. None when
+        the stage is not one for it (per-item needs, or a stage downstream takes its items one by one: those
+        go item by item, ``take_cached``)."""
+        if (
+            not spec.cache
+            or not spec.fanned_out
+            or spec.item_needs
+            or self.base.no_cache
+            or self.status is not RequestStatus.RUNNING
+            or not fanout.total
+            or any(spec.name in self.p.stages[down].item_needs for down in self.p.downstream.get(spec.name, ()))
+        ):
+            return None
+        answer = self.bulk_answers.get(spec.name)
+        if answer is None:
+            elements = fanout.elements(str(spec.for_each))
+            raise CacheLookup(
+                spec.name, spec.function, {}, spec.item_needs, self.task_input(spec, 0), elements=elements
+            )
+        return answer if len(answer.source_of) == fanout.total else None
 
     # ---- the result cache in bulk (fave.cache: packs) ----------------------------------------------------
 
@@ -1379,11 +1463,18 @@ class _Tx:
             for item, task in (self.tasks.get(spec.name) or _NO_TASKS).items()
             if task.status is TaskStatus.SUCCEEDED
         }
-        if done:
+        bulk = self.bulk.get(spec.name)
+        if done or bulk is not None:
             keyed = self.keyed_inputs(spec, done)
             rows = {item: (keyed[item], output, source) for item, (output, source) in done.items()}
-            shared = self.task_input(spec, next(iter(rows)))
-            self.commands.append(WriteCachePack(spec.name, spec.function, spec.item_needs, rows, shared))
+            first = next(iter(rows)) if rows else bulk.items()[0] if bulk is not None else 0
+            shared = self.task_input(spec, first)
+            # The whole list, for the pack to compare the next run's with (``bulk_lookup``'s kind of stage only).
+            listed = not spec.item_needs and str(spec.for_each) in self.items
+            elements = self.items[str(spec.for_each)].elements(str(spec.for_each)) if listed else ()
+            self.commands.append(
+                WriteCachePack(spec.name, spec.function, spec.item_needs, rows, shared, bulk=bulk, elements=elements)
+            )
 
     def keyed_inputs(self, spec: Stage, items: Iterable[int]) -> dict[int, dict[str, Any]]:
         """What the cache keys of tasks of a fanned-out stage are made of besides the parts every task of it

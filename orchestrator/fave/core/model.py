@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from itertools import chain
 from types import MemberDescriptorType
 from typing import Any, TypeVar
 
@@ -321,6 +322,14 @@ class FanoutList:
             raise MissingData(items=frozenset({(key, index // self.block)}))
         return chunk[index % self.block]
 
+    def elements(self, key: str) -> tuple[Any, ...]:
+        """The whole list in order (``MissingData`` naming every block not loaded)."""
+        count = -(-self.total // self.block)
+        missing = frozenset((key, b) for b in range(count) if b not in self.blocks)
+        if missing:
+            raise MissingData(items=missing)
+        return tuple(chain.from_iterable(self.blocks[b] for b in range(count)))
+
 
 _T = TypeVar("_T", "Task", "StageState")
 _EVOLVERS: dict[type, Any] = {}
@@ -368,6 +377,52 @@ def evolve(obj: _T, **changes: Any) -> _T:
 
 TaskKey = tuple[str, int]
 Tasks = Map[str, Map[int, Task]]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CachedItems:
+    """The tasks of a fanned-out stage that the result cache answered in bulk when the stage started, held as
+    arrays instead of a ``Task`` each (``fave.cache``: a re-run of 10,000 items of which 9,900 are in the cache
+    must not cost 9,900 tasks). Item ``i`` is one of them when ``source_of[i] >= 0``: SUCCEEDED at ``at``,
+    cached, never invoked, its output ``outputs[i]``, computed by request ``sources[source_of[i]]``. The engine
+    reads such an item through ``task`` (``RequestState.task``, the engine's ``get``) and keeps it out of the
+    stage's task map until something changes it (a reset makes it a ``Task``); persistence writes them in their
+    shards as a compact section that readers see as tasks (``statefile.CachedDoc``)."""
+
+    at: float
+    sources: tuple[str, ...]
+    source_of: tuple[int, ...]
+    outputs: tuple[Any, ...]
+    count: int
+    """How many items are held (``source_of`` entries >= 0)."""
+
+    def has(self, item: int) -> bool:
+        return 0 <= item < len(self.source_of) and self.source_of[item] >= 0
+
+    def task(self, item: int) -> Task:
+        return Task(
+            status=TaskStatus.SUCCEEDED,
+            finished_at=self.at,
+            output=self.outputs[item],
+            cached=True,
+            cached_from=self.sources[self.source_of[item]],
+        )
+
+    def items(self) -> list[int]:
+        """The items held, ascending."""
+        return [i for i, s in enumerate(self.source_of) if s >= 0]
+
+    def without(self, item: int) -> CachedItems | None:
+        """The same record without ``item`` (None when nothing is left)."""
+        if not self.has(item):
+            return self
+        if self.count <= 1:
+            return None
+        source_of = list(self.source_of)
+        source_of[item] = -1
+        outputs = list(self.outputs)
+        outputs[item] = None
+        return CachedItems(self.at, self.sources, tuple(source_of), tuple(outputs), self.count - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +487,9 @@ class RequestState:
     """What the request has spent so far (``fave.core.budget``)."""
     budget_since: float | None = None
     """When ``max_wall`` started counting: the latest start or resume."""
+    bulk_cached: Map[str, CachedItems] = field(default_factory=Map)
+    """Per fanned-out stage, its tasks taken from the result cache in bulk and not held as ``Task`` objects
+    (``CachedItems``). Only in memory: a loaded state has them as tasks (read from their shards)."""
     scope: tuple[str, ...] = ()
     """A subset run: the selected stages and every stage they need, directly or not, in pipeline order; the
     request runs these and no other, and completes when they have all succeeded. Empty: every stage (also when
@@ -450,7 +508,11 @@ class RequestState:
 
     def task(self, stage: str, item: int | None = None) -> Task | None:
         stage_tasks = self.tasks.get(stage)
-        return None if stage_tasks is None else stage_tasks.get(0 if item is None else item)
+        index = 0 if item is None else item
+        task = None if stage_tasks is None else stage_tasks.get(index)
+        if task is None and (bulk := self.bulk_cached.get(stage)) is not None and bulk.has(index):
+            return bulk.task(index)
+        return task
 
     @property
     def profile(self) -> str:
@@ -584,6 +646,9 @@ class TasksCached:
 
     stage: str
     answers: Mapping[int, CachedOutput | None]
+    bulk: CachedItems | None = None
+    """The answer to a bulk lookup (``CacheLookup.elements``): every item of the stage, the hits held as arrays
+    (its ``at`` is not used: the hits are recorded at the decision's time)."""
 
 
 class CacheLookup(Exception):  # noqa: N818 - not an error: a request for the result cache's answers
@@ -592,7 +657,8 @@ class CacheLookup(Exception):  # noqa: N818 - not an error: a request for the re
     (like ``MissingData``, the restarted decision is the same one, with the answers). ``inputs``: item -> what
     its key is made of besides the shared parts, ``{"item": ..., "needs": {per-item needs}}`` (a whole input
     will do); ``shared``: the whole input of one of the tasks (the parts every task shares are taken from it);
-    ``item_needs``: the needs that differ per item."""
+    ``item_needs``: the needs that differ per item. ``elements``: instead of ``inputs``, the whole list of a stage
+    that starts afresh with no per-item needs (a bulk lookup: the answer is a ``TasksCached.bulk``)."""
 
     def __init__(
         self,
@@ -601,13 +667,17 @@ class CacheLookup(Exception):  # noqa: N818 - not an error: a request for the re
         inputs: Mapping[int, Mapping[str, Any]],
         item_needs: tuple[str, ...],
         shared: Mapping[str, Any],
+        *,
+        elements: tuple[Any, ...] | None = None,
     ) -> None:
-        super().__init__(f"look up {len(inputs)} tasks of stage {stage} in the result cache")
+        count = len(inputs) if elements is None else len(elements)
+        super().__init__(f"look up {count} tasks of stage {stage} in the result cache")
         self.stage = stage
         self.function = function
         self.inputs = inputs
         self.item_needs = item_needs
         self.shared = shared
+        self.elements = elements
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,6 +797,10 @@ class WriteCachePack:
     item_needs: tuple[str, ...]
     rows: Mapping[int, tuple[Mapping[str, Any], Any, str]]
     shared: Mapping[str, Any]
+    bulk: CachedItems | None = None
+    """The stage's items taken from the cache in bulk (not in ``rows``: their rows are the pack's already)."""
+    elements: tuple[Any, ...] = ()
+    """With ``bulk``: the stage's whole list, in order (the pack keeps it, to compare the next list with)."""
 
 
 Command = Invoke | WriteFinal | Notify | WriteCache | WriteCachePack
