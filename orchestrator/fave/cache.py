@@ -68,15 +68,16 @@ import json
 import logging
 import operator
 import os
+import secrets
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 from fave_shared import refs
 from fave_shared.errors import ConflictError, FaveError, NotFoundError
-from fave_shared.store import ObjectStore
+from fave_shared.store import Blob, ObjectStore
 
 from fave.keys import CACHE_PREFIX
 from fave.keys import cache_key as cache_object
@@ -249,13 +250,17 @@ _NO_KEY = "-" * _KEY_LEN
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Pack:
-    """A pack as read, as arrays with a row per stored output: ``keys`` (64 hex digits per row, concatenated),
-    ``outputs``, ``source_of`` (an index into ``sources``: the request that computed it; -1: the row is a list
-    position with no output), and ``elements``: the list the pack was last written for, whose positions are
-    its first ``len(elements)`` rows, in order (a run on the same list, or one that changed a few elements,
-    finds its hits by comparing elements, without a key per item: ``bulk_rows``). ``parked``: whether any output
-    may hold a marker (a parked output: check it is still there before using it); ``etag``: what it was read at
-    (None: there was none), so that a writer replaces exactly what it merged (``write_pack``)."""
+    """A pack as read (its base object and, when it applies to that base, its delta: ``read_pack``), as arrays with
+    a row per stored output: ``keys`` (64 hex digits per row, concatenated), ``outputs``, ``source_of`` (an index
+    into ``sources``: the request that computed it; -1: the row is a list position with no output), and
+    ``elements``: the list the pack was last written for, whose position ``i`` is row ``list_rows[i]`` (row ``i``
+    when ``list_rows`` is None). A run on the same list, or one that changed a few elements, finds its hits by
+    comparing elements, without a key per item (``bulk_rows``). ``parked``: whether any output may hold a marker
+    (a parked output: check it is still there before using it). ``etag`` / ``delta_etag``: what the base and the
+    delta object were read at (None: there was none), so that a writer replaces exactly what it merged
+    (``write_pack``); ``generation``: the base's, which a delta names; ``base_rows``: rows from the base (the
+    delta's follow); ``delta_size``: the delta's rows and positions (it is folded into a new base beyond
+    ``DELTA_FRACTION`` of the base)."""
 
     keys: str = ""
     outputs: list[Any] = field(default_factory=list)
@@ -264,6 +269,13 @@ class Pack:
     elements: list[Any] = field(default_factory=list)
     parked: bool = False
     etag: str | None = None
+    list_rows: list[int] | None = None
+    generation: str = ""
+    base_rows: int = 0
+    delta_etag: str | None = None
+    delta_size: int = 0
+    base_elements: list[Any] | None = None
+    """The base's own list, when a delta patched ``elements`` (what a new delta is made against)."""
     _index: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -271,6 +283,10 @@ class Pack:
 
     def key(self, row: int) -> str:
         return self.keys[row * _KEY_LEN : (row + 1) * _KEY_LEN]
+
+    def row_at(self, position: int) -> int:
+        """The row of a position of ``elements``."""
+        return position if self.list_rows is None else self.list_rows[position]
 
     def index(self) -> dict[str, int]:
         """Key -> row (made when first asked for; a row whose ``source_of`` is -1 has no output)."""
@@ -294,10 +310,15 @@ class Pack:
 
 
 PACK_PREFIX = f"{CACHE_PREFIX}packs/"
+DELTA_PREFIX = f"{CACHE_PREFIX}deltas/"
 PACK_ROWS_KEPT = 20_000
 """A pack keeps the rows of earlier runs that the latest run did not have, oldest dropped first, while it holds
 at most this many rows or twice the latest run's, whichever is more (see the module docs)."""
 PACK_WRITE_ATTEMPTS = 4
+DELTA_FRACTION = 8
+"""A run that changes a few rows of a large pack writes only those, in the pack's delta object, while the delta
+holds at most 1/8 of the base's rows (and at least ``DELTA_MIN``); then the next write folds it into a new base."""
+DELTA_MIN = 64
 
 
 def pack_object(pack: str) -> str:
@@ -307,23 +328,48 @@ def pack_object(pack: str) -> str:
     return f"{PACK_PREFIX}{pack}.json"
 
 
-def read_pack(store: ObjectStore, pack: str) -> Pack:
-    """The pack: empty when it is missing, unreadable or not a pack (never raises a store or parse error; an
-    unreadable one keeps its etag, so that the next writer replaces it)."""
+def delta_object(pack: str) -> str:
+    """The object of a pack's delta: what runs since its base changed (``write_pack``)."""
+    return f"{DELTA_PREFIX}{pack_object(pack)[len(PACK_PREFIX) :]}"
+
+
+def _get(store: ObjectStore, key: str, pack: str) -> Blob | None:
     try:
-        blob = store.get(pack_object(pack))
-    except FaveError:  # missing (or unreadable): no rows
-        return Pack()
+        return store.get(key)
+    except FaveError:  # missing (or unreadable): nothing
+        return None
     except Exception:  # a store backend's own error: no pack, the items run
         log.warning("result cache: reading pack %s failed", pack, exc_info=True)
-        return Pack()
+        return None
+
+
+def _json(data: bytes) -> Any:
     try:
-        doc = json.loads(blob.data)
+        return json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return Pack(etag=blob.etag)
-    parked = _MARKER in blob.data
-    read = _pack_arrays(doc, parked, blob.etag) if isinstance(doc, dict) else None
-    return read if read is not None else Pack(etag=blob.etag)
+        return None
+
+
+def read_pack(store: ObjectStore, pack: str) -> Pack:
+    """The pack: its base, with its delta when that was written for this base. Empty when it is missing,
+    unreadable or not a pack (never raises a store or parse error; an unreadable object keeps its etag, so that
+    the next writer replaces it); a delta that is unreadable or names another base is left out."""
+    blob = _get(store, pack_object(pack), pack)
+    extra = _get(store, delta_object(pack), pack)
+    delta_etag = extra.etag if extra is not None else None
+    if blob is None:
+        return Pack(delta_etag=delta_etag)
+    doc = _json(blob.data)
+    base = _pack_arrays(doc, _MARKER in blob.data, blob.etag) if isinstance(doc, dict) else None
+    if base is None:
+        return Pack(etag=blob.etag, delta_etag=delta_etag)
+    base = replace(base, delta_etag=delta_etag, base_rows=len(base))
+    if extra is None:
+        return base
+    delta = _json(extra.data)
+    if not isinstance(delta, dict) or not base.generation or delta.get("base") != base.generation:
+        return base
+    return _with_delta(base, delta, _MARKER in extra.data) or base
 
 
 def _pack_arrays(doc: dict[str, Any], parked: bool, etag: str) -> Pack | None:
@@ -346,25 +392,79 @@ def _pack_arrays(doc: dict[str, Any], parked: bool, etag: str) -> Pack | None:
         )
     if doc.get("v") != PACK_FORMAT:
         return None
-    keys, outputs, source_of = doc.get("keys"), doc.get("outputs"), doc.get("from")
-    sources, elements = doc.get("sources"), doc.get("list")
-    if not (
-        isinstance(keys, str)
-        and isinstance(outputs, list)
-        and isinstance(source_of, list)
-        and isinstance(sources, list)
-        and isinstance(elements, list)
-    ):
+    arrays = _arrays(doc)
+    elements = doc.get("list")
+    generation = doc.get("generation", "")
+    if arrays is None or not isinstance(elements, list) or len(elements) > len(arrays[1]):
+        return None
+    if not isinstance(generation, str):
+        return None
+    keys, outputs, source_of, sources = arrays
+    return Pack(keys, outputs, source_of, sources, elements, parked=parked, etag=etag, generation=generation)
+
+
+def _arrays(doc: dict[str, Any]) -> tuple[str, list[Any], list[int], list[str]] | None:
+    """The rows of a format-3 object (a base or a delta): keys, outputs, source_of, sources; None if malformed."""
+    keys, outputs, source_of, sources = doc.get("keys"), doc.get("outputs"), doc.get("from"), doc.get("sources")
+    if not (isinstance(keys, str) and isinstance(outputs, list) and isinstance(source_of, list)):
+        return None
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         return None
     rows = len(outputs)
-    if len(keys) != rows * _KEY_LEN or len(source_of) != rows or len(elements) > rows:
-        return None
-    if not all(isinstance(s, str) for s in sources):
+    if len(keys) != rows * _KEY_LEN or len(source_of) != rows:
         return None
     limit = len(sources)
     if not all(type(n) is int and -1 <= n < limit for n in source_of):
         return None
-    return Pack(keys, outputs, source_of, sources, elements, parked=parked, etag=etag)
+    return keys, outputs, source_of, sources
+
+
+def _with_delta(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
+    """``base`` with ``delta`` applied: its rows after the base's, its list patched; None if the delta is
+    malformed."""
+    arrays = _arrays(delta)
+    length, at, elements, rows = delta.get("length"), delta.get("at"), delta.get("list"), delta.get("rows")
+    if arrays is None or type(length) is not int or length < 0:
+        return None
+    if not (isinstance(at, list) and isinstance(elements, list) and isinstance(rows, list)):
+        return None
+    keys, outputs, source_of, sources = arrays
+    total = len(base) + len(outputs)
+    if not len(at) == len(elements) == len(rows):
+        return None
+    if not all(type(p) is int and 0 <= p < length for p in at):
+        return None
+    if not all(type(r) is int and -1 <= r < total for r in rows):
+        return None
+    names = list(base.sources)
+    where = {name: n for n, name in enumerate(names)}
+    remap = []
+    for name in sources:
+        if name not in where:
+            where[name] = len(names)
+            names.append(name)
+        remap.append(where[name])
+    listed = base.elements[:length]
+    list_rows = list(range(len(listed)))
+    if length > len(listed):  # positions beyond the base's list: each is patched
+        listed.extend(repeat(None, length - len(listed)))
+        list_rows.extend(repeat(-1, length - len(list_rows)))
+    for p, element, r in zip(at, elements, rows, strict=True):
+        listed[p] = element
+        list_rows[p] = r
+    return replace(
+        base,
+        keys=base.keys + keys,
+        outputs=base.outputs + outputs,
+        source_of=base.source_of + [remap[n] if n >= 0 else -1 for n in source_of],
+        sources=names,
+        elements=listed,
+        list_rows=list_rows,
+        parked=base.parked or parked,
+        delta_size=len(outputs) + len(at),
+        base_elements=base.elements,
+        _index={},
+    )
 
 
 def _is_key(key: Any) -> bool:
@@ -380,7 +480,11 @@ def bulk_rows(pack: Pack, elements: Sequence[Any], keys_of: Callable[[list[int]]
     same = min(len(elements), len(previous))
     source_of = pack.source_of
     equal = list(map(operator.eq, elements[:same], previous[:same]))
-    rows = [i if equal[i] and source_of[i] >= 0 else -1 for i in range(same)]
+    if pack.list_rows is None:
+        rows = [i if equal[i] and source_of[i] >= 0 else -1 for i in range(same)]
+    else:
+        at = pack.list_rows
+        rows = [at[i] if equal[i] and at[i] >= 0 and source_of[at[i]] >= 0 else -1 for i in range(same)]
     rows.extend(repeat(-1, len(elements) - same))
     others = [i for i, r in enumerate(rows) if r < 0]
     if others and pack.outputs:
@@ -417,58 +521,91 @@ class PackRun:
     outputs: Sequence[Any]
     sources: Sequence[str | None]
     elements: Sequence[Any] | None = None
+    rows: Sequence[int] | None = None
+    """Per position, the row of the pack as the run's lookup read it (``known``) that holds its output already,
+    -1 for the others; such a position needs no key (it is that row's). Valid for that read only."""
 
     @classmethod
     def of_rows(cls, rows: Mapping[str, Row]) -> PackRun:
         return cls(list(rows), [row[0] for row in rows.values()], [row[1] for row in rows.values()])
 
+    def keyed(self, known: Pack) -> PackRun:
+        """The run with the key of every position the rows of ``known`` answered (to merge it into another read)."""
+        if self.rows is None:
+            return self
+        keys = [key if r < 0 else known.key(r) for key, r in zip(self.keys, self.rows, strict=True)]
+        return replace(self, keys=keys, rows=None)
+
+
+def _placed(old: Pack | None, run: PackRun, stale: Collection[str]) -> tuple[list[int], list[int]]:
+    """Where each position of ``run`` goes: an existing row of ``old`` (its key is there with an output, not
+    stale: the first writer wins), -1 (no output), or -2 (a new row); and the positions of the new rows, each
+    key once (an element listed twice is one row, its other positions point at it... as -1)."""
+    index = old.index() if old is not None else {}
+    o_from = old.source_of if old is not None else []
+    fresh: list[int] = []
+    seen: set[str] = set()
+    if run.rows is not None:  # the rows its lookup found are placed already: only the others are looked at
+        placed = list(run.rows)
+        todo = [i for i, r in enumerate(placed) if r < 0]
+    else:
+        placed = [-1] * len(run.keys)
+        todo = list(range(len(run.keys)))
+    keys = run.keys
+    for i in todo:
+        key = keys[i]
+        if key is None or key in seen:
+            placed[i] = -1
+            continue
+        seen.add(key)
+        r = index.get(key, -1)
+        if r >= 0 and o_from[r] >= 0 and key not in stale:
+            placed[i] = r
+        else:
+            placed[i] = -2
+            fresh.append(i)
+    return placed, fresh
+
 
 def _merged(old: Pack | None, run: PackRun, stale: Collection[str]) -> dict[str, Any] | None:
-    """The format-3 document of ``old`` with ``run`` merged in (``merged_rows``' rules; the run's list first,
-    in order); None when it would hold nothing new (every row there already, for the same list)."""
-    index = old.index() if old is not None else {}
+    """The format-3 base document of ``old`` with ``run`` merged in (``merged_rows``' rules; the run's list first,
+    in order; a new ``generation``); None when it would hold nothing new (every row there already, for the same
+    list)."""
+    placed, fresh = _placed(old, run, stale)
+    if old is not None and not fresh and _same_list(old, run, placed):
+        return None
     o_out = old.outputs if old is not None else []
     o_from = old.source_of if old is not None else []
     o_sources = old.sources if old is not None else []
-    keys, outputs, sources = run.keys, run.outputs, run.sources
-    if (
-        old is not None
-        and not stale
-        and (run.elements is None or list(run.elements) == old.elements)
-        and all(key is None or key in index for key in keys)
-    ):
-        return None
     table: dict[str, int] = {}
     out_keys: list[str] = []
     out_outputs: list[Any] = []
     out_from: list[int] = []
-    seen: set[str] = set()
     listed = run.elements is not None
-    for key, fresh, computed_by in zip(keys, outputs, sources, strict=True):
-        if key is None or key in seen:  # no output; or a key already placed (the same element twice)
+    for i, r in enumerate(placed):
+        if r == -1:
             if listed:
                 out_keys.append(_NO_KEY)
                 out_outputs.append(None)
                 out_from.append(-1)
             continue
-        seen.add(key)
-        r = index.get(key, -1)
-        if r >= 0 and o_from[r] >= 0 and key not in stale:  # the first writer wins
-            output, source = o_out[r], o_sources[o_from[r]]
+        if r >= 0 and old is not None:
+            key, output, source = old.key(r), o_out[r], o_sources[o_from[r]]
         else:
-            output, source = fresh, computed_by or ""
+            key, output, source = str(run.keys[i]), run.outputs[i], run.sources[i] or ""
         n = table.get(source)
         if n is None:
             n = table[source] = len(table)
         out_keys.append(key)
         out_outputs.append(output)
         out_from.append(n)
-    written = len(seen)
+    written = len(placed) - placed.count(-1)
     room = max(PACK_ROWS_KEPT, 2 * written) - written
-    kept = [r for key, r in index.items() if key not in seen and o_from[r] >= 0]
-    if len(kept) > room:
-        kept = sorted(kept)[len(kept) - room :]
-    for r in sorted(kept):
+    used = set(placed)
+    ours = {run.keys[i] for i in fresh}
+    index = old.index() if old is not None else {}
+    kept = sorted(r for key, r in index.items() if r not in used and key not in ours and o_from[r] >= 0)
+    for r in kept[max(0, len(kept) - room) :]:
         source = o_sources[o_from[r]]
         n = table.get(source)
         if n is None:
@@ -478,11 +615,71 @@ def _merged(old: Pack | None, run: PackRun, stale: Collection[str]) -> dict[str,
         out_from.append(n)
     return {
         "v": PACK_FORMAT,
+        "generation": secrets.token_hex(8),
         "sources": list(table),
         "keys": "".join(out_keys),
         "from": out_from,
         "outputs": out_outputs,
         "list": list(run.elements) if run.elements is not None else [],
+    }
+
+
+def _same_list(old: Pack, run: PackRun, placed: list[int]) -> bool:
+    """Whether ``old`` already says what ``run`` would: the same list, each position at the same row."""
+    if run.elements is None:
+        return True  # no list to remember: every row is there
+    if len(run.elements) != len(old.elements) or list(run.elements) != old.elements:
+        return False
+    return all(r == old.row_at(i) or (r == -1 and old.row_at(i) < 0) for i, r in enumerate(placed))
+
+
+def _delta(old: Pack, run: PackRun, stale: Collection[str]) -> dict[str, Any] | None:
+    """The delta document that says what ``run`` changes in ``old``'s base: the rows beyond the base's (the old
+    delta's, then the run's new ones) and the positions of its list whose element or row differ from the base's
+    list (position ``i`` of the base's list is row ``i``). None when a delta does not fit (no base with a
+    generation, a run with no list, stale rows to replace, or beyond ``DELTA_FRACTION`` of the base): then a new
+    base is written. ``{}``: nothing to write."""
+    if run.elements is None or not old.generation or stale or not old.base_rows:
+        return None
+    placed, fresh = _placed(old, run, stale)
+    if not fresh and _same_list(old, run, placed):
+        return {}
+    limit = max(DELTA_MIN, old.base_rows // DELTA_FRACTION)
+    b = old.base_rows
+    extra = len(old) - b
+    if extra + len(fresh) > limit:
+        return None
+    numbered = {i: len(old) + n for n, i in enumerate(fresh)}
+    rows = [numbered[i] if r == -2 else r for i, r in enumerate(placed)]
+    elements = run.elements
+    base_list = old.base_elements if old.base_elements is not None else old.elements
+    same = min(len(base_list), len(elements))
+    differs = list(map(operator.ne, elements[:same], base_list[:same]))
+    own = old.source_of
+    at = [i for i in range(same) if differs[i] or rows[i] != (i if own[i] >= 0 else -1)]
+    at.extend(range(same, len(elements)))
+    if extra + len(fresh) + len(at) > limit:
+        return None
+    table = {name: n for n, name in enumerate(old.sources)}
+    sources = list(old.sources)
+    new_from = []
+    for i in fresh:
+        name = run.sources[i] or ""
+        if name not in table:
+            table[name] = len(sources)
+            sources.append(name)
+        new_from.append(table[name])
+    return {
+        "v": PACK_FORMAT,
+        "base": old.generation,
+        "sources": sources,
+        "keys": old.keys[b * _KEY_LEN :] + "".join(str(run.keys[i]) for i in fresh),
+        "from": old.source_of[b:] + new_from,
+        "outputs": old.outputs[b:] + [run.outputs[i] for i in fresh],
+        "length": len(elements),
+        "at": at,
+        "list": [elements[i] for i in at],
+        "rows": [rows[i] for i in at],
     }
 
 
@@ -497,30 +694,49 @@ def write_pack(
     stale: Collection[str] = (),
 ) -> bool:
     """Merge ``rows`` (item key -> row, or a ``PackRun``) into the pack and write it; ``known``: the pack as this
-    process read it (None: not read; then it is created, or read and merged if it exists). Nothing is written
-    when every row is in it already (for the same list). Conditional (``if_match`` the etag read, create-only
+    process read it (None: not read; then it is read and merged). Nothing is written when every row is in it
+    already (for the same list). A run that changes a few rows of a large pack writes its delta object only
+    (``_delta``: its size follows the change, not the list); otherwise a new base, after which the old delta no
+    longer applies (it names the old base) and is deleted. Conditional (``if_match`` the etag read, create-only
     when there was none): a concurrent writer makes it read the pack again and merge once more, so that no
     writer's rows are lost. ``stale``: keys whose row in the pack is to be replaced (``merged_rows``). False if
-    it gave up (then those rows run again next time: a miss, never a failure)."""
+    it gave up (then those rows run again next time: a miss, never a failure). A delta written for a base that
+    a concurrent writer replaced meanwhile no longer applies: its rows run again next time, as above."""
     run = rows if isinstance(rows, PackRun) else PackRun.of_rows(rows)
-    base = known
+    if known is None:  # not read: created, or (if there is one) read and merged
+        run = replace(run, rows=None)
+    base = known if known is not None else Pack()
     for _ in range(PACK_WRITE_ATTEMPTS):
-        doc = _merged(base, run, stale)
-        if doc is None:
-            return True  # every row there already (a run wholly from this pack)
-        doc = {"stage": stage, "source": source, **doc}
-        body = _PACK_ENCODER.encode(doc).encode()  # nothing hashes it: unsorted (10,000 rows, written per run)
-        etag = base.etag if base is not None else None
         try:
-            if etag is None:
-                store.put(pack_object(pack), body, if_none_match=True, content_type="application/json")
-            else:
-                store.put(pack_object(pack), body, if_match=etag, content_type="application/json")
-            return True
+            delta = _delta(base, run, stale)
+            if delta == {}:
+                return True  # every row there already, for the same list
+            if delta is not None:
+                body = _PACK_ENCODER.encode({"stage": stage, "source": source, **delta}).encode()
+                _put(store, delta_object(pack), body, base.delta_etag)
+                return True
+            doc = _merged(base, run, stale)
+            if doc is None:
+                return True
+            body = _PACK_ENCODER.encode({"stage": stage, "source": source, **doc}).encode()
+            _put(store, pack_object(pack), body, base.etag)
         except (ConflictError, NotFoundError):  # written or removed since it was read: merge with what is there
+            run = run.keyed(base)
             base = read_pack(store, pack)
+            continue
+        if base.delta_etag is not None:  # it named the base just replaced: never read again
+            with contextlib.suppress(FaveError):
+                store.delete(delta_object(pack))
+        return True
     log.warning("result cache: the pack of %s kept changing; %d rows not written", stage, len(run.keys))
     return False
+
+
+def _put(store: ObjectStore, key: str, body: bytes, etag: str | None) -> None:
+    if etag is None:
+        store.put(key, body, if_none_match=True, content_type="application/json")
+    else:
+        store.put(key, body, if_match=etag, content_type="application/json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,6 +785,8 @@ def stats(store: ObjectStore) -> dict[str, int]:
             if key.startswith(PACK_PREFIX):
                 packs += 1
                 entries += _rows_in(data)
+            elif key.startswith(DELTA_PREFIX):
+                entries += _rows_in(data)
             else:
                 entries += 1
     return {"entries": entries, "packs": packs, "bytes": size}
@@ -579,6 +797,9 @@ def _rows_in(data: bytes) -> int:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return 0
+    if isinstance(doc, dict) and "base" in doc:  # a delta: its own rows
+        arrays = _arrays(doc)
+        return sum(n >= 0 for n in arrays[2]) if arrays is not None else 0
     read = _pack_arrays(doc, False, "") if isinstance(doc, dict) else None
     return len(read.rows) if read is not None else 0
 
@@ -587,7 +808,7 @@ def clear(store: ObjectStore) -> int:
     """Delete every entry and pack; returns how many cached results went (``stats``' entries)."""
     count = 0
     for key in list(store.list(CACHE_PREFIX)):
-        if key.startswith(PACK_PREFIX):
+        if key.startswith((PACK_PREFIX, DELTA_PREFIX)):
             with contextlib.suppress(FaveError):
                 count += _rows_in(store.get(key).data)
         else:

@@ -282,6 +282,14 @@ def shard_json(
     return f'{head},"tasks":{{{fields}}}{cached}}}'.encode()
 
 
+def _by_shard(tasks: Map[int, Task]) -> dict[int, list[tuple[int, Task]]]:
+    """The tasks by shard, each shard's in item order."""
+    shards: dict[int, list[tuple[int, Task]]] = {}
+    for item in sorted(tasks.keys()):
+        shards.setdefault(item // SHARD_SIZE, []).append((item, tasks[item]))
+    return shards
+
+
 def cached_section(bulk: CachedItems, lo: int, hi: int) -> str:
     """``,"cached":{...}`` (``statefile.CachedDoc``) for the items from ``lo`` to ``hi`` (excluded) that ``bulk``
     holds; empty when it holds none of them. One encoder call for the whole section."""
@@ -599,10 +607,17 @@ class Persistence:
             stage_tasks = state.tasks.get(stage) or Map()
             memo = handle.members.setdefault(stage, {})
             bulk = state.bulk_cached.get(stage)
+            # A stage whose items are mostly held in bulk has few tasks: they are grouped by shard once, instead of
+            # looking up every item of every shard.
+            sparse = _by_shard(stage_tasks) if bulk is not None else None
             bodies = []
             for shard in shards:
                 lo, hi = shard * SHARD_SIZE, (shard + 1) * SHARD_SIZE
-                in_shard = ((i, task) for i in range(lo, hi) if (task := stage_tasks.get(i)) is not None)
+                in_shard: Iterable[tuple[int, Task]]
+                if sparse is not None:
+                    in_shard = sparse.get(shard, ())
+                else:
+                    in_shard = ((i, task) for i in range(lo, hi) if (task := stage_tasks.get(i)) is not None)
                 section = ""
                 if bulk is not None:  # the same record's section is encoded once, however often the shard is written
                     known = handle.sections.get((stage, shard))

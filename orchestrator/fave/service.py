@@ -470,14 +470,11 @@ class Orchestrator:
             return event
         output = event.output
         small = output is None or isinstance(output, (bool, int, float))  # no need to measure these
-        if (
-            not small
-            and not _surely_inline(output)
-            and not refs.is_ref(output)
-            and refs.json_size(output) > INLINE_OUTPUT_LIMIT
-        ):
+        data = b""
+        if not small and not _surely_inline(output) and not refs.is_ref(output):
+            data = refs.dumps(output)  # its size (the same as ``refs.json_size``'s) and, if parked, its bytes
+        if len(data) > INLINE_OUTPUT_LIMIT:
             key = task_output_key(request_id, event.stage, event.item, event.attempt)
-            data = refs.dumps(output)
             self.store.put(key, data, content_type="application/json")
             plain = output if _MARKER_BYTES not in data else _UNKNOWN  # its lists need no reading back nor walk
             # Its size as a payload carries it (UTF-8, not escaped): the bytes just written, unless they escape some.
@@ -827,21 +824,23 @@ class Orchestrator:
         outputs: list[Any] = [None] * count
         sources: list[str | None] = [None] * count
         held = command.bulk
+        known_rows: list[int] | None = None
         if held is not None and len(held.source_of) == count:
             outputs = list(held.outputs)
             names, source_of = held.sources, held.source_of
             sources = [names[n] if n >= 0 else None for n in source_of]
             rows = bulk.rows if bulk is not None else None
-            if rows is not None and len(rows) == count and bulk is not None:
-                read = bulk.read
-                out_keys = [read.key(r) if n >= 0 and r >= 0 else None for n, r in zip(source_of, rows, strict=True)]
+            if rows is not None and len(rows) == count:  # this process's lookup: each is a row of the pack it read
+                known_rows = [r if n >= 0 else -1 for n, r in zip(source_of, rows, strict=True)]
             else:  # another process looked them up: their keys are made again
                 made = cache.item_keys(pack, {i: {"item": elements[i]} for i in held.items()}, (), load)
                 for i, key in made.items():
                     out_keys[i] = key
         for item, (_, output, source) in command.rows.items():
             out_keys[item], outputs[item], sources[item] = keys[item], output, source
-        return cache.PackRun(out_keys, outputs, sources, elements)
+            if known_rows is not None:
+                known_rows[item] = -1
+        return cache.PackRun(out_keys, outputs, sources, elements, known_rows)
 
     def _source_of(self, request_id: str, uri: str) -> str | None:
         """The content identity of the request's source (``fave.source_digest``), looked up once per request

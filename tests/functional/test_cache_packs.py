@@ -78,9 +78,10 @@ def test_a_changed_element_runs_alone_and_the_hits_come_from_one_pack_read(store
     assert second.stages["work"].succeeded == N and second.stages["work"].pending == 0
     assert second.final == {"count": N, "changed": 2}
     counts = ops.operations()
-    # 118 hits: one pack read, no entry read; the 2 misses are not looked up again (the pack is where work's
-    # outputs live) and go into it with one write; reduce, a single task, looks up its entry, then writes it.
-    assert counts["cache_pack"] == {"get": 1, "put": 1}
+    # 118 hits: one pack read (its base and its delta), no entry read; the 2 misses are not looked up again (the
+    # pack is where work's outputs live) and go into it with one write, of its delta only (2 rows and 2 positions:
+    # the base stays as the first run wrote it); reduce, a single task, looks up its entry, then writes it.
+    assert counts["cache_pack"] == {"get": 2, "put": 1}
     assert counts["cache_entry"] == {"get": 1, "put": 1}
     rows = rows_of(store, packs(store)[0])
     assert len(rows) == N + 2  # the first list's elements 3 and 77 are kept beside the changed ones
@@ -93,11 +94,11 @@ def test_the_pack_keeps_earlier_lists_so_going_back_to_one_runs_nothing(store: L
     _, invoked, ops = run(store, {"items": N})
     # Every element found by its key; the pack is written again only to remember this list (for the next run's
     # comparison by position), with the same rows.
-    assert invoked["work"] == 0 and ops.operations()["cache_pack"] == {"get": 1, "put": 1}
+    assert invoked["work"] == 0 and ops.operations()["cache_pack"] == {"get": 2, "put": 1}
     (pack,) = packs(store)
     assert len(rows_of(store, pack)) == 2 * N
     _, invoked, ops = run(store, {"items": N})
-    assert invoked["work"] == 0 and ops.operations()["cache_pack"] == {"get": 1}
+    assert invoked["work"] == 0 and ops.operations()["cache_pack"] == {"get": 2}
 
 
 def test_a_pack_written_meanwhile_by_another_request_is_merged_not_replaced(store: LocalStore) -> None:
@@ -132,7 +133,7 @@ def test_the_same_list_again_invokes_nothing_not_even_the_fan_in(store: LocalSto
     run(store, {"items": N})
     _, invoked, ops = run(store, {"items": N})
     assert invoked == {"plan": 1, "work": 0, "reduce": 0}
-    assert ops.operations()["cache_pack"] == {"get": 1}  # every row came from the pack: not written again
+    assert ops.operations()["cache_pack"] == {"get": 2}  # every row came from the pack: not written again
 
 
 def test_a_corrupt_or_missing_pack_is_a_miss_never_a_failure_and_is_written_good_again(store: LocalStore) -> None:
@@ -175,7 +176,7 @@ def test_a_task_no_bulk_lookup_answered_looks_itself_up_in_the_pack_read_once(st
         (5, {"id": 5, "v": 0}, first.request_id),
         (200, {"id": 7, "v": 0}, first.request_id),
     ]
-    assert counted.operations()["cache_pack"] == {"get": 1}
+    assert counted.operations()["cache_pack"] == {"get": 2}  # its base and its delta, once
     assert "cache_entry" not in counted.operations()
 
 
@@ -192,7 +193,7 @@ def test_packs_work_on_s3(moto_store: S3Store) -> None:
     run(s3_store, {"items": 40})
     _, invoked, ops = run(s3_store, {"items": 40, "changed": [7]})
     assert invoked == {"plan": 1, "work": 1, "reduce": 1}
-    assert ops.operations()["cache_pack"]["get"] == 1
+    assert ops.operations()["cache_pack"]["get"] == 2
 
 
 def test_fave_bench_incremental_counts_the_second_runs_invocations(capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,7 +203,7 @@ def test_fave_bench_incremental_counts_the_second_runs_invocations(capsys: pytes
     assert result["first"]["invoked"] == {"plan": 1, "work": 150, "reduce": 1}
     assert result["second"]["invoked"] == {"plan": 1, "work": 3, "reduce": 1}
     assert result["second"]["cached_tasks"] == 147
-    assert result["store_per_cached_task"]["by_kind"]["cache_pack"]["get"] == pytest.approx(1 / 147, abs=1e-4)
+    assert result["store_per_cached_task"]["by_kind"]["cache_pack"]["get"] == pytest.approx(2 / 147, abs=1e-4)
 
 
 @pytest.mark.parametrize("args", [["--items", "0"], ["--changed", "1.5"], ["--video", "/no/such.mp4"]])
@@ -332,3 +333,84 @@ def test_a_malformed_pack_is_read_as_no_pack(store: LocalStore, doc: dict[str, A
     store.put(cache.pack_object("c" * 64), json.dumps(doc).encode())
     read = cache.read_pack(store, "c" * 64)
     assert len(read) == 0 and read.rows == {} and read.etag is not None
+
+
+def delta_of(store: ObjectStore, key: str) -> dict[str, Any]:
+    return json.loads(store.get(cache.delta_object(pack_id(key))).data)
+
+
+def test_a_small_change_writes_the_packs_delta_and_the_base_stays(store: LocalStore) -> None:
+    first, _, _ = run(store, {"items": N})
+    (key,) = packs(store)
+    base = store.get(key)
+    second, invoked, _ = run(store, {"items": N, "changed": [3, 77]})
+    assert invoked["work"] == 2 and store.get(key).etag == base.etag  # the base is as the first run wrote it
+    delta = delta_of(store, key)
+    assert delta["base"] == json.loads(base.data)["generation"] and delta["length"] == N
+    assert delta["at"] == [3, 77] and delta["list"] == [{"id": 3, "v": 1}, {"id": 77, "v": 1}]
+    assert len(delta["outputs"]) == 2 and delta["rows"] == [N, N + 1]  # its rows follow the base's
+    read = cache.read_pack(store, pack_id(key))
+    assert len(read.rows) == N + 2 and read.elements[3] == {"id": 3, "v": 1} and read.row_at(3) == N
+    assert read.row(read.key(N)) == ({"id": 3, "v": 1}, second.request_id)
+    # The same changed list again: every element at its row already, nothing written; and the first list too.
+    _, invoked, ops = run(store, {"items": N, "changed": [3, 77]})
+    assert invoked["work"] == 0 and ops.operations()["cache_pack"] == {"get": 2}
+    _, invoked, ops = run(store, {"items": N})
+    assert invoked["work"] == 0 and ops.operations()["cache_pack"] == {"get": 2, "put": 1}
+    assert delta_of(store, key)["at"] == [] and store.get(key).etag == base.etag  # back to the base's list
+    assert first.request_id in {source for _, source in cache.read_pack(store, pack_id(key)).rows.values()}
+
+
+def test_a_delta_beyond_an_eighth_of_the_base_is_folded_into_a_new_base(store: LocalStore) -> None:
+    run(store, {"items": N})
+    (key,) = packs(store)
+    generation = json.loads(store.get(key).data)["generation"]
+    many = list(range(0, N, 2))  # 60 changed elements: 60 rows and 60 positions, beyond max(64, N / 8)
+    _, invoked, _ = run(store, {"items": N, "changed": many})
+    assert invoked["work"] == len(many)
+    doc = json.loads(store.get(key).data)
+    assert doc["generation"] != generation and len(doc["list"]) == N
+    assert not list(store.list(cache.DELTA_PREFIX))  # it named the old base: deleted
+    assert len(rows_of(store, key)) == N + len(many)
+    _, invoked, _ = run(store, {"items": N, "changed": many})
+    assert invoked["work"] == 0
+
+
+def test_a_delta_for_another_base_or_unreadable_is_left_out_and_its_rows_run_again(store: LocalStore) -> None:
+    run(store, {"items": N})
+    (key,) = packs(store)
+    run(store, {"items": N, "changed": [5]})
+    delta = delta_of(store, key)
+    store.put(cache.delta_object(pack_id(key)), json.dumps({**delta, "base": "0" * 16}).encode())
+    _, invoked, _ = run(store, {"items": N, "changed": [5]})
+    assert invoked["work"] == 1  # the row of element 5 was in a delta for another base: a miss, not a failure
+    store.put(cache.delta_object(pack_id(key)), b'{"v": 3, "base": ')
+    state, invoked, _ = run(store, {"items": N, "changed": [5]})
+    assert invoked["work"] == 1 and state.status is RequestStatus.COMPLETED
+    _, invoked, _ = run(store, {"items": N, "changed": [5]})
+    assert invoked["work"] == 0  # written good again
+
+
+def test_concurrent_delta_writers_merge_rather_than_lose_rows(store: LocalStore) -> None:
+    run(store, {"items": N})
+    (key,) = packs(store)
+    pid = pack_id(key)
+    read = cache.read_pack(store, pid)
+    elements = list(read.elements)
+
+    def one_changed(position: int, source: str) -> cache.PackRun:
+        keys: list[str | None] = [read.key(i) for i in range(N)]
+        keys[position] = f"{position:064x}"
+        listed = [*elements[:position], {"id": position, "v": 7}, *elements[position + 1 :]]
+        sources: list[str | None] = [read.sources[read.source_of[i]] for i in range(N)]
+        sources[position] = source
+        return cache.PackRun(
+            keys, [*read.outputs[:position], {"new": position}, *read.outputs[position + 1 :]], sources, listed
+        )
+
+    # Both read the pack as it was; the first writes its delta; the second's conditional put fails, it reads the
+    # pack again (with the first's delta) and merges its own row beside the first's.
+    assert cache.write_pack(store, pid, one_changed(1, "01JA"), source="01JA", stage="work", known=read)
+    assert cache.write_pack(store, pid, one_changed(2, "01JB"), source="01JB", stage="work", known=read)
+    rows = cache.read_pack(store, pid).rows
+    assert rows[f"{1:064x}"] == ({"new": 1}, "01JA") and rows[f"{2:064x}"] == ({"new": 2}, "01JB")

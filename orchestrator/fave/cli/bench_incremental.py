@@ -46,7 +46,7 @@ VIDEO_WALL_TARGET_S = 1.5
 
 def kind_of(key: str) -> str:
     """``measure.key_kind``, with the result cache's objects told apart: ``cache_pack`` and ``cache_entry``."""
-    if key.startswith(cache.PACK_PREFIX):
+    if key.startswith((cache.PACK_PREFIX, cache.DELTA_PREFIX)):
         return "cache_pack"
     if key.startswith(CACHE_PREFIX):
         return "cache_entry"
