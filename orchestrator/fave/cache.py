@@ -30,32 +30,48 @@ it). The task looks its entry up when it is invoked (one GET) and writes it when
 
 **Fanned-out stages: packs only.** One GET and one PUT per item made a 10,000-item first run 5 times the cost of
 the same fan-out uncached, and a re-run a fifth of the first. So a fanned-out stage's outputs are stored only
-in its *pack* (``cache/packs/PACK.json``, ``pack_object``): ``{"v": 2, "stage": ..., "source": REQUEST_ID,
-"rows": {ITEM_KEY: [OUTPUT, SOURCE], ...}}``, one object per ``PACK`` (same function, code, config, declared
-request fields and whole upstream outputs), so the next run of the stage on another list finds it.
+in its *pack*, one per ``PACK`` (same function, code, config, declared request fields and whole upstream outputs),
+so the next run of the stage on another list finds it. A pack is a *base* object (``pack_object``,
+``cache/packs/PACK.json``) and maybe a *delta* (``delta_object``, ``cache/deltas/PACK.json``), both format 3
+(``PACK_FORMAT``; format 2's ``{"rows": {KEY: [OUTPUT, SOURCE]}}`` is still read): arrays with a row per stored
+output, ``{"v": 3, "generation", "sources": [REQUEST_ID...], "keys": "64 hex digits per row, concatenated",
+"outputs": [...], "from": [index into sources, or -1: no output], "list": [ELEMENT...]}``, ``list`` being the
+list the pack was last written for, its position ``i`` being row ``i``. A delta names its base's ``generation``
+and holds the rows added since and the positions of the latest list that differ from the base's
+(``"length"``, ``"at"``, ``"list"``, ``"rows"``); a delta for another generation is left out (``Pack``).
 
-* *Lookup*: when the stage's tasks are ready to dispatch for the first time, the engine asks (``CacheLookup``,
-  raised like ``MissingData``) for all of them at once; the service computes every item key, reads the pack
-  (one GET) and restarts the decision with one ``TasksCached`` event. The hits are recorded SUCCEEDED (cached,
-  never invoked, attempt 0) in the decision that dispatches the misses, so their shards are written in the
-  same commit. The pack is the complete index of the stage's stored outputs, so a miss is not looked up again
-  when its task is invoked (no per-item GET). A task that no bulk lookup of this process answered (a request
-  resumed by another process, its outbox sent again) looks its own key up in the pack, read once per stage.
+* *Lookup, in bulk*: a stage that starts afresh with no per-item needs, and no stage downstream taking its
+  items one by one (``Engine``'s ``bulk_lookup``), asks once with its whole list (``CacheLookup.elements``). The
+  service reads the pack (two GETs: base and delta) and compares the list with the pack's by position: an equal
+  element takes that position's row without a key being made; only the others are keyed and looked up by key
+  (``bulk_rows``), so a weekly list with 1% changed hashes 1% of its elements. The answer is arrays
+  (``TasksCached.bulk``): the engine keeps the hits as a ``CachedItems`` record (SUCCEEDED, cached, never
+  invoked) instead of a ``Task`` each, and persistence writes them in their shards as a ``cached`` section, read
+  back as tasks. Other cached fanned-out stages (per-item needs, a reset stage) ask per item as before
+  (``CacheLookup.inputs``: every key made; the hits recorded SUCCEEDED in the decision that dispatches the misses).
+  The pack is the complete index of the stage's stored outputs, so a miss is not looked up again when its task
+  is invoked (no per-item GET). A task that no lookup of this process answered (a request resumed by another
+  process, its outbox sent again) looks its own key up in the pack, read once per stage.
 * *Write*: when the stage *ends*, however it ends (succeeded; failed or cancelled with its request: what its
   items computed is kept), the engine asks (``WriteCachePack``) to merge a row for each item that succeeded,
-  invoked or cached, into the pack (one PUT per stage run instead of one per item; nothing when every row
-  is in it already). Merged, not replaced: the rows of earlier runs that this run lacks are kept (a list that
-  comes back, or another list run meanwhile, still hits), oldest dropped first beyond ``PACK_ROWS_KEPT`` rows
-  or twice the run's, so a pack stays proportional to the lists it serves. A key already in it keeps its row
-  (the first writer wins, as for entries: the keys downstream made of that output keep answering), unless
-  the lookup found that row's parked output gone: then the output computed again replaces it.
-* *Concurrent writers*: the put is conditional on the etag the pack was read at (create-only when there was
+  invoked or cached, and the list, into the pack: one PUT per stage run instead of one per item, nothing when
+  every row is in it for the same list. A run that adds or moves few rows writes the delta only (its size
+  follows the change, not the list), while the delta stays within ``DELTA_FRACTION`` of the base; beyond, it is
+  folded into a new base (a new generation: the old delta no longer applies, and the next one replaces it).
+  Merged, not replaced: the rows of
+  earlier runs that this run lacks are kept (a list that comes back, or another list run meanwhile, still
+  hits), oldest dropped first beyond ``PACK_ROWS_KEPT`` rows or twice the run's, so a pack stays proportional to
+  the lists it serves. A key already in it keeps its row (the first writer wins, as for entries: the keys
+  downstream made of that output keep answering), unless the lookup found that row's parked output gone: then
+  the output computed again replaces it.
+* *Concurrent writers*: each put is conditional on the etag its object was read at (create-only when there was
   none); a writer that lost the race reads the pack again and merges once more (``PACK_WRITE_ATTEMPTS``), so no
-  run's rows are lost; after that it gives up, and those items run again next time.
+  run's rows are lost. After that it gives up, and those items run again next time; so do the rows of a delta
+  written for a base that a concurrent writer replaced meanwhile.
 * What it gives up: an item's output is shared with other requests when its stage ends, not when it succeeds
   (a concurrent request running the same list recomputes it), and a pack lost or corrupted loses its rows:
-  a missing, corrupt or foreign pack, or a row whose parked output is gone, is a miss, never a failure, and
-  the stage's next run writes a good pack again.
+  a missing, corrupt or foreign pack or delta, or a row whose parked output is gone, is a miss, never a failure,
+  and the stage's next run writes a good pack again.
 * ``--no-cache`` asks nothing (``RequestState.no_cache``) and still merges its rows; a reset stage is looked
   up in bulk again when it restarts.
 """
@@ -66,6 +82,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import marshal
 import operator
 import os
 import secrets
@@ -357,19 +374,50 @@ def read_pack(store: ObjectStore, pack: str) -> Pack:
     blob = _get(store, pack_object(pack), pack)
     extra = _get(store, delta_object(pack), pack)
     delta_etag = extra.etag if extra is not None else None
-    if blob is None:
-        return Pack(delta_etag=delta_etag)
-    doc = _json(blob.data)
-    base = _pack_arrays(doc, _MARKER in blob.data, blob.etag) if isinstance(doc, dict) else None
+    doc = _json(blob.data) if blob is not None else None
+    base = _pack_arrays(doc, _MARKER in blob.data, blob.etag) if blob is not None and isinstance(doc, dict) else None
     if base is None:
-        return Pack(etag=blob.etag, delta_etag=delta_etag)
+        base = Pack(etag=blob.etag if blob is not None else None)
     base = replace(base, delta_etag=delta_etag, base_rows=len(base))
-    if extra is None:
+    delta = _json(extra.data) if extra is not None else None
+    if extra is None or not isinstance(delta, dict):
         return base
-    delta = _json(extra.data)
-    if not isinstance(delta, dict) or not base.generation or delta.get("base") != base.generation:
+    if base.generation and delta.get("base") == base.generation:
+        return _with_delta(base, delta, _MARKER in extra.data) or base
+    # A delta written for another base (a concurrent writer replaced the base it read) still holds rows: they
+    # are added by key, its list is not (so no run's rows are lost between a delta and a new base).
+    return _with_rows(base, delta, _MARKER in extra.data) or base
+
+
+def _with_rows(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
+    """``base`` with the rows of ``delta`` whose key it lacks, after its own (not its list: it was made for
+    another base); None if the delta is malformed."""
+    arrays = _arrays(delta)
+    if arrays is None:
+        return None
+    keys, outputs, source_of, sources = arrays
+    known = base.index()
+    wanted = [
+        r for r in range(len(outputs)) if source_of[r] >= 0 and keys[r * _KEY_LEN : (r + 1) * _KEY_LEN] not in known
+    ]
+    if not wanted:
         return base
-    return _with_delta(base, delta, _MARKER in extra.data) or base
+    names = list(base.sources)
+    where = {name: n for n, name in enumerate(names)}
+    for name in sources:
+        if name not in where:
+            where[name] = len(names)
+            names.append(name)
+    return replace(
+        base,
+        keys=base.keys + "".join(keys[r * _KEY_LEN : (r + 1) * _KEY_LEN] for r in wanted),
+        outputs=base.outputs + [outputs[r] for r in wanted],
+        source_of=base.source_of + [where[sources[source_of[r]]] for r in wanted],
+        sources=names,
+        parked=base.parked or parked,
+        delta_size=len(wanted),
+        _index={},
+    )
 
 
 def _pack_arrays(doc: dict[str, Any], parked: bool, etag: str) -> Pack | None:
@@ -432,8 +480,8 @@ def _with_delta(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
     total = len(base) + len(outputs)
     if not len(at) == len(elements) == len(rows):
         return None
-    if not all(type(p) is int and 0 <= p < length for p in at):
-        return None
+    if length > len(base.elements) + len(at) or not all(type(p) is int and 0 <= p < length for p in at):
+        return None  # every position beyond the base's list is one of ``at``: a longer list is not this pack's
     if not all(type(r) is int and -1 <= r < total for r in rows):
         return None
     names = list(base.sources)
@@ -471,6 +519,25 @@ def _is_key(key: Any) -> bool:
     return isinstance(key, str) and len(key) == _KEY_LEN and key != _NO_KEY
 
 
+def same_values(a: Sequence[Any], b: Sequence[Any]) -> list[bool]:
+    """Per position (up to the shorter), whether ``a[i]`` and ``b[i]`` are the same JSON value. ``==`` alone takes
+    1, 1.0 and true (and 0.0 and -0.0) for one another, which a key does not: so each run of positions that
+    ``==`` finds equal is checked again, whole, by its ``marshal`` bytes (version 2: no back-references), which
+    tell every type apart (and dicts' key orders: a false "differs" only costs a key); a run that differs is
+    checked item by item. About a third of the cost of encoding the lists."""
+    n = min(len(a), len(b))
+    equal = list(map(operator.eq, a[:n], b[:n]))
+    dumps = marshal.dumps
+    start = 0
+    for end in [*(i for i, e in enumerate(equal) if not e), n]:
+        if end > start and dumps(list(a[start:end]), 2) != dumps(list(b[start:end]), 2):
+            for i in range(start, end):
+                if dumps(a[i], 2) != dumps(b[i], 2):
+                    equal[i] = False
+        start = end + 1
+    return equal
+
+
 def bulk_rows(pack: Pack, elements: Sequence[Any], keys_of: Callable[[list[int]], Mapping[int, str]]) -> list[int]:
     """The pack's row holding each element's output, by position (-1: none). An element equal to the one at its
     position in the list the pack was last written for has that row (no key made: a weekly list that changed
@@ -479,7 +546,7 @@ def bulk_rows(pack: Pack, elements: Sequence[Any], keys_of: Callable[[list[int]]
     previous = pack.elements
     same = min(len(elements), len(previous))
     source_of = pack.source_of
-    equal = list(map(operator.eq, elements[:same], previous[:same]))
+    equal = same_values(elements, previous)
     if pack.list_rows is None:
         rows = [i if equal[i] and source_of[i] >= 0 else -1 for i in range(same)]
     else:
@@ -604,7 +671,10 @@ def _merged(old: Pack | None, run: PackRun, stale: Collection[str]) -> dict[str,
     used = set(placed)
     ours = {run.keys[i] for i in fresh}
     index = old.index() if old is not None else {}
-    kept = sorted(r for key, r in index.items() if r not in used and key not in ours and o_from[r] >= 0)
+    kept = sorted(
+        (r for key, r in index.items() if r not in used and key not in ours and o_from[r] >= 0),
+        key=_recency(old) if old is not None else None,
+    )
     for r in kept[max(0, len(kept) - room) :]:
         source = o_sources[o_from[r]]
         n = table.get(source)
@@ -624,11 +694,23 @@ def _merged(old: Pack | None, run: PackRun, stale: Collection[str]) -> dict[str,
     }
 
 
+def _recency(old: Pack) -> Callable[[int], tuple[int, int]]:
+    """Rows of ``old`` from the oldest to the newest: the base's rows kept from earlier lists, then the base's own
+    list, then the delta's rows (each in order); the oldest are dropped first beyond ``PACK_ROWS_KEPT``."""
+    listed = len(old.base_elements if old.base_elements is not None else old.elements)
+    base = old.base_rows or len(old)
+
+    def rank(r: int) -> tuple[int, int]:
+        return (2 if r >= base else 1 if r < listed else 0, r)
+
+    return rank
+
+
 def _same_list(old: Pack, run: PackRun, placed: list[int]) -> bool:
     """Whether ``old`` already says what ``run`` would: the same list, each position at the same row."""
     if run.elements is None:
         return True  # no list to remember: every row is there
-    if len(run.elements) != len(old.elements) or list(run.elements) != old.elements:
+    if len(run.elements) != len(old.elements) or not all(same_values(run.elements, old.elements)):
         return False
     return all(r == old.row_at(i) or (r == -1 and old.row_at(i) < 0) for i, r in enumerate(placed))
 
@@ -654,9 +736,9 @@ def _delta(old: Pack, run: PackRun, stale: Collection[str]) -> dict[str, Any] | 
     elements = run.elements
     base_list = old.base_elements if old.base_elements is not None else old.elements
     same = min(len(base_list), len(elements))
-    differs = list(map(operator.ne, elements[:same], base_list[:same]))
+    equal = same_values(elements, base_list)
     own = old.source_of
-    at = [i for i in range(same) if differs[i] or rows[i] != (i if own[i] >= 0 else -1)]
+    at = [i for i in range(same) if not equal[i] or rows[i] != (i if own[i] >= 0 else -1)]
     at.extend(range(same, len(elements)))
     if extra + len(fresh) + len(at) > limit:
         return None
@@ -697,7 +779,8 @@ def write_pack(
     process read it (None: not read; then it is read and merged). Nothing is written when every row is in it
     already (for the same list). A run that changes a few rows of a large pack writes its delta object only
     (``_delta``: its size follows the change, not the list); otherwise a new base, after which the old delta no
-    longer applies (it names the old base) and is deleted. Conditional (``if_match`` the etag read, create-only
+    longer applies (it names the old base): it is left (the orchestrator's role may not delete under ``cache/``)
+    and the next delta replaces it. Conditional (``if_match`` the etag read, create-only
     when there was none): a concurrent writer makes it read the pack again and merge once more, so that no
     writer's rows are lost. ``stale``: keys whose row in the pack is to be replaced (``merged_rows``). False if
     it gave up (then those rows run again next time: a miss, never a failure). A delta written for a base that
@@ -724,9 +807,6 @@ def write_pack(
             run = run.keyed(base)
             base = read_pack(store, pack)
             continue
-        if base.delta_etag is not None:  # it named the base just replaced: never read again
-            with contextlib.suppress(FaveError):
-                store.delete(delta_object(pack))
         return True
     log.warning("result cache: the pack of %s kept changing; %d rows not written", stage, len(run.keys))
     return False
@@ -784,34 +864,15 @@ def stats(store: ObjectStore) -> dict[str, int]:
             size += len(data)
             if key.startswith(PACK_PREFIX):
                 packs += 1
-                entries += _rows_in(data)
-            elif key.startswith(DELTA_PREFIX):
-                entries += _rows_in(data)
-            else:
+                entries += len(read_pack(store, key[len(PACK_PREFIX) : -len(".json")]).rows)  # with its delta
+            elif not key.startswith(DELTA_PREFIX):  # a delta's rows are its pack's (a stale one's: none)
                 entries += 1
     return {"entries": entries, "packs": packs, "bytes": size}
 
 
-def _rows_in(data: bytes) -> int:
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return 0
-    if isinstance(doc, dict) and "base" in doc:  # a delta: its own rows
-        arrays = _arrays(doc)
-        return sum(n >= 0 for n in arrays[2]) if arrays is not None else 0
-    read = _pack_arrays(doc, False, "") if isinstance(doc, dict) else None
-    return len(read.rows) if read is not None else 0
-
-
 def clear(store: ObjectStore) -> int:
     """Delete every entry and pack; returns how many cached results went (``stats``' entries)."""
-    count = 0
+    count = stats(store)["entries"]
     for key in list(store.list(CACHE_PREFIX)):
-        if key.startswith((PACK_PREFIX, DELTA_PREFIX)):
-            with contextlib.suppress(FaveError):
-                count += _rows_in(store.get(key).data)
-        else:
-            count += 1
         store.delete(key)
     return count

@@ -719,14 +719,18 @@ class Orchestrator:
             return nothing
         if len(self._bulk) >= 16:
             self._bulk.clear()
-        bulk = self._bulk[(state.request_id, ask.stage)] = _BulkLookup(pack, cache.read_pack(self.store, pack))
+        try:
+            read = cache.read_pack(self.store, pack)
+        except Exception:  # whatever a pack holds, a miss, never a failure (read_pack refuses what it can tell)
+            _log.warning("result cache: the pack of %s is unusable", ask.stage, exc_info=True)
+            read = cache.Pack()
+        bulk = self._bulk[(state.request_id, ask.stage)] = _BulkLookup(pack, read)
 
         def keys_of(positions: list[int]) -> dict[int, str]:
             made = cache.item_keys(pack, {i: {"item": elements[i]} for i in positions}, (), load)
             bulk.keys.update(made)
             return made
 
-        read = bulk.read
         try:
             rows = cache.bulk_rows(read, elements, keys_of)
         except (FaveError, TypeError, ValueError) as exc:
