@@ -86,6 +86,7 @@ import marshal
 import operator
 import os
 import secrets
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import repeat
@@ -293,6 +294,8 @@ class Pack:
     delta_size: int = 0
     base_elements: list[Any] | None = None
     """The base's own list, when a delta patched ``elements`` (what a new delta is made against)."""
+    written_at: float = 0.0
+    """When the base was written (seconds since the epoch; 0: unknown)."""
     _index: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -336,6 +339,11 @@ DELTA_FRACTION = 8
 """A run that changes a few rows of a large pack writes only those, in the pack's delta object, while the delta
 holds at most 1/8 of the base's rows (and at least ``DELTA_MIN``); then the next write folds it into a new base."""
 DELTA_MIN = 64
+_now = time.time  # the wall clock: a base's age is compared with the bucket's lifecycle
+BASE_REFRESH_S = 7 * 86400
+"""A base older than this is written again by the next run that changes the pack (instead of a delta): the
+bucket's lifecycle expires ``cache/`` objects some days after they were written (template.yaml: 30), and a base
+that small changes never rewrote would expire under its deltas."""
 
 
 def pack_object(pack: str) -> str:
@@ -448,7 +456,19 @@ def _pack_arrays(doc: dict[str, Any], parked: bool, etag: str) -> Pack | None:
     if not isinstance(generation, str):
         return None
     keys, outputs, source_of, sources = arrays
-    return Pack(keys, outputs, source_of, sources, elements, parked=parked, etag=etag, generation=generation)
+    stamp = doc.get("written_at")
+    written_at = float(stamp) if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else 0.0
+    return Pack(
+        keys,
+        outputs,
+        source_of,
+        sources,
+        elements,
+        parked=parked,
+        etag=etag,
+        generation=generation,
+        written_at=written_at,
+    )
 
 
 def _arrays(doc: dict[str, Any]) -> tuple[str, list[Any], list[int], list[str]] | None:
@@ -686,6 +706,7 @@ def _merged(old: Pack | None, run: PackRun, stale: Collection[str]) -> dict[str,
     return {
         "v": PACK_FORMAT,
         "generation": secrets.token_hex(8),
+        "written_at": round(_now(), 3),
         "sources": list(table),
         "keys": "".join(out_keys),
         "from": out_from,
@@ -712,7 +733,13 @@ def _same_list(old: Pack, run: PackRun, placed: list[int]) -> bool:
         return True  # no list to remember: every row is there
     if len(run.elements) != len(old.elements) or not all(same_values(run.elements, old.elements)):
         return False
-    return all(r == old.row_at(i) or (r == -1 and old.row_at(i) < 0) for i, r in enumerate(placed))
+    source_of = old.source_of
+
+    def nothing_at(i: int) -> bool:  # a position with no output (a failed item, an element listed twice)
+        r = old.row_at(i)
+        return r < 0 or source_of[r] < 0
+
+    return all(r == old.row_at(i) or (r == -1 and nothing_at(i)) for i, r in enumerate(placed))
 
 
 def _delta(old: Pack, run: PackRun, stale: Collection[str]) -> dict[str, Any] | None:
@@ -723,6 +750,8 @@ def _delta(old: Pack, run: PackRun, stale: Collection[str]) -> dict[str, Any] | 
     base is written. ``{}``: nothing to write."""
     if run.elements is None or not old.generation or stale or not old.base_rows:
         return None
+    if _now() - old.written_at > BASE_REFRESH_S:
+        return None  # written again, before the lifecycle expires it
     placed, fresh = _placed(old, run, stale)
     if not fresh and _same_list(old, run, placed):
         return {}

@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, ClassVar, TypeVar, Union, cast, get_args, get_origin
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+"""4: a task shard may hold a ``cached`` section (``CachedDoc``), which a reader of 3 would take for PENDING tasks.
+3: segments (several shards in one object). Files of earlier versions are read."""
 
 _D = TypeVar("_D", bound="Doc")
 

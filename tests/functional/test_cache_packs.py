@@ -425,3 +425,32 @@ def test_concurrent_delta_writers_merge_rather_than_lose_rows(store: LocalStore)
     assert cache.write_pack(store, pid, one_changed(2, "01JB"), source="01JB", stage="work", known=read)
     rows = cache.read_pack(store, pid).rows
     assert rows[f"{1:064x}"] == ({"new": 1}, "01JA") and rows[f"{2:064x}"] == ({"new": 2}, "01JB")
+
+
+def test_a_list_with_an_item_that_failed_or_an_element_twice_is_not_written_again_unchanged(store: LocalStore) -> None:
+    keys: list[str | None] = ["a" * 64, None, "b" * 64, "a" * 64]  # item 1 failed; item 3 is item 0 again
+    run1 = cache.PackRun(keys, [1, None, 2, 1], ["R1", None, "R1", "R1"], [{"x": 0}, {"x": 1}, {"x": 2}, {"x": 0}])
+    assert cache.write_pack(store, "d" * 64, run1, source="R1", stage="s", known=None)
+    before = store.get(cache.pack_object("d" * 64)).etag
+    read = cache.read_pack(store, "d" * 64)
+    assert read.rows == {"a" * 64: (1, "R1"), "b" * 64: (2, "R1")}
+    assert cache.write_pack(store, "d" * 64, run1, source="R2", stage="s", known=read)
+    assert store.get(cache.pack_object("d" * 64)).etag == before and not list(store.list(cache.DELTA_PREFIX))
+
+
+def test_a_base_older_than_a_week_is_written_again_instead_of_a_delta(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bucket's lifecycle expires cache/ objects 30 days after they were written: a base that small changes
+    only ever patched with deltas would expire under them."""
+    run(store, {"items": N})
+    (key,) = packs(store)
+    first = json.loads(store.get(key).data)
+    run(store, {"items": N, "changed": [1]})
+    assert json.loads(store.get(key).data)["generation"] == first["generation"]  # a delta
+    later = time.time() + cache.BASE_REFRESH_S + 60
+    monkeypatch.setattr(cache, "_now", lambda: later)
+    _, invoked, _ = run(store, {"items": N, "changed": [1, 2]})
+    assert invoked["work"] == 1
+    doc = json.loads(store.get(key).data)
+    assert doc["generation"] != first["generation"] and doc["written_at"] == round(later, 3)
