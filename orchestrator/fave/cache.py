@@ -481,8 +481,7 @@ def _arrays(doc: dict[str, Any]) -> tuple[str, list[Any], list[int], list[str]] 
     rows = len(outputs)
     if len(keys) != rows * _KEY_LEN or len(source_of) != rows:
         return None
-    limit = len(sources)
-    if not all(type(n) is int and -1 <= n < limit for n in source_of):
+    if source_of and (not set(map(type, source_of)) <= {int} or min(source_of) < -1 or max(source_of) >= len(sources)):
         return None
     return keys, outputs, source_of, sources
 
@@ -728,10 +727,12 @@ def _recency(old: Pack) -> Callable[[int], tuple[int, int]]:
 
 
 def _same_list(old: Pack, run: PackRun, placed: list[int]) -> bool:
-    """Whether ``old`` already says what ``run`` would: the same list, each position at the same row."""
+    """Whether ``old`` already says what ``run`` would: the same list, each position at the same row. A position at
+    the same row holds the same element: its key is that of the row (a stage with a list is keyed by its element
+    alone), so the elements need no comparing; a position with no output in both keeps the old one."""
     if run.elements is None:
         return True  # no list to remember: every row is there
-    if len(run.elements) != len(old.elements) or not all(same_values(run.elements, old.elements)):
+    if len(run.elements) != len(old.elements):
         return False
     source_of = old.source_of
 
@@ -765,9 +766,9 @@ def _delta(old: Pack, run: PackRun, stale: Collection[str]) -> dict[str, Any] | 
     elements = run.elements
     base_list = old.base_elements if old.base_elements is not None else old.elements
     same = min(len(base_list), len(elements))
-    equal = same_values(elements, base_list)
     own = old.source_of
-    at = [i for i in range(same) if not equal[i] or rows[i] != (i if own[i] >= 0 else -1)]
+    # A position at the base's own row holds the base's element (the row's key is made of it: see _same_list).
+    at = [i for i in range(same) if rows[i] != (i if own[i] >= 0 else -1)]
     at.extend(range(same, len(elements)))
     if extra + len(fresh) + len(at) > limit:
         return None
