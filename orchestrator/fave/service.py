@@ -794,8 +794,11 @@ class Orchestrator:
         bulk = self._bulk.pop((state.request_id, command.stage), None)
         try:
             pack = cache.pack_id(command.function, code, value, command.item_needs, load)
-            if bulk is not None and bulk.pack != pack:  # the code changed meanwhile: those keys are not this pack's
-                bulk = None
+            if bulk is not None and bulk.pack != pack:
+                # The code (or config) changed while the stage ran: what it took from the old pack, and what its
+                # tasks computed with either code, must not answer for the new one. Nothing is written.
+                _log.warning("result cache: %s changed while its stage ran; its pack is not written", command.function)
+                return
             known = bulk.keys if bulk is not None else {}
             missing = {item: row[0] for item, row in command.rows.items() if item not in known}
             keys = {**known, **cache.item_keys(pack, missing, command.item_needs, load)} if missing else known

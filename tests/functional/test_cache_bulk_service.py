@@ -306,3 +306,28 @@ def test_fuzz_lists(store: LocalStore, seed: int) -> None:
         assert state.status is RequestStatus.COMPLETED, op
         check_done(store, rid, items, total_input)
         seen.update(items)
+
+
+def test_a_code_change_while_the_stage_runs_writes_no_pack_for_the_new_code(store: LocalStore) -> None:
+    """Outputs taken from the old code's pack (and tasks that may have run either code) must not become rows of
+    the new code's pack: the next run of the new code runs every item."""
+    first_run(store, L1)
+    hand = Hand()
+    orch = orchestrator(store, hand)
+    rid = orch.create({}).request_id
+    items = [*L1[:-1], "changed"]
+    # plan, then the stage starts: 299 hits from the old code's pack, one miss dispatched
+    orch.apply(rid, [TaskSucceeded("plan", None, 1, {"items": items})])
+    (work,) = [(item, attempt) for stage, item, attempt, _ in hand.sent if stage == "work"]
+    hand.sent = []
+    hand.code_digest = lambda function: f"new-code-of-{function}"  # type: ignore[method-assign]
+    orch.apply(rid, [TaskSucceeded("work", work[0], work[1], {"w": "changed"})])
+    packs = list(store.list(cache.PACK_PREFIX))
+    assert len(packs) == 1  # the old code's only
+    again = Hand()
+    again.code_digest = lambda function: f"new-code-of-{function}"  # type: ignore[method-assign]
+    orch2 = orchestrator(store, again)
+    rid2 = orch2.create({}).request_id
+    state, _ = step(orch2, again, rid2, items)
+    assert state.status is RequestStatus.COMPLETED
+    assert not any(d.cached for d in read_stage_tasks(store, rid2, "work").values())
