@@ -15,16 +15,7 @@ from fave.persistence import read_stage_tasks
 from fave.service import Orchestrator
 from fave_shared.store import LocalStore
 from support.pipelines import make_pipeline
-
-WIDE = """
-    name: wide-cached
-    final: total
-    defaults: {timeout: 60s}
-    stages:
-      plan: {function: Plan, mode: async}
-      work: {function: Work, needs: [plan], for_each: plan.items, mode: async, cache: true}
-      total: {function: Total, needs: [work], mode: async}
-"""
+from test_cache_packs import WIDE  # type: ignore[import-not-found]
 
 
 class Hand:
@@ -91,9 +82,7 @@ def store(tmp_path: Path) -> LocalStore:
 
 
 def first_run(store: LocalStore, items: list[Any]) -> str:
-    hand = Hand()
-    orch = orchestrator(store, hand)
-    rid = orch.create({}).request_id
+    hand, orch, rid = a_request(store)
     state, _ = step(orch, hand, rid, items)
     assert state.status is RequestStatus.COMPLETED
     return rid
@@ -102,11 +91,16 @@ def first_run(store: LocalStore, items: list[Any]) -> str:
 L1 = [f"e{i}" for i in range(300)]
 
 
-def test_harness_second_run_hits(store: LocalStore) -> None:
-    first_run(store, L1)
+def a_request(store: LocalStore) -> tuple[Hand, Orchestrator, str]:
+    """A new request of WIDE with its own invoker (nothing sent yet but its plan)."""
     hand = Hand()
     orch = orchestrator(store, hand)
-    rid = orch.create({}).request_id
+    return hand, orch, orch.create({}).request_id
+
+
+def test_harness_second_run_hits(store: LocalStore) -> None:
+    first_run(store, L1)
+    hand, orch, rid = a_request(store)
     items = [*L1[:5], "new", *L1[6:]]
     state, total_input = step(orch, hand, rid, items)
     assert state.status is RequestStatus.COMPLETED
@@ -125,9 +119,7 @@ def check_done(store: LocalStore, rid: str, items: list[Any], total_input: Any) 
 @pytest.mark.parametrize("fresh", [False, True])
 def test_failed_miss_then_resume(store: LocalStore, fresh: bool) -> None:
     first_run(store, L1)
-    hand = Hand()
-    orch = orchestrator(store, hand)
-    rid = orch.create({}).request_id
+    hand, orch, rid = a_request(store)
     items = [*L1[:5], "new5", *L1[6:250], "new250", *L1[251:]]
     state, _ = step(orch, hand, rid, items, fail={250})
     assert state.status is RequestStatus.FAILED
@@ -155,9 +147,7 @@ def test_failed_miss_then_resume(store: LocalStore, fresh: bool) -> None:
 @pytest.mark.parametrize("fresh", [False, True])
 def test_cancel_mid_stage_then_resume(store: LocalStore, fresh: bool) -> None:
     first_run(store, L1)
-    hand = Hand()
-    orch = orchestrator(store, hand)
-    rid = orch.create({}).request_id
+    hand, orch, rid = a_request(store)
     items = [*L1[:5], "new5", *L1[6:250], "new250", *L1[251:]]
     plan = [s for s in hand.sent if s[0] == "plan"]
     hand.sent = []
@@ -180,9 +170,7 @@ def test_cancel_mid_stage_then_resume(store: LocalStore, fresh: bool) -> None:
 @pytest.mark.parametrize("fresh", [False, True])
 def test_reset_then_resume(store: LocalStore, fresh: bool) -> None:
     first_run(store, L1)
-    hand = Hand()
-    orch = orchestrator(store, hand)
-    rid = orch.create({}).request_id
+    hand, orch, rid = a_request(store)
     items = [*L1[:5], "new5", *L1[6:]]
     state, _ = step(orch, hand, rid, items)
     assert state.status is RequestStatus.COMPLETED
@@ -201,9 +189,7 @@ def test_reset_then_resume(store: LocalStore, fresh: bool) -> None:
 
 def test_reload_mid_stage(store: LocalStore) -> None:
     first_run(store, L1)
-    hand = Hand()
-    orch = orchestrator(store, hand)
-    rid = orch.create({}).request_id
+    hand, orch, rid = a_request(store)
     items = [*L1[:5], "new5", *L1[6:250], "new250", *L1[251:]]
     plan = [s for s in hand.sent if s[0] == "plan"]
     hand.sent = []
@@ -312,9 +298,7 @@ def test_a_code_change_while_the_stage_runs_writes_no_pack_for_the_new_code(stor
     """Outputs taken from the old code's pack (and tasks that may have run either code) must not become rows of
     the new code's pack: the next run of the new code runs every item."""
     first_run(store, L1)
-    hand = Hand()
-    orch = orchestrator(store, hand)
-    rid = orch.create({}).request_id
+    hand, orch, rid = a_request(store)
     items = [*L1[:-1], "changed"]
     # plan, then the stage starts: 299 hits from the old code's pack, one miss dispatched
     orch.apply(rid, [TaskSucceeded("plan", None, 1, {"items": items})])
