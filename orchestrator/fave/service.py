@@ -799,8 +799,15 @@ class Orchestrator:
                 # tasks computed with either code, must not answer for the new one. Nothing is written.
                 _log.warning("result cache: %s changed while its stage ran; its pack is not written", command.function)
                 return
+            if bulk is None and command.elements and not command.item_needs:
+                bulk = self._recalled(pack, command.elements, load)
             known = bulk.keys if bulk is not None else {}
-            missing = {item: row[0] for item, row in command.rows.items() if item not in known}
+            placed = bulk.rows if bulk is not None and bulk.rows is not None else ()
+            missing = {
+                item: row[0]
+                for item, row in command.rows.items()
+                if item not in known and not (item < len(placed) and placed[item] >= 0)
+            }
             keys = {**known, **cache.item_keys(pack, missing, command.item_needs, load)} if missing else known
             read, stale = (bulk.read, bulk.stale) if bulk is not None else (None, set())
             run: cache.PackRun | dict[str, cache.Row]
@@ -813,6 +820,20 @@ class Orchestrator:
             )
         except (FaveError, TypeError, ValueError) as exc:
             _log.warning("result cache: writing the pack of %s failed: %s", command.stage, exc)
+
+    def _recalled(self, pack: str, elements: tuple[Any, ...], load: Callable[[str], Any]) -> _BulkLookup:
+        """What the stage's lookup would have found, for a process that did not make it (a request resumed
+        elsewhere: every Lambda step): the pack read once and the list compared with its list by position, so
+        that only the elements that differ are keyed (not every item of the stage)."""
+        recalled = _BulkLookup(pack, cache.read_pack(self.store, pack))
+
+        def keys_of(positions: list[int]) -> dict[int, str]:
+            made = cache.item_keys(pack, {i: {"item": elements[i]} for i in positions}, (), load)
+            recalled.keys.update(made)
+            return made
+
+        recalled.rows = cache.bulk_rows(recalled.read, elements, keys_of)
+        return recalled
 
     @staticmethod
     def _pack_run(
@@ -832,6 +853,9 @@ class Orchestrator:
         sources: list[str | None] = [None] * count
         held = command.bulk
         known_rows: list[int] | None = None
+        found = bulk.rows if bulk is not None and bulk.rows is not None and len(bulk.rows) == count else None
+        if held is None and found is not None:  # the pack's row of an item is its row (first writer wins): no key
+            known_rows = [-1] * count
         if held is not None and len(held.source_of) == count:
             outputs = list(held.outputs)
             names, source_of = held.sources, held.source_of
@@ -844,7 +868,11 @@ class Orchestrator:
                 for i, key in made.items():
                     out_keys[i] = key
         for item, (_, output, source) in command.rows.items():
-            out_keys[item], outputs[item], sources[item] = keys[item], output, source
+            outputs[item], sources[item] = output, source
+            if item not in keys and found is not None and known_rows is not None and found[item] >= 0:
+                known_rows[item] = found[item]  # not keyed (``missing``): the pack's row at its position is its row
+                continue
+            out_keys[item] = keys[item]
             if known_rows is not None:
                 known_rows[item] = -1
         return cache.PackRun(out_keys, outputs, sources, elements, known_rows)

@@ -315,3 +315,37 @@ def test_a_code_change_while_the_stage_runs_writes_no_pack_for_the_new_code(stor
     state, _ = step(orch2, again, rid2, items)
     assert state.status is RequestStatus.COMPLETED
     assert not any(d.cached for d in read_stage_tasks(store, rid2, "work").values())
+
+
+def test_a_stage_ending_in_another_process_keys_only_the_elements_its_pack_list_lacks(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request resumed elsewhere (every Lambda step) has its held items back as tasks and no lookup of its own:
+    its pack write reads the pack and compares the list by position, keying only what differs (1, not 300)."""
+    first_run(store, L1)
+    hand, orch, rid = a_request(store)
+    items = [*L1[:7], "changed", *L1[8:]]
+    plan = [s for s in hand.sent if s[0] == "plan"]
+    hand.sent = []
+    orch.apply(rid, [TaskSucceeded("plan", None, plan[0][2], {"items": items})])
+    ((_, item, attempt, _),) = [s for s in hand.sent if s[0] == "work"]
+    keyed: list[int] = []
+    real = cache.item_keys
+
+    def counting(pack: str, inputs: Any, *args: Any) -> dict[int, str]:
+        keyed.extend(inputs)
+        return real(pack, inputs, *args)
+
+    monkeypatch.setattr(cache, "item_keys", counting)
+    elsewhere_hand = Hand()
+    elsewhere = orchestrator(store, elsewhere_hand)
+    elsewhere.apply(rid, [TaskSucceeded("work", item, attempt, {"w": "changed"})])
+    state, _ = step(elsewhere, elsewhere_hand, rid, items)
+    assert state.status is RequestStatus.COMPLETED and item == 7
+    assert keyed == [7]
+    read = cache.read_pack(store, next(iter(store.list(cache.PACK_PREFIX)))[len(cache.PACK_PREFIX) : -len(".json")])
+    assert read.elements == items and read.row(read.key(read.row_at(7))) == ({"w": "changed"}, rid)
+    monkeypatch.setattr(cache, "item_keys", real)
+    again, orch2, rid2 = a_request(store)
+    step(orch2, again, rid2, items)
+    assert not any(not d.cached for d in read_stage_tasks(store, rid2, "work").values())
