@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from fave import cache
 from fave.invoke.base import TerminalInvocationError
 from fave.keys import inbox_prefix, lease_key
 from fave.local.template import load_yaml
@@ -320,3 +321,27 @@ def test_a_cached_stage_is_keyed_by_its_deployed_code_read_with_the_orchestrator
     assert lam.invocations("WordsFunction") == words + 1  # the code is unknown: no cache, words ran
     arn = f"arn:aws:lambda:us-east-1:123456789012:function:{iam.function_names['WordsFunction']}"
     assert (ORCHESTRATOR, "lambda:GetFunctionConfiguration", arn) in refused(iam, mark)
+
+
+def test_the_orchestrators_role_writes_and_reads_a_packs_base_and_its_delta(iam: IamStack, tier: Tier) -> None:
+    """A cached fan-out's pack (``cache/packs/``) and, for a run that changed a few of its rows, its delta
+    (``cache/deltas/``): both written (conditional puts) and read with the orchestrator's own role."""
+    store = tier.orchestrator_store
+    pack = "e" * 64
+    elements = [{"id": i} for i in range(200)]
+    keys: list[str | None] = [f"{i:064x}" for i in range(200)]
+    first = cache.PackRun(keys, [{"o": i} for i in range(200)], ["01JFIRST"] * 200, elements)
+    mark = iam.server.mark()
+    assert cache.write_pack(store, pack, first, source="01JFIRST", stage="s", known=None)
+    read = cache.read_pack(store, pack)
+    changed = cache.PackRun(
+        [*keys[:3], "f" * 64, *keys[4:]],
+        [*first.outputs[:3], {"o": "new"}, *first.outputs[4:]],
+        [*first.sources[:3], "01JSECOND", *first.sources[4:]],
+        [*elements[:3], {"id": 3, "v": 1}, *elements[4:]],
+    )
+    assert cache.write_pack(store, pack, changed, source="01JSECOND", stage="s", known=read)
+    assert tier.store.head(cache.delta_object(pack)) is not None  # a delta, not a new base
+    again = cache.read_pack(store, pack)
+    assert again.row("f" * 64) == ({"o": "new"}, "01JSECOND") and again.elements[3] == {"id": 3, "v": 1}
+    assert refused(iam, mark) == set()
