@@ -277,8 +277,7 @@ class Pack:
     (a parked output: check it is still there before using it). ``etag`` / ``delta_etag``: what the base and the
     delta object were read at (None: there was none), so that a writer replaces exactly what it merged
     (``write_pack``); ``generation``: the base's, which a delta names; ``base_rows``: rows from the base (the
-    delta's follow); ``delta_size``: the delta's rows and positions (it is folded into a new base beyond
-    ``DELTA_FRACTION`` of the base)."""
+    delta's follow)."""
 
     keys: str = ""
     outputs: list[Any] = field(default_factory=list)
@@ -291,7 +290,6 @@ class Pack:
     generation: str = ""
     base_rows: int = 0
     delta_etag: str | None = None
-    delta_size: int = 0
     base_elements: list[Any] | None = None
     """The base's own list, when a delta patched ``elements`` (what a new delta is made against)."""
     written_at: float = 0.0
@@ -410,12 +408,7 @@ def _with_rows(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
     ]
     if not wanted:
         return base
-    names = list(base.sources)
-    where = {name: n for n, name in enumerate(names)}
-    for name in sources:
-        if name not in where:
-            where[name] = len(names)
-            names.append(name)
+    names, where = _sources_with(base.sources, sources)
     return replace(
         base,
         keys=base.keys + "".join(keys[r * _KEY_LEN : (r + 1) * _KEY_LEN] for r in wanted),
@@ -423,7 +416,6 @@ def _with_rows(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
         source_of=base.source_of + [where[sources[source_of[r]]] for r in wanted],
         sources=names,
         parked=base.parked or parked,
-        delta_size=len(wanted),
         _index={},
     )
 
@@ -436,8 +428,7 @@ def _pack_arrays(doc: dict[str, Any], parked: bool, etag: str) -> Pack | None:
             for key, row in doc["rows"].items()
             if _is_key(key) and isinstance(row, list) and len(row) == 2 and isinstance(row[1], str)
         ]
-        named = sorted({source for _, _, source in good})
-        at = {source: n for n, source in enumerate(named)}
+        named, at = _sources_with((), sorted({source for _, _, source in good}))
         return Pack(
             keys="".join(k for k, _, _ in good),
             outputs=[o for _, o, _ in good],
@@ -503,14 +494,8 @@ def _with_delta(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
         return None  # every position beyond the base's list is one of ``at``: a longer list is not this pack's
     if not all(type(r) is int and -1 <= r < total for r in rows):
         return None
-    names = list(base.sources)
-    where = {name: n for n, name in enumerate(names)}
-    remap = []
-    for name in sources:
-        if name not in where:
-            where[name] = len(names)
-            names.append(name)
-        remap.append(where[name])
+    names, where = _sources_with(base.sources, sources)
+    remap = [where[name] for name in sources]
     listed = base.elements[:length]
     list_rows = list(range(len(listed)))
     if length > len(listed):  # positions beyond the base's list: each is patched
@@ -528,10 +513,20 @@ def _with_delta(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
         elements=listed,
         list_rows=list_rows,
         parked=base.parked or parked,
-        delta_size=len(outputs) + len(at),
         base_elements=base.elements,
         _index={},
     )
+
+
+def _sources_with(names: Sequence[str], more: Iterable[str]) -> tuple[list[str], dict[str, int]]:
+    """A table of sources: ``names``, then those of ``more`` it lacks, in order; and each one's index in it."""
+    table = list(names)
+    where = {name: n for n, name in enumerate(table)}
+    for name in more:
+        if name not in where:
+            where[name] = len(table)
+            table.append(name)
+    return table, where
 
 
 def _is_key(key: Any) -> bool:
@@ -581,22 +576,6 @@ def bulk_rows(pack: Pack, elements: Sequence[Any], keys_of: Callable[[list[int]]
     return rows
 
 
-def merged_rows(old: Mapping[str, Row], new: Mapping[str, Row], stale: Collection[str] = ()) -> dict[str, Row]:
-    """``new``'s keys after those of ``old`` it lacks (the oldest of these dropped beyond the pack's bound,
-    ``PACK_ROWS_KEPT``); a key in both keeps ``old``'s row: the first writer wins, as for entries, so that the
-    keys downstream made of that output keep answering. Except the ``stale`` keys: rows a lookup found useless
-    (their parked output is gone), which ``new`` replaces, else they would miss for good."""
-    room = max(PACK_ROWS_KEPT, 2 * len(new)) - len(new)
-    kept = [(key, row) for key, row in old.items() if key not in new]
-    if len(kept) > room:
-        kept = kept[len(kept) - room :]
-    merged = dict(kept)
-    get = old.get
-    for key, row in new.items():
-        merged[key] = row if key in stale else get(key, row)
-    return merged
-
-
 @dataclass(frozen=True, slots=True)
 class PackRun:
     """What a stage's run puts in its pack: per position of its list, the item's key (None: no output), output and
@@ -623,12 +602,11 @@ class PackRun:
         return replace(self, keys=keys, rows=None)
 
 
-def _placed(old: Pack | None, run: PackRun, stale: Collection[str]) -> tuple[list[int], list[int]]:
+def _placed(old: Pack, run: PackRun, stale: Collection[str]) -> tuple[list[int], list[int]]:
     """Where each position of ``run`` goes: an existing row of ``old`` (its key is there with an output, not
     stale: the first writer wins), -1 (no output), or -2 (a new row); and the positions of the new rows, each
     key once (an element listed twice is one row, its other positions point at it... as -1)."""
-    index = old.index() if old is not None else {}
-    o_from = old.source_of if old is not None else []
+    index, o_from = old.index(), old.source_of
     fresh: list[int] = []
     seen: set[str] = set()
     if run.rows is not None:  # the rows its lookup found are placed already: only the others are looked at
@@ -653,62 +631,52 @@ def _placed(old: Pack | None, run: PackRun, stale: Collection[str]) -> tuple[lis
     return placed, fresh
 
 
-def _merged(old: Pack | None, run: PackRun, stale: Collection[str]) -> dict[str, Any] | None:
-    """The format-3 base document of ``old`` with ``run`` merged in (``merged_rows``' rules; the run's list first,
-    in order; a new ``generation``); None when it would hold nothing new (every row there already, for the same
-    list)."""
-    placed, fresh = _placed(old, run, stale)
-    if old is not None and not fresh and _same_list(old, run, placed):
-        return None
-    o_out = old.outputs if old is not None else []
-    o_from = old.source_of if old is not None else []
-    o_sources = old.sources if old is not None else []
-    table: dict[str, int] = {}
+def _merged(old: Pack, run: PackRun, placed: list[int], fresh: list[int]) -> dict[str, Any]:
+    """The format-3 base document of ``old`` with ``run`` merged in, ``run``'s positions placed by ``_placed``: the
+    run's list first, in order, a position that has no output written as such; then the rows of earlier runs
+    that this run lacks, the oldest dropped first beyond ``PACK_ROWS_KEPT`` rows or twice the run's (``_recency``);
+    a new ``generation``. A key already in ``old`` keeps its row there (the first writer wins, as for entries, so
+    that the keys downstream made of that output keep answering), except a stale one, which ``_placed`` made a
+    new row (its parked output is gone: else it would miss for good)."""
+    o_out, o_from, o_sources = old.outputs, old.source_of, old.sources
+    listed = run.elements is not None
     out_keys: list[str] = []
     out_outputs: list[Any] = []
-    out_from: list[int] = []
-    listed = run.elements is not None
+    row_sources: list[str | None] = []  # None: a list position with no output
     for i, r in enumerate(placed):
         if r == -1:
             if listed:
                 out_keys.append(_NO_KEY)
                 out_outputs.append(None)
-                out_from.append(-1)
-            continue
-        if r >= 0 and old is not None:
-            key, output, source = old.key(r), o_out[r], o_sources[o_from[r]]
+                row_sources.append(None)
+        elif r >= 0:
+            out_keys.append(old.key(r))
+            out_outputs.append(o_out[r])
+            row_sources.append(o_sources[o_from[r]])
         else:
-            key, output, source = str(run.keys[i]), run.outputs[i], run.sources[i] or ""
-        n = table.get(source)
-        if n is None:
-            n = table[source] = len(table)
-        out_keys.append(key)
-        out_outputs.append(output)
-        out_from.append(n)
+            out_keys.append(str(run.keys[i]))
+            out_outputs.append(run.outputs[i])
+            row_sources.append(run.sources[i] or "")
     written = len(placed) - placed.count(-1)
     room = max(PACK_ROWS_KEPT, 2 * written) - written
     used = set(placed)
     ours = {run.keys[i] for i in fresh}
-    index = old.index() if old is not None else {}
     kept = sorted(
-        (r for key, r in index.items() if r not in used and key not in ours and o_from[r] >= 0),
-        key=_recency(old) if old is not None else None,
+        (r for key, r in old.index().items() if r not in used and key not in ours and o_from[r] >= 0),
+        key=_recency(old),
     )
     for r in kept[max(0, len(kept) - room) :]:
-        source = o_sources[o_from[r]]
-        n = table.get(source)
-        if n is None:
-            n = table[source] = len(table)
-        out_keys.append(old.key(r) if old is not None else "")
+        out_keys.append(old.key(r))
         out_outputs.append(o_out[r])
-        out_from.append(n)
+        row_sources.append(o_sources[o_from[r]])
+    table, where = _sources_with((), (name for name in row_sources if name is not None))
     return {
         "v": PACK_FORMAT,
         "generation": secrets.token_hex(8),
         "written_at": round(_now(), 3),
-        "sources": list(table),
+        "sources": table,
         "keys": "".join(out_keys),
-        "from": out_from,
+        "from": [-1 if name is None else where[name] for name in row_sources],
         "outputs": out_outputs,
         "list": list(run.elements) if run.elements is not None else [],
     }
@@ -743,19 +711,18 @@ def _same_list(old: Pack, run: PackRun, placed: list[int]) -> bool:
     return all(r == old.row_at(i) or (r == -1 and nothing_at(i)) for i, r in enumerate(placed))
 
 
-def _delta(old: Pack, run: PackRun, stale: Collection[str]) -> dict[str, Any] | None:
-    """The delta document that says what ``run`` changes in ``old``'s base: the rows beyond the base's (the old
-    delta's, then the run's new ones) and the positions of its list whose element or row differ from the base's
-    list (position ``i`` of the base's list is row ``i``). None when a delta does not fit (no base with a
-    generation, a run with no list, stale rows to replace, or beyond ``DELTA_FRACTION`` of the base): then a new
-    base is written. ``{}``: nothing to write."""
+def _delta(
+    old: Pack, run: PackRun, placed: list[int], fresh: list[int], stale: Collection[str]
+) -> dict[str, Any] | None:
+    """The delta document that says what ``run`` (its positions placed by ``_placed``) changes in ``old``'s base:
+    the rows beyond the base's (the old delta's, then the run's new ones) and the positions of its list whose row
+    differs from the base's list (position ``i`` of the base's list is row ``i``). None when a delta does not fit
+    (no base with a generation, a run with no list, stale rows to replace, a base due to be written again, or
+    beyond ``DELTA_FRACTION`` of the base): then a new base is written."""
     if run.elements is None or not old.generation or stale or not old.base_rows:
         return None
     if _now() - old.written_at > BASE_REFRESH_S:
         return None  # written again, before the lifecycle expires it
-    placed, fresh = _placed(old, run, stale)
-    if not fresh and _same_list(old, run, placed):
-        return {}
     limit = max(DELTA_MIN, old.base_rows // DELTA_FRACTION)
     b = old.base_rows
     extra = len(old) - b
@@ -772,21 +739,14 @@ def _delta(old: Pack, run: PackRun, stale: Collection[str]) -> dict[str, Any] | 
     at.extend(range(same, len(elements)))
     if extra + len(fresh) + len(at) > limit:
         return None
-    table = {name: n for n, name in enumerate(old.sources)}
-    sources = list(old.sources)
-    new_from = []
-    for i in fresh:
-        name = run.sources[i] or ""
-        if name not in table:
-            table[name] = len(sources)
-            sources.append(name)
-        new_from.append(table[name])
+    new_sources = [run.sources[i] or "" for i in fresh]
+    table, where = _sources_with(old.sources, new_sources)
     return {
         "v": PACK_FORMAT,
         "base": old.generation,
-        "sources": sources,
+        "sources": table,
         "keys": old.keys[b * _KEY_LEN :] + "".join(str(run.keys[i]) for i in fresh),
-        "from": old.source_of[b:] + new_from,
+        "from": old.source_of[b:] + [where[name] for name in new_sources],
         "outputs": old.outputs[b:] + [run.outputs[i] for i in fresh],
         "length": len(elements),
         "at": at,
@@ -812,7 +772,7 @@ def write_pack(
     longer applies (it names the old base): it is left (the orchestrator's role may not delete under ``cache/``)
     and the next delta replaces it. Conditional (``if_match`` the etag read, create-only
     when there was none): a concurrent writer makes it read the pack again and merge once more, so that no
-    writer's rows are lost. ``stale``: keys whose row in the pack is to be replaced (``merged_rows``). False if
+    writer's rows are lost. ``stale``: keys whose row in the pack is to be replaced (``_merged``). False if
     it gave up (then those rows run again next time: a miss, never a failure). A delta written for a base that
     a concurrent writer replaced meanwhile no longer applies: its rows run again next time, as above."""
     run = rows if isinstance(rows, PackRun) else PackRun.of_rows(rows)
@@ -820,17 +780,16 @@ def write_pack(
         run = replace(run, rows=None)
     base = known if known is not None else Pack()
     for _ in range(PACK_WRITE_ATTEMPTS):
+        placed, fresh = _placed(base, run, stale)
+        if not fresh and _same_list(base, run, placed):
+            return True  # every row there already, for the same list
         try:
-            delta = _delta(base, run, stale)
-            if delta == {}:
-                return True  # every row there already, for the same list
+            delta = _delta(base, run, placed, fresh, stale)
             if delta is not None:
                 body = _PACK_ENCODER.encode({"stage": stage, "source": source, **delta}).encode()
                 _put(store, delta_object(pack), body, base.delta_etag)
                 return True
-            doc = _merged(base, run, stale)
-            if doc is None:
-                return True
+            doc = _merged(base, run, placed, fresh)
             body = _PACK_ENCODER.encode({"stage": stage, "source": source, **doc}).encode()
             _put(store, pack_object(pack), body, base.etag)
         except (ConflictError, NotFoundError):  # written or removed since it was read: merge with what is there

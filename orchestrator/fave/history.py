@@ -254,7 +254,7 @@ def summarize(
 
 
 def _in_bulk(state: RequestState, stage: str) -> int:
-    bulk = getattr(state, "bulk_cached", {}).get(stage)
+    bulk = state.bulk_cached.get(stage)
     return bulk.count if bulk is not None else 0
 
 

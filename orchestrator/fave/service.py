@@ -704,7 +704,7 @@ class Orchestrator:
         is read once; an element equal to the one at its position in the list the pack was written for takes
         that row without a key being made (``cache.bulk_rows``); the others are keyed and looked up by key."""
         count = len(elements)
-        nothing = TasksCached(ask.stage, {}, bulk=CachedItems(0.0, (), (-1,) * count, (None,) * count, 0))
+        nothing = TasksCached(ask.stage, {}, bulk=CachedItems(0.0, (), (-1,) * count, (None,) * count))
         if self.invoker is None:
             return nothing
         keyed = self._keyed(state, ask.stage, ask.function, ask.shared)
@@ -719,34 +719,17 @@ class Orchestrator:
             return nothing
         if len(self._bulk) >= 16:
             self._bulk.clear()
-        try:
-            read = cache.read_pack(self.store, pack)
-        except Exception:  # whatever a pack holds, a miss, never a failure (read_pack refuses what it can tell)
-            _log.warning("result cache: the pack of %s is unusable", ask.stage, exc_info=True)
-            read = cache.Pack()
-        bulk = self._bulk[(state.request_id, ask.stage)] = _BulkLookup(pack, read)
-
-        def keys_of(positions: list[int]) -> dict[int, str]:
-            made = cache.item_keys(pack, {i: {"item": elements[i]} for i in positions}, (), load)
-            bulk.keys.update(made)
-            return made
-
-        try:
-            rows = cache.bulk_rows(read, elements, keys_of)
-        except (FaveError, TypeError, ValueError) as exc:
-            _log.warning("result cache: no keys for the tasks of %s: %s", ask.function, exc)
-            rows = [-1] * count
+        bulk = self._bulk[(state.request_id, ask.stage)] = self._recalled(pack, elements, load)
+        read, rows = bulk.read, bulk.rows or [-1] * count
         if read.parked:  # a row whose parked output is gone is a miss, and the pack's write replaces it
             for i, r in enumerate(rows):
                 if r >= 0 and not self._parked_exist(read.outputs[r]):
                     bulk.stale.add(read.key(r))
                     rows[i] = -1
-        bulk.rows = rows
         source_of, outputs = read.source_of, read.outputs
         held = tuple(source_of[r] if r >= 0 else -1 for r in rows)
         found = tuple(outputs[r] if r >= 0 else None for r in rows)
-        hits = count - held.count(-1)
-        return TasksCached(ask.stage, {}, bulk=CachedItems(0.0, tuple(read.sources), held, found, hits))
+        return TasksCached(ask.stage, {}, bulk=CachedItems(0.0, tuple(read.sources), held, found))
 
     def _item_cache_hit(self, state: RequestState, command: Invoke) -> bool:
         """The lookup of a task of a cached fanned-out stage, in its stage's pack (its outputs are stored only
@@ -822,17 +805,26 @@ class Orchestrator:
             _log.warning("result cache: writing the pack of %s failed: %s", command.stage, exc)
 
     def _recalled(self, pack: str, elements: tuple[Any, ...], load: Callable[[str], Any]) -> _BulkLookup:
-        """What the stage's lookup would have found, for a process that did not make it (a request resumed
-        elsewhere: every Lambda step): the pack read once and the list compared with its list by position, so
-        that only the elements that differ are keyed (not every item of the stage)."""
-        recalled = _BulkLookup(pack, cache.read_pack(self.store, pack))
+        """The stage's pack read once and its list compared with ``elements`` by position, so that only the elements
+        that differ are keyed (``cache.bulk_rows``): the bulk lookup, and the pack write of a process that did not
+        make it (a request resumed elsewhere: every Lambda step). Whatever the pack holds, a miss, never a failure."""
+        try:
+            read = cache.read_pack(self.store, pack)
+        except Exception:  # read_pack refuses what it can tell; anything else is no pack either
+            _log.warning("result cache: the pack %s is unusable", pack, exc_info=True)
+            read = cache.Pack()
+        recalled = _BulkLookup(pack, read)
 
         def keys_of(positions: list[int]) -> dict[int, str]:
             made = cache.item_keys(pack, {i: {"item": elements[i]} for i in positions}, (), load)
             recalled.keys.update(made)
             return made
 
-        recalled.rows = cache.bulk_rows(recalled.read, elements, keys_of)
+        try:
+            recalled.rows = cache.bulk_rows(read, elements, keys_of)
+        except (FaveError, TypeError, ValueError) as exc:
+            _log.warning("result cache: no keys for the items of pack %s: %s", pack, exc)
+            recalled.rows = [-1] * len(elements)
         return recalled
 
     @staticmethod
@@ -844,38 +836,34 @@ class Orchestrator:
         load: Callable[[str], Any],
     ) -> cache.PackRun:
         """A stage's run as its pack keeps it: per position of its list, the key, output and source (None where
-        the item did not succeed). The keys of items taken from the cache in bulk are the pack's rows' (those
-        its lookup in this process found), else made from their elements."""
+        the item did not succeed). An item whose output is a row of the pack as ``bulk`` read it (a hit of its
+        lookup, or an element at its place in the pack's list) is that row, with no key; the others are keyed
+        (``keys``, else made from their elements)."""
         elements = command.elements
         count = len(elements)
+        found = bulk.rows if bulk is not None and bulk.rows is not None and len(bulk.rows) == count else None
         out_keys: list[str | None] = [None] * count
         outputs: list[Any] = [None] * count
         sources: list[str | None] = [None] * count
-        held = command.bulk
-        known_rows: list[int] | None = None
-        found = bulk.rows if bulk is not None and bulk.rows is not None and len(bulk.rows) == count else None
-        if held is None and found is not None:  # the pack's row of an item is its row (first writer wins): no key
-            known_rows = [-1] * count
-        if held is not None and len(held.source_of) == count:
+        placed = [-1] * count
+        held = command.bulk if command.bulk is not None and len(command.bulk.source_of) == count else None
+        if held is not None:
             outputs = list(held.outputs)
-            names, source_of = held.sources, held.source_of
-            sources = [names[n] if n >= 0 else None for n in source_of]
-            rows = bulk.rows if bulk is not None else None
-            if rows is not None and len(rows) == count:  # this process's lookup: each is a row of the pack it read
-                known_rows = [r if n >= 0 else -1 for n, r in zip(source_of, rows, strict=True)]
-            else:  # another process looked them up: their keys are made again
-                made = cache.item_keys(pack, {i: {"item": elements[i]} for i in held.items()}, (), load)
-                for i, key in made.items():
-                    out_keys[i] = key
+            sources = [held.sources[n] if n >= 0 else None for n in held.source_of]
+            if found is not None:
+                placed = [r if n >= 0 else -1 for n, r in zip(held.source_of, found, strict=True)]
         for item, (_, output, source) in command.rows.items():
             outputs[item], sources[item] = output, source
-            if item not in keys and found is not None and known_rows is not None and found[item] >= 0:
-                known_rows[item] = found[item]  # not keyed (``missing``): the pack's row at its position is its row
-                continue
-            out_keys[item] = keys[item]
-            if known_rows is not None:
-                known_rows[item] = -1
-        return cache.PackRun(out_keys, outputs, sources, elements, known_rows)
+            if item not in keys and found is not None and found[item] >= 0:
+                placed[item] = found[item]  # not keyed (``missing``): the pack's row at its position is its row
+            else:
+                out_keys[item], placed[item] = keys[item], -1
+        unplaced = [i for i in held.items() if placed[i] < 0] if held is not None else []
+        if unplaced:  # held items the read does not place (it is not the read they came from): keyed
+            made = cache.item_keys(pack, {i: {"item": elements[i]} for i in unplaced}, (), load)
+            for i, key in made.items():
+                out_keys[i] = key
+        return cache.PackRun(out_keys, outputs, sources, elements, placed)
 
     def _source_of(self, request_id: str, uri: str) -> str | None:
         """The content identity of the request's source (``fave.source_digest``), looked up once per request

@@ -42,7 +42,7 @@ SOURCES = ("01JSOURCEA", "01JSOURCEB")
 def answer(hits: dict[int, tuple[Any, int]], count: int) -> CachedItems:
     source_of = tuple(hits[i][1] if i in hits else -1 for i in range(count))
     outputs = tuple(hits[i][0] if i in hits else None for i in range(count))
-    return CachedItems(0.0, SOURCES, source_of, outputs, len(hits))
+    return CachedItems(0.0, SOURCES, source_of, outputs)
 
 
 def decide(engine: Engine, state: RequestState, events: list[Any], hits: dict[int, tuple[Any, int]]) -> Any:

@@ -70,6 +70,7 @@ from fave.core.model import (
     WriteFinal,
     bounded_traceback,
     evolve,
+    held_task,
 )
 
 _NO_READY = ReadySet()
@@ -571,9 +572,7 @@ class _Tx:
         else:
             stage_tasks = self._tasks.get(stage)
             task = None if stage_tasks is None else stage_tasks.get(item)
-        if task is None and self.bulk and (bulk := self.bulk.get(stage)) is not None and bulk.has(item):
-            return bulk.task(item)
-        return task
+        return task if task is not None else held_task(self.bulk, stage, item)
 
     def materialise(self, stage: str) -> None:
         """The stage's tasks taken from the cache in bulk become ``Task`` objects in its map (what reads or
@@ -623,9 +622,8 @@ class _Tx:
         if changing is None:
             changing = self._changing[stage] = (self._tasks.get(stage) or _NO_TASKS).mutate()
         old = changing.get(item)
-        if old is None and self.bulk and (bulk := self.bulk.get(stage)) is not None and bulk.has(item):
-            old = bulk.task(item)  # it leaves the bulk record: the map holds it from now on
-            rest = bulk.without(item)
+        if old is None and (old := held_task(self.bulk, stage, item)) is not None:
+            rest = self.bulk[stage].without(item)  # it leaves the bulk record: the map holds it from now on
             self.bulk = self.bulk.delete(stage) if rest is None else self.bulk.set(stage, rest)
         changing[item] = task
         status = task.status
@@ -1329,7 +1327,7 @@ class _Tx:
             misses = [i for i, source in enumerate(bulk.source_of) if source < 0]
             hits = total - len(misses)
             self.tasks = self.tasks.set(name, Map(dict.fromkeys(misses, pending)))
-            self.bulk = self.bulk.set(name, CachedItems(self.now, bulk.sources, bulk.source_of, bulk.outputs, hits))
+            self.bulk = self.bulk.set(name, replace(bulk, at=self.now))
         else:
             self.tasks = self.tasks.set(name, Map({i: pending for i in range(total)}))
         if name in self.partial:
@@ -1467,8 +1465,7 @@ class _Tx:
         if done or bulk is not None:
             keyed = self.keyed_inputs(spec, done)
             rows = {item: (keyed[item], output, source) for item, (output, source) in done.items()}
-            first = next(iter(rows)) if rows else bulk.items()[0] if bulk is not None else 0
-            shared = self.task_input(spec, first)
+            shared = self.task_input(spec, next(iter(rows), 0))  # what every task shares: any task's will do
             # The whole list, for the pack to compare the next run's with (``bulk_lookup``'s kind of stage only).
             listed = not spec.item_needs and str(spec.for_each) in self.items
             elements = self.items[str(spec.for_each)].elements(str(spec.for_each)) if listed else ()

@@ -393,8 +393,11 @@ class CachedItems:
     sources: tuple[str, ...]
     source_of: tuple[int, ...]
     outputs: tuple[Any, ...]
-    count: int
-    """How many items are held (``source_of`` entries >= 0)."""
+
+    @property
+    def count(self) -> int:
+        """How many items are held (``source_of`` entries >= 0)."""
+        return len(self.source_of) - self.source_of.count(-1)
 
     def has(self, item: int) -> bool:
         return 0 <= item < len(self.source_of) and self.source_of[item] >= 0
@@ -422,7 +425,13 @@ class CachedItems:
         source_of[item] = -1
         outputs = list(self.outputs)
         outputs[item] = None
-        return CachedItems(self.at, self.sources, tuple(source_of), tuple(outputs), self.count - 1)
+        return CachedItems(self.at, self.sources, tuple(source_of), tuple(outputs))
+
+
+def held_task(bulk: Map[str, CachedItems], stage: str, item: int) -> Task | None:
+    """The task of ``item`` of ``stage`` if ``bulk`` holds it (a task taken from the cache in bulk), else None."""
+    held = bulk.get(stage) if bulk else None
+    return held.task(item) if held is not None and held.has(item) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,9 +519,7 @@ class RequestState:
         stage_tasks = self.tasks.get(stage)
         index = 0 if item is None else item
         task = None if stage_tasks is None else stage_tasks.get(index)
-        if task is None and (bulk := self.bulk_cached.get(stage)) is not None and bulk.has(index):
-            return bulk.task(index)
-        return task
+        return task if task is not None else held_task(self.bulk_cached, stage, index)
 
     @property
     def profile(self) -> str:
@@ -800,7 +807,8 @@ class WriteCachePack:
     bulk: CachedItems | None = None
     """The stage's items taken from the cache in bulk (not in ``rows``: their rows are the pack's already)."""
     elements: tuple[Any, ...] = ()
-    """With ``bulk``: the stage's whole list, in order (the pack keeps it, to compare the next list with)."""
+    """The stage's whole list, in order, for a stage with no per-item needs (the pack keeps it, to compare the next
+    list with); empty for the others."""
 
 
 Command = Invoke | WriteFinal | Notify | WriteCache | WriteCachePack
