@@ -82,7 +82,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import marshal
 import operator
 import os
 import secrets
@@ -97,6 +96,8 @@ from fave_shared import refs
 from fave_shared.errors import ConflictError, FaveError, NotFoundError
 from fave_shared.store import Blob, ObjectStore
 
+from fave import jsonbytes
+from fave.jsonbytes import Encoder
 from fave.keys import CACHE_PREFIX
 from fave.keys import cache_key as cache_object
 
@@ -107,16 +108,17 @@ _SKIP_DIRS = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_ca
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-"""What ``json.dumps`` with these options builds on every call, built once (keys are made per task)."""
+_CANONICAL = Encoder(sort_keys=True, ensure_ascii=False, allow_nan=False)
+"""Canonical JSON (keys are made per task: built once). orjson's bytes (``fave.jsonbytes``), so a key made by a
+version of fave before it may differ for a float written in exponent form: that entry is missed once."""
 
 
-_PACK_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_PACK_ENCODER = Encoder(ensure_ascii=False, allow_nan=False)
 
 
 def canonical(value: Any) -> bytes:
     """Canonical JSON: sorted keys, compact separators, UTF-8."""
-    return _ENCODER.encode(value).encode()
+    return _CANONICAL.encode(value)
 
 
 def tree_digest(roots: Iterable[Path]) -> str:
@@ -235,12 +237,12 @@ def item_keys(
     parts are hashed once per stage (into ``pack``), not once per task; the position never enters."""
     per_item = tuple(sorted(frozenset(item_needs)))
     head = f'{pack}\0{{"item":'.encode()
-    sha256, encode = hashlib.sha256, _ENCODER.encode
+    sha256, encode = hashlib.sha256, _CANONICAL.encode
     keys: dict[int, str] = {}
     if not per_item:  # the usual stage: its element alone (``_part`` inlined: this runs once per task)
         tail = b',"needs":{}}'
         for item, task_input in inputs.items():
-            data = encode(task_input.get("item")).encode()
+            data = encode(task_input.get("item"))
             if _MARKER in data:
                 data = canonical(content_input(task_input.get("item"), load))
             keys[item] = sha256(head + data + tail).hexdigest()
@@ -368,7 +370,7 @@ def _get(store: ObjectStore, key: str, pack: str) -> Blob | None:
 
 def _json(data: bytes) -> Any:
     try:
-        return json.loads(data)
+        return jsonbytes.loads(data)  # orjson for a pack it wrote (``Encoder.tagged``)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
@@ -536,17 +538,16 @@ def _is_key(key: Any) -> bool:
 def same_values(a: Sequence[Any], b: Sequence[Any]) -> list[bool]:
     """Per position (up to the shorter), whether ``a[i]`` and ``b[i]`` are the same JSON value. ``==`` alone takes
     1, 1.0 and true (and 0.0 and -0.0) for one another, which a key does not: so each run of positions that
-    ``==`` finds equal is checked again, whole, by its ``marshal`` bytes (version 2: no back-references), which
-    tell every type apart (and dicts' key orders: a false "differs" only costs a key); a run that differs is
-    checked item by item. About a third of the cost of encoding the lists."""
+    ``==`` finds equal is checked again, whole, by ``jsonbytes.same_json``; a run that differs is checked item by
+    item. About a tenth of the cost of encoding the lists with the standard library."""
     n = min(len(a), len(b))
     equal = list(map(operator.eq, a[:n], b[:n]))
-    dumps = marshal.dumps
+    same = jsonbytes.same_json
     start = 0
     for end in [*(i for i, e in enumerate(equal) if not e), n]:
-        if end > start and dumps(list(a[start:end]), 2) != dumps(list(b[start:end]), 2):
+        if end > start and not same(list(a[start:end]), list(b[start:end])):
             for i in range(start, end):
-                if dumps(a[i], 2) != dumps(b[i], 2):
+                if not same(a[i], b[i]):
                     equal[i] = False
         start = end + 1
     return equal
@@ -786,11 +787,11 @@ def write_pack(
         try:
             delta = _delta(base, run, placed, fresh, stale)
             if delta is not None:
-                body = _PACK_ENCODER.encode({"stage": stage, "source": source, **delta}).encode()
+                body = _PACK_ENCODER.tagged({"stage": stage, "source": source, **delta})
                 _put(store, delta_object(pack), body, base.delta_etag)
                 return True
             doc = _merged(base, run, placed, fresh)
-            body = _PACK_ENCODER.encode({"stage": stage, "source": source, **doc}).encode()
+            body = _PACK_ENCODER.tagged({"stage": stage, "source": source, **doc})
             _put(store, pack_object(pack), body, base.etag)
         except (ConflictError, NotFoundError):  # written or removed since it was read: merge with what is there
             run = run.keyed(base)

@@ -47,6 +47,7 @@ from fave.core.model import (
 )
 from fave.core.operations import Budget
 from fave.ids import validate_request_id
+from fave.jsonbytes import Encoder
 from fave.keys import (
     INDEX_PREFIX,
     final_key,
@@ -182,11 +183,12 @@ _JSON = "application/json"
 """Hex digits of randomness after the version in a shard token (``{version:06d}{hex}``)."""
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_ENCODER = Encoder()  # orjson's bytes where they mean the same (fave.jsonbytes)
+_STDLIB = json.JSONEncoder(separators=(",", ":"))  # a shard's tasks, written a field at a time (shard_json)
 
 
 def _dumps(value: Any) -> bytes:
-    return _ENCODER.encode(value).encode()
+    return _ENCODER.encode(value)
 
 
 def task_to_json(task: Task) -> dict[str, Any]:
@@ -251,10 +253,11 @@ def shard_json(
     *,
     cached: str = "",
 ) -> bytes:
-    """A task shard's bytes: exactly ``_dumps({"stage", "shard", "version", "tasks": {item: task_to_json(task)}})``,
-    written a field at a time instead. The tasks of one step share their timestamps (dispatched, deadline,
-    finished: the step's ``now``), and writing a float is most of what encoding a task costs, so each distinct
-    float is written once per shard. A shard of 128 tasks is rewritten at least twice per fan-out task.
+    """A task shard's bytes: exactly the standard library's compact encoding of ``{"stage", "shard", "version",
+    "tasks": {item: task_to_json(task)}}``, written a field at a time instead. The tasks of one step share their
+    timestamps (dispatched, deadline, finished: the step's ``now``), and writing a float is most of what encoding a
+    task costs, so each distinct float is written once per shard. A shard of 128 tasks is rewritten at least twice
+    per fan-out task.
     ``memo``: item -> (the task, its member) as last written: a task that is the very same (immutable) object is
     not encoded again (a re-run taking 9,900 of 10,000 tasks from the cache rewrites every shard for the 100
     others). ``cached``: the shard's cached section (``cached_section``), written after its tasks."""
@@ -305,21 +308,21 @@ def cached_section(bulk: CachedItems, lo: int, hi: int) -> str:
         "outputs": [outputs[k] for k in picked],
         "source_of": [held[k] for k in picked],
     }
-    return ',"cached":' + _ENCODER.encode(doc)
+    return ',"cached":' + _ENCODER.text(doc)
 
 
 def _object_json(value: dict[str, Any], floats: dict[float, str], outer: bool) -> str:
-    """``_ENCODER.encode(value)`` for a dict: its scalars written directly (floats through ``floats``), and in
+    """``_STDLIB.encode(value)`` for a dict: its scalars written directly (floats through ``floats``), and in
     the ``outer`` one, a small dict (an output) likewise; anything else through the encoder."""
     parts = []
     for key, field_value in value.items():
         if type(key) is not str:
-            return _ENCODER.encode(value)  # the encoder converts other keys
+            return _STDLIB.encode(value)  # the encoder converts other keys
         kind = type(field_value)
         if kind is float:
             text = floats.get(field_value) if field_value else None  # 0.0 == -0.0, written apart
             if text is None:
-                text = _float_text(field_value) if math.isfinite(field_value) else _ENCODER.encode(field_value)
+                text = _float_text(field_value) if math.isfinite(field_value) else _STDLIB.encode(field_value)
                 floats[field_value] = text
         elif kind is int:
             text = _int_text(field_value)
@@ -330,7 +333,7 @@ def _object_json(value: dict[str, Any], floats: dict[float, str], outer: bool) -
         elif outer and kind is dict and len(field_value) <= 8:
             text = _object_json(field_value, floats, False)
         else:
-            text = _ENCODER.encode(field_value)
+            text = _STDLIB.encode(field_value)
         parts.append(f"{_ascii(key)}:{text}")
     return "{" + ",".join(parts) + "}"
 

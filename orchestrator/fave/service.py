@@ -79,6 +79,7 @@ from fave.invoke.base import (
     invocation_is_terminal,
     task_payload,
 )
+from fave.jsonbytes import Encoder
 from fave.keys import index_key, state_key, task_input_key, task_output_key
 from fave.lease import Leases
 from fave.meter import RequestMeter
@@ -121,6 +122,8 @@ def _surely_inline(output: Any) -> bool:
 _PARKED = refs.RefCache()
 """The parked outputs and stored request inputs that events put back inline (one GET each, not one per task)."""
 _MARKER_BYTES = b'"$ref"'
+_PARK = Encoder(sort_keys=True, ensure_ascii=False)
+"""A large output as parked: sorted keys like ``refs.dumps``, UTF-8 (its size is the one a payload carrying it has)."""
 MAX_CONFLICT_RETRIES = 20
 MAX_LOADS = 100
 """Loads one decision may ask for (each adds blocks; a decision that needs everything asks once for all)."""
@@ -472,7 +475,7 @@ class Orchestrator:
         small = output is None or isinstance(output, (bool, int, float))  # no need to measure these
         data = b""
         if not small and not _surely_inline(output) and not refs.is_ref(output):
-            data = refs.dumps(output)  # its size (the same as ``refs.json_size``'s) and, if parked, its bytes
+            data = _PARK.encode(output)  # its size (UTF-8, as a payload carries it) and, if parked, its bytes
         if len(data) > INLINE_OUTPUT_LIMIT:
             key = task_output_key(request_id, event.stage, event.item, event.attempt)
             self.store.put(key, data, content_type="application/json")

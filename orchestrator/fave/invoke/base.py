@@ -24,6 +24,8 @@ from fave_shared.errors import (
     ValidationError,
 )
 
+from fave.jsonbytes import Encoder
+
 __all__ = [
     "MAX_ASYNC_PAYLOAD_BYTES",
     "MAX_SYNC_PAYLOAD_BYTES",
@@ -140,13 +142,13 @@ class Invoker(Protocol):
 
 
 # One encoder for all calls: json.dumps with non-default options builds a new encoder every time.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ENCODER = Encoder(ensure_ascii=False, allow_nan=False)  # orjson's bytes where they mean the same
 
 
 def payload_json(payload: Any) -> bytes:
     """An invocation payload as the JSON bytes an invoker sends (compact, UTF-8). Raises ``TypeError`` or
     ``ValueError`` if it is not JSON data."""
-    return _ENCODER.encode(payload).encode()
+    return _ENCODER.encode(payload)
 
 
 class EncodedPayload(dict[str, Any]):
@@ -183,8 +185,21 @@ def encode_payload(payload: Any, limit: int) -> bytes:
     return data
 
 
-_encode = _ENCODER.encode
 _string = json.encoder.encode_basestring  # what _ENCODER writes for a string (ensure_ascii=False), keys included
+_INT_RANGE = range(-(2**63), 2**64)  # the integers orjson writes (an event with another one is the stdlib's)
+
+
+class _WholeError(Exception):
+    """A part of an event that orjson would not write exactly: then neither would it the whole event, which the
+    standard library encodes (``payload_json``), so the event is encoded whole to have the same bytes."""
+
+
+def _encode(value: Any) -> str:
+    """``value``'s text as ``payload_json`` writes it inside an event that orjson writes (``_WholeError`` otherwise)."""
+    data = _ENCODER.exact(value)
+    if data is None:
+        raise _WholeError
+    return data.decode()
 
 
 class SharedJSON:
@@ -264,7 +279,7 @@ def task_payload(
         )
         head, middle = shared.event_head(request_id, stage, mode, store)
         text = f'{head}{_text(task["item"])},"attempt":{_text(task["attempt"])}{middle}{fields}}}}}'
-    except TypeError:  # a key that is not a string (or a value that is not JSON: encoding it whole says so)
+    except (TypeError, _WholeError):  # a key that is not a string, a value orjson does not write (or that is not JSON)
         return EncodedPayload(event)
     return EncodedPayload(event, text.encode())
 
@@ -279,6 +294,8 @@ def _text(value: Any) -> str:
     if kind is str:
         return _string(value)
     if kind is int:
+        if value not in _INT_RANGE:
+            raise _WholeError
         return _int_text(value)
     if value is None:
         return "null"

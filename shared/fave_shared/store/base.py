@@ -10,17 +10,46 @@ Concurrency: every write that updates shared state uses ``if_match`` (the etag t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
-@dataclass(frozen=True, slots=True)
 class Blob:
-    """An object's bytes with the etag they were read at (pass it back as ``if_match``)."""
+    """An object's bytes with the etag they were read at (pass it back as ``if_match``). Immutable.
 
+    ``etag`` may be given as a function of the bytes, called the first time it is read: the local store's etag is
+    the MD5 of the bytes (about 1 ms per MB), and most reads never use it."""
+
+    __slots__ = ("_etag", "data")
     data: bytes
-    etag: str
+    _etag: str | Callable[[bytes], str]
+
+    def __init__(self, data: bytes, etag: str | Callable[[bytes], str]) -> None:
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "_etag", etag)
+
+    @property
+    def etag(self) -> str:
+        etag = self._etag
+        if not isinstance(etag, str):
+            etag = etag(self.data)
+            object.__setattr__(self, "_etag", etag)  # the same value whoever computes it first
+        return etag
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Blob is immutable: cannot set {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Blob):
+            return NotImplemented
+        return self.data == other.data and self.etag == other.etag
+
+    def __hash__(self) -> int:
+        return hash((self.data, self.etag))
+
+    def __repr__(self) -> str:
+        return f"Blob(data={self.data!r}, etag={self.etag!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,7 +161,7 @@ class LocalStore:
         data = self._read(key, "get")
         if data is None:
             raise NotFoundError(f"local store {self._root}: no object {key!r}")
-        return Blob(data, md5_etag(data))
+        return Blob(data, md5_etag)  # computed if asked for
 
     def put(
         self,
