@@ -84,11 +84,12 @@ import json
 import logging
 import operator
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import repeat
+from itertools import compress, repeat
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,7 @@ read. Independent of ``KEY_VERSION`` (what a key is the digest of)."""
 
 _KEY_LEN = 64
 _NO_KEY = "-" * _KEY_LEN
+_SLOTS = re.compile(f".{{{_KEY_LEN}}}", re.DOTALL)
 """The key slot of a list position whose item has no output (it failed): no key is ever this."""
 
 
@@ -287,7 +289,8 @@ class Pack:
     sources: list[str] = field(default_factory=list)
     elements: list[Any] = field(default_factory=list)
     parked: bool = False
-    etag: str | None = None
+    blob: Blob | None = None
+    """The base object as read (None: there was none): its ``etag``, computed only if a writer replaces the base."""
     list_rows: list[int] | None = None
     generation: str = ""
     base_rows: int = 0
@@ -301,6 +304,10 @@ class Pack:
     def __len__(self) -> int:
         return len(self.outputs)
 
+    @property
+    def etag(self) -> str | None:
+        return self.blob.etag if self.blob is not None else None
+
     def key(self, row: int) -> str:
         return self.keys[row * _KEY_LEN : (row + 1) * _KEY_LEN]
 
@@ -311,8 +318,7 @@ class Pack:
     def index(self) -> dict[str, int]:
         """Key -> row (made when first asked for; a row whose ``source_of`` is -1 has no output)."""
         if not self._index and self.outputs:
-            keys = self.keys
-            slots = [keys[i : i + _KEY_LEN] for i in range(0, len(keys), _KEY_LEN)]
+            slots = _SLOTS.findall(self.keys)  # the 64-digit slots, cut in C
             self._index.update(zip(slots, range(len(self)), strict=True))
             self._index.pop(_NO_KEY, None)  # list positions with no output
         return self._index
@@ -383,9 +389,9 @@ def read_pack(store: ObjectStore, pack: str) -> Pack:
     extra = _get(store, delta_object(pack), pack)
     delta_etag = extra.etag if extra is not None else None
     doc = _json(blob.data) if blob is not None else None
-    base = _pack_arrays(doc, _MARKER in blob.data, blob.etag) if blob is not None and isinstance(doc, dict) else None
+    base = _pack_arrays(doc, _MARKER in blob.data, blob) if blob is not None and isinstance(doc, dict) else None
     if base is None:
-        base = Pack(etag=blob.etag if blob is not None else None)
+        base = Pack(blob=blob)
     base = replace(base, delta_etag=delta_etag, base_rows=len(base))
     delta = _json(extra.data) if extra is not None else None
     if extra is None or not isinstance(delta, dict):
@@ -422,7 +428,7 @@ def _with_rows(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
     )
 
 
-def _pack_arrays(doc: dict[str, Any], parked: bool, etag: str) -> Pack | None:
+def _pack_arrays(doc: dict[str, Any], parked: bool, blob: Blob) -> Pack | None:
     """A pack document as arrays (format 3, or 2's rows); None when it is not a well-formed one."""
     if doc.get("v") == KEY_VERSION and isinstance(doc.get("rows"), dict):  # format 2: rows by key, no list
         good = [
@@ -437,7 +443,7 @@ def _pack_arrays(doc: dict[str, Any], parked: bool, etag: str) -> Pack | None:
             source_of=[at[s] for _, _, s in good],
             sources=named,
             parked=parked,
-            etag=etag,
+            blob=blob,
         )
     if doc.get("v") != PACK_FORMAT:
         return None
@@ -458,7 +464,7 @@ def _pack_arrays(doc: dict[str, Any], parked: bool, etag: str) -> Pack | None:
         sources,
         elements,
         parked=parked,
-        etag=etag,
+        blob=blob,
         generation=generation,
         written_at=written_at,
     )
@@ -544,7 +550,7 @@ def same_values(a: Sequence[Any], b: Sequence[Any]) -> list[bool]:
     equal = list(map(operator.eq, a[:n], b[:n]))
     same = jsonbytes.same_json
     start = 0
-    for end in [*(i for i, e in enumerate(equal) if not e), n]:
+    for end in [*compress(range(n), map(operator.not_, equal)), n]:  # C-speed passes: 10,000 positions
         if end > start and not same(list(a[start:end]), list(b[start:end])):
             for i in range(start, end):
                 if not same(a[i], b[i]):
@@ -559,16 +565,19 @@ def bulk_rows(pack: Pack, elements: Sequence[Any], keys_of: Callable[[list[int]]
     1% compares 10,000 elements and hashes 100); the others are looked up by key (``keys_of(positions)``: their
     item keys), so an element that moved, or came back, still hits."""
     previous = pack.elements
-    same = min(len(elements), len(previous))
+    count = len(elements)
+    same = min(count, len(previous))
     source_of = pack.source_of
     equal = same_values(elements, previous)
-    if pack.list_rows is None:
-        rows = [i if equal[i] and source_of[i] >= 0 else -1 for i in range(same)]
-    else:
-        at = pack.list_rows
-        rows = [at[i] if equal[i] and at[i] >= 0 and source_of[at[i]] >= 0 else -1 for i in range(same)]
-    rows.extend(repeat(-1, len(elements) - same))
-    others = [i for i, r in enumerate(rows) if r < 0]
+    # Whole-list passes run in C (10,000 positions): each position at its row in the pack's list, then the ones
+    # that differ (a few) set apart, then those whose row has no output (a failed item: rare) likewise.
+    rows = list(range(same)) if pack.list_rows is None else pack.list_rows[:same]
+    for i in compress(range(same), map(operator.not_, equal)):
+        rows[i] = -1
+    if -1 in source_of:
+        rows = [r if r >= 0 and source_of[r] >= 0 else -1 for r in rows]
+    rows.extend(repeat(-1, count - same))
+    others = list(compress(range(count), map(operator.gt, repeat(0), rows)))
     if others and pack.outputs:
         index = pack.index()
         for i, key in keys_of(others).items():

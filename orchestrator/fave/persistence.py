@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import operator
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from itertools import compress, repeat
 from typing import Any, TypeVar
 
 from fave_shared import refs
@@ -297,16 +299,20 @@ def cached_section(bulk: CachedItems, lo: int, hi: int) -> str:
     """``,"cached":{...}`` (``statefile.CachedDoc``) for the items from ``lo`` to ``hi`` (excluded) that ``bulk``
     holds; empty when it holds none of them. One encoder call for the whole section."""
     held = bulk.source_of[lo:hi]
-    picked = [k for k, n in enumerate(held) if n >= 0]
-    if not picked:
+    missing = held.count(-1)
+    if missing == len(held):
         return ""
-    outputs = bulk.outputs[lo:hi]
-    doc = {
+    items: Iterable[int] = range(lo, lo + len(held))
+    outputs: Iterable[Any] = bulk.outputs[lo:hi]
+    if missing:  # C-speed passes (a shard's 128 items, for each of a large stage's shards)
+        keep = list(map(operator.le, repeat(0), held))
+        items, outputs, held = compress(items, keep), compress(outputs, keep), tuple(compress(held, keep))
+    doc = {  # lists, not tuples: orjson's bytes of a value with a null are kept only if it reads back equal
         "at": bulk.at,
         "sources": list(bulk.sources),
-        "items": [lo + k for k in picked],
-        "outputs": [outputs[k] for k in picked],
-        "source_of": [held[k] for k in picked],
+        "items": list(items),
+        "outputs": list(outputs),
+        "source_of": list(held),
     }
     return ',"cached":' + _ENCODER.text(doc)
 

@@ -729,9 +729,9 @@ class Orchestrator:
                 if r >= 0 and not self._parked_exist(read.outputs[r]):
                     bulk.stale.add(read.key(r))
                     rows[i] = -1
-        source_of, outputs = read.source_of, read.outputs
-        held = tuple(source_of[r] if r >= 0 else -1 for r in rows)
-        found = tuple(outputs[r] if r >= 0 else None for r in rows)
+        # Row -1 (none) reads the sentinel appended last: one C-speed pass each over 10,000 positions.
+        held = tuple(map([*read.source_of, -1].__getitem__, rows))
+        found = tuple(map([*read.outputs, None].__getitem__, rows))
         return TasksCached(ask.stage, {}, bulk=CachedItems(0.0, tuple(read.sources), held, found))
 
     def _item_cache_hit(self, state: RequestState, command: Invoke) -> bool:

@@ -18,8 +18,10 @@ deliveries and crashes):
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
+from itertools import compress, repeat
 from typing import Any
 
 from immutables import Map, MapMutation
@@ -1324,7 +1326,7 @@ class _Tx:
                 name, Map({i: t if t.status is TaskStatus.PENDING else pending for i, t in fresh.items()})
             )
         elif bulk is not None and bulk.count:  # the hits stay arrays (``CachedItems``); only the misses are tasks
-            misses = [i for i, source in enumerate(bulk.source_of) if source < 0]
+            misses = list(compress(range(total), map(operator.gt, repeat(0), bulk.source_of)))  # C-speed
             hits = total - len(misses)
             self.tasks = self.tasks.set(name, Map(dict.fromkeys(misses, pending)))
             self.bulk = self.bulk.set(name, replace(bulk, at=self.now))
