@@ -98,10 +98,15 @@ def list_block(doc: StateDoc, for_each: str) -> int:
 
 
 SEGMENT_SHARDS = 16
-"""The most changed shards of a stage one commit writes in one object (a segment, ``statefile.SegmentDoc``). A
-step that changes many shards (a fan-out dispatched, a batch of completions, a re-run's cache hits) writes a
-few objects instead of one per shard: on the local store each object is a file creation (and later a delete),
-on S3 a billed PUT. Bounded, so a decision that needs one shard reads at most this many (16 x 128 tasks)."""
+"""Changed shards of a stage one commit writes in one object (a segment, ``statefile.SegmentDoc``): at least this
+many (while there are), more while the segment stays within ``SEGMENT_BYTES``. A step that changes many shards (a
+fan-out dispatched, a batch of completions, a re-run's cache hits) writes a few objects instead of one per shard:
+on the local store each object is a file creation (and later a delete), on S3 a billed PUT. Bounded, so a
+decision that needs one shard reads at most about 16 shards full of tasks (16 x 128)."""
+SEGMENT_BYTES = 320 * 1024
+"""What 16 shards full of tasks weigh, about: a segment of smaller shards (a re-run's shards hold a compact
+section of its cached items and few tasks, ~3.5 KB each) takes more of them, up to this size: a 10,000-item re-run
+writes one object per step instead of five."""
 
 
 class CorruptStateError(TerminalError):
@@ -608,11 +613,7 @@ class Persistence:
             for b, chunk in fanout.blocks.items():  # a new list is wholly in memory
                 self.store.put(items_key(state.request_id, key, b), _dumps(list(chunk)), content_type=_JSON)
         replaced: set[str] = set()
-        segments = self._changed_segments(state)
-        for stage, shards in segments:
-            token = f"{version:06d}{secrets.token_hex(_TOKEN_HEX // 2)}"
-            home = shards[0]
-            key = shard_key(state.request_id, stage, home, token)
+        for stage, changed in self._changed_by_stage(state):
             stage_tasks = state.tasks.get(stage) or Map()
             memo = handle.members.setdefault(stage, {})
             bulk = state.bulk_cached.get(stage)
@@ -620,7 +621,7 @@ class Persistence:
             # looking up every item of every shard.
             sparse = _by_shard(stage_tasks) if bulk is not None else None
             bodies = []
-            for shard in shards:
+            for shard in changed:
                 lo, hi = shard * SHARD_SIZE, (shard + 1) * SHARD_SIZE
                 in_shard: Iterable[tuple[int, Task]]
                 if sparse is not None:
@@ -634,14 +635,19 @@ class Persistence:
                         known = handle.sections[(stage, shard)] = (bulk, cached_section(bulk, lo, hi))
                     section = known[1]
                 bodies.append(shard_json(stage, shard, version, in_shard, memo, cached=section))
-                old = tokens.get((stage, shard))
-                if old is not None:
-                    replaced.add(shard_object_key(state.request_id, stage, shard, old))
-                tokens[(stage, shard)] = token if shard == home else f"{token}@{home}"
-            self.store.put(key, _segment(shards, bodies), if_none_match=True, content_type="application/json")
-            written.append(key)
+            for shards, parts in _segments(changed, bodies):
+                token = f"{version:06d}{secrets.token_hex(_TOKEN_HEX // 2)}"
+                home = shards[0]
+                key = shard_key(state.request_id, stage, home, token)
+                for shard in shards:
+                    old = tokens.get((stage, shard))
+                    if old is not None:
+                        replaced.add(shard_object_key(state.request_id, stage, shard, old))
+                    tokens[(stage, shard)] = token if shard == home else f"{token}@{home}"
+                self.store.put(key, _segment(shards, parts), if_none_match=True, content_type="application/json")
+                written.append(key)
         if replaced:  # an object is garbage once no shard's entry names it (a segment may still hold some)
-            stages = {stage for stage, _ in segments}
+            stages = {stage for stage, _ in self._changed_by_stage(state)}
             replaced.difference_update(
                 shard_object_key(state.request_id, stage, shard, entry)
                 for (stage, shard), entry in tokens.items()
@@ -677,16 +683,12 @@ class Persistence:
         block = self.engine.change_block
         return sorted({(stage, b * block // SHARD_SIZE) for stage, b in state.changed if stage in fanned_out})
 
-    def _changed_segments(self, state: RequestState) -> list[tuple[str, list[int]]]:
-        """The changed shards, grouped per stage into objects of up to ``SEGMENT_SHARDS`` (in shard order)."""
+    def _changed_by_stage(self, state: RequestState) -> list[tuple[str, list[int]]]:
+        """The changed shards of each stage, in shard order."""
         by_stage: dict[str, list[int]] = {}
         for stage, shard in self._changed_shards(state):
             by_stage.setdefault(stage, []).append(shard)
-        return [
-            (stage, shards[i : i + SEGMENT_SHARDS])
-            for stage, shards in by_stage.items()
-            for i in range(0, len(shards), SEGMENT_SHARDS)
-        ]
+        return list(by_stage.items())
 
     def _discard(self, keys: list[str]) -> None:
         # Unreferenced shard objects are never read; deleting them only saves space, so a failure is harmless.
@@ -865,6 +867,19 @@ def read_shard_object(
     if shard_doc is None:
         raise CorruptStateError(f"request {request_id}: task shard {stage}/{shard} is missing from {key}")
     return shard_doc
+
+
+def _segments(shards: list[int], bodies: list[bytes]) -> Iterator[tuple[list[int], list[bytes]]]:
+    """Consecutive changed shards (and their bodies) grouped into the objects one commit writes: each takes
+    ``SEGMENT_SHARDS`` shards, and more while it stays within ``SEGMENT_BYTES``."""
+    start, size = 0, 0
+    for n, body in enumerate(bodies):
+        if n > start and n - start >= SEGMENT_SHARDS and size + len(body) > SEGMENT_BYTES:
+            yield shards[start:n], bodies[start:n]
+            start, size = n, 0
+        size += len(body)
+    if bodies:
+        yield shards[start:], bodies[start:]
 
 
 def _segment(shards: list[int], bodies: list[bytes]) -> bytes:

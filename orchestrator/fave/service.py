@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import operator
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,6 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from itertools import compress, repeat
 from typing import Any, cast
 
 from fave_shared import refs
@@ -850,19 +852,27 @@ class Orchestrator:
         sources: list[str | None] = [None] * count
         placed = [-1] * count
         held = command.bulk if command.bulk is not None and len(command.bulk.source_of) == count else None
-        if held is not None:
+        misses: list[int] = []
+        if held is not None:  # C-speed passes over the list (a sentinel for "not held"; the misses set apart)
             outputs = list(held.outputs)
-            sources = [held.sources[n] if n >= 0 else None for n in held.source_of]
+            sources = list(map([*held.sources, None].__getitem__, held.source_of))
+            misses = list(compress(range(count), map(operator.gt, repeat(0), held.source_of)))
             if found is not None:
-                placed = [r if n >= 0 else -1 for n, r in zip(held.source_of, found, strict=True)]
+                placed = list(found)
+                for i in misses:
+                    placed[i] = -1
         for item, (_, output, source) in command.rows.items():
             outputs[item], sources[item] = output, source
             if item not in keys and found is not None and found[item] >= 0:
                 placed[item] = found[item]  # not keyed (``missing``): the pack's row at its position is its row
             else:
                 out_keys[item], placed[item] = keys[item], -1
-        unplaced = [i for i in held.items() if placed[i] < 0] if held is not None else []
-        if unplaced:  # held items the read does not place (it is not the read they came from): keyed
+        # Held items the read does not place (it is not the read they came from): rare, so counted first (in C);
+        # they are keyed.
+        unplaced: list[int] = []
+        if held is not None and placed.count(-1) > len(misses):
+            unplaced = [i for i in held.items() if placed[i] < 0]
+        if unplaced:
             made = cache.item_keys(pack, {i: {"item": elements[i]} for i in unplaced}, (), load)
             for i, key in made.items():
                 out_keys[i] = key

@@ -27,7 +27,7 @@ from fave.core.model import (
     Tick,
 )
 from fave.keys import state_key
-from fave.persistence import LIST_BLOCK, SEGMENT_SHARDS, SHARD_SIZE, Persistence, read_stage_tasks
+from fave.persistence import LIST_BLOCK, SEGMENT_BYTES, SEGMENT_SHARDS, SHARD_SIZE, Persistence, read_stage_tasks
 from fave_shared.errors import ConflictError
 from fave_shared.store import ObjectStore
 from support.pipelines import make_pipeline
@@ -162,8 +162,9 @@ def test_a_segment_goes_when_no_shard_is_left_in_it(store: ObjectStore, pipeline
 
 
 def test_a_step_that_changes_many_shards_writes_few_objects_and_loads_back(
-    store: ObjectStore, pipeline: Pipeline
+    store: ObjectStore, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(persistence_module, "SEGMENT_BYTES", 0)  # segments by count alone (as full shards are)
     items = SHARD_SIZE * (2 * SEGMENT_SHARDS + 3)  # 35 shards: segments of 16, 16 and 3
     persistence = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE))
     state = persistence.create(persistence.engine.new_request("01J0000000000000000000TEST", {}, NOW))
@@ -186,6 +187,32 @@ def test_a_step_that_changes_many_shards_writes_few_objects_and_loads_back(
     after = step(fresh, head, done(late))
     assert after.stages["work"].succeeded == len(ok) + (late not in ok)
     assert statuses(store, state.request_id)[late] == "SUCCEEDED"
+
+
+def test_small_shards_share_a_segment_up_to_its_size_and_full_ones_sixteen_to_an_object(
+    store: ObjectStore, pipeline: Pipeline
+) -> None:
+    items = SHARD_SIZE * (2 * SEGMENT_SHARDS + 3)
+    persistence = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE))
+    state = persistence.create(persistence.engine.new_request("01J0000000000000000000TEST", {}, NOW))
+    state = step(persistence, state, Start())
+    listing = tuple(range(items))
+    state = step(persistence, state, TaskSucceeded("plan", None, 1, {"items": list(listing)}, {"plan.items": listing}))
+    prefix = f"requests/{state.request_id}/metadata/tasks/work/"
+
+    def written() -> list[int]:  # the size of each object the last step wrote (its version)
+        version = f"{state.version:06d}"
+        return [len(store.get(k).data) for k in store.list(prefix) if k.rsplit("/", 1)[1].split(".")[1][:6] == version]
+
+    dispatched = written()  # 35 shards of running tasks, ~14 KB each: 2 objects of at most ~320 KB, not 3 of 16
+    assert len(dispatched) == 2 and max(dispatched) <= SEGMENT_BYTES + 16 * 1024, dispatched
+    # Every task done with an output of ~300 bytes (~55 KB a shard): 16 shards to an object, as by count alone.
+    state = step(persistence, state, *(TaskSucceeded("work", i, 1, {"v": "x" * 300}) for i in range(items)))
+    assert len(written()) == 3
+    fresh = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE))
+    whole = fresh.load(state.request_id, NOW, full=True)
+    assert whole.stages["work"].succeeded == items
+    assert all(task.output == {"v": "x" * 300} for task in whole.tasks["work"].values())
 
 
 def test_the_shards_of_a_step_that_crashed_are_collected_and_a_step_in_progress_is_not(
@@ -242,6 +269,7 @@ def test_a_request_stored_in_the_schema_2_layout_still_loads_and_commits(
 ) -> None:
     # Schema 2: one object per shard, fan-out lists in blocks of 128, no ``fanout_blocks`` in state.json.
     monkeypatch.setattr(persistence_module, "SEGMENT_SHARDS", 1)
+    monkeypatch.setattr(persistence_module, "SEGMENT_BYTES", 0)
     old = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE, list_block=SHARD_SIZE))
     state = old.create(old.engine.new_request("01J0000000000000000000TEST", {}, NOW))
     state = step(old, state, Start())
