@@ -121,6 +121,20 @@ def _surely_inline(output: Any) -> bool:
     return True
 
 
+LIST_BLOCK_BYTES = 256 * 1024
+"""About the bytes of a block object of a fan-out list: a list of small elements takes more than ``LIST_BLOCK``
+items per block (a 10,000-element list of ids is one object, not five), one of large elements ``LIST_BLOCK``."""
+
+
+def _list_block(count: int, size: int) -> int:
+    """Items per block of the lists of an output of ``size`` bytes (0: not measured) whose longest list has
+    ``count`` elements; 0 for the engine's own (``LIST_BLOCK``). The output's bytes are an upper bound of the
+    list's, so the blocks are at most ``LIST_BLOCK_BYTES``."""
+    if count <= LIST_BLOCK or size <= 0:
+        return 0
+    return max(LIST_BLOCK, min(count, LIST_BLOCK_BYTES * count // size))
+
+
 _PARKED = refs.RefCache()
 """The parked outputs and stored request inputs that events put back inline (one GET each, not one per task)."""
 _MARKER_BYTES = b'"$ref"'
@@ -496,7 +510,8 @@ class Orchestrator:
                 return TaskFailed(event.stage, event.item, event.attempt, "ValidationError", str(exc))
         if output is event.output and not fanout:
             return event
-        return replace(event, output=output, fanout=fanout)
+        block = _list_block(max(map(len, fanout.values()), default=0), len(data))
+        return replace(event, output=output, fanout=fanout, fanout_block=block)
 
     # ---- doing ----------------------------------------------------------------------------------------
 

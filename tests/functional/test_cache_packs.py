@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fave import cache, history
+from fave import service as service_module
 from fave.cli.bench_incremental import INCREMENTAL_PIPELINE, Operations
 from fave.cli.main import main
 from fave.core.model import Invoke, RequestState, RequestStatus, TaskSucceeded
@@ -248,6 +249,7 @@ class Recorder:
 def test_a_stage_ending_in_a_fresh_process_loads_every_list_block_its_pack_needs_at_once(
     store: LocalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(service_module, "LIST_BLOCK_BYTES", 0)  # blocks of LIST_BLOCK however small the items
     items = 2 * LIST_BLOCK + 7  # three blocks of the list
     first = Recorder()
     orchestrator = Orchestrator(make_pipeline(WIDE), store, first)  # type: ignore[arg-type]
@@ -455,3 +457,17 @@ def test_a_base_older_than_a_week_is_written_again_instead_of_a_delta(
     assert invoked["work"] == 1
     doc = json.loads(store.get(key).data)
     assert doc["generation"] != first["generation"] and doc["written_at"] == round(later, 3)
+
+
+def test_a_list_of_small_elements_is_stored_in_blocks_sized_by_their_bytes(store: LocalStore) -> None:
+    """A fan-out list's block objects hold ``LIST_BLOCK`` items, or more when the items are small (about
+    ``LIST_BLOCK_BYTES`` a block): a re-run of 10,000 ids writes one object for the list, not five; the blocks
+    read back whole, and a list of large elements keeps ``LIST_BLOCK`` items a block."""
+    small, _, _ = run(store, {"items": 5 * LIST_BLOCK})
+    blocks = [k for k in store.list(f"requests/{small.request_id}/metadata/items/")]
+    assert len(blocks) == 1 and len(small.tasks["work"]) == 5 * LIST_BLOCK
+    assert len(json.loads(store.get(blocks[0]).data)) == 5 * LIST_BLOCK
+    assert service_module._list_block(5 * LIST_BLOCK, 5 * LIST_BLOCK * 20) == 5 * LIST_BLOCK
+    assert service_module._list_block(5 * LIST_BLOCK, 5 * LIST_BLOCK * 1000) == LIST_BLOCK  # 2 MB a block: no
+    assert service_module._list_block(100_000, 100_000 * 20) == service_module.LIST_BLOCK_BYTES // 20
+    assert service_module._list_block(LIST_BLOCK, 10**9) == 0  # short lists: the engine's own

@@ -887,8 +887,9 @@ class _Tx:
                 cached_from=ev.cached_from,
             ),
         )
+        block = ev.fanout_block if ev.fanout_block > 0 else self.engine.list_block
         for for_each, values in ev.fanout.items():
-            self.items = self.items.set(for_each, FanoutList.whole(tuple(values), self.engine.list_block))
+            self.items = self.items.set(for_each, FanoutList.whole(tuple(values), block))
 
     def late_success(self, ev: TaskSucceeded) -> None:
         """A success after the request ended: kept (a resume will not run it again); the request's and the

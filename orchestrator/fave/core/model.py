@@ -548,6 +548,9 @@ class TaskSucceeded:
     fanout: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     cached_from: str | None = None
     """The output came from the result cache, written by this request (the function was not invoked)."""
+    fanout_block: int = 0
+    """Items per block object of the ``fanout`` lists (``FanoutList.block``), sized by the executor from their
+    bytes; 0: the engine's own ``list_block``."""
 
 
 @dataclass(frozen=True, slots=True)
