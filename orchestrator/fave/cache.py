@@ -87,6 +87,7 @@ import os
 import re
 import secrets
 import time
+from array import array
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import compress, repeat
@@ -300,6 +301,8 @@ class Pack:
     written_at: float = 0.0
     """When the base was written (seconds since the epoch; 0: unknown)."""
     _index: dict[str, int] = field(default_factory=dict)
+    _prefixes: dict[int, int] = field(default_factory=dict)
+    """The first 64 bits of each key -> its row (``find``): made from the keys' bytes in C, ints hash cheaply."""
 
     def __len__(self) -> int:
         return len(self.outputs)
@@ -323,8 +326,32 @@ class Pack:
             self._index.pop(_NO_KEY, None)  # list positions with no output
         return self._index
 
+    def find(self, key: str) -> int:
+        """The row of ``key``; -1 if the pack has none (a row whose ``source_of`` is -1 has no output). The first
+        lookup makes an index of the keys' first 64 bits (~1 ms for 10,000 rows, about half of ``index``'s)."""
+        if self._index:
+            return self._index.get(key, -1)
+        prefixes = self._prefixes
+        if not prefixes:
+            keys = self.keys
+            if not keys or "-" in keys:  # list positions with no output: the full index
+                return self.index().get(key, -1)
+            try:
+                words = array("Q", bytes.fromhex(keys))[:: _KEY_LEN // 16]  # 64 bits of each 256
+                made = dict(zip(words, range(len(self)), strict=True))
+            except ValueError:  # not hex (a malformed pack): the full index
+                return self.index().get(key, -1)
+            prefixes.update(made)
+        try:
+            r = prefixes.get(array("Q", bytes.fromhex(key[:16]))[0], -1)
+        except (ValueError, IndexError):
+            return -1
+        if r < 0 or self.key(r) == key:
+            return r
+        return self.index().get(key, -1)  # two keys sharing their first 64 bits: never seen, still right
+
     def row(self, key: str) -> Row | None:
-        r = self.index().get(key, -1)
+        r = self.find(key)
         return None if r < 0 or self.source_of[r] < 0 else (self.outputs[r], self.sources[self.source_of[r]])
 
     @property
@@ -389,7 +416,7 @@ def read_pack(store: ObjectStore, pack: str) -> Pack:
     extra = _get(store, delta_object(pack), pack)
     delta_etag = extra.etag if extra is not None else None
     doc = _json(blob.data) if blob is not None else None
-    base = _pack_arrays(doc, _MARKER in blob.data, blob) if blob is not None and isinstance(doc, dict) else None
+    base = _pack_arrays(doc, _parked(doc, blob.data), blob) if blob is not None and isinstance(doc, dict) else None
     if base is None:
         base = Pack(blob=blob)
     base = replace(base, delta_etag=delta_etag, base_rows=len(base))
@@ -397,10 +424,22 @@ def read_pack(store: ObjectStore, pack: str) -> Pack:
     if extra is None or not isinstance(delta, dict):
         return base
     if base.generation and delta.get("base") == base.generation:
-        return _with_delta(base, delta, _MARKER in extra.data) or base
+        return _with_delta(base, delta, _parked(delta, extra.data)) or base
     # A delta written for another base (a concurrent writer replaced the base it read) still holds rows: they
     # are added by key, its list is not (so no run's rows are lost between a delta and a new base).
-    return _with_rows(base, delta, _MARKER in extra.data) or base
+    return _with_rows(base, delta, _parked(delta, extra.data)) or base
+
+
+def _parked(doc: dict[str, Any], data: bytes) -> bool:
+    """Whether an output of a pack object may hold a marker: as its writer recorded it (``"parked"``), else (an
+    object written before the flag) whether its text holds one anywhere (~0.5 ms a MB)."""
+    flag = doc.get("parked")
+    return flag if isinstance(flag, bool) else _MARKER in data
+
+
+def _holds_marker(outputs: Sequence[Any]) -> bool:
+    """Whether any of ``outputs`` holds a marker (the ``"parked"`` a writer records)."""
+    return bool(outputs) and _MARKER in _PACK_ENCODER.encode(list(outputs))
 
 
 def _with_rows(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
@@ -410,9 +449,8 @@ def _with_rows(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
     if arrays is None:
         return None
     keys, outputs, source_of, sources = arrays
-    known = base.index()
     wanted = [
-        r for r in range(len(outputs)) if source_of[r] >= 0 and keys[r * _KEY_LEN : (r + 1) * _KEY_LEN] not in known
+        r for r in range(len(outputs)) if source_of[r] >= 0 and base.find(keys[r * _KEY_LEN : (r + 1) * _KEY_LEN]) < 0
     ]
     if not wanted:
         return base
@@ -425,6 +463,7 @@ def _with_rows(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
         sources=names,
         parked=base.parked or parked,
         _index={},
+        _prefixes={},
     )
 
 
@@ -523,6 +562,7 @@ def _with_delta(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
         parked=base.parked or parked,
         base_elements=base.elements,
         _index={},
+        _prefixes={},
     )
 
 
@@ -579,9 +619,8 @@ def bulk_rows(pack: Pack, elements: Sequence[Any], keys_of: Callable[[list[int]]
     rows.extend(repeat(-1, count - same))
     others = list(compress(range(count), map(operator.gt, repeat(0), rows)))
     if others and pack.outputs:
-        index = pack.index()
         for i, key in keys_of(others).items():
-            r = index.get(key, -1)
+            r = pack.find(key)
             rows[i] = r if r >= 0 and source_of[r] >= 0 else -1
     return rows
 
@@ -616,7 +655,7 @@ def _placed(old: Pack, run: PackRun, stale: Collection[str]) -> tuple[list[int],
     """Where each position of ``run`` goes: an existing row of ``old`` (its key is there with an output, not
     stale: the first writer wins), -1 (no output), or -2 (a new row); and the positions of the new rows, each
     key once (an element listed twice is one row, its other positions point at it... as -1)."""
-    index, o_from = old.index(), old.source_of
+    find, o_from = old.find, old.source_of
     fresh: list[int] = []
     seen: set[str] = set()
     if run.rows is not None:  # the rows its lookup found are placed already: only the others are looked at
@@ -632,7 +671,7 @@ def _placed(old: Pack, run: PackRun, stale: Collection[str]) -> tuple[list[int],
             placed[i] = -1
             continue
         seen.add(key)
-        r = index.get(key, -1)
+        r = find(key)
         if r >= 0 and o_from[r] >= 0 and key not in stale:
             placed[i] = r
         else:
@@ -687,6 +726,7 @@ def _merged(old: Pack, run: PackRun, placed: list[int], fresh: list[int]) -> dic
         "sources": table,
         "keys": "".join(out_keys),
         "from": [-1 if name is None else where[name] for name in row_sources],
+        "parked": _holds_marker(out_outputs),
         "outputs": out_outputs,
         "list": list(run.elements) if run.elements is not None else [],
     }
@@ -763,7 +803,8 @@ def _delta(
         "sources": table,
         "keys": old.keys[b * _KEY_LEN :] + "".join(str(run.keys[i]) for i in fresh),
         "from": old.source_of[b:] + [where[name] for name in new_sources],
-        "outputs": old.outputs[b:] + [run.outputs[i] for i in fresh],
+        "parked": _holds_marker(outputs := old.outputs[b:] + [run.outputs[i] for i in fresh]),
+        "outputs": outputs,
         "length": len(elements),
         "at": at,
         "list": [elements[i] for i in at],

@@ -224,8 +224,9 @@ BIG = 9_000
 def test_parked_outputs_gone_are_misses_and_written_again(store: LocalStore) -> None:
     items = [f"{i:04d}" + "x" * BIG for i in range(40)]  # outputs beyond the inline limit: parked
     rid1 = first_run(store, items)
-    read = cache.read_pack(store, next(iter(store.list(cache.PACK_PREFIX)))[len(cache.PACK_PREFIX) : -5])
-    assert read.parked
+    pack_key = next(iter(store.list(cache.PACK_PREFIX)))
+    read = cache.read_pack(store, pack_key[len(cache.PACK_PREFIX) : -5])
+    assert read.parked and json.loads(store.get(pack_key).data)["parked"] is True  # recorded: no 1 MB scan to tell
     hand = Hand()
     orch = orchestrator(store, hand)
     rid2 = orch.create({}).request_id

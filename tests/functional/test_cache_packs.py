@@ -471,3 +471,19 @@ def test_a_list_of_small_elements_is_stored_in_blocks_sized_by_their_bytes(store
     assert service_module._list_block(5 * LIST_BLOCK, 5 * LIST_BLOCK * 1000) == LIST_BLOCK  # 2 MB a block: no
     assert service_module._list_block(100_000, 100_000 * 20) == service_module.LIST_BLOCK_BYTES // 20
     assert service_module._list_block(LIST_BLOCK, 10**9) == 0  # short lists: the engine's own
+
+
+def test_a_pack_records_whether_its_outputs_hold_markers_and_one_without_the_record_is_scanned(
+    store: LocalStore,
+) -> None:
+    run(store, {"items": 300})
+    (key,) = store.list(cache.PACK_PREFIX)
+    pack = key[len(cache.PACK_PREFIX) : -5]
+    doc = json.loads(store.get(key).data)
+    assert doc["parked"] is False and not cache.read_pack(store, pack).parked
+    # A pack written before the record (or by hand) whose text holds a marker: read as parked.
+    del doc["parked"]
+    doc.pop("orjson", None)
+    doc["outputs"][0] = {"$ref": "requests/x/stages/work/output-1.json"}
+    store.put(key, json.dumps(doc).encode())
+    assert cache.read_pack(store, pack).parked

@@ -131,3 +131,20 @@ def test_a_reset_makes_the_held_items_tasks_again_and_pending(downstream: bool) 
     work = state.tasks["work"]
     assert sorted(work) == list(range(len(ITEMS))) and {t.status for t in work.values()} == {TaskStatus.PENDING}
     assert state.stages["work"].pending == len(ITEMS) and state.stages["work"].succeeded == 0
+
+
+def test_a_pack_finds_a_key_by_its_first_64_bits_and_tells_apart_keys_that_share_them() -> None:
+    import hashlib
+
+    from fave import cache
+
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(50)]
+    twin = keys[7][:16] + "0" * 48  # shares keys[7]'s first 64 bits
+    keys.append(twin)
+    pack = cache.Pack("".join(keys), [{"i": i} for i in range(len(keys))], [0] * len(keys), ["r1"])
+    assert [pack.find(k) for k in keys] == list(range(len(keys)))
+    assert pack.find(hashlib.sha256(b"absent").hexdigest()) == -1
+    assert pack.find(keys[7][:16] + "f" * 48) == -1  # the same first 64 bits, another key
+    assert pack.row(keys[3]) == ({"i": 3}, "r1")
+    holes = cache.Pack(keys[0] + "-" * 64, [{"i": 0}, None], [0, -1], ["r1"])  # a position with no output
+    assert holes.find(keys[0]) == 0 and holes.find("-" * 64) == -1
