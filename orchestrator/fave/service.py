@@ -138,8 +138,9 @@ def _list_block(count: int, size: int) -> int:
 _PARKED = refs.RefCache()
 """The parked outputs and stored request inputs that events put back inline (one GET each, not one per task)."""
 _MARKER_BYTES = b'"$ref"'
-_PARK = Encoder(sort_keys=True, ensure_ascii=False)
-"""A large output as parked: sorted keys like ``refs.dumps``, UTF-8 (its size is the one a payload carrying it has)."""
+_PARK = Encoder(ensure_ascii=False)
+"""A large output as parked: as the stage returned it (its keys in its order), UTF-8 (its size is the one a payload
+carrying it has)."""
 MAX_CONFLICT_RETRIES = 20
 MAX_LOADS = 100
 """Loads one decision may ask for (each adds blocks; a decision that needs everything asks once for all)."""
