@@ -161,16 +161,22 @@ def test_a_segment_goes_when_no_shard_is_left_in_it(store: ObjectStore, pipeline
     assert statuses(store, state.request_id)[280] == "SUCCEEDED"
 
 
-def test_a_step_that_changes_many_shards_writes_few_objects_and_loads_back(
-    store: ObjectStore, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(persistence_module, "SEGMENT_BYTES", 0)  # segments by count alone (as full shards are)
-    items = SHARD_SIZE * (2 * SEGMENT_SHARDS + 3)  # 35 shards: segments of 16, 16 and 3
+def dispatched_wide(store: ObjectStore, pipeline: Pipeline, items: int) -> tuple[Persistence, RequestState]:
+    """A request whose plan succeeded with ``items`` elements: their tasks dispatched (every shard written)."""
     persistence = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE))
     state = persistence.create(persistence.engine.new_request("01J0000000000000000000TEST", {}, NOW))
     state = step(persistence, state, Start())
     listing = tuple(range(items))
     state = step(persistence, state, TaskSucceeded("plan", None, 1, {"items": list(listing)}, {"plan.items": listing}))
+    return persistence, state
+
+
+def test_a_step_that_changes_many_shards_writes_few_objects_and_loads_back(
+    store: ObjectStore, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(persistence_module, "SEGMENT_BYTES", 0)  # segments by count alone (as full shards are)
+    items = SHARD_SIZE * (2 * SEGMENT_SHARDS + 3)  # 35 shards: segments of 16, 16 and 3
+    persistence, state = dispatched_wide(store, pipeline, items)
     prefix = f"requests/{state.request_id}/metadata/tasks/work/"
     assert len(list(store.list(prefix))) == 3
     finished = [done(i) for i in range(0, items, 7)]  # touches every shard
@@ -193,11 +199,7 @@ def test_small_shards_share_a_segment_up_to_its_size_and_full_ones_sixteen_to_an
     store: ObjectStore, pipeline: Pipeline
 ) -> None:
     items = SHARD_SIZE * (2 * SEGMENT_SHARDS + 3)
-    persistence = Persistence(store, pipeline, Engine(pipeline, change_block=SHARD_SIZE))
-    state = persistence.create(persistence.engine.new_request("01J0000000000000000000TEST", {}, NOW))
-    state = step(persistence, state, Start())
-    listing = tuple(range(items))
-    state = step(persistence, state, TaskSucceeded("plan", None, 1, {"items": list(listing)}, {"plan.items": listing}))
+    persistence, state = dispatched_wide(store, pipeline, items)
     prefix = f"requests/{state.request_id}/metadata/tasks/work/"
 
     def written() -> list[int]:  # the size of each object the last step wrote (its version)
