@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import operator
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,7 +26,6 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from itertools import compress, repeat
 from typing import Any, cast
 
 from fave_shared import refs
@@ -69,6 +67,7 @@ from fave.core.model import (
     WriteCache,
     WriteCachePack,
     WriteFinal,
+    negative_at,
 )
 from fave.core.operations import Budget
 from fave.ids import new_request_id, validate_request_id
@@ -872,7 +871,7 @@ class Orchestrator:
         if held is not None:  # C-speed passes over the list (a sentinel for "not held"; the misses set apart)
             outputs = list(held.outputs)
             sources = list(map([*held.sources, None].__getitem__, held.source_of))
-            misses = list(compress(range(count), map(operator.gt, repeat(0), held.source_of)))
+            misses = negative_at(held.source_of)
             if found is not None:
                 placed = list(found)
                 for i in misses:

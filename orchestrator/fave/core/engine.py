@@ -18,10 +18,8 @@ deliveries and crashes):
 from __future__ import annotations
 
 import hashlib
-import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from itertools import compress, repeat
 from typing import Any
 
 from immutables import Map, MapMutation
@@ -73,6 +71,7 @@ from fave.core.model import (
     bounded_traceback,
     evolve,
     held_task,
+    negative_at,
 )
 
 _NO_READY = ReadySet()
@@ -1327,7 +1326,7 @@ class _Tx:
                 name, Map({i: t if t.status is TaskStatus.PENDING else pending for i, t in fresh.items()})
             )
         elif bulk is not None and bulk.count:  # the hits stay arrays (``CachedItems``); only the misses are tasks
-            misses = list(compress(range(total), map(operator.gt, repeat(0), bulk.source_of)))  # C-speed
+            misses = negative_at(bulk.source_of)
             hits = total - len(misses)
             self.tasks = self.tasks.set(name, Map(dict.fromkeys(misses, pending)))
             self.bulk = self.bulk.set(name, replace(bulk, at=self.now))

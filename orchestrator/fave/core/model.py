@@ -10,7 +10,7 @@ import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from itertools import chain, compress, repeat
+from itertools import chain, compress, count, repeat
 from types import MemberDescriptorType
 from typing import Any, TypeVar
 
@@ -427,6 +427,11 @@ class CachedItems:
         outputs = list(self.outputs)
         outputs[item] = None
         return CachedItems(self.at, self.sources, tuple(source_of), tuple(outputs))
+
+
+def negative_at(values: Iterable[int]) -> list[int]:
+    """The positions of the negative values, ascending: one pass in C (a stage's 10,000 items: the few misses)."""
+    return list(compress(count(), map(operator.gt, repeat(0), values)))
 
 
 def held_task(bulk: Map[str, CachedItems], stage: str, item: int) -> Task | None:
