@@ -613,29 +613,11 @@ class Persistence:
             for b, chunk in fanout.blocks.items():  # a new list is wholly in memory
                 self.store.put(items_key(state.request_id, key, b), _dumps(list(chunk)), content_type=_JSON)
         replaced: set[str] = set()
-        for stage, changed in self._changed_by_stage(state):
-            stage_tasks = state.tasks.get(stage) or Map()
-            memo = handle.members.setdefault(stage, {})
-            bulk = state.bulk_cached.get(stage)
-            # A stage whose items are mostly held in bulk has few tasks: they are grouped by shard once, instead of
-            # looking up every item of every shard.
-            sparse = _by_shard(stage_tasks) if bulk is not None else None
-            bodies = []
-            for shard in changed:
-                lo, hi = shard * SHARD_SIZE, (shard + 1) * SHARD_SIZE
-                in_shard: Iterable[tuple[int, Task]]
-                if sparse is not None:
-                    in_shard = sparse.get(shard, ())
-                else:
-                    in_shard = ((i, task) for i in range(lo, hi) if (task := stage_tasks.get(i)) is not None)
-                section = ""
-                if bulk is not None:  # the same record's section is encoded once, however often the shard is written
-                    known = handle.sections.get((stage, shard))
-                    if known is None or known[0] is not bulk:
-                        known = handle.sections[(stage, shard)] = (bulk, cached_section(bulk, lo, hi))
-                    section = known[1]
-                bodies.append(shard_json(stage, shard, version, in_shard, memo, cached=section))
-            for shards, parts in _segments(changed, bodies):
+        changed_by_stage = self._changed_by_stage(state)
+        for stage, changed in changed_by_stage:
+            # Bodies are made as the segments are written: one segment's are in memory at a time.
+            for group in _segments(self._shard_bodies(state, handle, stage, changed, version)):
+                shards = [shard for shard, _ in group]
                 token = f"{version:06d}{secrets.token_hex(_TOKEN_HEX // 2)}"
                 home = shards[0]
                 key = shard_key(state.request_id, stage, home, token)
@@ -644,10 +626,11 @@ class Persistence:
                     if old is not None:
                         replaced.add(shard_object_key(state.request_id, stage, shard, old))
                     tokens[(stage, shard)] = token if shard == home else f"{token}@{home}"
-                self.store.put(key, _segment(shards, parts), if_none_match=True, content_type="application/json")
+                segment = _segment(shards, [data for _, data in group])
+                self.store.put(key, segment, if_none_match=True, content_type="application/json")
                 written.append(key)
         if replaced:  # an object is garbage once no shard's entry names it (a segment may still hold some)
-            stages = {stage for stage, _ in self._changed_by_stage(state)}
+            stages = {stage for stage, _ in changed_by_stage}
             replaced.difference_update(
                 shard_object_key(state.request_id, stage, shard, entry)
                 for (stage, shard), entry in tokens.items()
@@ -682,6 +665,31 @@ class Persistence:
         fanned_out = {name for name, spec in self.pipeline.stages.items() if spec.fanned_out}
         block = self.engine.change_block
         return sorted({(stage, b * block // SHARD_SIZE) for stage, b in state.changed if stage in fanned_out})
+
+    def _shard_bodies(
+        self, state: RequestState, handle: Handle, stage: str, changed: list[int], version: int
+    ) -> Iterator[tuple[int, bytes]]:
+        """Each changed shard of ``stage`` and its bytes at ``version`` (``shard_json``), made when asked for."""
+        stage_tasks = state.tasks.get(stage) or Map()
+        memo = handle.members.setdefault(stage, {})
+        bulk = state.bulk_cached.get(stage)
+        # A stage whose items are mostly held in bulk has few tasks: they are grouped by shard once, instead of
+        # looking up every item of every shard.
+        sparse = _by_shard(stage_tasks) if bulk is not None else None
+        for shard in changed:
+            lo, hi = shard * SHARD_SIZE, (shard + 1) * SHARD_SIZE
+            in_shard: Iterable[tuple[int, Task]]
+            if sparse is not None:
+                in_shard = sparse.get(shard, ())
+            else:
+                in_shard = ((i, task) for i in range(lo, hi) if (task := stage_tasks.get(i)) is not None)
+            section = ""
+            if bulk is not None:  # the same record's section is encoded once, however often the shard is written
+                known = handle.sections.get((stage, shard))
+                if known is None or known[0] is not bulk:
+                    known = handle.sections[(stage, shard)] = (bulk, cached_section(bulk, lo, hi))
+                section = known[1]
+            yield shard, shard_json(stage, shard, version, in_shard, memo, cached=section)
 
     def _changed_by_stage(self, state: RequestState) -> list[tuple[str, list[int]]]:
         """The changed shards of each stage, in shard order."""
@@ -869,17 +877,20 @@ def read_shard_object(
     return shard_doc
 
 
-def _segments(shards: list[int], bodies: list[bytes]) -> Iterator[tuple[list[int], list[bytes]]]:
-    """Consecutive changed shards (and their bodies) grouped into the objects one commit writes: each takes
-    ``SEGMENT_SHARDS`` shards, and more while it stays within ``SEGMENT_BYTES``."""
-    start, size = 0, 0
-    for n, body in enumerate(bodies):
-        if n > start and n - start >= SEGMENT_SHARDS and size + len(body) > SEGMENT_BYTES:
-            yield shards[start:n], bodies[start:n]
-            start, size = n, 0
+def _segments(bodies: Iterable[tuple[int, bytes]]) -> Iterator[list[tuple[int, bytes]]]:
+    """Consecutive changed shards with their bodies, grouped into the objects one commit writes: each takes
+    ``SEGMENT_SHARDS`` shards, and more while it stays within ``SEGMENT_BYTES``. Lazy: a group is handed out as
+    soon as the next body would not fit it."""
+    group: list[tuple[int, bytes]] = []
+    size = 0
+    for shard, body in bodies:
+        if len(group) >= SEGMENT_SHARDS and size + len(body) > SEGMENT_BYTES:
+            yield group
+            group, size = [], 0
+        group.append((shard, body))
         size += len(body)
-    if bodies:
-        yield shards[start:], bodies[start:]
+    if group:
+        yield group
 
 
 def _segment(shards: list[int], bodies: list[bytes]) -> bytes:
