@@ -496,8 +496,8 @@ class Orchestrator:
             key = task_output_key(request_id, event.stage, event.item, event.attempt)
             self.store.put(key, data, content_type="application/json")
             plain = output if _MARKER_BYTES not in data else _UNKNOWN  # its lists need no reading back nor walk
-            # Its size as a payload carries it (UTF-8, not escaped): the bytes just written, unless they escape some.
-            output = refs.marker(key, size=len(data) if b"\\u" not in data else refs.utf8_size(output))
+            # Its size as a payload carries it: the bytes just written (UTF-8, encoded as payloads are).
+            output = refs.marker(key, size=len(data))
         else:
             plain = _UNKNOWN
         fanout: dict[str, tuple[Any, ...]] = {}
