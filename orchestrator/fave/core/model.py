@@ -325,11 +325,11 @@ class FanoutList:
 
     def elements(self, key: str) -> tuple[Any, ...]:
         """The whole list in order (``MissingData`` naming every block not loaded)."""
-        count = -(-self.total // self.block)
-        missing = frozenset((key, b) for b in range(count) if b not in self.blocks)
+        blocks = range(-(-self.total // self.block))
+        missing = frozenset((key, b) for b in blocks if b not in self.blocks)
         if missing:
             raise MissingData(items=missing)
-        return tuple(chain.from_iterable(self.blocks[b] for b in range(count)))
+        return tuple(chain.from_iterable(self.blocks[b] for b in blocks))
 
 
 _T = TypeVar("_T", "Task", "StageState")
@@ -686,8 +686,8 @@ class CacheLookup(Exception):  # noqa: N818 - not an error: a request for the re
         *,
         elements: tuple[Any, ...] | None = None,
     ) -> None:
-        count = len(inputs) if elements is None else len(elements)
-        super().__init__(f"look up {count} tasks of stage {stage} in the result cache")
+        tasks = len(inputs) if elements is None else len(elements)
+        super().__init__(f"look up {tasks} tasks of stage {stage} in the result cache")
         self.stage = stage
         self.function = function
         self.inputs = inputs
