@@ -233,6 +233,9 @@ class Orchestrator:
         self._held: set[str] = set()
         # The outbox (RequestState.unsent): invokes sent since the last commit, recorded by the next one.
         self._sent: dict[str, list[tuple[str, int]]] = {}
+        # How many of a request's ``_sent`` are asynchronous invocations: those outlive this process, the
+        # synchronous ones (run in its threads, their outcome reported to its inbox) do not (``apply``).
+        self._sent_async: dict[str, int] = {}
         self._sent_lock = threading.Lock()
         self.dispatch_parallelism = dispatch_parallelism
         self.time_left = time_left
@@ -259,6 +262,9 @@ class Orchestrator:
         self._sources: dict[tuple[str, str], object] = {}
         """Functions whose code digest is unknown (their tasks are never cached), logged once each."""
         self._gc_due: set[str] = set()
+        # Requests this orchestrator created: the crashed steps whose garbage a driver collects are another
+        # writer's, which a request created here has not had (``_drive``).
+        self._created: set[str] = set()
         self._shared_json: SharedJSON | None = None
         self._limits: dict[str, int] = {}
 
@@ -303,6 +309,9 @@ class Orchestrator:
             state = self.engine.new_request(request_id, {**request_input, "profile": profile}, now, stages=selection)
             state = _with_options(state, no_cache, budget)
             self._states[request_id] = self.persistence.create(state)
+            if len(self._created) >= 10_000:
+                self._created.clear()
+            self._created.add(request_id)
         else:
             state = self.engine.new_request(
                 validate_request_id(request_id), {**request_input, "profile": profile}, now, stages=selection
@@ -310,6 +319,7 @@ class Orchestrator:
             state = _with_options(state, no_cache, budget)
             try:
                 self._states[request_id] = self.persistence.create(state)
+                self._created.add(request_id)
             except ConflictError:
                 existing = self.load(request_id)
                 index = index_key(request_id)
@@ -413,9 +423,15 @@ class Orchestrator:
         if (self._bulk or self._task_keys) and any(isinstance(e, Reset) for e in events):  # their inputs go
             self._bulk = {k: v for k, v in self._bulk.items() if k[0] != request_id}
             self._task_keys = {k: v for k, v in self._task_keys.items() if k[0] != request_id}
+        idle = bool(events) and all(type(e) is Tick for e in events)
         for _ in range(MAX_CONFLICT_RETRIES):
             with self._sent_lock:
                 sent = tuple(self._sent.get(request_id, ()))
+                sent_async = self._sent_async.get(request_id, 0)
+            # A tick with nothing due commits nothing only to record synchronous sends: their outcome comes back
+            # to this process, whose next step records them with it; and should it die first, they died with it,
+            # so that whoever resumes had better send them again than wait for their deadline.
+            quiet = idle and bool(sent) and not sent_async
             step_events = [Sent(sent), *events] if sent else events
             puts, gets = self.meter.pending(request_id)
             if puts or gets:
@@ -429,10 +445,11 @@ class Orchestrator:
                 raise ValidationError(str(exc)) from None
             except ConflictingEvent as exc:
                 raise ConflictError(str(exc)) from None
-            if not _changed(before, state, commands):
+            if not _changed(before, state, commands, outbox=not quiet):
+                if quiet:  # left for the next step to record (see above)
+                    return before
                 if sent:  # already out of the outbox (their tasks ended): nothing left to record
-                    with self._sent_lock:
-                        del self._sent[request_id][: len(sent)]
+                    self._recorded(request_id, len(sent), sent_async)
                 return state
             try:
                 self._run(Phase.BEFORE_COMMIT, state, commands)
@@ -448,8 +465,7 @@ class Orchestrator:
                 # The run history (fave metrics) learns of every request that ends, whoever drove it.
                 history.record(self.store, state, self.pipeline.name, now=state.finished_at, rates=self.engine.rates)
             if sent:
-                with self._sent_lock:
-                    del self._sent[request_id][: len(sent)]
+                self._recorded(request_id, len(sent), sent_async)
             if request_id in self._gc_due:
                 self._gc_due.discard(request_id)
                 with contextlib.suppress(FaveError):  # garbage is never read; the next pass gets it
@@ -573,9 +589,28 @@ class Orchestrator:
                 self._dispatcher = ThreadPoolExecutor(self.dispatch_parallelism, thread_name_prefix="fave-dispatch")
             return self._dispatcher
 
-    def _mark_sent(self, request_id: str, stage: str, item: int | None) -> None:
+    def _mark_sent(self, request_id: str, stage: str, item: int | None, *, sync: bool = False) -> None:
         with self._sent_lock:
             self._sent.setdefault(request_id, []).append((stage, 0 if item is None else item))
+            if not sync:
+                self._sent_async[request_id] = self._sent_async.get(request_id, 0) + 1
+
+    def _recorded(self, request_id: str, count: int, count_async: int) -> None:
+        """The first ``count`` sends of the request (``count_async`` of them asynchronous) are recorded: what a
+        step read of ``_sent`` (everything sent then; later sends are appended after it)."""
+        with self._sent_lock:
+            del self._sent[request_id][:count]
+            left = self._sent_async.get(request_id, 0) - count_async
+            if left > 0:
+                self._sent_async[request_id] = left
+            else:
+                self._sent_async.pop(request_id, None)
+
+    def _sent_here(self, request_id: str, state: RequestState) -> bool:
+        """Whether this process sent every invocation of the request's outbox (it will record them itself)."""
+        with self._sent_lock:
+            mine = set(self._sent.get(request_id, ()))
+        return bool(mine) and all((stage, item) in mine for stage, box in state.unsent.items() for item in box.items())
 
     def flush_sent(self, request_id: str) -> RequestState | None:
         """Commit what was sent since the last commit (before this process lets go of the request, so the next
@@ -614,7 +649,7 @@ class Orchestrator:
             return
         if command.mode == "sync":
             task = completions.Task(request_id, command.stage, command.item, command.attempt)
-            self._mark_sent(request_id, command.stage, command.item)  # it runs now: nothing to send again
+            self._mark_sent(request_id, command.stage, command.item, sync=True)  # it runs now: nothing to send again
             if self._sync_submit is not None:
                 self._sync_submit(lambda: self._invoke_sync(task, command.function, payload))
             else:
@@ -1076,12 +1111,15 @@ class Orchestrator:
         on_step: Callable[[RequestState], None] | None,
         max_batch: int,
     ) -> RequestState:
-        self.collect_garbage_after_next_commit(request_id)
+        if request_id not in self._created:  # (should a writer elsewhere have crashed on it since, the next
+            self.collect_garbage_after_next_commit(request_id)  # driver that did not create it collects that)
         sweep = getattr(self.store, "sweep_temp", None)
         if callable(sweep):
             sweep()
         state = self._states.get(request_id) or self.load(request_id)
-        if state.unsent:  # a driver before this one dispatched and died before recording it: send again
+        if state.unsent and not self._sent_here(request_id, state):
+            # A driver before this one dispatched and died before recording it: send again. (What this process
+            # sent, its next step records.)
             state = self.apply(request_id, [Resend()])
         last_poll = self.clock.now()
         while not state.status.terminal:
@@ -1198,11 +1236,12 @@ def _with_options(state: RequestState, no_cache: bool, budget: Budget | None) ->
     return state
 
 
-def _changed(before: RequestState, after: RequestState, commands: list[Command]) -> bool:
+def _changed(before: RequestState, after: RequestState, commands: list[Command], *, outbox: bool = True) -> bool:
+    """Whether a decision has anything to commit; ``outbox``: a change of the outbox alone counts."""
     return bool(
         commands
         or after.changed
-        or after.unsent is not before.unsent
+        or (outbox and after.unsent is not before.unsent)
         or after.status != before.status
         or after.stages is not before.stages
         or after.tasks is not before.tasks

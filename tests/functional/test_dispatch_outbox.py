@@ -9,14 +9,19 @@ the engine counts once).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
-from fave.core.model import RequestStatus, Resend, Start, TaskSucceeded
+from fave.core.model import RequestStatus, Resend, Start, TaskSucceeded, Tick
+from fave.invoke.base import InvokeResult
 from fave.service import HANDOVER_MARGIN_S, Orchestrator, handover_margin
 from fave_shared.store import ObjectStore
+from fave_shared.store.counting import CountingStore
 from support.pipelines import make_pipeline
 
 ITEMS = 300
@@ -145,3 +150,123 @@ def test_a_short_function_keeps_a_third_of_its_time_and_still_dispatches(local_s
     rid = start_fanout(orch)
     assert rid not in orch.handover
     assert set(service.sent) == {("work", i, 1) for i in range(ITEMS)}
+
+
+def test_a_tick_commits_asynchronous_sends_at_once_and_synchronous_ones_with_their_outcome(
+    local_store: ObjectStore,
+) -> None:
+    # An async invoke outlives this process: it is recorded by the next commit, a tick's included, so that a
+    # crash long before its completion does not send it again. A sync one runs in this process and reports here:
+    # a tick with nothing else due does not commit for it (should the process die, it died too, and whoever
+    # resumes sends it again at once instead of waiting for its deadline).
+    orch = orchestrator(local_store, Lambda(), dispatch_parallelism=4)  # sync calls never answered here
+    rid = orch.create({}, start=False).request_id
+    started = orch.apply(rid, [Start()])  # plan is sent, synchronously
+    ticked = orch.apply(rid, [Tick()])
+    assert ticked.version == started.version and orch.load(rid).unsent.get("plan")  # no commit for it
+    succeeded = orch.apply(
+        rid, [TaskSucceeded("plan", None, 1, {"items": list(range(ITEMS))}, {"plan.items": tuple(range(ITEMS))})]
+    )
+    assert not orch.load(rid).unsent.get("plan")  # recorded with its outcome
+    assert orch.load(rid).unsent.get("work")  # the async sends of that step: not yet recorded ...
+    recorded = orch.apply(rid, [Tick()])
+    assert recorded.version == succeeded.version + 1 and not orch.load(rid).unsent.get("work")  # ... the tick does
+    assert not orch.apply(rid, []).unsent  # nothing left for a flush
+
+
+class Answering(Lambda):
+    """Answers the synchronous stages after a while (longer than the driver's tick: it ticks idle meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+
+    def invoke_sync(self, function: str, payload: dict[str, Any]) -> Any:
+        self.calls[function] += 1
+        threading.Event().wait(0.08)
+        return InvokeResult({"n": 1})
+
+
+def test_the_driver_neither_sends_again_nor_commits_only_to_record_what_it_sent_itself(
+    local_store: ObjectStore,
+) -> None:
+    states = Writes(local_store)
+    service = Answering()
+    orch = Orchestrator(make_pipeline(CHAIN), states, service)
+    try:
+        rid = orch.create({}).request_id  # sends ``first`` (sync) before the driver starts
+        done = orch.drive(rid, tick_s=0.01)
+    finally:
+        orch.close()
+    assert done.status is RequestStatus.COMPLETED and service.calls == {"First": 1, "Second": 1}
+    # Each commit changed something besides the outbox and the ledger: created, started, first's success, the end.
+    assert all(_differences(a, b) for a, b in pairwise(states.docs)), [
+        _differences(a, b) for a, b in pairwise(states.docs)
+    ]
+    assert len(states.docs) == 4
+
+
+CHAIN = """
+    name: chain
+    final: second
+    defaults: {timeout: 10m}
+    stages:
+      first: {function: First, mode: sync}
+      second: {function: Second, needs: [first], mode: sync}
+"""
+
+
+class Writes(CountingStore):
+    """Keeps every state.json written, and the prefixes listed."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.docs: list[dict[str, Any]] = []
+        self.listed: list[str] = []
+
+    def list(self, prefix: str) -> Iterator[str]:
+        self.listed.append(prefix)
+        return super().list(prefix)
+
+    def put(self, key: str, data: bytes, **options: Any) -> str:
+        if key.endswith("/metadata/state.json"):
+            self.docs.append(json.loads(data))
+        return super().put(key, data, **options)
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> set[str]:
+    """The members of two state.json documents that differ, besides the bookkeeping every commit changes."""
+    ignored = {"version", "updated_at", "ledger"}
+    changed = {name for name in a.keys() | b.keys() if name not in ignored and a.get(name) != b.get(name)}
+    if "stages" in changed:
+        changed.discard("stages")
+        for stage in a["stages"].keys() | b["stages"].keys():
+            sa, sb = dict(a["stages"].get(stage) or {}), dict(b["stages"].get(stage) or {})
+            sa.pop("unsent", None)
+            sb.pop("unsent", None)
+            if sa != sb:
+                changed.add(f"stages.{stage}")
+    return changed
+
+
+def test_a_driver_collects_garbage_for_a_request_it_did_not_create_only(local_store: ObjectStore) -> None:
+    # The garbage a driver collects is the shards of another writer's crashed step: a request created by this
+    # orchestrator has none, and its driver does not list the request's shards for it.
+    states = Writes(local_store)
+    orch = Orchestrator(make_pipeline(CHAIN), states, Answering())
+    try:
+        rid = orch.create({}).request_id
+        orch.drive(rid, tick_s=0.01)
+        assert not [p for p in states.listed if p.startswith(f"requests/{rid}/")]
+        heir = Orchestrator(make_pipeline(CHAIN), states, Answering())  # a resume elsewhere: it does collect
+        # Created and started elsewhere, its first invoke never sent: the heir sends it again and runs it.
+        other = (
+            Orchestrator(make_pipeline(CHAIN), states, Answering(), sync_submit=lambda call: None).create({}).request_id
+        )
+        try:
+            heir.drive(other, tick_s=0.01)
+        finally:
+            heir.close()
+    finally:
+        orch.close()
+    assert [p for p in states.listed if p.startswith(f"requests/{other}/")]

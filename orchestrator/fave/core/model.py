@@ -430,7 +430,18 @@ class CachedItems:
 
 
 def negative_at(values: Iterable[int]) -> list[int]:
-    """The positions of the negative values, ascending: one pass in C (a stage's 10,000 items: the few misses)."""
+    """The positions of the negative values, ascending: passes in C (a stage's 10,000 items: the few misses).
+    The usual few -1s of a list are counted and found with ``index`` (no object per position: ~0.2 ms for 10,000
+    where the general pass, which makes a bool per position, takes ~0.3)."""
+    if type(values) is list or type(values) is tuple:
+        few = values.count(-1)
+        if few * 16 <= len(values) and (not values or min(values) >= -1):
+            found: list[int] = []
+            at, index = -1, values.index
+            for _ in range(few):
+                at = index(-1, at + 1)
+                found.append(at)
+            return found
     return list(compress(count(), map(operator.gt, repeat(0), values)))
 
 
