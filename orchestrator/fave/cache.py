@@ -36,7 +36,9 @@ so the next run of the stage on another list finds it. A pack is a *base* object
 (``PACK_FORMAT``; format 2's ``{"rows": {KEY: [OUTPUT, SOURCE]}}`` is still read): arrays with a row per stored
 output, ``{"v": 3, "generation", "sources": [REQUEST_ID...], "keys": "64 hex digits per row, concatenated",
 "outputs": [...], "from": [index into sources, or -1: no output], "list": [ELEMENT...]}``, ``list`` being the
-list the pack was last written for, its position ``i`` being row ``i``. A delta names its base's ``generation``
+list the pack was last written for, its position ``i`` being row ``i``. A base keeps that list as the text orjson
+wrote for it when it can (``"list_text"``, ``"list_ends"``, ``"list_check"``: ``fave.packlist``), so that the next
+run compares its list with it by text, without decoding it. A delta names its base's ``generation``
 and holds the rows added since and the positions of the latest list that differ from the base's
 (``"length"``, ``"at"``, ``"list"``, ``"rows"``); a delta for another generation is left out (``Pack``).
 
@@ -98,11 +100,12 @@ from fave_shared import refs
 from fave_shared.errors import ConflictError, FaveError, NotFoundError
 from fave_shared.store import Blob, ObjectStore
 
-from fave import jsonbytes
+from fave import jsonbytes, packlist
 from fave.core.model import negative_at
 from fave.jsonbytes import Encoder
 from fave.keys import CACHE_PREFIX
 from fave.keys import cache_key as cache_object
+from fave.packlist import ListText
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +292,8 @@ class Pack:
     outputs: list[Any] = field(default_factory=list)
     source_of: list[int] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
-    elements: list[Any] = field(default_factory=list)
+    elements: Sequence[Any] = field(default_factory=list)
+    """As read: a ``packlist.ListText`` (decoded only if indexed) or a list."""
     parked: bool = False
     blob: Blob | None = None
     """The base object as read (None: there was none): its ``etag``, computed only if a writer replaces the base."""
@@ -297,7 +301,7 @@ class Pack:
     generation: str = ""
     base_rows: int = 0
     delta_etag: str | None = None
-    base_elements: list[Any] | None = None
+    base_elements: Sequence[Any] | None = None
     """The base's own list, when a delta patched ``elements`` (what a new delta is made against)."""
     written_at: float = 0.0
     """When the base was written (seconds since the epoch; 0: unknown)."""
@@ -488,9 +492,11 @@ def _pack_arrays(doc: dict[str, Any], parked: bool, blob: Blob) -> Pack | None:
     if doc.get("v") != PACK_FORMAT:
         return None
     arrays = _arrays(doc)
-    elements = doc.get("list")
+    elements: Sequence[Any] | None = doc.get("list")
+    if elements is None:
+        elements = ListText.read(doc)  # the list as its text (fave.packlist): None if malformed
     generation = doc.get("generation", "")
-    if arrays is None or not isinstance(elements, list) or len(elements) > len(arrays[1]):
+    if arrays is None or not isinstance(elements, (list, ListText)) or len(elements) > len(arrays[1]):
         return None
     if not isinstance(generation, str):
         return None
@@ -544,7 +550,7 @@ def _with_delta(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
         return None
     names, where = _sources_with(base.sources, sources)
     remap = [where[name] for name in sources]
-    listed = base.elements[:length]
+    listed = list(base.elements[:length])  # (a ListText is decoded here: a delta patches its elements)
     list_rows = list(range(len(listed)))
     if length > len(listed):  # positions beyond the base's list: each is patched
         listed.extend(repeat(None, length - len(listed)))
@@ -609,7 +615,9 @@ def bulk_rows(pack: Pack, elements: Sequence[Any], keys_of: Callable[[list[int]]
     count = len(elements)
     same = min(count, len(previous))
     source_of = pack.source_of
-    equal = same_values(elements, previous)
+    equal = previous.same(elements) if isinstance(previous, ListText) else None  # by text (fave.packlist)
+    if equal is None:
+        equal = same_values(elements, previous)
     # Whole-list passes run in C (10,000 positions): each position at its row in the pack's list, then the ones
     # that differ (a few) set apart, then those whose row has no output (a failed item: rare) likewise.
     rows = list(range(same)) if pack.list_rows is None else pack.list_rows[:same]
@@ -729,7 +737,7 @@ def _merged(old: Pack, run: PackRun, placed: list[int], fresh: list[int]) -> dic
         "from": [-1 if name is None else where[name] for name in row_sources],
         "parked": _holds_marker(out_outputs),
         "outputs": out_outputs,
-        "list": list(run.elements) if run.elements is not None else [],
+        **packlist.fields(run.elements if run.elements is not None else ()),
     }
 
 

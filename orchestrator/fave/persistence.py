@@ -17,11 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import operator
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from itertools import compress, repeat
 from typing import Any, TypeVar
 
 from fave_shared import refs
@@ -46,6 +44,7 @@ from fave.core.model import (
     StageStatus,
     Task,
     TaskStatus,
+    negative_at,
 )
 from fave.core.operations import Budget
 from fave.ids import validate_request_id
@@ -304,20 +303,28 @@ def cached_section(bulk: CachedItems, lo: int, hi: int) -> str:
     """``,"cached":{...}`` (``statefile.CachedDoc``) for the items from ``lo`` to ``hi`` (excluded) that ``bulk``
     holds; empty when it holds none of them. One encoder call for the whole section."""
     held = bulk.source_of[lo:hi]
-    missing = held.count(-1)
-    if missing == len(held):
+    size = len(held)
+    if held.count(-1) == size:
         return ""
-    items: Iterable[int] = range(lo, lo + len(held))
-    outputs: Iterable[Any] = bulk.outputs[lo:hi]
-    if missing:  # C-speed passes (a shard's 128 items, for each of a large stage's shards)
-        keep = list(map(operator.le, repeat(0), held))
-        items, outputs, held = compress(items, keep), compress(outputs, keep), tuple(compress(held, keep))
+    outputs = bulk.outputs[lo:hi]
+    items: list[int] = []
+    kept_outputs: list[Any] = []
+    kept: list[int] = []
+    start = 0
+    # The runs between the items it does not hold, copied a slice at a time (a shard's 128 items, for each of a
+    # large stage's shards; a re-run's shard lacks one or two): no object made per item.
+    for gap in [*negative_at(held), size]:
+        if gap > start:
+            items.extend(range(lo + start, lo + gap))
+            kept_outputs.extend(outputs[start:gap])
+            kept.extend(held[start:gap])
+        start = gap + 1
     doc = {  # lists, not tuples: orjson's bytes of a value with a null are kept only if it reads back equal
         "at": bulk.at,
         "sources": list(bulk.sources),
-        "items": list(items),
-        "outputs": list(outputs),
-        "source_of": list(held),
+        "items": items,
+        "outputs": kept_outputs,
+        "source_of": kept,
     }
     return ',"cached":' + _ENCODER.text(doc)
 
