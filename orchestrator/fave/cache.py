@@ -35,12 +35,13 @@ so the next run of the stage on another list finds it. A pack is a *base* object
 ``cache/packs/PACK.json``) and maybe a *delta* (``delta_object``, ``cache/deltas/PACK.json``), both format 3
 (``PACK_FORMAT``; format 2's ``{"rows": {KEY: [OUTPUT, SOURCE]}}`` is still read): arrays with a row per stored
 output, ``{"v": 3, "generation", "sources": [REQUEST_ID...], "keys": "64 hex digits per row, concatenated",
-"outputs": [...], "from": [index into sources, or -1: no output], "list": [ELEMENT...]}``, ``list`` being the
-list the pack was last written for, its position ``i`` being row ``i``. A base keeps that list as the text orjson
-wrote for it when it can (``"list_text"``, ``"list_ends"``, ``"list_check"``: ``fave.packlist``), so that the next
-run compares its list with it by text, without decoding it. A delta names its base's ``generation``
-and holds the rows added since and the positions of the latest list that differ from the base's
-(``"length"``, ``"at"``, ``"list"``, ``"rows"``); a delta for another generation is left out (``Pack``).
+"outputs": [...], "from": [index into sources, or -1: no output], "list": [ELEMENT...]}`` (a base writes
+``from`` as little-endian int32s in hex, and its key index: ``"prefixes"``, ``"prefix_rows"``, ``Pack._sorted``),
+``list`` being the list the pack was last written for, its position ``i`` being row ``i``. A base keeps that list
+as the text orjson wrote for it when it can (``"list_text"``, ``"list_ends"``, ``"list_check"``:
+``fave.packlist``), so that the next run compares its list with it by text, without decoding it. A delta names
+its base's ``generation`` and holds the rows added since and the positions of the latest list that differ from the
+base's (``"length"``, ``"at"``, ``"list"``, ``"rows"``); a delta for another generation is left out (``Pack``).
 
 * *Lookup, in bulk*: a stage that starts afresh with no per-item needs, and no stage downstream taking its
   items one by one (``Engine``'s ``bulk_lookup``), asks once with its whole list (``CacheLookup.elements``). The
@@ -577,6 +578,15 @@ def _pack_arrays(doc: dict[str, Any], parked: bool, blob: Blob) -> Pack | None:
 def _arrays(doc: dict[str, Any]) -> tuple[str, list[Any], list[int], list[str]] | None:
     """The rows of a format-3 object (a base or a delta): keys, outputs, source_of, sources; None if malformed."""
     keys, outputs, source_of, sources = doc.get("keys"), doc.get("outputs"), doc.get("from"), doc.get("sources")
+    ints = False  # whether source_of holds ints only, by construction
+    if isinstance(source_of, str):  # a base's, as little-endian int32s in hex (_from_field)
+        try:
+            packed = array("i", bytes.fromhex(source_of))
+        except ValueError:
+            return None
+        if not _LITTLE:
+            packed.byteswap()
+        source_of, ints = packed.tolist(), True
     if not (isinstance(keys, str) and isinstance(outputs, list) and isinstance(source_of, list)):
         return None
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
@@ -584,9 +594,19 @@ def _arrays(doc: dict[str, Any]) -> tuple[str, list[Any], list[int], list[str]] 
     rows = len(outputs)
     if len(keys) != rows * _KEY_LEN or len(source_of) != rows:
         return None
-    if source_of and (not set(map(type, source_of)) <= {int} or min(source_of) < -1 or max(source_of) >= len(sources)):
+    if source_of and (
+        not (ints or set(map(type, source_of)) <= {int}) or min(source_of) < -1 or max(source_of) >= len(sources)
+    ):
         return None
     return keys, outputs, source_of, sources
+
+
+def _from_field(source_of: list[int]) -> str:
+    """A base's ``"from"``: its rows' sources as little-endian int32s in hex (read without a type check per row)."""
+    packed = array("i", source_of)
+    if not _LITTLE:
+        packed.byteswap()
+    return packed.tobytes().hex()
 
 
 def _with_delta(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:
@@ -793,7 +813,7 @@ def _merged(old: Pack, run: PackRun, placed: list[int], fresh: list[int]) -> dic
         "written_at": round(_now(), 3),
         "sources": table,
         "keys": keys,
-        "from": [-1 if name is None else where[name] for name in row_sources],
+        "from": _from_field([-1 if name is None else where[name] for name in row_sources]),
         "parked": _holds_marker(out_outputs),
         **_index_fields(keys),
         "outputs": out_outputs,

@@ -330,6 +330,10 @@ def test_a_pack_compares_the_next_list_by_position_and_keys_only_what_differs(st
         {"v": 3, "keys": "a" * 64, "outputs": [1], "from": [1], "sources": ["R"], "list": []},  # no source 1
         {"v": 3, "keys": "a" * 64, "outputs": [1], "from": [0], "sources": ["R"], "list": [1, 2]},  # list > rows
         {"v": 3, "keys": "a" * 64, "outputs": [1], "from": [0], "sources": [7], "list": []},  # not a request id
+        {"v": 3, "keys": "a" * 64, "outputs": [1], "from": [0.0], "sources": ["R"], "list": []},  # not an int
+        {"v": 3, "keys": "a" * 64, "outputs": [1], "from": "0100000", "sources": ["R"], "list": []},  # odd hex
+        {"v": 3, "keys": "a" * 64, "outputs": [1], "from": "01000000", "sources": ["R"], "list": []},  # source 1
+        {"v": 3, "keys": "a" * 64, "outputs": [1, 2], "from": "00000000", "sources": ["R"], "list": []},  # 1 of 2
         {"v": 9, "rows": {}},
     ],
 )
