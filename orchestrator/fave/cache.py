@@ -89,7 +89,6 @@ import operator
 import os
 import re
 import secrets
-import sys
 import time
 from array import array
 from bisect import bisect_left
@@ -108,10 +107,10 @@ from fave.core.model import negative_at
 from fave.jsonbytes import Encoder
 from fave.keys import CACHE_PREFIX
 from fave.keys import cache_key as cache_object
+from fave.packed import from_le, to_le
 from fave.packlist import ListText
 
 log = logging.getLogger(__name__)
-_LITTLE = sys.byteorder == "little"
 
 KEY_VERSION = 2
 _SKIP_DIRS = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".git"})
@@ -280,9 +279,9 @@ _SLOTS = re.compile(f".{{{_KEY_LEN}}}", re.DOTALL)
 
 
 def _words(keys: str) -> array[int]:
-    """The first 64 bits of each key of ``keys`` (64 hex digits each), as this machine reads 8 bytes (``ValueError``
-    if not hex): one pass in C."""
-    return array("Q", bytes.fromhex(keys))[:: _KEY_LEN // 16]
+    """The first 64 bits of each key of ``keys`` (64 hex digits each), read as a little-endian int on any machine
+    (``ValueError`` if not hex): one pass in C."""
+    return from_le("Q", bytes.fromhex(keys))[:: _KEY_LEN // 16]
 
 
 def _index_fields(keys: str) -> dict[str, str]:
@@ -293,10 +292,7 @@ def _index_fields(keys: str) -> dict[str, str]:
     words = _words(keys.replace("-", "0"))
     order = sorted(range(len(words)), key=words.__getitem__)
     ordered, rows = array("Q", map(words.__getitem__, order)), array("I", order)
-    if not _LITTLE:
-        ordered.byteswap()
-        rows.byteswap()
-    return {"prefixes": ordered.tobytes().hex(), "prefix_rows": rows.tobytes().hex()}
+    return {"prefixes": to_le(ordered).hex(), "prefix_rows": to_le(rows).hex()}
 
 
 def _read_index(doc: dict[str, Any], rows: int) -> tuple[array[int], array[int]] | None:
@@ -305,12 +301,9 @@ def _read_index(doc: dict[str, Any], rows: int) -> tuple[array[int], array[int]]
     if not (isinstance(prefixes, str) and isinstance(at, str)):
         return None
     try:
-        words, order = array("Q", bytes.fromhex(prefixes)), array("I", bytes.fromhex(at))
+        words, order = from_le("Q", bytes.fromhex(prefixes)), from_le("I", bytes.fromhex(at))
     except ValueError:
         return None
-    if not _LITTLE:
-        words.byteswap()
-        order.byteswap()
     if len(words) != rows or len(order) != rows or (rows and max(order) >= rows):
         return None
     return words, order
@@ -383,7 +376,7 @@ class Pack:
         if self._index:
             return self._index.get(key, -1)
         try:
-            word = array("Q", bytes.fromhex(key[:16]))[0]
+            word = _words(key[:16])[0]
         except (ValueError, IndexError):
             return -1
         covered = 0
@@ -581,12 +574,9 @@ def _arrays(doc: dict[str, Any]) -> tuple[str, list[Any], list[int], list[str]] 
     ints = False  # whether source_of holds ints only, by construction
     if isinstance(source_of, str):  # a base's, as little-endian int32s in hex (_from_field)
         try:
-            packed = array("i", bytes.fromhex(source_of))
+            source_of, ints = from_le("i", bytes.fromhex(source_of)).tolist(), True
         except ValueError:
             return None
-        if not _LITTLE:
-            packed.byteswap()
-        source_of, ints = packed.tolist(), True
     if not (isinstance(keys, str) and isinstance(outputs, list) and isinstance(source_of, list)):
         return None
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
@@ -603,10 +593,7 @@ def _arrays(doc: dict[str, Any]) -> tuple[str, list[Any], list[int], list[str]] 
 
 def _from_field(source_of: list[int]) -> str:
     """A base's ``"from"``: its rows' sources as little-endian int32s in hex (read without a type check per row)."""
-    packed = array("i", source_of)
-    if not _LITTLE:
-        packed.byteswap()
-    return packed.tobytes().hex()
+    return to_le(array("i", source_of)).hex()
 
 
 def _with_delta(base: Pack, delta: dict[str, Any], parked: bool) -> Pack | None:

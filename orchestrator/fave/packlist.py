@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import operator
-import sys
 from array import array
 from collections.abc import Iterator, Sequence
 from itertools import accumulate, repeat
@@ -29,11 +28,11 @@ from typing import Any, overload
 import orjson
 
 from fave.jsonbytes import Encoder
+from fave.packed import from_le, to_le
 
 _ENCODER = Encoder(ensure_ascii=False, allow_nan=False)
 """orjson's exact bytes (``Encoder.exact``) do not depend on ``ensure_ascii``/``allow_nan``, only on the key order
 (not sorted, as the pack's own encoder): the text compared is the text written."""
-_LITTLE = sys.byteorder == "little"
 _MAX_TEXT = 2**32 - 1
 
 
@@ -52,9 +51,7 @@ def fields(elements: Sequence[Any]) -> dict[str, Any]:
     ends = array("I", accumulate(map(operator.add, lengths, repeat(1))))  # element i ends at 1 + its text + i commas
     if ends[-1] != len(text) - 1:  # not where the whole list's text says: keep the list itself
         return {"list": values}
-    if not _LITTLE:
-        ends.byteswap()
-    raw = ends.tobytes()
+    raw = to_le(ends)
     return {"list_text": text.decode(), "list_ends": raw.hex(), "list_check": _check(text, raw)}
 
 
@@ -82,9 +79,7 @@ class ListText(Sequence[Any]):
             return None
         if len(raw) % 4 or not raw or _check(data, raw) != check:
             return None
-        ends = array("I", raw)
-        if not _LITTLE:
-            ends.byteswap()
+        ends = from_le("I", raw)
         if ends[-1] != len(data) - 1 or not data.startswith(b"[") or not data.endswith(b"]"):
             return None
         return cls(data, ends)

@@ -22,7 +22,7 @@ from fave.invoke.base import InvokeResult
 from fave.service import HANDOVER_MARGIN_S, Orchestrator, handover_margin
 from fave_shared.store import ObjectStore
 from fave_shared.store.counting import CountingStore
-from support.pipelines import make_pipeline
+from support.pipelines import CHAIN, make_pipeline
 
 ITEMS = 300
 PIPELINE = """
@@ -194,26 +194,17 @@ def test_the_driver_neither_sends_again_nor_commits_only_to_record_what_it_sent_
     service = Answering()
     orch = Orchestrator(make_pipeline(CHAIN), states, service)
     try:
-        rid = orch.create({}).request_id  # sends ``first`` (sync) before the driver starts
+        rid = orch.create({}).request_id  # sends ``a`` (sync) before the driver starts
         done = orch.drive(rid, tick_s=0.01)
     finally:
         orch.close()
-    assert done.status is RequestStatus.COMPLETED and service.calls == {"First": 1, "Second": 1}
-    # Each commit changed something besides the outbox and the ledger: created, started, first's success, the end.
+    assert done.status is RequestStatus.COMPLETED and service.calls == {"A": 1, "B": 1, "C": 1}
+    # Each commit changed something besides the outbox and the ledger: created, started, a's and b's
+    # successes, the end.
     assert all(_differences(a, b) for a, b in pairwise(states.docs)), [
         _differences(a, b) for a, b in pairwise(states.docs)
     ]
-    assert len(states.docs) == 4
-
-
-CHAIN = """
-    name: chain
-    final: second
-    defaults: {timeout: 10m}
-    stages:
-      first: {function: First, mode: sync}
-      second: {function: Second, needs: [first], mode: sync}
-"""
+    assert len(states.docs) == 5
 
 
 class Writes(CountingStore):

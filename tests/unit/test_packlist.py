@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from typing import Any
 
 import orjson
 import pytest
+from fave import packed
 from fave.cache import same_values
 from fave.packlist import ListText, fields
 from hypothesis import given, settings
@@ -80,3 +82,16 @@ def test_a_text_whose_ends_or_digest_do_not_hold_is_no_list(member: str) -> None
     doc[member] = value[:10] + ("1" if value[10] != "1" else "2") + value[11:]  # one character changed
     assert ListText.read(doc) is None
     assert ListText.read({**doc, member: 7}) is None
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_a_packs_ints_are_little_endian_bytes_on_any_machine(swap: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packed, "_SWAP", swap)  # True: as a big-endian machine goes about it
+    values = array("I", [1, 2**32 - 1, 258])
+    data = packed.to_le(values)
+    assert list(values) == [1, 2**32 - 1, 258]  # left as it was
+    assert packed.from_le("I", data) == values
+    if not swap:  # this machine is little-endian: the bytes themselves
+        assert data == b"\x01\0\0\0\xff\xff\xff\xff\x02\x01\0\0"
+    with pytest.raises(ValueError):
+        packed.from_le("I", b"\x01\x02\x03")
