@@ -28,7 +28,7 @@ from fave_shared.store import ObjectStore
 from immutables import Map
 
 from fave.core.budget import Ledger
-from fave.core.dag import Pipeline
+from fave.core.dag import DagError, ForEach, Pipeline
 from fave.core.engine import Engine
 from fave.core.model import (
     Attempt,
@@ -56,6 +56,7 @@ from fave.keys import (
     input_key,
     items_key,
     parse_shard_key,
+    request_prefix,
     shard_key,
     shard_object_key,
     state_key,
@@ -94,6 +95,33 @@ decision that needs one item (a per-item downstream task's input, a retry's) rea
 def list_block(doc: StateDoc, for_each: str) -> int:
     """Items per block object of the fan-out list ``for_each`` of the request ``doc`` describes."""
     return doc.fanout_blocks.get(for_each, SHARD_SIZE)
+
+
+def read_list_block(store: ObjectStore, doc: StateDoc, for_each: str, block: int) -> list[Any]:
+    """Block ``block`` of the fan-out list ``for_each`` of the request ``doc`` describes: its block object, or,
+    for a list kept only in its source output (``StateDoc.fanout_sources``), that output's list. ``NotFoundError``
+    if the object is gone; ``ValueError`` if it does not hold the list."""
+    source = doc.fanout_sources.get(for_each)
+    if source is None:
+        chunk = json.loads(store.get(items_key(doc.request_id, for_each, block)).data)
+        if not isinstance(chunk, list):
+            raise ValueError(f"fan-out list {for_each} block {block} is not a list")
+        return chunk
+    if block != 0:
+        raise ValueError(f"fan-out list {for_each} is one block: it has no block {block}")
+    return list_from_source(store, doc.request_id, for_each, source)
+
+
+def list_from_source(store: ObjectStore, request_id: str, for_each: str, source: str) -> list[Any]:
+    """The fan-out list ``for_each`` as its source output parked at ``source`` holds it (``FanoutList.source``);
+    ``NotFoundError`` if that object is gone, ``ValueError`` if it is not this request's or holds no such list."""
+    if not source.startswith(request_prefix(request_id)):  # state.json names only the request's own objects
+        raise ValueError(f"fan-out list {for_each}: its source {source!r} is not an object of this request")
+    output = json.loads(store.get(source).data)  # as a block is read: the standard library (no int is rounded)
+    try:
+        return ForEach.parse(for_each).extract(output)
+    except DagError as exc:
+        raise ValueError(f"fan-out list {for_each}: {exc}") from None
 
 
 SEGMENT_SHARDS = 16
@@ -511,7 +539,10 @@ class Persistence:
             state = replace(state, items=self._legacy_fanout_items(state))
             handle.fanout = set()  # written in blocks by the next commit
         else:
-            lists = {fe: FanoutList(total, list_block(doc, fe)) for fe, total in doc.fanout.items()}
+            lists = {
+                fe: FanoutList(total, list_block(doc, fe), source=doc.fanout_sources.get(fe))
+                for fe, total in doc.fanout.items()
+            }
             state = replace(state, items=Map(lists))
             if full:
                 wanted = frozenset((fe, b) for fe, fan in lists.items() for b in range(-(-fan.total // fan.block)))
@@ -567,9 +598,18 @@ class Persistence:
             if fanout is None or b in fanout.blocks:
                 continue
             try:
-                chunk = json.loads(self.store.get(items_key(state.request_id, key, b)).data)
+                if fanout.source is not None:
+                    chunk = list_from_source(self.store, state.request_id, key, fanout.source)
+                else:
+                    chunk = json.loads(self.store.get(items_key(state.request_id, key, b)).data)
             except NotFoundError:
                 raise ConflictError(f"request {state.request_id}: fan-out list {key} block {b} is missing") from None
+            except ValueError as exc:
+                raise CorruptStateError(f"request {state.request_id}: fan-out list {key}: {exc}") from None
+            if fanout.source is not None and len(chunk) != fanout.total:
+                raise CorruptStateError(
+                    f"request {state.request_id}: fan-out list {key} has {len(chunk)} items where {fanout.total} were"
+                )
             items = items.set(key, replace(fanout, blocks=fanout.blocks.set(b, tuple(chunk))))
         return replace(state, items=items)
 
@@ -616,6 +656,8 @@ class Persistence:
         superseded: list[str] = []
         for key, fanout in state.items.items():
             if key in handle.fanout:
+                continue
+            if fanout.source is not None:  # read back from its source output (one block): nothing to write
                 continue
             for b, chunk in fanout.blocks.items():  # a new list is wholly in memory
                 self.store.put(items_key(state.request_id, key, b), _dumps(list(chunk)), content_type=_JSON)
@@ -817,6 +859,7 @@ class Persistence:
             stages=stages,
             fanout={key: len(fanout) for key, fanout in state.items.items()},
             fanout_blocks={key: fanout.block for key, fanout in state.items.items()},
+            fanout_sources={key: fanout.source for key, fanout in state.items.items() if fanout.source is not None},
             abandoned=state.abandoned,
             abandoned_until=state.abandoned_until,
             no_cache=state.no_cache,
@@ -926,8 +969,10 @@ __all__ = [
     "Persistence",
     "committed_shards",
     "list_block",
+    "list_from_source",
     "list_request_ids",
     "parse_state",
+    "read_list_block",
     "read_shard_object",
     "read_stage_tasks",
 ]

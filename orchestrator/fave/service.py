@@ -508,12 +508,15 @@ class Orchestrator:
         data = b""
         if not small and not _surely_inline(output) and not refs.is_ref(output):
             data = _PARK.encode(output)  # its size (UTF-8, as a payload carries it) and, if parked, its bytes
+        source = None
         if len(data) > INLINE_OUTPUT_LIMIT:
             key = task_output_key(request_id, event.stage, event.item, event.attempt)
             self.store.put(key, data, content_type="application/json")
             plain = output if _MARKER_BYTES not in data else _UNKNOWN  # its lists need no reading back nor walk
             # Its size as a payload carries it: the bytes just written (UTF-8, encoded as payloads are).
             output = refs.marker(key, size=len(data))
+            if plain is not _UNKNOWN:  # its lists read back from it as they are: not written again (one block)
+                source = key
         else:
             plain = _UNKNOWN
         fanout: dict[str, tuple[Any, ...]] = {}
@@ -527,7 +530,7 @@ class Orchestrator:
         if output is event.output and not fanout:
             return event
         block = _list_block(max(map(len, fanout.values()), default=0), len(data))
-        return replace(event, output=output, fanout=fanout, fanout_block=block)
+        return replace(event, output=output, fanout=fanout, fanout_block=block, fanout_source=source)
 
     # ---- doing ----------------------------------------------------------------------------------------
 

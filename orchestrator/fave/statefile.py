@@ -7,7 +7,8 @@ stage, ``persistence.SHARD_SIZE`` items per object, so a completion rewrites a b
 grows with N. Each write is a new object; state.json names the committed one (``StageDoc.shard_tokens``).
 ``requests/{id}/metadata/items/{for_each}/{block}.json``: a fan-out list in blocks of ``StateDoc.fanout_blocks``
 items (``persistence.LIST_BLOCK``; 128 before schema 3), written once when the list is made, read a block at a
-time.
+time; a list of one block whose source output is parked is read from that output instead (schema 5,
+``StateDoc.fanout_sources``).
 
 Schema 3 (this version) lets one object hold several shards of a stage that one commit changed (a *segment*,
 ``SegmentDoc``; its shards' entries in ``shard_tokens`` read ``TOKEN@HOME``, ``keys.shard_object_key``): a
@@ -28,9 +29,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, ClassVar, TypeVar, Union, cast, get_args, get_origin
 
-SCHEMA_VERSION = 4
-"""4: a task shard may hold a ``cached`` section (``CachedDoc``), which a reader of 3 would take for PENDING tasks.
-3: segments (several shards in one object). Files of earlier versions are read."""
+SCHEMA_VERSION = 5
+"""5: a fan-out list may have no item blocks, only its source output (``StateDoc.fanout_sources``), which a reader
+of 4 would look for in vain. 4: a task shard may hold a ``cached`` section (``CachedDoc``), which a reader of 3
+would take for PENDING tasks. 3: segments (several shards in one object). Files of earlier versions are read."""
 
 _D = TypeVar("_D", bound="Doc")
 
@@ -405,6 +407,9 @@ class StateDoc(Doc):
     fanout_blocks: dict[str, int] = field(default_factory=dict)
     """Items per block object of each fan-out list (``FanoutList.block``); a list not named here (a schema-2
     file) has blocks of 128 (``persistence.SHARD_SIZE``)."""
+    fanout_sources: dict[str, str] = field(default_factory=dict)
+    """Fan-out lists of one block that have no item block object: each is the field ``for_each`` names of the
+    source output parked at this key (``FanoutList.source``; ``persistence.read_list_block``)."""
     abandoned: int = 0
     """Attempts still running when the request ended, not reported yet (``RequestState.abandoned``)."""
     abandoned_until: float | None = None

@@ -31,13 +31,14 @@ from fave_shared.store import ObjectStore, get_json
 from fave.core.dag import KEY_DIGEST_CHARS, DagError, ForEach
 from fave.core.model import RequestStatus
 from fave.ids import validate_request_id
-from fave.keys import final_key, items_key, state_key
+from fave.keys import final_key, state_key
 from fave.persistence import (
     SHARD_SIZE,
     CorruptStateError,
     list_block,
     list_request_ids,
     parse_state,
+    read_list_block,
     read_shard_object,
 )
 from fave.statefile import ShardDoc, StageDoc, StateDoc, TaskDoc
@@ -298,6 +299,7 @@ class ItemKeys:
 
     def __init__(self, store: ObjectStore, doc: StateDoc, stage: str) -> None:
         self.store = store
+        self.doc = doc
         self.request_id = doc.request_id
         shape = doc.pipeline.shape.get(stage) or {}
         text, key = shape.get("for_each"), shape.get("key")
@@ -315,7 +317,7 @@ class ItemKeys:
         if block not in self._blocks:
             assert self.for_each is not None
             try:
-                data = json.loads(self.store.get(items_key(self.request_id, str(self.for_each), block)).data)
+                data = read_list_block(self.store, self.doc, str(self.for_each), block)
             except (NotFoundError, ValueError):
                 data = None
             self._blocks[block] = data if isinstance(data, list) else None

@@ -16,7 +16,7 @@ from fave import service as service_module
 from fave.cli.bench_incremental import INCREMENTAL_PIPELINE, Operations
 from fave.cli.main import main
 from fave.core.model import Invoke, RequestState, RequestStatus, TaskSucceeded
-from fave.keys import tasks_prefix
+from fave.keys import task_output_key, tasks_prefix
 from fave.local.orchestrator import local_orchestrator
 from fave.packlist import ListText
 from fave.persistence import LIST_BLOCK, Persistence, read_stage_tasks
@@ -465,13 +465,16 @@ def test_a_base_older_than_a_week_is_written_again_instead_of_a_delta(
 
 
 def test_a_list_of_small_elements_is_stored_in_blocks_sized_by_their_bytes(store: LocalStore) -> None:
-    """A fan-out list's block objects hold ``LIST_BLOCK`` items, or more when the items are small (about
-    ``LIST_BLOCK_BYTES`` a block): a re-run of 10,000 ids writes one object for the list, not five; the blocks
-    read back whole, and a list of large elements keeps ``LIST_BLOCK`` items a block."""
+    """A fan-out list's blocks hold ``LIST_BLOCK`` items, or more when the items are small (about
+    ``LIST_BLOCK_BYTES`` a block): a list of 10,000 ids is one block, not five, and as its source output is
+    parked, it is read from there, with no block object written (``FanoutList.source``); it reads back whole. A
+    list of large elements keeps ``LIST_BLOCK`` items a block."""
     small, _, _ = run(store, {"items": 5 * LIST_BLOCK})
-    blocks = [k for k in store.list(f"requests/{small.request_id}/metadata/items/")]
-    assert len(blocks) == 1 and len(small.tasks["work"]) == 5 * LIST_BLOCK
-    assert len(json.loads(store.get(blocks[0]).data)) == 5 * LIST_BLOCK
+    assert not list(store.list(f"requests/{small.request_id}/metadata/items/"))
+    assert len(small.tasks["work"]) == 5 * LIST_BLOCK
+    fanout = small.items["plan.items"]
+    assert (fanout.block, fanout.source) == (5 * LIST_BLOCK, task_output_key(small.request_id, "plan", None, 1))
+    assert [e["id"] for e in fanout.elements("plan.items")] == list(range(5 * LIST_BLOCK))
     assert service_module._list_block(5 * LIST_BLOCK, 5 * LIST_BLOCK * 20) == 5 * LIST_BLOCK
     assert service_module._list_block(5 * LIST_BLOCK, 5 * LIST_BLOCK * 1000) == LIST_BLOCK  # 2 MB a block: no
     assert service_module._list_block(100_000, 100_000 * 20) == service_module.LIST_BLOCK_BYTES // 20

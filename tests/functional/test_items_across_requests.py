@@ -17,10 +17,12 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from fave.clock import ManualClock
 from fave.core.model import RequestStatus, Start, TaskFailed, TaskSucceeded
-from fave.persistence import SHARD_SIZE
+from fave.keys import state_key, task_output_key
+from fave.persistence import LIST_BLOCK, SHARD_SIZE, CorruptStateError
 from fave.service import Orchestrator
 from fave.status import status_document
 from fave.web.app import make_app
+from fave.web.tasks import task_detail
 from fave_shared.store import LocalStore
 from support import e2e
 from support.pipelines import make_pipeline
@@ -230,3 +232,48 @@ def test_a_step_that_fails_the_request_reads_the_failed_items_key_from_its_list_
     assert state.status is RequestStatus.FAILED and state.failure is not None
     assert state.failure.key == f"n{item}"
     assert status_document(store, rid)["failure"].startswith(f"stage 'work' item {item} (key 'n{item}') failed")
+
+
+def test_a_list_of_one_block_is_read_from_its_parked_source_output_not_written_again(tmp_path: Path) -> None:
+    """A fan-out list whose source output is parked (over ``INLINE_OUTPUT_LIMIT``) and fits one block is not
+    written a second time as an item block: state.json names the parked output (``fanout_sources``), and every
+    reader takes the list from it: a fresh step that needs the failed item's key, the status document, the web
+    view's task panel. The same list rewritten as not-a-list is a corrupt request, refused whole."""
+    store = LocalStore(tmp_path / "store")
+    clock = ManualClock(1_000.0)
+
+    def fresh() -> Orchestrator:
+        return Orchestrator(make_pipeline(PARTIAL), store, _Lambda(), clock=clock, sync_submit=lambda call: None)
+
+    rid = fresh().create({}, start=False).request_id
+    fresh().apply(rid, [Start()])
+    entries = [{"name": f"n{i}", "pad": "x" * 40} for i in range(3 * SHARD_SIZE)]  # ~20 KB: parked
+    fresh().apply(rid, [TaskSucceeded("plan", None, 1, {"items": entries})])
+    assert not list(store.list(f"requests/{rid}/metadata/items/"))
+    doc = json.loads(store.get(state_key(rid)).data)
+    source = task_output_key(rid, "plan", None, 1)
+    assert doc["fanout_sources"] == {"plan.items": source} and doc["fanout"] == {"plan.items": len(entries)}
+    assert fresh().load(rid, full=True).items["plan.items"].elements("plan.items") == tuple(entries)
+    item = 2 * SHARD_SIZE + 5
+    state = fresh().apply(rid, [TaskFailed("work", item, 1, "Boom", "broken", terminal=True)])
+    assert state.failure is not None and state.failure.key == f"n{item}"
+    assert status_document(store, rid)["failure"].startswith(f"stage 'work' item {item} (key 'n{item}') failed")
+    assert task_detail(store, rid, "work", item)["input"]["item"] == entries[item]
+    store.put(source, json.dumps({"items": {"not": "a list"}}).encode())
+    with pytest.raises(CorruptStateError, match=r"plan\.items"):
+        fresh().load(rid, full=True)
+    assert task_detail(store, rid, "work", item)["input"]["item"] is None  # the panel shows no element, no error
+
+
+def test_a_list_of_several_blocks_is_written_in_blocks_even_when_its_source_is_parked(tmp_path: Path) -> None:
+    """Only a list of one block is read from its source: one of several is read a block at a time, so its blocks
+    are written (a step that needs one item does not read the whole output)."""
+    store = LocalStore(tmp_path / "store")
+    clock = ManualClock(1_000.0)
+    orchestrator = Orchestrator(make_pipeline(PARTIAL), store, _Lambda(), clock=clock, sync_submit=lambda call: None)
+    rid = orchestrator.create({}, start=False).request_id
+    orchestrator.apply(rid, [Start()])
+    entries = [{"name": f"n{i}", "pad": "x" * 200} for i in range(LIST_BLOCK + 1)]  # ~0.5 MB: 2 blocks
+    orchestrator.apply(rid, [TaskSucceeded("plan", None, 1, {"items": entries})])
+    assert len(list(store.list(f"requests/{rid}/metadata/items/"))) == 2
+    assert not json.loads(store.get(state_key(rid)).data).get("fanout_sources")

@@ -888,7 +888,7 @@ class _Tx:
         )
         block = ev.fanout_block if ev.fanout_block > 0 else self.engine.list_block
         for for_each, values in ev.fanout.items():
-            self.items = self.items.set(for_each, FanoutList.whole(tuple(values), block))
+            self.items = self.items.set(for_each, FanoutList.whole(tuple(values), block, ev.fanout_source))
 
     def late_success(self, ev: TaskSucceeded) -> None:
         """A success after the request ended: kept (a resume will not run it again); the request's and the

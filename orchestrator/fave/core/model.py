@@ -308,11 +308,16 @@ class FanoutList:
     total: int
     block: int
     blocks: Map[int, tuple[Any, ...]] = field(default_factory=Map)
+    source: str | None = None
+    """The object the list's source output was parked in, when the list is one block of it: the list is read
+    back from there (``persistence``), not written again as a block object of its own."""
 
     @classmethod
-    def whole(cls, values: tuple[Any, ...], block: int) -> FanoutList:
+    def whole(cls, values: tuple[Any, ...], block: int, source: str | None = None) -> FanoutList:
+        """The list in blocks of ``block``; ``source`` (the parked output it is a field of) is kept only when the
+        list is one block (a list of several is read a block at a time, not from its whole source)."""
         chunks = {b: tuple(values[b * block : (b + 1) * block]) for b in range((len(values) + block - 1) // block)}
-        return cls(len(values), block, Map(chunks))
+        return cls(len(values), block, Map(chunks), source if len(values) <= block else None)
 
     def __len__(self) -> int:
         return self.total
@@ -567,6 +572,9 @@ class TaskSucceeded:
     fanout_block: int = 0
     """Items per block object of the ``fanout`` lists (``FanoutList.block``), sized by the executor from their
     bytes; 0: the engine's own ``list_block``."""
+    fanout_source: str | None = None
+    """The object the executor parked this output in, when the ``fanout`` lists read back from it as they are
+    (no marker inside to resolve): a list of one block is read from there (``FanoutList.source``)."""
 
 
 @dataclass(frozen=True, slots=True)

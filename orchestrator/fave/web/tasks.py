@@ -15,8 +15,8 @@ from fave_shared import refs
 from fave_shared.errors import NotFoundError, ValidationError
 from fave_shared.store import ObjectStore
 
-from fave.keys import items_key, request_prefix, task_input_key
-from fave.persistence import SHARD_SIZE, list_block
+from fave.keys import request_prefix, task_input_key
+from fave.persistence import SHARD_SIZE, list_block, read_list_block
 from fave.statefile import StateDoc, TaskDoc
 from fave.status import read_shard, read_state, retrying, stage_of, stage_page
 
@@ -61,7 +61,7 @@ def _fanout_item(store: ObjectStore, doc: StateDoc, for_each: str | None, item: 
         return None
     size = list_block(doc, for_each)
     try:
-        block = json.loads(store.get(items_key(doc.request_id, for_each, item // size)).data)
+        block = read_list_block(store, doc, for_each, item // size)
     except (NotFoundError, ValueError):
         return None
     offset = item % size
