@@ -671,16 +671,22 @@ def same_values(a: Sequence[Any], b: Sequence[Any]) -> list[bool]:
     return equal
 
 
-def bulk_rows(pack: Pack, elements: Sequence[Any], keys_of: Callable[[list[int]], Mapping[int, str]]) -> list[int]:
+def bulk_rows(
+    pack: Pack,
+    elements: Sequence[Any],
+    keys_of: Callable[[list[int]], Mapping[int, str]],
+    text: bytes | None = None,
+) -> list[int]:
     """The pack's row holding each element's output, by position (-1: none). An element equal to the one at its
     position in the list the pack was last written for has that row (no key made: a weekly list that changed
     1% compares 10,000 elements and hashes 100); the others are looked up by key (``keys_of(positions)``: their
-    item keys), so an element that moved, or came back, still hits."""
+    item keys), so an element that moved, or came back, still hits. ``text``: the exact text of ``elements`` when the
+    caller has it (``ListText.same``)."""
     previous = pack.elements
     count = len(elements)
     same = min(count, len(previous))
     source_of = pack.source_of
-    equal = previous.same(elements) if isinstance(previous, ListText) else None  # by text (fave.packlist)
+    equal = previous.same(elements, text) if isinstance(previous, ListText) else None  # by text (fave.packlist)
     if equal is None:
         equal = same_values(elements, previous)
     # Whole-list passes run in C (10,000 positions): each position at its row in the pack's list, then the ones

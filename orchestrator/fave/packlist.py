@@ -110,10 +110,11 @@ class ListText(Sequence[Any]):
     def _start(self, i: int) -> int:
         return 1 if i == 0 else self._ends[i - 1] + 1
 
-    def same(self, elements: Sequence[Any]) -> list[bool] | None:
+    def same(self, elements: Sequence[Any], text: bytes | None = None) -> list[bool] | None:
         """Per position (up to the shorter list), whether ``elements[i]`` is the same JSON value as this list's
-        (``cache.same_values``' answer), from the two texts; None when ``elements`` has no exact orjson text."""
-        new = _ENCODER.exact(list(elements))
+        (``cache.same_values``' answer), from the two texts; None when ``elements`` has no exact orjson text.
+        ``text``: that text (``_ENCODER.exact(list(elements))``), when the caller made it already."""
+        new = text if text is not None else _ENCODER.exact(list(elements))
         if new is None:
             return None
         count = min(len(elements), len(self))

@@ -21,7 +21,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
@@ -125,6 +125,26 @@ LIST_BLOCK_BYTES = 256 * 1024
 items per block (a 10,000-element list of ids is one object, not five), one of large elements ``LIST_BLOCK``."""
 
 
+def _encoded_with_lists(output: Any, fields: Collection[str]) -> tuple[bytes, dict[str, bytes]]:
+    """``_PARK.encode(output)``, and the exact text of each of ``fields`` that is a list in it (an output object's
+    member: ``for_each: STAGE.FIELD``). orjson writes an object as ``{`` + its members + ``}``, each
+    ``"name":value`` with the value's own bytes: so the text of such an output is made of its members' texts,
+    the lists among them kept (the same bytes, one encoding instead of two)."""
+    if not fields or type(output) is not dict or not any(type(output.get(f)) is list for f in fields):
+        return _PARK.encode(output), {}
+    members: list[bytes] = []
+    texts: dict[str, bytes] = {}
+    for name, value in output.items():
+        head = _PARK.exact(name) if type(name) is str else None
+        text = _PARK.exact(value) if head is not None else None
+        if head is None or text is None:  # a member orjson does not write exactly: the whole output as before
+            return _PARK.encode(output), {}
+        if name in fields and type(value) is list:
+            texts[name] = text
+        members.append(head + b":" + text)
+    return b"{" + b",".join(members) + b"}", texts
+
+
 def _list_block(count: int, size: int) -> int:
     """Items per block of the lists of an output of ``size`` bytes (0: not measured) whose longest list has
     ``count`` elements; 0 for the engine's own (``LIST_BLOCK``). The output's bytes are an upper bound of the
@@ -217,6 +237,13 @@ class Orchestrator:
         for spec in pipeline.stages.values():
             if spec.for_each is not None:
                 self._fed_by.setdefault(spec.for_each.source, []).append(spec)
+        self._cached_lists: dict[str, frozenset[str]] = {}
+        """Source stage -> the fields of its output that cached stages without per-item needs fan out over (their
+        bulk lookup compares the list's text: ``_list_texts``)."""
+        for spec in pipeline.stages.values():
+            if spec.for_each is not None and spec.cache and not spec.item_needs and len(spec.for_each.path) == 1:
+                fields = self._cached_lists.get(spec.for_each.source, frozenset())
+                self._cached_lists[spec.for_each.source] = fields | {spec.for_each.path[0]}
         # The persistence's traffic, tallied per request for its ledger (``StoreRequests``).
         self.meter = RequestMeter(store)
         self.persistence = Persistence(self.meter, pipeline, self.engine)
@@ -256,6 +283,10 @@ class Orchestrator:
         the item keys, reused by its tasks' own lookups and by the pack's write (then dropped)."""
         self._task_keys: dict[tuple[str, str, int | None], str] = {}
         """(request, stage, item) -> the key an invocation's lookup computed, reused to store its output."""
+        self._list_texts: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}
+        """(request, cached stage) -> the list it fans out over, as a source output's field was resolved, and its
+        exact text, made when that output was encoded: the stage's bulk lookup of that very list (``cache.bulk_rows``
+        compares it with the pack's list by text) takes it instead of encoding the list a second time."""
         self._uncached: set[str] = set()
         self._source_field = upload_field(pipeline)
         """The input field naming the request's source: the cache keys its content, not its name."""
@@ -506,8 +537,13 @@ class Orchestrator:
         output = event.output
         small = output is None or isinstance(output, (bool, int, float))  # no need to measure these
         data = b""
+        texts: dict[str, bytes] = {}
         if not small and not _surely_inline(output) and not refs.is_ref(output):
-            data = _PARK.encode(output)  # its size (UTF-8, as a payload carries it) and, if parked, its bytes
+            # Its size (UTF-8, as a payload carries it) and, if parked, its bytes; with the texts of the lists
+            # that cached stages fan out over when they are fields of it (for their bulk lookup).
+            data, texts = _encoded_with_lists(output, self._cached_lists.get(event.stage, ()))
+            if texts and _MARKER_BYTES in data:  # its lists are what the markers in it resolve to: not these texts
+                texts = {}
         source = None
         if len(data) > INLINE_OUTPUT_LIMIT:
             key = task_output_key(request_id, event.stage, event.item, event.attempt)
@@ -527,6 +563,13 @@ class Orchestrator:
                 fanout[str(spec.for_each)] = tuple(spec.for_each.extract(resolved))
             except (ValueError, FaveError) as exc:
                 return TaskFailed(event.stage, event.item, event.attempt, "ValidationError", str(exc))
+        for spec in self._fed_by.get(event.stage, ()) if texts else ():
+            assert spec.for_each is not None
+            text = texts.get(spec.for_each.path[0]) if len(spec.for_each.path) == 1 else None
+            if text is not None:  # kept with the very list it is the text of (the lookup checks it is that one)
+                if len(self._list_texts) >= 8:  # lists whose stage never looked them up: forget them
+                    self._list_texts.clear()
+                self._list_texts[(request_id, spec.name)] = (fanout[str(spec.for_each)], text)
         if output is event.output and not fanout:
             return event
         block = _list_block(max(map(len, fanout.values()), default=0), len(data))
@@ -777,7 +820,9 @@ class Orchestrator:
             return nothing
         if len(self._bulk) >= 16:
             self._bulk.clear()
-        bulk = self._bulk[(state.request_id, ask.stage)] = self._recalled(pack, elements, load)
+        bulk = self._bulk[(state.request_id, ask.stage)] = self._recalled(
+            pack, elements, load, self._list_text(state.request_id, ask.stage, elements)
+        )
         read, rows = bulk.read, bulk.rows or [-1] * count
         if read.parked:  # a row whose parked output is gone is a miss, and the pack's write replaces it
             for i, r in enumerate(rows):
@@ -862,7 +907,15 @@ class Orchestrator:
         except (FaveError, TypeError, ValueError) as exc:
             _log.warning("result cache: writing the pack of %s failed: %s", command.stage, exc)
 
-    def _recalled(self, pack: str, elements: tuple[Any, ...], load: Callable[[str], Any]) -> _BulkLookup:
+    def _list_text(self, request_id: str, stage: str, elements: tuple[Any, ...]) -> bytes | None:
+        """The text of ``elements``, the list ``stage`` fans out over, when this process made it as it encoded
+        their source output and they are that very list (``_list_texts``; taken once); None otherwise."""
+        kept = self._list_texts.pop((request_id, stage), None)
+        return kept[1] if kept is not None and kept[0] is elements else None
+
+    def _recalled(
+        self, pack: str, elements: tuple[Any, ...], load: Callable[[str], Any], text: bytes | None = None
+    ) -> _BulkLookup:
         """The stage's pack read once and its list compared with ``elements`` by position, so that only the elements
         that differ are keyed (``cache.bulk_rows``): the bulk lookup, and the pack write of a process that did not
         make it (a request resumed elsewhere: every Lambda step). Whatever the pack holds, a miss, never a failure."""
@@ -879,7 +932,7 @@ class Orchestrator:
             return made
 
         try:
-            recalled.rows = cache.bulk_rows(read, elements, keys_of)
+            recalled.rows = cache.bulk_rows(read, elements, keys_of, text)
         except (FaveError, TypeError, ValueError) as exc:
             _log.warning("result cache: no keys for the items of pack %s: %s", pack, exc)
             recalled.rows = [-1] * len(elements)

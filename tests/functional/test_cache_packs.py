@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fave import cache, history
 from fave import service as service_module
@@ -495,3 +496,24 @@ def test_a_pack_records_whether_its_outputs_hold_markers_and_one_without_the_rec
     doc["outputs"][0] = {"$ref": "requests/x/stages/work/output-1.json"}
     store.put(key, json.dumps(doc).encode())
     assert cache.read_pack(store, pack).parked
+
+
+def test_a_rerun_compares_its_list_by_the_text_its_source_output_was_parked_with(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk lookup compares the new list with the pack's by their texts (``ListText.same``); the new list's text
+    is the one made when the plan's output was encoded to be parked (``service._list_texts``), not a second
+    encoding of the list, and it answers as that encoding would."""
+    run(store, {"items": 3000})
+    given: list[bytes | None] = []
+    original = ListText.same
+
+    def same(self: ListText, elements: Any, text: bytes | None = None) -> list[bool] | None:
+        given.append(text)
+        return original(self, elements, text)
+
+    monkeypatch.setattr(ListText, "same", same)
+    state, invoked, _ = run(store, {"items": 3000, "changed": [5, 700], "changed_at": 3})
+    assert invoked["work"] == 2 and state.final == {"count": 3000, "changed": 2}
+    elements = [{"id": i, "v": 3 if i in (5, 700) else 0} for i in range(3000)]
+    assert given == [orjson.dumps(elements)]

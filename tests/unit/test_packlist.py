@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from fave import packed
+from fave import packed, packlist, service
 from fave.cache import same_values
 from fave.packlist import ListText, fields
 from hypothesis import given, settings
@@ -95,3 +95,23 @@ def test_a_packs_ints_are_little_endian_bytes_on_any_machine(swap: bool, monkeyp
         assert data == b"\x01\0\0\0\xff\xff\xff\xff\x02\x01\0\0"
     with pytest.raises(ValueError):
         packed.from_le("I", b"\x01\x02\x03")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["items", "a", "b", 'é"k']), st.one_of(values, st.lists(values, max_size=5))),
+    st.data(),
+)
+def test_a_parked_output_is_encoded_with_the_texts_of_its_lists(output: dict[str, Any], data: st.DataObject) -> None:
+    """``service._encoded_with_lists``: the parked bytes are ``_PARK.encode``'s, and each list's text is the one
+    ``ListText.same`` would make itself (so the bulk lookup takes it instead of encoding the list again)."""
+    extra = data.draw(st.sampled_from([{}, {"nan": math.nan}, {"big": 2**70}]))  # members orjson does not write
+    output = {**output, **extra}
+    fields_ = frozenset(data.draw(st.lists(st.sampled_from(["items", "a", "missing"]), max_size=2)))
+    encoded, texts = service._encoded_with_lists(output, fields_)
+    assert encoded == service._PARK.encode(output)
+    expected = {f: packlist._ENCODER.exact(output[f]) for f in fields_ if type(output.get(f)) is list}
+    assert texts == ({} if extra else expected)
+    for name, text in texts.items():
+        if output[name]:  # (an empty list is kept as a list, not as text)
+            assert stored(output[name]).same(output[name], text) == stored(output[name]).same(output[name])

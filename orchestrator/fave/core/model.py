@@ -334,6 +334,8 @@ class FanoutList:
         missing = frozenset((key, b) for b in blocks if b not in self.blocks)
         if missing:
             raise MissingData(items=missing)
+        if len(blocks) == 1:  # the block itself (no copy): the very tuple the list was made from, when it was
+            return self.blocks[0]
         return tuple(chain.from_iterable(self.blocks[b] for b in blocks))
 
 
