@@ -49,7 +49,21 @@ def test_an_index_that_does_not_fit_its_base_is_not_used(tmp_path: Path) -> None
     assert cache.write_pack(store, PACK, run_of(list(range(50))), source=SOURCE, stage="s", known=None)
     obj = cache.pack_object(PACK)
     doc = json.loads(store.get(obj).data)
-    doc["prefix_rows"] = "ff" * 4 + doc["prefix_rows"][8:]  # a row beyond the base
-    store.put(obj, json.dumps(doc).encode())
+    store.put(obj, json.dumps({**doc, "prefix_rows": doc["prefix_rows"][8:]}).encode())  # a row short
     read = cache.read_pack(store, PACK)
     assert read._sorted is None and read.find(key(7)) == 7 and len(read.index()) == 50
+
+
+def test_an_index_naming_a_row_beyond_its_base_misses_that_key_and_answers_no_other_wrongly(tmp_path: Path) -> None:
+    """The rows an index names are not checked when it is read (a pass over every row): ``find`` compares the full
+    key of the row named, which a row beyond the base does not have."""
+    store = LocalStore(tmp_path)
+    assert cache.write_pack(store, PACK, run_of(list(range(50))), source=SOURCE, stage="s", known=None)
+    obj = cache.pack_object(PACK)
+    doc = json.loads(store.get(obj).data)
+    first = int.from_bytes(bytes.fromhex(doc["prefix_rows"][:8]), "little")  # the row whose key sorts first
+    doc["prefix_rows"] = "ff" * 4 + doc["prefix_rows"][8:]  # now a row beyond the base
+    store.put(obj, json.dumps(doc).encode())
+    read = cache.read_pack(store, PACK)
+    assert read._sorted is not None
+    assert [read.find(key(k)) for k in range(50)] == [-1 if k == first else k for k in range(50)]

@@ -115,3 +115,13 @@ def test_a_parked_output_is_encoded_with_the_texts_of_its_lists(output: dict[str
     for name, text in texts.items():
         if output[name]:  # (an empty list is kept as a list, not as text)
             assert stored(output[name]).same(output[name], text) == stored(output[name]).same(output[name])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3000), st.lists(st.tuples(st.integers(0, 2999), values), max_size=40))
+def test_a_long_list_compares_as_the_decoded_lists_do(size: int, changes: list[tuple[int, Any]]) -> None:
+    old = [{"id": i, "v": i % 7} for i in range(size)]
+    new = list(old)
+    for at, value in changes:
+        new[at % size] = value
+    assert stored(old).same(new) == same_values(new, old)
