@@ -10,6 +10,7 @@ request; c keeps the status of the first request, the last one that had it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -212,9 +213,9 @@ PARTIAL = """
 """
 
 
-def test_a_step_that_fails_the_request_reads_the_failed_items_key_from_its_list_block(tmp_path: Path) -> None:
-    # Each step in a fresh orchestrator, as each Lambda invocation is: the failed item's block of the fan-out
-    # list is not loaded when its failure arrives, and the engine asks for it.
+def started(tmp_path: Path) -> tuple[LocalStore, Callable[[], Orchestrator], str]:
+    """A store, a maker of fresh orchestrators (each step in its own, as each Lambda invocation is) and a request
+    of ``PARTIAL`` started in it."""
     store = LocalStore(tmp_path / "store")
     clock = ManualClock(1_000.0)
 
@@ -223,6 +224,12 @@ def test_a_step_that_fails_the_request_reads_the_failed_items_key_from_its_list_
 
     rid = fresh().create({}, start=False).request_id
     fresh().apply(rid, [Start()])
+    return store, fresh, rid
+
+
+def test_a_step_that_fails_the_request_reads_the_failed_items_key_from_its_list_block(tmp_path: Path) -> None:
+    # The failed item's block of the fan-out list is not loaded when its failure arrives: the engine asks for it.
+    store, fresh, rid = started(tmp_path)
     entries = [{"name": f"n{i}"} for i in range(3 * SHARD_SIZE)]
     fresh().apply(rid, [TaskSucceeded("plan", None, 1, {"items": entries}, {"plan.items": tuple(entries)})])
     item = 2 * SHARD_SIZE + 5
@@ -239,14 +246,7 @@ def test_a_list_of_one_block_is_read_from_its_parked_source_output_not_written_a
     written a second time as an item block: state.json names the parked output (``fanout_sources``), and every
     reader takes the list from it: a fresh step that needs the failed item's key, the status document, the web
     view's task panel. The same list rewritten as not-a-list is a corrupt request, refused whole."""
-    store = LocalStore(tmp_path / "store")
-    clock = ManualClock(1_000.0)
-
-    def fresh() -> Orchestrator:
-        return Orchestrator(make_pipeline(PARTIAL), store, _Lambda(), clock=clock, sync_submit=lambda call: None)
-
-    rid = fresh().create({}, start=False).request_id
-    fresh().apply(rid, [Start()])
+    store, fresh, rid = started(tmp_path)
     entries = [{"name": f"n{i}", "pad": "x" * 40} for i in range(3 * SHARD_SIZE)]  # ~20 KB: parked
     fresh().apply(rid, [TaskSucceeded("plan", None, 1, {"items": entries})])
     assert not list(store.list(f"requests/{rid}/metadata/items/"))
@@ -268,11 +268,8 @@ def test_a_list_of_one_block_is_read_from_its_parked_source_output_not_written_a
 def test_a_list_of_several_blocks_is_written_in_blocks_even_when_its_source_is_parked(tmp_path: Path) -> None:
     """Only a list of one block is read from its source: one of several is read a block at a time, so its blocks
     are written (a step that needs one item does not read the whole output)."""
-    store = LocalStore(tmp_path / "store")
-    clock = ManualClock(1_000.0)
-    orchestrator = Orchestrator(make_pipeline(PARTIAL), store, _Lambda(), clock=clock, sync_submit=lambda call: None)
-    rid = orchestrator.create({}, start=False).request_id
-    orchestrator.apply(rid, [Start()])
+    store, fresh, rid = started(tmp_path)
+    orchestrator = fresh()
     entries = [{"name": f"n{i}", "pad": "x" * 200} for i in range(LIST_BLOCK + 1)]  # ~0.5 MB: 2 blocks
     orchestrator.apply(rid, [TaskSucceeded("plan", None, 1, {"items": entries})])
     assert len(list(store.list(f"requests/{rid}/metadata/items/"))) == 2
