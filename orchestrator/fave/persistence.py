@@ -101,20 +101,18 @@ def read_list_block(store: ObjectStore, doc: StateDoc, for_each: str, block: int
     """Block ``block`` of the fan-out list ``for_each`` of the request ``doc`` describes: its block object, or,
     for a list kept only in its source output (``StateDoc.fanout_sources``), that output's list. ``NotFoundError``
     if the object is gone; ``ValueError`` if it does not hold the list."""
-    source = doc.fanout_sources.get(for_each)
+    return _list_block(store, doc.request_id, for_each, block, doc.fanout_sources.get(for_each))
+
+
+def _list_block(store: ObjectStore, request_id: str, for_each: str, block: int, source: str | None) -> list[Any]:
+    """``read_list_block``, for the list's ``source`` (``FanoutList.source``; None: it has block objects)."""
     if source is None:
-        chunk = json.loads(store.get(items_key(doc.request_id, for_each, block)).data)
+        chunk = json.loads(store.get(items_key(request_id, for_each, block)).data)
         if not isinstance(chunk, list):
             raise ValueError(f"fan-out list {for_each} block {block} is not a list")
         return chunk
     if block != 0:
         raise ValueError(f"fan-out list {for_each} is one block: it has no block {block}")
-    return list_from_source(store, doc.request_id, for_each, source)
-
-
-def list_from_source(store: ObjectStore, request_id: str, for_each: str, source: str) -> list[Any]:
-    """The fan-out list ``for_each`` as its source output parked at ``source`` holds it (``FanoutList.source``);
-    ``NotFoundError`` if that object is gone, ``ValueError`` if it is not this request's or holds no such list."""
     if not source.startswith(request_prefix(request_id)):  # state.json names only the request's own objects
         raise ValueError(f"fan-out list {for_each}: its source {source!r} is not an object of this request")
     output = json.loads(store.get(source).data)  # as a block is read: the standard library (no int is rounded)
@@ -598,10 +596,7 @@ class Persistence:
             if fanout is None or b in fanout.blocks:
                 continue
             try:
-                if fanout.source is not None:
-                    chunk = list_from_source(self.store, state.request_id, key, fanout.source)
-                else:
-                    chunk = json.loads(self.store.get(items_key(state.request_id, key, b)).data)
+                chunk = _list_block(self.store, state.request_id, key, b, fanout.source)
             except NotFoundError:
                 raise ConflictError(f"request {state.request_id}: fan-out list {key} block {b} is missing") from None
             except ValueError as exc:
@@ -969,7 +964,6 @@ __all__ = [
     "Persistence",
     "committed_shards",
     "list_block",
-    "list_from_source",
     "list_request_ids",
     "parse_state",
     "read_list_block",

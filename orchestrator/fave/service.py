@@ -560,16 +560,14 @@ class Orchestrator:
             assert spec.for_each is not None
             try:
                 resolved = plain if plain is not _UNKNOWN else refs.resolve(self.store, output)
-                fanout[str(spec.for_each)] = tuple(spec.for_each.extract(resolved))
+                listed = fanout[str(spec.for_each)] = tuple(spec.for_each.extract(resolved))
             except (ValueError, FaveError) as exc:
                 return TaskFailed(event.stage, event.item, event.attempt, "ValidationError", str(exc))
-        for spec in self._fed_by.get(event.stage, ()) if texts else ():
-            assert spec.for_each is not None
             text = texts.get(spec.for_each.path[0]) if len(spec.for_each.path) == 1 else None
             if text is not None:  # kept with the very list it is the text of (the lookup checks it is that one)
                 if len(self._list_texts) >= 8:  # lists whose stage never looked them up: forget them
                     self._list_texts.clear()
-                self._list_texts[(request_id, spec.name)] = (fanout[str(spec.for_each)], text)
+                self._list_texts[(request_id, spec.name)] = (listed, text)
         if output is event.output and not fanout:
             return event
         block = _list_block(max(map(len, fanout.values()), default=0), len(data))
