@@ -114,7 +114,10 @@ def test_sigterm_mid_run_then_restart_loses_nothing_and_runs_no_success_twice(tm
 
 def test_grace_period_bounds_the_stop_and_the_cut_invocations_run_again(tmp_path: Path) -> None:
     store, book = tmp_path / "store", tmp_path / "ledger.txt"
-    queue_entries(store, ["slow"], items=2, sleep_ms=8000, book=book)
+    # Bodies far longer than the stop takes: the grace period, then the local runtime's close, which waits up to
+    # 5 s for thread-isolated handlers (``local.runtime._CLOSE_S``) before the process exits without them. With
+    # 8 s bodies, a signal that came 2.5 s after they started (a loaded machine) let them finish first.
+    queue_entries(store, ["slow"], items=2, sleep_ms=15_000, book=book)
     worker = start_worker(store, tmp_path / "w1", "--grace", "0.5s")
     try:
         e2e.wait_for(lambda: "started request" in (tmp_path / "w1" / "stderr").read_text(), timeout=120,
@@ -127,7 +130,7 @@ def test_grace_period_bounds_the_stop_and_the_cut_invocations_run_again(tmp_path
             worker.wait()
     log = (tmp_path / "w1" / "stderr").read_text()
     assert code == 0, log
-    # It did not wait for the 8 s bodies (they would have written their lines): the grace period cut them.
+    # It did not wait for the 15 s bodies (they would have written their lines): the grace period cut them.
     assert ledger(book) == []
     (state,) = states(store).values()
     assert state.status is RequestStatus.RUNNING
