@@ -237,13 +237,12 @@ class Orchestrator:
         for spec in pipeline.stages.values():
             if spec.for_each is not None:
                 self._fed_by.setdefault(spec.for_each.source, []).append(spec)
-        self._cached_lists: dict[str, frozenset[str]] = {}
-        """Source stage -> the fields of its output that cached stages without per-item needs fan out over (their
-        bulk lookup compares the list's text: ``_list_texts``)."""
+        self._cached_lists: dict[str, dict[str, str]] = {}
+        """Source stage -> {cached stage without per-item needs: the field of the source's output it fans out over}
+        (its bulk lookup compares the list's text: ``_list_texts``)."""
         for spec in pipeline.stages.values():
             if spec.for_each is not None and spec.cache and not spec.item_needs and len(spec.for_each.path) == 1:
-                fields = self._cached_lists.get(spec.for_each.source, frozenset())
-                self._cached_lists[spec.for_each.source] = fields | {spec.for_each.path[0]}
+                self._cached_lists.setdefault(spec.for_each.source, {})[spec.name] = spec.for_each.path[0]
         # The persistence's traffic, tallied per request for its ledger (``StoreRequests``).
         self.meter = RequestMeter(store)
         self.persistence = Persistence(self.meter, pipeline, self.engine)
@@ -538,10 +537,11 @@ class Orchestrator:
         small = output is None or isinstance(output, (bool, int, float))  # no need to measure these
         data = b""
         texts: dict[str, bytes] = {}
+        wanted = self._cached_lists.get(event.stage, {})
         if not small and not _surely_inline(output) and not refs.is_ref(output):
             # Its size (UTF-8, as a payload carries it) and, if parked, its bytes; with the texts of the lists
             # that cached stages fan out over when they are fields of it (for their bulk lookup).
-            data, texts = _encoded_with_lists(output, self._cached_lists.get(event.stage, ()))
+            data, texts = _encoded_with_lists(output, set(wanted.values()))
             if texts and _MARKER_BYTES in data:  # its lists are what the markers in it resolve to: not these texts
                 texts = {}
         source = None
@@ -563,7 +563,8 @@ class Orchestrator:
                 listed = fanout[str(spec.for_each)] = tuple(spec.for_each.extract(resolved))
             except (ValueError, FaveError) as exc:
                 return TaskFailed(event.stage, event.item, event.attempt, "ValidationError", str(exc))
-            text = texts.get(spec.for_each.path[0]) if len(spec.for_each.path) == 1 else None
+            field = wanted.get(spec.name)
+            text = texts.get(field) if field is not None else None
             if text is not None:  # kept with the very list it is the text of (the lookup checks it is that one)
                 if len(self._list_texts) >= 8:  # lists whose stage never looked them up: forget them
                     self._list_texts.clear()

@@ -300,7 +300,6 @@ class ItemKeys:
     def __init__(self, store: ObjectStore, doc: StateDoc, stage: str) -> None:
         self.store = store
         self.doc = doc
-        self.request_id = doc.request_id
         shape = doc.pipeline.shape.get(stage) or {}
         text, key = shape.get("for_each"), shape.get("key")
         try:
@@ -317,10 +316,9 @@ class ItemKeys:
         if block not in self._blocks:
             assert self.for_each is not None
             try:
-                data = read_list_block(self.store, self.doc, str(self.for_each), block)
+                self._blocks[block] = read_list_block(self.store, self.doc, str(self.for_each), block)
             except (NotFoundError, ValueError):
-                data = None
-            self._blocks[block] = data if isinstance(data, list) else None
+                self._blocks[block] = None
         return self._blocks[block]
 
     def key(self, item: int) -> str | None:

@@ -65,7 +65,7 @@ def _fanout_item(store: ObjectStore, doc: StateDoc, for_each: str | None, item: 
     except (NotFoundError, ValueError):
         return None
     offset = item % size
-    return block[offset] if isinstance(block, list) and offset < len(block) else None
+    return block[offset] if offset < len(block) else None
 
 
 def task_detail(store: ObjectStore, request_id: str, stage: str, item: int | None) -> dict[str, Any]:
