@@ -13,12 +13,13 @@ requirement 6; ``fave.cache``).
 (c) **store requests per cached task**: the second fan-out run's store requests by kind of object and
     operation, per task taken from the cache.
 
-(a) and (c) are measured ``--repeat`` times (default 3), each pair of runs on its own cache (the requests carry a
+(a) and (c) are measured ``--repeat`` times (default 5), each pair of runs on its own cache (the requests carry a
 ``round`` that the bench pipeline's cached stages key on, so a repeat's first run finds no pack): the figures and
 the verdict are those of the pair with the median ratio, every pair's are listed. One pair's second run lasts
 ~35 ms: a pause of the machine (this 2-core VM's timing swings by 20-40% from one minute to the next, and a
-stall of a file-system call reaches several milliseconds) moves it by a quarter; the median of three does not
-follow one such pause.
+stall of a file-system call reaches several milliseconds) moves it by a quarter or more; the median of five
+follows neither one such pause nor two. The first pair's first run is a fresh process's (15-25% slower than a warm
+one): of five pairs, it moves the median by one rank at most.
 """
 
 from __future__ import annotations

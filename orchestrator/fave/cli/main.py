@@ -1229,7 +1229,7 @@ def _bench_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--changed", type=float, default=0.01, help="fraction of elements changed in the second run (default 0.01)"
     )
     incremental.add_argument(
-        "--repeat", type=int, default=3, help="pairs of fan-out runs; the median pair is reported (default 3)"
+        "--repeat", type=int, default=5, help="pairs of fan-out runs; the median pair is reported (default 5)"
     )
     incremental.add_argument("--video", help="a local video file for part (b) (default: the bundled sample)")
     incremental.add_argument("--no-video", action="store_true", help="skip part (b), the video pipeline")
